@@ -1,0 +1,175 @@
+"""`lvm`: build datasets, train, evaluate, promote and run the whole pipeline from a terminal.
+
+Every command runs the same Prefect flow a deployment runs, so runs show up in the Prefect UI.
+Errors a user can fix print one line and exit 1; nothing half-written is published.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import flows  # noqa: F401  (offline environment defaults)
+
+app = typer.Typer(
+    name="lvm",
+    help="Train Language Vector Models on Wikipedia: build gated datasets, train, evaluate, promote.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=False)
+err = Console(stderr=True)
+
+DataDirOpt = Annotated[
+    Optional[Path],
+    typer.Option("--data-dir", envvar="LVM_DATA_DIR", help="Data folder for datasets, cache, models and the MLflow DB [default: ./lvm-data]"),
+]
+
+
+def _data_dir(value: Optional[Path]) -> str:
+    return str(value if value is not None else Path("lvm-data"))
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input or a failed gate: one line, exit 1, no traceback."""
+    import pydantic
+
+    from lvm_core.contracts import DataContractError
+    from lvm_core.dataset import DatasetNotReadyError
+    from lvm_core.gates import GateFailedError
+
+    errors: list[type[BaseException]] = [
+        DataContractError, DatasetNotReadyError, GateFailedError, pydantic.ValidationError, ValueError, FileNotFoundError,
+    ]
+    for mod, name in [
+        ("lvm_core.ingest", "IngestError"),
+        ("lvm_core.embedding", "FingerprintMismatchError"),
+        ("lvm_core.embedding", "EncoderLoadError"),
+        ("lvm_core.npz_compat", "NpzFormatError"),
+        ("lvm_core.registry", "ModelNotFoundError"),
+        ("lvm_core.training", "CheckpointMismatchError"),
+        ("lvm_core.training", "TrainingDivergedError"),
+    ]:
+        try:
+            errors.append(getattr(__import__(mod, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+def _run(fn, *args, **kwargs):
+    """Call a flow or function; turn user errors into a one-line message and exit code 1."""
+    try:
+        return fn(*args, **kwargs)
+    except _user_errors() as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if exc.__class__.__name__ == "ValidationError":
+            msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())  # type: ignore[attr-defined]
+        err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def _ranges_or_none(v: Optional[str]) -> Optional[str]:
+    return v.strip() if v else None
+
+
+@app.command()
+def build(
+    source: Annotated[str, typer.Option(help="'sample' (embedded enwiki excerpt), a *-pages-articles*.xml[.bz2] dump, or a .parquet/.jsonl with id,title,text")] = "sample",
+    data_dir: DataDirOpt = None,
+    limit_articles: Annotated[Optional[int], typer.Option(help="Only the first N articles (quick runs)")] = None,
+    snapshot_id: Annotated[Optional[str], typer.Option(help="Override the snapshot id derived from the source name/digest")] = None,
+    encoder: Annotated[Optional[str], typer.Option(help="sentence-transformers model name or path [default: packaged all-MiniLM-L6-v2]")] = None,
+    context_len: Annotated[int, typer.Option(help="Chunks of context per training sequence")] = 5,
+    min_words: Annotated[int, typer.Option(help="Minimum words per chunk")] = 40,
+    max_words: Annotated[int, typer.Option(help="Maximum words per chunk")] = 120,
+    seed: Annotated[int, typer.Option(help="Seed of the stratified split")] = 1234,
+    fractions: Annotated[str, typer.Option(help="train,val,ood fractions")] = "0.8,0.1,0.1",
+    exclude_articles: Annotated[Optional[str], typer.Option(help="Hold out these article ranges as OOD, e.g. 1500-1999,4000-4499")] = None,
+    val_articles: Annotated[Optional[str], typer.Option(help="Use these article ranges as validation")] = None,
+    holdout_title: Annotated[Optional[list[str]], typer.Option(help="Title regex held out as OOD (repeatable)")] = None,
+    n_bins: Annotated[int, typer.Option(help="Coherence quantile bins")] = 5,
+) -> None:
+    """Build a gated dataset from a Wikipedia snapshot and print its folder."""
+    from lvm_core.config import BuildOptions
+
+    def go() -> str:
+        options = BuildOptions(
+            encoder=encoder,
+            context_len=context_len,
+            min_words=min_words,
+            max_words=max_words,
+            seed=seed,
+            fractions=tuple(float(x) for x in fractions.split(",")),
+            exclude_articles=_ranges_or_none(exclude_articles),
+            val_articles=_ranges_or_none(val_articles),
+            split_mode="titles" if holdout_title else ("ranges" if exclude_articles else "stratified"),
+            holdout_titles=holdout_title or None,
+            n_bins=n_bins,
+        )
+        from flows.build_dataset import build_dataset
+
+        return build_dataset(source=source, data_dir=_data_dir(data_dir), limit_articles=limit_articles, snapshot_id=snapshot_id, options=options)
+
+    path = _run(go)
+    _print_dataset_summary(Path(path))
+    typer.echo(path)
+
+
+def _print_dataset_summary(path: Path) -> None:
+    m = json.loads((path / "manifest.json").read_text())
+    t = Table(title=f"dataset {m['dataset_id']}", show_header=False)
+    t.add_row("articles / chunks", f"{m['counts']['articles']} / {m['counts']['chunks']}")
+    t.add_row("sequences train/val/ood", " / ".join(str(m["sequences"][k]) for k in ("train", "val", "ood")))
+    t.add_row("encoder", f"{m['encoder']['name']} ({m['encoder']['dim']}-d)")
+    coh = m.get("coherence", {})
+    if coh.get("mean") is not None:
+        t.add_row("coherence mean", f"{coh['mean']:.3f}")
+    t.add_row("crossing windows", str(m["crossing_windows"]))
+    t.add_row("oracle recall@5", f"{m['oracle_recall_at_5']:.4f}")
+    t.add_row("gates", "all passed" if m.get("gates_passed") else "FAILED")
+    err.print(t)
+
+
+@app.command()
+def sequences(
+    npz: Annotated[Path, typer.Option(help="Reference-format vectors NPZ (vectors, article_indices, chunk_indices[, concept_texts])")],
+    output: Annotated[Path, typer.Option(help="Output training-sequences NPZ")],
+    exclude_articles: Annotated[Optional[str], typer.Option(help="Article index ranges to leave out, e.g. 1500-1999,4000-4499")] = None,
+    context_len: Annotated[int, typer.Option(help="Context length")] = 5,
+) -> None:
+    """Convert a reference-project vectors NPZ into its training-sequence layout (strict per-article windows)."""
+    from lvm_core.npz_compat import convert_reference_npz
+
+    summary = _run(convert_reference_npz, npz, output, _ranges_or_none(exclude_articles), context_len)
+    console.print_json(data=summary)
+
+
+@app.command()
+def datasets(data_dir: DataDirOpt = None) -> None:
+    """List built datasets."""
+    from lvm_core.dataset import list_datasets
+
+    rows = list_datasets(Path(_data_dir(data_dir)))
+    t = Table("dataset", "ready", "articles", "chunks", "train/val/ood", "created")
+    for r in rows:
+        s = r["sequences"] or {}
+        t.add_row(r["dataset"], "yes" if r["ready"] else "no", str(r["articles"]), str(r["chunks"]),
+                  f"{s.get('train')}/{s.get('val')}/{s.get('ood')}", str(r["created_at"]))
+    console.print(t)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

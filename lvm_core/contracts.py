@@ -1,0 +1,151 @@
+"""The one place for data contracts: dataset folder layout, Parquet schemas, manifest keys.
+
+Every module reads and writes datasets through these names so that a layout change happens here only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+# --- Parquet schemas -------------------------------------------------------------------------------
+
+ARTICLES_SCHEMA = pa.schema(
+    [
+        pa.field("article_id", pa.int64(), nullable=False),
+        pa.field("title", pa.string(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("snapshot_id", pa.string(), nullable=False),
+        pa.field("text_sha1", pa.string(), nullable=False),
+    ]
+)
+
+CHUNKS_SCHEMA = pa.schema(
+    [
+        pa.field("chunk_id", pa.string(), nullable=False),
+        pa.field("article_id", pa.int64(), nullable=False),
+        pa.field("chunk_index", pa.int32(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("text_hash", pa.string(), nullable=False),
+        pa.field("n_words", pa.int32(), nullable=False),
+    ]
+)
+
+# One row per article that took part in splitting.
+SPLITS_SCHEMA = pa.schema(
+    [
+        pa.field("article_id", pa.int64(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("n_chunks", pa.int32(), nullable=False),
+        pa.field("coherence", pa.float64(), nullable=True),
+        pa.field("coherence_bin", pa.int32(), nullable=True),
+    ]
+)
+
+SPLIT_NAMES: tuple[str, ...] = ("train", "val", "ood")
+
+# --- Folder layout ---------------------------------------------------------------------------------
+
+ARTICLES_FILE = "articles.parquet"
+CHUNKS_FILE = "chunks.parquet"
+EMBEDDINGS_FILE = "embeddings.npy"  # float32 (n_chunks, dim), row i <-> chunks.parquet row i
+ENCODER_FILE = "encoder.json"  # EncoderFingerprint of embeddings.npy
+SPLITS_FILE = "splits.parquet"
+SPLITS_MANIFEST_FILE = "splits.json"
+SEQUENCES_FILE = "sequences.npz"  # per split: {split}_context_rows, {split}_target_rows, ...
+MANIFEST_FILE = "manifest.json"
+GX_DIR = "gx"  # Great Expectations results + Data Docs
+PLOTS_DIR = "plots"
+READY_MARKER = "READY"  # written last, only when every gate passed
+WATCH_STATE_FILE = "watch_state.json"  # in the data dir: snapshots the watcher already triggered
+
+
+def default_data_dir() -> Path:
+    """`LVM_DATA_DIR` or ./lvm-data."""
+    import os
+
+    return Path(os.environ.get("LVM_DATA_DIR", "lvm-data")).expanduser()
+
+
+def datasets_root(data_dir: Path) -> Path:
+    return Path(data_dir) / "datasets"
+
+
+def dataset_dir(data_dir: Path, snapshot_id: str) -> Path:
+    return datasets_root(data_dir) / snapshot_id
+
+
+def embedding_cache_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "cache" / "embeddings"
+
+
+def models_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "models"
+
+
+def default_tracking_uri(data_dir: Path) -> str:
+    """`MLFLOW_TRACKING_URI` or a SQLite file in the data dir."""
+    import os
+
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    path = Path(data_dir).resolve() / "mlflow.db"
+    return f"sqlite:///{path}"
+
+
+@dataclass(frozen=True)
+class DatasetPaths:
+    """Resolved paths of one built dataset folder."""
+
+    root: Path
+
+    @property
+    def articles(self) -> Path:
+        return self.root / ARTICLES_FILE
+
+    @property
+    def chunks(self) -> Path:
+        return self.root / CHUNKS_FILE
+
+    @property
+    def embeddings(self) -> Path:
+        return self.root / EMBEDDINGS_FILE
+
+    @property
+    def encoder(self) -> Path:
+        return self.root / ENCODER_FILE
+
+    @property
+    def splits(self) -> Path:
+        return self.root / SPLITS_FILE
+
+    @property
+    def splits_manifest(self) -> Path:
+        return self.root / SPLITS_MANIFEST_FILE
+
+    @property
+    def sequences(self) -> Path:
+        return self.root / SEQUENCES_FILE
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST_FILE
+
+    @property
+    def gx(self) -> Path:
+        return self.root / GX_DIR
+
+    @property
+    def plots(self) -> Path:
+        return self.root / PLOTS_DIR
+
+    @property
+    def ready(self) -> Path:
+        return self.root / READY_MARKER
+
+
+class DataContractError(ValueError):
+    """A file does not match its contract (missing columns, wrong dtype, misaligned rows)."""

@@ -1,0 +1,445 @@
+"""Dataset build steps over files: ingest → chunk → embed → analyse (coherence, splits, leakage,
+sequences, oracle) → manifest → publish; and loading a published dataset.
+
+Each step writes its output into a content-addressed work folder (`<data_dir>/work/<key>/`) and is
+idempotent, so an interrupted build resumes from the last finished step and an unchanged snapshot is
+not recomputed. The dataset folder is assembled in a staging folder and renamed into place only when
+its gates passed; a failed build is kept aside for inspection and never replaces a good dataset.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lvm_core import contracts
+from lvm_core.config import BuildConfig
+from lvm_core.contracts import DataContractError, DatasetPaths
+from lvm_core.storage import (
+    file_digest,
+    json_digest,
+    link_or_copy,
+    load_npy,
+    read_json,
+    replace_dir,
+    write_json,
+    write_parquet,
+)
+
+# Bump when a step's output for the same inputs changes, so cached work is not reused.
+STEP_VERSIONS = {"ingest": 1, "chunk": 1, "embed": 1, "analyse": 1}
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """A resolved input snapshot."""
+
+    path: Path
+    snapshot_id: str
+    digest: str
+    dataset_id: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": str(self.path), "digest": self.digest, "snapshot_id": self.snapshot_id}
+
+
+def resolve_source(config: BuildConfig) -> SourceInfo:
+    """Locate the source, digest it and derive the snapshot and dataset ids."""
+    from lvm_core import ingest
+
+    path = ingest.resolve_source(config.source)
+    digest = file_digest(path)
+    snapshot_id = config.snapshot_id or ingest.snapshot_id_for(path)
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", snapshot_id):
+        raise ValueError(f"snapshot id {snapshot_id!r} may only contain letters, digits, '.', '_' and '-'")
+    dataset_id = snapshot_id if config.limit_articles is None else f"{snapshot_id}-first{config.limit_articles}"
+    return SourceInfo(path=path, snapshot_id=snapshot_id, digest=digest, dataset_id=dataset_id)
+
+
+def work_dir(data_dir: Path, step: str, key: str) -> Path:
+    return Path(data_dir) / "work" / f"{step}-{key[:16]}"
+
+
+def step_key(step: str, *parts: Any) -> str:
+    return json_digest([step, STEP_VERSIONS[step], *parts])
+
+
+# --- steps ----------------------------------------------------------------------------------------
+
+
+def ingest_step(source: SourceInfo, config: BuildConfig, out_dir: Path, progress: bool = False) -> Path:
+    """Parse and clean the source into articles.parquet (skipped when already done)."""
+    from lvm_core import ingest
+
+    out = Path(out_dir) / contracts.ARTICLES_FILE
+    if out.exists():
+        return out
+    ids, titles, texts, hashes = [], [], [], []
+    seen: set[int] = set()
+    for article in ingest.read_articles(source.path, limit=config.limit_articles, progress=progress):
+        if article.article_id in seen:
+            continue  # a dump may repeat a page; the first revision wins
+        seen.add(article.article_id)
+        ids.append(article.article_id)
+        titles.append(article.title)
+        texts.append(article.text)
+        hashes.append(_sha1(article.text))
+    table = pa.table(
+        {
+            "article_id": pa.array(ids, pa.int64()),
+            "title": pa.array(titles, pa.string()),
+            "text": pa.array(texts, pa.string()),
+            "snapshot_id": pa.array([source.snapshot_id] * len(ids), pa.string()),
+            "text_sha1": pa.array(hashes, pa.string()),
+        },
+        schema=contracts.ARTICLES_SCHEMA,
+    )
+    write_parquet(out, table)
+    return out
+
+
+def chunk_step(articles_path: Path, config: BuildConfig, out_dir: Path) -> Path:
+    """Split articles into chunks.parquet."""
+    from lvm_core import chunking, ingest
+
+    out = Path(out_dir) / contracts.CHUNKS_FILE
+    if out.exists():
+        return out
+    articles = pq.read_table(articles_path, columns=["article_id", "title", "text"]).to_pylist()
+    cfg = chunking.ChunkingConfig(min_words=config.min_words, max_words=config.max_words)
+    table = chunking.chunk_articles(
+        (ingest.Article(a["article_id"], a["title"], a["text"]) for a in articles), cfg
+    )
+    if table.num_rows == 0:
+        raise DataContractError(f"{articles_path}: no chunks produced (all articles empty?)")
+    write_parquet(out, table.cast(contracts.CHUNKS_SCHEMA))
+    return out
+
+
+@dataclass
+class EmbedResult:
+    embeddings: Path
+    encoder_file: Path
+    stats: dict[str, Any]
+
+
+def embed_step(
+    chunks_path: Path, config: BuildConfig, out_dir: Path, data_dir: Path, progress: bool = False
+) -> EmbedResult:
+    """Embed chunk texts, reusing the persistent (fingerprint, text_hash) cache."""
+    from lvm_core import embedding
+
+    out_dir = Path(out_dir)
+    emb_path, enc_path = out_dir / contracts.EMBEDDINGS_FILE, out_dir / contracts.ENCODER_FILE
+    stats_path = out_dir / "embed_stats.json"
+    if emb_path.exists() and enc_path.exists() and stats_path.exists():
+        return EmbedResult(emb_path, enc_path, read_json(stats_path))
+    chunks = pq.read_table(chunks_path, columns=["text", "text_hash"])
+    texts = chunks.column("text").to_pylist()
+    hashes = chunks.column("text_hash").to_pylist()
+    encoder = embedding.load_encoder(config.encoder)
+    cache = embedding.EmbeddingCache(contracts.embedding_cache_dir(data_dir), encoder.fingerprint)
+    vectors, stats = embedding.embed_texts(
+        texts, hashes, encoder, cache, batch_size=config.batch_size, show_progress=progress
+    )
+    embedding.save_embeddings(out_dir, vectors, encoder.fingerprint)
+    stats_dict = {k: (float(v) if isinstance(v, float) else v) for k, v in vars(stats).items()}
+    write_json(stats_path, stats_dict)
+    return EmbedResult(emb_path, enc_path, stats_dict)
+
+
+def analyse_step(
+    stage_dir: Path,
+    config: BuildConfig,
+    source: SourceInfo,
+    articles_path: Path,
+    chunks_path: Path,
+    embed: EmbedResult,
+) -> dict[str, Any]:
+    """Assemble the staging folder and compute coherence, splits, leakage, sequences and the oracle.
+
+    Returns the manifest (also written to the staging folder), without gate results.
+    """
+    from lvm_core import coherence, leakage, retrieval, sequences, splits
+
+    paths = DatasetPaths(Path(stage_dir))
+    paths.root.mkdir(parents=True, exist_ok=True)
+    for src, dst in [
+        (articles_path, paths.articles),
+        (chunks_path, paths.chunks),
+        (embed.embeddings, paths.embeddings),
+        (embed.encoder_file, paths.encoder),
+    ]:
+        link_or_copy(Path(src), dst)
+
+    chunks = pq.read_table(paths.chunks, columns=["article_id", "chunk_index", "text_hash"])
+    article_ids = chunks.column("article_id").to_numpy()
+    chunk_index = chunks.column("chunk_index").to_numpy()
+    text_hash = np.asarray(chunks.column("text_hash").to_pylist())
+    vectors = load_npy(paths.embeddings)
+    encoder = read_json(paths.encoder)
+    if vectors.shape[0] != len(article_ids):
+        raise DataContractError(
+            f"{paths.embeddings}: {vectors.shape[0]} vectors for {len(article_ids)} chunks"
+        )
+
+    # coherence
+    ctx = config.context_len
+    coh = coherence.article_coherence(vectors, article_ids, chunk_index)
+    coh_binned, edges = coherence.assign_bins(coh, n_bins=config.n_bins, min_chunks=ctx + 1)
+    paths.plots.mkdir(exist_ok=True)
+    coherence.plot_coherence_histogram(
+        coh_binned, edges, paths.plots / "coherence_histogram.png", title=f"Article coherence — {source.dataset_id}"
+    )
+
+    # splits
+    articles = pq.read_table(paths.articles, columns=["article_id", "title"])
+    title_of = dict(zip(articles.column("article_id").to_pylist(), articles.column("title").to_pylist()))
+    import polars as pl
+
+    titles = pl.Series("title", [title_of.get(a, "") for a in coh_binned["article_id"].to_list()])
+    split_cfg = splits.SplitConfig(
+        mode=config.split_mode,
+        fractions=tuple(config.fractions),
+        seed=config.seed,
+        ood_ranges=config.exclude_articles,
+        val_ranges=config.val_articles,
+        holdout_titles=config.holdout_titles,
+    )
+    split_df = splits.split_articles(coh_binned, split_cfg, titles=titles)
+    write_parquet(paths.splits, split_df.to_arrow().cast(contracts.SPLITS_SCHEMA))
+    split_manifest = splits.split_report(split_df, split_cfg)
+    write_json(paths.splits_manifest, split_manifest)
+
+    split_of_article = dict(zip(split_df["article_id"].to_list(), split_df["split"].to_list()))
+    row_split = np.array([split_of_article.get(int(a), "") for a in article_ids], dtype=object)
+
+    # sequences, strictly inside articles
+    seqs: dict[str, Any] = {}
+    for name in contracts.SPLIT_NAMES:
+        members = np.array([a for a, s in split_of_article.items() if s == name], dtype=np.int64)
+        seqs[name] = sequences.build_windows(article_ids, chunk_index, context_len=ctx, articles=members)
+
+    # leakage: raw over val/ood articles, then purge leaking val/ood windows and measure again
+    leakage_raw = leakage.leakage_report(
+        article_ids, text_hash, vectors, row_split.astype(str), near_dup_threshold=config.near_dup_threshold
+    )
+    leaking = leakage.leaking_rows(
+        article_ids, text_hash, vectors, row_split.astype(str), near_dup_threshold=config.near_dup_threshold
+    )
+    purged: dict[str, int] = {}
+    for name in ("val", "ood"):
+        seqs[name], purged[name] = leakage.purge_leaking_windows(seqs[name], leaking)
+    used_split = np.where(np.isin(row_split.astype(str), ["val", "ood"]), "", row_split.astype(str))
+    for name in ("val", "ood"):
+        rows = np.unique(np.concatenate([seqs[name].context_rows.ravel(), seqs[name].target_rows]))
+        used_split[rows] = name
+    leakage_post = leakage.leakage_report(
+        article_ids, text_hash, vectors, used_split.astype(str), near_dup_threshold=config.near_dup_threshold
+    )
+
+    crossing = int(sum(sequences.count_crossing_windows(s, article_ids, chunk_index) for s in seqs.values()))
+    sequences.save_sequences(paths.sequences, seqs)
+    direction = sequences.data_direction(vectors, seqs["train"]) if len(seqs["train"]) else []
+
+    # oracle recall: can the bank retrieve each val/ood target from its own true vector?
+    bank = retrieval.ChunkBank(vectors, article_ids, text_hash)
+    eval_targets = np.concatenate([seqs["val"].target_rows, seqs["ood"].target_rows])
+    oracle = float(retrieval.oracle_recall_at_k(bank, eval_targets, k=5)) if len(eval_targets) else 0.0
+
+    coh_values = coh["coherence"].drop_nulls().to_numpy()
+    manifest: dict[str, Any] = {
+        "dataset_id": source.dataset_id,
+        "snapshot_id": source.snapshot_id,
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": source.to_dict(),
+        "encoder": {
+            "name": encoder["model_name"],
+            "dim": int(encoder["dim"]),
+            "fingerprint": _fingerprint_id(encoder),
+            "weights_digest": encoder["weights_digest"],
+            "normalized": encoder.get("normalized", True),
+        },
+        "build_config": config.model_dump(mode="json"),
+        "counts": {
+            "articles": int(articles.num_rows),
+            "chunks": int(len(article_ids)),
+            "sequences": {k: len(v) for k, v in seqs.items()},
+        },
+        "sequences": {k: len(v) for k, v in seqs.items()},
+        "context_len": ctx,
+        "coherence": {
+            "mean": float(coh_values.mean()) if coh_values.size else None,
+            "std": float(coh_values.std()) if coh_values.size else None,
+            "n_articles": int(coh_values.size),
+            "bin_edges": [float(e) for e in edges],
+            "n_bins": max(len(edges) - 1, 0),
+        },
+        "splits": split_manifest,
+        "leakage": leakage_post,
+        "leakage_raw": leakage_raw,
+        "purged_windows": purged,
+        "crossing_windows": crossing,
+        "oracle_recall_at_5": oracle,
+        "data_direction": [float(x) for x in direction],
+        "embedding": embed.stats,
+    }
+    write_json(paths.manifest, manifest)
+    return manifest
+
+
+def _fingerprint_id(encoder: dict[str, Any]) -> str:
+    from lvm_core.embedding import EncoderFingerprint
+
+    return EncoderFingerprint.from_dict(encoder).id
+
+
+def _sha1(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+# --- publication ------------------------------------------------------------------------------------
+
+
+def new_staging_dir(data_dir: Path, dataset_id: str) -> Path:
+    root = contracts.datasets_root(data_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    return root / f".staging-{dataset_id}-{uuid.uuid4().hex[:8]}"
+
+
+def finalize_manifest(stage_dir: Path, manifest: dict[str, Any], gates: dict[str, Any], passed: bool) -> None:
+    manifest = dict(manifest)
+    manifest["gates"] = gates
+    manifest["gates_passed"] = passed
+    write_json(DatasetPaths(stage_dir).manifest, manifest)
+
+
+def publish(stage_dir: Path, data_dir: Path, dataset_id: str) -> Path:
+    """Mark the staging folder READY and rename it onto the dataset folder."""
+    stage = DatasetPaths(Path(stage_dir))
+    stage.ready.write_text(_dt.datetime.now(_dt.timezone.utc).isoformat() + "\n")
+    target = contracts.dataset_dir(data_dir, dataset_id)
+    replace_dir(stage.root, target)
+    return target
+
+
+def set_aside_failed(stage_dir: Path, data_dir: Path, dataset_id: str) -> Path:
+    """Keep a failed build (with its gate results) under datasets/_failed/ for inspection."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    target = contracts.datasets_root(data_dir) / "_failed" / f"{dataset_id}-{stamp}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(stage_dir), target)
+    return target
+
+
+# --- loading ---------------------------------------------------------------------------------------
+
+
+class DatasetNotReadyError(RuntimeError):
+    """The dataset folder is missing, incomplete or did not pass its gates."""
+
+
+@dataclass
+class Dataset:
+    """A published dataset: chunk metadata, vectors (memory-mapped), sequences per split, manifest."""
+
+    root: Path
+    manifest: dict[str, Any]
+    vectors: np.ndarray
+    fingerprint: Any  # lvm_core.embedding.EncoderFingerprint
+    article_ids: np.ndarray
+    chunk_index: np.ndarray
+    text_hash: np.ndarray
+    sequences: dict[str, Any]
+    _texts: list[str] | None = field(default=None, repr=False)
+
+    @property
+    def paths(self) -> DatasetPaths:
+        return DatasetPaths(self.root)
+
+    @property
+    def context_len(self) -> int:
+        return int(self.manifest.get("context_len", self.sequences["train"].context_rows.shape[1]))
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    @property
+    def texts(self) -> list[str]:
+        if self._texts is None:
+            self._texts = pq.read_table(self.paths.chunks, columns=["text"]).column("text").to_pylist()
+        return self._texts
+
+    def article_bins(self) -> dict[int, int]:
+        split_df = pq.read_table(self.paths.splits, columns=["article_id", "coherence_bin"]).to_pylist()
+        return {r["article_id"]: r["coherence_bin"] for r in split_df if r["coherence_bin"] is not None}
+
+
+def load_dataset(root: Path, require_ready: bool = True) -> Dataset:
+    """Open a dataset folder; refuses one that did not pass its gates unless `require_ready=False`."""
+    from lvm_core import embedding, sequences
+
+    paths = DatasetPaths(Path(root))
+    if not paths.root.is_dir():
+        raise DatasetNotReadyError(f"{paths.root}: no such dataset folder")
+    if not paths.manifest.exists():
+        raise DatasetNotReadyError(f"{paths.root}: no manifest.json (not a built dataset)")
+    if require_ready and not paths.ready.exists():
+        raise DatasetNotReadyError(
+            f"{paths.root}: dataset did not pass its gates (no READY marker); use --force to train anyway"
+        )
+    try:
+        manifest = read_json(paths.manifest)
+    except ValueError as exc:
+        raise DataContractError(f"{paths.manifest}: unreadable manifest ({exc})") from exc
+    vectors, fingerprint = embedding.load_embeddings(paths.root)
+    chunks = pq.read_table(paths.chunks, columns=["article_id", "chunk_index", "text_hash"])
+    seqs = sequences.load_sequences(paths.sequences)
+    return Dataset(
+        root=paths.root,
+        manifest=manifest,
+        vectors=vectors,
+        fingerprint=fingerprint,
+        article_ids=chunks.column("article_id").to_numpy(),
+        chunk_index=chunks.column("chunk_index").to_numpy(),
+        text_hash=np.asarray(chunks.column("text_hash").to_pylist()),
+        sequences=seqs,
+    )
+
+
+def list_datasets(data_dir: Path) -> list[dict[str, Any]]:
+    """Published datasets with their headline numbers (for `lvm datasets`)."""
+    rows = []
+    root = contracts.datasets_root(data_dir)
+    if not root.exists():
+        return rows
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
+        paths = DatasetPaths(d)
+        try:
+            m = read_json(paths.manifest)
+        except (OSError, ValueError):
+            continue
+        rows.append(
+            {
+                "dataset": d.name,
+                "ready": paths.ready.exists(),
+                "articles": m.get("counts", {}).get("articles"),
+                "chunks": m.get("counts", {}).get("chunks"),
+                "sequences": m.get("sequences"),
+                "created_at": m.get("created_at"),
+                "path": str(d),
+            }
+        )
+    return rows

@@ -1,0 +1,9 @@
+"""Thin Prefect task wrappers around lvm_core steps: retries, cache keys, timeouts, UI artifacts."""
+
+import os as _os
+
+# Offline by default: no telemetry, no model hub look-ups.
+_os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+_os.environ.setdefault("HF_HUB_OFFLINE", "1")
+_os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+_os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -1,0 +1,74 @@
+"""Retry, cache and artifact conventions shared by all tasks."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.tasks import exponential_backoff
+
+# I/O (reading dumps, writing Parquet): transient failures are retried with backoff and jitter.
+IO_RETRIES: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+    "retry_jitter_factor": 0.5,
+}
+# Compute steps: one retry (a worker hiccup), no point hammering a deterministic failure.
+COMPUTE_RETRIES: dict[str, Any] = {"retries": 1, "retry_delay_seconds": 5}
+
+HOUR = 3600
+
+
+def output_cache_key(output_of: Callable[[dict[str, Any]], tuple[str, Path]]) -> Callable[..., str | None]:
+    """Cache key from content hashes + parameters, valid only while the step's output file exists.
+
+    `output_of(parameters)` returns (key, output path). Keys never hash DataFrames or tensors.
+    """
+
+    def key_fn(context: Any, parameters: dict[str, Any]) -> str | None:
+        key, path = output_of(parameters)
+        return key if Path(path).exists() else None
+
+    return key_fn
+
+
+def artifact_key(*parts: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")[:100]
+
+
+def publish_table(rows: list[dict[str, Any]], key: str, description: str) -> None:
+    create_table_artifact(rows, key=artifact_key(key), description=description)
+
+
+def publish_markdown(markdown: str, key: str, description: str) -> None:
+    create_markdown_artifact(markdown, key=artifact_key(key), description=description)
+
+
+def gates_markdown(title: str, gates: dict[str, dict[str, Any]], extra: str = "") -> str:
+    lines = [f"## {title}", "", "| gate | passed | value | threshold |", "|---|---|---|---|"]
+    for name, g in gates.items():
+        mark = "✅" if g.get("passed") else "❌"
+        lines.append(f"| {name} | {mark} | {_fmt(g.get('value'))} | {_fmt(g.get('threshold'))} |")
+    if extra:
+        lines += ["", extra]
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def exclusive(name: str, timeout_seconds: float | None = None):
+    """A global concurrency slot of size 1 (e.g. one rebuild per snapshot at a time)."""
+    from prefect.client.orchestration import get_client
+    from prefect.concurrency.sync import concurrency
+
+    slot = artifact_key(name)
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(slot, 1)
+    return concurrency(slot, occupy=1, timeout_seconds=timeout_seconds, strict=True)
