@@ -9,14 +9,29 @@ from typing import Any, Callable
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.tasks import exponential_backoff
 
+def is_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry only what may succeed next time: bad input, contract breaches and failed gates never do."""
+    try:
+        state.result(raise_on_failure=True)
+    except (ValueError, LookupError, TypeError):  # bad input, contract breaches (DataContractError, ...)
+        return False
+    except Exception as exc:  # noqa: BLE001
+        return type(exc).__name__ not in _PERMANENT
+    return True
+
+
+_PERMANENT = {"IngestError", "GateFailedError", "DatasetNotReadyError", "FingerprintMismatchError", "NpzFormatError",
+              "ModelNotFoundError", "CheckpointMismatchError", "TrainingDivergedError", "EncoderLoadError"}
+
 # I/O (reading dumps, writing Parquet): transient failures are retried with backoff and jitter.
 IO_RETRIES: dict[str, Any] = {
     "retries": 3,
     "retry_delay_seconds": exponential_backoff(backoff_factor=2),
     "retry_jitter_factor": 0.5,
+    "retry_condition_fn": is_transient,
 }
 # Compute steps: one retry (a worker hiccup), no point hammering a deterministic failure.
-COMPUTE_RETRIES: dict[str, Any] = {"retries": 1, "retry_delay_seconds": 5}
+COMPUTE_RETRIES: dict[str, Any] = {"retries": 1, "retry_delay_seconds": 5, "retry_condition_fn": is_transient}
 
 HOUR = 3600
 
