@@ -1,0 +1,394 @@
+"""MLflow tracking, registry, loading without pickle, promotion and rollback on a temporary SQLite store."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lvm_core import registry, storage
+from lvm_core.embedding import EncoderFingerprint, FingerprintMismatchError
+from lvm_core.gates import GateReport, GateResult
+from lvm_core.model_card import render_model_card
+from lvm_core.models import ModelConfig, build_model
+
+DIM, CTX = 8, 3
+FP = EncoderFingerprint(model_name="test-encoder", weights_digest="0" * 64, dim=DIM, normalized=True)
+OTHER_FP = EncoderFingerprint(model_name="other-encoder", weights_digest="1" * 64, dim=DIM, normalized=True)
+PASS = {"val_cosine": {"passed": True, "value": 0.61, "threshold": 0.55}, "beats_best_baseline": True}
+FAIL = {"val_cosine": {"passed": True, "value": 0.61, "threshold": 0.55},
+        "ood_val_gap": {"passed": False, "value": 0.09, "threshold": 0.05}}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("registry-data")
+
+
+@pytest.fixture()
+def client(data_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    uri = registry.configure_tracking(data_dir)
+    assert uri == f"sqlite:///{(data_dir / 'mlflow.db').resolve()}"
+    return registry.MlflowClient()
+
+
+def tiny_model(seed: int) -> tuple[torch.nn.Module, ModelConfig]:
+    torch.manual_seed(seed)
+    config = ModelConfig(arch="amn", dim=DIM, context_len=CTX, hidden=8, mlp_hidden=16, dropout=0.0)
+    model = build_model(config)
+    with torch.no_grad():  # the last layer starts at zero; make every weight non-trivial
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return model, config
+
+
+def register(name: str, seed: int, gate_report=None) -> tuple[registry.ModelVersionInfo, torch.nn.Module]:
+    model, config = tiny_model(seed)
+    with registry.TrainingRun(arch="amn", snapshot_id="snap-1", encoder_fingerprint=FP, split_hash="split-abc") as run:
+        run.log_epoch({"val_cosine": 0.5 + seed / 100}, step=0)
+        info = run.log_and_register_model(
+            model, config, FP, name, tags={"note": "test"}, gate_report=gate_report
+        )
+    return info, model
+
+
+def unit_ctx(n: int, dim: int = DIM, ctx: int = CTX, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, ctx, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def write_manifest(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "snapshot_id": "enwiki-sample-1",
+        "dataset_id": "ds-1",
+        "counts": {"articles": 14, "chunks": 900, "sequences": {"train": 600, "val": 80, "ood": 70}},
+        "splits": {"content_hash": "feedbeef"},
+    }
+    storage.write_json(folder / "manifest.json", manifest)
+    return folder / "manifest.json"
+
+
+# --- runs ------------------------------------------------------------------------------------------
+
+
+def test_run_records_params_epochs_dataset_gates_and_artifacts(client, tmp_path):
+    manifest = write_manifest(tmp_path / "datasets" / "snap")
+    history = [{"epoch": e, "train_loss": 1.0 / (e + 1), "val_cosine": 0.5 + 0.02 * e, "lr": 1e-3 * 0.5**e} for e in range(3)]
+    report = GateReport(stage="model", results=[
+        GateResult("val_cosine", True, 0.56, 0.55), GateResult("ood_val_gap", False, 0.07, 0.05),
+    ])
+    config = ModelConfig(arch="amn", dim=DIM, context_len=CTX)
+    with registry.TrainingRun(arch="amn", encoder_fingerprint=FP, run_name="t1") as run:
+        logged = run.log_params({"model": config, "train": {"lr": 0.001, "epochs": 3, "milestones": [1, 2]}})
+        for h in history:
+            run.log_epoch({k: v for k, v in h.items() if k != "epoch"}, step=h["epoch"])
+        ds = run.log_dataset_manifest(manifest)
+        png = registry.plot_training_curves(history, tmp_path / "curves.png")
+        run.log_figure(png, "plots/training_curves.png")
+        outcomes = run.log_gate_results(report)
+        run.log_model_card(render_model_card({"name": "x", "gates": report}))
+        run_id = run.run_id
+
+    assert logged["model.arch"] == "amn" and logged["train.milestones"] == "[1, 2]"
+    r = client.get_run(run_id)
+    assert r.info.status == "FINISHED"
+    assert r.data.params["train.lr"] == "0.001"
+    assert r.data.params["model.context_len"] == str(CTX)
+    hist = client.get_metric_history(run_id, "val_cosine")
+    assert [m.step for m in hist] == [0, 1, 2]
+    assert [m.value for m in hist] == pytest.approx([0.5, 0.52, 0.54])
+    assert [m.step for m in client.get_metric_history(run_id, "lr")] == [0, 1, 2]
+
+    digest = storage.file_digest(manifest)
+    assert ds["digest"] == digest
+    (inp,) = r.inputs.dataset_inputs
+    assert inp.dataset.digest == digest[:36]
+    assert inp.dataset.name == "enwiki-sample-1"
+    assert str(manifest.parent.resolve()) in inp.dataset.source
+    assert json.loads(inp.dataset.profile)["articles"] == 14
+    tags = {t.key: t.value for t in inp.tags}
+    assert tags[registry.TAG_DATASET_DIGEST] == digest and tags["mlflow.data.context"] == "training"
+
+    t = r.data.tags
+    assert t["arch"] == "amn" and t[registry.TAG_ENCODER] == FP.id and t[registry.TAG_ENCODER_DIM] == str(DIM)
+    assert t[registry.TAG_SNAPSHOT] == "enwiki-sample-1" and t[registry.TAG_SPLIT_HASH] == "feedbeef"
+    assert t["gates.model.passed"] == "false" and t["gates.model.failed"] == "ood_val_gap"
+    assert outcomes["ood_val_gap"] == {"passed": False, "value": 0.07, "threshold": 0.05}
+    assert r.data.metrics["gate.val_cosine"] == pytest.approx(0.56)
+
+    files = {a.path for a in client.list_artifacts(run_id)} | {
+        a.path for d in ("dataset", "plots", "gates") for a in client.list_artifacts(run_id, d)
+    }
+    assert {"dataset/manifest.json", "plots/training_curves.png", "gates/model.json", "model_card.md"} <= files
+    local = Path(client.download_artifacts(run_id, "gates/model.json", str(tmp_path / "dl")))
+    assert json.loads(local.read_text())["failed"] == ["ood_val_gap"]
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_run_fails_on_exception_and_on_divergence(client):
+    with pytest.raises(RuntimeError, match="boom"):
+        with registry.TrainingRun(arch="amn") as run:
+            run.log_epoch({"train_loss": 1.0}, step=0)
+            raise RuntimeError("boom")
+    r = client.get_run(run.run_id)
+    assert r.info.status == "FAILED"
+    assert r.data.tags[registry.TAG_FAILURE] == "RuntimeError: boom"
+
+    with registry.TrainingRun(arch="amn") as run2:
+        run2.log_epoch({"train_loss": float("nan")}, step=1)
+        run2.mark_failed("diverged: train_loss is NaN at epoch 1")
+    r2 = client.get_run(run2.run_id)
+    assert r2.info.status == "FAILED"
+    assert r2.data.tags[registry.TAG_FAILURE].startswith("diverged")
+
+    with registry.TrainingRun() as run3:
+        with pytest.raises(TypeError, match="'note'"):
+            run3.log_metrics({"note": "text"})
+    assert client.get_run(run3.run_id).info.status == "FINISHED"
+
+
+def test_plot_training_curves_rejects_empty_history(tmp_path):
+    with pytest.raises(ValueError, match="empty"):
+        registry.plot_training_curves([], tmp_path / "x.png")
+    with pytest.raises(ValueError, match="no plottable keys"):
+        registry.plot_training_curves([{"epoch": 0, "foo": 1}], tmp_path / "x.png")
+
+
+# --- registering and loading -----------------------------------------------------------------------
+
+
+def test_register_sets_challenger_tags_and_signature(client, tmp_path):
+    info, _ = register("lvm-reg", seed=1, gate_report=FAIL)
+    assert info.version == 1 and info.uri == "models:/lvm-reg/1"
+    mv = client.get_model_version("lvm-reg", "1")
+    assert mv.run_id == info.run_id
+    assert client.get_registered_model("lvm-reg").aliases == {"challenger": 1}
+    tags = mv.tags
+    assert tags[registry.TAG_ENCODER] == FP.id
+    assert tags[registry.TAG_ENCODER_MODEL] == "test-encoder" and tags[registry.TAG_ENCODER_DIM] == str(DIM)
+    assert tags["arch"] == "amn" and tags["snapshot_id"] == "snap-1" and tags["split_hash"] == "split-abc"
+    assert tags[registry.TAG_GATES_PASSED] == "false" and tags[registry.TAG_FAILED_GATES] == "ood_val_gap"
+    assert tags["note"] == "test"
+
+    from mlflow.models import Model
+
+    path = registry.mlflow.artifacts.download_artifacts(artifact_uri=info.uri, dst_path=str(tmp_path / "m"))
+    mlmodel = Model.load(path)
+    (inp,), (out,) = mlmodel.signature.inputs.inputs, mlmodel.signature.outputs.inputs
+    assert (inp.type, tuple(inp.shape)) == (np.dtype("float32"), (-1, CTX, DIM))
+    assert (out.type, tuple(out.shape)) == (np.dtype("float32"), (-1, DIM))
+    flavor = mlmodel.flavors["python_function"]
+    assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model"  # models from code
+    assert "python_model" not in flavor  # no cloudpickled python_model.pkl
+    assert not list(Path(path).rglob("*.pkl"))
+    files = {p.name for p in (Path(path) / "artifacts" / "lvm").iterdir()}
+    assert files == {"weights.safetensors", "config.json", "encoder.json"}
+
+
+def test_load_round_trips_weights_and_refuses_other_dim_and_encoder(client, tmp_path):
+    info, model = register("lvm-load", seed=2)
+    loaded = registry.load_registered_model("models:/lvm-load@challenger", expected_fingerprint=FP)
+    assert (loaded.name, loaded.version, loaded.run_id) == ("lvm-load", 1, info.run_id)
+    assert loaded.fingerprint == FP and loaded.config.arch == "amn"
+    original, restored = model.state_dict(), loaded.module.state_dict()
+    assert original.keys() == restored.keys()
+    for key in original:
+        assert torch.equal(original[key], restored[key]), key
+
+    ctx = unit_ctx(5)
+    model.eval()
+    with torch.no_grad():
+        expected = model(torch.from_numpy(ctx)).numpy()
+    pred = loaded.predict(ctx)
+    assert pred.shape == (5, DIM) and pred.dtype == np.float32
+    np.testing.assert_array_equal(pred, expected)
+    np.testing.assert_array_equal(loaded.predict(ctx.reshape(5, CTX * DIM)), expected)
+
+    with pytest.raises(ValueError, match="dim 8"):
+        loaded.predict(unit_ctx(2, dim=DIM + 4))
+    with pytest.raises(ValueError, match="context chunks"):
+        loaded.predict(unit_ctx(2, ctx=CTX + 1))
+    with pytest.raises(FingerprintMismatchError):
+        loaded.check_fingerprint(OTHER_FP)
+    with pytest.raises(FingerprintMismatchError):
+        registry.load_registered_model("models:/lvm-load/1", expected_fingerprint=OTHER_FP)
+
+    kept = registry.load_registered_model("lvm-load/1", dst_dir=tmp_path / "kept")
+    assert kept.path is not None and (kept.path / "weights.safetensors").is_file()
+    local = registry.load_registered_model(tmp_path / "kept")  # an MLflow model folder on disk
+    np.testing.assert_array_equal(local.predict(ctx), expected)
+    plain = registry.save_model_dir(model, model.config, FP, tmp_path / "plain")
+    np.testing.assert_array_equal(registry.load_registered_model(str(plain)).predict(ctx), expected)
+
+
+def test_save_model_dir_refuses_dim_mismatch(tmp_path):
+    model, config = tiny_model(0)
+    wrong = EncoderFingerprint(model_name="big", weights_digest="2" * 64, dim=DIM * 2)
+    with pytest.raises(ValueError, match="does not match the encoder fingerprint dim"):
+        registry.save_model_dir(model, config, wrong, tmp_path / "m")
+
+
+def test_loading_never_unpickles(client, monkeypatch):
+    register("lvm-nopickle", seed=3)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("unpickling is not allowed while loading a model")
+
+    import cloudpickle
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "Unpickler", refuse)
+    monkeypatch.setattr(cloudpickle, "load", refuse)
+    monkeypatch.setattr(cloudpickle, "loads", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+
+    loaded = registry.load_registered_model("models:/lvm-nopickle@challenger", expected_fingerprint=FP)
+    ctx = unit_ctx(4)
+    ours = loaded.predict(ctx)
+    assert ours.shape == (4, DIM)
+
+    # The MLflow pyfunc (models from code) path rebuilds from the same files, also without unpickling.
+    import mlflow.pyfunc
+
+    pyfunc = mlflow.pyfunc.load_model("models:/lvm-nopickle/1")
+    np.testing.assert_allclose(pyfunc.predict(ctx), ours, rtol=0, atol=0)
+
+
+def test_unknown_models_versions_and_aliases(client):
+    register("lvm-known", seed=4)
+    with pytest.raises(registry.ModelNotFoundError, match="no registered model named 'lvm-missing'"):
+        registry.load_registered_model("models:/lvm-missing/1")
+    with pytest.raises(registry.ModelNotFoundError, match=r"no version 7 \(versions: 1\)"):
+        registry.load_registered_model("models:/lvm-known/7")
+    with pytest.raises(registry.ModelNotFoundError, match="no alias 'champion'"):
+        registry.load_registered_model("models:/lvm-known@champion")
+    with pytest.raises(registry.ModelNotFoundError, match="neither a local model folder"):
+        registry.load_registered_model("no/such/folder")
+    with pytest.raises(registry.ModelNotFoundError):
+        registry.current_champion("lvm-missing")
+
+
+# --- promotion -------------------------------------------------------------------------------------
+
+
+def test_promote_rollback_and_failed_gates(client):
+    name = "lvm-promo"
+    for seed in (10, 11, 12):
+        register(name, seed)
+    assert registry.current_champion(name) is None
+
+    r1 = registry.promote(name, 1, PASS)
+    assert (r1.promoted, r1.action, r1.champion, r1.previous_champion) == (True, "promoted", 1, None)
+    assert client.get_model_version(name, "1").tags[registry.TAG_PREVIOUS_CHAMPION] == "none"
+
+    r2 = registry.promote(name, "2", GateReport(stage="model", results=[GateResult("val_cosine", True, 0.6, 0.55)]))
+    assert r2.promoted and registry.current_champion(name) == 2 and r2.previous_champion == 1
+    v2 = client.get_model_version(name, "2").tags
+    assert v2[registry.TAG_PREVIOUS_CHAMPION] == "1" and v2[registry.TAG_GATES_PASSED] == "true"
+    rm = client.get_registered_model(name)
+    assert json.loads(rm.tags[registry.TAG_CHAMPION_HISTORY]) == [1, 2]
+    assert rm.aliases == {"champion": 2, "challenger": 3}
+
+    r3 = registry.promote(name, 3, FAIL)
+    assert (r3.promoted, r3.action, r3.failed_gates, r3.champion) == (False, "rejected", ("ood_val_gap",), 2)
+    assert registry.current_champion(name) == 2
+    assert client.get_model_version(name, "3").tags[registry.TAG_FAILED_GATES] == "ood_val_gap"
+    assert client.get_registered_model(name).aliases == {"champion": 2, "challenger": 3}
+
+    before = client.get_registered_model(name)
+    with pytest.raises(registry.ModelNotFoundError, match="no version 99"):
+        registry.promote(name, 99, PASS)
+    after = client.get_registered_model(name)
+    assert after.aliases == before.aliases and after.tags == before.tags
+
+    rb = registry.rollback(name)
+    assert (rb.action, rb.version, rb.previous_champion) == ("rolled_back", 1, 2)
+    assert registry.current_champion(name) == 1
+    rm = client.get_registered_model(name)
+    assert json.loads(rm.tags[registry.TAG_CHAMPION_HISTORY]) == [1]
+    assert json.loads(rm.tags[registry.TAG_LAST_ROLLBACK])["from"] == 2
+    assert client.get_model_version(name, "2").tags["rolled_back_to"] == "1"
+    with pytest.raises(registry.PromotionError, match="no previous champion"):
+        registry.rollback(name)
+    assert registry.current_champion(name) == 1
+
+    forced = registry.promote(name, 3, FAIL, force=True)
+    assert forced.promoted and forced.forced and registry.current_champion(name) == 3
+    assert client.get_model_version(name, "3").tags[registry.TAG_FORCED].startswith("true")
+    assert registry.rollback(name).version == 1
+
+    rows = registry.list_versions(name, metric_keys=["val_cosine"])
+    assert [r["version"] for r in rows] == [3, 2, 1]
+    assert rows[2]["aliases"] == ["champion"]
+    assert rows[0]["metrics"] == {"val_cosine": pytest.approx(0.62)}
+    assert rows[0]["run_id"] and rows[0]["tags"]["arch"] == "amn"
+
+
+def test_promote_uses_gates_recorded_at_registration(client):
+    name = "lvm-recorded"
+    register(name, 20, gate_report=PASS)
+    register(name, 21, gate_report=FAIL)
+    register(name, 22)
+    assert registry.promote(name, 1).promoted
+    rejected = registry.promote(name, 2)
+    assert not rejected.promoted and rejected.failed_gates == ("ood_val_gap",)
+    with pytest.raises(registry.PromotionError, match="no gate results"):
+        registry.promote(name, 3)
+    assert registry.current_champion(name) == 1
+
+
+def test_gate_outcomes_formats():
+    report = GateReport(stage="model", results=[GateResult("a", True, 1.0, 0.5), GateResult("b", False)])
+    assert registry.gate_outcomes(report)["b"]["passed"] is False
+    assert registry.gate_outcomes(report.to_manifest())["a"] == {"passed": True, "value": 1.0, "threshold": 0.5}
+    nested = registry.gate_outcomes({"data": {"leakage": True}, "model": report.to_manifest()})
+    assert set(nested) == {"data.leakage", "model.a", "model.b"}
+    artifact = {"stage": "model", "passed": False, "failed": ["b"], "gates": registry.gate_outcomes(report)}
+    assert set(registry.gate_outcomes(artifact)) == {"a", "b"}
+    with pytest.raises(ValueError, match="no gate results"):
+        registry.gate_outcomes({})
+    with pytest.raises(ValueError, match="cannot read"):
+        registry.gate_outcomes({"x": "maybe"})
+
+
+# --- model card ------------------------------------------------------------------------------------
+
+
+def test_model_card_puts_metrics_beside_baselines():
+    card = render_model_card({
+        "name": "lvm-amn", "version": 3,
+        "model": {"arch": "amn", "params": 1_512_000, "config": {"dim": 384, "context_len": 5}},
+        "data": {"snapshot_id": "enwiki-2026", "manifest_digest": "ab" * 32, "counts": {"articles": 106}},
+        "encoder": FP,
+        "training": {"epochs_run": 7, "early_stopped": True, "best_epoch": 4},
+        "metrics": {
+            "amn": {"val": {"cosine": 0.571, "r@5": 0.2}, "ood": {"cosine": 0.54}},
+            "copy_last": {"val": {"cosine": 0.472}, "ood": {"cosine": 0.441}},
+            "context_mean": {"val": {"cosine": 0.542}, "ood": {"cosine": 0.517}},
+            "recency_weighted_mean": {"val": {"cosine": 0.556}, "ood": {"cosine": 0.528}},
+            "ridge": {"val": {"cosine": 0.55}, "ood": {"cosine": 0.52}},
+        },
+        "gates": FAIL,
+        "limitations": ["Evaluated on 10 articles only."],
+    })
+    assert card.startswith("# Model card: lvm-amn v3")
+    for section in ("## Model", "## Data", "## Encoder", "## Training", "## Metrics beside baselines",
+                    "## Gates", "## Intended use", "## Limitations"):
+        assert section in card
+    assert "| **amn** (model) | 0.5710 | 0.5400 |" in card
+    assert "| recency_weighted_mean | 0.5560 | 0.5280 |" in card
+    assert "beats the best baseline (recency_weighted_mean, 0.5560) by +0.0150" in card
+    assert "FAILED: ood_val_gap" in card
+    assert FP.id in card and "enwiki-2026" in card
+    assert "predicts a vector, not text" in card.lower() and "Evaluated on 10 articles only." in card
+
+    minimal = render_model_card({})
+    assert "## Intended use" in minimal and "## Metrics" not in minimal
