@@ -97,6 +97,7 @@ def build(
     val_articles: Annotated[Optional[str], typer.Option(help="Use these article ranges as validation")] = None,
     holdout_title: Annotated[Optional[list[str]], typer.Option(help="Title regex held out as OOD (repeatable)")] = None,
     n_bins: Annotated[int, typer.Option(help="Coherence quantile bins")] = 5,
+    threshold: Annotated[Optional[list[str]], typer.Option(help="Gate threshold override NAME=VALUE, e.g. max_split_ks=0.6 (repeatable)")] = None,
 ) -> None:
     """Build a gated dataset from a Wikipedia snapshot and print its folder."""
     from lvm_core.config import BuildOptions
@@ -114,6 +115,7 @@ def build(
             split_mode="titles" if holdout_title else ("ranges" if exclude_articles else "stratified"),
             holdout_titles=holdout_title or None,
             n_bins=n_bins,
+            thresholds=_parse_thresholds(threshold),
         )
         from flows.build_dataset import build_dataset
 
@@ -122,6 +124,17 @@ def build(
     path = _run(go)
     _print_dataset_summary(Path(path))
     typer.echo(path)
+
+
+def _parse_thresholds(items: Optional[list[str]]) -> dict[str, float | bool]:
+    out: dict[str, float | bool] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint="--threshold")
+        v = value.strip().lower()
+        out[name.strip()] = v in ("true", "yes", "1") if v in ("true", "false", "yes", "no") else float(value)
+    return out
 
 
 def _print_dataset_summary(path: Path) -> None:
@@ -151,6 +164,45 @@ def sequences(
 
     summary = _run(convert_reference_npz, npz, output, _ranges_or_none(exclude_articles), context_len)
     console.print_json(data=summary)
+
+
+Arch = typer.Option(help="Architecture: amn (baseline), gru, lstm, transformer")
+
+
+@app.command()
+def train(
+    data: Annotated[str, typer.Option(help="A built dataset folder, or a reference-format training-sequences NPZ")],
+    val: Annotated[Optional[str], typer.Option(help="Validation NPZ (reference format; dataset folders carry their own)")] = None,
+    arch: Annotated[str, Arch] = "amn",
+    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping on val cosine may end sooner)")] = 20,
+    batch: Annotated[int, typer.Option("--batch", "--batch-size", help="Batch size")] = 64,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 5e-4,
+    loss: Annotated[str, typer.Option(help="mse | cosine | infonce | mse+infonce")] = "mse",
+    patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs")] = 3,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run from its last checkpoint")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Train on a dataset that failed its gates (recorded on the run)")] = False,
+    name: Annotated[Optional[str], typer.Option(help="Registered model name [default: lvm-<arch>]")] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Train a model, log it to MLflow and register it as `challenger`."""
+    from flows.train_model import train_model
+    from lvm_core.training import TrainConfig
+
+    def go():
+        opts = TrainConfig(loss=loss, patience=patience, seed=seed)
+        return train_model(data=data, val=val, arch=arch, epochs=epochs, batch_size=batch, lr=lr, resume=resume,
+                           force=force, data_dir=_data_dir(data_dir), registered_name=name, train_options=opts)
+
+    summary = _run(go)
+    t = Table(title=f"{summary['name']} v{summary['version']} ({summary['status']}, {summary['epochs_run']} epochs)")
+    t.add_column("predictor")
+    t.add_column("val cosine", justify="right")
+    t.add_row(f"[bold]{arch} (model)[/]", f"{summary['val_cosine']:.4f}")
+    for k, v in summary["baselines_val_cosine"].items():
+        t.add_row(k, "" if v is None else f"{v:.4f}")
+    err.print(t)
+    typer.echo(summary["uri"])
 
 
 @app.command()

@@ -218,6 +218,7 @@ def analyse_step(
     split_df = splits.split_articles(coh_binned, split_cfg, titles=titles)
     write_parquet(paths.splits, split_df.to_arrow().cast(contracts.SPLITS_SCHEMA))
     split_manifest = splits.split_report(split_df, split_cfg)
+    split_manifest["parity"] = _parity(split_manifest)
     write_json(paths.splits_manifest, split_manifest)
 
     split_of_article = dict(zip(split_df["article_id"].to_list(), split_df["split"].to_list()))
@@ -295,6 +296,16 @@ def analyse_step(
     }
     write_json(paths.manifest, manifest)
     return manifest
+
+
+def _parity(split_manifest: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """KS statistic and mean difference of article coherence, val/ood against train (gated)."""
+    out = {}
+    for name in ("val", "ood"):
+        s = split_manifest.get("splits", {}).get(name, {})
+        out[name] = {"ks": s.get("ks_statistic_vs_train"), "mean_diff": s.get("mean_diff_vs_train"),
+                     "ks_pvalue": s.get("ks_pvalue_vs_train")}
+    return out
 
 
 def _fingerprint_id(encoder: dict[str, Any]) -> str:

@@ -1,0 +1,144 @@
+"""Prefect tasks of training: load data, fit baselines, train with checkpoints, register the model."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from lvm_core import baselines as bl
+from lvm_core import contracts, training_data
+from lvm_core.models import ModelConfig, build_model, count_parameters
+from lvm_core.registry import TrainingRun, plot_training_curves
+from lvm_core.storage import json_digest
+from lvm_core.training import EpochMetrics, TrainConfig, TrainResult, train
+from tasks.common import COMPUTE_RETRIES, HOUR, IO_RETRIES
+
+
+class TrainingDivergedError(RuntimeError):
+    """Training stopped on divergence; the last good checkpoint is kept and nothing is registered."""
+
+
+@task(name="load-training-data", task_run_name="load-{data}", cache_policy=NO_CACHE, **IO_RETRIES)
+def load_training_data(data: str, val: str | None, force: bool) -> training_data.TrainingData:
+    """A dataset folder (gates must have passed unless forced) or a reference-format NPZ (+ optional val NPZ)."""
+    path = Path(data)
+    if path.is_dir():
+        if val:
+            raise ValueError("--val is only for NPZ training files; a dataset folder has its own val split")
+        return training_data.from_dataset(path, force=force)
+    if path.suffix == ".npz":
+        return training_data.from_reference_npz(path, Path(val) if val else None)
+    raise FileNotFoundError(f"{data}: not a dataset folder or a .npz file")
+
+
+@task(name="fit-baselines", task_run_name="baselines-{data.dataset_id}", cache_policy=NO_CACHE, **COMPUTE_RETRIES)
+def fit_baselines(data: training_data.TrainingData, out_dir: Path) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
+    """Copy-last, mean, recency-weighted mean and ridge, fitted on train, scored on the same val/ood windows."""
+    fitted = bl.fit_baselines(data.vectors, data.sequences["train"])
+    scores: dict[str, dict[str, float]] = {}
+    for name, b in fitted.items():
+        scores[name] = {
+            split: bl.mean_cosine(b, data.vectors, data.split(split))
+            for split in ("val", "ood")
+            if data.split(split) is not None
+        }
+    bl.save_baselines(fitted, out_dir)
+    log = get_run_logger()
+    for name, s in scores.items():
+        log.info("baseline %-18s %s", name, " ".join(f"{k}={v:.4f}" for k, v in s.items()))
+    return fitted, scores
+
+
+def checkpoint_dir_for(data_dir: Path, data: training_data.TrainingData, model_config: ModelConfig, train_config: TrainConfig) -> Path:
+    """Deterministic per (data, model, optimisation) so `--resume` finds the interrupted run's checkpoints."""
+    key = json_digest([data.dataset_id, data.fingerprint.id, model_config.model_dump(), train_config.model_dump()])
+    return contracts.models_dir(data_dir) / "checkpoints" / f"{data.dataset_id}-{model_config.arch}-{key[:12]}"
+
+
+@task(name="train", task_run_name="train-{model_config.arch}-{data.dataset_id}", cache_policy=NO_CACHE, timeout_seconds=24 * HOUR)
+def run_training(
+    data: training_data.TrainingData,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    checkpoint_dir: Path,
+    resume: bool,
+    run: TrainingRun,
+) -> TrainResult:
+    """Train with per-epoch checkpoints, early stopping and divergence detection; metrics go to MLflow live."""
+    log = get_run_logger()
+    if not resume and checkpoint_dir.exists():
+        shutil.rmtree(checkpoint_dir)  # a fresh run: drop an earlier run's checkpoints of the same config
+    if resume and (checkpoint_dir / "last").exists():
+        from lvm_core.training import read_checkpoint_meta
+
+        done = list(read_checkpoint_meta(checkpoint_dir / "last").get("history", []))
+        for h in done:  # earlier epochs of the interrupted run, so the curves are whole
+            run.log_epoch({k: v for k, v in h.items() if isinstance(v, (int, float)) and k != "epoch"}, step=int(h["epoch"]))
+        log.info("resuming from %s (%d epochs done)", checkpoint_dir / "last", len(done))
+
+    def on_epoch_end(m: EpochMetrics) -> None:
+        run.log_epoch(
+            {"train_loss": m.train_loss, "val_cosine": m.val_cosine, "lr": m.lr, "grad_norm": m.grad_norm,
+             "grad_norm_max": m.grad_norm_max, "epoch_time_s": m.epoch_seconds},
+            step=m.epoch,
+        )
+        log.info("epoch %d: train_loss %.5f val_cosine %.4f lr %.2e grad_norm %.3f (%.1fs)%s",
+                 m.epoch, m.train_loss, m.val_cosine, m.lr, m.grad_norm, m.epoch_seconds, " *best" if m.is_best else "")
+
+    val = data.split("val")
+    if val is None:
+        raise ValueError(f"{data.source}: no validation windows; cannot early-stop or evaluate")
+    return train(model_config, train_config, data.vectors, data.sequences["train"], val, checkpoint_dir,
+                 resume=resume, on_epoch_end=on_epoch_end)
+
+
+@task(name="register-model", task_run_name="register-{registered_name}", cache_policy=NO_CACHE, **IO_RETRIES)
+def register_model(
+    run: TrainingRun,
+    result: TrainResult,
+    model_config: ModelConfig,
+    data: training_data.TrainingData,
+    registered_name: str,
+    baselines_dir: Path,
+    baseline_scores: dict[str, dict[str, float]],
+    work_dir: Path,
+) -> dict[str, Any]:
+    """Log curves and the model card, register a new version with alias `challenger`."""
+    from lvm_core.model_card import render_model_card
+
+    history = [h.to_dict() for h in result.history]
+    curves = plot_training_curves(history, work_dir / "training_curves.png", title=f"{model_config.arch} on {data.dataset_id}")
+    run.log_artifact(curves, "plots")
+    model = result.model or build_model(model_config)
+    tags = {
+        "dataset_id": data.dataset_id,
+        "best_epoch": result.best_epoch,
+        "best_val_cosine": result.best_val_cosine,
+        "train_status": result.status,
+    }
+    info = run.log_and_register_model(
+        model, model_config, data.fingerprint, registered_name,
+        signature_ctx=model_config.context_len, signature_dim=model_config.dim, tags=tags, baselines_dir=baselines_dir,
+    )
+    val_model = result.best_val_cosine
+    card = render_model_card({
+        "name": registered_name,
+        "version": info.version,
+        "run_id": run.run_id,
+        "uri": info.uri,
+        "model": {"arch": model_config.arch, "params": count_parameters(model), "config": model_config.model_dump()},
+        "data": {"dataset_id": data.dataset_id, "dataset_dir": str(data.source),
+                 "counts": data.manifest.get("counts", {}), "splits": data.manifest.get("sequences", {})},
+        "encoder": data.fingerprint.to_dict(),
+        "training": {"epochs_run": result.epochs_completed, "status": result.status, "reason": result.reason,
+                     "best_epoch": result.best_epoch, "best_val_cosine": val_model,
+                     "initial_val_cosine": result.initial_val_cosine},
+        "metrics": {"val": {"model": val_model, **{k: v.get("val") for k, v in baseline_scores.items()}}},
+        "model_name": "model",
+    })
+    run.log_model_card(card)
+    return info.to_dict()
