@@ -206,6 +206,126 @@ def train(
 
 
 @app.command()
+def evaluate(
+    model: Annotated[str, typer.Option(help="Registered model: models:/NAME/VERSION, models:/NAME@ALIAS, or a model folder")] = "models:/lvm-amn@challenger",
+    dataset: Annotated[Optional[str], typer.Option(help="Dataset folder [default: the one the model was trained on]")] = None,
+    no_promote: Annotated[bool, typer.Option("--no-promote", help="Only evaluate; move no alias")] = False,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Evaluate a model beside the trivial baselines, write the report, apply gates, promote if all pass."""
+    from flows.evaluate_model import evaluate_model
+
+    summary = _run(evaluate_model, model=model, dataset=dataset, data_dir=_data_dir(data_dir), promote=not no_promote)
+    _print_evaluation(summary)
+
+
+def _print_evaluation(summary: dict) -> None:
+    t = Table(title=f"{summary['model']} beside the trivial baselines (same windows)")
+    for col in ("predictor", "split", "cosine", "margin", "r@5", "mrr", "contrastive_acc"):
+        t.add_column(col, justify="left" if col in ("predictor", "split") else "right")
+    for row in summary["summary"]:
+        name = row["predictor"]
+        if name == summary.get("model_name_in_metrics"):
+            name = f"[bold]{name}[/]"
+        t.add_row(name, row["split"], *(_f(row.get(k)) for k in ("cosine", "margin", "r@5", "mrr", "contrastive_acc")))
+    err.print(t)
+    g = Table(title="post-training gates")
+    for col in ("gate", "passed", "value", "threshold"):
+        g.add_column(col)
+    for name, r in summary["gates"].items():
+        g.add_row(name, "[green]yes[/]" if r["passed"] else "[red]NO[/]", _f(r["value"]), _f(r["threshold"]))
+    err.print(g)
+    promo = summary.get("promotion") or {}
+    err.print(f"promotion: {promo.get('action', 'skipped')} {promo.get('message', '')}".rstrip())
+    err.print(f"report: {summary['report']['html']}")
+
+
+def _f(v) -> str:
+    if isinstance(v, bool) or v is None:
+        return "" if v is None else str(v)
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v)
+
+
+@app.command()
+def promote(
+    version: Annotated[int, typer.Option(help="Model version to make champion")],
+    name: Annotated[str, typer.Option(help="Registered model name")] = "lvm-amn",
+    force: Annotated[bool, typer.Option("--force", help="Promote even if its gates failed (recorded)")] = False,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Move the `champion` alias to a version whose gates passed (the previous champion is kept for rollback)."""
+    from lvm_core import registry
+
+    registry.configure_tracking(Path(_data_dir(data_dir)))
+    result = _run(registry.promote, name, version, None, force)
+    err.print(f"{result.action}: {result.message}" if result.message else result.action)
+    if not result.promoted and result.action != "already_champion":
+        raise typer.Exit(1)
+
+
+@app.command()
+def rollback(
+    name: Annotated[str, typer.Option(help="Registered model name")] = "lvm-amn",
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Move `champion` back to the previous champion."""
+    from lvm_core import registry
+
+    registry.configure_tracking(Path(_data_dir(data_dir)))
+    result = _run(registry.rollback, name)
+    err.print(f"{result.action}: champion is now v{result.champion}. {result.message}".strip())
+
+
+@app.command()
+def models(
+    name: Annotated[str, typer.Option(help="Registered model name")] = "lvm-amn",
+    data_dir: DataDirOpt = None,
+) -> None:
+    """List the versions of a registered model with aliases and gate results."""
+    from lvm_core import registry
+
+    registry.configure_tracking(Path(_data_dir(data_dir)))
+    rows = _run(registry.list_versions, name)
+    t = Table("version", "aliases", "gates", "failed gates", "dataset", "run")
+    for r in rows:
+        tags = r.get("tags", {})
+        t.add_row(str(r.get("version")), ",".join(r.get("aliases", [])), tags.get("gates_passed", ""),
+                  tags.get("failed_gates", ""), tags.get("dataset_id", ""), str(r.get("run_id", ""))[:12])
+    console.print(t)
+
+
+@app.command()
+def run(
+    source: Annotated[str, typer.Option(help="'sample' or a dump / Parquet / JSONL path")] = "sample",
+    limit_articles: Annotated[Optional[int], typer.Option(help="Only the first N articles (quick runs)")] = None,
+    arch: Annotated[str, Arch] = "amn",
+    epochs: Annotated[int, typer.Option(help="Maximum epochs")] = 20,
+    batch: Annotated[int, typer.Option("--batch", "--batch-size", help="Batch size")] = 64,
+    lr: Annotated[float, typer.Option(help="Learning rate")] = 5e-4,
+    threshold: Annotated[Optional[list[str]], typer.Option(help="Gate threshold override NAME=VALUE (repeatable)")] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Run the whole pipeline (build → train → evaluate → promote) and print gates and model vs baselines."""
+    from flows.pipeline import lvm_pipeline
+    from lvm_core.config import BuildOptions
+
+    def go():
+        return lvm_pipeline(source=source, data_dir=_data_dir(data_dir), limit_articles=limit_articles, arch=arch,
+                            epochs=epochs, batch_size=batch, lr=lr,
+                            build_options=BuildOptions(thresholds=_parse_thresholds(threshold)))
+
+    out = _run(go)
+    _print_dataset_summary(Path(out["dataset"]))
+    _print_evaluation(out["evaluation"])
+    root = Path(_data_dir(data_dir)).resolve()
+    err.print(f"dataset:    {out['dataset']}")
+    err.print(f"model:      {out['train']['uri']}  (MLflow run {out['train']['run_id']})")
+    err.print(f"MLflow UI:  .venv/bin/mlflow ui --backend-store-uri sqlite:///{root}/mlflow.db")
+
+
+@app.command()
 def datasets(data_dir: DataDirOpt = None) -> None:
     """List built datasets."""
     from lvm_core.dataset import list_datasets

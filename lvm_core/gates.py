@@ -86,3 +86,52 @@ class GateFailedError(RuntimeError):
         names = ", ".join(report.failed) or "?"
         suffix = f" (results: {where})" if where else ""
         super().__init__(f"{report.stage} gates failed: {names}{suffix}")
+
+
+def post_training_gates(
+    metrics: dict[str, dict[str, dict[str, float]]],
+    model: str,
+    manifest: dict[str, Any],
+    thresholds: GateThresholds = GateThresholds(),
+) -> GateReport:
+    """The plan's model gates on `metrics[predictor][split][metric]`, plus: beats the best trivial baseline.
+
+    Data gates (leakage, oracle recall) are re-read from the dataset manifest so the model's gate
+    report is complete on its own.
+    """
+    import math
+
+    def cos(pred: str, split: str) -> float:
+        v = metrics.get(pred, {}).get(split, {}).get("cosine")
+        return float("nan") if v is None else float(v)
+
+    val, ood = cos(model, "val"), cos(model, "ood")
+    gap = abs(ood - val)
+    baselines = {p: cos(p, "val") for p in metrics if p != model}
+    best_name, best_val = max(baselines.items(), key=lambda kv: -math.inf if math.isnan(kv[1]) else kv[1]) if baselines else ("none", float("nan"))
+    leakage = manifest.get("leakage", {})
+    leak_rate = max(
+        float(leakage.get("text_hash_overlap", {}).get("rate", 0.0) or 0.0),
+        float(leakage.get("article_overlap", 0) or 0),
+    )
+    oracle = manifest.get("oracle_recall_at_5")
+    results = [
+        GateResult("val_cosine", val >= thresholds.min_val_cosine, val, thresholds.min_val_cosine),
+        GateResult("ood_cosine", ood >= thresholds.min_ood_cosine, ood, thresholds.min_ood_cosine),
+        GateResult("ood_val_gap", gap <= thresholds.max_ood_val_gap, gap, thresholds.max_ood_val_gap),
+        GateResult("leakage", leak_rate <= thresholds.max_leakage_rate, leak_rate, thresholds.max_leakage_rate),
+        GateResult(
+            "oracle_recall_at_5",
+            oracle is not None and float(oracle) >= thresholds.min_oracle_recall_at_5,
+            oracle,
+            thresholds.min_oracle_recall_at_5,
+        ),
+    ]
+    if thresholds.must_beat_best_baseline:
+        results.append(
+            GateResult("beats_best_baseline", val > best_val, val, best_val, detail=f"best trivial baseline on val: {best_name}")
+        )
+    for r in results:  # NaN never passes
+        if isinstance(r.value, float) and math.isnan(r.value):
+            r.passed = False
+    return GateReport(stage="post_training", results=results)

@@ -1,0 +1,42 @@
+"""Flow: the whole plan in one run — build → train → evaluate → promote."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger
+
+from flows.build_dataset import build_dataset
+from flows.evaluate_model import evaluate_model
+from flows.train_model import train_model
+from lvm_core.config import BuildOptions
+from lvm_core.training import TrainConfig
+
+
+@flow(name="lvm_pipeline", flow_run_name="pipeline-{source}", log_prints=True)
+def lvm_pipeline(
+    source: str = "sample",
+    data_dir: str | None = None,
+    limit_articles: int | None = None,
+    snapshot_id: str | None = None,
+    arch: Literal["amn", "gru", "lstm", "transformer"] = "amn",
+    epochs: int = 20,
+    batch_size: int = 64,
+    lr: float = 5e-4,
+    build_options: BuildOptions = BuildOptions(),
+    train_options: TrainConfig | None = None,
+    model_thresholds: dict[str, float | int | bool] | None = None,
+    promote: bool = True,
+) -> dict[str, Any]:
+    """Build a gated dataset from the snapshot, train a model on it, evaluate it beside the baselines and
+    promote it to `champion` when every gate passes. Each stage is a subflow, visible on its own in the UI."""
+    dataset = build_dataset(source=source, data_dir=data_dir, limit_articles=limit_articles,
+                            snapshot_id=snapshot_id, options=build_options)
+    trained = train_model(data=dataset, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
+                          data_dir=data_dir, train_options=train_options)
+    thresholds = {**build_options.thresholds, **(model_thresholds or {})}
+    evaluated = evaluate_model(model=trained["uri"], dataset=dataset, data_dir=data_dir,
+                               thresholds=thresholds, promote=promote)
+    get_run_logger().info("pipeline done: dataset %s, model %s, gates %s", dataset, trained["uri"],
+                          "passed" if evaluated["gates_passed"] else "failed")
+    return {"dataset": dataset, "train": trained, "evaluation": evaluated}

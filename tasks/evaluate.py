@@ -1,0 +1,98 @@
+"""Prefect tasks of evaluation: load model + dataset, run every metric for model and baselines,
+write the report, apply the post-training gates and move aliases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from lvm_core import baselines as bl
+from lvm_core import contracts, registry
+from lvm_core.dataset import Dataset, load_dataset
+from lvm_core.evaluation import EvaluationResult, evaluate_predictors
+from lvm_core.gates import GateReport, GateThresholds, post_training_gates
+from lvm_core.report import write_report
+from tasks.common import COMPUTE_RETRIES, HOUR, IO_RETRIES
+
+
+@task(name="load-model", task_run_name="load-model-{model_ref}", cache_policy=NO_CACHE, **IO_RETRIES)
+def load_model(model_ref: str) -> registry.LoadedModel:
+    return registry.load_registered_model(model_ref)
+
+
+def dataset_of(model: registry.LoadedModel) -> str:
+    """The dataset folder recorded on the model's training run."""
+    from mlflow.tracking import MlflowClient
+
+    if model.run_id:
+        tags = MlflowClient().get_run(model.run_id).data.tags
+        if tags.get(registry.TAG_DATASET_DIR):
+            return tags[registry.TAG_DATASET_DIR]
+    raise ValueError(f"{model.describe()}: no dataset recorded on its run; pass --dataset")
+
+
+@task(name="load-eval-dataset", task_run_name="load-dataset-{root}", cache_policy=NO_CACHE, **IO_RETRIES)
+def load_eval_dataset(root: str, model: registry.LoadedModel) -> Dataset:
+    """The dataset must come from the model's encoder and have val and ood windows."""
+    ds = load_dataset(Path(root))
+    model.check_fingerprint(ds.fingerprint)
+    if ds.context_len != model.context_len:
+        raise ValueError(f"{root}: context length {ds.context_len} differs from {model.describe()}")
+    missing = [s for s in ("val", "ood") if len(ds.sequences.get(s, [])) == 0]
+    if missing:
+        raise ValueError(f"{root}: dataset has no {' or '.join(missing)} sequences to evaluate on")
+    return ds
+
+
+@task(name="evaluate", task_run_name="evaluate-{model.name}-v{model.version}", cache_policy=NO_CACHE,
+      timeout_seconds=6 * HOUR, **COMPUTE_RETRIES)
+def evaluate(model: registry.LoadedModel, ds: Dataset, max_windows: int | None = None) -> EvaluationResult:
+    """Model and every trivial baseline (fitted on train) on the same val/ood windows."""
+    baselines = bl.fit_baselines(ds.vectors, ds.sequences["train"])
+    predictors = {f"{model.arch} (model)": model.predict, **{name: b.predict for name, b in baselines.items()}}
+    result = evaluate_predictors(
+        predictors, ds.vectors, ds.sequences, ds.article_ids, ds.chunk_index, ds.text_hash, ds.texts,
+        splits=("val", "ood"), max_windows=max_windows, article_bins=ds.article_bins(),
+    )
+    log = get_run_logger()
+    for row in result.summary_table():
+        log.info("%-24s %-4s cosine %.4f r@5 %.3f mrr %.3f", row["predictor"], row["split"],
+                 *(float("nan") if row.get(k) is None else row[k] for k in ("cosine", "r@5", "mrr")))
+    return result
+
+
+@task(name="post-training-gates", cache_policy=NO_CACHE)
+def gates(result: EvaluationResult, ds: Dataset, thresholds: dict[str, Any]) -> GateReport:
+    report = post_training_gates(result.metrics, result.model_name, ds.manifest, GateThresholds.from_dict(thresholds))
+    log = get_run_logger()
+    for r in report.results:
+        (log.info if r.passed else log.warning)("gate %-20s %s value=%s threshold=%s", r.name,
+                                                "PASS" if r.passed else "FAIL", r.value, r.threshold)
+    return report
+
+
+@task(name="write-report", cache_policy=NO_CACHE, **IO_RETRIES)
+def report(result: EvaluationResult, model: registry.LoadedModel, ds: Dataset, gate_report: GateReport, out_dir: Path) -> dict[str, Path]:
+    context = {
+        "model": f"{model.name} v{model.version}",
+        "architecture": model.arch,
+        "training run": model.run_id,
+        "dataset": ds.manifest.get("dataset_id"),
+        "snapshot": ds.manifest.get("snapshot_id"),
+        "encoder": f"{ds.manifest['encoder']['name']} ({ds.manifest['encoder']['dim']}-d)",
+        "gates": [r.to_dict() for r in gate_report.results],
+    }
+    return write_report(result, out_dir, title=f"Evaluation of {model.name} v{model.version}", context=context)
+
+
+@task(name="promote", task_run_name="promote-{model.name}-v{model.version}", cache_policy=NO_CACHE, **IO_RETRIES)
+def promote(model: registry.LoadedModel, gate_report: GateReport) -> registry.PromotionResult:
+    """All gates passed → `champion` (previous one recorded); otherwise stays `challenger`, tagged."""
+    return registry.promote(model.name, model.version, gate_report)
+
+
+def reports_dir(data_dir: Path, model: registry.LoadedModel) -> Path:
+    return contracts.models_dir(data_dir) / "reports" / f"{model.name}-v{model.version}"
