@@ -231,12 +231,10 @@ def analyse_step(
         seqs[name] = sequences.build_windows(article_ids, chunk_index, context_len=ctx, articles=members)
 
     # leakage: raw over val/ood articles, then purge leaking val/ood windows and measure again
-    leakage_raw = leakage.leakage_report(
+    scan = leakage.scan_leakage(
         article_ids, text_hash, vectors, row_split.astype(str), near_dup_threshold=config.near_dup_threshold
     )
-    leaking = leakage.leaking_rows(
-        article_ids, text_hash, vectors, row_split.astype(str), near_dup_threshold=config.near_dup_threshold
-    )
+    leakage_raw, leaking = scan.report(), scan.leaking_rows()
     purged: dict[str, int] = {}
     for name in ("val", "ood"):
         seqs[name], purged[name] = leakage.purge_leaking_windows(seqs[name], leaking)
