@@ -234,7 +234,7 @@ def analyse_step(
     scan = leakage.scan_leakage(
         article_ids, text_hash, vectors, row_split.astype(str), near_dup_threshold=config.near_dup_threshold
     )
-    leakage_raw, leaking = scan.report(), scan.leaking_rows()
+    leakage_raw, leaking = scan.report(), scan.leaking_rows
     purged: dict[str, int] = {}
     for name in ("val", "ood"):
         seqs[name], purged[name] = leakage.purge_leaking_windows(seqs[name], leaking)
