@@ -206,6 +206,30 @@ def train(
 
 
 @app.command()
+def compare(
+    data: Annotated[str, typer.Option(help="A built dataset folder")],
+    arch: Annotated[Optional[list[str]], typer.Option(help="Architectures to train (repeatable) [default: all]")] = None,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs per architecture")] = 20,
+    batch: Annotated[int, typer.Option("--batch", "--batch-size", help="Batch size")] = 64,
+    lr: Annotated[float, typer.Option(help="Learning rate")] = 5e-4,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Train every architecture on one dataset; print params, val/ood cosine, train time and latency beside the baselines."""
+    from flows.compare import compare_architectures
+
+    out = _run(compare_architectures, data=data, archs=arch or ["amn", "gru", "lstm", "transformer"], epochs=epochs,
+               batch_size=batch, lr=lr, data_dir=_data_dir(data_dir))
+    t = Table(title="architectures beside the trivial baselines")
+    for col in ("predictor", "params", "val cos", "ood cos", "|ood-val|", "train s", "ms/batch"):
+        t.add_column(col, justify="left" if col == "predictor" else "right")
+    for r in sorted(out["rows"], key=lambda r: -r["val_cosine"]):
+        t.add_row(r["predictor"], f"{r['params']:,}", f"{r['val_cosine']:.4f}", f"{r['ood_cosine']:.4f}",
+                  f"{r['ood_val_gap']:.4f}", f"{r['train_seconds']:.0f}", f"{r['latency_ms_per_batch']:.2f}")
+    err.print(t)
+    typer.echo(out["markdown"])
+
+
+@app.command()
 def evaluate(
     model: Annotated[str, typer.Option(help="Registered model: models:/NAME/VERSION, models:/NAME@ALIAS, or a model folder")] = "models:/lvm-amn@challenger",
     dataset: Annotated[Optional[str], typer.Option(help="Dataset folder [default: the one the model was trained on]")] = None,
