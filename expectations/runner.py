@@ -1,0 +1,362 @@
+"""Run the pre-training data gates as one Great Expectations checkpoint and turn its result into a GateReport.
+
+The suites (``expectations/suites/*.json``) are the source of truth for which gates exist: every
+expectation carries ``meta.gate`` and a gate passes when all of its expectations pass. Thresholds that
+depend on configuration are suite parameters (``{"$PARAMETER": name}``) filled from `GateThresholds` at
+run time, so one stored suite serves every configuration and the Data Docs show the values used.
+
+Each frame from `build_gate_frames` is written to ``<docs_dir>/frames/<name>.parquet`` and registered as a
+parquet asset of one pandas data source: an in-memory dataframe asset takes its frame through the
+checkpoint's ``batch_parameters``, which a single ``Checkpoint.run`` shares between all validation
+definitions, so six frames cannot go through one checkpoint that way. The parquet frames also keep
+the validated numbers beside the Data Docs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import great_expectations as gx
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from great_expectations.checkpoint import UpdateDataDocsAction
+from great_expectations.checkpoint.checkpoint import CheckpointResult
+from great_expectations.core.expectation_validation_result import ExpectationValidationResult
+from great_expectations.data_context.types.base import ProgressBarsConfig
+
+from expectations.frames import FRAME_NAMES, build_gate_frames
+from lvm_core import contracts, storage
+from lvm_core.gates import GateFailedError, GateReport, GateResult, GateThresholds
+
+STAGE = "pre_training"
+SUITES_DIR = Path(__file__).resolve().parent / "suites"
+SUITE_NAMES: tuple[str, ...] = FRAME_NAMES  # one suite per frame, same name
+DATASOURCE_NAME = "pre_training_frames"
+CHECKPOINT_NAME = "pre_training_gates"
+DOCS_SITE_NAME = "local_site"
+DOCS_SITE_DIR = "uncommitted/data_docs/local_site/"
+DOCS_INDEX_RELPATH = DOCS_SITE_DIR + "index.html"  # relative to docs_dir: survives the staging-dir rename
+FRAMES_SUBDIR = "frames"
+VALIDATION_RESULT_FILE = "validation_result.json"
+
+
+class SuiteError(ValueError):
+    """A stored suite file is missing, unreadable or holds expectations GX cannot build."""
+
+
+# --- suites ----------------------------------------------------------------------------------------
+
+
+def load_suite(name: str) -> gx.ExpectationSuite:
+    """The stored suite `name` as a fresh `gx.ExpectationSuite` (each run gets its own object)."""
+    path = SUITES_DIR / f"{name}.json"
+    if name not in SUITE_NAMES:
+        raise SuiteError(f"unknown suite {name!r}; known: {', '.join(SUITE_NAMES)}")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SuiteError(f"{path}: cannot read suite: {exc}") from exc
+    raw = data.get("expectations") if isinstance(data, dict) else None
+    if not isinstance(raw, list) or not raw:
+        raise SuiteError(f"{path}: suite has no 'expectations' list")
+    no_gate = [i for i, e in enumerate(raw) if not (isinstance(e, dict) and (e.get("meta") or {}).get("gate"))]
+    if no_gate:
+        raise SuiteError(f"{path}: expectation(s) {no_gate} lack meta.gate")
+    suite = gx.ExpectationSuite(
+        name=data.get("name") or name,
+        expectations=raw,
+        meta=data.get("meta"),
+        notes=data.get("notes"),
+    )
+    # ExpectationSuite logs and drops invalid expectations instead of raising: refuse a partial suite.
+    if len(suite.expectations) != len(raw):
+        raise SuiteError(f"{path}: {len(raw) - len(suite.expectations)} expectation(s) are not valid GX expectations")
+    return suite
+
+
+def suite_parameters(thresholds: GateThresholds) -> dict[str, float | int]:
+    """Values for the suites' ``$PARAMETER`` references, derived from the gate thresholds."""
+    tol = float(thresholds.unit_norm_tolerance)
+    return {
+        "min_unit_norm": 1.0 - tol,
+        "max_unit_norm": 1.0 + tol,
+        "max_leakage_rate": float(thresholds.max_leakage_rate),
+        "max_near_duplicate_rate": float(thresholds.max_near_duplicate_rate),
+        "max_crossing_windows": int(thresholds.max_crossing_windows),
+        "min_oracle_recall_at_5": float(thresholds.min_oracle_recall_at_5),
+        "max_split_ks": float(thresholds.max_split_ks),
+        "max_split_mean_diff": float(thresholds.max_split_mean_diff),
+    }
+
+
+# --- run -------------------------------------------------------------------------------------------
+
+
+def run_pre_training_gates(
+    dataset_dir: Path,
+    manifest: dict[str, Any] | None = None,
+    thresholds: GateThresholds = GateThresholds(),
+    docs_dir: Path | None = None,
+    data_docs: bool = True,
+) -> GateReport:
+    """Validate a built dataset folder; Data Docs and ``validation_result.json`` land in `docs_dir`.
+
+    `manifest` is the manifest as the build holds it (None reads ``manifest.json``). `docs_dir` is the
+    GX project root (default ``<dataset_dir>/gx``). `data_docs=False` skips rendering the HTML site
+    (most of a run's time; `docs_path` is then None) for quick re-checks. Gate failures are reported,
+    not raised: call `raise_for_failures` to stop a flow.
+    """
+    dataset_dir = Path(dataset_dir)
+    docs_dir = Path(docs_dir) if docs_dir is not None else dataset_dir / contracts.GX_DIR
+    frames = build_gate_frames(dataset_dir, manifest)
+    docs_dir.mkdir(parents=True, exist_ok=True)
+
+    frame_paths = {}
+    for name in SUITE_NAMES:
+        frame_paths[name] = docs_dir / FRAMES_SUBDIR / f"{name}.parquet"
+        storage.write_parquet(frame_paths[name], pa.Table.from_pandas(frames[name], preserve_index=False))
+
+    context = _file_context(docs_dir)
+    datasource = context.data_sources.add_or_update_pandas(DATASOURCE_NAME)
+    definitions = []
+    for name in SUITE_NAMES:
+        asset = datasource.add_parquet_asset(name=name, path=frame_paths[name].resolve())
+        batch = asset.add_batch_definition_whole_dataframe(name)
+        suite = context.suites.add_or_update(load_suite(name))
+        definitions.append(
+            context.validation_definitions.add_or_update(
+                gx.ValidationDefinition(name=f"{STAGE}_{name}", data=batch, suite=suite)
+            )
+        )
+    checkpoint = context.checkpoints.add_or_update(
+        gx.Checkpoint(
+            name=CHECKPOINT_NAME,
+            validation_definitions=definitions,
+            actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[DOCS_SITE_NAME])] if data_docs else [],
+            result_format={"result_format": "SUMMARY", "partial_unexpected_count": 10},
+        )
+    )
+    params = suite_parameters(thresholds)
+    result = checkpoint.run(expectation_parameters=params)
+
+    report = _build_report(result, frames, thresholds)
+    report.docs_path = str(_docs_index(context, docs_dir)) if data_docs else None
+    storage.write_json(
+        docs_dir / VALIDATION_RESULT_FILE,
+        {
+            "stage": STAGE,
+            "success": bool(result.success),
+            "passed": report.passed,
+            "failed": report.failed,
+            "run_id": str(result.run_id),
+            "dataset_dir": str(dataset_dir),
+            "docs_path": report.docs_path,
+            "thresholds": thresholds.to_dict(),
+            "suite_parameters": params,
+            "gates": report.to_manifest(),
+            "validation_results": [vr.to_json_dict() for vr in result.run_results.values()],
+        },
+    )
+    return report
+
+
+def raise_for_failures(report: GateReport) -> None:
+    """Stop the caller with `GateFailedError` (naming the failed gates and the Data Docs) when a gate failed."""
+    if not report.passed:
+        raise GateFailedError(report, where=report.docs_path or "")
+
+
+def validation_result_path(dataset_dir: Path, docs_dir: Path | None = None) -> Path:
+    """Where `run_pre_training_gates` writes the full validation result JSON."""
+    root = Path(docs_dir) if docs_dir is not None else Path(dataset_dir) / contracts.GX_DIR
+    return root / VALIDATION_RESULT_FILE
+
+
+# --- GX context ------------------------------------------------------------------------------------
+
+
+def _file_context(root: Path) -> Any:
+    """A file-backed GX project at `root` with progress bars off and the local Data Docs site."""
+    context = gx.get_context(mode="file", context_root_dir=str(root.resolve()))
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    context.variables.analytics_enabled = False
+    context.variables.save()
+    sites = context.variables.data_docs_sites or {}
+    if DOCS_SITE_NAME not in sites:
+        context.add_data_docs_site(
+            site_name=DOCS_SITE_NAME,
+            site_config={
+                "class_name": "SiteBuilder",
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": DOCS_SITE_DIR},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            },
+        )
+    return context
+
+
+def _docs_index(context: Any, root: Path) -> Path:
+    for site in context.get_docs_sites_urls(site_name=DOCS_SITE_NAME):
+        url = site.get("site_url") or ""
+        if url.startswith("file:"):
+            return Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
+    return root.resolve() / DOCS_INDEX_RELPATH
+
+
+# --- report ----------------------------------------------------------------------------------------
+
+
+def _build_report(result: CheckpointResult, frames: dict[str, pd.DataFrame], thresholds: GateThresholds) -> GateReport:
+    by_suite = {vr.suite_name: vr for vr in result.run_results.values()}
+    grouped: dict[str, list[ExpectationValidationResult]] = {}
+    for name in SUITE_NAMES:
+        for er in by_suite[name].results:
+            grouped.setdefault(er.expectation_config.meta["gate"], []).append(er)
+
+    report = GateReport(stage=STAGE)
+    for gate, results in grouped.items():
+        failed = [er for er in results if not er.success]
+        value, threshold = _GATE_MEASURES.get(gate, _no_measure)(frames, thresholds)
+        detail = "; ".join(_describe(er) for er in failed) if failed else f"{len(results)} expectation(s) passed"
+        extra = _GATE_DETAIL.get(gate)
+        if failed and extra:
+            text = str(frames["dataset_metrics"][extra].iloc[0] or "")
+            if text:
+                detail = f"{text} | {detail}"
+        report.results.append(
+            GateResult(
+                name=gate,
+                passed=not failed,
+                value=_jsonable(value),
+                threshold=_jsonable(threshold),
+                detail=detail,
+            )
+        )
+    return report
+
+
+def _describe(er: ExpectationValidationResult) -> str:
+    """One line naming a failed expectation and what it saw."""
+    cfg = er.expectation_config
+    cols = ",".join(str(cfg.kwargs[k]) for k in ("column", "column_A", "column_B") if k in cfg.kwargs)
+    head = f"{cfg.type}({cols})"
+    if er.exception_info and er.exception_info.get("raised_exception"):
+        return f"{head} raised: {er.exception_info.get('exception_message')}"
+    res = er.result or {}
+    if "unexpected_count" in res:
+        sample = list(res.get("partial_unexpected_list") or [])[:5]
+        return f"{head}: {res['unexpected_count']} unexpected of {res.get('element_count')}, e.g. {sample}"
+    return f"{head}: observed {res.get('observed_value')}"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (np.generic,)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+_Measure = Callable[[dict[str, pd.DataFrame], GateThresholds], tuple[Any, Any]]
+
+
+def _no_measure(frames: dict[str, pd.DataFrame], t: GateThresholds) -> tuple[Any, Any]:
+    return None, None
+
+
+def _metric(frames: dict[str, pd.DataFrame], column: str) -> Any:
+    return frames["dataset_metrics"][column].iloc[0]
+
+
+def _whole(value: Any) -> Any:
+    """An integral float read back from a frame as int (NaN stays as is)."""
+    return int(value) if isinstance(value, (int, float, np.number)) and float(value).is_integer() else value
+
+
+def _count(mask: pd.Series) -> int:
+    return int(mask.sum())
+
+
+def _chunk_ids(frames: dict[str, pd.DataFrame], t: GateThresholds) -> tuple[Any, Any]:
+    ids = frames["chunks"]["chunk_id"]
+    bad = ids.isna() | (ids.fillna("").astype(str).str.len() == 0) | ids.duplicated()
+    return _count(bad), 0
+
+
+def _chunk_text(frames: dict[str, pd.DataFrame], t: GateThresholds) -> tuple[Any, Any]:
+    c = frames["chunks"]
+    return _count((c["text_chars"] < 1) | (c["n_words"] < 1)), 0
+
+
+def _unit_norm(frames: dict[str, pd.DataFrame], t: GateThresholds) -> tuple[Any, Any]:
+    norms = frames["vectors"]["norm"].dropna()
+    worst = float((norms - 1.0).abs().max()) if len(norms) else None
+    return worst, t.unit_norm_tolerance
+
+
+def _vector_dim(frames: dict[str, pd.DataFrame], t: GateThresholds) -> tuple[Any, Any]:
+    meta = frames["vector_meta"].iloc[0]
+    expected = meta["expected_dim"]
+    return int(meta["dim"]), None if pd.isna(expected) else int(expected)
+
+
+def _contiguous(frames: dict[str, pd.DataFrame], t: GateThresholds) -> tuple[Any, Any]:
+    a = frames["article_chunks"]
+    bad = (a["min_index"] != 0) | (a["n_distinct_index"] != a["n_chunks"]) | (a["span"] != a["n_chunks"])
+    return _count(bad), 0
+
+
+def _parity(split: str) -> _Measure:
+    def measure(frames: dict[str, pd.DataFrame], t: GateThresholds) -> tuple[Any, Any]:
+        value = {"ks": _metric(frames, f"ks_{split}"), "abs_mean_diff": _metric(frames, f"abs_mean_diff_{split}")}
+        return value, {"ks": t.max_split_ks, "abs_mean_diff": t.max_split_mean_diff}
+
+    return measure
+
+
+# gate name -> (observed value, threshold) for the report; pass/fail always comes from GX.
+_GATE_MEASURES: dict[str, _Measure] = {
+    "chunk_ids_unique": _chunk_ids,
+    "chunk_text_nonempty": _chunk_text,
+    "vectors_finite": lambda f, t: (_count(~f["vectors"]["is_finite"]), 0),
+    "unit_norm": _unit_norm,
+    "vector_dim": _vector_dim,
+    "vector_dtype": lambda f, t: (str(f["vector_meta"]["dtype"].iloc[0]), "float32"),
+    "vectors_aligned": lambda f, t: (
+        int(f["vector_meta"]["n_rows"].iloc[0]),
+        int(f["vector_meta"]["n_chunks"].iloc[0]),
+    ),
+    "chunk_index_contiguous": _contiguous,
+    "chunk_rows_ordered": lambda f, t: (_count(~f["article_chunks"]["rows_in_order"]), 0),
+    "chunk_articles_known": lambda f, t: (_count(~f["article_chunks"]["in_articles"]), 0),
+    "splits_disjoint": lambda f, t: (
+        _count((f["article_splits"]["n_splits"] > 1) | (f["article_splits"]["n_split_rows"] > 1)),
+        0,
+    ),
+    "sequence_articles_assigned": lambda f, t: (_count(~f["article_splits"]["in_split_table"]), 0),
+    "leakage_zero": lambda f, t: (
+        {
+            "article_overlap": _whole(_metric(f, "article_overlap")),
+            "text_hash_overlap_rate": _metric(f, "text_hash_overlap_rate"),
+        },
+        {"article_overlap": 0, "text_hash_overlap_rate": t.max_leakage_rate},
+    ),
+    "near_duplicates_zero": lambda f, t: (_metric(f, "near_duplicate_rate"), t.max_near_duplicate_rate),
+    "crossing_windows_zero": lambda f, t: (int(_metric(f, "crossing_windows")), t.max_crossing_windows),
+    "sequences_aligned": lambda f, t: (int(_metric(f, "misaligned_windows")), 0),
+    "split_parity_val": _parity("val"),
+    "split_parity_ood": _parity("ood"),
+    "oracle_recall_at_5": lambda f, t: (_metric(f, "oracle_recall_at_5"), t.min_oracle_recall_at_5),
+    "manifest_consistent": lambda f, t: (int(_metric(f, "n_manifest_problems")), 0),
+}
+
+# gates whose failure detail starts with a text column of dataset_metrics
+_GATE_DETAIL = {"manifest_consistent": "manifest_problems", "sequences_aligned": "sequence_problems"}
