@@ -36,17 +36,33 @@ def build_dataset(
         report = t.run_data_gates(stage, manifest, info, config)
         summary = _summary_rows(manifest)
         publish_table(summary, f"dataset-{info.dataset_id}", "Dataset build summary")
-        publish_markdown(
-            gates_markdown(f"Data gates — {info.dataset_id}", report.to_manifest(), f"Data Docs: `{report.docs_path}`"),
-            f"data-gates-{info.dataset_id}",
-            "Pre-training gates",
-        )
         if not report.passed:
             kept = t.set_aside(stage, manifest, report, info, config)
-            raise GateFailedError(report, where=str(Path(kept) / "gx"))
+            docs = _moved(report.docs_path, stage, kept)
+            _publish_gates(info.dataset_id, report, docs)
+            raise GateFailedError(report, where=docs)
         path = t.publish(stage, manifest, report, info, config)
+        _publish_gates(info.dataset_id, report, _moved(report.docs_path, stage, path))
     get_run_logger().info("dataset ready: %s", path)
     return str(path)
+
+
+def _moved(docs_path: str | None, old_root: Path, new_root: Path) -> str:
+    """Where the Data Docs index lives after the staging folder was renamed."""
+    if not docs_path:
+        return str(Path(new_root) / "gx")
+    try:
+        return str(Path(new_root) / Path(docs_path).relative_to(old_root))
+    except ValueError:
+        return docs_path
+
+
+def _publish_gates(dataset_id: str, report, docs: str) -> None:
+    publish_markdown(
+        gates_markdown(f"Data gates — {dataset_id}", report.to_manifest(), f"Data Docs: `{docs}`"),
+        f"data-gates-{dataset_id}",
+        "Pre-training gates",
+    )
 
 
 def _summary_rows(manifest: dict) -> list[dict]:

@@ -327,10 +327,18 @@ def new_staging_dir(data_dir: Path, dataset_id: str) -> Path:
     return root / f".staging-{dataset_id}-{uuid.uuid4().hex[:8]}"
 
 
-def finalize_manifest(stage_dir: Path, manifest: dict[str, Any], gates: dict[str, Any], passed: bool) -> None:
+def finalize_manifest(
+    stage_dir: Path, manifest: dict[str, Any], gates: dict[str, Any], passed: bool, docs_path: str | None = None
+) -> None:
+    """Add gate results; the Data Docs link is stored relative to the dataset folder (it gets renamed)."""
     manifest = dict(manifest)
     manifest["gates"] = gates
     manifest["gates_passed"] = passed
+    if docs_path:
+        try:
+            manifest["gate_docs"] = str(Path(docs_path).relative_to(Path(stage_dir)))
+        except ValueError:
+            manifest["gate_docs"] = str(docs_path)
     write_json(DatasetPaths(stage_dir).manifest, manifest)
 
 

@@ -120,12 +120,12 @@ def run_data_gates(stage_dir: Path, manifest: dict[str, Any], source: ds.SourceI
 @task(name="publish-dataset", task_run_name="publish-{source.dataset_id}", **IO_RETRIES)
 def publish(stage_dir: Path, manifest: dict[str, Any], report: GateReport, source: ds.SourceInfo, config: BuildConfig) -> Path:
     """Write READY and rename the staged folder onto the dataset folder (the old one goes only then)."""
-    ds.finalize_manifest(stage_dir, manifest, report.to_manifest(), True)
+    ds.finalize_manifest(stage_dir, manifest, report.to_manifest(), True, report.docs_path)
     return ds.publish(stage_dir, config.resolved_data_dir(), source.dataset_id)
 
 
 @task(name="set-aside-failed-build", task_run_name="set-aside-{source.dataset_id}", **IO_RETRIES)
 def set_aside(stage_dir: Path, manifest: dict[str, Any], report: GateReport, source: ds.SourceInfo, config: BuildConfig) -> Path:
     """Keep a build whose gates failed (with its Data Docs) under datasets/_failed/; nothing is published."""
-    ds.finalize_manifest(stage_dir, manifest, report.to_manifest(), False)
+    ds.finalize_manifest(stage_dir, manifest, report.to_manifest(), False, report.docs_path)
     return ds.set_aside_failed(stage_dir, config.resolved_data_dir(), source.dataset_id)
