@@ -135,14 +135,16 @@ class EmbedResult:
 def embed_step(
     chunks_path: Path, config: BuildConfig, out_dir: Path, data_dir: Path, progress: bool = False
 ) -> EmbedResult:
-    """Embed chunk texts, reusing the persistent (fingerprint, text_hash) cache."""
+    """Embed chunk texts through the persistent (fingerprint, text_hash) cache.
+
+    Always runs (no step-level skip), so every build reports truthfully how many chunks it reused; on an
+    unchanged snapshot that costs a model load and a cache lookup.
+    """
     from lvm_core import embedding
 
     out_dir = Path(out_dir)
     emb_path, enc_path = out_dir / contracts.EMBEDDINGS_FILE, out_dir / contracts.ENCODER_FILE
     stats_path = out_dir / "embed_stats.json"
-    if emb_path.exists() and enc_path.exists() and stats_path.exists():
-        return EmbedResult(emb_path, enc_path, read_json(stats_path))
     chunks = pq.read_table(chunks_path, columns=["text", "text_hash"])
     texts = chunks.column("text").to_pylist()
     hashes = chunks.column("text_hash").to_pylist()

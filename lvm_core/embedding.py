@@ -531,6 +531,14 @@ class EmbedStats:
         }
 
 
+def _block_progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="encoding chunks", unit="chunk")
+
+
 def embed_texts(
     texts: Sequence[str],
     hashes: Sequence[str],
@@ -538,8 +546,11 @@ def embed_texts(
     cache: EmbeddingCache | None,
     batch_size: int = 64,
     show_progress: bool = False,
+    flush_every: int = 2048,
 ) -> tuple[np.ndarray, EmbedStats]:
     """Vectors for `texts` (row i <-> texts[i]), encoding each distinct hash once and only if not cached.
+
+    New vectors reach the cache every `flush_every` texts, so an interrupted build loses little work.
 
     Identical hashes are assumed to be identical texts (hashes are of normalised text), so duplicates
     share one vector.
@@ -567,21 +578,29 @@ def embed_texts(
     seconds = 0.0
     if len(missing):
         first_rows = list(first.values())
-        to_encode = [texts[first_rows[j]] for j in missing.tolist()]
-        t0 = time.perf_counter()
-        encoded = encoder.encode(to_encode, batch_size=batch_size, show_progress=show_progress)
-        seconds = time.perf_counter() - t0
-        if encoded.dtype != np.float32 or encoded.shape != (len(to_encode), fp.dim):
-            raise DataContractError(
-                f"encoder {fp.model_name!r} returned {encoded.dtype}{encoded.shape}, "
-                f"expected float32 {(len(to_encode), fp.dim)}"
-            )
-        if unique_vecs is None or len(missing) == n_unique:
-            unique_vecs = encoded  # nothing cached: the encoder output is already in unique order
-        else:
-            unique_vecs[missing] = encoded
-        if cache is not None:
-            cache.put_many([unique_hashes[j] for j in missing.tolist()], encoded)
+        if unique_vecs is None:
+            unique_vecs = np.empty((n_unique, fp.dim), dtype=np.float32)
+        # Encode in blocks and store each block in the cache at once, so a killed run resumes where it was.
+        block = max(flush_every, batch_size)
+        bar = _block_progress(len(missing), show_progress and len(missing) > block)
+        for start in range(0, len(missing), block):
+            part = missing[start : start + block]
+            to_encode = [texts[first_rows[j]] for j in part.tolist()]
+            t0 = time.perf_counter()
+            encoded = encoder.encode(to_encode, batch_size=batch_size, show_progress=show_progress and bar is None)
+            seconds += time.perf_counter() - t0
+            if encoded.dtype != np.float32 or encoded.shape != (len(to_encode), fp.dim):
+                raise DataContractError(
+                    f"encoder {fp.model_name!r} returned {encoded.dtype}{encoded.shape}, "
+                    f"expected float32 {(len(to_encode), fp.dim)}"
+                )
+            unique_vecs[part] = encoded
+            if cache is not None:
+                cache.put_many([unique_hashes[j] for j in part.tolist()], encoded)
+            if bar is not None:
+                bar.update(len(part))
+        if bar is not None:
+            bar.close()
     elif unique_vecs is None:
         unique_vecs = np.zeros((0, fp.dim), dtype=np.float32)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from lvm_core import dataset as ds
 from lvm_core.config import BuildConfig
@@ -64,23 +65,21 @@ def chunk(articles_path: Path, source: ds.SourceInfo, config: BuildConfig) -> Pa
     return ds.chunk_step(articles_path, config, out.parent)
 
 
-def _embed_out(p: dict[str, Any]) -> tuple[str, Path]:
-    config = p["config"]
-    key = ds.step_key("embed", str(p["chunks_path"]), config.encoder or "default")
-    return key, ds.work_dir(config.resolved_data_dir(), "embed", key) / "embed_stats.json"
+def _embed_out(chunks_path: Path, config: BuildConfig) -> Path:
+    key = ds.step_key("embed", str(chunks_path), config.encoder or "default")
+    return ds.work_dir(config.resolved_data_dir(), "embed", key) / "embed_stats.json"
 
 
 @task(
     name="embed",
     task_run_name="embed-{source.dataset_id}",
-    cache_key_fn=output_cache_key(_embed_out),
-    persist_result=True,
+    cache_policy=NO_CACHE,  # the embedding cache is the resume point; the step always reports reuse
     timeout_seconds=24 * HOUR,
     **COMPUTE_RETRIES,
 )
 def embed(chunks_path: Path, source: ds.SourceInfo, config: BuildConfig) -> ds.EmbedResult:
     """Encode chunks; only texts unseen under this encoder fingerprint are encoded."""
-    _, out = _embed_out({"chunks_path": chunks_path, "config": config})
+    out = _embed_out(chunks_path, config)
     result = ds.embed_step(chunks_path, config, out.parent, config.resolved_data_dir(), progress=progress_enabled())
     s = result.stats
     get_run_logger().info(
