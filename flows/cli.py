@@ -55,8 +55,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ("lvm_core.embedding", "EncoderLoadError"),
         ("lvm_core.npz_compat", "NpzFormatError"),
         ("lvm_core.registry", "ModelNotFoundError"),
-        ("lvm_core.training", "CheckpointMismatchError"),
-        ("lvm_core.training", "TrainingDivergedError"),
+        ("lvm_core.registry", "RegistryError"),
+        ("lvm_core.training", "CheckpointError"),
+        ("tasks.train", "TrainingDivergedError"),
     ]:
         try:
             errors.append(getattr(__import__(mod, fromlist=[name]), name))

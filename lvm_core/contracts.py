@@ -81,6 +81,11 @@ def embedding_cache_dir(data_dir: Path) -> Path:
     return Path(data_dir) / "cache" / "embeddings"
 
 
+def downloads_dir(data_dir: Path) -> Path:
+    """Local copies of snapshot files fetched from remote (fsspec) sources."""
+    return Path(data_dir) / "downloads"
+
+
 def models_dir(data_dir: Path) -> Path:
     return Path(data_dir) / "models"
 
@@ -149,3 +154,12 @@ class DatasetPaths:
 
 class DataContractError(ValueError):
     """A file does not match its contract (missing columns, wrong dtype, misaligned rows)."""
+
+
+# --- Training checkpoint folder (`lvm_core.training`) ----------------------------------------------
+# <checkpoint_dir>/last/ and <checkpoint_dir>/best/, each replaced atomically as a whole folder.
+CHECKPOINT_LAST_DIR = "last"
+CHECKPOINT_BEST_DIR = "best"
+CHECKPOINT_WEIGHTS_FILE = "model.safetensors"  # model state_dict (safetensors, no pickle)
+CHECKPOINT_STATE_FILE = "state.pt"  # optimizer/scheduler/RNG/loop state; torch.load(weights_only=True)
+CHECKPOINT_META_FILE = "meta.json"  # arch, model_config, train_config, dim, epoch, history
