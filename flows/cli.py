@@ -351,6 +351,28 @@ def run(
 
 
 @app.command()
+def drift(
+    a: Annotated[Path, typer.Option(help="Dataset folder of the older snapshot")],
+    b: Annotated[Path, typer.Option(help="Dataset folder of the newer snapshot")],
+    plot: Annotated[Optional[Path], typer.Option(help="Write an overlay histogram PNG here")] = None,
+) -> None:
+    """Compare article coherence between two builds (mean difference, KS statistic and p-value)."""
+    from lvm_core import coherence
+    from lvm_core.dataset import load_dataset
+
+    def coh(root: Path):
+        ds = load_dataset(root, require_ready=False)
+        return coherence.article_coherence(ds.vectors, ds.article_ids, ds.chunk_index)
+
+    ca, cb = _run(coh, a), _run(coh, b)
+    report = coherence.coherence_drift(ca, cb)
+    if plot is not None:
+        coherence.plot_coherence_drift(ca, cb, plot, labels=(a.name, b.name))
+        report["plot"] = str(plot)
+    console.print_json(data=report)
+
+
+@app.command()
 def datasets(data_dir: DataDirOpt = None) -> None:
     """List built datasets."""
     from lvm_core.dataset import list_datasets

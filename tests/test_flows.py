@@ -86,14 +86,31 @@ def test_evaluate_refuses_unknown_model(session_data_dir: Path, prefect_harness)
     assert res.exit_code == 1 and "no-such-model" in res.output
 
 
-def test_failed_dataset_is_refused_for_training_unless_forced(small_dataset: Path, session_data_dir: Path, prefect_harness):
+def test_failed_dataset_is_refused_for_training_unless_forced(small_dataset: Path, session_data_dir: Path, tmp_path: Path, prefect_harness):
+    import shutil
+
     from flows.cli import app
 
-    failed = sorted((session_data_dir / "datasets" / "_failed").glob("*")) if (session_data_dir / "datasets" / "_failed").exists() else []
-    if not failed:
-        pytest.skip("no failed build in this session (run with test_build_flow)")
-    res = CliRunner().invoke(app, ["train", "--data", str(failed[-1]), "--epochs", "1", "--data-dir", str(session_data_dir)])
-    assert res.exit_code == 1 and "gates" in res.output
+    failed = tmp_path / "failed-dataset"
+    shutil.copytree(small_dataset, failed)
+    (failed / "READY").unlink()  # what a build whose gates failed looks like
+    res = CliRunner().invoke(app, ["train", "--data", str(failed), "--epochs", "1", "--data-dir", str(session_data_dir)])
+    assert res.exit_code == 1 and "did not pass its gates" in res.output
+
+
+def test_evaluation_refuses_dataset_without_ood_windows(trained, small_dataset: Path, tmp_path: Path, session_data_dir: Path, prefect_harness):
+    import shutil
+
+    from flows.cli import app
+
+    ds = tmp_path / "no-ood"
+    shutil.copytree(small_dataset, ds)
+    z = dict(np.load(ds / "sequences.npz", allow_pickle=False))
+    for key in [k for k in z if k.startswith("ood_")]:
+        z[key] = z[key][:0]
+    np.savez(ds / "sequences.npz", **z)
+    res = CliRunner().invoke(app, ["evaluate", "--model", trained["uri"], "--dataset", str(ds), "--data-dir", str(session_data_dir)])
+    assert res.exit_code == 1 and "no ood sequences" in res.output
 
 
 def test_cli_sequences_round_trip_with_excluded_articles(tmp_path: Path):
