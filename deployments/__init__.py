@@ -1,0 +1,1 @@
+"""Prefect server setup for the LVM platform: work pool, alert block, limits, automations."""

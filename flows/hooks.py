@@ -1,0 +1,122 @@
+"""Flow-run hooks: a failure alert that needs no Prefect automation.
+
+The server-side automation (deployments/automations.yaml) alerts on every failed or crashed flow run
+once `python -m deployments.setup` created it. These hooks cover what it cannot: flows called without a
+server (the temporary local API) and setups where automations were never installed. Both send the same
+PagerDuty Events API v2 body with the same `dedup_key`, so a receiver that gets both opens one incident.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+
+ALERT_URL_ENV = "LVM_ALERT_WEBHOOK_URL"
+ROUTING_KEY_ENV = "LVM_ALERT_ROUTING_KEY"
+ALERT_SOURCE = "lvm-platform"
+
+__all__ = [
+    "ALERT_SOURCE",
+    "ALERT_URL_ENV",
+    "ROUTING_KEY_ENV",
+    "alert_on_failure",
+    "alert_summary",
+    "dedup_key",
+    "pagerduty_event",
+    "send_alert",
+]
+
+
+def dedup_key(flow_run_id: Any) -> str:
+    """One incident per flow run, however many alert paths report it."""
+    return f"prefect-flow-run-{flow_run_id}"
+
+
+def alert_summary(flow_name: str, flow_run_name: str, state_name: str) -> str:
+    return f"LVM flow {flow_name} run {flow_run_name} is {state_name}"
+
+
+def pagerduty_event(
+    *,
+    flow_name: str,
+    flow_run_id: Any,
+    flow_run_name: str,
+    state_name: str,
+    deployment: str | None,
+    message: str | None = None,
+    routing_key: str | None = None,
+) -> dict[str, Any]:
+    """A PagerDuty Events API v2 `trigger` event for a flow run that ended badly."""
+    return {
+        "routing_key": routing_key if routing_key is not None else os.environ.get(ROUTING_KEY_ENV, ""),
+        "event_action": "trigger",
+        "dedup_key": dedup_key(flow_run_id),
+        "payload": {
+            "summary": alert_summary(flow_name, flow_run_name, state_name)[:1024],
+            "source": ALERT_SOURCE,
+            "severity": "error",
+            "custom_details": {
+                "flow": flow_name,
+                "flow_run_id": str(flow_run_id),
+                "flow_run_name": flow_run_name,
+                "state": state_name,
+                "deployment": deployment,
+                "message": (message or "")[:1000],
+            },
+        },
+    }
+
+
+def send_alert(event: dict[str, Any], url: str | None = None, timeout: float = 10.0) -> bool:
+    """POST `event` as JSON to `url` (default `$LVM_ALERT_WEBHOOK_URL`); False when no URL is set.
+
+    Raises `httpx.HTTPError` when the receiver cannot be reached or answers with an error status.
+    """
+    url = url or os.environ.get(ALERT_URL_ENV)
+    if not url:
+        return False
+    response = httpx.post(url, json=event, timeout=timeout)
+    response.raise_for_status()
+    return True
+
+
+def alert_on_failure(flow: Any, flow_run: Any, state: Any) -> None:
+    """`on_failure` / `on_crashed` hook: send the PagerDuty event when `$LVM_ALERT_WEBHOOK_URL` is set.
+
+    A failing alert is logged, never raised: it must not hide the flow's own failure.
+    """
+    from prefect.logging import get_logger
+
+    url = os.environ.get(ALERT_URL_ENV)
+    if not url:
+        return
+    logger = get_logger("lvm.alerts")
+    event = pagerduty_event(
+        flow_name=flow.name,
+        flow_run_id=flow_run.id,
+        flow_run_name=flow_run.name,
+        state_name=state.name or str(state.type.value).title(),
+        deployment=_deployment_name(flow_run),
+        message=state.message,
+    )
+    try:
+        send_alert(event, url)
+    except httpx.HTTPError as exc:
+        logger.warning("failure alert for flow run %s not delivered: %s", flow_run.id, exc)
+    else:
+        logger.info("failure alert for flow run %s sent", flow_run.id)
+
+
+def _deployment_name(flow_run: Any) -> str | None:
+    deployment_id = getattr(flow_run, "deployment_id", None)
+    if deployment_id is None:
+        return None
+    try:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            return client.read_deployment(deployment_id).name
+    except Exception:  # the alert matters more than a pretty name
+        return str(deployment_id)

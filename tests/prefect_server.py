@@ -1,0 +1,350 @@
+"""Test helpers: a real `prefect server start` on loopback, a process worker, and a webhook receiver.
+
+Server and worker are process-wide singletons (started on first use, stopped at the end of the pytest
+session), so the server tests and the browser test share one server even though each test module
+imports the fixtures below.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    # `deployments` is run from the repository root (python -m deployments.setup), not installed.
+    sys.path.insert(0, str(REPO))
+
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- webhook receiver ----------------------------------------------------------------------------------
+
+
+@dataclass
+class ReceivedRequest:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class WebhookReceiver:
+    """An HTTP server on 127.0.0.1 that records every POST and answers like PagerDuty (202)."""
+
+    def __init__(self) -> None:
+        self.requests: list[ReceivedRequest] = []
+        self._cond = threading.Condition()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                with receiver._cond:
+                    receiver.requests.append(ReceivedRequest(self.path, dict(self.headers), body))
+                    receiver._cond.notify_all()
+                payload = b'{"status": "success", "message": "Event processed"}'
+                self.send_response(202)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v2/enqueue"
+
+    def wait_for(self, count: int, timeout: float) -> list[ReceivedRequest]:
+        """Block until `count` requests arrived (or `timeout` passed); returns what arrived."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.requests) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return list(self.requests)
+
+    def __enter__(self) -> WebhookReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture()
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver() as receiver:
+        yield receiver
+
+
+# --- Prefect server ------------------------------------------------------------------------------------
+
+
+@dataclass
+class PrefectServer:
+    """A running server and the environment subprocesses need to talk to it."""
+
+    root: Path
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    alert_receiver: WebhookReceiver | None = None
+    worker: subprocess.Popen[bytes] | None = None
+    worker_log: Path | None = None
+    setup_output: str = ""
+    deploy_output: str = ""
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.ui_url}/api"
+
+    def log_tail(self, path: Path | None = None, chars: int = 4000) -> str:
+        path = path or self.log_path
+        try:
+            return path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def run(self, args: list[str], timeout: float, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a command from the repo root with the server's environment."""
+        proc = subprocess.run(args, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
+            )
+        return proc
+
+
+def server_env(root: Path, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        {
+            "PREFECT_HOME": str(root / "prefect-home"),
+            "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{root / 'prefect.db'}",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
+            "PREFECT_WORKER_QUERY_SECONDS": "2",
+            "PREFECT_LOGGING_LEVEL": "INFO",
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "LVM_REPO_DIR": str(REPO),
+            "LVM_DATA_DIR": str(root / "lvm-data"),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'lvm-data' / 'mlflow.db'}",
+            "PYTHONPATH": str(REPO),
+        }
+    )
+    return env
+
+
+def start_server(root: Path, timeout: float = 240.0) -> PrefectServer:
+    port = free_port()
+    env = server_env(root, port)
+    (root / "lvm-data").mkdir(parents=True, exist_ok=True)
+    log_path = root / "server.log"
+    server_only_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
+    # The UI is served by the same process; tell it where its API is (it defaults to port 4200).
+    server_only_env.update(
+        {
+            "PREFECT_SERVER_API_HOST": "127.0.0.1",
+            "PREFECT_SERVER_API_PORT": str(port),
+            "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
+        }
+    )
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=root,
+            env=server_only_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = PrefectServer(root=root, port=port, process=process, log_path=log_path, env=env)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {process.returncode}:\n{server.log_tail()}")
+        try:
+            if httpx.get(f"{server.api_url}/health", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    stop_process(process)
+    raise RuntimeError(f"prefect server not healthy after {timeout:.0f} s:\n{server.log_tail()}")
+
+
+def stop_process(process: subprocess.Popen[bytes] | None, grace: float = 20.0) -> None:
+    """Stop a process started in its own session, and its children (flow-run subprocesses)."""
+    if process is None or process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+_SERVER: PrefectServer | None = None
+
+
+def _shutdown() -> None:
+    global _SERVER
+    if _SERVER is None:
+        return
+    stop_process(_SERVER.worker)
+    stop_process(_SERVER.process)
+    if _SERVER.alert_receiver is not None:
+        _SERVER.alert_receiver.__exit__(None, None, None)
+    if os.environ.get("LVM_KEEP_TEST_SERVER_DIR") is None:
+        shutil.rmtree(_SERVER.root, ignore_errors=True)
+    _SERVER = None
+
+
+def _get_server(config: pytest.Config) -> PrefectServer:
+    global _SERVER
+    if _SERVER is None:
+        root = Path(tempfile.mkdtemp(prefix="lvm-prefect-server-"))
+        _SERVER = start_server(root)
+        config.add_cleanup(_shutdown)
+    return _SERVER
+
+
+def _deploy(server: PrefectServer) -> None:
+    """Work pool, alert block, limits, automations, then every deployment of prefect.yaml."""
+    if server.setup_output:
+        return
+    receiver = WebhookReceiver().__enter__()
+    server.alert_receiver = receiver
+    server.env["LVM_ALERT_WEBHOOK_URL"] = receiver.url
+    server.env["LVM_ALERT_ROUTING_KEY"] = "test-routing-key"
+    setup = server.run([sys.executable, "-m", "deployments.setup"], timeout=300)
+    # Automations (not the in-flow hook) must deliver the alert in these tests.
+    del server.env["LVM_ALERT_WEBHOOK_URL"]
+    deploy = server.run([PREFECT, "--no-prompt", "deploy", "--all"], timeout=600)
+    server.setup_output, server.deploy_output = setup.stdout, deploy.stdout + deploy.stderr
+
+
+def _start_worker(server: PrefectServer, timeout: float = 180.0) -> None:
+    if server.worker is not None and server.worker.poll() is None:
+        return
+    server.worker_log = server.root / "worker.log"
+    with open(server.worker_log, "wb") as log:
+        server.worker = subprocess.Popen(
+            [PREFECT, "worker", "start", "--pool", "lvm-process", "--type", "process", "--name", "lvm-test-worker"],
+            cwd=REPO,
+            env=server.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    # Ready once the server lists the worker as online in the pool.
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.worker.poll() is not None:
+            raise RuntimeError(f"worker exited with {server.worker.returncode}:\n{server.log_tail(server.worker_log)}")
+        resp = httpx.post(f"{server.api_url}/work_pools/lvm-process/workers/filter", json={}, timeout=5)
+        if resp.status_code == 200 and any(w.get("status") == "ONLINE" for w in resp.json()):
+            return
+        time.sleep(2)
+    raise RuntimeError(f"worker not online after {timeout:.0f} s:\n{server.log_tail(server.worker_log)}")
+
+
+@pytest.fixture(scope="session")
+def prefect_server(request: pytest.FixtureRequest) -> PrefectServer:
+    """A real Prefect server (SQLite in a temp dir) on a free loopback port."""
+    return _get_server(request.config)
+
+
+@pytest.fixture(scope="session")
+def deployed_server(prefect_server: PrefectServer) -> PrefectServer:
+    """The server after `python -m deployments.setup` and `prefect deploy --all`, with a worker running."""
+    _deploy(prefect_server)
+    _start_worker(prefect_server)
+    return prefect_server
+
+
+# --- API helpers ---------------------------------------------------------------------------------------
+
+
+def api(server: PrefectServer, method: str, path: str, **kwargs: Any) -> Any:
+    resp = httpx.request(method, f"{server.api_url}{path}", timeout=30, **kwargs)
+    resp.raise_for_status()
+    return resp.json() if resp.content else None
+
+
+def deployment_named(server: PrefectServer, deployment_name: str) -> dict[str, Any]:
+    """The one deployment with this name (whatever its flow is called)."""
+    found = api(server, "POST", "/deployments/filter", json={"deployments": {"name": {"any_": [deployment_name]}}, "limit": 5, "offset": 0})
+    assert len(found) == 1, f"expected one deployment named {deployment_name!r}, found {len(found)}"
+    return found[0]
+
+
+def create_run(server: PrefectServer, deployment_id: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    return api(server, "POST", f"/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters})
+
+
+def wait_for_final_state(server: PrefectServer, flow_run_id: str, timeout: float) -> dict[str, Any]:
+    """Poll a flow run until it reaches a final state; its JSON (with `state`) is returned."""
+    deadline = time.monotonic() + timeout
+    run: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        run = api(server, "GET", f"/flow_runs/{flow_run_id}")
+        state_type = (run.get("state") or {}).get("type")
+        if state_type in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
+            return run
+        time.sleep(3)
+    raise AssertionError(
+        f"flow run {flow_run_id} still {run.get('state_name')} after {timeout:.0f} s\n"
+        f"worker log:\n{server.log_tail(server.worker_log) if server.worker_log else ''}"
+    )
+
+
+def flow_run_logs(server: PrefectServer, flow_run_id: str, limit: int = 200) -> str:
+    logs = api(server, "POST", "/logs/filter", json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": limit, "sort": "TIMESTAMP_ASC"})
+    return "\n".join(f"{entry['level']} {entry['message']}" for entry in logs)

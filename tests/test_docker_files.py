@@ -1,0 +1,252 @@
+"""Static checks of docker/: the compose file's wiring and the Dockerfiles' syntax and inputs.
+
+No Docker engine is needed; `docker compose config` runs too when the compose client is installed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+dockerfile_parse = pytest.importorskip("dockerfile_parse", reason="pip install dockerfile-parse")
+
+REPO = Path(__file__).resolve().parents[1]
+DOCKER = REPO / "docker"
+COMPOSE = DOCKER / "compose.yaml"
+KNOWN_INSTRUCTIONS = {
+    "FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER",
+    "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL",
+}
+EXPECTED_SERVICES = {"postgres", "prefect-server", "mlflow", "setup", "worker"}
+_INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::?-(?P<default>[^}]*))?\}")
+
+
+def interpolate(value: str) -> str:
+    """Compose-style `${VAR:-default}` with every variable unset (the file's own defaults)."""
+    return _INTERPOLATION.sub(lambda m: m["default"] or "", value)
+
+
+def pyproject_pin(name: str) -> str:
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    for dep in deps:
+        m = re.fullmatch(rf"{re.escape(name)}==([\w.]+)", dep.strip())
+        if m:
+            return m.group(1)
+    raise AssertionError(f"pyproject.toml does not pin {name}")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(data, dict) and isinstance(data.get("services"), dict)
+    return data
+
+
+def env_of(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: interpolate(str(v)) for k, v in env.items()}
+
+
+def published_ports(service: dict[str, Any]) -> dict[int, int]:
+    """container port -> host port"""
+    out = {}
+    for spec in service.get("ports") or []:
+        host, _, container = str(spec).rpartition(":")
+        out[int(container)] = int(host)
+    return out
+
+
+def test_services_and_images(compose) -> None:
+    services = compose["services"]
+    assert set(services) == EXPECTED_SERVICES
+    for name, svc in services.items():
+        assert "image" in svc or "build" in svc, f"{name}: neither image nor build"
+        build = svc.get("build")
+        if build:
+            context = (DOCKER / build["context"]).resolve()
+            assert context.is_dir(), f"{name}: build context {context} missing"
+            assert (context / build.get("dockerfile", "Dockerfile")).is_file(), f"{name}: dockerfile missing"
+    assert services["prefect-server"]["image"] == f"prefecthq/prefect:{pyproject_pin('prefect')}-python3.11"
+    assert services["worker"]["build"]["dockerfile"] == "docker/Dockerfile"
+    assert services["mlflow"]["build"]["dockerfile"] == "mlflow.Dockerfile"
+    assert services["postgres"]["image"].startswith("postgres:")
+
+
+def test_environment_points_at_services(compose) -> None:
+    services = compose["services"]
+    prefect_env = env_of(services["prefect-server"])
+    db = urlsplit(prefect_env["PREFECT_API_DATABASE_CONNECTION_URL"])
+    assert db.scheme == "postgresql+asyncpg" and db.hostname == "postgres" and db.port == 5432
+    pg_env = env_of(services["postgres"])
+    assert db.username == pg_env["POSTGRES_USER"] and db.password == pg_env["POSTGRES_PASSWORD"]
+    assert db.path == f"/{pg_env['POSTGRES_DB']}"
+    assert prefect_env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    assert published_ports(services["prefect-server"]) == {4200: 4200}
+    assert "4200" in services["prefect-server"]["command"]
+
+    mlflow_cmd = [str(a) for a in services["mlflow"]["command"]]
+    backend = urlsplit(interpolate(mlflow_cmd[mlflow_cmd.index("--backend-store-uri") + 1]))
+    assert backend.scheme == "postgresql" and backend.hostname == "postgres" and backend.path == "/mlflow"
+    # The init script creates the second database the MLflow URI names.
+    init_sql = (DOCKER / "postgres-init" / "01-databases.sql").read_text()
+    assert re.search(r"CREATE DATABASE mlflow\b", init_sql)
+    assert mlflow_cmd[mlflow_cmd.index("--artifacts-destination") + 1] == "/mlartifacts"
+    mlflow_port = int(mlflow_cmd[mlflow_cmd.index("--port") + 1])
+    allowed = mlflow_cmd[mlflow_cmd.index("--allowed-hosts") + 1].split(",")
+
+    for name in ("worker", "setup"):
+        env = env_of(services[name])
+        api = urlsplit(env["PREFECT_API_URL"])
+        assert api.hostname == "prefect-server" and api.port == 4200 and api.path == "/api", name
+        tracking = urlsplit(env["MLFLOW_TRACKING_URI"])
+        assert tracking.hostname == "mlflow" and tracking.port == mlflow_port, name
+        assert any(fnmatch.fnmatch(tracking.netloc, pattern) for pattern in allowed), "MLflow would refuse the Host header"
+        assert env["LVM_DATA_DIR"] == "/data" and env["HF_HUB_OFFLINE"] == "1"
+        assert env["LVM_REPO_DIR"] == "/opt/lvm"
+        assert {"LVM_SNAPSHOT_SOURCE", "LVM_ALERT_WEBHOOK_URL", "LVM_ALERT_ROUTING_KEY"} <= set(env)
+
+
+def test_volumes_healthchecks_and_dependencies(compose) -> None:
+    services = compose["services"]
+    declared = set(compose.get("volumes") or {})
+    used = set()
+    for name, svc in services.items():
+        for spec in svc.get("volumes") or []:
+            source = str(spec).split(":", 1)[0]
+            if source.startswith((".", "/")):
+                assert (DOCKER / source).exists(), f"{name}: bind mount source {source} missing"
+            else:
+                used.add(source)
+                assert source in declared, f"{name}: volume {source} not declared"
+    assert used == declared, f"declared but unused volumes: {declared - used}"
+    assert any(str(v).endswith(":/data") for v in services["worker"]["volumes"])
+    assert any(str(v).startswith("postgres-data:") for v in services["postgres"]["volumes"])
+
+    for name, svc in services.items():
+        check = svc.get("healthcheck")
+        if check:
+            assert isinstance(check["test"], list) and check["test"][0] in {"CMD", "CMD-SHELL"}, name
+    for name in ("postgres", "prefect-server", "mlflow"):
+        assert "healthcheck" in services[name], f"{name} needs a healthcheck"
+
+    for name, svc in services.items():
+        for target, cond in (svc.get("depends_on") or {}).items():
+            assert target in services and target != name, f"{name} depends on unknown {target}"
+            condition = cond["condition"]
+            assert condition in {"service_started", "service_healthy", "service_completed_successfully"}
+            if condition == "service_healthy":
+                assert "healthcheck" in services[target], f"{name} waits for {target}'s health, which has no check"
+            if condition == "service_completed_successfully":
+                assert services[target].get("restart", "no") == "no", f"{target} is a one-shot job"
+    assert set(services["worker"]["depends_on"]) == {"prefect-server", "mlflow", "setup"}
+    assert _no_dependency_cycle(services)
+
+
+def _no_dependency_cycle(services: dict[str, Any]) -> bool:
+    state: dict[str, int] = {}
+
+    def visit(node: str) -> None:
+        if state.get(node) == 1:
+            raise AssertionError(f"depends_on cycle through {node}")
+        if state.get(node) == 2:
+            return
+        state[node] = 1
+        for dep in services[node].get("depends_on") or {}:
+            visit(dep)
+        state[node] = 2
+
+    for name in services:
+        visit(name)
+    return True
+
+
+# --- Dockerfiles -------------------------------------------------------------------------------------
+
+
+def parse(path: Path) -> list[dict[str, Any]]:
+    parser = dockerfile_parse.DockerfileParser(path=str(path))
+    return [i for i in parser.structure if i["instruction"] != "COMMENT"]
+
+
+def dockerignore_patterns(dockerfile: Path) -> list[str]:
+    ignore = dockerfile.with_name(dockerfile.name + ".dockerignore")
+    if not ignore.exists():
+        return []
+    lines = [line.strip() for line in ignore.read_text().splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+@pytest.mark.parametrize(("dockerfile", "context"), [("Dockerfile", REPO), ("mlflow.Dockerfile", DOCKER)])
+def test_dockerfile_syntax(dockerfile: str, context: Path) -> None:
+    path = DOCKER / dockerfile
+    instructions = parse(path)
+    leading = [i["instruction"] for i in instructions]
+    first_non_arg = next(i for i in leading if i != "ARG")
+    assert first_non_arg == "FROM", f"{dockerfile}: first instruction is {first_non_arg}"
+    assert set(leading) <= KNOWN_INSTRUCTIONS, f"{dockerfile}: unknown {set(leading) - KNOWN_INSTRUCTIONS}"
+    assert instructions[0]["value"] == "python:3.11-slim"
+    ignored = dockerignore_patterns(path)
+    for ins in instructions:
+        if ins["instruction"] in {"COPY", "ADD"}:
+            parts = [p for p in ins["value"].split() if not p.startswith("--")]
+            assert len(parts) >= 2, f"{dockerfile}:{ins['startline'] + 1}: COPY needs source and destination"
+            for src in parts[:-1]:
+                assert (context / src).exists(), f"{dockerfile}: COPY source {src} missing from {context}"
+                assert not any(fnmatch.fnmatch(src, pat) for pat in ignored), f"{src} is excluded by .dockerignore"
+        if ins["instruction"] in {"CMD", "ENTRYPOINT"}:
+            value = json.loads(ins["value"])  # exec (JSON) form: signals reach the process
+            assert isinstance(value, list) and all(isinstance(v, str) for v in value)
+    users = [i["value"] for i in instructions if i["instruction"] == "USER"]
+    assert users and users[-1] not in {"root", "0"}, f"{dockerfile}: must end as a non-root user"
+
+
+def test_worker_image_contents() -> None:
+    instructions = parse(DOCKER / "Dockerfile")
+    runs = [i["value"] for i in instructions if i["instruction"] == "RUN"]
+    torch_pin = pyproject_pin("torch")
+    torch_runs = [r for r in runs if "torch==" in r]
+    assert torch_runs and f"torch=={torch_pin}" in torch_runs[0]
+    assert "download.pytorch.org/whl/cpu" in torch_runs[0]
+    assert runs.index(torch_runs[0]) < runs.index(next(r for r in runs if r.startswith("pip install .")))
+    env = " ".join(i["value"] for i in instructions if i["instruction"] == "ENV")
+    assert re.search(r"\bHF_HUB_OFFLINE=1\b", env) and re.search(r"\bLVM_REPO_DIR=/opt/lvm\b", env)
+    entry = json.loads(next(i["value"] for i in instructions if i["instruction"] == "ENTRYPOINT"))
+    assert entry[:3] == ["prefect", "worker", "start"]
+    pool = entry[entry.index("--pool") + 1]
+    prefect_yaml = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    assert {d["work_pool"]["name"] for d in prefect_yaml["deployments"]} == {pool}
+    # The packages the image installs are the ones the project declares.
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    copied = {i["value"].split()[0] for i in instructions if i["instruction"] == "COPY"}
+    assert {p.rstrip("*") for p in packages} <= copied
+
+
+def test_mlflow_image_pins_match_project() -> None:
+    runs = " ".join(i["value"] for i in parse(DOCKER / "mlflow.Dockerfile") if i["instruction"] == "RUN")
+    assert f"mlflow=={pyproject_pin('mlflow')}" in runs
+    assert "psycopg2" in runs
+
+
+def test_docker_compose_config_when_client_available() -> None:
+    docker = shutil.which("docker")
+    if docker is None:
+        pytest.skip("docker client not installed")
+    probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip("docker compose plugin not installed")
+    proc = subprocess.run(
+        [docker, "compose", "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
