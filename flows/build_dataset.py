@@ -6,6 +6,8 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+from flows.hooks import alert_on_failure
+
 from lvm_core import dataset as ds
 from lvm_core.config import BuildConfig, BuildOptions
 from lvm_core.gates import GateFailedError
@@ -13,7 +15,7 @@ from tasks import dataset as t
 from tasks.common import exclusive, gates_markdown, publish_markdown, publish_table
 
 
-@flow(name="build_dataset", flow_run_name="build-{source}", log_prints=True)
+@flow(name="build_dataset", flow_run_name="build-{source}", log_prints=True, on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
 def build_dataset(
     source: str = "sample",
     data_dir: str | None = None,

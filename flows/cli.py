@@ -56,6 +56,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ("lvm_core.npz_compat", "NpzFormatError"),
         ("lvm_core.registry", "ModelNotFoundError"),
         ("lvm_core.registry", "RegistryError"),
+        ("lvm_core.snapshots", "SnapshotSourceError"),
         ("lvm_core.training", "CheckpointError"),
         ("tasks.train", "TrainingDivergedError"),
     ]:
@@ -370,6 +371,22 @@ def drift(
         coherence.plot_coherence_drift(ca, cb, plot, labels=(a.name, b.name))
         report["plot"] = str(plot)
     console.print_json(data=report)
+
+
+@app.command()
+def watch(
+    source: Annotated[Optional[str], typer.Option(help="Folder / fsspec URL of dumps, or a Wikimedia-style dumps index [default: $LVM_SNAPSHOT_SOURCE]")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be triggered")] = False,
+    backfill: Annotated[bool, typer.Option("--backfill", help="Also trigger snapshots older than the newest handled one")] = False,
+    deployment: Annotated[str, typer.Option(help="Pipeline deployment to trigger")] = "lvm_pipeline/lvm-pipeline",
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Look for new Wikipedia snapshots and trigger the pipeline deployment once per new one (needs a Prefect server)."""
+    from flows.watch_snapshots import watch_snapshots
+
+    report = _run(watch_snapshots, source=source, data_dir=_data_dir(data_dir), deployment_name=deployment,
+                  dry_run=dry_run, backfill=backfill)
+    console.print_json(data=report.model_dump(mode="json"))
 
 
 @app.command()

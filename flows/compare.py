@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 
+from flows.hooks import alert_on_failure
+
 from flows.train_model import train_model
 from lvm_core import baselines as bl
 from lvm_core import contracts
@@ -21,7 +23,7 @@ from tasks.common import publish_markdown
 Arch = Literal["amn", "gru", "lstm", "transformer"]
 
 
-@flow(name="compare_architectures", flow_run_name="compare-{data}", log_prints=True)
+@flow(name="compare_architectures", flow_run_name="compare-{data}", log_prints=True, on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
 def compare_architectures(
     data: str,
     archs: list[Arch] = ["amn", "gru", "lstm", "transformer"],  # noqa: B006 (Prefect parameter default)

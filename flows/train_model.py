@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 
+from flows.hooks import alert_on_failure
+
 from lvm_core import contracts
 from lvm_core.models import ModelConfig
 from lvm_core.registry import TrainingRun, configure_tracking
@@ -17,7 +19,7 @@ from tasks.common import publish_table
 
 
 
-@flow(name="train_model", flow_run_name="train-{arch}", log_prints=True)
+@flow(name="train_model", flow_run_name="train-{arch}", log_prints=True, on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
 def train_model(
     data: str,
     val: str | None = None,

@@ -55,8 +55,10 @@ class SourceInfo:
 def resolve_source(config: BuildConfig) -> SourceInfo:
     """Locate the source, digest it and derive the snapshot and dataset ids."""
     from lvm_core import ingest
+    from lvm_core.snapshots import local_source
 
-    path = ingest.resolve_source(config.source)
+    # A watched remote snapshot (https://, s3://, ...) is downloaded once into the data dir.
+    path = ingest.resolve_source(local_source(config.source, config.resolved_data_dir()))
     digest = file_digest(path)
     snapshot_id = config.snapshot_id or ingest.snapshot_id_for(path)
     if not re.fullmatch(r"[A-Za-z0-9._-]+", snapshot_id):

@@ -34,6 +34,8 @@ IO_RETRIES: dict[str, Any] = {
 COMPUTE_RETRIES: dict[str, Any] = {"retries": 1, "retry_delay_seconds": 5, "retry_condition_fn": is_transient}
 
 HOUR = 3600
+# Tag-based concurrency limit (created by deployments/setup.py): CPU-bound steps do not share cores.
+HEAVY_CPU_TAG = "lvm-heavy-cpu"
 
 
 def output_cache_key(output_of: Callable[[dict[str, Any]], tuple[str, Path]]) -> Callable[..., str | None]:

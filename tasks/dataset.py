@@ -12,7 +12,7 @@ from lvm_core import dataset as ds
 from lvm_core.config import BuildConfig
 from lvm_core.gates import GateReport
 from lvm_core.progress import progress_enabled
-from tasks.common import COMPUTE_RETRIES, HOUR, IO_RETRIES, output_cache_key
+from tasks.common import COMPUTE_RETRIES, HEAVY_CPU_TAG, HOUR, IO_RETRIES, output_cache_key
 
 
 def _ingest_out(p: dict[str, Any]) -> tuple[str, Path]:
@@ -73,6 +73,7 @@ def _embed_out(chunks_path: Path, config: BuildConfig) -> Path:
 @task(
     name="embed",
     task_run_name="embed-{source.dataset_id}",
+    tags=[HEAVY_CPU_TAG],
     cache_policy=NO_CACHE,  # the embedding cache is the resume point; the step always reports reuse
     timeout_seconds=24 * HOUR,
     **COMPUTE_RETRIES,

@@ -15,7 +15,7 @@ from lvm_core.models import ModelConfig, build_model, count_parameters
 from lvm_core.registry import TrainingRun, plot_training_curves
 from lvm_core.storage import json_digest
 from lvm_core.training import EpochMetrics, TrainConfig, TrainResult, train
-from tasks.common import COMPUTE_RETRIES, HOUR, IO_RETRIES
+from tasks.common import COMPUTE_RETRIES, HEAVY_CPU_TAG, HOUR, IO_RETRIES
 
 
 class TrainingDivergedError(RuntimeError):
@@ -59,7 +59,8 @@ def checkpoint_dir_for(data_dir: Path, data: training_data.TrainingData, model_c
     return contracts.models_dir(data_dir) / "checkpoints" / f"{data.dataset_id}-{model_config.arch}-{key[:12]}"
 
 
-@task(name="train", task_run_name="train-{model_config.arch}-{data.dataset_id}", cache_policy=NO_CACHE, timeout_seconds=24 * HOUR)
+@task(name="train", task_run_name="train-{model_config.arch}-{data.dataset_id}", cache_policy=NO_CACHE,
+      timeout_seconds=24 * HOUR, tags=[HEAVY_CPU_TAG])
 def run_training(
     data: training_data.TrainingData,
     model_config: ModelConfig,
