@@ -178,9 +178,11 @@ def train(
     arch: Annotated[str, Arch] = "amn",
     epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping on val cosine may end sooner)")] = 20,
     batch: Annotated[int, typer.Option("--batch", "--batch-size", help="Batch size")] = 64,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 5e-4,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 1e-4,
     loss: Annotated[str, typer.Option(help="mse | cosine | infonce | mse+infonce")] = "mse",
     patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs")] = 3,
+    dropout: Annotated[float, typer.Option(help="Dropout in the model")] = 0.5,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay")] = 0.1,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run from its last checkpoint")] = False,
     force: Annotated[bool, typer.Option("--force", help="Train on a dataset that failed its gates (recorded on the run)")] = False,
@@ -194,7 +196,8 @@ def train(
     def go():
         opts = TrainConfig(loss=loss, patience=patience, seed=seed)
         return train_model(data=data, val=val, arch=arch, epochs=epochs, batch_size=batch, lr=lr, resume=resume,
-                           force=force, data_dir=_data_dir(data_dir), registered_name=name, train_options=opts)
+                           force=force, data_dir=_data_dir(data_dir), registered_name=name, dropout=dropout,
+                           weight_decay=weight_decay, train_options=opts)
 
     summary = _run(go)
     t = Table(title=f"{summary['name']} v{summary['version']} ({summary['status']}, {summary['epochs_run']} epochs)")
@@ -213,7 +216,7 @@ def compare(
     arch: Annotated[Optional[list[str]], typer.Option(help="Architectures to train (repeatable) [default: all]")] = None,
     epochs: Annotated[int, typer.Option(help="Maximum epochs per architecture")] = 20,
     batch: Annotated[int, typer.Option("--batch", "--batch-size", help="Batch size")] = 64,
-    lr: Annotated[float, typer.Option(help="Learning rate")] = 5e-4,
+    lr: Annotated[float, typer.Option(help="Learning rate")] = 1e-4,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Train every architecture on one dataset; print params, val/ood cosine, train time and latency beside the baselines."""
@@ -329,7 +332,7 @@ def run(
     arch: Annotated[str, Arch] = "amn",
     epochs: Annotated[int, typer.Option(help="Maximum epochs")] = 20,
     batch: Annotated[int, typer.Option("--batch", "--batch-size", help="Batch size")] = 64,
-    lr: Annotated[float, typer.Option(help="Learning rate")] = 5e-4,
+    lr: Annotated[float, typer.Option(help="Learning rate")] = 1e-4,
     threshold: Annotated[Optional[list[str]], typer.Option(help="Gate threshold override NAME=VALUE (repeatable)")] = None,
     data_dir: DataDirOpt = None,
 ) -> None:

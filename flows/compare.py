@@ -29,7 +29,7 @@ def compare_architectures(
     archs: list[Arch] = ["amn", "gru", "lstm", "transformer"],  # noqa: B006 (Prefect parameter default)
     epochs: int = 20,
     batch_size: int = 64,
-    lr: float = 5e-4,
+    lr: float = 1e-4,
     data_dir: str | None = None,
 ) -> dict[str, Any]:
     """Each architecture is trained (and registered as `lvm-<arch>`) on the same dataset; the table gives

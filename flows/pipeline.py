@@ -24,7 +24,7 @@ def lvm_pipeline(
     arch: Literal["amn", "gru", "lstm", "transformer"] = "amn",
     epochs: int = 20,
     batch_size: int = 64,
-    lr: float = 5e-4,
+    lr: float = 1e-4,
     build_options: BuildOptions = BuildOptions(),
     train_options: TrainConfig | None = None,
     model_thresholds: dict[str, float | int | bool] | None = None,

@@ -26,27 +26,31 @@ def train_model(
     arch: Literal["amn", "gru", "lstm", "transformer"] = "amn",
     epochs: int = 20,
     batch_size: int = 64,
-    lr: float = 5e-4,
+    lr: float = 1e-4,
     resume: bool = False,
     force: bool = False,
     data_dir: str | None = None,
     registered_name: str | None = None,
     hidden: int = 256,
     mlp_hidden: int = 512,
-    dropout: float = 0.1,
+    dropout: float = 0.5,
+    weight_decay: float = 0.1,
     train_options: TrainConfig | None = None,
 ) -> dict[str, Any]:
     """Train one architecture on a gated dataset folder (or reference NPZ), track it and register it.
 
     `force` trains on a dataset that failed its gates (recorded on the run). `resume` continues the
     interrupted run of the same data/model/optimiser settings from its last checkpoint.
+
+    Defaults (lr 1e-4, dropout 0.5, weight decay 0.1) are the best measured on the embedded sample, where
+    ~7k training windows make every architecture overfit within an epoch at lighter regularisation.
     """
     log = get_run_logger()
     root = Path(data_dir) if data_dir else contracts.default_data_dir()
     configure_tracking(root)
     dataset = t.load_training_data(data, val, force)
     base = (train_options or TrainConfig()).model_dump()
-    base.update(epochs=epochs, batch_size=batch_size, lr=lr)
+    base.update(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay)
     train_config = TrainConfig(**base)
     model_config = ModelConfig(arch=arch, dim=dataset.dim, context_len=dataset.context_len,
                                hidden=hidden, mlp_hidden=mlp_hidden, dropout=dropout)
