@@ -55,7 +55,13 @@ def comparison_markdown(rows: Sequence[dict[str, Any]], title: str) -> str:
         cells = []
         for c in COLUMNS:
             v = r.get(c)
-            cells.append(f"{v:.4f}" if isinstance(v, float) and c not in ("train_seconds", "latency_ms_per_batch")
-                         else f"{v:.1f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v))
+            if c == "latency_ms_per_batch":
+                cells.append(f"{v:.2f}")
+            elif c == "train_seconds":
+                cells.append(f"{v:.0f}")
+            elif isinstance(v, float):
+                cells.append(f"{v:.4f}")
+            else:
+                cells.append(f"{v:,}" if isinstance(v, int) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

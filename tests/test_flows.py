@@ -140,3 +140,15 @@ def test_cli_sequences_round_trip_with_excluded_articles(tmp_path: Path):
     np.savez(bad, vectors=vectors, article_indices=art, chunk_indices=chunk, concept_texts=texts.astype(object))
     res = CliRunner().invoke(app, ["sequences", "--npz", str(bad), "--output", str(tmp_path / "x.npz")])
     assert res.exit_code == 1 and "object array" in res.output
+
+
+def test_compare_tabulates_architectures_beside_baselines(small_dataset: Path, session_data_dir: Path):
+    from flows.compare import compare_architectures
+
+    out = compare_architectures(data=str(small_dataset), archs=["amn", "gru"], epochs=1, data_dir=str(session_data_dir))
+    kinds = {r["predictor"].split(" ")[0]: r["kind"] for r in out["rows"]}
+    assert kinds == {"copy_last": "baseline", "context_mean": "baseline", "recency_weighted_mean": "baseline",
+                     "ridge": "baseline", "amn": "model", "gru": "model"}
+    models = [r for r in out["rows"] if r["kind"] == "model"]
+    assert all(r["params"] > 0 and r["latency_ms_per_batch"] > 0 and -1 <= r["val_cosine"] <= 1 for r in models)
+    assert "| amn (models:/lvm-amn/" in Path(out["markdown"]).read_text()
