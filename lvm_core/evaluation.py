@@ -20,6 +20,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from lvm_core.retrieval import TIE_EPS, ChunkBank, oracle_recall_at_k, unit_rows
+from lvm_core.baselines import l2_normalize
+from lvm_core.sequences import SequenceSet
+from lvm_core.sequences import data_direction as sequence_data_direction
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 
@@ -116,10 +119,7 @@ def check_windows(seqs: SequenceLike, article_ids: np.ndarray, chunk_index: np.n
     return w
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
+_unit = l2_normalize
 
 
 def _rowwise_cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -232,13 +232,6 @@ def offset_sweep(
         cos = np.einsum("ij,ij->i", pred[valid], _unit(vectors[rows[valid]])).astype(np.float64)
         out[k] = {"cosine": _mean(cos), "n": int(valid.sum())}
     return out
-
-
-def data_direction(vectors: np.ndarray, seqs: SequenceLike) -> list[float]:
-    """Per context position j: mean cos(ctx[j], target) — a property of the data, not of a model."""
-    w = _windows(seqs)
-    tgt = vectors[w.target_rows]
-    return [_mean(_rowwise_cos(vectors[w.context_rows[:, j]], tgt)) for j in range(w.ctx)]
 
 
 def _rank_summary(ranks: np.ndarray, ks: Iterable[int]) -> dict[str, float]:
@@ -754,7 +747,9 @@ def evaluate_predictors(
         res.oracle_recall[split] = oracle_recall_at_k(
             bank, w.target_rows, 5, target_vectors=tgt, target_hashes=text_hash[w.target_rows]
         )
-        res.data_direction[split] = data_direction(vectors, w)
+        res.data_direction[split] = sequence_data_direction(
+            vectors, SequenceSet(w.context_rows, w.target_rows, w.article_ids, w.target_chunk_index)
+        )
         roll_n = int(rollout_mask(w, article_ids, chunk_index, horizon).sum())
         for i, p in enumerate(names):
             t0 = time.perf_counter()

@@ -26,6 +26,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from lvm_core.storage import to_plain as _plain
+
 __all__ = ["DEFAULT_INTENDED_USE", "DEFAULT_LIMITATIONS", "render_model_card"]
 
 SPLIT_NAMES = ("train", "val", "ood", "test")
@@ -49,22 +51,6 @@ DEFAULT_LIMITATIONS = (
     "(copy-last, mean of context, recency-weighted mean, ridge) reported beside it.",
     "Inherits the biases and gaps of Wikipedia's coverage and of the encoder.",
 )
-
-
-def _plain(obj: Any) -> Any:
-    if hasattr(obj, "model_dump") and callable(obj.model_dump):
-        return _plain(obj.model_dump(mode="json"))
-    if hasattr(obj, "to_dict") and callable(obj.to_dict) and not isinstance(obj, Mapping):
-        return _plain(obj.to_dict())
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _plain(dataclasses.asdict(obj))
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "shape", None) == ():
-        return obj.item()
-    return obj
 
 
 def _fmt(value: Any) -> str:

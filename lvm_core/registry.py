@@ -48,6 +48,7 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from lvm_core import storage  # noqa: E402
+from lvm_core.storage import to_plain as _plain  # noqa: E402
 from lvm_core.contracts import DataContractError, default_tracking_uri  # noqa: E402
 from lvm_core.embedding import EncoderFingerprint, ensure_same_fingerprint  # noqa: E402
 
@@ -243,25 +244,6 @@ def _truncate(text: str, limit: int) -> str:
 
 
 # --- parameters and gates --------------------------------------------------------------------------
-
-
-def _plain(obj: Any) -> Any:
-    """Pydantic models, dataclasses, numpy values and paths as JSON-like Python values."""
-    if hasattr(obj, "model_dump") and callable(obj.model_dump):
-        return _plain(obj.model_dump(mode="json"))
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _plain(dataclasses.asdict(obj))
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def flatten_params(params: Any, prefix: str = "") -> dict[str, str]:

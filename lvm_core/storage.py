@@ -117,6 +117,30 @@ def json_digest(obj: Any) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def to_plain(obj: Any) -> Any:
+    """Pydantic models, dataclasses, `to_dict()` objects, numpy values and paths as JSON-like values."""
+    import dataclasses
+    from collections.abc import Mapping
+
+    if hasattr(obj, "model_dump") and callable(obj.model_dump):
+        return to_plain(obj.model_dump(mode="json"))
+    if hasattr(obj, "to_dict") and callable(obj.to_dict) and not isinstance(obj, Mapping):
+        return to_plain(obj.to_dict())
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return to_plain(dataclasses.asdict(obj))
+    if isinstance(obj, Mapping):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
