@@ -109,7 +109,13 @@ def ingest_step(source: SourceInfo, config: BuildConfig, out_dir: Path, progress
     return out
 
 
-def chunk_step(articles_path: Path, config: BuildConfig, out_dir: Path) -> Path:
+def wiki_language(snapshot_id: str) -> str:
+    """Sentence-splitter language from a dump name: `bgwiki-20240601` → "bg"; English otherwise."""
+    m = re.match(r"^([a-z]{2,3})wiki\b", snapshot_id)
+    return m.group(1) if m else "en"
+
+
+def chunk_step(articles_path: Path, config: BuildConfig, out_dir: Path, language: str = "en") -> Path:
     """Split articles into chunks.parquet."""
     from lvm_core import chunking, ingest
 
@@ -117,7 +123,7 @@ def chunk_step(articles_path: Path, config: BuildConfig, out_dir: Path) -> Path:
     if out.exists():
         return out
     articles = pq.read_table(articles_path, columns=["article_id", "title", "text"]).to_pylist()
-    cfg = chunking.ChunkingConfig(min_words=config.min_words, max_words=config.max_words)
+    cfg = chunking.ChunkingConfig(min_words=config.min_words, max_words=config.max_words, language=language)
     table = chunking.chunk_articles(
         (ingest.Article(a["article_id"], a["title"], a["text"]) for a in articles), cfg
     )

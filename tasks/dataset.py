@@ -47,7 +47,8 @@ def ingest(source: ds.SourceInfo, config: BuildConfig) -> Path:
 
 def _chunk_out(p: dict[str, Any]) -> tuple[str, Path]:
     config = p["config"]
-    key = ds.step_key("chunk", str(p["articles_path"]), config.min_words, config.max_words)
+    lang = ds.wiki_language(p["source"].snapshot_id)
+    key = ds.step_key("chunk", str(p["articles_path"]), config.min_words, config.max_words, lang)
     return key, ds.work_dir(config.resolved_data_dir(), "chunk", key) / "chunks.parquet"
 
 
@@ -61,8 +62,8 @@ def _chunk_out(p: dict[str, Any]) -> tuple[str, Path]:
 )
 def chunk(articles_path: Path, source: ds.SourceInfo, config: BuildConfig) -> Path:
     """Sentence-split and group into bounded chunks, never across paragraphs or articles."""
-    _, out = _chunk_out({"articles_path": articles_path, "config": config})
-    return ds.chunk_step(articles_path, config, out.parent)
+    _, out = _chunk_out({"articles_path": articles_path, "config": config, "source": source})
+    return ds.chunk_step(articles_path, config, out.parent, language=ds.wiki_language(source.snapshot_id))
 
 
 def _embed_out(chunks_path: Path, config: BuildConfig) -> Path:
