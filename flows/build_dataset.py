@@ -26,6 +26,14 @@ def build_dataset(
     """Ingest → chunk → embed → coherence/splits/leakage/sequences → data gates → publish.
 
     Returns the published dataset folder. A failed gate stops the flow before anything is published.
+
+    Args:
+        source: 'sample' (embedded enwiki excerpt), a *-pages-articles*.xml[.bz2] dump path or URL, or a
+            .parquet/.jsonl file with id,title,text.
+        data_dir: Data folder for datasets, caches, models and the MLflow DB (default $LVM_DATA_DIR or ./lvm-data).
+        limit_articles: Only the first N articles, for quick runs.
+        snapshot_id: Override the snapshot id derived from the file name or digest.
+        options: Chunking, encoder, context length, split mode and fractions, gate thresholds.
     """
     config = BuildConfig.from_parts(source, data_dir, limit_articles, snapshot_id, options)
     info = t.resolve_source(config)

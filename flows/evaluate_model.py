@@ -30,6 +30,14 @@ def evaluate_model(
     The report (Markdown + HTML with plots) goes to MLflow and the Prefect UI. When `promote` is set and
     every gate passes, the version becomes `champion`; otherwise it keeps `challenger` with the failed
     gates as tags. `dataset` defaults to the one recorded on the model's training run.
+
+    Args:
+        model: models:/NAME/VERSION, models:/NAME@ALIAS or a model folder.
+        dataset: Dataset folder (default: the one the model was trained on).
+        data_dir: Data folder (default $LVM_DATA_DIR or ./lvm-data).
+        thresholds: Gate threshold overrides, e.g. {"min_val_cosine": 0.6}.
+        promote: Move `champion` to this version when every gate passes.
+        max_windows: Evaluate on at most this many windows per split (seeded sample).
     """
     log = get_run_logger()
     root = Path(data_dir) if data_dir else contracts.default_data_dir()

@@ -31,7 +31,22 @@ def lvm_pipeline(
     promote: bool = True,
 ) -> dict[str, Any]:
     """Build a gated dataset from the snapshot, train a model on it, evaluate it beside the baselines and
-    promote it to `champion` when every gate passes. Each stage is a subflow, visible on its own in the UI."""
+    promote it to `champion` when every gate passes. Each stage is a subflow, visible on its own in the UI.
+
+    Args:
+        source: 'sample', a dump path or URL, or a .parquet/.jsonl file with id,title,text.
+        data_dir: Data folder (default $LVM_DATA_DIR or ./lvm-data).
+        limit_articles: Only the first N articles, for quick runs.
+        snapshot_id: Override the snapshot id derived from the source.
+        arch: Architecture to train: amn, gru, lstm or transformer.
+        epochs: Maximum training epochs.
+        batch_size: Training batch size.
+        lr: AdamW learning rate.
+        build_options: Chunking, encoder, splits and data-gate thresholds.
+        train_options: Loss, schedule, patience, seed.
+        model_thresholds: Post-training gate threshold overrides.
+        promote: Make the model `champion` when every gate passes.
+    """
     dataset = build_dataset(source=source, data_dir=data_dir, limit_articles=limit_articles,
                             snapshot_id=snapshot_id, options=build_options)
     trained = train_model(data=dataset, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,

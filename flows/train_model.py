@@ -44,6 +44,23 @@ def train_model(
 
     Defaults (lr 1e-4, dropout 0.5, weight decay 0.1) are the best measured on the embedded sample, where
     ~7k training windows make every architecture overfit within an epoch at lighter regularisation.
+
+    Args:
+        data: A built dataset folder, or a reference-format training-sequences NPZ.
+        val: Validation NPZ (reference format only; dataset folders carry their own val split).
+        arch: Architecture: amn (baseline), gru, lstm or transformer.
+        epochs: Maximum epochs; early stopping on val cosine may end sooner.
+        batch_size: Training batch size.
+        lr: AdamW learning rate.
+        resume: Continue the interrupted run of the same settings from its last checkpoint.
+        force: Train on a dataset that failed its gates (recorded on the run).
+        data_dir: Data folder (default $LVM_DATA_DIR or ./lvm-data).
+        registered_name: Registered model name (default lvm-<arch>).
+        hidden: Attention / recurrent / transformer width.
+        mlp_hidden: MLP / feed-forward width.
+        dropout: Dropout inside the model.
+        weight_decay: AdamW weight decay.
+        train_options: Loss, schedule, patience, seed, divergence thresholds (epochs/batch/lr above win).
     """
     log = get_run_logger()
     root = Path(data_dir) if data_dir else contracts.default_data_dir()
