@@ -265,8 +265,8 @@ def _print_evaluation(summary: dict) -> None:
         g.add_row(name, "[green]yes[/]" if r["passed"] else "[red]NO[/]", _f(r["value"]), _f(r["threshold"]))
     err.print(g)
     promo = summary.get("promotion") or {}
-    err.print(f"promotion: {promo.get('action', 'skipped')} {promo.get('message', '')}".rstrip())
-    err.print(f"report: {summary['report']['html']}")
+    err.print(f"promotion: {promo.get('action', 'skipped')} {promo.get('message', '')}".rstrip(), soft_wrap=True)
+    err.print(f"report: {summary['report']['html']}", soft_wrap=True)
 
 
 def _f(v) -> str:
@@ -349,9 +349,9 @@ def run(
     _print_dataset_summary(Path(out["dataset"]))
     _print_evaluation(out["evaluation"])
     root = Path(_data_dir(data_dir)).resolve()
-    err.print(f"dataset:    {out['dataset']}")
-    err.print(f"model:      {out['train']['uri']}  (MLflow run {out['train']['run_id']})")
-    err.print(f"MLflow UI:  .venv/bin/mlflow ui --backend-store-uri sqlite:///{root}/mlflow.db")
+    err.print(f"dataset:    {out['dataset']}", soft_wrap=True)
+    err.print(f"model:      {out['train']['uri']}  (MLflow run {out['train']['run_id']})", soft_wrap=True)
+    err.print(f"MLflow UI:  .venv/bin/mlflow ui --backend-store-uri sqlite:///{root}/mlflow.db", soft_wrap=True)
 
 
 @app.command()
