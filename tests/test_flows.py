@@ -152,3 +152,47 @@ def test_compare_tabulates_architectures_beside_baselines(small_dataset: Path, s
     models = [r for r in out["rows"] if r["kind"] == "model"]
     assert all(r["params"] > 0 and r["latency_ms_per_batch"] > 0 and -1 <= r["val_cosine"] <= 1 for r in models)
     assert "| amn (models:/lvm-amn/" in Path(out["markdown"]).read_text()
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(small_dataset: Path, tmp_path: Path, prefect_harness):
+    """Kill `lvm train` mid-run (SIGKILL, as a lost worker would), then `--resume` finishes the same run."""
+    import json as _json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from flows.train_model import train_model
+    from lvm_core.training import read_checkpoint_meta
+
+    data_dir = tmp_path / "data"
+    args = ["--data", str(small_dataset), "--epochs", "12", "--patience", "50", "--data-dir", str(data_dir)]
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "train", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
+    deadline = time.time() + 300
+    killed_after = None
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            metas = list((data_dir / "models" / "checkpoints").glob("*/last/meta.json"))
+            if metas:
+                epoch = _json.loads(metas[0].read_text())["epoch"]
+                if epoch >= 2:
+                    proc.send_signal(signal.SIGKILL)
+                    killed_after = epoch
+                    break
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert killed_after is not None, "training finished or never checkpointed before it could be killed"
+    ckpt = next((data_dir / "models" / "checkpoints").glob("*/last")).parent
+    done = read_checkpoint_meta(ckpt / "last")["epoch"]
+    assert 2 <= done < 12
+
+    out = train_model(data=str(small_dataset), epochs=12, resume=True, data_dir=str(data_dir),
+                      train_options=__import__("lvm_core.training", fromlist=["TrainConfig"]).TrainConfig(patience=50))
+    assert out["epochs_run"] == 12 and out["checkpoint_dir"] == str(ckpt)
+    history = read_checkpoint_meta(ckpt / "last")["history"]
+    assert [h["epoch"] for h in history] == list(range(1, 13))
