@@ -53,15 +53,19 @@ class ReferenceVectors:
         return int(self.vectors.shape[1])
 
 
+def _require_keys(npz: Any, keys: Any, path: Path) -> None:
+    missing = [k for k in keys if k not in npz.files]
+    if missing:
+        raise NpzFormatError(
+            f"{path.name}: missing array(s) {', '.join(repr(k) for k in missing)} (has {sorted(npz.files)})"
+        )
+
+
 def read_reference_vectors(path: Path) -> ReferenceVectors:
     """Load and validate a reference vector dump (NpzFormatError naming the key and the problem)."""
     path = Path(path)
     with _open_npz(path) as npz:
-        missing = [k for k in REQUIRED_VECTOR_KEYS if k not in npz.files]
-        if missing:
-            raise NpzFormatError(
-                f"{path.name}: missing array(s) {', '.join(repr(k) for k in missing)} (has {sorted(npz.files)})"
-            )
+        _require_keys(npz, REQUIRED_VECTOR_KEYS, path)
         vectors = _get(npz, "vectors", path)
         if vectors.ndim != 2 or vectors.shape[1] == 0:
             raise NpzFormatError(f"{path.name}: array 'vectors' must be 2-D (N, D), got shape {vectors.shape}")
@@ -202,11 +206,7 @@ def load_reference_sequences(path: Path) -> tuple[np.ndarray, np.ndarray, dict[s
     """
     path = Path(path)
     with _open_npz(path) as npz:
-        missing = [k for k in REQUIRED_SEQUENCE_KEYS if k not in npz.files]
-        if missing:
-            raise NpzFormatError(
-                f"{path.name}: missing array(s) {', '.join(repr(k) for k in missing)} (has {sorted(npz.files)})"
-            )
+        _require_keys(npz, REQUIRED_SEQUENCE_KEYS, path)
         context = _get(npz, "context_sequences", path)
         target = _get(npz, "target_vectors", path)
         if context.ndim != 3 or not np.issubdtype(context.dtype, np.floating):
