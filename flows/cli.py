@@ -7,8 +7,6 @@ Errors a user can fix print one line and exit 1; nothing half-written is publish
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 

@@ -20,7 +20,6 @@ Expected `info` keys (all optional):
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from collections.abc import Mapping, Sequence

@@ -3,7 +3,6 @@ operator commands around them."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
