@@ -166,7 +166,7 @@ def sequences(
     console.print_json(data=summary)
 
 
-Arch = typer.Option(help="Architecture: amn (baseline), gru, lstm, transformer")
+Arch = typer.Option(help="Architecture: amn (baseline), amn_mix (AMN anchored on its attention mix), gru, lstm, transformer")
 
 
 @app.command()
@@ -220,7 +220,7 @@ def compare(
     """Train every architecture on one dataset; print params, val/ood cosine, train time and latency beside the baselines."""
     from flows.compare import compare_architectures
 
-    out = _run(compare_architectures, data=data, archs=arch or ["amn", "gru", "lstm", "transformer"], epochs=epochs,
+    out = _run(compare_architectures, data=data, archs=arch or ["amn", "amn_mix", "gru", "lstm", "transformer"], epochs=epochs,
                batch_size=batch, lr=lr, data_dir=_data_dir(data_dir))
     t = Table(title="architectures beside the trivial baselines")
     for col in ("predictor", "params", "val cos", "ood cos", "|ood-val|", "train s", "ms/batch"):

@@ -20,13 +20,13 @@ from lvm_core.registry import load_registered_model
 from lvm_core.storage import write_json
 from tasks.common import publish_markdown
 
-Arch = Literal["amn", "gru", "lstm", "transformer"]
+Arch = Literal["amn", "amn_mix", "gru", "lstm", "transformer"]
 
 
 @flow(name="compare_architectures", flow_run_name="compare-{data}", log_prints=True, on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
 def compare_architectures(
     data: str,
-    archs: list[Arch] = ["amn", "gru", "lstm", "transformer"],  # noqa: B006 (Prefect parameter default)
+    archs: list[Arch] = ["amn", "amn_mix", "gru", "lstm", "transformer"],  # noqa: B006 (Prefect parameter default)
     epochs: int = 20,
     batch_size: int = 64,
     lr: float = 1e-4,

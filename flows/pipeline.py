@@ -21,7 +21,7 @@ def lvm_pipeline(
     data_dir: str | None = None,
     limit_articles: int | None = None,
     snapshot_id: str | None = None,
-    arch: Literal["amn", "gru", "lstm", "transformer"] = "amn",
+    arch: Literal["amn", "amn_mix", "gru", "lstm", "transformer"] = "amn",
     epochs: int = 20,
     batch_size: int = 64,
     lr: float = 1e-4,
@@ -38,7 +38,7 @@ def lvm_pipeline(
         data_dir: Data folder (default $LVM_DATA_DIR or ./lvm-data).
         limit_articles: Only the first N articles, for quick runs.
         snapshot_id: Override the snapshot id derived from the source.
-        arch: Architecture to train: amn, gru, lstm or transformer.
+        arch: Architecture to train: amn, amn_mix, gru, lstm or transformer.
         epochs: Maximum training epochs.
         batch_size: Training batch size.
         lr: AdamW learning rate.

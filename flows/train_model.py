@@ -23,7 +23,7 @@ from tasks.common import publish_table
 def train_model(
     data: str,
     val: str | None = None,
-    arch: Literal["amn", "gru", "lstm", "transformer"] = "amn",
+    arch: Literal["amn", "amn_mix", "gru", "lstm", "transformer"] = "amn",
     epochs: int = 20,
     batch_size: int = 64,
     lr: float = 1e-4,
@@ -48,7 +48,7 @@ def train_model(
     Args:
         data: A built dataset folder, or a reference-format training-sequences NPZ.
         val: Validation NPZ (reference format only; dataset folders carry their own val split).
-        arch: Architecture: amn (baseline), gru, lstm or transformer.
+        arch: Architecture: amn (baseline), amn_mix (AMN anchored on its attention mix), gru, lstm or transformer.
         epochs: Maximum epochs; early stopping on val cosine may end sooner.
         batch_size: Training batch size.
         lr: AdamW learning rate.

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-Arch = Literal["amn", "gru", "lstm", "transformer"]
+Arch = Literal["amn", "amn_mix", "gru", "lstm", "transformer"]
 
 
 class UnknownArchitectureError(KeyError):
@@ -140,6 +140,24 @@ class AMN(_VectorPredictor):
         return self.mlp(torch.cat([base, mix], dim=-1))
 
 
+class MixAnchoredAMN(AMN):
+    """AMN whose output is anchored on its attention mix instead of the plain mean:
+    L2norm(mix + MLP([mean, mix])).
+
+    The recency-weighted mean (a strong baseline on real text) is then reachable with a zero residual
+    and recency attention; the specified AMN has to squeeze that linear map through its LayerNorm'd
+    256-d MLP bottleneck. Untrained, near-uniform attention makes it start at the context mean too.
+    """
+
+    arch = "amn_mix"
+
+    def forward(self, ctx: torch.Tensor) -> torch.Tensor:
+        self._check_input(ctx)
+        base = ctx.mean(dim=1)
+        mix = torch.einsum("bn,bnd->bd", self.attention(ctx), ctx)
+        return _l2norm(mix + self.mlp(torch.cat([base, mix], dim=-1)))
+
+
 class _RecurrentPredictor(_VectorPredictor):
     """GRU/LSTM stack over the context; the last hidden state (after LayerNorm) gives the residual.
 
@@ -218,6 +236,7 @@ class CausalTransformer(_VectorPredictor):
 
 MODEL_REGISTRY: dict[str, type[nn.Module]] = {
     AMN.arch: AMN,
+    MixAnchoredAMN.arch: MixAnchoredAMN,
     GRUStack.arch: GRUStack,
     LSTMModel.arch: LSTMModel,
     CausalTransformer.arch: CausalTransformer,

@@ -17,7 +17,7 @@ from lvm_core.models import (
     model_class,
 )
 
-ARCHS = ["amn", "gru", "lstm", "transformer"]
+ARCHS = ["amn", "amn_mix", "gru", "lstm", "transformer"]
 
 
 def unit_ctx(b: int, n: int, d: int, seed: int = 0) -> torch.Tensor:
@@ -109,7 +109,7 @@ def test_registry_is_the_only_constructor_path() -> None:
     assert len(set(MODEL_REGISTRY.values())) == len(ARCHS)  # one class per name
     with pytest.raises(UnknownArchitectureError, match="unknown model architecture 'mlp'"):
         model_class("mlp")
-    with pytest.raises(UnknownArchitectureError, match="known: amn, gru, lstm, transformer"):
+    with pytest.raises(UnknownArchitectureError, match="known: amn, amn_mix, gru, lstm, transformer"):
         build_model({"arch": "mlp", "dim": 8})
     with pytest.raises(UnknownArchitectureError):
         build_model(ModelConfig.model_construct(arch="mlp", dim=8))
@@ -132,3 +132,16 @@ def test_model_config_validation() -> None:
     with pytest.raises(pydantic.ValidationError):
         cfg.dim = 16  # frozen
     assert ModelConfig.model_validate(cfg.model_dump()) == cfg
+
+
+def test_untrained_mix_anchored_amn_outputs_its_attention_mix() -> None:
+    """amn_mix's zero residual leaves L2norm(attention-weighted context): a learned weighted mean."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="amn_mix", dim=16, context_len=5, hidden=8, mlp_hidden=12)).eval()
+    ctx = torch.nn.functional.normalize(torch.randn(4, 5, 16), dim=-1)
+    with torch.no_grad():
+        weights = model.attention(ctx)
+        expected = torch.nn.functional.normalize(torch.einsum("bn,bnd->bd", weights, ctx), dim=-1)
+        out = model(ctx)
+    torch.testing.assert_close(out, expected)
+    assert not torch.allclose(weights, torch.full_like(weights, 0.2))  # attention is not a plain mean
