@@ -162,6 +162,9 @@ def server_env(root: Path, port: int) -> dict[str, str]:
             "PREFECT_HOME": str(root / "prefect-home"),
             "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
             "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{root / 'prefect.db'}",
+            # SQLite under a busy 2-core machine: wait for the write lock instead of answering 503.
+            "PREFECT_SERVER_DATABASE_TIMEOUT": "60",
+            "PREFECT_SERVER_DATABASE_CONNECTION_TIMEOUT": "30",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
             "PREFECT_WORKER_QUERY_SECONDS": "2",
@@ -313,7 +316,12 @@ def deployed_server(prefect_server: PrefectServer) -> PrefectServer:
 
 
 def api(server: PrefectServer, method: str, path: str, **kwargs: Any) -> Any:
-    resp = httpx.request(method, f"{server.api_url}{path}", timeout=30, **kwargs)
+    """One API call; like Prefect's own client, retry when the server says it is busy (429/502/503)."""
+    for attempt in range(6):
+        resp = httpx.request(method, f"{server.api_url}{path}", timeout=30, **kwargs)
+        if resp.status_code not in (429, 502, 503) or attempt == 5:
+            break
+        time.sleep(0.5 * 2**attempt)
     resp.raise_for_status()
     return resp.json() if resp.content else None
 
