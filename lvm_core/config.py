@@ -78,8 +78,5 @@ class BuildConfig(BuildOptions):
         base = (options or BuildOptions()).model_dump()
         return cls(source=source, data_dir=data_dir, limit_articles=limit_articles, snapshot_id=snapshot_id, **base)
 
-    def options(self) -> BuildOptions:
-        return BuildOptions(**{k: getattr(self, k) for k in BuildOptions.model_fields})
-
     def resolved_data_dir(self) -> Path:
         return Path(self.data_dir).expanduser() if self.data_dir else default_data_dir()

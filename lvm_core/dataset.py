@@ -13,7 +13,7 @@ import datetime as _dt
 import re
 import shutil
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -252,9 +252,8 @@ def analyse_step(
     for name in ("val", "ood"):
         rows = np.unique(np.concatenate([seqs[name].context_rows.ravel(), seqs[name].target_rows]))
         used_split[rows] = name
-    leakage_post = leakage.leakage_report(
-        article_ids, text_hash, vectors, used_split.astype(str), near_dup_threshold=config.near_dup_threshold
-    )
+    # Train rows are unchanged, so each row's leak flags stand; only the val/ood rows still in use count.
+    leakage_post = replace(scan, row_split=used_split.astype(str)).report()
 
     crossing = int(sum(sequences.count_crossing_windows(s, article_ids, chunk_index) for s in seqs.values()))
     sequences.save_sequences(paths.sequences, seqs)
