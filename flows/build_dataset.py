@@ -12,7 +12,8 @@ from lvm_core import dataset as ds
 from lvm_core.config import BuildConfig, BuildOptions
 from lvm_core.gates import GateFailedError
 from tasks import dataset as t
-from tasks.common import exclusive, gates_markdown, publish_markdown, publish_table
+from tasks.common import gates_markdown, publish_markdown, publish_table
+from tasks.slots import exclusive
 
 
 @flow(name="build_dataset", flow_run_name="build-{source}", log_prints=True, on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
@@ -38,20 +39,24 @@ def build_dataset(
     config = BuildConfig.from_parts(source, data_dir, limit_articles, snapshot_id, options)
     info = t.resolve_source(config)
     with exclusive(f"build-{info.dataset_id}"):
+        t.clean_abandoned(config)
         articles = t.ingest(info, config)
         chunks = t.chunk(articles, info, config)
         embedded = t.embed(chunks, info, config)
         stage = ds.new_staging_dir(config.resolved_data_dir(), info.dataset_id)
-        manifest = t.analyse(stage, config, info, articles, chunks, embedded)
-        report = t.run_data_gates(stage, manifest, info, config)
-        summary = _summary_rows(manifest)
-        publish_table(summary, f"dataset-{info.dataset_id}", "Dataset build summary")
-        if not report.passed:
-            kept = t.set_aside(stage, manifest, report, info, config)
-            docs = _moved(report.docs_path, stage, kept)
-            _publish_gates(info.dataset_id, report, docs)
-            raise GateFailedError(report, where=docs)
-        path = t.publish(stage, manifest, report, info, config)
+        try:
+            manifest = t.analyse(stage, config, info, articles, chunks, embedded)
+            report = t.run_data_gates(stage, manifest, info, config)
+            summary = _summary_rows(manifest)
+            publish_table(summary, f"dataset-{info.dataset_id}", "Dataset build summary")
+            if not report.passed:
+                kept = t.set_aside(stage, manifest, report, info, config)
+                docs = _moved(report.docs_path, stage, kept)
+                _publish_gates(info.dataset_id, report, docs)
+                raise GateFailedError(report, where=docs)
+            path = t.publish(stage, manifest, report, info, config)
+        finally:
+            ds.discard_staging(stage)  # gone already once published or set aside
         _publish_gates(info.dataset_id, report, _moved(report.docs_path, stage, path))
     get_run_logger().info("dataset ready: %s", path)
     return str(path)

@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger
 from flows.hooks import alert_on_failure
 
 from lvm_core import contracts
+from lvm_core.faults import crash_point
 from lvm_core.registry import TrainingRun, configure_tracking
 from tasks import evaluate as t
 from tasks.common import gates_markdown, publish_markdown, publish_table
@@ -60,6 +61,7 @@ def evaluate_model(
         run.log_json(result.to_dict(), "evaluation.json")
         for p in paths.values():
             run.log_artifact(Path(p), "report")
+        crash_point("evaluate")
         run.log_gate_results(gate_report, stage="post_training")
         eval_run_id = run.run_id
     promotion = t.promote(loaded, gate_report) if promote else None

@@ -24,12 +24,15 @@ import pyarrow.parquet as pq
 from lvm_core import contracts
 from lvm_core.config import BuildConfig
 from lvm_core.contracts import DataContractError, DatasetPaths
+from lvm_core.faults import crash_point
+from lvm_core.liveness import OWNER_FILE, abandoned_dirs, claim_dir
 from lvm_core.storage import (
     file_digest,
     json_digest,
     link_or_copy,
     load_npy,
     read_json,
+    recover_interrupted_swaps,
     replace_dir,
     write_json,
     write_parquet,
@@ -95,6 +98,7 @@ def ingest_step(source: SourceInfo, config: BuildConfig, out_dir: Path, progress
         titles.append(article.title)
         texts.append(article.text)
         hashes.append(_sha1(article.text))
+    crash_point("ingest")
     table = pa.table(
         {
             "article_id": pa.array(ids, pa.int64()),
@@ -129,6 +133,7 @@ def chunk_step(articles_path: Path, config: BuildConfig, out_dir: Path, language
     )
     if table.num_rows == 0:
         raise DataContractError(f"{articles_path}: no chunks produced (all articles empty?)")
+    crash_point("chunk")
     write_parquet(out, table.cast(contracts.CHUNKS_SCHEMA))
     return out
 
@@ -257,6 +262,7 @@ def analyse_step(
 
     crossing = int(sum(sequences.count_crossing_windows(s, article_ids, chunk_index) for s in seqs.values()))
     sequences.save_sequences(paths.sequences, seqs)
+    crash_point("analyse")
     direction = sequences.data_direction(vectors, seqs["train"]) if len(seqs["train"]) else []
 
     # oracle recall: can the bank retrieve each val/ood target from its own true vector?
@@ -330,10 +336,41 @@ def _sha1(text: str) -> str:
 # --- publication ------------------------------------------------------------------------------------
 
 
+STAGING_PREFIX = ".staging-"
+# A staging folder's owner record is written once; from another host only its age can tell it is dead.
+STAGING_STALE_AFTER_S = 24 * 3600
+
+
 def new_staging_dir(data_dir: Path, dataset_id: str) -> Path:
+    """A fresh staging folder owned by this process (so a later build can tell when it was abandoned)."""
     root = contracts.datasets_root(data_dir)
     root.mkdir(parents=True, exist_ok=True)
-    return root / f".staging-{dataset_id}-{uuid.uuid4().hex[:8]}"
+    stage = root / f"{STAGING_PREFIX}{dataset_id}-{uuid.uuid4().hex[:8]}"
+    claim_dir(stage, label=f"build of {dataset_id}")
+    return stage
+
+
+def clean_abandoned_builds(data_dir: Path) -> list[str]:
+    """Remove staging folders of builds whose process is gone; finish or undo an interrupted publish.
+
+    Returns what was done, one line each, for the build's log.
+    """
+    root = contracts.datasets_root(data_dir)
+    if not root.is_dir():
+        return []
+    done = [f"restored {p}" for p in recover_interrupted_swaps(root)]
+    stages = sorted(p for p in root.glob(f"{STAGING_PREFIX}*") if p.is_dir())
+    for stage, why in abandoned_dirs(stages, stale_after=STAGING_STALE_AFTER_S):
+        shutil.rmtree(stage, ignore_errors=True)
+        done.append(f"removed abandoned staging folder {stage.name}: {why}")
+    return done
+
+
+def discard_staging(stage_dir: Path) -> None:
+    """Remove this build's own staging folder after an error or a stop (never a published folder)."""
+    stage_dir = Path(stage_dir)
+    if stage_dir.name.startswith(STAGING_PREFIX):
+        shutil.rmtree(stage_dir, ignore_errors=True)
 
 
 def finalize_manifest(
@@ -348,13 +385,45 @@ def finalize_manifest(
             manifest["gate_docs"] = str(Path(docs_path).relative_to(Path(stage_dir)))
         except ValueError:
             manifest["gate_docs"] = str(docs_path)
+    manifest["content_hash"] = content_hash(manifest, Path(stage_dir))
     write_json(DatasetPaths(stage_dir).manifest, manifest)
+
+
+# Manifest fields that say when, where or how fast a build ran, not what the dataset holds.
+_RUN_ONLY_FIELDS = ("created_at", "embedding", "gate_docs", "content_hash")
+
+
+def content_hash(manifest: dict[str, Any], root: Path) -> str:
+    """Identity of a dataset: its data files and the manifest without run-only fields.
+
+    Two builds of one snapshot with the same options have the same hash, whatever the data folder, the
+    machine, the task runner or how many crashes and resumes it took.
+    """
+    paths = DatasetPaths(Path(root))
+    body = {k: v for k, v in manifest.items() if k not in _RUN_ONLY_FIELDS}
+    body["source"] = {k: v for k, v in dict(body.get("source") or {}).items() if k != "path"}
+    body["build_config"] = {k: v for k, v in dict(body.get("build_config") or {}).items() if k != "data_dir"}
+    files = [paths.articles, paths.chunks, paths.embeddings, paths.encoder, paths.splits, paths.sequences]
+    return json_digest([body, {f.name: _data_digest(f) for f in files}])
+
+
+def _data_digest(path: Path) -> str:
+    """Digest of a data file's content; an .npz is hashed array by array (its zip entries carry timestamps)."""
+    if path.suffix != ".npz":
+        return file_digest(path)
+    import hashlib
+
+    with np.load(path, allow_pickle=False) as z:
+        return json_digest({k: [str(z[k].dtype), list(z[k].shape), hashlib.sha256(z[k].tobytes()).hexdigest()]
+                            for k in sorted(z.files)})
 
 
 def publish(stage_dir: Path, data_dir: Path, dataset_id: str) -> Path:
     """Mark the staging folder READY and rename it onto the dataset folder."""
     stage = DatasetPaths(Path(stage_dir))
+    (stage.root / OWNER_FILE).unlink(missing_ok=True)
     stage.ready.write_text(_dt.datetime.now(_dt.timezone.utc).isoformat() + "\n")
+    crash_point("publish")
     target = contracts.dataset_dir(data_dir, dataset_id)
     replace_dir(stage.root, target)
     return target
@@ -365,6 +434,7 @@ def set_aside_failed(stage_dir: Path, data_dir: Path, dataset_id: str) -> Path:
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
     target = contracts.datasets_root(data_dir) / "_failed" / f"{dataset_id}-{stamp}"
     target.parent.mkdir(parents=True, exist_ok=True)
+    (Path(stage_dir) / OWNER_FILE).unlink(missing_ok=True)
     shutil.move(str(stage_dir), target)
     return target
 

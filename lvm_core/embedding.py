@@ -23,6 +23,7 @@ import numpy as np
 
 from lvm_core import storage
 from lvm_core.contracts import EMBEDDINGS_FILE, ENCODER_FILE, DataContractError
+from lvm_core.faults import crash_point
 
 if TYPE_CHECKING:  # sentence-transformers pulls torch; import it only when an encoder is loaded
     from sentence_transformers import SentenceTransformer
@@ -595,6 +596,7 @@ def embed_texts(
                     f"expected float32 {(len(to_encode), fp.dim)}"
                 )
             unique_vecs[part] = encoded
+            crash_point("embed.batch")
             if cache is not None:
                 cache.put_many([unique_hashes[j] for j in part.tolist()], encoded)
             if bar is not None:

@@ -51,6 +51,8 @@ from lvm_core import storage  # noqa: E402
 from lvm_core.storage import to_plain as _plain  # noqa: E402
 from lvm_core.contracts import DataContractError, default_tracking_uri  # noqa: E402
 from lvm_core.embedding import EncoderFingerprint, ensure_same_fingerprint  # noqa: E402
+from lvm_core.faults import crash_point  # noqa: E402
+from lvm_core.liveness import Owner  # noqa: E402
 
 if TYPE_CHECKING:
     import torch
@@ -115,6 +117,8 @@ TAG_LAST_ROLLBACK = "last_rollback"
 TAG_FORCED = "promotion_forced"
 TAG_PROMOTED_AT = "promoted_at"
 TAG_ROLLED_BACK_AT = "rolled_back_at"
+TAG_OWNER = "lvm.owner"  # on a run: JSON of the process that runs it (host, pid, start time)
+TAG_INCOMPLETE = "incomplete"  # on a version: its training run was killed before it finished
 _RUN_TAGS_COPIED_TO_VERSION = (TAG_SNAPSHOT, TAG_DATASET_ID, TAG_SPLIT_HASH, TAG_DATASET_DIGEST)
 
 _MAX_PARAM_VALUE = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
@@ -413,9 +417,12 @@ class TrainingRun:
                 f"MLflow experiment {self.experiment!r} does not exist at {mlflow.get_tracking_uri()}; "
                 "call configure_tracking(data_dir) first or pass data_dir"
             )
+        for line in reap_dead_runs(exp.experiment_id):
+            _log.warning("%s", line)
         nested = self.nested if self.nested is not None else mlflow.active_run() is not None
+        tags = {**self._tags, TAG_OWNER: json.dumps(Owner.this_process().to_dict())}
         run = mlflow.start_run(
-            experiment_id=exp.experiment_id, run_name=self.run_name, tags=self._tags, nested=nested
+            experiment_id=exp.experiment_id, run_name=self.run_name, tags=tags, nested=nested
         )
         self._run_id = run.info.run_id
         return self
@@ -604,6 +611,36 @@ class TrainingRun:
                                registered_name: str, **kwargs: Any) -> ModelVersionInfo:
         """`log_and_register_model` on this run."""
         return log_and_register_model(model, model_config, fingerprint, registered_name, run_id=self.run_id, **kwargs)
+
+
+def reap_dead_runs(experiment_id: str) -> list[str]:
+    """End KILLED the runs a dead process left RUNNING; mark the model versions they registered incomplete.
+
+    Only a process on this host can be proven dead (its pid is gone or reused); runs of other hosts are
+    left alone. Returns one line per run reaped.
+    """
+    client = _client()
+    done: list[str] = []
+    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000):
+        try:
+            owner = Owner.from_dict(json.loads(run.data.tags[TAG_OWNER]))
+        except (KeyError, ValueError, TypeError):
+            continue  # no owner record: started by another tool, or before runs recorded their owner
+        why = owner.gone(stale_after=math.inf)
+        if why is None:
+            continue
+        client.set_tag(run.info.run_id, TAG_FAILURE, _truncate(f"killed: {why}", _MAX_TAG_VALUE))
+        client.set_terminated(run.info.run_id, status="KILLED")
+        line = f"MLflow run {run.info.run_id} ({run.info.run_name}) ended KILLED: {why}"
+        for mv in client.search_model_versions(f"run_id = '{run.info.run_id}'"):
+            client.set_model_version_tag(mv.name, mv.version, TAG_INCOMPLETE,
+                                         f"training run {run.info.run_id} was killed before it finished")
+            aliases = client.get_registered_model(mv.name).aliases or {}
+            if str(aliases.get(ALIAS_CHALLENGER)) == str(mv.version):
+                client.delete_registered_model_alias(mv.name, ALIAS_CHALLENGER)
+            line += f"; {mv.name} v{mv.version} marked incomplete"
+        done.append(line)
+    return done
 
 
 def _parent(artifact_file: str) -> str | None:
@@ -860,6 +897,7 @@ def log_and_register_model(
         registered_name, source=info.model_uri, run_id=run_id, tags=version_tags, model_id=info.model_id
     )
     version = int(mv.version)
+    crash_point("register")
     client.set_registered_model_alias(registered_name, ALIAS_CHALLENGER, str(version))
     _log.info("registered %s version %s (challenger)", registered_name, version)
     return ModelVersionInfo(
@@ -1170,6 +1208,8 @@ def promote(name: str, version: int | str, gate_report: Any = None, force: bool 
             f"no gate results for {name} v{version}: pass the model gate report, or force=True to promote anyway"
         )
     failed = _failed(outcomes or {})
+    if TAG_INCOMPLETE in (mv.tags or {}):
+        failed.append("complete_training_run")
     current = current_champion(name)
     vstr = str(version)
 
@@ -1207,6 +1247,7 @@ def promote(name: str, version: int | str, gate_report: Any = None, force: bool 
     client.set_model_version_tag(name, vstr, TAG_PROMOTED_AT, _now())
     if force:
         client.set_model_version_tag(name, vstr, TAG_FORCED, "true" if not failed else f"true (failed: {','.join(failed)})")
+    crash_point("promote")
     client.set_registered_model_alias(name, ALIAS_CHAMPION, vstr)
     _save_history(name, history)
     if (rm.aliases or {}).get(ALIAS_CHALLENGER) is not None and int(rm.aliases[ALIAS_CHALLENGER]) == version:

@@ -50,12 +50,19 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     replace_dir(staging, target)
 
 
+_BACKUP_INFIX = ".old."
+
+
 def replace_dir(staging: Path, target: Path) -> None:
-    """Move a finished staging folder onto `target`; the old folder is removed only after the swap."""
+    """Move a finished staging folder onto `target`; the old folder is removed only after the swap.
+
+    A crash between the two renames leaves `.<name>.old.<pid>` and no `<name>`:
+    `recover_interrupted_swaps` puts the old folder back.
+    """
     staging, target = Path(staging), Path(target)
     backup = None
     if target.exists():
-        backup = target.with_name(f".{target.name}.old.{os.getpid()}")
+        backup = target.with_name(f".{target.name}{_BACKUP_INFIX}{os.getpid()}")
         if backup.exists():
             shutil.rmtree(backup)
         os.replace(target, backup)
@@ -67,6 +74,38 @@ def replace_dir(staging: Path, target: Path) -> None:
         raise
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
+
+
+def recover_interrupted_swaps(root: Path) -> list[Path]:
+    """Undo `replace_dir` swaps a crash cut in half under `root`; returns the folders put back.
+
+    The backup is the last good folder: it goes back where it was when nothing replaced it, and is
+    dropped when the new folder made it into place.
+    """
+    restored: list[Path] = []
+    for backup in sorted(Path(root).glob(f".*{_BACKUP_INFIX}*")):
+        name, sep, pid = backup.name[1:].rpartition(_BACKUP_INFIX)
+        if not sep or not pid.isdigit() or not backup.is_dir() or _pid_running(int(pid)):
+            continue
+        target = backup.with_name(name)
+        if target.exists():
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(backup, target)
+            restored.append(target)
+    return restored
+
+
+def _pid_running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # our own swap in progress
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def link_or_copy(src: Path, dst: Path) -> None:

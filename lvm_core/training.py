@@ -48,6 +48,7 @@ from lvm_core.contracts import (
     CHECKPOINT_STATE_FILE,
     CHECKPOINT_WEIGHTS_FILE,
 )
+from lvm_core.faults import crash_point
 from lvm_core.models import ModelConfig, build_model, count_parameters
 from lvm_core.progress import progress_enabled
 from lvm_core.storage import atomic_dir, read_json, write_json
@@ -794,6 +795,7 @@ def _train_epoch(
             optimizer.step()
             scheduler.step()
             loop.global_step += 1
+            crash_point("train.batch")
             b = ctx.shape[0]
             loss_sum += value * b
             n_seen += b

@@ -78,14 +78,3 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return "" if v is None else str(v)
-
-
-def exclusive(name: str, timeout_seconds: float | None = None):
-    """A global concurrency slot of size 1 (e.g. one rebuild per snapshot at a time)."""
-    from prefect.client.orchestration import get_client
-    from prefect.concurrency.sync import concurrency
-
-    slot = artifact_key(name)
-    with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(slot, 1)
-    return concurrency(slot, occupy=1, timeout_seconds=timeout_seconds, strict=True)

@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from lvm_core import dataset as ds
 from lvm_core.config import BuildConfig
+from lvm_core.faults import crash_point
 from lvm_core.gates import GateReport
 from lvm_core.progress import progress_enabled
 from tasks.common import COMPUTE_RETRIES, HEAVY_CPU_TAG, HOUR, IO_RETRIES, output_cache_key
@@ -27,6 +28,16 @@ def resolve_source(config: BuildConfig) -> ds.SourceInfo:
     info = ds.resolve_source(config)
     get_run_logger().info("source %s → snapshot %s (sha256 %s…)", info.path, info.snapshot_id, info.digest[:12])
     return info
+
+
+@task(name="clean-abandoned-builds", cache_policy=NO_CACHE, **IO_RETRIES)
+def clean_abandoned(config: BuildConfig) -> list[str]:
+    """Staging folders of killed builds go; a publish cut between its two renames is undone."""
+    done = ds.clean_abandoned_builds(config.resolved_data_dir())
+    log = get_run_logger()
+    for line in done:
+        log.warning("%s", line)
+    return done
 
 
 @task(
@@ -112,6 +123,7 @@ def run_data_gates(stage_dir: Path, manifest: dict[str, Any], source: ds.SourceI
     from expectations.runner import run_pre_training_gates
 
     report = run_pre_training_gates(Path(stage_dir), manifest, config.gate_thresholds())
+    crash_point("gates")
     log = get_run_logger()
     for r in report.results:
         (log.info if r.passed else log.error)("gate %-24s %s value=%s threshold=%s", r.name, "PASS" if r.passed else "FAIL", r.value, r.threshold)

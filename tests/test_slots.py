@@ -1,0 +1,110 @@
+"""Exclusive slots: a dead holder never blocks the next run; a live one is waited for, visibly, with a timeout."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+_HOLD = """
+import sys, time
+from tasks.slots import exclusive
+with exclusive(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def _api_env() -> dict[str, str]:
+    from prefect.settings import PREFECT_API_URL
+
+    return {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "PYTHONPATH": str(REPO)}
+
+
+def _holder(name: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD, name], stdout=subprocess.PIPE, text=True,
+                            env=_api_env(), cwd=REPO, start_new_session=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held", "holder never took the slot"
+    return proc
+
+
+def _active(name: str) -> int:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_global_concurrency_limit_by_name(name).active_slots
+
+
+def test_slot_of_a_killed_holder_is_reclaimed(prefect_harness, capfd):
+    from tasks.slots import exclusive
+
+    holder = _holder("slot-killed")
+    os.killpg(holder.pid, signal.SIGKILL)
+    holder.wait(10)
+    assert _active("slot-killed") == 1  # what SIGKILL leaves behind: the slot still counted as held
+    t0 = time.monotonic()
+    with exclusive("slot-killed", timeout_seconds=60):
+        assert _active("slot-killed") == 1
+    assert time.monotonic() - t0 < 30
+    log = capfd.readouterr().err
+    assert f"process {holder.pid}" in log and "no longer running" in log
+    assert _active("slot-killed") == 0
+
+
+def test_live_holder_is_waited_for_logged_and_times_out(prefect_harness, capfd, monkeypatch):
+    from tasks import slots
+
+    monkeypatch.setattr(slots, "WAIT_LOG_S", 0.5)
+    holder = _holder("slot-live")
+    try:
+        logging.getLogger("lvm.slots").setLevel(logging.INFO)
+        with pytest.raises(slots.SlotTimeoutError) as err:
+            with slots.exclusive("slot-live", timeout_seconds=3):
+                pass
+        assert f"pid {holder.pid}" in str(err.value) and slots.SLOT_TIMEOUT_ENV in str(err.value)
+        log = capfd.readouterr().err
+        assert "waiting" in log and f"pid {holder.pid}" in log
+        assert _active("slot-live") == 1  # the live holder keeps its slot
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait(10)
+
+
+def test_stuck_slot_without_a_holder_record_is_reclaimed_after_the_stale_limit(prefect_harness, monkeypatch):
+    """A slot left held by an older version (no holder record) does not block forever."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    from tasks import slots
+
+    monkeypatch.setattr(slots, "STALE_AFTER_S", 1.0)
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name("slot-legacy", 1)
+        client.update_global_concurrency_limit("slot-legacy", GlobalConcurrencyLimitUpdate(active_slots=1))
+    with slots.exclusive("slot-legacy", timeout_seconds=30, poll_seconds=0.2):
+        assert _active("slot-legacy") == 1
+    assert _active("slot-legacy") == 0
+
+
+def test_slot_is_released_when_the_block_raises(prefect_harness):
+    from tasks.slots import exclusive
+
+    with pytest.raises(RuntimeError), exclusive("slot-raises", timeout_seconds=10):
+        raise RuntimeError("boom")
+    assert _active("slot-raises") == 0
+
+
+def test_bad_timeout_setting_is_a_clear_error(monkeypatch):
+    from tasks import slots
+
+    monkeypatch.setenv(slots.SLOT_TIMEOUT_ENV, "soon")
+    with pytest.raises(ValueError, match="LVM_SLOT_TIMEOUT"):
+        slots.slot_timeout_s()
