@@ -2,6 +2,9 @@
 
 Every command runs the same Prefect flow a deployment runs, so runs show up in the Prefect UI.
 Errors a user can fix print one line and exit 1; nothing half-written is published.
+SIGINT (Ctrl-C) and SIGTERM stop a command cleanly: the flow run ends Crashed, its slots are released,
+the temporary Prefect API server stops, one line is printed and the exit code is 130 / 143
+(flows/signals.py); a second signal forces the exit.
 """
 
 from __future__ import annotations
@@ -15,8 +18,38 @@ from rich.console import Console
 from rich.table import Table
 
 import flows  # noqa: F401  (offline environment defaults)
+from flows import signals
 
-app = typer.Typer(
+
+class _Lvm(typer.Typer):
+    """The `lvm` app; called as a program (the `lvm` script, `python -m flows.cli`) it stops cleanly on signals."""
+
+    def __call__(self, *args, **kwargs):
+        signals.install()
+        try:
+            return super().__call__(*args, **kwargs)
+        except SystemExit as exc:
+            if signals.received() is not None and exc.code not in (0, None):
+                _stopped(signals.received())
+            raise
+        except BaseException as exc:
+            signum = signals.received() or signals.stop_signal_of(exc)
+            if signum is None:
+                raise
+            _stopped(signum)
+        finally:
+            signals.mark_exiting()
+
+
+def _stopped(signum: int) -> None:
+    """One line and the conventional exit code (130 SIGINT, 143 SIGTERM); `atexit` stops the temporary API server."""
+    code = signals.exit_code(signum)
+    err.print(f"[bold red]interrupted:[/] {signals.signal_name(signum)}; the run was stopped and nothing half-written "
+              f"was published (exit {code})", highlight=False, soft_wrap=True)
+    raise SystemExit(code)
+
+
+app = _Lvm(
     name="lvm",
     help="Train Language Vector Models on Wikipedia: build gated datasets, train, evaluate, promote.",
     no_args_is_help=True,
@@ -77,6 +110,14 @@ def _run(fn, *args, **kwargs):
         raise typer.Exit(1) from None
 
 
+def _run_flow(fn, *args, **kwargs):
+    """`_run` for commands that run Prefect flows: the temporary API server (no PREFECT_API_URL set) is started
+    in its own process group, so a terminal's Ctrl-C reaches only this process, which still needs the server to
+    report the run Crashed and release its slots."""
+    signals.isolate_temporary_server()
+    return _run(fn, *args, **kwargs)
+
+
 def _ranges_or_none(v: Optional[str]) -> Optional[str]:
     return v.strip() if v else None
 
@@ -121,7 +162,7 @@ def build(
 
         return build_dataset(source=source, data_dir=_data_dir(data_dir), limit_articles=limit_articles, snapshot_id=snapshot_id, options=options)
 
-    path = _run(go)
+    path = _run_flow(go)
     _print_dataset_summary(Path(path))
     typer.echo(path)
 
@@ -197,7 +238,7 @@ def train(
                            force=force, data_dir=_data_dir(data_dir), registered_name=name, dropout=dropout,
                            weight_decay=weight_decay, train_options=opts)
 
-    summary = _run(go)
+    summary = _run_flow(go)
     t = Table(title=f"{summary['name']} v{summary['version']} ({summary['status']}, {summary['epochs_run']} epochs)")
     t.add_column("predictor")
     t.add_column("val cosine", justify="right")
@@ -220,8 +261,8 @@ def compare(
     """Train every architecture on one dataset; print params, val/ood cosine, train time and latency beside the baselines."""
     from flows.compare import compare_architectures
 
-    out = _run(compare_architectures, data=data, archs=arch or ["amn", "amn_mix", "gru", "lstm", "transformer"], epochs=epochs,
-               batch_size=batch, lr=lr, data_dir=_data_dir(data_dir))
+    out = _run_flow(compare_architectures, data=data, archs=arch or ["amn", "amn_mix", "gru", "lstm", "transformer"], epochs=epochs,
+                    batch_size=batch, lr=lr, data_dir=_data_dir(data_dir))
     t = Table(title="architectures beside the trivial baselines")
     for col in ("predictor", "params", "val cos", "ood cos", "|ood-val|", "train s", "ms/batch"):
         t.add_column(col, justify="left" if col == "predictor" else "right")
@@ -242,7 +283,7 @@ def evaluate(
     """Evaluate a model beside the trivial baselines, write the report, apply gates, promote if all pass."""
     from flows.evaluate_model import evaluate_model
 
-    summary = _run(evaluate_model, model=model, dataset=dataset, data_dir=_data_dir(data_dir), promote=not no_promote)
+    summary = _run_flow(evaluate_model, model=model, dataset=dataset, data_dir=_data_dir(data_dir), promote=not no_promote)
     _print_evaluation(summary)
 
 
@@ -343,7 +384,7 @@ def run(
                             epochs=epochs, batch_size=batch, lr=lr,
                             build_options=BuildOptions(thresholds=_parse_thresholds(threshold)))
 
-    out = _run(go)
+    out = _run_flow(go)
     _print_dataset_summary(Path(out["dataset"]))
     _print_evaluation(out["evaluation"])
     root = Path(_data_dir(data_dir)).resolve()
@@ -385,8 +426,8 @@ def watch(
     """Look for new Wikipedia snapshots and trigger the pipeline deployment once per new one (needs a Prefect server)."""
     from flows.watch_snapshots import watch_snapshots
 
-    report = _run(watch_snapshots, source=source, data_dir=_data_dir(data_dir), deployment_name=deployment,
-                  dry_run=dry_run, backfill=backfill)
+    report = _run_flow(watch_snapshots, source=source, data_dir=_data_dir(data_dir), deployment_name=deployment,
+                       dry_run=dry_run, backfill=backfill)
     console.print_json(data=report.model_dump(mode="json"))
 
 
