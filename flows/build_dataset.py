@@ -6,7 +6,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows.hooks import alert_on_failure
+from flows.hooks import RUN_HOOKS
 
 from lvm_core import dataset as ds
 from lvm_core.config import BuildConfig, BuildOptions
@@ -16,7 +16,7 @@ from tasks.common import gates_markdown, publish_markdown, publish_table
 from tasks.slots import exclusive
 
 
-@flow(name="build_dataset", flow_run_name="build-{source}", log_prints=True, on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
+@flow(name="build_dataset", flow_run_name="build-{source}", log_prints=True, **RUN_HOOKS)
 def build_dataset(
     source: str = "sample",
     data_dir: str | None = None,

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 
-from flows.hooks import alert_on_failure
+from flows.hooks import RUN_HOOKS
 
 from flows.train_model import train_model
 from lvm_core import baselines as bl
@@ -23,7 +23,7 @@ from tasks.common import publish_markdown
 Arch = Literal["amn", "amn_mix", "gru", "lstm", "transformer"]
 
 
-@flow(name="compare_architectures", flow_run_name="compare-{data}", log_prints=True, on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
+@flow(name="compare_architectures", flow_run_name="compare-{data}", log_prints=True, **RUN_HOOKS)
 def compare_architectures(
     data: str,
     archs: list[Arch] = ["amn", "amn_mix", "gru", "lstm", "transformer"],  # noqa: B006 (Prefect parameter default)

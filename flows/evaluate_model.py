@@ -8,7 +8,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.hooks import alert_on_failure
+from flows.hooks import RUN_HOOKS
 
 from lvm_core import contracts
 from lvm_core.faults import crash_point
@@ -17,7 +17,7 @@ from tasks import evaluate as t
 from tasks.common import gates_markdown, publish_markdown, publish_table
 
 
-@flow(name="evaluate_model", flow_run_name="evaluate-{model}", log_prints=True, on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
+@flow(name="evaluate_model", flow_run_name="evaluate-{model}", log_prints=True, **RUN_HOOKS)
 def evaluate_model(
     model: str = "models:/lvm-amn@challenger",
     dataset: str | None = None,

@@ -1,4 +1,5 @@
-"""Flow-run hooks: a failure alert that needs no Prefect automation.
+"""Flow-run hooks: a failure alert that needs no Prefect automation, and flow runs of dead processes
+ended Crashed.
 
 The server-side automation (deployments/automations.yaml) alerts on every failed or crashed flow run
 once `python -m deployments.setup` created it. These hooks cover what it cannot: flows called without a
@@ -9,6 +10,7 @@ PagerDuty Events API v2 body with the same `dedup_key`, so a receiver that gets 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +20,7 @@ ROUTING_KEY_ENV = "LVM_ALERT_ROUTING_KEY"
 ALERT_SOURCE = "lvm-platform"
 
 __all__ = [
+    "RUN_HOOKS",
     "ALERT_SOURCE",
     "ALERT_URL_ENV",
     "ROUTING_KEY_ENV",
@@ -120,3 +123,97 @@ def _deployment_name(flow_run: Any) -> str | None:
             return client.read_deployment(deployment_id).name
     except Exception:  # the alert matters more than a pretty name
         return str(deployment_id)
+
+
+# --- flow runs whose process died -----------------------------------------------------------------
+# A process killed outright (SIGKILL, OOM, lost machine) runs no hook, so its flow runs stay RUNNING.
+# With a server, the worker or the heartbeat automation ends them Crashed. Without one (the temporary
+# local API of `lvm`), each flow run leaves an owner record in PREFECT_HOME, and the next flow run
+# started on this host ends Crashed (and alerts) those whose process is gone.
+
+_TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def _owners_dir() -> Path:
+    from prefect.settings import PREFECT_HOME
+
+    return Path(PREFECT_HOME.value()) / "lvm-flow-run-owners"
+
+
+def claim_flow_run(flow: Any, flow_run: Any, state: Any) -> None:
+    """`on_running` hook: record this process as the owner of the flow run; reap dead owners' runs."""
+    import json
+
+    from lvm_core.liveness import Owner
+
+    owners = _owners_dir()
+    owners.mkdir(parents=True, exist_ok=True)
+    (owners / f"{flow_run.id}.json").write_text(json.dumps(Owner.this_process(flow_run.name).to_dict()))
+    reap_dead_flow_runs()
+
+
+def release_flow_run(flow: Any, flow_run: Any, state: Any) -> None:
+    """Final-state hook: the flow run ended in its own process; nothing to reap."""
+    (_owners_dir() / f"{flow_run.id}.json").unlink(missing_ok=True)
+
+
+def reap_dead_flow_runs() -> list[str]:
+    """End Crashed the flow runs whose owning process on this host is gone; one line per run."""
+    import json
+    import math
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.logging import get_logger
+    from prefect.states import Crashed
+
+    from lvm_core.liveness import Owner
+
+    done: list[str] = []
+    logger = get_logger("lvm.reaper")
+    for record in sorted(_owners_dir().glob("*.json")):
+        try:
+            owner = Owner.from_dict(json.loads(record.read_text()))
+        except (OSError, ValueError, TypeError):
+            continue
+        why = owner.gone(stale_after=math.inf)  # only a process on this host can be proven dead
+        if why is None:
+            continue
+        with get_client(sync_client=True) as client:
+            try:
+                run = client.read_flow_run(UUID(record.stem))
+            except (ObjectNotFound, ValueError):
+                run = None
+            if run is not None and run.state is not None and run.state.type.value not in _TERMINAL:
+                client.set_flow_run_state(run.id, Crashed(message=f"process gone: {why}"), force=True)
+                done.append(f"flow run {run.name} ({run.id}) ended Crashed: {why}")
+                logger.warning("%s", done[-1])
+                _alert_crashed(client, run, why)
+        record.unlink(missing_ok=True)
+    return done
+
+
+def _alert_crashed(client: Any, run: Any, why: str) -> None:
+    url = os.environ.get(ALERT_URL_ENV)
+    if not url:
+        return
+    flow_name = client.read_flow(run.flow_id).name
+    event = pagerduty_event(flow_name=flow_name, flow_run_id=run.id, flow_run_name=run.name, state_name="Crashed",
+                            deployment=_deployment_name(run), message=f"process gone: {why}")
+    try:
+        send_alert(event, url)
+    except httpx.HTTPError as exc:
+        from prefect.logging import get_logger
+
+        get_logger("lvm.alerts").warning("crash alert for flow run %s not delivered: %s", run.id, exc)
+
+
+# Every flow: alert on failure, own its flow run so a dead process's runs are ended Crashed.
+RUN_HOOKS: dict[str, list[Any]] = {
+    "on_running": [claim_flow_run],
+    "on_completion": [release_flow_run],
+    "on_failure": [alert_on_failure, release_flow_run],
+    "on_crashed": [alert_on_failure, release_flow_run],
+    "on_cancellation": [release_flow_run],
+}

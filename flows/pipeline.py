@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 
-from flows.hooks import alert_on_failure
+from flows.hooks import RUN_HOOKS
 
 from flows.build_dataset import build_dataset
 from flows.evaluate_model import evaluate_model
@@ -15,7 +15,7 @@ from lvm_core.config import BuildOptions
 from lvm_core.training import TrainConfig
 
 
-@flow(name="lvm_pipeline", flow_run_name="pipeline-{source}", log_prints=True, on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
+@flow(name="lvm_pipeline", flow_run_name="pipeline-{source}", log_prints=True, **RUN_HOOKS)
 def lvm_pipeline(
     source: str = "sample",
     data_dir: str | None = None,

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 
-from flows.hooks import alert_on_failure
+from flows.hooks import RUN_HOOKS
 
 from lvm_core import contracts
 from lvm_core.models import ModelConfig
@@ -19,7 +19,7 @@ from tasks.common import publish_table
 
 
 
-@flow(name="train_model", flow_run_name="train-{arch}", log_prints=True, on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
+@flow(name="train_model", flow_run_name="train-{arch}", log_prints=True, **RUN_HOOKS)
 def train_model(
     data: str,
     val: str | None = None,

@@ -17,7 +17,7 @@ from prefect.deployments import run_deployment
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, Field
 
-from flows.hooks import alert_on_failure
+from flows.hooks import RUN_HOOKS
 from lvm_core.contracts import default_data_dir
 from lvm_core.snapshots import BuiltSnapshots, WatchPlan, plan_snapshots, watch_lock
 
@@ -170,8 +170,7 @@ def report_markdown(report: WatchReport) -> str:
 @flow(
     name="watch_snapshots",
     description="Find new Wikipedia snapshots and start the LVM pipeline once for each.",
-    on_failure=[alert_on_failure],
-    on_crashed=[alert_on_failure],
+    **RUN_HOOKS,
 )
 def watch_snapshots(
     source: str | None = None,

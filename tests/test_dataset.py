@@ -49,3 +49,50 @@ def test_replace_dir_swaps_whole_folder(tmp_path: Path):
     (stage / "new.txt").write_text("new")
     replace_dir(stage, target)
     assert [p.name for p in target.iterdir()] == ["new.txt"] and not stage.exists()
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_publish_cut_between_its_two_renames_is_undone(tmp_path: Path):
+    """A crash after the old dataset was parked and before the new one took its place: the old one comes back."""
+    from lvm_core.storage import recover_interrupted_swaps
+
+    root = tmp_path / "datasets"
+    parked = root / f".snap.old.{_dead_pid()}"
+    parked.mkdir(parents=True)
+    (parked / "READY").write_text("last good")
+    assert recover_interrupted_swaps(root) == [root / "snap"]
+    assert (root / "snap" / "READY").read_text() == "last good" and not parked.exists()
+    # the new folder made it into place: the parked copy is dropped, the new one stays
+    done = root / f".snap.old.{_dead_pid()}"
+    done.mkdir()
+    assert recover_interrupted_swaps(root) == [] and not done.exists()
+    assert (root / "snap" / "READY").read_text() == "last good"
+
+
+def test_abandoned_staging_folders_are_removed_and_live_ones_kept(tmp_path: Path):
+    import json
+    import os
+
+    from lvm_core.dataset import clean_abandoned_builds, new_staging_dir
+    from lvm_core.liveness import OWNER_FILE, Owner
+
+    live = new_staging_dir(tmp_path, "snap")  # owned by this (live) process
+    dead = new_staging_dir(tmp_path, "snap")
+    record = json.loads((dead / OWNER_FILE).read_text())
+    (dead / OWNER_FILE).write_text(json.dumps({**record, "pid": _dead_pid()}))
+    old_unowned = dead.with_name(".staging-snap-00000000")
+    old_unowned.mkdir()
+    os.utime(old_unowned, (0, 0))  # an owner-less folder from an older version, untouched for years
+    done = clean_abandoned_builds(tmp_path)
+    assert live.exists() and not dead.exists() and not old_unowned.exists()
+    assert len(done) == 2 and any("no longer running" in line for line in done)
+    assert Owner.from_dict(json.loads((live / OWNER_FILE).read_text())).gone(stale_after=1.0) is None
