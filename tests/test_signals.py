@@ -1,0 +1,269 @@
+"""SIGTERM and SIGINT stop `lvm build` cleanly, and the same command then completes.
+
+The CLI runs as a job in its own session (start_new_session), with its own Prefect home, so the temporary
+Prefect API server it starts is its child. A fault (lvm_core/faults.py) holds the build at a known point and
+writes a marker; then the signal goes in. Afterwards: the conventional exit code (130 / 143) and one line,
+no process of the session left (the temporary API server included), the flow run Crashed or Cancelled in
+the Prefect database (not Running), the build's concurrency slot free, nothing published. The SIGINT goes
+to the whole process group, as a terminal's Ctrl-C does.
+
+The SIGINT case stops the build with its staging folder half assembled (on the session's embedding cache when
+another test filled it); the SIGTERM case interrupts the encoding (cold cache), and its rerun reuses a full
+embedding cache.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import psutil
+import pytest
+
+from tests.conftest import SMALL_BUILD_ARTICLES, SMALL_BUILD_THRESHOLDS
+
+REPO = Path(__file__).resolve().parents[1]
+BUILD = [
+    "build", "--limit-articles", str(SMALL_BUILD_ARTICLES),
+    *[x for name, value in SMALL_BUILD_THRESHOLDS.items() for x in ("--threshold", f"{name}={value}")],
+]
+MARKER_TIMEOUT_S = 300  # server start, model load and a cold encode on a busy 2-core machine
+EXIT_TIMEOUT_S = 60
+RUN_TIMEOUT_S = 300
+
+
+def _env(root: Path, fault: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "LVM_FAULT"))}
+    env.update(
+        PREFECT_HOME=str(root / "prefect"),
+        PREFECT_LOGGING_LEVEL="INFO",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
+        PYTHONPATH=str(REPO),
+        LVM_NO_PROGRESS="1",
+    )
+    if fault:
+        env.update(LVM_FAULT_INJECT=fault, LVM_FAULT_MARKER=str(root / "fault-marker"))
+    return env
+
+
+def _start(root: Path, log: Path, fault: str | None = None) -> subprocess.Popen:
+    (root / "prefect").mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", *BUILD, "--data-dir", str(root / "data")],
+        cwd=REPO, env=_env(root, fault), stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def _session(sid: int) -> list[psutil.Process]:
+    """Every live process of the session `sid` (the CLI started it: sid == the CLI's pid)."""
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if os.getsid(p.pid) == sid and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            pass
+    return found
+
+
+def _session_gone(sid: int, within_s: float) -> list[psutil.Process]:
+    deadline = time.monotonic() + within_s
+    while (left := _session(sid)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+def _kill_session(proc: subprocess.Popen) -> None:
+    """Leave nothing behind, whatever happened: the CLI, its group and anything else of its session."""
+    for p in [*_session(proc.pid), *([psutil.Process(proc.pid)] if proc.poll() is None else [])]:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _tail(log: Path, n: int = 4000) -> str:
+    return log.read_text(errors="replace")[-n:] if log.exists() else ""
+
+
+def _wait_for_marker(proc: subprocess.Popen, marker: Path, log: Path) -> None:
+    deadline = time.monotonic() + MARKER_TIMEOUT_S
+    while not marker.exists():
+        assert proc.poll() is None, f"the build ended (rc {proc.returncode}) before the fault point:\n{_tail(log)}"
+        assert time.monotonic() < deadline, f"fault point not reached in {MARKER_TIMEOUT_S} s:\n{_tail(log)}"
+        time.sleep(0.2)
+
+
+def _prefect_db(root: Path) -> tuple[list[tuple[str, str]], list[tuple[str, int]]]:
+    with sqlite3.connect(root / "prefect" / "prefect.db") as db:
+        runs = db.execute("select name, state_type from flow_run").fetchall()
+        slots = db.execute("select name, active_slots from concurrency_limit_v2 where name like 'build-%'").fetchall()
+    return runs, slots
+
+
+def _published(data_dir: Path) -> list[str]:
+    datasets = data_dir / "datasets"
+    if not datasets.exists():
+        return []
+    return sorted(p.name for p in datasets.iterdir() if (p / "READY").exists() or not p.name.startswith((".", "_")))
+
+
+def _interrupt_then_rerun(root: Path, signum: int, fault: str, to_group: bool = False,
+                          before_rerun: Callable[[], None] | None = None) -> None:
+    marker, log = root / "fault-marker", root / "interrupted.log"
+    proc = _start(root, log, fault)
+    try:
+        _wait_for_marker(proc, marker, log)
+        assert marker.read_text().startswith(fault.split("#")[0]), marker.read_text()
+        t0 = time.monotonic()
+        if to_group:
+            os.killpg(proc.pid, signum)  # like Ctrl-C in a terminal: the whole foreground process group
+        else:
+            os.kill(proc.pid, signum)  # like `kill <pid>` or a scheduler stopping the job
+        try:
+            rc = proc.wait(EXIT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running {EXIT_TIMEOUT_S} s after {signal.Signals(signum).name}:\n{_tail(log)}")
+        took = time.monotonic() - t0
+        out = _tail(log)
+        assert rc == 128 + signum, f"rc {rc} after {signal.Signals(signum).name} ({took:.1f} s):\n{out}"
+        stopped = [line for line in out.splitlines() if line.startswith("interrupted:")]
+        assert len(stopped) == 1 and signal.Signals(signum).name in stopped[0], out
+        assert "Traceback" not in out, out
+
+        # nothing of the job is left: not the temporary Prefect API server either
+        left = _session_gone(proc.pid, within_s=10)
+        assert not left, [(p.pid, " ".join(p.cmdline()[:6])) for p in left]
+
+        runs, slots = _prefect_db(root)
+        assert runs and all(state in ("CRASHED", "CANCELLED") for _, state in runs), runs
+        assert slots and all(active == 0 for _, active in slots), slots
+        assert _published(root / "data") == [], _published(root / "data")
+    finally:
+        _kill_session(proc)
+
+    if before_rerun is not None:
+        before_rerun()
+    rerun_log = root / "rerun.log"
+    again = _start(root, rerun_log)
+    try:
+        rc = again.wait(RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the rerun did not finish in {RUN_TIMEOUT_S} s:\n{_tail(rerun_log)}")
+    finally:
+        _kill_session(again)
+    assert rc == 0, _tail(rerun_log)
+    published = _published(root / "data")
+    assert len(published) == 1 and (root / "data" / "datasets" / published[0] / "READY").exists(), published
+    runs, slots = _prefect_db(root)
+    assert sorted(state for _, state in runs) in (["COMPLETED", "CRASHED"], ["CANCELLED", "COMPLETED"]), runs
+    assert all(active == 0 for _, active in slots), slots
+
+
+@pytest.fixture(scope="module")
+def warm_cache(tmp_path_factory, session_data_dir: Path) -> Path:
+    """A full embedding cache for the 14-article build: the session's, when another test built the small
+    dataset already, else the one the first case leaves (absent until then)."""
+    cache = tmp_path_factory.mktemp("signals-cache") / "cache"
+    if (session_data_dir / "cache" / "embeddings").is_dir():
+        shutil.copytree(session_data_dir / "cache", cache)
+    return cache
+
+
+@pytest.mark.slow
+def test_ctrl_c_with_staging_half_assembled_stops_cleanly_and_the_rerun_completes(tmp_path: Path, warm_cache: Path):
+    if warm_cache.exists():
+        shutil.copytree(warm_cache, tmp_path / "data" / "cache")
+    _interrupt_then_rerun(tmp_path, signal.SIGINT, "hang@analyse", to_group=True)
+    if not warm_cache.exists():
+        shutil.copytree(tmp_path / "data" / "cache", warm_cache)
+
+
+@pytest.mark.slow
+def test_sigterm_mid_encode_stops_cleanly_and_the_rerun_completes(tmp_path: Path, warm_cache: Path):
+    def before_rerun() -> None:
+        # The fault holds the encoder before its block reaches the cache: the rerun would encode everything
+        # again. The first case's cache has the same vectors; it only saves time.
+        if warm_cache.exists():
+            shutil.rmtree(tmp_path / "data" / "cache", ignore_errors=True)
+            shutil.copytree(warm_cache, tmp_path / "data" / "cache")
+
+    _interrupt_then_rerun(tmp_path, signal.SIGTERM, "hang@embed.batch", before_rerun=before_rerun)
+
+
+# --- the CLI's handling alone, on a command that only waits (no Prefect, about a second each) ---------------
+
+_NAP_APP = """
+import sys, time
+from pathlib import Path
+from flows.cli import _Lvm
+
+app = _Lvm()
+
+@app.command()
+def nap(ready: Path, slow_cleanup: bool = False) -> None:
+    try:
+        ready.write_text("ready")
+        time.sleep(60)
+    finally:
+        if slow_cleanup:
+            time.sleep(60)
+
+@app.command()
+def other() -> None:
+    pass
+
+app()
+"""
+
+
+def _nap(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, Path]:
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen([sys.executable, "-c", _NAP_APP, "nap", str(ready), *args], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0] if proc.poll() is not None else "no start"
+        time.sleep(0.05)
+    return proc, ready
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_exits_with_the_conventional_code_and_one_line(tmp_path: Path, signum: int):
+    proc, _ = _nap(tmp_path)
+    try:
+        os.kill(proc.pid, signum)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        _kill_session(proc)
+    assert proc.returncode == 128 + signum, out
+    assert out.strip().splitlines() == [
+        f"interrupted: {signal.Signals(signum).name}; the run was stopped and nothing half-written was published "
+        f"(exit {128 + signum})"
+    ], out
+
+
+def test_a_second_signal_during_a_slow_shutdown_forces_the_exit(tmp_path: Path):
+    proc, _ = _nap(tmp_path, "--slow-cleanup")
+    try:
+        os.kill(proc.pid, signal.SIGINT)
+        time.sleep(0.5)
+        assert proc.poll() is None  # cleaning up
+        os.kill(proc.pid, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        _kill_session(proc)
+    assert proc.returncode == 130, out  # the code of the first signal
+    assert "SIGTERM again: forced exit (130)" in out, out
