@@ -2,9 +2,17 @@
 
     python -m deployments.setup            # against $PREFECT_API_URL
 
-Creates or updates: the process work pool `lvm-process`, the alert webhook block (when
-LVM_ALERT_WEBHOOK_URL is set), the concurrency limits of deployments/concurrency_limits.yaml and the
-automations of deployments/automations.yaml. Deployments themselves come from `prefect deploy --all`.
+Creates or updates: the process work pool `lvm-process`, the concurrency limits of
+deployments/concurrency_limits.yaml, the zombie flow run automation (`lvm-zombie-flow-runs`: a flow run
+whose heartbeats stop is marked Crashed), and, when LVM_ALERT_WEBHOOK_URL is set, the alert webhook
+block and the automations of deployments/automations.yaml. Deployments themselves come from
+`prefect deploy --all`.
+
+Zombie detection: flow runs started by the LVM workers emit a `prefect.flow-run.heartbeat` event every
+PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds (30, set in prefect.yaml, start_local.sh and the compose
+file). When a run that is Running (or has sent a heartbeat) sends neither another heartbeat nor a
+terminal state event for LVM_ZOMBIE_WINDOW_SECONDS (default: 3 x the heartbeat frequency), the
+automation sets it to Crashed, which in turn fires the failure alert. 0 removes the automation.
 """
 
 from __future__ import annotations
@@ -32,6 +40,30 @@ ALERT_URL_ENV = "LVM_ALERT_WEBHOOK_URL"
 ROUTING_KEY_ENV = "LVM_ALERT_ROUTING_KEY"
 BLOCK_REF_KEY = "block"  # `block: <type-slug>/<name>` in automations.yaml -> block_document_id
 
+# Heartbeats of flow runs (Prefect 3.8: PREFECT_FLOWS_HEARTBEAT_FREQUENCY, legacy name
+# PREFECT_RUNNER_HEARTBEAT_FREQUENCY; Prefect's minimum is 30 s, its default 180 s). The LVM workers and
+# the deployments of prefect.yaml set HEARTBEAT_SECONDS; keep those in step with this value.
+HEARTBEAT_ENV = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
+LEGACY_HEARTBEAT_ENV = "PREFECT_RUNNER_HEARTBEAT_FREQUENCY"
+HEARTBEAT_SECONDS = 30
+ZOMBIE_WINDOW_ENV = "LVM_ZOMBIE_WINDOW_SECONDS"
+ZOMBIE_WINDOW_BEATS = 3  # default window: this many heartbeat periods
+ZOMBIE_AUTOMATION_NAME = "lvm-zombie-flow-runs"
+MIN_PROACTIVE_WITHIN_S = 10  # Prefect rejects shorter windows for proactive triggers
+# A bucket opens on either event and stays satisfied by a heartbeat or any state that ends the run's
+# process (terminal, or paused/suspended: a suspended run's process exits and its heartbeats stop).
+ZOMBIE_START_EVENTS = ("prefect.flow-run.heartbeat", "prefect.flow-run.Running", "prefect.flow-run.Retrying")
+ZOMBIE_EXPECTED_EVENTS = (
+    "prefect.flow-run.heartbeat",
+    "prefect.flow-run.Completed",
+    "prefect.flow-run.Failed",
+    "prefect.flow-run.TimedOut",
+    "prefect.flow-run.Crashed",
+    "prefect.flow-run.Cancelled",
+    "prefect.flow-run.Paused",
+    "prefect.flow-run.Suspended",
+)
+
 # The Custom Webhook block wraps the automation's rendered body (a JSON object fragment, see
 # automations.yaml) with the routing key kept as a block secret: the result is one PagerDuty Events
 # API v2 event. The secret holds the key JSON-encoded, so any key stays a valid JSON string.
@@ -51,6 +83,92 @@ class SetupReport:
 
     def lines(self) -> list[str]:
         return [self.work_pool, self.alert_block, *self.limits, *self.automations]
+
+
+def _seconds(name: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise SetupError(f"{name}={value!r}: expected a number of seconds") from None
+    if seconds < 0:
+        raise SetupError(f"{name}={value!r}: must be >= 0")
+    return seconds
+
+
+def heartbeat_seconds(env: Mapping[str, str] | None = None) -> float:
+    """The flow-run heartbeat period the workers use: $PREFECT_FLOWS_HEARTBEAT_FREQUENCY or the project's 30 s."""
+    env = os.environ if env is None else env
+    for name in (HEARTBEAT_ENV, LEGACY_HEARTBEAT_ENV):
+        if env.get(name):
+            return max(_seconds(name, env[name]), 30.0)  # Prefect never beats faster than every 30 s
+    return float(HEARTBEAT_SECONDS)
+
+
+def zombie_window_seconds(env: Mapping[str, str] | None = None) -> float:
+    """How long a running flow run may stay silent before it is marked Crashed; 0 = no zombie automation.
+
+    $LVM_ZOMBIE_WINDOW_SECONDS, default 3 x the heartbeat period. A window no longer than one heartbeat
+    period would crash healthy runs between two beats, so it is refused.
+    """
+    env = os.environ if env is None else env
+    beat = heartbeat_seconds(env)
+    raw = env.get(ZOMBIE_WINDOW_ENV, "")
+    window = _seconds(ZOMBIE_WINDOW_ENV, raw) if raw.strip() else ZOMBIE_WINDOW_BEATS * beat
+    if window == 0:
+        return 0.0
+    if window <= beat or window < MIN_PROACTIVE_WITHIN_S:
+        raise SetupError(
+            f"{ZOMBIE_WINDOW_ENV}={window:g}: must be longer than the heartbeat period ({beat:g} s) "
+            f"and at least {MIN_PROACTIVE_WITHIN_S} s (or 0 to disable)"
+        )
+    return window
+
+
+def zombie_automation(window_seconds: float) -> Any:
+    """Proactive automation: a flow run with no heartbeat and no final state for `window_seconds` -> Crashed.
+
+    The trigger keeps one bucket per flow run (`for_each: prefect.resource.id`), opened by the run's
+    Running event or a heartbeat and renewed by every heartbeat; when a bucket expires without a
+    heartbeat or an event that ends the run, the run is set to Crashed (not forced: a run that already
+    finished keeps its state). The Crashed state emits `prefect.flow-run.Crashed`, which the failure
+    alert of automations.yaml pages on.
+    """
+    from prefect.events.schemas.automations import AutomationCore
+
+    spec = {
+        "name": ZOMBIE_AUTOMATION_NAME,
+        "description": (
+            f"Mark a flow run Crashed when it sent no heartbeat (prefect.flow-run.heartbeat) and reached no "
+            f"final state for {window_seconds:g} s: its worker or machine died with it."
+        ),
+        "enabled": True,
+        "trigger": {
+            "type": "event",
+            "posture": "Proactive",
+            "match": {"prefect.resource.id": "prefect.flow-run.*"},
+            "after": list(ZOMBIE_START_EVENTS),
+            "expect": list(ZOMBIE_EXPECTED_EVENTS),
+            "for_each": ["prefect.resource.id"],
+            "threshold": 1,
+            "within": window_seconds,
+        },
+        "actions": [
+            {
+                "type": "change-flow-run-state",
+                "state": "CRASHED",
+                "name": "Crashed",
+                "message": (
+                    f"No heartbeat from this flow run for {window_seconds:g} s: its process is gone "
+                    "(worker or machine lost). Marked Crashed by the automation "
+                    f"{ZOMBIE_AUTOMATION_NAME!r}."
+                ),
+            }
+        ],
+    }
+    try:
+        return AutomationCore.model_validate(spec)
+    except ValueError as exc:
+        raise SetupError(f"automation {ZOMBIE_AUTOMATION_NAME!r} is invalid: {exc}") from exc
 
 
 def alert_block(url: str, routing_key: str = "") -> Any:
@@ -177,6 +295,17 @@ def ensure_automations(client: Any, automations: Sequence[Any]) -> list[str]:
     return done
 
 
+def ensure_zombie_automation(client: Any, window_seconds: float) -> list[str]:
+    """Create or update the zombie automation; with a window of 0, delete it."""
+    if window_seconds:
+        [line] = ensure_automations(client, [zombie_automation(window_seconds)])
+        return [f"{line} (no heartbeat for {window_seconds:g} s -> Crashed)"]
+    existing = client.read_automations_by_name(ZOMBIE_AUTOMATION_NAME)
+    for automation in existing:
+        client.delete_automation(automation.id)
+    return [f"automation {ZOMBIE_AUTOMATION_NAME!r}: {'deleted' if existing else 'not installed'} ({ZOMBIE_WINDOW_ENV}=0)"]
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(Path(path).read_text())
@@ -195,18 +324,25 @@ def run_setup(
     work_pool: str = WORK_POOL,
     automations_file: Path = AUTOMATIONS_FILE,
     limits_file: Path = LIMITS_FILE,
+    zombie_window: float | None = None,
 ) -> SetupReport:
     """Everything `main` does, callable from tests and other scripts."""
     from prefect.client.orchestration import get_client
 
     url = webhook_url if webhook_url is not None else os.environ.get(ALERT_URL_ENV, "")
     key = routing_key if routing_key is not None else os.environ.get(ROUTING_KEY_ENV, "")
+    window = (
+        zombie_window_seconds()
+        if zombie_window is None
+        else zombie_window_seconds({**os.environ, ZOMBIE_WINDOW_ENV: str(zombie_window)})
+    )
     report = SetupReport()
     limits = load_limits(limits_file)
     refs = block_references(automations_file)
     with get_client(sync_client=True) as client:
         report.work_pool = ensure_work_pool(client, work_pool)
         report.limits = ensure_limits(client, limits)
+        report.automations = ensure_zombie_automation(client, window)
         if not url:
             report.alert_block = (
                 f"alerts: skipped ({ALERT_URL_ENV} is not set); flows still alert through "
@@ -222,7 +358,7 @@ def run_setup(
                 block_ids[ref] = client.read_block_document_by_name(name=name, block_type_slug=slug).id
             except Exception as exc:
                 raise SetupError(f"{automations_file}: block {ref!r} does not exist on the server ({exc})") from exc
-        report.automations = ensure_automations(client, load_automations(automations_file, block_ids))
+        report.automations += ensure_automations(client, load_automations(automations_file, block_ids))
     return report
 
 
@@ -231,9 +367,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--webhook-url", help=f"alert receiver (default: ${ALERT_URL_ENV}; empty: no alerts)")
     parser.add_argument("--routing-key", help=f"PagerDuty routing key (default: ${ROUTING_KEY_ENV})")
     parser.add_argument("--work-pool", default=WORK_POOL, help="process work pool name")
+    parser.add_argument(
+        "--zombie-window",
+        type=float,
+        help=f"seconds without a heartbeat before a running flow run is marked Crashed (default: "
+        f"${ZOMBIE_WINDOW_ENV}, else {ZOMBIE_WINDOW_BEATS} x the heartbeat period; 0: no zombie automation)",
+    )
     args = parser.parse_args(argv)
     try:
-        report = run_setup(args.webhook_url, args.routing_key, args.work_pool)
+        report = run_setup(args.webhook_url, args.routing_key, args.work_pool, zombie_window=args.zombie_window)
     except SetupError as exc:
         print(f"setup failed: {exc}", file=sys.stderr)
         return 2

@@ -7,7 +7,9 @@
 #
 # Usage: deployments/start_local.sh [up|server|deploy|worker|stop|status]   (default: up)
 # Settings (environment): PREFECT_PORT, PYTHON (default .venv/bin/python), LVM_DATA_DIR,
-# LVM_SNAPSHOT_SOURCE, LVM_ALERT_WEBHOOK_URL, LVM_ALERT_ROUTING_KEY, MLFLOW_TRACKING_URI.
+# LVM_SNAPSHOT_SOURCE, LVM_ALERT_WEBHOOK_URL, LVM_ALERT_ROUTING_KEY, MLFLOW_TRACKING_URI,
+# PREFECT_HOME (default ~/.prefect; the server keeps its concurrency leases in $PREFECT_HOME/concurrency_leases),
+# LVM_ZOMBIE_WINDOW_SECONDS (default 90: a running flow run silent that long is marked Crashed).
 set -euo pipefail
 
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,6 +27,9 @@ export PREFECT_API_URL="http://127.0.0.1:${PORT}/api"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export HF_HUB_OFFLINE=1
 export TOKENIZERS_PARALLELISM=false
+# Every flow run started from here (worker or ad hoc) emits a heartbeat event every 30 s; setup's zombie
+# automation marks a running flow run Crashed after LVM_ZOMBIE_WINDOW_SECONDS (default 3 x 30 s) without one.
+export PREFECT_FLOWS_HEARTBEAT_FREQUENCY="${PREFECT_FLOWS_HEARTBEAT_FREQUENCY:-30}"
 
 mkdir -p "$STATE_DIR"
 
@@ -37,8 +42,14 @@ start_server() {
     echo "server already running (pid $(cat "$SERVER_PID")) on port ${PORT}"
   else
     echo "starting prefect server on 127.0.0.1:${PORT} (log: $SERVER_LOG)"
-    # The server must not point at itself through PREFECT_API_URL.
-    env -u PREFECT_API_URL nohup "$PREFECT" server start --host 127.0.0.1 --port "$PORT" \
+    # The server must not point at itself through PREFECT_API_URL. Concurrency leases (global, tag and
+    # deployment limits) go to files under $PREFECT_HOME/concurrency_leases instead of memory, so a server
+    # restart keeps them and its repossessor service (on by default) still frees the slots of holders
+    # that died.
+    env -u PREFECT_API_URL \
+      PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=prefect.server.concurrency.lease_storage.filesystem \
+      PREFECT_SERVER_SERVICES_REPOSSESSOR_ENABLED=true \
+      nohup "$PREFECT" server start --host 127.0.0.1 --port "$PORT" \
       >"$SERVER_LOG" 2>&1 &
     echo $! >"$SERVER_PID"
   fi
