@@ -7,6 +7,8 @@ imports the fixtures below.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import http.server
 import json
 import os
@@ -32,6 +34,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 PREFECT = str(Path(sys.executable).with_name("prefect"))
+LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 
 
 def free_port() -> int:
@@ -168,6 +171,13 @@ def server_env(root: Path, port: int) -> dict[str, str]:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
             "PREFECT_WORKER_QUERY_SECONDS": "2",
+            # As deployments/start_local.sh and docker/compose.yaml: leases in files under PREFECT_HOME, so
+            # they survive a server restart (the repossessor, on by default, frees expired ones) ...
+            "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": LEASE_STORAGE,
+            "PREFECT_SERVER_SERVICES_REPOSSESSOR_ENABLED": "true",
+            # ... and flow runs beat every 30 s, so setup's zombie automation (default window 90 s) can
+            # tell a dead run from a slow one.
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
             "PREFECT_LOGGING_LEVEL": "INFO",
             "HF_HUB_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",
@@ -218,19 +228,107 @@ def start_server(root: Path, timeout: float = 240.0) -> PrefectServer:
     raise RuntimeError(f"prefect server not healthy after {timeout:.0f} s:\n{server.log_tail()}")
 
 
+# --- processes ------------------------------------------------------------------------------------------
+#
+# A process worker starts each flow run in a session of its own (Prefect's isolated process group), so a
+# signal to the worker's process group misses its flow runs: the helpers below walk /proc for descendants.
+
+
+def _proc_stat(pid: int) -> tuple[int, str, int] | None:
+    """(parent pid, state, start time) of a live process, None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)"; comm may hold spaces
+    return int(fields[1]), fields[0], int(fields[19])
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children, grandchildren, ...), whatever session they run in."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (stat := _proc_stat(int(entry))) is not None:
+            children.setdefault(stat[0], []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+@dataclass(frozen=True)
+class ProcessRef:
+    """A pid plus its start time, so a recycled pid is never mistaken for the process."""
+
+    pid: int
+    start: int
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessRef | None:
+        stat = _proc_stat(pid)
+        return None if stat is None else cls(pid, stat[2])
+
+    def alive(self) -> bool:
+        stat = _proc_stat(self.pid)
+        return stat is not None and stat[2] == self.start and stat[1] not in {"Z", "X"}
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+
+def process_tree(pid: int) -> list[ProcessRef]:
+    return [ref for p in [pid, *descendants(pid)] if (ref := ProcessRef.of(p)) is not None]
+
+
+def kill_tree(process: subprocess.Popen[bytes]) -> list[ProcessRef]:
+    """SIGKILL a process and all its descendants at once, like a machine that lost power.
+
+    The tree is frozen (SIGSTOP) before it is read again and killed, so no process forks or reparents
+    in between. Returns what was killed; the caller's `process` is reaped.
+    """
+    tree = process_tree(process.pid)
+    for ref in tree:
+        ref.signal(signal.SIGSTOP)
+    tree = process_tree(process.pid) + [ref for ref in tree if ref.pid != process.pid]
+    tree = list(dict.fromkeys(tree))
+    for ref in tree:
+        ref.signal(signal.SIGKILL)
+    process.wait(10)
+    deadline = time.monotonic() + 10
+    while any(ref.alive() for ref in tree) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return tree
+
+
 def stop_process(process: subprocess.Popen[bytes] | None, grace: float = 20.0) -> None:
-    """Stop a process started in its own session, and its children (flow-run subprocesses)."""
+    """Stop a process started in its own session, its children and any flow-run subprocesses below it."""
     if process is None or process.poll() is not None:
         return
+    below = process_tree(process.pid)[1:]  # flow runs live in sessions of their own: note them now
     try:
         os.killpg(process.pid, signal.SIGTERM)
     except ProcessLookupError:
-        return
+        pass
     try:
         process.wait(grace)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait(10)
+    # What outlived its parent (flow runs in sessions of their own): asked once more, then killed.
+    for ref in below:
+        ref.signal(signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while any(ref.alive() for ref in below) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for ref in below:
+        ref.signal(signal.SIGKILL)
 
 
 _SERVER: PrefectServer | None = None
@@ -273,13 +371,23 @@ def _deploy(server: PrefectServer) -> None:
     server.setup_output, server.deploy_output = setup.stdout, deploy.stdout + deploy.stderr
 
 
+WORKER_NAME = "lvm-test-worker"
+
+
 def _start_worker(server: PrefectServer, timeout: float = 180.0) -> None:
+    """Start the pool's process worker unless it runs; return once it has checked in with the server.
+
+    A replacement for a killed worker reuses its name, whose record still says ONLINE: ready therefore
+    means a worker heartbeat newer than this start.
+    """
     if server.worker is not None and server.worker.poll() is None:
         return
-    server.worker_log = server.root / "worker.log"
+    started = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
+    n = len(list(server.root.glob("worker*.log")))
+    server.worker_log = server.root / ("worker.log" if n == 0 else f"worker-{n + 1}.log")
     with open(server.worker_log, "wb") as log:
         server.worker = subprocess.Popen(
-            [PREFECT, "worker", "start", "--pool", "lvm-process", "--type", "process", "--name", "lvm-test-worker"],
+            [PREFECT, "worker", "start", "--pool", "lvm-process", "--type", "process", "--name", WORKER_NAME],
             cwd=REPO,
             env=server.env,
             stdout=log,
@@ -292,7 +400,13 @@ def _start_worker(server: PrefectServer, timeout: float = 180.0) -> None:
         if server.worker.poll() is not None:
             raise RuntimeError(f"worker exited with {server.worker.returncode}:\n{server.log_tail(server.worker_log)}")
         resp = httpx.post(f"{server.api_url}/work_pools/lvm-process/workers/filter", json={}, timeout=5)
-        if resp.status_code == 200 and any(w.get("status") == "ONLINE" for w in resp.json()):
+        if resp.status_code == 200 and any(
+            w.get("name") == WORKER_NAME
+            and w.get("status") == "ONLINE"
+            and w.get("last_heartbeat_time")
+            and dt.datetime.fromisoformat(w["last_heartbeat_time"]) >= started
+            for w in resp.json()
+        ):
             return
         time.sleep(2)
     raise RuntimeError(f"worker not online after {timeout:.0f} s:\n{server.log_tail(server.worker_log)}")
@@ -306,10 +420,18 @@ def prefect_server(request: pytest.FixtureRequest) -> PrefectServer:
 
 @pytest.fixture(scope="session")
 def deployed_server(prefect_server: PrefectServer) -> PrefectServer:
-    """The server after `python -m deployments.setup` and `prefect deploy --all`, with a worker running."""
+    """The server after `python -m deployments.setup` and `prefect deploy --all`, with a worker running.
+
+    A test that kills the worker starts another with `restart_worker` before it ends.
+    """
     _deploy(prefect_server)
     _start_worker(prefect_server)
     return prefect_server
+
+
+def restart_worker(server: PrefectServer, timeout: float = 180.0) -> None:
+    """Start a new worker in place of a dead one (nothing happens while the current one runs)."""
+    _start_worker(server, timeout)
 
 
 # --- API helpers ---------------------------------------------------------------------------------------

@@ -116,6 +116,21 @@ def test_environment_points_at_services(compose) -> None:
         assert env["LVM_DATA_DIR"] == "/data" and env["HF_HUB_OFFLINE"] == "1"
         assert env["LVM_REPO_DIR"] == "/opt/lvm"
         assert {"LVM_SNAPSHOT_SOURCE", "LVM_ALERT_WEBHOOK_URL", "LVM_ALERT_ROUTING_KEY"} <= set(env)
+        # Flow runs beat as often as setup's zombie window assumes; the window itself is a setting.
+        assert env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30" and "LVM_ZOMBIE_WINDOW_SECONDS" in env, name
+
+
+def test_prefect_server_keeps_concurrency_leases_on_a_volume(compose) -> None:
+    """Leases in files under PREFECT_HOME, on a named volume: a restarted server still knows every held
+    slot, and its repossessor (left on) frees those whose holder died."""
+    server = compose["services"]["prefect-server"]
+    env = env_of(server)
+    assert env["PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE"] == "prefect.server.concurrency.lease_storage.filesystem"
+    assert env.get("PREFECT_SERVER_SERVICES_REPOSSESSOR_ENABLED", "true").lower() in {"true", "1"}
+    home = env["PREFECT_HOME"]
+    mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in server.get("volumes") or []}
+    assert home in mounts and not mounts[home].startswith((".", "/")), "PREFECT_HOME must be a named volume"
+    assert "--no-services" not in server["command"]
 
 
 def test_volumes_healthchecks_and_dependencies(compose) -> None:
@@ -222,6 +237,7 @@ def test_worker_image_contents() -> None:
     assert runs.index(torch_runs[0]) < runs.index(next(r for r in runs if r.startswith("pip install .")))
     env = " ".join(i["value"] for i in instructions if i["instruction"] == "ENV")
     assert re.search(r"\bHF_HUB_OFFLINE=1\b", env) and re.search(r"\bLVM_REPO_DIR=/opt/lvm\b", env)
+    assert re.search(r"\bPREFECT_FLOWS_HEARTBEAT_FREQUENCY=30\b", env)  # ad-hoc runs in the image beat too
     entry = json.loads(next(i["value"] for i in instructions if i["instruction"] == "ENTRYPOINT"))
     assert entry[:3] == ["prefect", "worker", "start"]
     pool = entry[entry.index("--pool") + 1]
