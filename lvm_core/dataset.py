@@ -421,11 +421,11 @@ def _data_digest(path: Path) -> str:
 def publish(stage_dir: Path, data_dir: Path, dataset_id: str) -> Path:
     """Mark the staging folder READY and rename it onto the dataset folder."""
     stage = DatasetPaths(Path(stage_dir))
-    (stage.root / OWNER_FILE).unlink(missing_ok=True)
     stage.ready.write_text(_dt.datetime.now(_dt.timezone.utc).isoformat() + "\n")
     crash_point("publish")
     target = contracts.dataset_dir(data_dir, dataset_id)
     replace_dir(stage.root, target)
+    (target / OWNER_FILE).unlink(missing_ok=True)  # kept until here, so a dead publish's staging is cleaned
     return target
 
 
