@@ -43,11 +43,13 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ChunkingConfig:
-    """Word bounds of a chunk and the language of the sentence splitter (an ISO 639-1 code)."""
+    """Word bounds of a chunk, the language of the sentence splitter (an ISO 639-1 code), and whether
+    chunk text hashes case-fold (True for an uncased encoder, see `embedding.encoder_casefolds`)."""
 
     min_words: int = 40
     max_words: int = 120
     language: str = "en"
+    casefold: bool = True
 
     def __post_init__(self) -> None:
         if self.min_words < 1:
@@ -62,14 +64,22 @@ _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 _WHITESPACE = re.compile(r"\s+")
 
 
-def normalize_text(text: str) -> str:
-    """Canonical form for duplicate detection: NFKC, casefolded, single spaces, stripped."""
-    return _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+def normalize_text(text: str, casefold: bool = True) -> str:
+    """Canonical form for duplicate detection: NFKC, single spaces, stripped, casefolded if `casefold`.
+
+    Case-folding belongs to an uncased encoder only (it sees "Apple" and "apple" as one input); for a
+    cased encoder they are different inputs and must keep different hashes. The encoder's fingerprint
+    records which form its hashes use (`EncoderFingerprint.casefold`).
+    """
+    text = unicodedata.normalize("NFKC", text)
+    if casefold:
+        text = text.casefold()
+    return _WHITESPACE.sub(" ", text).strip()
 
 
-def text_hash(text: str) -> str:
-    """sha1 hex of the normalised text: equal for texts differing only in case or spacing."""
-    return hashlib.sha1(normalize_text(text).encode("utf-8")).hexdigest()
+def text_hash(text: str, casefold: bool = True) -> str:
+    """sha1 hex of the normalised text: equal for texts differing only in spacing (and case, if `casefold`)."""
+    return hashlib.sha1(normalize_text(text, casefold).encode("utf-8")).hexdigest()
 
 
 def chunk_id(article_id: int, chunk_index: int) -> str:
@@ -160,7 +170,7 @@ def iter_chunks(
                 "article_id": int(article.article_id),
                 "chunk_index": index,
                 "text": text,
-                "text_hash": text_hash(text),
+                "text_hash": text_hash(text, config.casefold),
                 "n_words": len(text.split()),
             }
 

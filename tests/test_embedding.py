@@ -92,6 +92,49 @@ def test_fingerprint_dict_roundtrip_and_errors():
         _fp(dim=0)
 
 
+def test_fingerprint_casefold_field_keeps_old_ids_and_files():
+    uncased, cased = _fp(), _fp(casefold=False)
+    # A fingerprint written before the field existed loads as case-folding, with the same id.
+    old = {"model_name": "m/x", "weights_digest": "ab" * 32, "dim": DIM, "normalized": True}
+    from lvm_core import storage
+
+    old_id = storage.json_digest(old)[:16]
+    assert uncased.id == old_id and EncoderFingerprint.from_dict({**old, "id": old_id}) == uncased
+    assert uncased.to_dict()["casefold"] is True and cased.to_dict()["casefold"] is False
+    # A cased encoder is another fingerprint (its hashes key other cache entries).
+    assert cased.id != uncased.id and cased != uncased
+    assert EncoderFingerprint.from_dict(json.loads(json.dumps(cased.to_dict()))) == cased
+    with pytest.raises(FingerprintMismatchError, match="cased hashes"):
+        ensure_same_fingerprint(uncased, cased, "embedding cache")
+    with pytest.raises(DataContractError, match="does not match its fields"):
+        EncoderFingerprint.from_dict(cased.to_dict() | {"casefold": True})
+
+
+def _model_folder(root: Path, *, sbert_lower=None, tok_lower=None, normalizer=None) -> Path:
+    root.mkdir(parents=True)
+    (root / "modules.json").write_text(json.dumps([{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]))
+    if sbert_lower is not None:
+        (root / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128, "do_lower_case": sbert_lower}))
+    if tok_lower is not None:
+        (root / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": tok_lower}))
+    if normalizer is not None:
+        (root / "tokenizer.json").write_text(json.dumps({"normalizer": normalizer}))
+    return root
+
+
+def test_encoder_casing_is_read_from_the_model_folder(tmp_path: Path):
+    assert emb.encoder_casefolds() is True  # packaged all-MiniLM-L6-v2: uncased BERT tokenizer
+    assert emb.encoder_casefolds(_model_folder(tmp_path / "a", sbert_lower=False, tok_lower=True)) is True
+    assert emb.encoder_casefolds(_model_folder(tmp_path / "b", sbert_lower=True, tok_lower=False)) is True
+    assert emb.encoder_casefolds(_model_folder(tmp_path / "c", sbert_lower=False, tok_lower=False)) is False
+    lower = {"type": "Sequence", "normalizers": [{"type": "NFD"}, {"type": "Lowercase"}]}
+    assert emb.encoder_casefolds(_model_folder(tmp_path / "d", normalizer=lower)) is True
+    assert emb.encoder_casefolds(_model_folder(tmp_path / "e", normalizer={"type": "NFC"})) is False
+    bert = {"type": "BertNormalizer", "lowercase": True}
+    assert emb.encoder_casefolds(_model_folder(tmp_path / "f", tok_lower=False, normalizer=bert)) is False
+    assert emb.encoder_casefolds(_model_folder(tmp_path / "g")) is False  # nothing says it lower-cases
+
+
 def test_ensure_same_fingerprint_message_names_artifact_and_both():
     a, b = _fp(), _fp(model_name="other/model", dim=16, weights_digest="ef" * 32)
     ensure_same_fingerprint(a, _fp(), "x")  # equal: no error
