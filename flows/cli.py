@@ -122,6 +122,13 @@ def _ranges_or_none(v: Optional[str]) -> Optional[str]:
     return v.strip() if v else None
 
 
+OnDuplicateOpt = Annotated[
+    str,
+    typer.Option("--on-duplicate", help="Parquet/JSONL rows repeating an id with a different text: error (fail), "
+                 "or keep the first / last row. Identical repeats are always dropped and counted"),
+]
+
+
 @app.command()
 def build(
     source: Annotated[str, typer.Option(help="'sample' (embedded enwiki excerpt), a *-pages-articles*.xml[.bz2] dump, or a .parquet/.jsonl with id,title,text")] = "sample",
@@ -139,6 +146,7 @@ def build(
     holdout_title: Annotated[Optional[list[str]], typer.Option(help="Title regex held out as OOD (repeatable)")] = None,
     n_bins: Annotated[int, typer.Option(help="Coherence quantile bins")] = 5,
     threshold: Annotated[Optional[list[str]], typer.Option(help="Gate threshold override NAME=VALUE, e.g. max_split_ks=0.6 (repeatable)")] = None,
+    on_duplicate: OnDuplicateOpt = "error",
 ) -> None:
     """Build a gated dataset from a Wikipedia snapshot and print its folder."""
     from lvm_core.config import BuildOptions
@@ -157,6 +165,7 @@ def build(
             holdout_titles=holdout_title or None,
             n_bins=n_bins,
             thresholds=_parse_thresholds(threshold),
+            on_duplicate=on_duplicate,
         )
         from flows.build_dataset import build_dataset
 
@@ -373,6 +382,7 @@ def run(
     batch: Annotated[int, typer.Option("--batch", "--batch-size", help="Batch size")] = 64,
     lr: Annotated[float, typer.Option(help="Learning rate")] = 1e-4,
     threshold: Annotated[Optional[list[str]], typer.Option(help="Gate threshold override NAME=VALUE (repeatable)")] = None,
+    on_duplicate: OnDuplicateOpt = "error",
     data_dir: DataDirOpt = None,
 ) -> None:
     """Run the whole pipeline (build → train → evaluate → promote) and print gates and model vs baselines."""
@@ -382,7 +392,7 @@ def run(
     def go():
         return lvm_pipeline(source=source, data_dir=_data_dir(data_dir), limit_articles=limit_articles, arch=arch,
                             epochs=epochs, batch_size=batch, lr=lr,
-                            build_options=BuildOptions(thresholds=_parse_thresholds(threshold)))
+                            build_options=BuildOptions(thresholds=_parse_thresholds(threshold), on_duplicate=on_duplicate))
 
     out = _run_flow(go)
     _print_dataset_summary(Path(out["dataset"]))

@@ -39,7 +39,8 @@ from lvm_core.storage import (
 )
 
 # Bump when a step's output for the same inputs changes, so cached work is not reused.
-STEP_VERSIONS = {"ingest": 1, "chunk": 1, "embed": 1, "analyse": 1}
+STEP_VERSIONS = {"ingest": 2, "chunk": 1, "embed": 1, "analyse": 1}
+INGEST_STATS_FILE = "ingest_stats.json"
 
 
 @dataclass(frozen=True)
@@ -82,18 +83,24 @@ def step_key(step: str, *parts: Any) -> str:
 
 
 def ingest_step(source: SourceInfo, config: BuildConfig, out_dir: Path, progress: bool = False) -> Path:
-    """Parse and clean the source into articles.parquet (skipped when already done)."""
+    """Parse and clean the source into articles.parquet (skipped when already done).
+
+    Repeated ids are counted into `ingest_stats.json` beside it (read into the manifest). A dump may
+    repeat a page: the first revision wins. A Parquet/JSONL row repeating an id with the same text is
+    dropped; with a different text the build fails unless `config.on_duplicate` is "first" or "last".
+    """
     from lvm_core import ingest
 
     out = Path(out_dir) / contracts.ARTICLES_FILE
     if out.exists():
         return out
+    policy = config.on_duplicate if ingest.is_tabular(source.path) else "first"
+    articles, dups = ingest.drop_duplicate_ids(
+        ingest.read_articles(source.path, limit=config.limit_articles, progress=progress),
+        on_duplicate=policy, source_name=Path(source.path).name,
+    )
     ids, titles, texts, hashes = [], [], [], []
-    seen: set[int] = set()
-    for article in ingest.read_articles(source.path, limit=config.limit_articles, progress=progress):
-        if article.article_id in seen:
-            continue  # a dump may repeat a page; the first revision wins
-        seen.add(article.article_id)
+    for article in articles:
         ids.append(article.article_id)
         titles.append(article.title)
         texts.append(article.text)
@@ -109,8 +116,19 @@ def ingest_step(source: SourceInfo, config: BuildConfig, out_dir: Path, progress
         },
         schema=contracts.ARTICLES_SCHEMA,
     )
+    write_json(Path(out_dir) / INGEST_STATS_FILE, dups.to_dict())
     write_parquet(out, table)
     return out
+
+
+def read_ingest_stats(articles_path: Path) -> dict[str, Any]:
+    """What the ingest step counted (repeated ids); empty for work folders of older builds."""
+    path = Path(articles_path).parent / INGEST_STATS_FILE
+    try:
+        stats = read_json(path)
+    except (OSError, ValueError):
+        return {}
+    return stats if isinstance(stats, dict) else {}
 
 
 def wiki_language(snapshot_id: str) -> str:
@@ -119,15 +137,24 @@ def wiki_language(snapshot_id: str) -> str:
     return m.group(1) if m else "en"
 
 
-def chunk_step(articles_path: Path, config: BuildConfig, out_dir: Path, language: str = "en") -> Path:
-    """Split articles into chunks.parquet."""
-    from lvm_core import chunking, ingest
+def chunk_step(
+    articles_path: Path, config: BuildConfig, out_dir: Path, language: str = "en", casefold: bool | None = None
+) -> Path:
+    """Split articles into chunks.parquet; text hashes case-fold only for an uncased encoder.
+
+    `casefold` defaults to what the configured encoder's folder says (`embedding.encoder_casefolds`).
+    """
+    from lvm_core import chunking, embedding, ingest
 
     out = Path(out_dir) / contracts.CHUNKS_FILE
     if out.exists():
         return out
     articles = pq.read_table(articles_path, columns=["article_id", "title", "text"]).to_pylist()
-    cfg = chunking.ChunkingConfig(min_words=config.min_words, max_words=config.max_words, language=language)
+    if casefold is None:
+        casefold = embedding.encoder_casefolds(config.encoder)
+    cfg = chunking.ChunkingConfig(
+        min_words=config.min_words, max_words=config.max_words, language=language, casefold=casefold
+    )
     table = chunking.chunk_articles(
         (ingest.Article(a["article_id"], a["title"], a["text"]) for a in articles), cfg
     )
@@ -136,6 +163,18 @@ def chunk_step(articles_path: Path, config: BuildConfig, out_dir: Path, language
     crash_point("chunk")
     write_parquet(out, table.cast(contracts.CHUNKS_SCHEMA))
     return out
+
+
+def _check_hash_casing(texts: list[str], hashes: list[str], casefold: bool, chunks_path: Path, n: int = 256) -> None:
+    """Refuse chunks hashed with another case normalisation than the encoder's (the cache is keyed by hash)."""
+    from lvm_core.chunking import text_hash
+
+    for text, h in zip(texts[:n], hashes[:n]):
+        if text_hash(text, casefold) != h:
+            raise DataContractError(
+                f"{chunks_path}: chunk text hashes were not made with this encoder's normalisation "
+                f"({'case-folded' if casefold else 'cased'}); rebuild the chunks for this encoder"
+            )
 
 
 @dataclass
@@ -162,6 +201,7 @@ def embed_step(
     texts = chunks.column("text").to_pylist()
     hashes = chunks.column("text_hash").to_pylist()
     encoder = embedding.load_encoder(config.encoder)
+    _check_hash_casing(texts, hashes, encoder.fingerprint.casefold, chunks_path)
     cache = embedding.EmbeddingCache(contracts.embedding_cache_dir(data_dir), encoder.fingerprint)
     vectors, stats = embedding.embed_texts(
         texts, hashes, encoder, cache, batch_size=config.batch_size, show_progress=progress
@@ -271,6 +311,7 @@ def analyse_step(
     oracle = float(retrieval.oracle_recall_at_k(bank, eval_targets, k=5)) if len(eval_targets) else 0.0
 
     coh_values = coh["coherence"].drop_nulls().to_numpy()
+    ingest_stats = read_ingest_stats(articles_path)
     manifest: dict[str, Any] = {
         "dataset_id": source.dataset_id,
         "snapshot_id": source.snapshot_id,
@@ -288,7 +329,11 @@ def analyse_step(
             "articles": int(articles.num_rows),
             "chunks": int(len(article_ids)),
             "sequences": {k: len(v) for k, v in seqs.items()},
+            "duplicate_ids": ingest_stats.get("duplicate_ids"),
+            "duplicate_rows_dropped": ingest_stats.get("duplicate_rows_dropped"),
+            "duplicate_ids_conflicting": ingest_stats.get("duplicate_ids_conflicting"),
         },
+        "ingest": ingest_stats,
         "sequences": {k: len(v) for k, v in seqs.items()},
         "context_len": ctx,
         "coherence": {

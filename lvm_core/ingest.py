@@ -19,7 +19,7 @@ import os
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -42,10 +42,14 @@ from lvm_core.storage import file_digest
 
 __all__ = [
     "Article",
+    "DuplicateIdError",
+    "DuplicateReport",
     "IngestError",
     "SAMPLE_FILES",
     "clean_wikitext",
+    "drop_duplicate_ids",
     "is_disambiguation",
+    "is_tabular",
     "read_articles",
     "resolve_source",
     "sample_dump_path",
@@ -496,6 +500,83 @@ def _tidy_line(line: str) -> str:
     line = _PAREN_OPEN_PUNCT.sub("(", line)
     line = _SPACE_BEFORE_PUNCT.sub(r"\1", line)
     return _SPACES.sub(" ", line).strip()
+
+
+# --- repeated ids ------------------------------------------------------------------------------------
+
+
+class DuplicateIdError(IngestError):
+    """A tabular source holds one id with different texts and no `on_duplicate` policy says which to keep."""
+
+
+@dataclass
+class DuplicateReport:
+    """Repeated article ids in a source and what was done with them (goes into the dataset manifest)."""
+
+    policy: str = "first"
+    duplicate_ids: int = 0  # ids met more than once
+    duplicate_rows_dropped: int = 0  # rows dropped because their id was met before
+    conflicting_ids: int = 0  # of duplicate_ids, those whose rows have different texts
+    conflicting_examples: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "on_duplicate": self.policy,
+            "duplicate_ids": self.duplicate_ids,
+            "duplicate_rows_dropped": self.duplicate_rows_dropped,
+            "duplicate_ids_conflicting": self.conflicting_ids,
+            "conflicting_id_examples": list(self.conflicting_examples),
+        }
+
+
+_DUPLICATE_POLICIES = ("error", "first", "last")
+
+
+def drop_duplicate_ids(
+    articles: Iterable[Article], on_duplicate: str = "error", source_name: str = "source"
+) -> tuple[list[Article], DuplicateReport]:
+    """One article per id, in first-seen order, and a count of what was dropped.
+
+    Rows repeating an id with the same text are dropped (counted, no error). When the texts differ,
+    `on_duplicate` decides: "first" or "last" keeps that row's title and text (at the id's first
+    position); "error" raises `DuplicateIdError` naming how many ids conflict and some of them.
+    """
+    if on_duplicate not in _DUPLICATE_POLICIES:
+        raise ValueError(f"on_duplicate={on_duplicate!r}: expected one of {', '.join(_DUPLICATE_POLICIES)}")
+    kept: list[Article] = []
+    position: dict[int, int] = {}
+    repeated: set[int] = set()
+    conflicting: dict[int, None] = {}  # ordered set
+    dropped = 0
+    for article in articles:
+        i = position.get(article.article_id)
+        if i is None:
+            position[article.article_id] = len(kept)
+            kept.append(article)
+            continue
+        dropped += 1
+        repeated.add(article.article_id)
+        if article.text != kept[i].text:
+            conflicting.setdefault(article.article_id)
+        if on_duplicate == "last":
+            kept[i] = article
+    report = DuplicateReport(
+        policy=on_duplicate, duplicate_ids=len(repeated), duplicate_rows_dropped=dropped,
+        conflicting_ids=len(conflicting), conflicting_examples=list(conflicting)[:10],
+    )
+    if conflicting and on_duplicate == "error":
+        ids = ", ".join(str(a) for a in list(conflicting)[:5]) + (", ..." if len(conflicting) > 5 else "")
+        raise DuplicateIdError(
+            f"{source_name}: {len(conflicting)} id(s) occur in several rows with different texts "
+            f"(e.g. id {ids}); choose which row to keep with --on-duplicate first|last"
+        )
+    return kept, report
+
+
+def is_tabular(path: str | os.PathLike[str]) -> bool:
+    """Whether a source file is Parquet/JSONL (rows with id,title,text) rather than a MediaWiki dump."""
+    reader = _reader_for(Path(path))
+    return reader in (_read_parquet, _read_jsonl)
 
 
 # --- tabular sources ---------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from lvm_core import dataset as ds
 from lvm_core.config import BuildConfig
+from lvm_core.embedding import encoder_casefolds
 from lvm_core.faults import crash_point
 from lvm_core.gates import GateReport
 from lvm_core.progress import progress_enabled
@@ -18,7 +19,7 @@ from tasks.common import COMPUTE_RETRIES, HEAVY_CPU_TAG, HOUR, IO_RETRIES, outpu
 
 def _ingest_out(p: dict[str, Any]) -> tuple[str, Path]:
     source, config = p["source"], p["config"]
-    key = ds.step_key("ingest", source.digest, config.limit_articles, source.snapshot_id)
+    key = ds.step_key("ingest", source.digest, config.limit_articles, source.snapshot_id, config.on_duplicate)
     return key, ds.work_dir(config.resolved_data_dir(), "ingest", key) / "articles.parquet"
 
 
@@ -59,7 +60,9 @@ def ingest(source: ds.SourceInfo, config: BuildConfig) -> Path:
 def _chunk_out(p: dict[str, Any]) -> tuple[str, Path]:
     config = p["config"]
     lang = ds.wiki_language(p["source"].snapshot_id)
-    key = ds.step_key("chunk", str(p["articles_path"]), config.min_words, config.max_words, lang)
+    casefold = encoder_casefolds(config.encoder)
+    parts = [str(p["articles_path"]), config.min_words, config.max_words, lang]
+    key = ds.step_key("chunk", *parts, *([] if casefold else ["cased"]))  # uncased: the key of before
     return key, ds.work_dir(config.resolved_data_dir(), "chunk", key) / "chunks.parquet"
 
 
@@ -74,7 +77,8 @@ def _chunk_out(p: dict[str, Any]) -> tuple[str, Path]:
 def chunk(articles_path: Path, source: ds.SourceInfo, config: BuildConfig) -> Path:
     """Sentence-split and group into bounded chunks, never across paragraphs or articles."""
     _, out = _chunk_out({"articles_path": articles_path, "config": config, "source": source})
-    return ds.chunk_step(articles_path, config, out.parent, language=ds.wiki_language(source.snapshot_id))
+    return ds.chunk_step(articles_path, config, out.parent, language=ds.wiki_language(source.snapshot_id),
+                         casefold=encoder_casefolds(config.encoder))
 
 
 def _embed_out(chunks_path: Path, config: BuildConfig) -> Path:

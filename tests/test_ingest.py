@@ -6,6 +6,7 @@ import bz2
 import json
 import re
 import shutil
+import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -228,6 +229,80 @@ def test_tabular_missing_column(tmp_path):
     with pytest.raises(IngestError) as exc:
         list(read_articles(bad_id))
     _assert_one_line_error(exc, "bad_id.jsonl")
+
+
+# --- repeated ids in tabular sources -----------------------------------------------------------------
+
+
+def _duplicated_jsonl(path: Path, n_conflicting: int) -> Path:
+    """40 rows: ids 0..19 once, then ids 0..19 again; the first `n_conflicting` repeats carry another text."""
+    rows = [{"id": i, "title": f"T{i}", "text": f"Article {i} is about topic {i}."} for i in range(20)]
+    rows += [
+        {"id": i, "title": f"T{i} (rev)", "text": f"Article {i} was rewritten." if i < n_conflicting else r["text"]}
+        for i, r in enumerate(rows[:20])
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _ingest(path: Path, data_dir: Path, **options) -> tuple[list[dict], dict]:
+    from lvm_core import dataset as ds
+    from lvm_core.config import BuildConfig
+
+    config = BuildConfig(source=str(path), data_dir=str(data_dir), **options)
+    source = ds.resolve_source(config)
+    out = ds.ingest_step(source, config, data_dir / "work" / uuid.uuid4().hex)
+    return pq.read_table(out).to_pylist(), ds.read_ingest_stats(out)
+
+
+def test_identical_repeated_ids_are_dropped_and_counted(tmp_path):
+    rows, stats = _ingest(_duplicated_jsonl(tmp_path / "same.jsonl", 0), tmp_path)
+    assert [r["article_id"] for r in rows] == list(range(20))
+    assert [r["title"] for r in rows[:2]] == ["T0", "T1"]
+    assert stats["duplicate_ids"] == 20 and stats["duplicate_rows_dropped"] == 20
+    assert stats["duplicate_ids_conflicting"] == 0 and stats["on_duplicate"] == "error"
+
+
+def test_repeated_ids_with_other_text_fail_unless_a_row_is_chosen(tmp_path):
+    from lvm_core.ingest import DuplicateIdError
+
+    path = _duplicated_jsonl(tmp_path / "dups.jsonl", 3)
+    with pytest.raises(DuplicateIdError) as exc:
+        _ingest(path, tmp_path)
+    msg = _assert_one_line_error(exc, "dups.jsonl")
+    assert "3 id(s)" in msg and "id 0, 1, 2" in msg and "--on-duplicate" in msg
+
+    first, stats = _ingest(path, tmp_path, on_duplicate="first")
+    assert len(first) == 20 and first[1]["text"] == "Article 1 is about topic 1." and first[1]["title"] == "T1"
+    assert (stats["duplicate_ids"], stats["duplicate_rows_dropped"], stats["duplicate_ids_conflicting"]) == (20, 20, 3)
+    last, stats = _ingest(path, tmp_path, on_duplicate="last")
+    assert [r["article_id"] for r in last] == list(range(20))  # the id keeps its first position
+    assert last[1]["text"] == "Article 1 was rewritten." and last[1]["title"] == "T1 (rev)"
+    assert last[5]["title"] == "T5 (rev)" and last[5]["text"] == "Article 5 is about topic 5."
+    assert stats["on_duplicate"] == "last" and stats["duplicate_ids_conflicting"] == 3
+
+
+def test_repeated_page_in_a_dump_keeps_its_first_revision_and_is_counted(tmp_path):
+    text = TINY.read_text(encoding="utf-8")
+    first_page = re.search(r"<page>.*?</page>", text, re.S).group(0)
+    changed = re.sub(r"(<text[^>]*>)", r"\1Rewritten lead of the page.\n\n", first_page, count=1)
+    dump = tmp_path / "repeat-pages-articles.xml"
+    dump.write_text(text.replace("</mediawiki>", changed + "\n</mediawiki>"), encoding="utf-8")
+    once = [a for a in read_articles(TINY)]
+    rows, stats = _ingest(dump, tmp_path)  # on_duplicate="error" does not apply to dumps
+    assert [r["article_id"] for r in rows] == [a.article_id for a in once]
+    assert [r["text"] for r in rows] == [a.text for a in once]
+    assert stats["duplicate_rows_dropped"] == 1 and stats["on_duplicate"] == "first"
+
+
+def test_on_duplicate_option_is_validated():
+    from pydantic import ValidationError
+
+    from lvm_core.config import BuildOptions
+
+    assert BuildOptions().on_duplicate == "error"
+    with pytest.raises(ValidationError):
+        BuildOptions(on_duplicate="newest")
 
 
 # --- bad inputs ----------------------------------------------------------------------------------------
