@@ -621,7 +621,7 @@ def embed_texts(
     cache: EmbeddingCache | None,
     batch_size: int = 64,
     show_progress: bool = False,
-    flush_every: int = 2048,
+    flush_every: int = 512,
 ) -> tuple[np.ndarray, EmbedStats]:
     """Vectors for `texts` (row i <-> texts[i]), encoding each distinct hash once and only if not cached.
 

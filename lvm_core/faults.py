@@ -8,8 +8,9 @@ fault there:
     LVM_FAULT_INJECT="term@train.batch#30"    SIGTERM this process at the 30th training batch
     LVM_FAULT_INJECT="hang@gates"             touch $LVM_FAULT_MARKER, then wait (for a signal from outside)
 
-`kill` is what an OOM kill or a lost machine does to the whole job (the CLI, its temporary Prefect API
-server and any helper processes); `term`/`int` are the polite stops of an operator or a scheduler.
+`kill` is what an OOM kill or a lost machine does to the whole job: SIGKILL to the process group (the
+temporary Prefect API server lives in a group of its own and is told by the kernel to stop when the CLI
+dies); `term`/`int` are the polite stops of an operator or a scheduler.
 Several faults may be given, comma-separated. Points are listed in `CRASH_POINTS`.
 """
 

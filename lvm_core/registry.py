@@ -445,8 +445,8 @@ class TrainingRun:
         if exc_type is None:
             self.end("FAILED" if self._failure else "FINISHED")
             return False
-        if isinstance(exc, KeyboardInterrupt):
-            self._set_failure("interrupted (KeyboardInterrupt)")
+        if isinstance(exc, KeyboardInterrupt) or exc_type.__name__ == "TerminationSignal":  # Ctrl-C, SIGTERM
+            self._set_failure(f"interrupted ({'SIGINT' if isinstance(exc, KeyboardInterrupt) else 'SIGTERM'})")
             self.end("KILLED")
         else:
             self._set_failure(f"{exc_type.__name__}: {exc}")

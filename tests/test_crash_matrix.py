@@ -1,4 +1,4 @@
-"""Crash matrix: `lvm run` SIGKILLed (process group: CLI + its temporary Prefect API) at every stage, then the
+"""Crash matrix: `lvm run` SIGKILLed (its process group; its temporary Prefect API dies with it) at every stage, then the
 same command again. The rerun must complete, and leave what a clean run leaves: the same dataset, one
 complete model version per finished training, a champion that passed its gates, no RUNNING MLflow run or
 Prefect flow run, no staging folders, no held slot.
@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 STAGES = {
     "ingest": "kill@ingest",
     "chunk": "kill@chunk",
-    "embed": "kill@embed.batch",
+    "embed": "kill@embed.batch#2",  # after the first block of vectors reached the cache
     "analyse": "kill@analyse",
     "gates": "kill@gates",
     "publish": "kill@publish",
