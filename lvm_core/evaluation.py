@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from lvm_core.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES, ArticleBootstrap
 from lvm_core.retrieval import TIE_EPS, ChunkBank, oracle_recall_at_k, unit_rows
 from lvm_core.baselines import l2_normalize
 from lvm_core.sequences import SequenceSet
@@ -31,6 +32,39 @@ OFFSET_AFTER = 3
 #: Metrics where a lower value is better (everything else: higher is better).
 LOWER_IS_BETTER = frozenset({"median_rank"})
 SUMMARY_METRICS = ("cosine", "margin", "r@5", "mrr", "contrastive_acc")
+#: Metrics that are means over windows: each gets an article-bootstrap interval, and a model − baseline
+#: delta with its interval (DESIGN "Evaluation": intervals).
+INTERVAL_METRICS = (
+    "cosine", "margin", "r@1", "r@5", "r@10", "mrr", "within_r@1", "within_r@5", "within_mrr", "contrastive_acc",
+)
+#: Split whose numbers are reported and gated: `test` where the evaluation has it, else `val` (older datasets).
+REPORTING_SPLITS = ("test", "val")
+
+
+def reporting_split(source: Any) -> str:
+    """The split to report and gate: "test" when `source` has test windows, otherwise "val".
+
+    `source` is an `EvaluationResult`, its `to_dict()`, a `metrics[predictor][split][metric]` dict or a
+    sequence of split names. A test split listed with 0 windows does not count.
+    """
+    if isinstance(source, EvaluationResult):
+        splits, metrics = source.splits, source.metrics
+    elif isinstance(source, Mapping) and "splits" in source:
+        splits, metrics = list(source["splits"]), source.get("metrics") or {}
+    elif isinstance(source, Mapping):
+        metrics = source
+        splits = sorted({s for per_split in metrics.values() if isinstance(per_split, Mapping) for s in per_split})
+    else:
+        splits, metrics = list(source), {}
+
+    def has_windows(split: str) -> bool:
+        if split not in splits:
+            return False
+        counts = [m.get(split, {}).get("n_windows") for m in metrics.values() if isinstance(m, Mapping)]
+        counts = [c for c in counts if c is not None]
+        return not counts or any(int(c) > 0 for c in counts)
+
+    return next((s for s in REPORTING_SPLITS if has_windows(s)), "val")
 
 
 class EvaluationError(ValueError):
@@ -248,12 +282,17 @@ def retrieval_metrics(
     Returns r@k for each k, mrr and median_rank. Ties are pessimistic; chunks with the target's text
     hash count as the target (see `ChunkBank.rank_of`).
     """
-    w = _windows(seqs)
-    pred = _check_pred(pred, w.n, bank.dim)
-    ranks = bank.rank_of(pred, w.target_rows, w.context_rows)
+    ranks = retrieval_ranks(pred, bank, seqs)
     out = _rank_summary(ranks, ks)
     out["median_rank"] = float(np.median(ranks))
     return out
+
+
+def retrieval_ranks(pred: np.ndarray, bank: ChunkBank, seqs: SequenceLike) -> np.ndarray:
+    """Per-window rank (1 = best) of the true target in the whole bank, context rows excluded."""
+    w = _windows(seqs)
+    pred = _check_pred(pred, w.n, bank.dim)
+    return np.asarray(bank.rank_of(pred, w.target_rows, w.context_rows))
 
 
 def within_article_metrics(
@@ -264,6 +303,13 @@ def within_article_metrics(
     Harder than it sounds: neighbouring chunks of one article are the closest distractors.
     Same tie policy as `ChunkBank.rank_of` (pessimistic; same-text-hash chunks count as the target).
     """
+    return _rank_summary(within_article_ranks(pred, bank, seqs, tie_eps), ks)
+
+
+def within_article_ranks(
+    pred: np.ndarray, bank: ChunkBank, seqs: SequenceLike, tie_eps: float = TIE_EPS
+) -> np.ndarray:
+    """Per-window rank of the true target among its own article's chunks minus the context rows."""
     w = _windows(seqs)
     pred = _unit(_check_pred(pred, w.n, bank.dim))
     ranks = np.ones(w.n, dtype=np.int64)
@@ -292,7 +338,7 @@ def within_article_metrics(
         ii, jj = np.nonzero(in_art)
         ahead[ii, pos_c[ii, jj]] = False
         ranks[win] = 1 + ahead.sum(axis=1)
-    return _rank_summary(ranks, ks)
+    return ranks
 
 
 def contrastive_accuracy(
@@ -304,7 +350,23 @@ def contrastive_accuracy(
     target_keys: np.ndarray | None = None,
     tie_eps: float = TIE_EPS,
 ) -> float:
-    """Mean over windows of the share of OTHER targets farther from the prediction than the true one.
+    """Mean over windows of `contrastive_shares` (NaN windows, those without negatives, left out)."""
+    shares = contrastive_shares(
+        pred, targets, max_negatives=max_negatives, seed=seed, target_keys=target_keys, tie_eps=tie_eps
+    )
+    return float(np.nanmean(shares)) if np.isfinite(shares).any() else float("nan")
+
+
+def contrastive_shares(
+    pred: np.ndarray,
+    targets: np.ndarray,
+    *,
+    max_negatives: int = 1024,
+    seed: int = 0,
+    target_keys: np.ndarray | None = None,
+    tie_eps: float = TIE_EPS,
+) -> np.ndarray:
+    """Per window: the share of OTHER targets farther from the prediction than the true one (NaN: none).
 
     As in Meta's Large Concept Model paper. All other targets are negatives when there are at most
     `max_negatives` of them; otherwise each window draws `max_negatives` (with replacement) from a
@@ -318,7 +380,7 @@ def contrastive_accuracy(
         raise EvaluationError(f"contrastive_accuracy: pred {p.shape} and targets {t.shape} must be equal (n, D)")
     n = p.shape[0]
     if n < 2:
-        return float("nan")
+        return np.full(n, np.nan)
     keys = None
     if target_keys is not None:
         _, keys = np.unique(np.asarray(target_keys), return_inverse=True)
@@ -350,7 +412,7 @@ def contrastive_accuracy(
         n_valid = valid.sum(axis=1)
         ok = n_valid > 0
         shares[s:e][ok] = farther.sum(axis=1)[ok] / n_valid[ok]
-    return float(np.nanmean(shares)) if np.isfinite(shares).any() else float("nan")
+    return shares
 
 
 # --- context ablations and rollout -----------------------------------------------------------------
@@ -556,6 +618,10 @@ class EvaluationResult:
     metrics[predictor][split][metric]; offset_sweep[predictor][split][k] = mean cosine, with
     offset_counts[split][k] windows; neighbors[split] for the model; metrics_by_bin[predictor][split][bin]
     = mean cosine with bin_counts[split][bin]; oracle_recall[split] at K=5; data_direction[split][j].
+
+    Intervals (article-level bootstrap, settings in config["bootstrap"]):
+    intervals[predictor][split][metric] = {"mean", "low", "high"} for every metric in INTERVAL_METRICS;
+    deltas[split][baseline][metric] = {"delta", "low", "high"}: model − baseline on the same windows.
     """
 
     predictors: list[str]
@@ -569,10 +635,27 @@ class EvaluationResult:
     oracle_recall: dict[str, float] = field(default_factory=dict)
     data_direction: dict[str, list[float]] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    intervals: dict[str, dict[str, dict[str, dict[str, float]]]] = field(default_factory=dict)
+    deltas: dict[str, dict[str, dict[str, dict[str, float]]]] = field(default_factory=dict)
 
     @property
     def model_name(self) -> str:
         return self.predictors[0]
+
+    @property
+    def reporting_split(self) -> str:
+        """ "test" when this result has test windows, else "val" (see `reporting_split`)."""
+        return reporting_split(self)
+
+    def interval(self, predictor: str, split: str, name: str = "cosine") -> tuple[float, float]:
+        """(low, high) of a metric's article-bootstrap interval; (nan, nan) when none was computed."""
+        iv = self.intervals.get(predictor, {}).get(split, {}).get(name) or {}
+        return float(_nan(iv.get("low"))), float(_nan(iv.get("high")))
+
+    def delta(self, baseline: str, split: str, name: str = "cosine") -> dict[str, float]:
+        """{"delta", "low", "high"} of model − `baseline` on `split` (NaN entries when not computed)."""
+        d = self.deltas.get(split, {}).get(baseline, {}).get(name) or {}
+        return {k: float(_nan(d.get(k))) for k in ("delta", "low", "high")}
 
     def metric(self, predictor: str, split: str, name: str) -> float:
         try:
@@ -629,6 +712,8 @@ class EvaluationResult:
                 "oracle_recall": self.oracle_recall,
                 "data_direction": self.data_direction,
                 "config": self.config,
+                "intervals": self.intervals,
+                "deltas": self.deltas,
             }
         )
 
@@ -647,6 +732,8 @@ class EvaluationResult:
             oracle_recall=data.get("oracle_recall", {}),
             data_direction=data.get("data_direction", {}),
             config=data.get("config", {}),
+            intervals=data.get("intervals", {}),
+            deltas=data.get("deltas", {}),
         )
 
 
@@ -680,12 +767,17 @@ def evaluate_predictors(
     neighbor_k: int = 3,
     max_negatives: int = 1024,
     batch_size: int = 1024,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    interval_level: float = DEFAULT_LEVEL,
 ) -> EvaluationResult:
     """Every metric for every predictor on the same windows of each split.
 
     The first predictor is treated as the model (neighbour table, `best_baseline` default exclusion).
     `article_bins` (article_id -> coherence bin) adds a per-bin cosine breakdown. `bank` defaults to an
     exact ChunkBank over `vectors`. A split with no windows is recorded with n_windows = 0.
+    Every metric in INTERVAL_METRICS gets an article-bootstrap interval (`n_resamples` seeded with `seed`,
+    the same article draws for every predictor of a split), and so does every model − baseline delta;
+    `n_resamples=0` skips them.
     """
     if not predictors:
         raise EvaluationError("evaluate_predictors: no predictors given")
@@ -727,6 +819,13 @@ def evaluate_predictors(
             "n_chunks": n_rows,
             "dim": int(vectors.shape[1]),
             "tie_policy": "pessimistic; same text hash counts as the target",
+            "bootstrap": {
+                "unit": "article",
+                "n_resamples": int(n_resamples),
+                "level": float(interval_level),
+                "seed": seed,
+                "n_articles": {},
+            },
         },
     )
     for p in names:
@@ -751,22 +850,37 @@ def evaluate_predictors(
             vectors, SequenceSet(w.context_rows, w.target_rows, w.article_ids, w.target_chunk_index)
         )
         roll_n = int(rollout_mask(w, article_ids, chunk_index, horizon).sum())
+        per_window: dict[str, dict[str, np.ndarray]] = {}
         for i, p in enumerate(names):
             t0 = time.perf_counter()
             predict = as_predictor(predictors[p], p)
             pred = predict_rows(predict, vectors, w.context_rows, batch_size)
             cos = cosine_to_target(pred, vectors, w)
+            margin = margin_vs_last(pred, vectors, w)
             m: dict[str, float] = {
                 "n_windows": w.n,
                 "cosine": _mean(cos),
                 "cosine_std": float(np.std(cos)),
-                "margin": _mean(margin_vs_last(pred, vectors, w)),
+                "margin": _mean(margin),
             }
-            m.update(retrieval_metrics(pred, bank, w))
-            m.update({f"within_{k}": v for k, v in within_article_metrics(pred, bank, w).items()})
-            m["contrastive_acc"] = contrastive_accuracy(
+            ranks = retrieval_ranks(pred, bank, w)
+            m.update(_rank_summary(ranks, (1, 5, 10)))
+            m["median_rank"] = float(np.median(ranks))
+            w_ranks = within_article_ranks(pred, bank, w)
+            m.update({f"within_{k}": v for k, v in _rank_summary(w_ranks, (1, 5)).items()})
+            shares = contrastive_shares(
                 pred, tgt, max_negatives=max_negatives, seed=seed, target_keys=text_hash[w.target_rows]
             )
+            m["contrastive_acc"] = float(np.nanmean(shares)) if np.isfinite(shares).any() else float("nan")
+            per_window[p] = {
+                "cosine": cos,
+                "margin": margin,
+                **{f"r@{k}": (ranks <= k).astype(np.float64) for k in (1, 5, 10)},
+                "mrr": 1.0 / ranks,
+                **{f"within_r@{k}": (w_ranks <= k).astype(np.float64) for k in (1, 5)},
+                "within_mrr": 1.0 / w_ranks,
+                "contrastive_acc": shares,
+            }
             for k, v in ablations(predict, vectors, w, seed, base_pred=pred, batch_size=batch_size).items():
                 m[f"ablation_{k}"] = v
             for h, v in enumerate(
@@ -788,4 +902,38 @@ def evaluate_predictors(
                 res.neighbors[split] = neighbor_table(pred, bank, texts, w, n_neighbor_samples, neighbor_k, seed)
             m["seconds"] = time.perf_counter() - t0
             res.metrics[p][split] = m
+        if n_resamples > 0:
+            _add_intervals(res, split, w, per_window, n_resamples, interval_level, seed)
     return res
+
+
+def _add_intervals(
+    res: EvaluationResult,
+    split: str,
+    w: Windows,
+    per_window: Mapping[str, Mapping[str, np.ndarray]],
+    n_resamples: int,
+    level: float,
+    seed: int,
+) -> None:
+    """Article-bootstrap intervals of every INTERVAL_METRICS mean and every model − baseline delta of `split`."""
+    boot = ArticleBootstrap(w.article_ids, n_resamples, level, seed)
+    res.config["bootstrap"]["n_articles"][split] = boot.n_articles
+    model = res.model_name
+    columns: dict[tuple[str, str, str], np.ndarray] = {}
+    for p, cols in per_window.items():
+        for name in INTERVAL_METRICS:
+            columns[("mean", p, name)] = cols[name]
+            if p != model:
+                columns[("delta", p, name)] = per_window[model][name] - cols[name]
+    keys = list(columns)
+    ivs = boot.intervals({str(i): columns[k] for i, k in enumerate(keys)})
+    res.deltas[split] = {}
+    for i, (kind, p, name) in enumerate(keys):
+        iv = ivs[str(i)]
+        if kind == "mean":
+            res.intervals.setdefault(p, {}).setdefault(split, {})[name] = {
+                "mean": iv.mean, "low": iv.low, "high": iv.high
+            }
+        else:
+            res.deltas[split].setdefault(p, {})[name] = {"delta": iv.mean, "low": iv.low, "high": iv.high}

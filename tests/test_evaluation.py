@@ -399,6 +399,45 @@ def test_evaluate_predictors_empty_split_and_predict_objects(data):
     assert json.dumps(res.to_dict(), allow_nan=False)
 
 
+def test_evaluate_predictors_intervals_and_deltas(data):
+    v, aids, cidx, hashes, texts, seqs = data
+    splits = {"val": _split(seqs, [100, 101, 102, 103]), "test": _split(seqs, [104, 105, 106, 107])}
+    preds = {"model": make_shift(v), "copy_last": copy_last, "same_as_copy_last": copy_last}
+    res = evaluate_predictors(preds, v, splits, aids, cidx, hashes, texts, splits=("val", "test"), n_resamples=500)
+    assert res.config["bootstrap"] == {
+        "unit": "article", "n_resamples": 500, "level": 0.95, "seed": 0, "n_articles": {"val": 4, "test": 4}
+    }
+    for p in preds:
+        for s in ("val", "test"):
+            for name in ev.INTERVAL_METRICS:
+                iv = res.intervals[p][s][name]
+                assert iv["mean"] == pytest.approx(res.metrics[p][s][name]), (p, s, name)
+                assert iv["low"] <= iv["mean"] + 1e-12 and iv["mean"] <= iv["high"] + 1e-12, (p, s, name)
+    # deltas are model − baseline on the same windows; a predictor equal to the model's baseline is [0, 0]
+    assert set(res.deltas["test"]) == {"copy_last", "same_as_copy_last"}
+    d = res.delta("copy_last", "test")
+    want = res.metrics["model"]["test"]["cosine"] - res.metrics["copy_last"]["test"]["cosine"]
+    assert d["delta"] == pytest.approx(want) and d["low"] > 0  # the perfect predictor is clearly better
+    assert res.deltas["test"]["copy_last"]["r@1"]["delta"] > 0
+    lo, hi = res.interval("copy_last", "test")
+    assert lo < res.metrics["copy_last"]["test"]["cosine"] < hi
+    same = evaluate_predictors({"a": copy_last, "b": copy_last}, v, splits, aids, cidx, hashes, texts, splits=("val",))
+    for name in ev.INTERVAL_METRICS:
+        assert same.deltas["val"]["b"][name] == {"delta": 0.0, "low": 0.0, "high": 0.0}
+    # reporting split: test where present, else val; JSON round trip keeps intervals
+    assert res.reporting_split == ev.reporting_split(res) == "test"
+    assert same.reporting_split == "val" and ev.reporting_split(("val", "ood")) == "val"
+    assert ev.reporting_split({"m": {"val": {"n_windows": 5}, "test": {"n_windows": 0}}}) == "val"
+    back = EvaluationResult.from_dict(json.loads(json.dumps(res.to_dict(), allow_nan=False)))
+    assert back.delta("copy_last", "test") == pytest.approx(d) and back.reporting_split == "test"
+    old_style = res.to_dict()
+    del old_style["intervals"], old_style["deltas"]  # results written before intervals still load
+    old = EvaluationResult.from_dict(old_style)
+    assert old.intervals == {} and np.isnan(old.delta("copy_last", "test")["low"])
+    skipped = evaluate_predictors({"a": copy_last}, v, splits, aids, cidx, hashes, texts, splits=("val",), n_resamples=0)
+    assert skipped.intervals == {} and skipped.deltas == {}
+
+
 @pytest.mark.slow
 def test_evaluation_at_sample_scale():
     """~11k chunks x 384-d, ~1k windows per split, 5 predictors: seconds, not minutes."""
