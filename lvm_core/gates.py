@@ -27,6 +27,9 @@ class GateThresholds:
     min_ood_cosine: float = 0.55
     max_ood_val_gap: float = 0.05
     must_beat_best_baseline: bool = True
+    # the LOWER bound of the delta's interval (model − best trivial baseline, cosine, reporting split) must
+    # exceed this margin
+    beats_baseline_margin: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,17 +92,37 @@ class GateFailedError(RuntimeError):
 
 
 def post_training_gates(
-    metrics: dict[str, dict[str, dict[str, float]]],
+    metrics: Any,
     model: str,
     manifest: dict[str, Any],
     thresholds: GateThresholds = GateThresholds(),
+    *,
+    deltas: dict[str, Any] | None = None,
 ) -> GateReport:
-    """The plan's model gates on `metrics[predictor][split][metric]`, plus: beats the best trivial baseline.
+    """The plan's model gates, plus: beats the best trivial baseline — on the interval, not the point.
 
+    `metrics` is an `EvaluationResult` (or its `to_dict()`), whose `deltas` carry the bootstrap
+    intervals, or a plain `metrics[predictor][split][metric]` dict with the intervals passed as
+    `deltas[split][baseline]["cosine"] = {"delta", "low", "high"}` (model − baseline, same windows).
+    `beats_best_baseline` picks the best baseline by val cosine (selection happens on val) and passes
+    only when the lower bound of model − that baseline on the reporting split ("test" when evaluated,
+    else "val") exceeds `thresholds.beats_baseline_margin`; without an interval it fails.
     Data gates (leakage, oracle recall) are re-read from the dataset manifest so the model's gate
     report is complete on its own.
     """
     import math
+
+    from lvm_core.evaluation import EvaluationResult, reporting_split
+
+    if isinstance(metrics, dict) and "predictors" in metrics and "metrics" in metrics:
+        metrics = EvaluationResult.from_dict(metrics)
+    if isinstance(metrics, EvaluationResult):
+        deltas = metrics.deltas if deltas is None else deltas
+        report_split = metrics.reporting_split
+        metrics = metrics.metrics
+    else:
+        report_split = reporting_split(metrics)
+    deltas = deltas or {}
 
     def cos(pred: str, split: str) -> float:
         v = metrics.get(pred, {}).get(split, {}).get("cosine")
@@ -128,10 +151,30 @@ def post_training_gates(
         ),
     ]
     if thresholds.must_beat_best_baseline:
-        results.append(
-            GateResult("beats_best_baseline", val > best_val, val, best_val, detail=f"best trivial baseline on val: {best_name}")
-        )
+        results.append(_beats_best_baseline(deltas, best_name, report_split, thresholds.beats_baseline_margin))
     for r in results:  # NaN never passes
         if isinstance(r.value, float) and math.isnan(r.value):
             r.passed = False
     return GateReport(stage="post_training", results=results)
+
+
+def _beats_best_baseline(deltas: dict[str, Any], baseline: str, split: str, margin: float) -> GateResult:
+    """Lower bound of the model − `baseline` cosine delta on `split` must exceed `margin`."""
+    import math
+
+    d = (deltas.get(split) or {}).get(baseline, {}).get("cosine") or {}
+
+    def num(key: str) -> float:
+        v = d.get(key)
+        return float("nan") if v is None else float(v)
+
+    delta, low, high = num("delta"), num("low"), num("high")
+    value = {"baseline": baseline, "split": split, "delta": delta, "low": low, "high": high}
+    if not math.isfinite(low):
+        detail = (f"no bootstrap interval of cosine Δ (model − {baseline}) on {split}; "
+                  f"the gate needs one (evaluate with n_resamples > 0 and at least 2 articles)")
+        return GateResult("beats_best_baseline", False, value, margin, detail=detail)
+    passed = low > margin
+    detail = (f"cosine Δ (model − {baseline}, best trivial baseline on val) on {split}: "
+              f"{delta:+.4f} [{low:+.4f}, {high:+.4f}]; lower bound {'>' if passed else '<='} margin {margin:+.4f}")
+    return GateResult("beats_best_baseline", passed, value, margin, detail=detail)

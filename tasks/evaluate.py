@@ -66,7 +66,8 @@ def evaluate(model: registry.LoadedModel, ds: Dataset, max_windows: int | None =
 
 @task(name="post-training-gates", cache_policy=NO_CACHE)
 def gates(result: EvaluationResult, ds: Dataset, thresholds: dict[str, Any]) -> GateReport:
-    report = post_training_gates(result.metrics, result.model_name, ds.manifest, GateThresholds.from_dict(thresholds))
+    # the whole result: beats_best_baseline reads its bootstrap deltas on the reporting split
+    report = post_training_gates(result, result.model_name, ds.manifest, GateThresholds.from_dict(thresholds))
     log = get_run_logger()
     for r in report.results:
         (log.info if r.passed else log.warning)("gate %-20s %s value=%s threshold=%s", r.name,
