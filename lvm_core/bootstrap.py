@@ -181,3 +181,32 @@ def bootstrap_delta(
     only when the difference holds across articles, not just on a few of them.
     """
     return ArticleBootstrap(article_ids, n_resamples, level, seed).delta(values, baseline_values)
+
+
+# --- formatting (report, model card) -------------------------------------------------------------------
+
+_MINUS = "\u2212"
+
+
+def _signed(x: float, digits: int) -> str:
+    return f"{x:+.{digits}f}".replace("-", _MINUS)
+
+
+def format_interval(mean: float | None, low: float | None = None, high: float | None = None, digits: int = 4) -> str:
+    """`0.5690 [0.5610, 0.5770]`; just the number when the interval is missing; "—" for no number."""
+    if mean is None or not math.isfinite(float(mean)):
+        return "—"
+    text = f"{float(mean):.{digits}f}"
+    if low is None or high is None or not (math.isfinite(float(low)) and math.isfinite(float(high))):
+        return text
+    return f"{text} [{float(low):.{digits}f}, {float(high):.{digits}f}]".replace("-", _MINUS)
+
+
+def format_delta(delta: float | None, low: float | None = None, high: float | None = None, digits: int = 4) -> str:
+    """`Δ +0.0030 [−0.0020, +0.0080]` (signed, with a true minus sign); "—" for no number."""
+    if delta is None or not math.isfinite(float(delta)):
+        return "—"
+    text = f"Δ {_signed(float(delta), digits)}"
+    if low is None or high is None or not (math.isfinite(float(low)) and math.isfinite(float(high))):
+        return text
+    return f"{text} [{_signed(float(low), digits)}, {_signed(float(high), digits)}]"

@@ -21,7 +21,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from lvm_core.evaluation import EvaluationResult
+from lvm_core.bootstrap import format_delta, format_interval
+from lvm_core.evaluation import INTERVAL_METRICS, EvaluationResult
 from lvm_core.storage import atomic_path
 
 REPORT_MD = "report.md"
@@ -104,35 +105,85 @@ def _gates_table(gates: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None) 
     if isinstance(gates, Mapping):  # manifest style: name -> {passed, value, threshold}
         gates = [{"name": k, **v} for k, v in gates.items()]
     rows = [
-        [g.get("name"), bool(g.get("passed")), g.get("value"), g.get("threshold"), g.get("detail", "")] for g in gates
+        [g.get("name"), bool(g.get("passed")), _gate_value(g.get("value")), g.get("threshold"), g.get("detail", "")]
+        for g in gates
     ]
     return _Table(["gate", "result", "value", "threshold", "detail"], rows)
+
+
+def _gate_value(value: Any) -> Any:
+    """A delta gate's value ({baseline, split, delta, low, high}) as `Δ +x [lo, hi] vs baseline (split)`."""
+    if isinstance(value, Mapping) and {"delta", "low", "high"} <= set(value):
+        text = format_delta(_num(value["delta"]), _num(value["low"]), _num(value["high"]))
+        return f"{text} vs {value.get('baseline', '?')} ({value.get('split', '?')})"
+    return value
+
+
+def _num(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def _cell(res: EvaluationResult, predictor: str, split: str, key: str) -> Any:
+    """The metric with its interval (`0.5690 [0.5610, 0.5770]`) where one was computed, else the number."""
+    value = res.metrics.get(predictor, {}).get(split, {}).get(key)
+    iv = res.intervals.get(predictor, {}).get(split, {}).get(key) if key in INTERVAL_METRICS else None
+    if value is None or not iv:
+        return value
+    return format_interval(float(value), _num(iv.get("low")), _num(iv.get("high")))
 
 
 def _summary_table(res: EvaluationResult) -> _Table:
     rows = []
     for r in res.summary_table():
+        p, s = r["predictor"], r["split"]
         rows.append(
-            [
-                r["predictor"],
-                r["split"],
-                r["n_windows"],
-                r["cosine"],
-                r["margin"],
-                r["r@5"],
-                r["mrr"],
-                r["contrastive_acc"],
-            ]
+            [p, s, r["n_windows"]] + [_cell(res, p, s, k) for k in ("cosine", "margin", "r@5", "mrr", "contrastive_acc")]
         )
     return _Table(["predictor", "split", "windows", "cosine", "margin", "R@5", "MRR", "contrastive acc"], rows)
+
+
+DELTA_METRICS = (("cosine", "cosine"), ("margin", "margin"), ("r@5", "R@5"), ("mrr", "MRR"), ("contrastive_acc", "contrastive acc"))
+
+
+def _delta_table(res: EvaluationResult) -> _Table | None:
+    """Model − baseline per split and baseline, each with its article-bootstrap interval."""
+    if not res.deltas:
+        return None
+    rows = []
+    for s in res.splits:
+        for b in res.predictors[1:]:
+            d = res.deltas.get(s, {}).get(b)
+            if not d:
+                continue
+            cells = []
+            for key, _ in DELTA_METRICS:
+                e = d.get(key) or {}
+                cells.append(format_delta(_num(e.get("delta")), _num(e.get("low")), _num(e.get("high"))))
+            rows.append([s, b] + cells)
+    if not rows:
+        return None
+    return _Table(["split", "baseline"] + [f"Δ {label}" for _, label in DELTA_METRICS], rows)
+
+
+def _interval_note(res: EvaluationResult) -> str:
+    boot = res.config.get("bootstrap") or {}
+    if not res.intervals:
+        return "No intervals were computed for this evaluation."
+    level = float(boot.get("level", 0.95))
+    arts = ", ".join(f"{s} {n}" for s, n in (boot.get("n_articles") or {}).items())
+    return (
+        f"[low, high]: {level:.0%} article-level bootstrap intervals ({boot.get('n_resamples')} resamples of "
+        f"articles, seed {boot.get('seed')}; articles per split: {arts}). Reported split: {res.reporting_split}"
+        + ("" if res.reporting_split == "test" else " (this dataset has no test split)")
+        + "; val is the split used for selection."
+    )
 
 
 def _metric_table(res: EvaluationResult, keys: Sequence[str], labels: Sequence[str] | None = None) -> _Table:
     rows = []
     for p in res.predictors:
         for s in res.splits:
-            m = res.metrics.get(p, {}).get(s, {})
-            rows.append([p, s] + [m.get(k) for k in keys])
+            rows.append([p, s] + [_cell(res, p, s, k) for k in keys])
     return _Table(["predictor", "split"] + list(labels or keys), rows)
 
 
@@ -214,14 +265,19 @@ def _baseline_lines(res: EvaluationResult) -> list[str]:
     lines = []
     if len(res.predictors) < 2:
         return lines
-    for s in res.splits:
+    report = res.reporting_split
+    for s in sorted(res.splits, key=lambda x: x != report):  # the reporting split first
         try:
             name, val = res.best_baseline(s, "cosine")
             model = res.metric(res.model_name, s, "cosine")
         except ValueError:
             continue
+        d = res.delta(name, s)
+        delta = format_delta(d["delta"], d["low"], d["high"]) if math.isfinite(d["delta"]) else format_delta(model - val)
+        role = " (reported)" if s == report else ""
         lines.append(
-            f"{s}: {res.model_name} cosine {_fmt(model)} vs best baseline {name} {_fmt(val)} (Δ {model - val:+.4f})"
+            f"{s}{role}: {res.model_name} cosine {_cell(res, res.model_name, s, 'cosine')} vs best baseline {name} "
+            f"{_cell(res, name, s, 'cosine')}: {delta}"
         )
     if "val" in res.splits and "ood" in res.splits:
         try:
@@ -278,7 +334,11 @@ def _plot_metrics(res: EvaluationResult) -> bytes | None:
     for ax, (key, label) in zip(axes, metrics):
         for i, p in enumerate(res.predictors):
             vals = [_nan_f(res.metrics.get(p, {}).get(s, {}).get(key)) for s in splits]
-            bars = ax.bar(x + (i - (n_p - 1) / 2) * width, vals, width, label=p, edgecolor="black" if i == 0 else None)
+            ivs = [res.interval(p, s, key) for s in splits]
+            err = np.array([[max(0.0, v - lo), max(0.0, hi - v)] for v, (lo, hi) in zip(vals, ivs)]).T
+            err = None if not np.isfinite(err).all() else err
+            bars = ax.bar(x + (i - (n_p - 1) / 2) * width, vals, width, label=p, edgecolor="black" if i == 0 else None,
+                          yerr=err, capsize=2, error_kw={"lw": 0.8})
             ax.bar_label(bars, fmt="%.3f", fontsize=6, padding=1)
         ax.set_xticks(x, splits)
         ax.set_title(label)
@@ -390,7 +450,21 @@ def write_report(
     if gates is not None:
         failed = [r[0] for r in gates.rows if not r[1]]
         add("Gates", "All gates passed." if not failed else f"Failed gates: {', '.join(map(str, failed))}.", gates)
-    add("Summary", table=_summary_table(result), image=plots["metrics"], bullets=_baseline_lines(result))
+    add(
+        "Summary",
+        _interval_note(result),
+        table=_summary_table(result),
+        image=plots["metrics"],
+        bullets=_baseline_lines(result),
+    )
+    deltas = _delta_table(result)
+    if deltas is not None:
+        add(
+            "Model − baseline",
+            f"Paired differences {result.model_name} − baseline on the same windows of each split, with their "
+            "article-bootstrap intervals; a difference whose interval contains 0 is not established.",
+            deltas,
+        )
     add("Offset sweep", table=_offset_table(result), image=plots["offset_sweep"])
     add(
         "Retrieval",

@@ -57,7 +57,12 @@ CONTEXT = {
     "run_id": "0123456789abcdef",
     "gates": [
         {"name": "val_cosine", "passed": True, "value": 0.61, "threshold": 0.55},
-        {"name": "beats_best_baseline", "passed": False, "value": 0.01, "threshold": 0.0},
+        {
+            "name": "beats_best_baseline",
+            "passed": False,
+            "value": {"baseline": "context_mean", "split": "test", "delta": 0.003, "low": -0.002, "high": 0.008},
+            "threshold": 0.0,
+        },
     ],
 }
 
@@ -84,15 +89,25 @@ def test_report_files_tables_and_images(result, tmp_path):
     assert "enwiki-sample-abc123" in html_text and "0123456789abcdef" in md
     assert re.search(r"<td>val_cosine</td><td class=\"pass\">PASS</td><td>0.6100</td><td>0.5500</td>", html_text)
     assert re.search(r"<td>beats_best_baseline</td><td class=\"fail\">FAIL</td>", html_text)
+    assert "Δ +0.0030 [\u22120.0020, +0.0080] vs context_mean (test)" in md
     assert "Failed gates: beats_best_baseline." in md
     cos = result.metrics["copy_last"]["ood"]["cosine"]
+    lo, hi = result.interval("copy_last", "ood", "cosine")
+    cell = f"{cos:.4f} [{lo:.4f}, {hi:.4f}]".replace("-", "\u2212")  # numbers carry their bootstrap interval
     assert (
-        f"<td>copy_last</td><td>ood</td><td>{result.metrics['copy_last']['ood']['n_windows']}</td><td>{cos:.4f}</td>"
+        f"<td>copy_last</td><td>ood</td><td>{result.metrics['copy_last']['ood']['n_windows']}</td><td>{cell}</td>"
         in html_text
     )
-    assert f"| copy_last | ood | {result.metrics['copy_last']['ood']['n_windows']} | {cos:.4f} |" in md
+    assert f"| copy_last | ood | {result.metrics['copy_last']['ood']['n_windows']} | {cell} |" in md
     name, val = result.best_baseline("val")
-    assert f"best baseline {name} {val:.4f}" in md
+    assert f"best baseline {name} {val:.4f} [" in md
+    # deltas beside each baseline, naming the split; this result has no test split, so val is reported
+    d = result.delta(name, "val")
+    sign = lambda x: f"{x:+.4f}".replace("-", "\u2212")  # noqa: E731
+    delta_text = f"Δ {sign(d['delta'])} [{sign(d['low'])}, {sign(d['high'])}]"
+    assert f"val (reported): lvm-amn cosine" in md and delta_text in md
+    assert f"| val | {name} | {delta_text} |" in md and f"<td>val</td><td>{name}</td><td>{delta_text}</td>" in html_text
+    assert "Reported split: val (this dataset has no test split)" in md and "1000 resamples" in md
     # neighbour table with escaped chunk text: no raw markup from the data reaches the page
     assert "<script>" not in html_text
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; a|b &amp; c" in html_text
