@@ -9,6 +9,9 @@
   before `last`, so a crash between the two leaves at worst a `best` one epoch ahead, which the
   deterministic re-run of that epoch rewrites.
 - Early stopping on validation cosine (mean cos(pred, target)); the best weights are restored at the end.
+  Epoch 0, the untrained model, is a candidate like every epoch: its val cosine (`initial_val_cosine`) is
+  the score to beat, its weights are written to `best/` before the first epoch, and when no epoch beats
+  it by `min_delta` the run returns (and the caller ships) the untrained weights with `best_epoch == 0`.
 - Divergence (non-finite loss, smoothed-loss blow-up, gradient-norm explosion) stops training without
   touching the last good checkpoint and is *returned*, not raised: `TrainResult(status="diverged",
   reason=...)`, so the caller can mark its tracking run failed and still read the history.
@@ -134,7 +137,8 @@ TrainStatus = Literal["completed", "early_stopped", "diverged"]
 
 @dataclass
 class TrainResult:
-    """Outcome of `train`. `model` holds the best weights (None when no epoch ever finished)."""
+    """Outcome of `train`. `model` holds the best weights, the untrained ones when `best_epoch == 0` (no
+    training epoch beat the untrained model on val); None only when not even epoch 0 could be scored."""
 
     status: TrainStatus
     reason: str
@@ -660,6 +664,31 @@ def train(
         else:
             loop.initial_val = evaluate_cosine(model, vec_t, val_seqs, tc.eval_batch_size)
 
+        def checkpoint_meta(epoch: int, val: float) -> dict[str, Any]:
+            return {
+                "format": CHECKPOINT_FORMAT,
+                "arch": mc.arch,
+                "model_config": mc.model_dump(),
+                "train_config": tc.model_dump(),
+                "dim": mc.dim,
+                "context_len": mc.context_len,
+                "epoch": epoch,
+                "val_cosine": val,
+                "best_epoch": loop.best_epoch,
+                "best_val_cosine": loop.best_val,
+                "initial_val_cosine": loop.initial_val,
+                "status": loop.status,
+                "n_parameters": n_params,
+                "torch_version": torch.__version__,
+                "history": [m.to_dict() for m in loop.history],
+            }
+
+        if resumed_from is None and loop.initial_val is not None and math.isfinite(loop.initial_val):
+            # epoch 0 competes: the untrained weights are the best until an epoch beats them by min_delta
+            loop.best_val, loop.best_epoch = loop.initial_val, 0
+            best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            _write_checkpoint(best_dir, model.state_dict(), {**checkpoint_meta(0, loop.initial_val), "checkpoint": "best"}, None)
+
         def result(status: TrainStatus, reason: str) -> TrainResult:
             final = None
             if best_weights is not None:
@@ -717,23 +746,7 @@ def train(
             elif epoch == tc.epochs:
                 loop.status = "completed"
 
-            meta = {
-                "format": CHECKPOINT_FORMAT,
-                "arch": mc.arch,
-                "model_config": mc.model_dump(),
-                "train_config": tc.model_dump(),
-                "dim": mc.dim,
-                "context_len": mc.context_len,
-                "epoch": epoch,
-                "val_cosine": val,
-                "best_epoch": loop.best_epoch,
-                "best_val_cosine": loop.best_val,
-                "initial_val_cosine": loop.initial_val,
-                "status": loop.status,
-                "n_parameters": n_params,
-                "torch_version": torch.__version__,
-                "history": [m.to_dict() for m in loop.history],
-            }
+            meta = checkpoint_meta(epoch, val)
             if improved:
                 _write_checkpoint(best_dir, model.state_dict(), {**meta, "checkpoint": "best"}, None)
             state = {

@@ -138,18 +138,76 @@ def test_every_schedule_and_loss_checkpoints_with_weights_only(data, tmp_path, s
     assert np.isfinite(result.history[-1].train_loss)
 
 
+def _scrambled_after_first_epoch(epoch: int, step: int, ctx: torch.Tensor, tgt: torch.Tensor):
+    """Epoch 1 learns the real task; later epochs train on another window's target (the model unlearns)."""
+    return None if epoch < 2 else (ctx, tgt.roll(1, dims=0))
+
+
 def test_early_stopping_restores_best_weights(data, tmp_path) -> None:
     vectors, train_seqs, val_seqs = data
-    # Epoch 1 learns (lr warm-up ends in it), later epochs at a tiny constant lr cannot gain min_delta.
-    cfg = TrainConfig(epochs=10, lr=1e-7, schedule="constant", warmup_fraction=0.0, patience=2, min_delta=0.01, num_threads=1)
-    result = train(MODEL, cfg, vectors, train_seqs, val_seqs, tmp_path)
+    # Epoch 1 learns; later epochs train on scrambled targets and cannot gain min_delta on val.
+    cfg = TrainConfig(epochs=10, lr=3e-3, schedule="constant", warmup_fraction=0.0, patience=2, min_delta=0.01,
+                      num_threads=1, loss_blowup_factor=1e6)
+    result = train(MODEL, cfg, vectors, train_seqs, val_seqs, tmp_path, fault_hook=_scrambled_after_first_epoch)
     assert result.status == "early_stopped"
     assert [m.epoch for m in result.history] == [1, 2, 3]
     assert result.best_epoch == 1 and [m.is_best for m in result.history] == [True, False, False]
     assert evaluate_cosine(result.model, vectors, val_seqs) == pytest.approx(result.history[0].val_cosine, abs=1e-7)
+    assert result.history[0].val_cosine > result.initial_val_cosine + cfg.min_delta
     # Resuming a finished run changes nothing.
     again = train(MODEL, cfg, vectors, train_seqs, val_seqs, tmp_path, resume=True)
-    assert again.status == "early_stopped" and len(again.history) == 3
+    assert again.status == "early_stopped" and len(again.history) == 3 and again.best_epoch == 1
+
+
+def _away_from_target(epoch: int, step: int, ctx: torch.Tensor, tgt: torch.Tensor):
+    """Every step trains towards the opposite of the target: every epoch is worse than the untrained model."""
+    return ctx, -tgt
+
+
+def test_epoch_zero_ships_when_no_epoch_beats_the_untrained_model(data, tmp_path) -> None:
+    vectors, train_seqs, val_seqs = data
+    cfg = TrainConfig(epochs=3, lr=3e-3, num_threads=1, patience=5, loss_blowup_factor=1e6)
+    torch.manual_seed(cfg.seed)
+    from lvm_core.models import build_model
+
+    untrained = build_model(MODEL).eval()  # what train() starts from: same seed, same init
+    result = train(MODEL, cfg, vectors, train_seqs, val_seqs, tmp_path, fault_hook=_away_from_target)
+    assert result.status == "completed" and [m.epoch for m in result.history] == [1, 2, 3]
+    assert all(m.val_cosine < result.initial_val_cosine for m in result.history)
+    assert not any(m.is_best for m in result.history)
+    assert result.best_epoch == 0 and result.best_val_cosine == result.initial_val_cosine
+    # the returned (registered) model predicts exactly like the untrained one
+    want = predict(untrained, vectors, val_seqs)
+    np.testing.assert_array_equal(predict(result.model, vectors, val_seqs), want)
+    assert evaluate_cosine(result.model, vectors, val_seqs) == pytest.approx(result.initial_val_cosine, abs=1e-7)
+    # best/ holds the epoch-0 weights; last/ the trained epoch 3 for resuming
+    model, meta = load_checkpoint(tmp_path)
+    assert meta["checkpoint"] == "best" and meta["epoch"] == 0 and meta["best_epoch"] == 0
+    np.testing.assert_array_equal(predict(model, vectors, val_seqs), want)
+    last = load_training_state(tmp_path)
+    assert last["loop"]["epoch"] == 3 and last["loop"]["best_epoch"] == 0
+    # resuming the finished run still ships epoch 0
+    again = train(MODEL, cfg, vectors, train_seqs, val_seqs, tmp_path, resume=True, fault_hook=_away_from_target)
+    assert again.best_epoch == 0
+    np.testing.assert_array_equal(predict(again.model, vectors, val_seqs), want)
+
+
+def test_resume_keeps_epoch_zero_as_the_best_so_far(data, tmp_path) -> None:
+    vectors, train_seqs, val_seqs = data
+    cfg = TrainConfig(epochs=3, lr=3e-3, num_threads=1, patience=5, loss_blowup_factor=1e6)
+    reference = train(MODEL, cfg, vectors, train_seqs, val_seqs, tmp_path / "ref", fault_hook=_away_from_target)
+
+    def stop_after_one(m: EpochMetrics) -> None:
+        raise _Stop
+
+    with pytest.raises(_Stop):
+        train(MODEL, cfg, vectors, train_seqs, val_seqs, tmp_path / "run", on_epoch_end=stop_after_one,
+              fault_hook=_away_from_target)
+    resumed = train(MODEL, cfg, vectors, train_seqs, val_seqs, tmp_path / "run", resume=True,
+                    fault_hook=_away_from_target)
+    assert resumed.resumed_from_epoch == 1 and resumed.best_epoch == 0
+    assert resumed.initial_val_cosine == reference.initial_val_cosine
+    np.testing.assert_array_equal(predict(resumed.model, vectors, val_seqs), predict(reference.model, vectors, val_seqs))
 
 
 class _Stop(Exception):
