@@ -10,9 +10,12 @@ Expected `info` keys (all optional):
 - `model`: `{arch, params, config: {...}}`
 - `data`: `{snapshot_id, dataset_id, dataset_dir, manifest_digest, counts: {...}, splits: {...}}`
 - `encoder`: an `EncoderFingerprint.to_dict()` (or the object)
-- `training`: `{epochs_run, early_stopped, best_epoch, best_val_cosine, ...}`
+- `training`: `{epochs_run, early_stopped, best_epoch, best_val_cosine, ...}`; `best_epoch == 0` means no
+  training epoch beat the untrained model, and the card says so
 - `metrics`: `metrics[predictor][split][metric]` (`lvm_core.evaluation.EvaluationResult.metrics`; the
-  first predictor, or `model_name`, is the model) or `metrics[split][predictor]` (number or metric dict)
+  first predictor, or `model_name`, is the model) or `metrics[split][predictor]` (number or metric dict),
+  or a whole `EvaluationResult.to_dict()`, whose bootstrap `intervals` and `deltas` are then shown
+- `intervals`, `deltas`: as in `EvaluationResult` (when `metrics` is a plain dict)
 - `model_name`: which predictor in `metrics` is the model
 - `gates`: a GateReport, its `to_manifest()` dict, or `name -> bool`
 - `intended_use`: text replacing the default; `limitations`: extra bullet points
@@ -25,6 +28,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from lvm_core.bootstrap import format_delta, format_interval
 from lvm_core.storage import to_plain as _plain
 
 __all__ = ["DEFAULT_INTENDED_USE", "DEFAULT_LIMITATIONS", "render_model_card"]
@@ -122,7 +126,25 @@ def _order_predictors(predictors: Sequence[str], model_name: str | None) -> list
     return sorted(predictors, key=rank)
 
 
-def _metrics_section(metrics: Mapping[str, Any], model_name: str | None) -> list[str]:
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _with_interval(value: Any, iv: Mapping[str, Any] | None) -> Any:
+    """`0.5690 [0.5610, 0.5770]` when an interval exists, else the value as is."""
+    if not iv or _num(value) is None:
+        return value
+    return format_interval(float(value), _num(iv.get("low")), _num(iv.get("high")))
+
+
+def _metrics_section(
+    metrics: Mapping[str, Any],
+    model_name: str | None,
+    intervals: Mapping[str, Any] | None = None,
+    deltas: Mapping[str, Any] | None = None,
+) -> list[str]:
+    intervals = intervals or {}
+    deltas = deltas or {}
     by_split = _metrics_by_split(metrics)
     if not by_split:
         return ["No metrics recorded."]
@@ -140,14 +162,36 @@ def _metrics_section(metrics: Mapping[str, Any], model_name: str | None) -> list
     # headline: primary metric, predictors × splits, with the model's margin over the best baseline
     has_primary = any(PRIMARY_METRIC in m for rows in by_split.values() for m in rows.values())
     if has_primary:
-        headers = ["predictor", *[f"{s} {PRIMARY_METRIC}" for s in splits]]
+        report = "test" if any(m.get("n_windows", 1) for m in by_split.get("test", {}).values()) else "val"
+
+        def iv(p: str, s: str) -> Mapping[str, Any] | None:
+            return (intervals.get(p) or {}).get(s, {}).get(PRIMARY_METRIC)
+
+        def dl(p: str, s: str) -> Mapping[str, Any] | None:
+            return ((deltas.get(s) or {}).get(p) or {}).get(PRIMARY_METRIC)
+
+        delta_splits = [s for s in splits if any(dl(p, s) for p in ordered)]
+        headers = ["predictor"]
+        for s in splits:
+            headers.append(f"{s} {PRIMARY_METRIC}")
+            if s in delta_splits:
+                headers.append(f"{s} Δ model − baseline")
         rows = []
         for p in ordered:
             label = f"**{p}** (model)" if p == model_name else p
-            rows.append([label, *[by_split[s].get(p, {}).get(PRIMARY_METRIC) for s in splits]])
+            row: list[Any] = [label]
+            for s in splits:
+                row.append(_with_interval(by_split[s].get(p, {}).get(PRIMARY_METRIC), iv(p, s)))
+                if s in delta_splits:
+                    d = dl(p, s) or {}
+                    row.append(format_delta(_num(d.get("delta")), _num(d.get("low")), _num(d.get("high"))) if d else None)
+            rows.append(row)
         lines += [_table(headers, rows), ""]
+        if intervals or deltas:
+            lines += [f"[low, high]: article-level bootstrap intervals. Reported split: {report}"
+                      + ("" if report == "test" else " (no test split)") + "; val is used for selection.", ""]
         notes = []
-        for s in splits:
+        for s in sorted(splits, key=lambda x: x != report) if (intervals or deltas) else splits:
             model_v = by_split[s].get(model_name or "", {}).get(PRIMARY_METRIC)
             base = [
                 (p, m.get(PRIMARY_METRIC))
@@ -158,6 +202,18 @@ def _metrics_section(metrics: Mapping[str, Any], model_name: str | None) -> list
             if isinstance(model_v, (int, float)) and base:
                 best_p, best_v = max(base, key=lambda t: float(t[1]))
                 delta = float(model_v) - float(best_v)
+                d = dl(best_p, s) or {}
+                low, high = _num(d.get("low")), _num(d.get("high"))
+                if low is not None and high is not None and not (math.isnan(low) or math.isnan(high)):
+                    role = " (reported)" if s == report else ""
+                    verdict = ("beats" if low > 0 else "is worse than" if high < 0
+                               else "is not distinguishable from")
+                    notes.append(
+                        f"- {s}{role}: the model ({_with_interval(float(model_v), iv(model_name or '', s))}) {verdict} "
+                        f"the best baseline ({best_p}, {_with_interval(float(best_v), iv(best_p, s))}): "
+                        f"{format_delta(_num(d.get('delta')), low, high)}"
+                    )
+                    continue
                 verdict = "beats" if delta > 0 else "does not beat"
                 notes.append(f"- {s}: the model {verdict} the best baseline ({best_p}, {_fmt(float(best_v))}) by {delta:+.4f}")
         if "val" in by_split and "ood" in by_split and model_name:
@@ -211,6 +267,14 @@ def _gate_rows(gates: Any) -> list[tuple[str, Any, Any, Any]]:
     else:
         walk("", gates)
     return rows
+
+
+def _gate_value(value: Any) -> Any:
+    """A delta gate's value ({baseline, split, delta, low, high}) as `Δ +x [lo, hi] vs baseline (split)`."""
+    if isinstance(value, Mapping) and {"delta", "low", "high"} <= set(value):
+        text = format_delta(_num(value["delta"]), _num(value["low"]), _num(value["high"]))
+        return f"{text} vs {value.get('baseline', '?')} ({value.get('split', '?')})"
+    return value
 
 
 # --- card ------------------------------------------------------------------------------------------
@@ -287,20 +351,28 @@ def render_model_card(info: Mapping[str, Any]) -> str:
         ):
             if key in training:
                 out.append(f"- {label}: {_fmt(training[key])}")
+        if training.get("best_epoch") == 0:
+            out.append(
+                "- **no training epoch beat the untrained model** on val: the shipped weights are the untrained "
+                "(epoch 0) weights"
+            )
         rest = {k: v for k, v in training.items() if k not in ("epochs_run", "early_stopped", "best_epoch")}
         if rest:
             out += ["", _kv_table(rest)]
         out.append("")
 
     metrics = info.get("metrics")
+    intervals, deltas = info.get("intervals"), info.get("deltas")
     if isinstance(metrics, Mapping) and "metrics" in metrics and "predictors" in metrics:
         model_name = info.get("model_name") or (metrics.get("predictors") or [None])[0]
+        intervals = intervals or metrics.get("intervals")
+        deltas = deltas or metrics.get("deltas")
         metrics = metrics["metrics"]
     else:
         model_name = info.get("model_name")
     if metrics:
         out += ["## Metrics beside baselines", ""]
-        out += _metrics_section(_plain(metrics), model_name)
+        out += _metrics_section(_plain(metrics), model_name, _plain(intervals or {}), _plain(deltas or {}))
 
     gates = info.get("gates")
     if gates:
@@ -309,6 +381,7 @@ def render_model_card(info: Mapping[str, Any]) -> str:
             failed = [r[0] for r in rows if not r[1]]
             verdict = "all gates passed" if not failed else f"FAILED: {', '.join(failed)}"
             out += ["## Gates", "", f"Result: **{verdict}**", ""]
+            rows = [(n, ok, _gate_value(v), t) for n, ok, v, t in rows]
             out += [_table(["gate", "passed", "value", "threshold"], rows), ""]
 
     out += ["## Intended use", "", str(info.get("intended_use") or DEFAULT_INTENDED_USE), ""]
@@ -316,7 +389,7 @@ def render_model_card(info: Mapping[str, Any]) -> str:
     out += ["## Limitations", "", *[f"- {item}" for item in limitations], ""]
 
     known = {"name", "version", "run_id", "created_at", "uri", "model", "data", "encoder", "training",
-             "metrics", "model_name", "gates", "intended_use", "limitations"}
+             "metrics", "model_name", "gates", "intended_use", "limitations", "intervals", "deltas"}
     extra = {k: v for k, v in info.items() if k not in known and v is not None}
     if extra:
         out += ["## Other", "", _kv_table(_plain(extra)), ""]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from lvm_core.evaluation import EvaluationResult, evaluate_predictors
+from lvm_core.model_card import render_model_card
 from lvm_core.report import REPORT_HTML, REPORT_MD, ReportError, write_report
 from lvm_core.sequences import build_windows
 
@@ -141,3 +142,26 @@ def test_report_bad_inputs(result, tmp_path):
     f.write_text("x")
     with pytest.raises(ReportError, match="not a folder"):
         write_report(result, f, "x")
+
+
+def test_model_card_shows_intervals_deltas_and_epoch_zero(result):
+    gate = {"passed": False, "value": {"baseline": "copy_last", "split": "val", "delta": -0.01, "low": -0.02,
+                                        "high": -0.001}, "threshold": 0.0}
+    card = render_model_card({
+        "name": "lvm-amn",
+        "training": {"epochs_run": 3, "best_epoch": 0},
+        "metrics": result.to_dict(),
+        "gates": {"beats_best_baseline": gate},
+    })
+    sign = lambda x: f"{x:+.4f}".replace("-", "\u2212")  # noqa: E731
+    cos = result.metrics["lvm-amn"]["val"]["cosine"]
+    lo, hi = result.interval("lvm-amn", "val")
+    d = result.delta("copy_last", "val")
+    assert f"{cos:.4f} [{lo:.4f}, {hi:.4f}]" in card
+    assert f"Δ {sign(d['delta'])} [{sign(d['low'])}, {sign(d['high'])}]" in card
+    assert "| split |" not in card and "val Δ model − baseline" in card and "ood Δ model − baseline" in card
+    assert "Reported split: val (no test split)" in card and "- val (reported): the model (" in card
+    assert "no training epoch beat the untrained model" in card
+    assert "Δ \u22120.0100 [\u22120.0200, \u22120.0010] vs copy_last (val)" in card
+    plain = render_model_card({"training": {"best_epoch": 2}, "metrics": {"m": {"val": {"cosine": 0.5}}}})
+    assert "untrained model" not in plain and "[" not in plain.split("## Metrics beside baselines")[1]
