@@ -14,6 +14,10 @@ Frames (name -> columns):
   (the article id is in articles.parquet).
 - ``article_splits``: per article in splits.parquet or in the sequences: n_splits (distinct splits over
   both sources), n_split_rows (rows in splits.parquet), in_split_table, splits (comma-joined names).
+- ``eval_splits``: one row per evaluation split present (val/test/ood with windows, raw leaking rows or
+  purged windows): raw (pre-purge) text-hash and near-duplicate rates and the purged-window fraction
+  (purged / windows before the purge, windows counted in sequences.npz); see EVAL_SPLITS_COLUMNS.
+  These, not the post-purge remainder (0 by construction), are what the leakage gates read.
 - ``dataset_metrics`` (one row): see DATASET_METRICS_COLUMNS.
 
 Manifest keys read (all required; a missing key, a wrong type, unreadable JSON or a count that does not
@@ -23,14 +27,18 @@ match the files is a manifest problem that fails the ``manifest_consistent`` gat
 - ``counts.chunks`` (int) == rows of chunks.parquet
 - ``sequences.{train,val,ood}`` (int) == length of ``{split}_target_rows`` in sequences.npz
 - ``leakage.article_overlap`` (int), ``leakage.text_hash_overlap.rate`` (float),
-  ``leakage.near_duplicates.rate`` (float) — post-purge values
+  ``leakage.near_duplicates.rate`` (float) — post-purge values, recorded
+- per evaluation split present: ``leakage_raw.rows.<split>``, ``leakage_raw.text_hash_overlap.<split>``,
+  ``leakage_raw.near_duplicates.<split>``, ``purged_windows.<split>`` (int); ``leakage_raw.article_overlap``;
+  ``windows_before_purge.<split>`` when recorded must equal the windows in sequences.npz + purged
 - ``crossing_windows`` (int) == the count recomputed here from sequences.npz and chunks.parquet
   (same definition as `lvm_core.sequences.count_crossing_windows`, computed independently)
 - split parity, KS statistic and mean coherence difference of val and ood vs train (float; the mean
   difference may be signed, its absolute value is gated), read from ``splits`` in one of two shapes:
   ``splits.parity.{val,ood}.{ks,mean_diff}`` or, as `lvm_core.splits.split_report` writes splits.json,
   ``splits.splits.{val,ood}.{ks_statistic_vs_train,mean_diff_vs_train}``. It must equal the parity in
-  splits.json (either shape).
+  splits.json (either shape). The builder writes ``splits.parity`` measured after the leakage purge
+  (the articles that still have windows), with ``splits.parity_before_purge`` beside it.
 - ``oracle_recall_at_5`` (float)
 
 Data files that are missing or unreadable (chunks, embeddings, articles, splits, sequences) raise
@@ -60,13 +68,27 @@ FRAME_NAMES: tuple[str, ...] = (
     "vector_meta",
     "article_chunks",
     "article_splits",
+    "eval_splits",
     "dataset_metrics",
 )
 
+EVAL_SPLITS_COLUMNS: tuple[str, ...] = (
+    "split",
+    "rows",  # manifest leakage_raw.rows.<split>: chunk rows of the split
+    "text_hash_overlap",  # manifest leakage_raw.text_hash_overlap.<split> (before the purge)
+    "text_hash_overlap_rate",  # text_hash_overlap / rows
+    "near_duplicates",  # manifest leakage_raw.near_duplicates.<split>
+    "near_duplicate_rate",  # near_duplicates / rows
+    "windows",  # windows in sequences.npz (after the purge)
+    "purged_windows",  # manifest purged_windows.<split>
+    "windows_before_purge",  # windows + purged_windows
+    "purged_fraction",  # purged_windows / windows_before_purge (0 when the split had no window)
+)
+
 DATASET_METRICS_COLUMNS: tuple[str, ...] = (
-    "article_overlap",  # manifest leakage.article_overlap
-    "text_hash_overlap_rate",  # manifest leakage.text_hash_overlap.rate
-    "near_duplicate_rate",  # manifest leakage.near_duplicates.rate
+    "article_overlap",  # max of manifest leakage_raw.article_overlap and leakage.article_overlap
+    "text_hash_overlap_rate",  # manifest leakage.text_hash_overlap.rate, after the purge: recorded, not gated
+    "near_duplicate_rate",  # manifest leakage.near_duplicates.rate, after the purge: recorded, not gated
     "crossing_windows",  # recomputed
     "misaligned_windows",  # recomputed: out-of-range rows, wrong recorded article/target index, bad arrays
     "sequence_problems",  # text describing misaligned windows / malformed arrays
@@ -106,10 +128,14 @@ def build_gate_frames(dataset_dir: Path, manifest: dict[str, Any] | None = None)
     windows = _check_windows(sequences, chunk_article, chunk_index)
     parity = _parity_from_manifest(manifest, problems)
     _check_manifest(manifest, paths, problems, len(article_ids), len(chunks), windows, parity)
+    eval_splits = _eval_splits(manifest, windows, problems)
 
     leak = _get(manifest, "leakage")
     metrics = {
-        "article_overlap": _num(_get(leak, "article_overlap")),
+        "article_overlap": max(
+            _num(_get(leak, "article_overlap")), _num(_path(manifest, "leakage_raw", "article_overlap")),
+            key=lambda x: math.inf if math.isnan(x) else x,
+        ),
         "text_hash_overlap_rate": _num(_get(_get(leak, "text_hash_overlap"), "rate")),
         "near_duplicate_rate": _num(_get(_get(leak, "near_duplicates"), "rate")),
         "crossing_windows": windows["crossing"],
@@ -129,6 +155,7 @@ def build_gate_frames(dataset_dir: Path, manifest: dict[str, Any] | None = None)
         "vector_meta": vector_meta,
         "article_chunks": _article_chunks(chunks, article_ids),
         "article_splits": _article_splits(splits_table, sequences),
+        "eval_splits": eval_splits,
         "dataset_metrics": pd.DataFrame([metrics], columns=list(DATASET_METRICS_COLUMNS)),
     }
 
@@ -297,6 +324,47 @@ def _article_splits(splits_table: pd.DataFrame, sequences: dict[str, np.ndarray 
     out["n_split_rows"] = out["article_id"].map(table_rows).fillna(0).astype(np.int64)
     out["in_split_table"] = out["n_split_rows"] > 0
     return out[["article_id", "n_splits", "n_split_rows", "in_split_table", "splits"]]
+
+
+def _eval_splits(manifest: dict[str, Any], windows: dict[str, Any], problems: list[str]) -> pd.DataFrame:
+    """One row per evaluation split present (windows, raw leaking rows or purged windows): raw leakage
+    rates and the purged-window fraction, the numbers DESIGN "Leakage" gates. A present split whose
+    manifest numbers are missing gets NaN (failing the gates) and a manifest problem."""
+    raw = _get(manifest, "leakage_raw")
+    purged_all = _get(manifest, "purged_windows")
+    rows_out = []
+    for split in (s for s in contracts.SPLIT_NAMES if s != "train"):
+        after = windows["counts"].get(split) or 0
+        n_rows, purged = _path(raw, "rows", split), _get(purged_all, split)
+        if not (after or _num(n_rows) > 0 or _num(purged) > 0):
+            continue
+        text, near = _path(raw, "text_hash_overlap", split), _path(raw, "near_duplicates", split)
+        if manifest:
+            for key, value in [(f"leakage_raw.rows.{split}", n_rows), (f"leakage_raw.text_hash_overlap.{split}", text),
+                               (f"leakage_raw.near_duplicates.{split}", near), (f"purged_windows.{split}", purged)]:
+                if value is None:
+                    problems.append(f"manifest lacks {key}")
+                elif isinstance(value, bool) or not isinstance(value, int):
+                    problems.append(f"manifest {key} is not an integer ({value!r})")
+        n_rows_f, purged_f = _num(n_rows), _num(purged)
+        before = after + purged_f
+        recorded = _path(manifest, "windows_before_purge", split)
+        if recorded is not None and not math.isnan(before) and recorded != before:
+            problems.append(f"manifest windows_before_purge.{split}={recorded} but the files and purged_windows give {int(before)}")
+        rows_out.append({
+            "split": split,
+            "rows": n_rows_f,
+            "text_hash_overlap": _num(text),
+            "text_hash_overlap_rate": _num(text) / n_rows_f if n_rows_f > 0 else (0.0 if n_rows_f == 0 else math.nan),
+            "near_duplicates": _num(near),
+            "near_duplicate_rate": _num(near) / n_rows_f if n_rows_f > 0 else (0.0 if n_rows_f == 0 else math.nan),
+            "windows": float(after),
+            "purged_windows": purged_f,
+            "windows_before_purge": before,
+            "purged_fraction": purged_f / before if before > 0 else (0.0 if before == 0 else math.nan),
+        })
+    frame = pd.DataFrame(rows_out, columns=list(EVAL_SPLITS_COLUMNS))
+    return frame.astype({c: "float64" for c in EVAL_SPLITS_COLUMNS if c != "split"}).astype({"split": "string"})
 
 
 # --- sequence windows ------------------------------------------------------------------------------

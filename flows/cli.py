@@ -442,6 +442,48 @@ def watch(
 
 
 @app.command()
+def check(
+    dataset: Annotated[Path, typer.Argument(help="A built dataset folder (published or set aside under _failed/)")],
+    threshold: Annotated[Optional[list[str]], typer.Option(help="Gate threshold override NAME=VALUE on top of the dataset's own (repeatable)")] = None,
+    docs_dir: Annotated[Optional[Path], typer.Option("--docs-dir", help="Where Data Docs and validation_result.json go [default: a new temporary folder]; never inside the dataset")] = None,
+    docs: Annotated[bool, typer.Option("--docs/--no-docs", help="Render the Data Docs HTML")] = True,
+    encoder: Annotated[Optional[str], typer.Option(help="Encoder to re-encode the oracle sample with [default: the dataset's]; its fingerprint must match")] = None,
+) -> None:
+    """Re-run every data gate on an existing dataset (oracle recomputed from its vectors and texts); exit 1 if any fails.
+
+    The dataset folder is only read.
+    """
+    from expectations.check import check_dataset
+
+    result = _run(check_dataset, dataset, _parse_thresholds(threshold), docs_dir, docs, encoder)
+    t = Table(title=f"data gates: {Path(dataset).name}")
+    t.add_column("gate", no_wrap=True)
+    for col in ("passed", "value", "threshold", "detail"):
+        t.add_column(col, overflow="fold")
+    for r in result.report.results:
+        t.add_row(r.name, "[green]yes[/]" if r.passed else "[red]NO[/]", _fv(r.value), _fv(r.threshold),
+                  "" if r.passed else r.detail)
+    console.print(t)
+    o = result.oracle
+    console.print(f"oracle recall@{o['k']}: {o['recall']:.4f} ({o['hits']}/{o['sample_size']} re-encoded targets of "
+                  f"{o['n_targets']}, seed {o['seed']}); the manifest recorded {_fv(result.recorded_oracle)}",
+                  highlight=False, soft_wrap=True)
+    if result.report.docs_path:
+        console.print(f"data docs: {result.report.docs_path}", highlight=False, soft_wrap=True)
+    if not result.passed:
+        err.print(f"[bold red]failed:[/] {', '.join(result.report.failed)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    console.print("all data gates passed", highlight=False)
+
+
+def _fv(v) -> str:
+    """A gate value or threshold for a table cell: floats to 4 places, dicts as k=v pairs."""
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={_fv(x)}" for k, x in v.items())
+    return _f(v)
+
+
+@app.command()
 def datasets(data_dir: DataDirOpt = None) -> None:
     """List built datasets."""
     from lvm_core.dataset import list_datasets

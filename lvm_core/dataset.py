@@ -224,7 +224,7 @@ def analyse_step(
 
     Returns the manifest (also written to the staging folder), without gate results.
     """
-    from lvm_core import coherence, leakage, retrieval, sequences, splits
+    from lvm_core import coherence, leakage, sequences, splits
 
     paths = DatasetPaths(Path(stage_dir))
     paths.root.mkdir(parents=True, exist_ok=True)
@@ -274,7 +274,6 @@ def analyse_step(
     write_parquet(paths.splits, split_df.to_arrow().cast(contracts.SPLITS_SCHEMA))
     split_manifest = splits.split_report(split_df, split_cfg)
     split_manifest["parity"] = _parity(split_manifest)
-    write_json(paths.splits_manifest, split_manifest)
 
     split_of_article = dict(zip(split_df["article_id"].to_list(), split_df["split"].to_list()))
     row_split = np.array([split_of_article.get(int(a), "") for a in article_ids], dtype=object)
@@ -291,6 +290,7 @@ def analyse_step(
     )
     leakage_raw, leaking = scan.report(), scan.leaking_rows
     purged: dict[str, int] = {}
+    windows_before = {name: len(seqs[name]) for name in _eval_split_names()}
     for name in ("val", "ood"):
         seqs[name], purged[name] = leakage.purge_leaking_windows(seqs[name], leaking)
     used_split = np.where(np.isin(row_split.astype(str), ["val", "ood"]), "", row_split.astype(str))
@@ -299,16 +299,20 @@ def analyse_step(
         used_split[rows] = name
     # Train rows are unchanged, so each row's leak flags stand; only the val/ood rows still in use count.
     leakage_post = replace(scan, row_split=used_split.astype(str)).report()
+    purged_fraction = {n: purged[n] / windows_before[n] if windows_before.get(n) else 0.0 for n in purged}
+    # parity is gated on the articles that still have windows after the purge; the pre-purge one is kept beside it
+    split_manifest["parity_before_purge"] = split_manifest["parity"]
+    split_manifest["parity"] = _parity(splits.split_report(_articles_after_purge(split_df, seqs), split_cfg))
+    write_json(paths.splits_manifest, split_manifest)
 
     crossing = int(sum(sequences.count_crossing_windows(s, article_ids, chunk_index) for s in seqs.values()))
     sequences.save_sequences(paths.sequences, seqs)
     crash_point("analyse")
     direction = sequences.data_direction(vectors, seqs["train"]) if len(seqs["train"]) else []
 
-    # oracle recall: can the bank retrieve each val/ood target from its own true vector?
-    bank = retrieval.ChunkBank(vectors, article_ids, text_hash)
-    eval_targets = np.concatenate([seqs["val"].target_rows, seqs["ood"].target_rows])
-    oracle = float(retrieval.oracle_recall_at_k(bank, eval_targets, k=5)) if len(eval_targets) else 0.0
+    # oracle recall: re-encode a seeded sample of eval target texts, search the stored bank with them
+    eval_targets = np.concatenate([seqs[n].target_rows for n in _eval_split_names()])
+    oracle = measure_oracle(paths.root, eval_targets, encoder_name=config.encoder, batch_size=config.batch_size)
 
     coh_values = coh["coherence"].drop_nulls().to_numpy()
     ingest_stats = read_ingest_stats(articles_path)
@@ -347,8 +351,11 @@ def analyse_step(
         "leakage": leakage_post,
         "leakage_raw": leakage_raw,
         "purged_windows": purged,
+        "windows_before_purge": windows_before,
+        "purged_fraction": purged_fraction,
         "crossing_windows": crossing,
-        "oracle_recall_at_5": oracle,
+        "oracle_recall_at_5": oracle["recall"],
+        "oracle": oracle,
         "data_direction": [float(x) for x in direction],
         "embedding": embed.stats,
     }
@@ -363,6 +370,73 @@ def _parity(split_manifest: dict[str, Any]) -> dict[str, dict[str, float | None]
         s = split_manifest.get("splits", {}).get(name, {})
         out[name] = {"ks": s.get("ks_statistic_vs_train"), "mean_diff": s.get("mean_diff_vs_train"),
                      "ks_pvalue": s.get("ks_pvalue_vs_train")}
+    return out
+
+
+def _eval_split_names() -> tuple[str, ...]:
+    """The evaluation splits (every split but train) in contract order."""
+    return tuple(s for s in contracts.SPLIT_NAMES if s != "train")
+
+
+def _articles_after_purge(split_df: Any, seqs: dict[str, Any]) -> Any:
+    """The split table without the evaluation articles that have no window left after the purge."""
+    import polars as pl
+
+    kept = {int(a) for name, s in seqs.items() if name != "train" for a in np.unique(s.article_ids)}
+    return split_df.filter((pl.col("split") == "train") | pl.col("article_id").is_in(sorted(kept)))
+
+
+def measure_oracle(
+    root: Path,
+    target_rows: np.ndarray,
+    encoder_name: str | None = None,
+    *,
+    k: int | None = None,
+    sample_size: int | None = None,
+    seed: int | None = None,
+    batch_size: int = 64,
+) -> dict[str, Any]:
+    """Oracle Recall@K of a dataset folder (DESIGN "Oracle Recall@K").
+
+    A seeded sample (`retrieval.oracle_sample`, >= 500 or all) of the distinct `target_rows` is re-encoded
+    from its chunk *texts* with the dataset's own encoder (`encoder_name`, default the model named by
+    ``encoder.json``; one whose fingerprint differs is refused) and searched in the bank of the stored
+    vectors; a hit is the target row or a row with the same text hash in the top k. Vectors permuted
+    against ``chunks.parquet`` score near 0. Only reads the folder.
+    """
+    from lvm_core import embedding, retrieval
+
+    paths = DatasetPaths(Path(root))
+    k = retrieval.ORACLE_K if k is None else int(k)
+    sample_size = retrieval.ORACLE_SAMPLE_SIZE if sample_size is None else int(sample_size)
+    seed = retrieval.ORACLE_SEED if seed is None else int(seed)
+    try:
+        stored = embedding.EncoderFingerprint.from_dict(read_json(paths.encoder))
+    except (OSError, ValueError) as exc:
+        raise DataContractError(f"{paths.encoder}: {exc}") from exc
+    encoder = embedding.load_encoder(encoder_name or stored.model_name)
+    if encoder.fingerprint != stored:
+        raise embedding.FingerprintMismatchError(
+            f"{paths.root}: vectors were made by encoder {stored.model_name!r} (fingerprint {stored.id}), "
+            f"but {encoder_name or stored.model_name!r} loads fingerprint {encoder.fingerprint.id}; "
+            "the oracle needs the dataset's own encoder"
+        )
+    rows = retrieval.oracle_sample(target_rows, sample_size, seed)
+    out: dict[str, Any] = {
+        "k": k, "sample_size": int(rows.size), "seed": seed, "n_targets": int(np.unique(target_rows).size),
+        "query": "re-encoded target texts", "encoder": stored.id, "hits": 0, "recall": 0.0,
+    }
+    if rows.size == 0:
+        return out
+    chunks = pq.read_table(paths.chunks, columns=["article_id", "text_hash", "text"])
+    texts = chunks.column("text").take(pa.array(rows)).to_pylist()
+    vectors = np.load(paths.embeddings, mmap_mode="r", allow_pickle=False)
+    bank = retrieval.ChunkBank(
+        vectors, chunks.column("article_id").to_numpy(), np.asarray(chunks.column("text_hash").to_pylist())
+    )
+    fresh = encoder.encode(texts, batch_size=batch_size)
+    hits = retrieval.oracle_hits(bank, rows, k, target_vectors=fresh)
+    out.update(hits=int(hits.sum()), recall=float(hits.mean()))
     return out
 
 

@@ -15,11 +15,14 @@ class GateThresholds:
     """Configurable gate thresholds (plan defaults)."""
 
     # pre-training (data)
-    max_leakage_rate: float = 0.0
-    max_near_duplicate_rate: float = 0.0
+    # leakage is gated on the RAW rates per eval split, before the purge (the remainder after it is 0 by
+    # construction), and on the share of each eval split's windows the purge removed
+    max_leakage_rate: float = 0.01  # chunks whose text hash also occurs in train
+    max_near_duplicate_rate: float = 0.01  # chunks with cos >= near_dup_threshold to a train chunk
+    max_purged_fraction: float = 0.01  # purged windows / windows before the purge
     max_crossing_windows: int = 0
     min_oracle_recall_at_5: float = 0.97
-    max_split_ks: float = 0.5  # KS statistic of coherence, val/ood vs train
+    max_split_ks: float = 0.5  # KS statistic of coherence, eval split vs train, after the purge
     max_split_mean_diff: float = 0.1  # |mean coherence(split) - mean coherence(train)|
     unit_norm_tolerance: float = 1e-3
     # post-training (model)

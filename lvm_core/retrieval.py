@@ -9,8 +9,8 @@ by the block sizes). `search` is exact by default; on large banks it can use FAI
 - ``"hnsw"``: ``IndexHNSWFlat`` (inner-product metric, ``M=32``, ``efSearch`` configurable) — approximate;
 - ``"ivf"``: ``IndexIVFFlat`` with ``nlist ≈ 4·√n`` trained on the bank, ``nprobe`` configurable — approximate.
 
-Approximate indexes lower recall a little; `oracle_recall_at_k` measures exactly that, together with the
-alignment of vectors, rows and text hashes.
+Approximate indexes lower recall a little; `oracle_recall_at_k` measures exactly that and, queried with
+target texts re-encoded by the dataset's encoder, the alignment of vectors, rows and text hashes.
 
 Tie policy of `rank_of`: pessimistic. A bank row whose score is within `tie_eps` of the true row's score
 counts as ranked ahead of it, so a collapsed predictor (e.g. one returning the same vector for every
@@ -335,6 +335,26 @@ class ChunkBank:
         return ranks
 
 
+#: Oracle defaults (DESIGN "Oracle Recall@K"): K, the smallest re-encoded sample, and its seed.
+ORACLE_K = 5
+ORACLE_SAMPLE_SIZE = 500
+ORACLE_SEED = 0
+
+
+def oracle_sample(target_rows: np.ndarray, sample_size: int = ORACLE_SAMPLE_SIZE, seed: int = ORACLE_SEED) -> np.ndarray:
+    """Seeded sample of distinct target rows for the oracle (all of them when there are fewer), sorted.
+
+    The same rows, size and seed give the same sample, so a later re-check re-encodes the same texts.
+    """
+    rows = np.unique(np.asarray(target_rows, dtype=np.int64).ravel())
+    if int(sample_size) < 1:
+        raise RetrievalError(f"oracle_sample: sample_size must be >= 1, got {sample_size}")
+    if rows.size <= int(sample_size):
+        return rows
+    pick = np.random.default_rng(int(seed)).choice(rows.size, size=int(sample_size), replace=False)
+    return np.sort(rows[pick])
+
+
 def oracle_hits(
     bank: ChunkBank,
     target_rows: np.ndarray,
@@ -345,11 +365,13 @@ def oracle_hits(
 ) -> np.ndarray:
     """Per target: is it (or a chunk with the same text hash) among the top-k for its true vector?
 
-    `target_vectors` / `target_hashes` are what the dataset says the targets are (embeddings rows and
-    chunks.parquet hashes); by default they are read from the bank itself, which then checks only the
-    index (e.g. an approximate FAISS index), not the alignment with the dataset.
-    With hashes, a hit is a top-k row whose *bank* text hash equals the target's hash, so a bank whose
-    hashes or vector order disagree with the dataset scores below 1.
+    `target_vectors` are the queries. The data gate passes vectors freshly re-encoded from the target
+    *texts* with the dataset's encoder (`lvm_core.dataset.measure_oracle`): then a bank whose stored
+    vectors, chunk rows or text hashes disagree scores below 1. By default the queries are the bank's own
+    rows, which checks only the index (e.g. an approximate FAISS index) — such a query always finds its
+    own row in an exact bank, whatever the alignment.
+    `target_hashes` default to the bank's hashes of the target rows. With hashes, a hit is a top-k row
+    whose *bank* text hash equals the target's hash (the target row itself or a duplicate text).
     """
     target_rows = _check_rows(target_rows, bank.n, "target_rows")
     if target_vectors is None:
@@ -387,7 +409,8 @@ def oracle_recall_at_k(
     """Oracle Recall@K: share of targets found in the top k when querying with their TRUE vector.
 
     Checks the bank/index and the alignment of vectors, rows and text hashes, not a model: a perfect
-    predictor cannot retrieve better. Pre-training gate: >= 0.97 at K=5. See `oracle_hits`.
+    predictor cannot retrieve better. Pre-training gate: >= 0.97 at K=5 over a seeded sample
+    (`oracle_sample`) of eval targets re-encoded from their texts. See `oracle_hits`.
     """
     hits = oracle_hits(bank, target_rows, k, target_vectors=target_vectors, target_hashes=target_hashes)
     if hits.size == 0:

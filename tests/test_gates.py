@@ -48,6 +48,7 @@ ALL_GATES = {
     "split_parity_ood",
     "oracle_recall_at_5",
     "manifest_consistent",
+    "purged_fraction",
 }
 
 
@@ -136,15 +137,19 @@ def make_dataset(root: Path) -> dict[str, Any]:
         n_seq[split] = len(targets)
     np.savez(paths.sequences, **arrays)
 
+    leakage = {
+        "rows": {s: SPLIT_OF.count(s) * N_CHUNKS for s in ("train", "val", "ood")},
+        "article_overlap": 0,
+        "text_hash_overlap": {"val": 0, "ood": 0, "rate": 0.0},
+        "near_duplicates": {"val": 0, "ood": 0, "rate": 0.0, "threshold": 0.995},
+    }
     manifest = {
         "snapshot_id": "synthetic",
         "counts": {"articles": N_ARTICLES, "chunks": N_ARTICLES * N_CHUNKS},
         "sequences": n_seq,
-        "leakage": {
-            "article_overlap": 0,
-            "text_hash_overlap": {"val": 0, "ood": 0, "rate": 0.0},
-            "near_duplicates": {"val": 0, "ood": 0, "rate": 0.0, "threshold": 0.995},
-        },
+        "leakage": leakage,
+        "leakage_raw": json.loads(json.dumps(leakage)),
+        "purged_windows": {"val": 0, "ood": 0},
         "crossing_windows": 0,
         "splits": splits_report,
         "oracle_recall_at_5": 0.98,
@@ -321,6 +326,12 @@ def _low_oracle_recall(root: Path) -> None:
 
 
 def _text_hash_leakage(root: Path) -> None:
+    # raw: 2 of val's 20 chunks (10%) also occur in train; 1% allowed
+    _edit_manifest(root, lambda m: m["leakage_raw"]["text_hash_overlap"].update(val=2, rate=0.05))
+
+
+def _post_purge_leakage_only(root: Path) -> None:
+    # the post-purge remainder is recorded, not gated (it is 0 by construction); the raw rates are
     _edit_manifest(root, lambda m: m["leakage"]["text_hash_overlap"].update(val=2, rate=0.05))
 
 
@@ -329,11 +340,16 @@ def _article_overlap_leakage(root: Path) -> None:
 
 
 def _near_duplicates(root: Path) -> None:
-    _edit_manifest(root, lambda m: m["leakage"]["near_duplicates"].update(ood=1, rate=0.01))
+    _edit_manifest(root, lambda m: m["leakage_raw"]["near_duplicates"].update(ood=1, rate=0.025))
 
 
 def _leakage_missing(root: Path) -> None:
-    _edit_manifest(root, lambda m: m.pop("leakage"))
+    _edit_manifest(root, lambda m: m.pop("leakage_raw"))
+
+
+def _purged_30_percent_of_val(root: Path) -> None:
+    # val keeps 14 windows in sequences.npz; 6 purged means 20 before the purge: 30% removed, 1% allowed
+    _edit_manifest(root, lambda m: m["purged_windows"].update(val=6))
 
 
 MANIFEST_GATES = {
@@ -343,6 +359,7 @@ MANIFEST_GATES = {
     "split_parity_ood",
     "oracle_recall_at_5",
     "manifest_consistent",
+    "purged_fraction",
 }
 
 FAULTS: list[tuple[Callable[[Path], None], set[str]]] = [
@@ -363,6 +380,7 @@ FAULTS: list[tuple[Callable[[Path], None], set[str]]] = [
     (_article_overlap_leakage, {"leakage_zero"}),
     (_near_duplicates, {"near_duplicates_zero"}),
     (_leakage_missing, {"leakage_zero", "near_duplicates_zero", "manifest_consistent"}),
+    (_purged_30_percent_of_val, {"purged_fraction"}),
 ]
 
 
@@ -392,6 +410,31 @@ def test_fault_values_are_reported(dataset: Path) -> None:
     assert "counts.chunks=7" in gates["manifest_consistent"].detail
     assert "crossing_windows=0" in gates["manifest_consistent"].detail
     assert gates["manifest_consistent"].value == 2
+
+
+def test_purge_over_the_threshold_fails_only_its_gate(dataset: Path) -> None:
+    _purged_30_percent_of_val(dataset)
+    report = run_pre_training_gates(dataset, data_docs=False)
+    gates = {r.name: r for r in report.results}
+    assert report.failed == ["purged_fraction"]
+    assert gates["purged_fraction"].value == {"val": pytest.approx(0.3), "ood": 0.0}
+    assert gates["purged_fraction"].threshold == pytest.approx(0.01)
+    frame = build_gate_frames(dataset, None)["eval_splits"].set_index("split")
+    assert frame.loc["val", "windows_before_purge"] == 20 and frame.loc["val", "windows"] == 14
+    # a threshold that allows it passes
+    assert run_pre_training_gates(dataset, thresholds=GateThresholds(max_purged_fraction=0.3), data_docs=False).passed
+
+
+def test_post_purge_remainder_is_not_what_is_gated(dataset: Path) -> None:
+    _post_purge_leakage_only(dataset)
+    assert run_pre_training_gates(dataset, data_docs=False).passed
+
+
+def test_raw_leakage_is_gated_per_split(dataset: Path) -> None:
+    _text_hash_leakage(dataset)
+    gates = {r.name: r for r in run_pre_training_gates(dataset, data_docs=False).results}
+    assert gates["leakage_zero"].value["text_hash_overlap_rate"] == {"val": pytest.approx(0.1), "ood": 0.0}
+    assert not gates["leakage_zero"].passed
 
 
 def test_manifest_given_as_dict_is_checked_against_the_files(dataset: Path) -> None:
@@ -470,7 +513,7 @@ def test_stored_suites_load_with_gates_and_parameters() -> None:
             assert exp.meta["gate"] in ALL_GATES
         for exp in suite.to_json_dict()["expectations"]:
             params |= {v["$PARAMETER"] for v in exp["kwargs"].values() if isinstance(v, dict) and "$PARAMETER" in v}
-    assert {"min_oracle_recall_at_5", "max_leakage_rate", "min_unit_norm", "max_split_ks"} <= params
+    assert {"min_oracle_recall_at_5", "max_leakage_rate", "min_unit_norm", "max_split_ks", "max_purged_fraction"} <= params
 
 
 def test_missing_data_file_is_a_clear_error(dataset: Path) -> None:

@@ -112,3 +112,21 @@ def test_bad_inputs(crafted) -> None:
     bad[0] = "test"
     with pytest.raises(DataContractError, match="unknown split"):
         leakage_report(ids, hashes, v, bad)
+
+
+def test_parity_after_the_purge_drops_eval_articles_with_no_window_left() -> None:
+    import polars as pl
+
+    from lvm_core.dataset import _articles_after_purge
+
+    ids = np.repeat([1, 2, 3, 4], 6).astype(np.int64)
+    ci = np.tile(np.arange(6), 4).astype(np.int32)
+    split_df = pl.DataFrame({"article_id": [1, 2, 3, 4], "split": ["train", "train", "val", "val"]})
+    seqs = {s: build_windows(ids, ci, context_len=3, articles=np.array(a)) for s, a in
+            [("train", [1, 2]), ("val", [3, 4])]}
+    leaking = np.zeros(ids.size, dtype=bool)
+    leaking[ids == 4] = True  # every window of article 4 leaks
+    seqs["val"], purged = purge_leaking_windows(seqs["val"], leaking)
+    assert purged == 3 and len(seqs["val"]) == 3
+    kept = _articles_after_purge(split_df, seqs)
+    assert kept["article_id"].to_list() == [1, 2, 3]  # train stays whole; val article 4 is gone

@@ -13,6 +13,7 @@ from lvm_core.retrieval import (
     normalize_exclusions,
     oracle_hits,
     oracle_recall_at_k,
+    oracle_sample,
 )
 from lvm_core.sequences import build_windows
 
@@ -223,6 +224,29 @@ def test_oracle_without_hashes_uses_row_identity(data):
     assert oracle_recall_at_k(bank, np.arange(10), 1) == 1.0
     perm = np.arange(v.shape[0])[::-1]
     assert oracle_recall_at_k(ChunkBank(v[perm]), np.arange(10), 1, target_vectors=v[:10]) == 0.0
+
+
+def test_oracle_sample_is_seeded_distinct_and_all_when_few():
+    rows = np.arange(2000, dtype=np.int64)[::-1]
+    a, b = oracle_sample(rows, 500, seed=7), oracle_sample(np.concatenate([rows, rows]), 500, seed=7)
+    assert a.size == 500 and np.unique(a).size == 500 and (np.diff(a) > 0).all()
+    np.testing.assert_array_equal(a, b)  # duplicates do not change the sample
+    assert not np.array_equal(a, oracle_sample(rows, 500, seed=8))
+    np.testing.assert_array_equal(oracle_sample(np.array([5, 3, 5, 9]), 500), [3, 5, 9])
+    with pytest.raises(RetrievalError):
+        oracle_sample(rows, 0)
+
+
+def test_oracle_with_fresh_queries_fails_on_a_permuted_bank_but_own_rows_do_not(data):
+    """Querying with the bank's own rows cannot see a permutation; re-encoded (here: true) vectors can."""
+    v, aids, cidx, hashes, _ = data
+    seqs = build_windows(aids, cidx, context_len=3)
+    perm = np.random.default_rng(5).permutation(v.shape[0])
+    bad = ChunkBank(v[perm], aids, hashes)
+    assert oracle_recall_at_k(bad, seqs.target_rows, 5) == 1.0  # own rows: checks nothing
+    fresh = v[seqs.target_rows] + np.random.default_rng(6).normal(scale=1e-3, size=(seqs.target_rows.size, v.shape[1]))
+    assert oracle_recall_at_k(ChunkBank(v, aids, hashes), seqs.target_rows, 5, target_vectors=fresh) == 1.0
+    assert oracle_recall_at_k(bad, seqs.target_rows, 5, target_vectors=fresh) < 0.5
 
 
 # --- FAISS ------------------------------------------------------------------------------------------
