@@ -287,12 +287,16 @@ def evaluate(
     model: Annotated[str, typer.Option(help="Registered model: models:/NAME/VERSION, models:/NAME@ALIAS, or a model folder")] = "models:/lvm-amn@challenger",
     dataset: Annotated[Optional[str], typer.Option(help="Dataset folder [default: the one the model was trained on]")] = None,
     no_promote: Annotated[bool, typer.Option("--no-promote", help="Only evaluate; move no alias")] = False,
+    allow_contamination: Annotated[bool, typer.Option("--allow-contamination", help="Evaluate even if evaluation articles of the dataset were training articles of the model (or that cannot be checked); tagged contamination=<n> articles, never promoted")] = False,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Evaluate a model beside the trivial baselines, write the report, apply gates, promote if all pass."""
+    """Evaluate a model beside the trivial baselines, write the report, apply gates, promote if all pass.
+
+    Refused (exit 1) when any val/test/ood article of the dataset was a training article of the model."""
     from flows.evaluate_model import evaluate_model
 
-    summary = _run_flow(evaluate_model, model=model, dataset=dataset, data_dir=_data_dir(data_dir), promote=not no_promote)
+    summary = _run_flow(evaluate_model, model=model, dataset=dataset, data_dir=_data_dir(data_dir), promote=not no_promote,
+                        allow_contamination=allow_contamination)
     _print_evaluation(summary)
 
 
@@ -314,6 +318,9 @@ def _print_evaluation(summary: dict) -> None:
     err.print(g)
     promo = summary.get("promotion") or {}
     err.print(f"promotion: {promo.get('action', 'skipped')} {promo.get('message', '')}".rstrip(), soft_wrap=True)
+    cont = summary.get("contamination") or {}
+    if cont.get("status") in ("contaminated", "unchecked"):
+        err.print(f"[bold yellow]contamination:[/] {cont.get('tag')} (allowed; not promoted)", highlight=False, soft_wrap=True)
     err.print(f"report: {summary['report']['html']}", soft_wrap=True)
 
 

@@ -25,6 +25,7 @@ def evaluate_model(
     thresholds: dict[str, float | int | bool] | None = None,
     promote: bool = True,
     max_windows: int | None = None,
+    allow_contamination: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a registered model on its dataset's val/ood windows next to every trivial baseline.
 
@@ -39,20 +40,25 @@ def evaluate_model(
         thresholds: Gate threshold overrides, e.g. {"min_val_cosine": 0.6}.
         promote: Move `champion` to this version when every gate passes.
         max_windows: Evaluate on at most this many windows per split (seeded sample).
+        allow_contamination: Evaluate even when evaluation articles of `dataset` were training articles of
+            the model (or that cannot be checked); the overlap is logged, put in the report and tagged
+            `contamination=<n> articles` on the evaluation run and the model version, which is then
+            not promoted.
     """
     log = get_run_logger()
     root = Path(data_dir) if data_dir else contracts.default_data_dir()
     configure_tracking(root)
     loaded = t.load_model(model)
     ds = t.load_eval_dataset(dataset or t.dataset_of(loaded), loaded)
+    contamination = t.check_contamination(loaded, ds, allow_contamination)
     result = t.evaluate(loaded, ds, max_windows)
     gate_report = t.gates(result, ds, thresholds or {})
     out_dir = t.reports_dir(root, loaded)
-    paths = t.report(result, loaded, ds, gate_report, out_dir)
+    paths = t.report(result, loaded, ds, gate_report, out_dir, contamination)
     with TrainingRun(root, run_name=f"evaluate-{loaded.name}-v{loaded.version}", arch=loaded.arch,
                      snapshot_id=ds.manifest.get("snapshot_id"), encoder_fingerprint=ds.fingerprint,
                      tags={"evaluates": f"{loaded.name}/{loaded.version}", "training_run": loaded.run_id or "",
-                           "run_type": "evaluation"}) as run:
+                           "run_type": "evaluation", t.TAG_CONTAMINATION: contamination.tag_value()}) as run:
         run.log_dataset_manifest(ds.paths.manifest, context="evaluation")
         for pred, by_split in result.metrics.items():
             for split, metrics in by_split.items():
@@ -64,6 +70,10 @@ def evaluate_model(
         crash_point("evaluate")
         run.log_gate_results(gate_report, stage="post_training")
         eval_run_id = run.run_id
+    t.record_contamination(loaded, contamination)
+    if promote and not contamination.trusted:
+        log.warning("not promoting %s: its evaluation is contaminated (%s)", loaded.describe(), contamination.tag_value())
+        promote = False
     promotion = t.promote(loaded, gate_report) if promote else None
 
     rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in result.summary_table()]
@@ -86,6 +96,7 @@ def evaluate_model(
         "report": {k: str(v) for k, v in paths.items()},
         "evaluation_run_id": eval_run_id,
         "model_name_in_metrics": result.model_name,
+        "contamination": contamination.to_dict(),
     }
     log.info("gates %s; promotion: %s; report: %s", "passed" if gate_report.passed else f"failed ({', '.join(gate_report.failed)})",
              promotion.action if promotion else "skipped", paths["html"])

@@ -10,12 +10,15 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from lvm_core import baselines as bl
-from lvm_core import contracts, registry
+from lvm_core import contamination, contracts, registry
+from lvm_core.contamination import ContaminationError, ContaminationReport
 from lvm_core.dataset import Dataset, load_dataset
 from lvm_core.evaluation import EvaluationResult, evaluate_predictors
 from lvm_core.gates import GateReport, GateThresholds, post_training_gates
 from lvm_core.report import write_report
 from tasks.common import COMPUTE_RETRIES, HOUR, IO_RETRIES
+
+TAG_CONTAMINATION = "contamination"  # on the evaluation run and, after an allowed contaminated run, the version
 
 
 @task(name="load-model", task_run_name="load-model-{model_ref}", cache_policy=NO_CACHE, **IO_RETRIES)
@@ -32,6 +35,49 @@ def dataset_of(model: registry.LoadedModel) -> str:
         if tags.get(registry.TAG_DATASET_DIR):
             return tags[registry.TAG_DATASET_DIR]
     raise ValueError(f"{model.describe()}: no dataset recorded on its run; pass --dataset")
+
+
+def training_dataset_of(model: registry.LoadedModel) -> tuple[str | None, str | None]:
+    """(dataset folder, split hash) the model was trained on, from its training run and version tags."""
+    from mlflow.tracking import MlflowClient
+
+    run_tags: dict[str, str] = {}
+    if model.run_id:
+        run_tags = MlflowClient().get_run(model.run_id).data.tags
+    split_hash = model.tags.get(registry.TAG_SPLIT_HASH) or run_tags.get(registry.TAG_SPLIT_HASH)
+    return run_tags.get(registry.TAG_DATASET_DIR) or None, split_hash or None
+
+
+@task(name="check-contamination", task_run_name="check-contamination-{model.name}-v{model.version}",
+      cache_policy=NO_CACHE, **IO_RETRIES)
+def check_contamination(model: registry.LoadedModel, ds: Dataset, allow: bool = False) -> ContaminationReport:
+    """Refuse to evaluate on articles the model was trained on (or when that cannot be checked) unless `allow`.
+
+    With `allow`, the overlap is logged as a warning and returned for the report and the tags.
+    """
+    train_dir, split_hash = training_dataset_of(model)
+    result = contamination.check_contamination(
+        ds.root, ds.sequences, model=model.describe(), training_dataset=train_dir, training_split_hash=split_hash,
+        eval_split_hash=(ds.manifest.get("splits") or {}).get("content_hash"),
+    )
+    if result.trusted:
+        get_run_logger().info("%s", result.message())
+        return result
+    if not allow:
+        raise ContaminationError(result.message())
+    get_run_logger().warning("evaluating despite contamination (--allow-contamination): %s", result.message())
+    return result
+
+
+def record_contamination(model: registry.LoadedModel, result: ContaminationReport) -> None:
+    """Tag the model version `contamination=<n> articles` (or `unchecked: ...`) after an allowed contaminated run."""
+    from mlflow.tracking import MlflowClient
+
+    if result.trusted or not model.name or model.version is None:
+        return
+    client = MlflowClient()
+    client.set_model_version_tag(model.name, str(model.version), TAG_CONTAMINATION, result.tag_value())
+    client.set_model_version_tag(model.name, str(model.version), f"{TAG_CONTAMINATION}_dataset", result.eval_dataset)
 
 
 @task(name="load-eval-dataset", task_run_name="load-dataset-{root}", cache_policy=NO_CACHE, **IO_RETRIES)
@@ -76,7 +122,8 @@ def gates(result: EvaluationResult, ds: Dataset, thresholds: dict[str, Any]) -> 
 
 
 @task(name="write-report", cache_policy=NO_CACHE, **IO_RETRIES)
-def report(result: EvaluationResult, model: registry.LoadedModel, ds: Dataset, gate_report: GateReport, out_dir: Path) -> dict[str, Path]:
+def report(result: EvaluationResult, model: registry.LoadedModel, ds: Dataset, gate_report: GateReport, out_dir: Path,
+           contamination_report: ContaminationReport | None = None) -> dict[str, Path]:
     context = {
         "model": f"{model.name} v{model.version}",
         "architecture": model.arch,
@@ -86,6 +133,9 @@ def report(result: EvaluationResult, model: registry.LoadedModel, ds: Dataset, g
         "encoder": f"{ds.manifest['encoder']['name']} ({ds.manifest['encoder']['dim']}-d)",
         "gates": [r.to_dict() for r in gate_report.results],
     }
+    if contamination_report is not None:
+        context["contamination"] = (contamination_report.tag_value() if contamination_report.trusted
+                                    else f"{contamination_report.tag_value()}: {contamination_report.message()}")
     return write_report(result, out_dir, title=f"Evaluation of {model.name} v{model.version}", context=context)
 
 

@@ -112,6 +112,81 @@ def test_evaluation_refuses_dataset_without_ood_windows(trained, small_dataset: 
     assert res.exit_code == 1 and "no ood sequences" in res.output
 
 
+def _reassign_train_articles(src: Path, dst: Path, n: int, to: str = "ood") -> list[int]:
+    """Copy a dataset and move `n` of its train articles (with their windows) to the split `to`:
+    the same articles, other splits, as a build with another split seed would give."""
+    import json
+    import shutil
+
+    import polars as pl
+
+    from lvm_core.sequences import SequenceSet, load_sequences, save_sequences
+    from lvm_core.splits import splits_content_hash
+
+    shutil.copytree(src, dst)
+    seqs = load_sequences(dst / "sequences.npz")
+    moved = sorted(set(seqs["train"].article_ids.tolist()))[:n]
+    splits = pl.read_parquet(dst / "splits.parquet")
+    splits = splits.with_columns(pl.when(pl.col("article_id").is_in(moved)).then(pl.lit(to))
+                                 .otherwise(pl.col("split")).alias("split"))
+    splits.write_parquet(dst / "splits.parquet")
+    mask = np.isin(seqs["train"].article_ids, moved)
+    extra = seqs["train"].subset(mask)
+    seqs[to] = SequenceSet(*(np.concatenate([getattr(seqs[to], k), getattr(extra, k)])
+                             for k in ("context_rows", "target_rows", "article_ids", "target_chunk_index")))
+    seqs["train"] = seqs["train"].subset(~mask)
+    save_sequences(dst / "sequences.npz", seqs)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    manifest["splits"]["content_hash"] = splits_content_hash(splits)
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    return moved
+
+
+def test_evaluation_refuses_articles_the_model_trained_on_unless_allowed(trained, small_dataset: Path, tmp_path: Path,
+                                                                          session_data_dir: Path, prefect_harness):
+    from mlflow.tracking import MlflowClient
+
+    from flows.cli import app
+    from lvm_core import registry
+
+    other = tmp_path / "other-splits"
+    moved = _reassign_train_articles(small_dataset, other, 2)
+    args = ["evaluate", "--model", trained["uri"], "--dataset", str(other), "--data-dir", str(session_data_dir)]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 1, refused.output
+    line = refused.output.strip().splitlines()[-1]
+    assert "2 of the" in line and "were training articles" in line and f"article {moved[0]}" in line, line
+    assert "--allow-contamination" in line
+
+    allowed = CliRunner().invoke(app, [*args, "--allow-contamination"])
+    assert allowed.exit_code == 0, allowed.output
+    registry.configure_tracking(session_data_dir)
+    client = MlflowClient()
+    mv = client.get_model_version(trained["name"], str(trained["version"]))
+    assert mv.tags.get("contamination") == "2 articles" and mv.tags.get("contamination_dataset") == str(other)
+    runs = client.search_runs([client.get_run(trained["run_id"]).info.experiment_id],
+                              filter_string="tags.contamination = '2 articles'")
+    assert runs and runs[0].data.tags.get("run_type") == "evaluation"
+    report = next(Path(session_data_dir / "models" / "reports").glob(f"{trained['name']}-v{trained['version']}/*.md"))
+    assert "2 articles" in report.read_text()
+
+    import json  # the sample dump repeats no page id: counted as 0 in the manifest
+
+    assert json.loads((small_dataset / "manifest.json").read_text())["counts"]["duplicate_ids"] == 0
+
+
+def test_build_refuses_repeated_ids_with_other_texts(tmp_path: Path, prefect_harness):
+    import json
+
+    from flows.cli import app
+
+    src = tmp_path / "dups.jsonl"
+    rows = [{"id": i % 3, "title": f"T{i}", "text": f"Text number {i}."} for i in range(6)]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = CliRunner().invoke(app, ["build", "--source", str(src), "--data-dir", str(tmp_path / "data")])
+    assert res.exit_code == 1 and "3 id(s)" in res.output and "--on-duplicate" in res.output, res.output
+
+
 def test_cli_sequences_round_trip_with_excluded_articles(tmp_path: Path):
     from flows.cli import app
 
