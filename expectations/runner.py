@@ -361,6 +361,7 @@ _GATE_MEASURES: dict[str, _Measure] = {
     "crossing_windows_zero": lambda f, t: (int(_metric(f, "crossing_windows")), t.max_crossing_windows),
     "sequences_aligned": lambda f, t: (int(_metric(f, "misaligned_windows")), 0),
     "split_parity_val": _parity("val"),
+    "split_parity_test": _parity("test"),
     "split_parity_ood": _parity("ood"),
     "oracle_recall_at_5": lambda f, t: (_metric(f, "oracle_recall_at_5"), t.min_oracle_recall_at_5),
     "manifest_consistent": lambda f, t: (int(_metric(f, "n_manifest_problems")), 0),

@@ -86,7 +86,7 @@ def _summary_rows(manifest: dict) -> list[dict]:
     return [
         {"what": "articles", "value": manifest["counts"]["articles"]},
         {"what": "chunks", "value": manifest["counts"]["chunks"]},
-        {"what": "sequences train/val/ood", "value": f"{seq.get('train')}/{seq.get('val')}/{seq.get('ood')}"},
+        {"what": "sequences train/val/test/ood", "value": "/".join(str(seq.get(k)) for k in ("train", "val", "test", "ood"))},
         {"what": "chunks reused from cache", "value": emb.get("n_reused")},
         {"what": "chunks encoded", "value": emb.get("n_encoded")},
         {"what": "coherence mean", "value": manifest["coherence"]["mean"]},

@@ -140,7 +140,7 @@ def build(
     min_words: Annotated[int, typer.Option(help="Minimum words per chunk")] = 40,
     max_words: Annotated[int, typer.Option(help="Maximum words per chunk")] = 120,
     seed: Annotated[int, typer.Option(help="Seed of the stratified split")] = 1234,
-    fractions: Annotated[str, typer.Option(help="train,val,ood fractions")] = "0.8,0.1,0.1",
+    fractions: Annotated[str, typer.Option(help="train,val,test,ood article fractions (val selects, test reports; three values = train,val,ood with no test split)")] = "0.7,0.1,0.1,0.1",
     exclude_articles: Annotated[Optional[str], typer.Option(help="Hold out these article ranges as OOD, e.g. 1500-1999,4000-4499")] = None,
     val_articles: Annotated[Optional[str], typer.Option(help="Use these article ranges as validation")] = None,
     holdout_title: Annotated[Optional[list[str]], typer.Option(help="Title regex held out as OOD (repeatable)")] = None,
@@ -191,7 +191,7 @@ def _print_dataset_summary(path: Path) -> None:
     m = json.loads((path / "manifest.json").read_text())
     t = Table(title=f"dataset {m['dataset_id']}", show_header=False)
     t.add_row("articles / chunks", f"{m['counts']['articles']} / {m['counts']['chunks']}")
-    t.add_row("sequences train/val/ood", " / ".join(str(m["sequences"][k]) for k in ("train", "val", "ood")))
+    t.add_row("sequences " + "/".join(m["sequences"]), " / ".join(str(v) for v in m["sequences"].values()))
     t.add_row("encoder", f"{m['encoder']['name']} ({m['encoder']['dim']}-d)")
     coh = m.get("coherence", {})
     if coh.get("mean") is not None:
@@ -269,15 +269,20 @@ def compare(
 ) -> None:
     """Train every architecture on one dataset; print params, val/ood cosine, train time and latency beside the baselines."""
     from flows.compare import compare_architectures
+    from lvm_core.bootstrap import format_delta, format_interval
 
     out = _run_flow(compare_architectures, data=data, archs=arch or ["amn", "amn_mix", "gru", "lstm", "transformer"], epochs=epochs,
                     batch_size=batch, lr=lr, data_dir=_data_dir(data_dir))
     t = Table(title="architectures beside the trivial baselines")
-    for col in ("predictor", "params", "val cos", "ood cos", "|ood-val|", "train s", "ms/batch"):
+    for col in ("predictor", "params", "val cos (selection)", "test cos [95% CI]", "Δ test vs best baseline", "ood cos",
+                "train s", "ms/batch"):
         t.add_column(col, justify="left" if col == "predictor" else "right")
     for r in sorted(out["rows"], key=lambda r: -r["val_cosine"]):
-        t.add_row(r["predictor"], f"{r['params']:,}", f"{r['val_cosine']:.4f}", f"{r['ood_cosine']:.4f}",
-                  f"{r['ood_val_gap']:.4f}", f"{r['train_seconds']:.0f}", f"{r['latency_ms_per_batch']:.2f}")
+        d = r.get("delta_vs_best_baseline")
+        delta = format_delta(d["delta"], d["low"], d["high"]) if d and r["predictor"] != r.get("best_baseline") else "—"
+        t.add_row(r["predictor"], f"{r['params']:,}", f"{r['val_cosine']:.4f}",
+                  format_interval(r["test_cosine"], *(r.get("test_interval") or (None, None))), delta,
+                  f"{r['ood_cosine']:.4f}", f"{r['train_seconds']:.0f}", f"{r['latency_ms_per_batch']:.2f}")
     err.print(t)
     typer.echo(out["markdown"])
 
@@ -496,11 +501,11 @@ def datasets(data_dir: DataDirOpt = None) -> None:
     from lvm_core.dataset import list_datasets
 
     rows = list_datasets(Path(_data_dir(data_dir)))
-    t = Table("dataset", "ready", "articles", "chunks", "train/val/ood", "created")
+    t = Table("dataset", "ready", "articles", "chunks", "train/val/test/ood", "created")
     for r in rows:
         s = r["sequences"] or {}
         t.add_row(r["dataset"], "yes" if r["ready"] else "no", str(r["articles"]), str(r["chunks"]),
-                  f"{s.get('train')}/{s.get('val')}/{s.get('ood')}", str(r["created_at"]))
+                  "/".join(str(s.get(k, "-")) for k in ("train", "val", "test", "ood")), str(r["created_at"]))
     console.print(t)
 
 

@@ -13,7 +13,7 @@ from flows.hooks import RUN_HOOKS
 from flows.train_model import train_model
 from lvm_core import baselines as bl
 from lvm_core import contracts
-from lvm_core.compare import comparison_markdown, comparison_row
+from lvm_core.compare import add_intervals, comparison_markdown, comparison_row
 from lvm_core.dataset import load_dataset
 from lvm_core.models import ModelConfig, build_model, count_parameters
 from lvm_core.registry import load_registered_model
@@ -47,8 +47,11 @@ def compare_architectures(
         params = count_parameters(build_model(ModelConfig(**model.config.model_dump())))
         rows.append(comparison_row(f"{arch} ({trained['uri']})", "model", model, ds.vectors, ds.sequences,
                                    params=params, train_seconds=seconds))
+    split = "test" if len(ds.sequences.get("test", [])) else "val"  # datasets from before the test split: val
+    rows = add_intervals(rows, ds.sequences, split=split)
     dataset_id = ds.manifest.get("dataset_id", Path(data).name)
-    md = comparison_markdown(rows, f"Architectures on {dataset_id} ({epochs} epochs max, early stopping on val)")
+    md = comparison_markdown(rows, f"Architectures on {dataset_id} ({epochs} epochs max, early stopping and "
+                                   f"selection on val; {split} reported with 95% article-bootstrap intervals)")
     out = contracts.models_dir(root) / "comparisons" / dataset_id
     out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.md").write_text(md)

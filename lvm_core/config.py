@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from lvm_core.contracts import default_data_dir
+from lvm_core.contracts import DEFAULT_FRACTIONS, default_data_dir, split_fractions
 from lvm_core.gates import GateThresholds
 
 
@@ -22,7 +22,9 @@ class BuildOptions(BaseModel):
     context_len: int = Field(5, ge=1, le=64, description="Chunks of context per sequence")
     n_bins: int = Field(5, ge=1, le=50, description="Coherence quantile bins for stratification")
     split_mode: Literal["stratified", "ranges", "titles"] = "stratified"
-    fractions: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="train/val/ood fractions")
+    fractions: tuple[float, ...] = Field(
+        DEFAULT_FRACTIONS, description="train/val/test/ood fractions (three values: train/val/ood, no test split)"
+    )
     seed: int = 1234
     exclude_articles: str | None = Field(None, description="OOD article ranges, e.g. '1500-1999,4000-4499' (split_mode=ranges)")
     val_articles: str | None = Field(None, description="Validation article ranges (split_mode=ranges)")
@@ -37,7 +39,8 @@ class BuildOptions(BaseModel):
 
     @field_validator("fractions")
     @classmethod
-    def _fractions_sum_to_one(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+    def _fractions_sum_to_one(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        v = split_fractions(v)
         if any(f < 0 or f > 1 for f in v):
             raise ValueError(f"split fractions {v} must each lie in [0, 1]")
         total = sum(v)

@@ -44,7 +44,23 @@ SPLITS_SCHEMA = pa.schema(
     ]
 )
 
-SPLIT_NAMES: tuple[str, ...] = ("train", "val", "ood")
+# Split roles: `train` fits; `val` is for every selection (early stopping, sweeps, architecture choice);
+# `test` is what is reported and gated, never read by selection; `ood` is a shift (title/range hold-out),
+# or in stratified mode a second in-distribution sample, labelled so. Datasets built before the test
+# split existed have no test windows: their reports fall back to val and say so.
+SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test", "ood")
+EVAL_SPLITS: tuple[str, ...] = ("val", "test", "ood")
+DEFAULT_FRACTIONS: tuple[float, float, float, float] = (0.7, 0.1, 0.1, 0.1)
+
+
+def split_fractions(values: tuple[float, ...] | list[float]) -> tuple[float, float, float, float]:
+    """(train, val, test, ood); three values are the older (train, val, ood) with no test split."""
+    fr = tuple(float(x) for x in values)
+    if len(fr) == 3:
+        fr = (fr[0], fr[1], 0.0, fr[2])
+    if len(fr) != 4:
+        raise ValueError(f"split fractions must be train,val,test,ood (or train,val,ood), got {values!r}")
+    return fr  # type: ignore[return-value]
 
 # --- Folder layout ---------------------------------------------------------------------------------
 

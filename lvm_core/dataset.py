@@ -291,10 +291,10 @@ def analyse_step(
     leakage_raw, leaking = scan.report(), scan.leaking_rows
     purged: dict[str, int] = {}
     windows_before = {name: len(seqs[name]) for name in _eval_split_names()}
-    for name in ("val", "ood"):
+    for name in contracts.EVAL_SPLITS:
         seqs[name], purged[name] = leakage.purge_leaking_windows(seqs[name], leaking)
-    used_split = np.where(np.isin(row_split.astype(str), ["val", "ood"]), "", row_split.astype(str))
-    for name in ("val", "ood"):
+    used_split = np.where(np.isin(row_split.astype(str), list(contracts.EVAL_SPLITS)), "", row_split.astype(str))
+    for name in contracts.EVAL_SPLITS:
         rows = np.unique(np.concatenate([seqs[name].context_rows.ravel(), seqs[name].target_rows]))
         used_split[rows] = name
     # Train rows are unchanged, so each row's leak flags stand; only the val/ood rows still in use count.
@@ -364,9 +364,9 @@ def analyse_step(
 
 
 def _parity(split_manifest: dict[str, Any]) -> dict[str, dict[str, float | None]]:
-    """KS statistic and mean difference of article coherence, val/ood against train (gated)."""
+    """KS statistic and mean difference of article coherence, each evaluation split against train (gated)."""
     out = {}
-    for name in ("val", "ood"):
+    for name in contracts.EVAL_SPLITS:
         s = split_manifest.get("splits", {}).get(name, {})
         out[name] = {"ks": s.get("ks_statistic_vs_train"), "mean_diff": s.get("mean_diff_vs_train"),
                      "ks_pvalue": s.get("ks_pvalue_vs_train")}

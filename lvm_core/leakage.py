@@ -25,10 +25,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from lvm_core.contracts import DataContractError
+from lvm_core.contracts import EVAL_SPLITS, DataContractError
 from lvm_core.sequences import SequenceSet
-
-EVAL_SPLITS: tuple[str, ...] = ("val", "ood")
 
 
 @dataclass
@@ -49,7 +47,7 @@ class LeakageScan:
 
     def report(self) -> dict[str, Any]:
         counts = {s: int((self.row_split == s).sum()) for s in ("train", *EVAL_SPLITS)}
-        n_eval = counts["val"] + counts["ood"]
+        n_eval = sum(counts[s] for s in EVAL_SPLITS)
         text = {s: int((self.text_leak & (self.row_split == s)).sum()) for s in EVAL_SPLITS}
         near = {s: int((self.near_leak & (self.row_split == s)).sum()) for s in EVAL_SPLITS}
         either = {s: int((self.leaking_rows & (self.row_split == s)).sum()) for s in EVAL_SPLITS}

@@ -29,7 +29,7 @@ import polars as pl
 import pyarrow as pa
 from scipy import stats
 
-from lvm_core.contracts import SPLIT_NAMES, SPLITS_SCHEMA, DataContractError
+from lvm_core.contracts import DEFAULT_FRACTIONS, SPLIT_NAMES, SPLITS_SCHEMA, DataContractError, split_fractions
 
 SplitMode = Literal["stratified", "ranges", "titles"]
 _MODES = ("stratified", "ranges", "titles")
@@ -77,7 +77,7 @@ class SplitConfig:
     """How articles are split; validated on construction (ValueError with the offending value)."""
 
     mode: SplitMode = "stratified"
-    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train, val, ood
+    fractions: tuple[float, ...] = DEFAULT_FRACTIONS  # train, val, test, ood
     seed: int = 1234
     ood_ranges: str | None = None
     val_ranges: str | None = None
@@ -86,15 +86,13 @@ class SplitConfig:
     def __post_init__(self) -> None:
         if self.mode not in _MODES:
             raise ValueError(f"unknown split mode {self.mode!r}: expected one of {', '.join(_MODES)}")
-        fr = tuple(float(x) for x in self.fractions)
-        if len(fr) != 3:
-            raise ValueError(f"split fractions must be (train, val, ood), got {self.fractions!r}")
+        fr = split_fractions(self.fractions)
         for name, x in zip(SPLIT_NAMES, fr):
             if not (0.0 <= x <= 1.0) or math.isnan(x):
                 raise ValueError(f"split fraction {name}={x:g} must be in [0, 1] (fractions {fr})")
         total = sum(fr)
         if abs(total - 1.0) > 1e-9:
-            raise ValueError(f"split fractions sum to {total:g}, must be 1 (train, val, ood = {fr})")
+            raise ValueError(f"split fractions sum to {total:g}, must be 1 (train, val, test, ood = {fr})")
         object.__setattr__(self, "fractions", fr)
         if self.holdout_titles is not None:
             if isinstance(self.holdout_titles, str):
@@ -125,7 +123,7 @@ class SplitConfig:
 def split_articles(
     coh_binned: pl.DataFrame, config: SplitConfig, titles: pl.Series | None = None
 ) -> pl.DataFrame:
-    """Assign each article to train/val/ood; returns a frame with SPLITS_SCHEMA columns in input order.
+    """Assign each article to train/val/test/ood; returns a frame with SPLITS_SCHEMA columns in input order.
 
     ``coh_binned`` is :func:`lvm_core.coherence.assign_bins` output in dataset order (row position =
     article ordinal for ``ranges`` mode). ``titles`` (titles mode) is aligned with its rows.
@@ -141,11 +139,11 @@ def split_articles(
     n = ids.shape[0]
     bins = coh_binned["coherence_bin"].fill_null(-1).to_numpy().astype(np.int64)
     assign = np.full(n, "", dtype=object)
-    train_f, val_f, ood_f = config.fractions
+    train_f, val_f, test_f, ood_f = config.fractions
 
     if config.mode == "stratified":
         pool = np.ones(n, dtype=bool)
-        fracs = np.array([train_f, val_f, ood_f])
+        fracs = np.array([train_f, val_f, test_f, ood_f])
     elif config.mode == "ranges":
         ood_r = parse_ranges(config.ood_ranges or "")
         _check_ordinal_ranges(ood_r, n)
@@ -164,9 +162,10 @@ def split_articles(
                     f"and ood_ranges {config.ood_ranges!r}"
                 )
             assign[val] = "val"
-            assign[pool & ~val] = "train"
-            pool = np.zeros(n, dtype=bool)
-        fracs = _renormalised(train_f, val_f)
+            pool &= ~val
+            fracs = _renormalised(train_f, 0.0, test_f)  # the rest: train and test
+        else:
+            fracs = _renormalised(train_f, val_f, test_f)
     else:  # titles
         if titles is None:
             raise ValueError("split mode 'titles' needs the article titles (titles=...)")
@@ -180,7 +179,7 @@ def split_articles(
         )
         assign[held] = "ood"
         pool = ~held
-        fracs = _renormalised(train_f, val_f)
+        fracs = _renormalised(train_f, val_f, test_f)
 
     if pool.any():
         assign[pool] = _stratified(ids[pool], bins[pool], fracs, config.seed)
@@ -250,6 +249,8 @@ def split_report(splits: pl.DataFrame, config: SplitConfig) -> dict[str, Any]:
         raise DataContractError(f"splits contain unknown split name(s): {sorted(unknown)}")
     return {
         "mode": config.mode,
+        # what `ood` is: a real shift (held-out ranges or titles) or, stratified, a second in-distribution sample
+        "ood_kind": "in_distribution" if config.mode == "stratified" else "shift",
         "seed": config.seed,
         "fractions": dict(zip(SPLIT_NAMES, config.fractions)),
         "ood_ranges": config.ood_ranges,
@@ -274,12 +275,12 @@ def splits_content_hash(splits: pl.DataFrame) -> str:
 # --- internals -------------------------------------------------------------------------------------
 
 
-def _renormalised(train_f: float, val_f: float) -> np.ndarray:
-    """Fractions for drawing val from the non-ood rest: (train, val, 0) scaled to sum 1."""
-    total = train_f + val_f
+def _renormalised(train_f: float, val_f: float, test_f: float) -> np.ndarray:
+    """Fractions for drawing val and test from the non-ood rest: (train, val, test, 0) scaled to sum 1."""
+    total = train_f + val_f + test_f
     if total <= 0:
-        return np.array([1.0, 0.0, 0.0])
-    return np.array([train_f / total, val_f / total, 0.0])
+        return np.array([1.0, 0.0, 0.0, 0.0])
+    return np.array([train_f / total, val_f / total, test_f / total, 0.0])
 
 
 def _check_ordinal_ranges(ranges: list[tuple[int, int]], n_articles: int) -> None:
@@ -295,12 +296,13 @@ def _stratified(ids: np.ndarray, bins: np.ndarray, fracs: np.ndarray, seed: int)
     """Per-bin seeded shuffle -> split names; null bins (-1) go to train.
 
     Counts follow the fractions of the *running total* over bins (rounded half up), so each bin keeps
-    its share and small bins still add up to val/ood articles overall: 14 articles in 5 bins of 2-3
-    get val and ood articles instead of none (per-bin rounding would give every small bin to train).
+    its share and small bins still add up to held-out articles overall: 14 articles in 5 bins of 2-3
+    get val, test and ood articles instead of none (per-bin rounding would give every small bin to train).
     """
     names = np.array(SPLIT_NAMES, dtype=object)
     out = np.full(ids.shape[0], "train", dtype=object)
-    given = np.zeros(3, dtype=np.int64)
+    k = len(SPLIT_NAMES)
+    given = np.zeros(k, dtype=np.int64)
     seen = 0
     for b in np.unique(bins[bins >= 0]):
         rows = np.flatnonzero(bins == b)
@@ -310,13 +312,13 @@ def _stratified(ids: np.ndarray, bins: np.ndarray, fracs: np.ndarray, seed: int)
         n = rows.shape[0]
         seen += n
         # held-out articles so far follow round-half-up of the running total; each one goes to the
-        # split (val or ood) furthest behind its own running target
-        held = min(int(np.floor(seen * (fracs[1] + fracs[2]) + 0.5)) - int(given[1] + given[2]), n)
-        want = np.zeros(3, dtype=np.int64)
+        # held-out split furthest behind its own running target (the first such split on ties)
+        held = min(int(np.floor(seen * fracs[1:].sum() + 0.5)) - int(given[1:].sum()), n)
+        want = np.zeros(k, dtype=np.int64)
         for _ in range(max(held, 0)):
-            behind = seen * fracs[1:] - (given[1:] + want[1:])
-            want[1 + int(behind[1] > behind[0])] += 1
-        want[0] = n - want[1] - want[2]
+            behind = np.where(fracs[1:] > 0, seen * fracs[1:] - (given[1:] + want[1:]), -np.inf)
+            want[1 + int(np.argmax(behind))] += 1
+        want[0] = n - want[1:].sum()
         given += want
         out[rows] = np.repeat(names, want)
     return out

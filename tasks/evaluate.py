@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from lvm_core import baselines as bl
 from lvm_core import contamination, contracts, registry
 from lvm_core.contamination import ContaminationError, ContaminationReport
+from lvm_core.contracts import EVAL_SPLITS
 from lvm_core.dataset import Dataset, load_dataset
 from lvm_core.evaluation import EvaluationResult, evaluate_predictors
 from lvm_core.gates import GateReport, GateThresholds, post_training_gates
@@ -82,7 +83,7 @@ def record_contamination(model: registry.LoadedModel, result: ContaminationRepor
 
 @task(name="load-eval-dataset", task_run_name="load-dataset-{root}", cache_policy=NO_CACHE, **IO_RETRIES)
 def load_eval_dataset(root: str, model: registry.LoadedModel) -> Dataset:
-    """The dataset must come from the model's encoder and have val and ood windows."""
+    """The dataset must come from the model's encoder and have val and ood windows (test where it has one)."""
     ds = load_dataset(Path(root))
     model.check_fingerprint(ds.fingerprint)
     if ds.context_len != model.context_len:
@@ -96,12 +97,15 @@ def load_eval_dataset(root: str, model: registry.LoadedModel) -> Dataset:
 @task(name="evaluate", task_run_name="evaluate-{model.name}-v{model.version}", cache_policy=NO_CACHE,
       timeout_seconds=6 * HOUR, **COMPUTE_RETRIES)
 def evaluate(model: registry.LoadedModel, ds: Dataset, max_windows: int | None = None) -> EvaluationResult:
-    """Model and every trivial baseline (fitted on train) on the same val/ood windows."""
+    """Model and every trivial baseline (fitted on train) on the same val/test/ood windows."""
     baselines = bl.fit_baselines(ds.vectors, ds.sequences["train"])
     predictors = {f"{model.arch} (model)": model.predict, **{name: b.predict for name, b in baselines.items()}}
+    splits = tuple(s for s in EVAL_SPLITS if len(ds.sequences.get(s, [])) > 0)
+    if "test" not in splits:
+        get_run_logger().warning("%s has no test split (built before split roles): val is reported", ds.root)
     result = evaluate_predictors(
         predictors, ds.vectors, ds.sequences, ds.article_ids, ds.chunk_index, ds.text_hash, ds.texts,
-        splits=("val", "ood"), max_windows=max_windows, article_bins=ds.article_bins(),
+        splits=splits, max_windows=max_windows, article_bins=ds.article_bins(),
     )
     log = get_run_logger()
     for row in result.summary_table():

@@ -37,13 +37,13 @@ def load_training_data(data: str, val: str | None, force: bool) -> training_data
 
 @task(name="fit-baselines", task_run_name="baselines-{data.dataset_id}", cache_policy=NO_CACHE, **COMPUTE_RETRIES)
 def fit_baselines(data: training_data.TrainingData, out_dir: Path) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
-    """Copy-last, mean, recency-weighted mean and ridge, fitted on train, scored on the same val/ood windows."""
+    """Copy-last, mean, recency-weighted mean and ridge, fitted on train, scored on the same val/test/ood windows."""
     fitted = bl.fit_baselines(data.vectors, data.sequences["train"])
     scores: dict[str, dict[str, float]] = {}
     for name, b in fitted.items():
         scores[name] = {
             split: bl.mean_cosine(b, data.vectors, data.split(split))
-            for split in ("val", "ood")
+            for split in contracts.EVAL_SPLITS
             if data.split(split) is not None
         }
     bl.save_baselines(fitted, out_dir)

@@ -45,6 +45,7 @@ ALL_GATES = {
     "crossing_windows_zero",
     "sequences_aligned",
     "split_parity_val",
+    "split_parity_test",
     "split_parity_ood",
     "oracle_recall_at_5",
     "manifest_consistent",

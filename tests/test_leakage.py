@@ -48,13 +48,13 @@ def test_counts_on_crafted_overlaps(crafted) -> None:
     ids, ci, hashes, v, split = crafted
     rep = leakage_report(ids, hashes, v, split)
     assert rep["article_overlap"] == 0
-    assert rep["rows"] == {"train": 16, "val": 8, "ood": 8}
-    assert rep["text_hash_overlap"] == {"val": 1, "ood": 0, "rate": pytest.approx(1 / 16)}
+    assert rep["rows"] == {"train": 16, "val": 8, "test": 0, "ood": 8}
+    assert rep["text_hash_overlap"] == {"val": 1, "test": 0, "ood": 0, "rate": pytest.approx(1 / 16)}
     nd = rep["near_duplicates"]
     assert (nd["val"], nd["ood"]) == (1, 1)  # the exact text duplicate counts here too
     assert nd["rate"] == pytest.approx(2 / 16) and nd["threshold"] == 0.995
     assert nd["max_cos"] == pytest.approx(1.0, abs=1e-5)
-    assert rep["leaking_rows"] == {"val": 1, "ood": 1, "rate": pytest.approx(2 / 16)}
+    assert rep["leaking_rows"] == {"val": 1, "test": 0, "ood": 1, "rate": pytest.approx(2 / 16)}
     mask = leaking_rows(ids, hashes, v, split)
     assert np.flatnonzero(mask).tolist() == [17, 30]
     strict = leakage_report(ids, hashes, v, split, near_dup_threshold=0.9999)
@@ -109,7 +109,7 @@ def test_bad_inputs(crafted) -> None:
     with pytest.raises(DataContractError, match="not aligned"):
         leakage_report(ids, hashes, v[:-1], split)
     bad = split.copy()
-    bad[0] = "test"
+    bad[0] = "holdout"
     with pytest.raises(DataContractError, match="unknown split"):
         leakage_report(ids, hashes, v, bad)
 

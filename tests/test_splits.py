@@ -50,7 +50,9 @@ def test_config_validation() -> None:
         SplitConfig(mode="titles", holdout_titles=["(unclosed"])
     with pytest.raises(ValueError, match="end 5 is before start 12"):
         SplitConfig(mode="ranges", ood_ranges="12-5")
-    assert SplitConfig(fractions=[0.7, 0.2, 0.1]).fractions == (0.7, 0.2, 0.1)  # type: ignore[arg-type]
+    # three fractions are the older train,val,ood: no test split
+    assert SplitConfig(fractions=[0.7, 0.2, 0.1]).fractions == (0.7, 0.2, 0.0, 0.1)  # type: ignore[arg-type]
+    assert SplitConfig(fractions=[0.6, 0.2, 0.1, 0.1]).fractions == (0.6, 0.2, 0.1, 0.1)  # type: ignore[arg-type]
     cfg = SplitConfig(mode="titles", holdout_titles=["^A", "^B"])
     assert hash(cfg) == hash(SplitConfig(mode="titles", holdout_titles=("^A", "^B")))
     assert cfg.to_dict()["holdout_titles"] == ["^A", "^B"]
@@ -68,18 +70,21 @@ def test_stratified_keeps_per_bin_proportions() -> None:
     for b in range(5):
         rows = per_bin.filter(pl.col("coherence_bin") == b)
         counts = dict(zip(rows["split"].to_list(), rows["len"].to_list()))
-        assert counts == {"train": 32, "val": 4, "ood": 4}  # 40 per bin -> exactly 80/10/10
+        assert counts == {"train": 28, "val": 4, "test": 4, "ood": 4}  # 40 per bin -> exactly 70/10/10/10
     assert set(sp.filter(pl.col("coherence_bin").is_null())["split"].to_list()) == {"train"}
 
 
-def test_small_bins_still_get_val_and_ood() -> None:
-    coh = binned_frame(25, n_bins=5)  # 5 articles per bin: 4 + 0.5 + 0.5
+def test_small_bins_still_get_every_held_out_split() -> None:
+    coh = binned_frame(30, n_bins=5)  # 6 articles per bin: 4.2 + 0.6 + 0.6 + 0.6
     sp = split_articles(coh, SplitConfig())
     counts = sp["split"].value_counts()
     got = dict(zip(counts["split"].to_list(), counts["count"].to_list()))
-    assert got["train"] == 20 and got["val"] + got["ood"] == 5 and got["val"] >= 2 and got["ood"] >= 2
+    assert got["train"] == 21 and got["val"] + got["test"] + got["ood"] == 9
+    assert min(got["val"], got["test"], got["ood"]) >= 2
     per_bin = sp.group_by("coherence_bin").agg((pl.col("split") != "train").sum().alias("held"))
-    assert per_bin["held"].to_list() == [1] * 5
+    assert sorted(per_bin["held"].to_list()) in ([1, 2, 2, 2, 2], [2, 2, 2, 2, 1])
+    legacy = split_articles(coh, SplitConfig(fractions=(0.8, 0.1, 0.1)))  # no test split asked: none given
+    assert "test" not in legacy["split"].to_list()
 
 
 def test_seed_reproducible_and_order_independent() -> None:
@@ -105,12 +110,13 @@ def test_ranges_mode() -> None:
     split = sp["split"].to_numpy()
     ood_pos = np.r_[10:20, 100:106]
     assert set(split[ood_pos]) == {"ood"} and (split == "ood").sum() == 16
-    n_val = int((split == "val").sum())
-    assert 8 <= n_val <= 12  # 0.1/0.9 of the 90 remaining, by bin
+    n_val, n_test = int((split == "val").sum()), int((split == "test").sum())
+    assert 8 <= n_val <= 12 and 8 <= n_test <= 12  # 0.1/0.9 each of the 90 remaining, by bin
     with_val = split_articles(coh, SplitConfig(mode="ranges", ood_ranges="0-9", val_ranges="50-54,60"))
     sv = with_val["split"].to_numpy()
     assert set(np.flatnonzero(sv == "val")) == {50, 51, 52, 53, 54, 60}
-    assert (sv == "train").sum() == 106 - 10 - 6
+    assert (sv == "train").sum() + (sv == "test").sum() == 106 - 10 - 6
+    assert 9 <= (sv == "test").sum() <= 14  # test drawn from the rest: 0.1/0.8 of 90
     with pytest.raises(ValueError, match=r"unknown article range 1500-1999: dataset has 106 articles"):
         split_articles(coh, SplitConfig(mode="ranges", ood_ranges="0-5,1500-1999"))
     with pytest.raises(ValueError, match="both val_ranges"):
@@ -136,8 +142,10 @@ def test_report_and_parquet_table(tmp_path) -> None:
     rep = split_report(sp, cfg)
     json.dumps(rep)  # the report is splits.json
     assert rep["seed"] == 1234 and rep["mode"] == "stratified"
-    assert rep["fractions"] == {"train": 0.8, "val": 0.1, "ood": 0.1}
-    assert sum(rep["splits"][s]["articles"] for s in ("train", "val", "ood")) == 160
+    assert rep["fractions"] == {"train": 0.7, "val": 0.1, "test": 0.1, "ood": 0.1}
+    assert rep["ood_kind"] == "in_distribution"  # stratified: ood is a second in-distribution sample
+    assert split_report(sp, SplitConfig(mode="ranges", ood_ranges="0-9"))["ood_kind"] == "shift"
+    assert sum(rep["splits"][s]["articles"] for s in ("train", "val", "test", "ood")) == 160
     assert rep["splits"]["train"]["chunks"] == int(sp.filter(pl.col("split") == "train")["n_chunks"].sum())
     val_coh = sp.filter((pl.col("split") == "val") & pl.col("coherence_bin").is_not_null())["coherence"]
     assert rep["splits"]["val"]["coherence_mean"] == pytest.approx(val_coh.mean())
