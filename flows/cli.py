@@ -319,7 +319,7 @@ def _print_evaluation(summary: dict) -> None:
     for col in ("gate", "passed", "value", "threshold"):
         g.add_column(col)
     for name, r in summary["gates"].items():
-        g.add_row(name, "[green]yes[/]" if r["passed"] else "[red]NO[/]", _f(r["value"]), _f(r["threshold"]))
+        g.add_row(name, "[green]yes[/]" if r["passed"] else "[red]NO[/]", _fv(r["value"]), _fv(r["threshold"]))
     err.print(g)
     promo = summary.get("promotion") or {}
     err.print(f"promotion: {promo.get('action', 'skipped')} {promo.get('message', '')}".rstrip(), soft_wrap=True)
@@ -489,7 +489,12 @@ def check(
 
 
 def _fv(v) -> str:
-    """A gate value or threshold for a table cell: floats to 4 places, dicts as k=v pairs."""
+    """A gate value or threshold for a table cell: floats to 4 places, a delta with its interval as
+    `Δ +0.003 [−0.002, +0.008] vs NAME (split)`, other dicts as k=v pairs."""
+    if isinstance(v, dict) and {"delta", "low", "high"} <= set(v):
+        from lvm_core.bootstrap import format_delta
+
+        return f"{format_delta(v['delta'], v['low'], v['high'])} vs {v.get('baseline', '?')} ({v.get('split', '?')})"
     if isinstance(v, dict):
         return ", ".join(f"{k}={_fv(x)}" for k, x in v.items())
     return _f(v)
