@@ -1,0 +1,6 @@
+"""Serving: the FastAPI inference service (`lvm serve`) and the model holder that follows a registry alias."""
+
+from lvm_core.serving.app import TOKEN_ENV, ServeSettings, create_app
+from lvm_core.serving.holder import DEFAULT_MODEL_REF, DEFAULT_REFRESH_S, ModelHolder, Served
+
+__all__ = ["DEFAULT_MODEL_REF", "DEFAULT_REFRESH_S", "ModelHolder", "Served", "ServeSettings", "TOKEN_ENV", "create_app"]

@@ -1,0 +1,234 @@
+"""The model a service answers with, and the swap when its registry alias moves.
+
+`ModelHolder` owns one `Served` snapshot (the `LoadedModel` plus when/why it was loaded). A request
+reads `holder.current` once and uses that snapshot to the end, so a swap (a plain reference
+assignment) never changes the model under a request in flight: it finishes on the old one, and the old
+model is freed once the last such request drops it. Loading always goes through
+`lvm_core.registry.load_registered_model`, the same loader evaluation uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from lvm_core import registry
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_REF = "models:/lvm-amn@champion"
+DEFAULT_REFRESH_S = 10.0
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclasses.dataclass(frozen=True)
+class Served:
+    """One loaded model and where it came from; immutable, replaced as a whole on a swap."""
+
+    model: Any  # lvm_core.registry.LoadedModel
+    ref: str  # what the service was asked to serve (e.g. models:/lvm-amn@champion)
+    alias: Optional[str]  # the alias followed, None for a fixed version or a local folder
+    loaded_at: str
+
+    @property
+    def version_label(self) -> str:
+        v = getattr(self.model, "version", None)
+        return str(v) if v is not None else "local"
+
+    def describe(self) -> dict[str, Any]:
+        m = self.model
+        fp = getattr(m, "fingerprint", None)
+        return {
+            "name": m.name,
+            "version": m.version,
+            "alias": self.alias,
+            "ref": self.ref,
+            "source": getattr(m, "source", ""),
+            "loaded_at": self.loaded_at,
+            "arch": getattr(getattr(m, "config", None), "arch", None),
+            "context_len": m.context_len,
+            "dim": m.dim,
+            "encoder": getattr(fp, "id", None),
+            "share": 1.0,
+        }
+
+
+class ModelHolder:
+    """Loads the model behind `model_ref` and, for an alias reference, follows the alias.
+
+    `model_ref`: `models:/<name>@<alias>` (followed), `models:/<name>/<version>` or a local model folder
+    (fixed). `refresh_s`: how often the alias is re-read. `on_swap(old, new)` is called after each swap
+    (`old` is None for the first load); `on_load_error(exc)` after each failed load or lookup.
+    """
+
+    def __init__(
+        self,
+        model_ref: str = DEFAULT_MODEL_REF,
+        data_dir: Optional[Path | str] = None,
+        *,
+        refresh_s: float = DEFAULT_REFRESH_S,
+        device: str = "cpu",
+        loader: Callable[..., Any] = registry.load_registered_model,
+        on_swap: Optional[Callable[[Optional[Served], Served], None]] = None,
+        on_load_error: Optional[Callable[[BaseException], None]] = None,
+    ):
+        self.model_ref = str(model_ref)
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.refresh_s = float(refresh_s)
+        self.device = device
+        self._loader = loader
+        self._on_swap = on_swap
+        self._on_load_error = on_load_error
+        self._current: Optional[Served] = None
+        self._swap_lock = threading.Lock()  # one load/swap at a time
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self.last_check_at: Optional[str] = None
+        self.last_error: Optional[str] = None
+        self.swaps = 0
+        self._tracking_ready = False
+        self._name, self._alias = self._parse(self.model_ref)
+
+    # --- what is served ---------------------------------------------------------------------------
+
+    @property
+    def current(self) -> Optional[Served]:
+        """The snapshot to answer with (read it once per request); None until the first load."""
+        return self._current
+
+    @property
+    def ready(self) -> bool:
+        return self._current is not None
+
+    @property
+    def follows_alias(self) -> bool:
+        return self._alias is not None
+
+    @staticmethod
+    def _parse(ref: str) -> tuple[Optional[str], Optional[str]]:
+        """(registered name, alias) for an alias reference; (name, None) for a fixed version; (None, None) for a folder."""
+        local = Path(ref[len("file://"):] if ref.startswith("file://") else ref)
+        if not ref.startswith("models:/") and local.exists():
+            return None, None
+        name, which = registry._parse_reference(ref)
+        if which.isdigit() or which == "latest":
+            return name, None
+        return name, which
+
+    def _ensure_tracking(self) -> None:
+        if not self._tracking_ready and self.data_dir is not None:
+            registry.configure_tracking(self.data_dir)
+        self._tracking_ready = True
+
+    def _install(self, loaded: Any, alias: Optional[str]) -> Served:
+        new = Served(model=loaded, ref=self.model_ref, alias=alias, loaded_at=_now())
+        old = self._current
+        self._current = new  # the atomic swap: requests that already read `current` keep the old snapshot
+        self.swaps += 1
+        _log.info("serving %s (was %s)", loaded.describe(), old.model.describe() if old else "nothing")
+        if self._on_swap is not None:
+            self._on_swap(old, new)
+        return new
+
+    def _target_version(self) -> Optional[int]:
+        """The version the followed alias points at now (None when not following an alias)."""
+        if self._alias is None or self._name is None:
+            return None
+        return int(registry._resolve_version(self._name, self._alias).version)
+
+    def load(self) -> Served:
+        """Load the model now (blocking) and serve it; raises the loader's error (e.g. ModelNotFoundError)."""
+        with self._swap_lock:
+            self._ensure_tracking()
+            try:
+                if self._alias is not None:
+                    version = self._target_version()
+                    loaded = self._loader(f"models:/{self._name}/{version}", device=self.device)
+                else:
+                    loaded = self._loader(self.model_ref, device=self.device)
+            except BaseException as exc:
+                self._record_error(exc, log=False)  # the caller sees the exception
+                raise
+            self.last_error = None
+            self.last_check_at = _now()
+            return self._install(loaded, self._alias)
+
+    def refresh(self) -> bool:
+        """Re-read the alias; when it moved, load the new version and swap it in. True if swapped.
+
+        A failed lookup or load keeps the model being served (and is recorded in `last_error`).
+        """
+        if self._current is None:
+            self.load()
+            return True
+        if self._alias is None:
+            return False
+        with self._swap_lock:
+            self._ensure_tracking()
+            try:
+                version = self._target_version()
+                self.last_check_at = _now()
+                if version == self._current.model.version:
+                    self.last_error = None
+                    return False
+                loaded = self._loader(f"models:/{self._name}/{version}", device=self.device)
+            except Exception as exc:  # keep serving the old model
+                self._record_error(exc)
+                return False
+            self.last_error = None
+            self._install(loaded, self._alias)
+            return True
+
+    def _record_error(self, exc: BaseException, log: bool = True) -> None:
+        self.last_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        if log:
+            _log.warning("model %s: %s; still serving %s", self.model_ref, self.last_error,
+                         self._current.model.describe() if self._current else "nothing")
+        if self._on_load_error is not None:
+            self._on_load_error(exc)
+
+    # --- background refresh -----------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.refresh()
+            except Exception:  # the first load failed (recorded in last_error); retried on the next tick
+                _log.warning("model %s not loaded: %s; retrying", self.model_ref, self.last_error)
+            wait = self.refresh_s if self._current is not None else min(self.refresh_s, 2.0)
+            if not self.follows_alias and self._current is not None:
+                return  # fixed version: nothing to follow once loaded
+            self._stop.wait(wait)
+
+    def start(self) -> None:
+        """Load (if not loaded yet) and follow the alias in a background thread."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="lvm-model-refresh", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def status(self) -> dict[str, Any]:
+        cur = self._current
+        return {
+            "ref": self.model_ref,
+            "follows_alias": self._alias,
+            "refresh_interval_s": self.refresh_s if self.follows_alias else None,
+            "last_check_at": self.last_check_at,
+            "last_error": self.last_error,
+            "swaps": self.swaps,
+            "ready": cur is not None,
+        }

@@ -1,0 +1,254 @@
+"""The inference service on a real uvicorn server: predictions equal the registry loader's, bad input gets
+a 4xx with a reason, token, metrics, feedback, and a champion move swapped in without a failed request."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+NAME = "lvm-serve-test"
+TOKEN = "s3cret-token"
+REFRESH_S = 0.5
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def versions(small_dataset: Path, session_data_dir: Path, prefect_harness):
+    from flows.train_model import train_model
+    from lvm_core import registry
+
+    t0 = time.monotonic()
+    first = train_model(data=str(small_dataset), arch="amn", epochs=1, data_dir=str(session_data_dir),
+                        registered_name=NAME, hidden=32, mlp_hidden=64)
+    second = train_model(data=str(small_dataset), arch="amn", epochs=1, lr=3e-4, data_dir=str(session_data_dir),
+                         registered_name=NAME, hidden=32, mlp_hidden=64)
+    registry.configure_tracking(session_data_dir)
+    registry.promote(NAME, first["version"], force=True)
+    print(f"two tiny models trained in {time.monotonic() - t0:.1f}s")
+    return first["version"], second["version"]
+
+
+@pytest.fixture(scope="module")
+def server(versions, session_data_dir: Path):
+    import uvicorn
+
+    from lvm_core.serving import ServeSettings, create_app
+
+    old = os.environ.get("LVM_SERVE_TOKEN")
+    os.environ["LVM_SERVE_TOKEN"] = TOKEN
+    try:
+        app = create_app(f"models:/{NAME}@champion", session_data_dir, refresh_s=REFRESH_S,
+                         settings=ServeSettings(max_batch=8, max_body_bytes=1024 * 1024))
+    finally:
+        if old is None:
+            os.environ.pop("LVM_SERVE_TOKEN", None)
+        else:
+            os.environ["LVM_SERVE_TOKEN"] = old
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    with httpx.Client(base_url=base, timeout=30) as client:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if client.get("/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "service did not become ready"
+            time.sleep(0.1)
+        yield client, app
+    srv.should_exit = True
+    thread.join(15)
+    sock.close()
+    assert not thread.is_alive()
+
+
+def _contexts(n: int, ctx: int, dim: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, ctx, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _served(app):
+    return app.state.holder.current.model
+
+
+def test_health_readiness_and_models(server, versions):
+    client, _ = server
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+    info = client.get("/v1/models", headers=AUTH).json()
+    [entry] = info["serving"]
+    assert (entry["name"], entry["version"], entry["alias"], entry["share"]) == (NAME, versions[0], "champion", 1.0)
+    assert entry["loaded_at"] and info["refresh_interval_s"] == REFRESH_S
+
+
+def test_predictions_equal_the_registry_loader(server, versions):
+    from lvm_core.registry import load_registered_model
+
+    client, app = server
+    ref = load_registered_model(f"models:/{NAME}/{versions[0]}")
+    x = _contexts(5, ref.context_len, ref.dim, seed=1)
+    res = client.post("/v1/predict", json={"contexts": x.tolist(), "client_key": "abc"}, headers=AUTH)
+    assert res.status_code == 200, res.text
+    body = res.json()
+    assert (body["model"], body["version"]) == (NAME, versions[0])
+    assert len(body["prediction_ids"]) == 5 and len(set(body["prediction_ids"])) == 5
+    assert np.allclose(np.asarray(body["predictions"], dtype=np.float32), ref.predict(x), atol=1e-6)
+
+
+def test_malformed_payloads_get_4xx_with_a_reason_and_serving_goes_on(server):
+    client, app = server
+    m = _served(app)
+    good = _contexts(2, m.context_len, m.dim, seed=2)
+    nan = good.copy()
+    nan[1, 0, 3] = np.nan
+    cases = {
+        "wrong ctx": ({"contexts": _contexts(2, m.context_len + 1, m.dim).tolist()}, 422, "expects"),
+        "wrong dim": ({"contexts": _contexts(2, m.context_len, m.dim - 1).tolist()}, 422, "expects"),
+        "ragged": ({"contexts": [good[0].tolist(), good[1, :-1].tolist()]}, 422, "rectangular"),
+        "strings": ({"contexts": [[["a"] * m.dim] * m.context_len]}, 422, "numbers"),
+        "nan": (json.dumps({"contexts": nan.tolist()}, allow_nan=True), 422, "NaN"),
+        "not unit": ({"contexts": (good * 2).tolist()}, 422, "unit"),
+        "empty": ({"contexts": []}, 422, "empty"),
+        "no contexts": ({"inputs": good.tolist()}, 422, "contexts"),
+        "too many": ({"contexts": _contexts(9, m.context_len, m.dim).tolist()}, 413, "limit of 8"),
+        "not json": ("this is not json", 400, "JSON"),
+        "oversized": ("[" + "0.1," * 300_000 + "0.1]", 413, "over the limit"),
+    }
+    for what, (payload, status, words) in cases.items():
+        kw = {"json": payload} if isinstance(payload, dict) else {"content": payload}
+        res = client.post("/v1/predict", headers={**AUTH, "Content-Type": "application/json"}, **kw)
+        assert res.status_code == status, (what, res.status_code, res.text)
+        assert words in res.json()["detail"], (what, res.json())
+        ok = client.post("/v1/predict", json={"contexts": good.tolist()}, headers=AUTH)
+        assert ok.status_code == 200, (what, ok.text)
+    metrics = client.get("/metrics").text
+    assert 'lvm_serve_errors_total{endpoint="/v1/predict",kind="validation"}' in metrics
+
+
+def test_token_is_required_on_v1_only(server):
+    client, app = server
+    m = _served(app)
+    body = {"contexts": _contexts(1, m.context_len, m.dim).tolist()}
+    assert client.post("/v1/predict", json=body).status_code == 401
+    assert client.post("/v1/predict", json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert client.get("/v1/models").status_code == 401
+    assert client.post("/v1/feedback", json={"prediction_id": "x", "target": [1.0]}).status_code == 401
+    assert client.get("/healthz").status_code == 200 and client.get("/readyz").status_code == 200
+    assert client.post("/v1/predict", json=body, headers=AUTH).status_code == 200
+    assert 'kind="auth"' in client.get("/metrics").text
+
+
+def test_feedback_updates_online_cosine_per_version(server, versions):
+    client, app = server
+    m = _served(app)
+    res = client.post("/v1/predict", json={"contexts": _contexts(2, m.context_len, m.dim, seed=3).tolist()},
+                      headers=AUTH).json()
+    p0, p1 = np.asarray(res["predictions"], dtype=np.float64)
+    fb = client.post("/v1/feedback", json={"prediction_id": res["prediction_ids"][0], "target": p0.tolist()},
+                     headers=AUTH)
+    assert fb.status_code == 200, fb.text
+    assert fb.json()["cosine"] == pytest.approx(1.0, abs=1e-5) and fb.json()["version"] == versions[0]
+    other = -p1 / np.linalg.norm(p1)
+    fb2 = client.post("/v1/feedback", json={"prediction_id": res["prediction_ids"][1], "target": other.tolist()},
+                      headers=AUTH).json()
+    assert fb2["cosine"] == pytest.approx(-1.0, abs=1e-5)
+    again = client.post("/v1/feedback", json={"prediction_id": res["prediction_ids"][0], "target": p0.tolist()},
+                        headers=AUTH)
+    assert again.status_code == 404 and "unknown prediction_id" in again.json()["detail"]
+    bad = client.post("/v1/feedback", json={"prediction_id": "nope", "target": (p0 * 3).tolist()}, headers=AUTH)
+    assert bad.status_code == 422 and "unit" in bad.json()["detail"]
+    online = client.get("/v1/models", headers=AUTH).json()["online_cosine"][str(versions[0])]
+    assert online["count"] >= 2
+    metrics = client.get("/metrics").text
+    assert f'lvm_serve_online_cosine_count{{version="{versions[0]}"}}' in metrics
+    assert f'lvm_serve_online_cosine_mean{{version="{versions[0]}"}}' in metrics
+
+
+def test_metrics_count_requests_per_version(server, versions):
+    client, _ = server
+    text = client.get("/metrics").text
+    assert f'lvm_serve_requests_total{{code="200",endpoint="/v1/predict",version="{versions[0]}"}}' in text
+    assert "lvm_serve_request_latency_seconds_bucket" in text
+    assert "process_resident_memory_bytes" in text and "process_cpu_seconds_total" in text
+    assert f'lvm_serve_model_info{{alias="champion",name="{NAME}",version="{versions[0]}"}} 1.0' in text
+
+
+def test_champion_move_is_swapped_in_without_failed_requests(server, versions, session_data_dir: Path):
+    from lvm_core import registry
+
+    client, app = server
+    m = _served(app)
+    body = {"contexts": _contexts(4, m.context_len, m.dim, seed=4).tolist()}
+    seen: dict[int, int] = {}
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(base_url=str(client.base_url), timeout=30) as c:
+            while not stop.is_set():
+                try:
+                    r = c.post("/v1/predict", json=body, headers=AUTH)
+                    if r.status_code != 200:
+                        failures.append(f"{r.status_code} {r.text[:200]}")
+                    else:
+                        v = r.json()["version"]
+                        seen[v] = seen.get(v, 0) + 1
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+
+    t = threading.Thread(target=hammer, daemon=True)
+    t.start()
+    try:
+        time.sleep(0.5)
+        registry.configure_tracking(session_data_dir)
+        registry.promote(NAME, versions[1], force=True)
+        moved_at = time.monotonic()
+        while app.state.holder.current.model.version != versions[1]:
+            assert time.monotonic() - moved_at < 30, app.state.holder.status()
+            time.sleep(0.05)
+        switch_s = time.monotonic() - moved_at
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        t.join(30)
+    assert not failures, failures[:3]
+    assert seen.get(versions[0], 0) > 0 and seen.get(versions[1], 0) > 0, seen
+    assert switch_s < REFRESH_S + 10
+    info = client.get("/v1/models", headers=AUTH).json()
+    assert info["serving"][0]["version"] == versions[1] and info["last_error"] is None
+    after = client.post("/v1/predict", json=body, headers=AUTH).json()
+    assert after["version"] == versions[1]
+    # and back (rollback): the old version is served again
+    registry.rollback(NAME)
+    deadline = time.monotonic() + 30
+    while client.get("/readyz").json()["version"] != versions[0]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_cli_serve_refuses_an_unknown_model_in_one_line(session_data_dir: Path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    res = CliRunner().invoke(app, ["serve", "--model", "models:/no-such-model@champion",
+                                   "--data-dir", str(session_data_dir)])
+    assert res.exit_code == 1
+    assert "no registered model named 'no-such-model'" in res.output
