@@ -50,13 +50,15 @@ def slot_timeout_s() -> float:
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:
+    """The flow run's logger (lines show in the Prefect UI), else Prefect's `prefect.lvm.slots`."""
     from prefect import get_run_logger
     from prefect.exceptions import MissingContextError
+    from prefect.logging import get_logger
 
     try:
         return get_run_logger()
     except MissingContextError:
-        return logging.getLogger("lvm.slots")
+        return get_logger("lvm.slots")
 
 
 def _record_name(slot: str) -> str:

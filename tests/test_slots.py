@@ -36,6 +36,29 @@ def _holder(name: str) -> subprocess.Popen[str]:
     return proc
 
 
+class _Lines(logging.Handler):
+    """Collects what the slot module logs. Its logger is swapped for one of the test's own, because
+    Prefect's logging set-up (which may run mid-test) resets the handlers of its child loggers."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from tasks import slots
+
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+        logger = logging.getLogger(f"test-slots-{id(self)}")
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        logger.addHandler(self)
+        monkeypatch.setattr(slots, "_logger", lambda: logger)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
 def _active(name: str) -> int:
     from prefect.client.orchestration import get_client
 
@@ -43,7 +66,7 @@ def _active(name: str) -> int:
         return client.read_global_concurrency_limit_by_name(name).active_slots
 
 
-def test_slot_of_a_killed_holder_is_reclaimed(prefect_harness, capfd):
+def test_slot_of_a_killed_holder_is_reclaimed(prefect_harness, monkeypatch):
     from tasks.slots import exclusive
 
     holder = _holder("slot-killed")
@@ -51,27 +74,26 @@ def test_slot_of_a_killed_holder_is_reclaimed(prefect_harness, capfd):
     holder.wait(10)
     assert _active("slot-killed") == 1  # what SIGKILL leaves behind: the slot still counted as held
     t0 = time.monotonic()
+    log = _Lines(monkeypatch)
     with exclusive("slot-killed", timeout_seconds=60):
         assert _active("slot-killed") == 1
     assert time.monotonic() - t0 < 30
-    log = capfd.readouterr().err
-    assert f"process {holder.pid}" in log and "no longer running" in log
+    assert f"process {holder.pid}" in log.text and "no longer running" in log.text
     assert _active("slot-killed") == 0
 
 
-def test_live_holder_is_waited_for_logged_and_times_out(prefect_harness, capfd, monkeypatch):
+def test_live_holder_is_waited_for_logged_and_times_out(prefect_harness, monkeypatch):
     from tasks import slots
 
     monkeypatch.setattr(slots, "WAIT_LOG_S", 0.5)
     holder = _holder("slot-live")
     try:
-        logging.getLogger("lvm.slots").setLevel(logging.INFO)
+        log = _Lines(monkeypatch)
         with pytest.raises(slots.SlotTimeoutError) as err:
             with slots.exclusive("slot-live", timeout_seconds=3):
                 pass
         assert f"pid {holder.pid}" in str(err.value) and slots.SLOT_TIMEOUT_ENV in str(err.value)
-        log = capfd.readouterr().err
-        assert "waiting" in log and f"pid {holder.pid}" in log
+        assert "waiting" in log.text and f"pid {holder.pid}" in log.text
         assert _active("slot-live") == 1  # the live holder keeps its slot
     finally:
         os.killpg(holder.pid, signal.SIGKILL)
