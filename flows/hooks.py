@@ -131,9 +131,6 @@ def _deployment_name(flow_run: Any) -> str | None:
 # local API of `lvm`), each flow run leaves an owner record in PREFECT_HOME, and the next flow run
 # started on this host ends Crashed (and alerts) those whose process is gone.
 
-_TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
 def _owners_dir() -> Path:
     from prefect.settings import PREFECT_HOME
 
@@ -169,6 +166,7 @@ def reap_dead_flow_runs() -> list[str]:
     from prefect.states import Crashed
 
     from lvm_core.liveness import Owner
+    from tasks.slots import TERMINAL_STATES
 
     done: list[str] = []
     logger = get_logger("lvm.reaper")
@@ -185,7 +183,7 @@ def reap_dead_flow_runs() -> list[str]:
                 run = client.read_flow_run(UUID(record.stem))
             except (ObjectNotFound, ValueError):
                 run = None
-            if run is not None and run.state is not None and run.state.type.value not in _TERMINAL:
+            if run is not None and run.state is not None and run.state.type.value not in TERMINAL_STATES:
                 client.set_flow_run_state(run.id, Crashed(message=f"process gone: {why}"), force=True)
                 done.append(f"flow run {run.name} ({run.id}) ended Crashed: {why}")
                 logger.warning("%s", done[-1])

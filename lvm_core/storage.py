@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -85,7 +86,7 @@ def recover_interrupted_swaps(root: Path) -> list[Path]:
     restored: list[Path] = []
     for backup in sorted(Path(root).glob(f".*{_BACKUP_INFIX}*")):
         name, sep, pid = backup.name[1:].rpartition(_BACKUP_INFIX)
-        if not sep or not pid.isdigit() or not backup.is_dir() or _pid_running(int(pid)):
+        if not sep or not pid.isdigit() or not backup.is_dir() or int(pid) == os.getpid() or psutil.pid_exists(int(pid)):
             continue
         target = backup.with_name(name)
         if target.exists():
@@ -94,18 +95,6 @@ def recover_interrupted_swaps(root: Path) -> list[Path]:
             os.replace(backup, target)
             restored.append(target)
     return restored
-
-
-def _pid_running(pid: int) -> bool:
-    if pid == os.getpid():
-        return True  # our own swap in progress
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def link_or_copy(src: Path, dst: Path) -> None:

@@ -32,7 +32,7 @@ HEARTBEAT_S = 15.0  # renew the lease and the holder record this often
 LEASE_S = 60.0  # Prefect's shortest lease; the repossessor frees the slot this long after the last renewal
 STALE_AFTER_S = 120.0  # a holder on another host with no heartbeat for this long is gone
 WAIT_LOG_S = 30.0
-_TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})  # a flow run in one has no live process
 
 
 class SlotTimeoutError(TimeoutError):
@@ -148,7 +148,7 @@ def holder_gone(client: SyncPrefectClient, record: dict[str, Any]) -> str | None
             state = client.read_flow_run(UUID(flow_run_id)).state
         except ObjectNotFound:
             state = None
-        if state is not None and state.type.value in _TERMINAL:
+        if state is not None and state.type.value in TERMINAL_STATES:
             return f"its flow run {flow_run_id} is {state.name}"
     return Owner.from_dict(record).gone(STALE_AFTER_S)
 
@@ -177,7 +177,7 @@ def _mark_crashed(client: SyncPrefectClient, flow_run_id: str, why: str) -> None
 
     with contextlib.suppress(Exception):
         run = client.read_flow_run(UUID(flow_run_id))
-        if run.state is not None and run.state.type.value not in _TERMINAL:
+        if run.state is not None and run.state.type.value not in TERMINAL_STATES:
             client.set_flow_run_state(UUID(flow_run_id), Crashed(message=f"process gone: {why}"), force=True)
 
 
