@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from lvm_core.embedding import EmbeddingCache, embed_texts, load_encoder  # noqa: E402
+from lvm_core.embedding import embed_texts, load_encoder  # noqa: E402
+from lvm_core.embedding_cache import EmbeddingCache  # noqa: E402
 
 PIPELINE_TARGET = 1.10
 WARM_TARGET = 0.05

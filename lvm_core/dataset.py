@@ -24,8 +24,10 @@ import pyarrow.parquet as pq
 from lvm_core import contracts
 from lvm_core.config import BuildConfig
 from lvm_core.contracts import DataContractError, DatasetPaths
+from lvm_core.embedding_cache import EmbeddingCache
 from lvm_core.faults import crash_point
 from lvm_core.liveness import OWNER_FILE, abandoned_dirs, claim_dir
+from lvm_core.vector_files import load_embeddings, save_embeddings
 from lvm_core.storage import (
     file_digest,
     json_digest,
@@ -202,11 +204,11 @@ def embed_step(
     hashes = chunks.column("text_hash").to_pylist()
     encoder = embedding.load_encoder(config.encoder)
     _check_hash_casing(texts, hashes, encoder.fingerprint.casefold, chunks_path)
-    cache = embedding.EmbeddingCache(contracts.embedding_cache_dir(data_dir), encoder.fingerprint)
+    cache = EmbeddingCache(contracts.embedding_cache_dir(data_dir), encoder.fingerprint)
     vectors, stats = embedding.embed_texts(
         texts, hashes, encoder, cache, batch_size=config.batch_size, show_progress=progress
     )
-    embedding.save_embeddings(out_dir, vectors, encoder.fingerprint)
+    save_embeddings(out_dir, vectors, encoder.fingerprint)
     stats_dict = {k: (float(v) if isinstance(v, float) else v) for k, v in vars(stats).items()}
     write_json(stats_path, stats_dict)
     return EmbedResult(emb_path, enc_path, stats_dict)
@@ -604,7 +606,7 @@ class Dataset:
 
 def load_dataset(root: Path, require_ready: bool = True) -> Dataset:
     """Open a dataset folder; refuses one that did not pass its gates unless `require_ready=False`."""
-    from lvm_core import embedding, sequences
+    from lvm_core import sequences
 
     paths = DatasetPaths(Path(root))
     if not paths.root.is_dir():
@@ -619,7 +621,7 @@ def load_dataset(root: Path, require_ready: bool = True) -> Dataset:
         manifest = read_json(paths.manifest)
     except ValueError as exc:
         raise DataContractError(f"{paths.manifest}: unreadable manifest ({exc})") from exc
-    vectors, fingerprint = embedding.load_embeddings(paths.root)
+    vectors, fingerprint = load_embeddings(paths.root)
     chunks = pq.read_table(paths.chunks, columns=["article_id", "chunk_index", "text_hash"])
     seqs = sequences.load_sequences(paths.sequences)
     return Dataset(

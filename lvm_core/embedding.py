@@ -1,4 +1,4 @@
-"""Chunk embeddings: the encoder, its fingerprint, a persistent embedding cache and embeddings files.
+"""Chunk embeddings: the encoder, its fingerprint and `embed_texts` (cache in embedding_cache, files in vector_files).
 
 Every embeddings artifact carries the fingerprint of the encoder that produced it (model name, weights
 digest, dimension, normalisation). Vectors from two encoders live in different spaces, so an artifact
@@ -13,7 +13,6 @@ import re
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,18 +21,19 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 from lvm_core import storage
-from lvm_core.contracts import EMBEDDINGS_FILE, ENCODER_FILE, DataContractError
+from lvm_core.contracts import DataContractError
 from lvm_core.faults import crash_point
 
 if TYPE_CHECKING:  # sentence-transformers pulls torch; import it only when an encoder is loaded
     from sentence_transformers import SentenceTransformer
+
+    from lvm_core.embedding_cache import EmbeddingCache
 
 __all__ = [
     "CANONICAL_DEFAULT_MODEL",
     "DEFAULT_MODEL",
     "UNIT_NORM_TOLERANCE",
     "EmbedStats",
-    "EmbeddingCache",
     "Encoder",
     "EncoderFingerprint",
     "EncoderLoadError",
@@ -42,10 +42,7 @@ __all__ = [
     "SentenceTransformerEncoder",
     "embed_texts",
     "ensure_same_fingerprint",
-    "load_embeddings",
     "load_encoder",
-    "save_embeddings",
-    "validate_embeddings",
     "weights_digest",
 ]
 
@@ -429,158 +426,6 @@ def load_encoder(name_or_path: str | Path | None = None, device: str = "cpu") ->
     return enc
 
 
-# --- embedding cache -------------------------------------------------------------------------------
-
-_SHARD_RE = re.compile(r"^shard-[0-9]+-[0-9a-f]{32}\.npz$")
-_FINGERPRINT_FILE = "fingerprint.json"
-
-
-class EmbeddingCache:
-    """Vectors keyed by (encoder fingerprint, text hash), kept across builds so a rebuild encodes only new text.
-
-    Layout: `root/<fingerprint.id>/fingerprint.json` plus append-only `shard-<ns>-<uuid>.npz` files, each
-    holding `hashes` (unicode) and `vectors` (float32, n x dim). A shard is written under a temp name and
-    renamed into place, so concurrent writers never see or clobber each other's partial files. The
-    index (hash -> row) is loaded lazily and refreshed with shards that appeared since.
-    """
-
-    def __init__(self, root: Path, fingerprint: EncoderFingerprint):
-        self.fingerprint = fingerprint
-        self.dir = Path(root) / fingerprint.id
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fp_path = self.dir / _FINGERPRINT_FILE
-        if fp_path.exists():
-            try:
-                stored = EncoderFingerprint.from_dict(storage.read_json(fp_path))
-            except (ValueError, OSError) as exc:
-                raise FingerprintMismatchError(
-                    f"embedding cache {self.dir}: unreadable {_FINGERPRINT_FILE} ({exc}); "
-                    f"expected {fingerprint.describe()}"
-                ) from exc
-            ensure_same_fingerprint(fingerprint, stored, f"embedding cache {self.dir}")
-        else:
-            storage.write_json(fp_path, fingerprint.to_dict())
-        self._lock = threading.Lock()
-        self._index: dict[str, int] = {}
-        self._blocks: list[np.ndarray] = []
-        self._matrix: np.ndarray = np.zeros((0, fingerprint.dim), dtype=np.float32)
-        self._seen_shards: set[str] = set()
-
-    # internal ------------------------------------------------------------------------------------
-
-    def _refresh(self) -> None:
-        """Load shards not seen yet (written by this or another process)."""
-        names = sorted(n for n in os.listdir(self.dir) if n not in self._seen_shards and _SHARD_RE.match(n))
-        for name in names:
-            self._add_block(*self._read_shard(self.dir / name))
-            self._seen_shards.add(name)
-
-    def _read_shard(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                hashes, vectors = z["hashes"], z["vectors"]
-        except Exception as exc:  # noqa: BLE001 - any read failure names the shard
-            raise DataContractError(f"embedding cache shard {path} is unreadable: {exc}") from exc
-        if (
-            vectors.dtype != np.float32
-            or vectors.ndim != 2
-            or vectors.shape[1] != self.fingerprint.dim
-            or hashes.ndim != 1
-            or hashes.shape[0] != vectors.shape[0]
-        ):
-            raise DataContractError(
-                f"embedding cache shard {path}: hashes {hashes.shape} / vectors {vectors.dtype}{vectors.shape} "
-                f"do not match the contract (n,) / float32 (n, {self.fingerprint.dim})"
-            )
-        return hashes, vectors
-
-    def _add_block(self, hashes: np.ndarray, vectors: np.ndarray) -> None:
-        base = self._n_rows
-        keep = []
-        for i, h in enumerate(hashes.tolist()):
-            if h not in self._index:  # two writers may have stored the same hash; first one wins
-                self._index[h] = base + len(keep)
-                keep.append(i)
-        if len(keep) == len(hashes):
-            self._blocks.append(vectors)
-        elif keep:
-            self._blocks.append(vectors[np.asarray(keep)])
-
-    @property
-    def _n_rows(self) -> int:
-        return self._matrix.shape[0] + sum(b.shape[0] for b in self._blocks)
-
-    def _vectors(self) -> np.ndarray:
-        if self._blocks:
-            self._matrix = np.concatenate([self._matrix, *self._blocks], axis=0)
-            self._blocks = []
-        return self._matrix
-
-    # public --------------------------------------------------------------------------------------
-
-    def get_many(self, hashes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(vectors float32 (n, dim), found bool (n,)); rows not found are zero."""
-        with self._lock:
-            self._refresh()
-            index = self._index
-            rows = np.fromiter((index.get(h, -1) for h in hashes), dtype=np.int64, count=len(hashes))
-            found = rows >= 0
-            if len(hashes) and found.all():
-                return self._vectors()[rows], found  # fancy indexing already returns a fresh array
-            out = np.zeros((len(hashes), self.fingerprint.dim), dtype=np.float32)
-            if found.any():
-                out[found] = self._vectors()[rows[found]]
-        return out, found
-
-    def put_many(self, hashes: Sequence[str], vectors: np.ndarray) -> int:
-        """Store vectors for hashes not cached yet as one new shard; returns how many were added."""
-        vectors = np.asarray(vectors)
-        if vectors.ndim != 2 or vectors.shape != (len(hashes), self.fingerprint.dim):
-            raise ValueError(
-                f"put_many: vectors shape {vectors.shape} does not match {len(hashes)} hashes x dim "
-                f"{self.fingerprint.dim}"
-            )
-        if vectors.dtype != np.float32:
-            raise ValueError(f"put_many: vectors must be float32, got {vectors.dtype}")
-        if not np.isfinite(vectors).all():
-            raise ValueError("put_many: vectors contain non-finite values")
-        with self._lock:
-            self._refresh()
-            seen: set[str] = set()
-            keep = []
-            for i, h in enumerate(hashes):
-                if h not in self._index and h not in seen:
-                    seen.add(h)
-                    keep.append(i)
-            if not keep:
-                return 0
-            if len(keep) == len(hashes):
-                new_hashes, new_vectors = np.asarray(hashes, dtype=str), vectors
-            else:
-                sel = np.asarray(keep)
-                new_hashes, new_vectors = np.asarray(hashes, dtype=str)[sel], vectors[sel]
-            name = f"shard-{time.time_ns()}-{uuid.uuid4().hex}.npz"
-            with storage.atomic_path(self.dir / name) as tmp:
-                with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a path
-                    np.savez(fh, hashes=new_hashes, vectors=new_vectors)
-            self._add_block(new_hashes, new_vectors)
-            self._seen_shards.add(name)
-            return len(keep)
-
-    def __len__(self) -> int:
-        with self._lock:
-            self._refresh()
-            return len(self._index)
-
-    def __contains__(self, text_hash: object) -> bool:
-        with self._lock:
-            self._refresh()
-            return text_hash in self._index
-
-    def __repr__(self) -> str:
-        return f"EmbeddingCache({str(self.dir)!r}, {self.fingerprint.model_name!r})"
-
-
 # --- embedding texts -------------------------------------------------------------------------------
 
 
@@ -697,65 +542,3 @@ def embed_texts(
         chunks_per_second=(n_encoded / seconds) if seconds > 0 else 0.0,
     )
     return vectors, stats
-
-
-# --- embeddings files ------------------------------------------------------------------------------
-
-
-def validate_embeddings(vectors: np.ndarray, fingerprint: EncoderFingerprint, what: str) -> None:
-    """Raise `DataContractError` unless `vectors` is float32 (n, fingerprint.dim), finite, unit rows."""
-    if not isinstance(vectors, np.ndarray):
-        raise DataContractError(f"{what}: expected a numpy array, got {type(vectors).__name__}")
-    if vectors.ndim != 2:
-        raise DataContractError(f"{what}: expected a 2-D array (n_chunks, dim), got shape {vectors.shape}")
-    if vectors.dtype != np.float32:
-        raise DataContractError(f"{what}: expected float32, got {vectors.dtype}")
-    if vectors.shape[1] != fingerprint.dim:
-        raise DataContractError(
-            f"{what}: vectors have dim {vectors.shape[1]} but the encoder fingerprint says {fingerprint.dim}"
-        )
-    step = 65536  # bounded temporary memory on big files
-    for start in range(0, vectors.shape[0], step):
-        block = np.asarray(vectors[start : start + step])
-        if not np.isfinite(block).all():
-            row = start + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
-            raise DataContractError(f"{what}: non-finite values (first in row {row})")
-        norms = np.linalg.norm(block, axis=1)
-        off = np.abs(norms - 1.0) > UNIT_NORM_TOLERANCE
-        if off.any():
-            row = int(np.flatnonzero(off)[0])
-            raise DataContractError(
-                f"{what}: {int(off.sum())} row(s) in rows {start}..{start + len(block) - 1} are not unit length "
-                f"(row {start + row} has norm {norms[row]:.6f}; tolerance {UNIT_NORM_TOLERANCE})"
-            )
-
-
-def save_embeddings(dir_path: Path, vectors: np.ndarray, fingerprint: EncoderFingerprint) -> None:
-    """Write `embeddings.npy` and `encoder.json` into `dir_path` (each atomically), after validating."""
-    dir_path = Path(dir_path)
-    validate_embeddings(vectors, fingerprint, f"embeddings for {dir_path / EMBEDDINGS_FILE}")
-    storage.write_npy(dir_path / EMBEDDINGS_FILE, vectors)
-    storage.write_json(dir_path / ENCODER_FILE, fingerprint.to_dict())
-
-
-def load_embeddings(
-    dir_path: Path, expected: EncoderFingerprint | None = None, mmap: bool = False
-) -> tuple[np.ndarray, EncoderFingerprint]:
-    """Read and check `embeddings.npy` + `encoder.json`; refuse another encoder's vectors if `expected`."""
-    dir_path = Path(dir_path)
-    enc_path, emb_path = dir_path / ENCODER_FILE, dir_path / EMBEDDINGS_FILE
-    for p in (enc_path, emb_path):
-        if not p.is_file():
-            raise DataContractError(f"{p} is missing")
-    try:
-        fp = EncoderFingerprint.from_dict(storage.read_json(enc_path))
-    except ValueError as exc:
-        raise DataContractError(f"{enc_path}: {exc}") from exc
-    if expected is not None:
-        ensure_same_fingerprint(expected, fp, f"embeddings in {dir_path}")
-    try:
-        vectors = storage.load_npy(emb_path, mmap=mmap)
-    except ValueError as exc:  # object arrays (pickle) are refused by allow_pickle=False
-        raise DataContractError(f"{emb_path}: not a plain numeric .npy file ({exc})") from exc
-    validate_embeddings(vectors, fp, str(emb_path))
-    return vectors, fp

@@ -17,16 +17,15 @@ from lvm_core import embedding as emb  # noqa: E402
 from lvm_core.contracts import EMBEDDINGS_FILE, ENCODER_FILE, DataContractError  # noqa: E402
 from lvm_core.embedding import (  # noqa: E402
     CANONICAL_DEFAULT_MODEL,
-    EmbeddingCache,
     EncoderFingerprint,
     EncoderLoadError,
     FingerprintMismatchError,
     embed_texts,
     ensure_same_fingerprint,
-    load_embeddings,
     load_encoder,
-    save_embeddings,
 )
+from lvm_core.embedding_cache import EmbeddingCache  # noqa: E402
+from lvm_core.vector_files import load_embeddings, save_embeddings  # noqa: E402
 
 DIM = 8
 
