@@ -31,6 +31,9 @@ class BuildOptions(BaseModel):
     holdout_titles: list[str] | None = Field(None, description="Title regexes held out as OOD (split_mode=titles)")
     near_dup_threshold: float = Field(0.995, gt=0, le=1)
     batch_size: int = Field(64, ge=1, description="Encoder batch size")
+    vector_dtype: Literal["float32", "float16"] = Field(
+        "float32", description="On-disk dtype of embeddings.npy (float16 halves it; computation is float32)"
+    )
     on_duplicate: Literal["error", "first", "last"] = Field(
         "error",
         description="Parquet/JSONL rows repeating an id with a different text: fail (error) or keep the first/last row",

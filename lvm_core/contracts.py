@@ -66,8 +66,12 @@ def split_fractions(values: tuple[float, ...] | list[float]) -> tuple[float, flo
 
 ARTICLES_FILE = "articles.parquet"
 CHUNKS_FILE = "chunks.parquet"
-EMBEDDINGS_FILE = "embeddings.npy"  # float32 (n_chunks, dim), row i <-> chunks.parquet row i
-ENCODER_FILE = "encoder.json"  # EncoderFingerprint of embeddings.npy
+EMBEDDINGS_FILE = "embeddings.npy"  # (n_chunks, dim) unit rows in VECTOR_DTYPES, row i <-> chunks.parquet row i
+ENCODER_FILE = "encoder.json"  # EncoderFingerprint of embeddings.npy, plus its VECTOR_DTYPE_KEY
+# On-disk dtype of embeddings.npy, recorded in encoder.json (absent = float32, files of before float16).
+VECTOR_DTYPES: tuple[str, ...] = ("float32", "float16")
+DEFAULT_VECTOR_DTYPE = "float32"
+VECTOR_DTYPE_KEY = "vector_dtype"
 SPLITS_FILE = "splits.parquet"
 SPLITS_MANIFEST_FILE = "splits.json"
 SEQUENCES_FILE = "sequences.npz"  # per split: {split}_context_rows, {split}_target_rows, ...
