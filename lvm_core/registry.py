@@ -1052,7 +1052,7 @@ def _version_numbers(name: str) -> list[int]:
     return sorted(int(mv.version) for mv in _client().search_model_versions(f"name='{esc}'"))
 
 
-def _resolve_version(name: str, ref: str | int) -> Any:
+def resolve_version(name: str, ref: str | int) -> Any:
     """A ModelVersion for a version number, 'latest' or an alias; ModelNotFoundError otherwise."""
     rm = _require_registered_model(name)
     client = _client()
@@ -1077,7 +1077,7 @@ def _resolve_version(name: str, ref: str | int) -> Any:
     return client.get_model_version(name, str(aliases[ref]))
 
 
-def _parse_reference(ref: str) -> tuple[str, str]:
+def parse_reference(ref: str) -> tuple[str, str]:
     """`models:/name/3`, `models:/name@alias`, `name/3`, `name@alias`, `name` (= champion) -> (name, version-or-alias)."""
     body = ref[len("models:/"):] if ref.startswith("models:/") else ref
     body = body.strip("/")
@@ -1116,8 +1116,8 @@ def load_registered_model(
     if isinstance(uri_or_name_version, Path) or (not ref.startswith("models:/") and local.exists()):
         loaded = load_model_dir(local, device=device)
     else:
-        name, which = _parse_reference(ref)
-        mv = _resolve_version(name, which)
+        name, which = parse_reference(ref)
+        mv = resolve_version(name, which)
         version = int(mv.version)
 
         def fetch(target: Path) -> LoadedModel:
@@ -1173,7 +1173,8 @@ def _save_history(name: str, history: list[int]) -> None:
     _client().set_registered_model_tag(name, TAG_CHAMPION_HISTORY, json.dumps(history[-_MAX_HISTORY:]))
 
 
-def _recorded_outcomes(mv: Any) -> dict[str, dict[str, Any]] | None:
+def recorded_gate_outcomes(mv: Any) -> dict[str, dict[str, Any]] | None:
+    """The gate outcomes recorded on a model version (gate_results, else gates_passed/failed_gates); None if none."""
     tags = mv.tags or {}
     if TAG_GATE_RESULTS in tags:
         try:
@@ -1197,12 +1198,12 @@ def promote(name: str, version: int | str, gate_report: Any = None, force: bool 
     model) so `rollback` can restore it. Unknown model/version: ModelNotFoundError, nothing moves.
     """
     client = _client()
-    mv = _resolve_version(name, str(version))
+    mv = resolve_version(name, str(version))
     version = int(mv.version)
     if gate_report is not None:
         outcomes: dict[str, dict[str, Any]] | None = gate_outcomes(gate_report)
     else:
-        outcomes = _recorded_outcomes(mv)
+        outcomes = recorded_gate_outcomes(mv)
     if outcomes is None and not force:
         raise PromotionError(
             f"no gate results for {name} v{version}: pass the model gate report, or force=True to promote anyway"

@@ -117,7 +117,7 @@ class ModelHolder:
         local = Path(ref[len("file://"):] if ref.startswith("file://") else ref)
         if not ref.startswith("models:/") and local.exists():
             return None, None
-        name, which = registry._parse_reference(ref)
+        name, which = registry.parse_reference(ref)
         if which.isdigit() or which == "latest":
             return name, None
         return name, which
@@ -141,7 +141,7 @@ class ModelHolder:
         """The version the followed alias points at now (None when not following an alias)."""
         if self._alias is None or self._name is None:
             return None
-        return int(registry._resolve_version(self._name, self._alias).version)
+        return int(registry.resolve_version(self._name, self._alias).version)
 
     def load(self) -> Served:
         """Load the model now (blocking) and serve it; raises the loader's error (e.g. ModelNotFoundError)."""
