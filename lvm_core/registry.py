@@ -1036,7 +1036,7 @@ def _is_not_found(exc: MlflowException) -> bool:
     return exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "not found" in str(exc).lower()
 
 
-def _require_registered_model(name: str) -> Any:
+def require_registered_model(name: str) -> Any:
     try:
         return _client().get_registered_model(name)
     except MlflowException as exc:
@@ -1054,7 +1054,7 @@ def _version_numbers(name: str) -> list[int]:
 
 def resolve_version(name: str, ref: str | int) -> Any:
     """A ModelVersion for a version number, 'latest' or an alias; ModelNotFoundError otherwise."""
-    rm = _require_registered_model(name)
+    rm = require_registered_model(name)
     client = _client()
     ref = str(ref)
     if ref.isdigit():
@@ -1152,7 +1152,7 @@ def load_registered_model(
 
 def current_champion(name: str) -> int | None:
     """The version holding `champion`, or None; ModelNotFoundError for an unknown model."""
-    rm = _require_registered_model(name)
+    rm = require_registered_model(name)
     v = (rm.aliases or {}).get(ALIAS_CHAMPION)
     return int(v) if v is not None else None
 
@@ -1239,7 +1239,7 @@ def promote(name: str, version: int | str, gate_report: Any = None, force: bool 
             message=f"{name} v{version} is already the champion",
         )
 
-    rm = _require_registered_model(name)
+    rm = require_registered_model(name)
     history = _history(rm)
     if current is not None and (not history or history[-1] != current):
         history.append(current)
@@ -1265,7 +1265,7 @@ def promote(name: str, version: int | str, gate_report: Any = None, force: bool 
 def rollback(name: str) -> PromotionResult:
     """Move `champion` back to the previous champion recorded by `promote`; records the rollback."""
     client = _client()
-    rm = _require_registered_model(name)
+    rm = require_registered_model(name)
     current = current_champion(name)
     if current is None:
         raise PromotionError(f"{name} has no champion to roll back")
@@ -1302,7 +1302,7 @@ def rollback(name: str) -> PromotionResult:
 
 def list_versions(name: str, metric_keys: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """One row per version, newest first: version, aliases, status, created, run id, tags, run metrics."""
-    rm = _require_registered_model(name)
+    rm = require_registered_model(name)
     client = _client()
     by_version: dict[int, list[str]] = {}
     for alias, v in (rm.aliases or {}).items():
