@@ -13,6 +13,7 @@ unsupported extension) raises `IngestError` with a one-line message naming the f
 from __future__ import annotations
 
 import bz2
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -51,9 +52,13 @@ __all__ = [
     "is_disambiguation",
     "is_tabular",
     "read_articles",
+    "read_jsonl_articles",
+    "read_parquet_articles",
+    "read_xml_stream",
     "resolve_source",
     "sample_dump_path",
     "snapshot_id_for",
+    "source_kind",
 ]
 
 
@@ -164,24 +169,35 @@ def read_articles(
         raise IngestError(f"{path.name}: no article found (empty dump or every page filtered out)")
 
 
-def _reader_for(path: Path) -> Callable[[Path, bool], Iterator[Article]]:
+def source_kind(path: str | os.PathLike[str]) -> str:
+    """Which reader a source file needs: "xml" (MediaWiki dump, plain or bz2), "parquet" or "jsonl"."""
+    path = Path(path)
     suffixes = [s.lower() for s in path.suffixes]
     last = suffixes[-1] if suffixes else ""
     if last == ".bz2":
         inner = suffixes[-2] if len(suffixes) > 1 else ""
         if inner in (".parquet", ".jsonl", ".json"):
             raise IngestError(f"{path.name}: unsupported compressed {inner} file (decompress it first)")
-        return _read_xml
+        return "xml"
     if last == ".xml":
-        return _read_xml
+        return "xml"
     if last == ".parquet":
-        return _read_parquet
+        return "parquet"
     if last == ".jsonl":
-        return _read_jsonl
+        return "jsonl"
     raise IngestError(
         f"{path.name}: unsupported file type {last or '(no extension)'!r}; "
         "expected .xml, .xml.bz2, .parquet or .jsonl"
     )
+
+
+def _reader_for(path: Path) -> Callable[[Path, bool], Iterator[Article]]:
+    kind = source_kind(path)
+    if kind == "xml":
+        return _read_xml
+    if kind == "parquet":
+        return lambda p, progress: read_parquet_articles(p, progress=progress)
+    return lambda p, progress: read_jsonl_articles(p, progress=progress)
 
 
 def _one_line(exc: BaseException, limit: int = 200) -> str:
@@ -212,7 +228,8 @@ def _iter_pages(fh: IO[bytes]) -> Iterator[tuple[mwxml.Page, dict[int, str]]]:
     """Pages of a dump with its namespace names (number -> name).
 
     `mwxml.Dump.from_file` requires a <siteinfo> block; excerpts exported without one (the table-markup
-    sample) are read page by page with the same mwxml element classes.
+    sample) are read page by page with the same mwxml element classes. Each finished page is detached
+    from the root element: cleared but attached pages would otherwise add up over millions of pages.
     """
     from mwxml.element_iterator import ElementIterator
 
@@ -229,13 +246,32 @@ def _iter_pages(fh: IO[bytes]) -> Iterator[tuple[mwxml.Page, dict[int, str]]]:
                 namespace_names = {ns.id: ns.name for ns in site_info.namespaces if ns.name}
         elif element.tag == "page":
             yield mwxml.Page.from_element(element, namespace_map), namespace_names
+            element.complete()
+            with contextlib.suppress(ValueError):
+                root.element.remove(element.element)
         # <logitem> and unknown blocks are not articles; ElementIterator skips their content.
 
 
 def _read_xml(path: Path, progress: bool) -> Iterator[Article]:
+    try:
+        fh = _open_xml(path)
+    except OSError as exc:
+        raise IngestError(f"{path.name}: cannot read file ({_one_line(exc)})") from None
+    with fh:
+        yield from read_xml_stream(fh, path.name, progress=progress, compressed=path.suffix.lower() == ".bz2")
+
+
+def read_xml_stream(
+    fh: IO[bytes], name: str, *, progress: bool = False, compressed: bool = False
+) -> Iterator[Article]:
+    """Articles of an open MediaWiki XML byte stream (kept, skipped and cleaned as in `read_articles`).
+
+    `name` names the source in error messages (a file, or a file and the part of it being read);
+    `compressed` says the stream decompresses bz2, so that read errors are reported as corrupt bz2.
+    """
     extra_ns: frozenset[str] | None = None
     try:
-        with _open_xml(path) as fh, _progress_bar(progress, path.name) as bar:
+        with _progress_bar(progress, name) as bar:
             for page, ns_names in _iter_pages(fh):
                 bar.update(1)
                 text = None
@@ -258,16 +294,16 @@ def _read_xml(path: Path, progress: bool) -> Iterator[Article]:
     except IngestError:
         raise
     except EOFError as exc:
-        raise IngestError(f"{path.name}: truncated or corrupt bz2 stream ({_one_line(exc)})") from None
+        raise IngestError(f"{name}: truncated or corrupt bz2 stream ({_one_line(exc)})") from None
     except OSError as exc:
-        if path.suffix.lower() == ".bz2":
-            raise IngestError(f"{path.name}: truncated or corrupt bz2 stream ({_one_line(exc)})") from None
-        raise IngestError(f"{path.name}: cannot read file ({_one_line(exc)})") from None
+        if compressed:
+            raise IngestError(f"{name}: truncated or corrupt bz2 stream ({_one_line(exc)})") from None
+        raise IngestError(f"{name}: cannot read file ({_one_line(exc)})") from None
     except (ET.ParseError, mwxml.errors.MalformedXML, UnicodeDecodeError) as exc:
-        raise IngestError(f"{path.name}: malformed MediaWiki XML ({_one_line(exc)})") from None
+        raise IngestError(f"{name}: malformed MediaWiki XML ({_one_line(exc)})") from None
     except (ValueError, TypeError) as exc:
         # mwxml/mwtypes raise these for pages with missing or ill-typed fields.
-        raise IngestError(f"{path.name}: malformed MediaWiki XML ({_one_line(exc)})") from None
+        raise IngestError(f"{name}: malformed MediaWiki XML ({_one_line(exc)})") from None
 
 
 _REDIRECT = re.compile(r"\s*#\s*redirect", re.IGNORECASE)
@@ -575,8 +611,7 @@ def drop_duplicate_ids(
 
 def is_tabular(path: str | os.PathLike[str]) -> bool:
     """Whether a source file is Parquet/JSONL (rows with id,title,text) rather than a MediaWiki dump."""
-    reader = _reader_for(Path(path))
-    return reader in (_read_parquet, _read_jsonl)
+    return source_kind(path) in ("parquet", "jsonl")
 
 
 # --- tabular sources ---------------------------------------------------------------------------------
@@ -595,10 +630,17 @@ def _tabular_article(path: Path, where: str, raw_id: Any, title: Any, text: Any)
     return Article(article_id, "" if title is None else str(title), cleaned)
 
 
-def _read_parquet(path: Path, progress: bool) -> Iterator[Article]:
+def read_parquet_articles(
+    path: Path, row_groups: range | None = None, progress: bool = False
+) -> Iterator[Article]:
+    """Articles of a Parquet file with id,title,text columns; only `row_groups` when given.
+
+    Row numbers in messages count from the file's first row, whichever row groups are read.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    path = Path(path)
     try:
         parquet = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
@@ -608,10 +650,21 @@ def _read_parquet(path: Path, progress: bool) -> Iterator[Article]:
         raise IngestError(
             f"{path.name}: missing column(s) {', '.join(missing)}; expected id, title, text"
         )
-    row = 0
+    groups = range(parquet.num_row_groups) if row_groups is None else row_groups
+    if groups.start < 0 or groups.stop > parquet.num_row_groups:
+        raise IngestError(
+            f"{path.name}: row groups {groups.start}-{groups.stop} out of range "
+            f"(the file has {parquet.num_row_groups})"
+        )
+    row = sum(parquet.metadata.row_group(i).num_rows for i in range(groups.start))
+    if not len(groups):
+        return
     try:
         with _progress_bar(progress, path.name) as bar:
-            for batch in parquet.iter_batches(batch_size=1024, columns=list(_REQUIRED_COLUMNS)):
+            batches = parquet.iter_batches(
+                batch_size=1024, row_groups=list(groups), columns=list(_REQUIRED_COLUMNS)
+            )
+            for batch in batches:
                 ids, titles, texts = (batch.column(i).to_pylist() for i in range(3))
                 for raw_id, title, text in zip(ids, titles, texts, strict=True):
                     row += 1
@@ -623,10 +676,24 @@ def _read_parquet(path: Path, progress: bool) -> Iterator[Article]:
         raise IngestError(f"{path.name}: corrupt Parquet data ({_one_line(exc)})") from None
 
 
-def _read_jsonl(path: Path, progress: bool) -> Iterator[Article]:
+def read_jsonl_articles(
+    path: Path, start: int = 0, stop: int | None = None, first_line: int = 1, progress: bool = False
+) -> Iterator[Article]:
+    """Articles of a JSONL file (one object with id,title,text per line); lines beginning in [start, stop).
+
+    `start` must be a line start (0 or just after a newline); `first_line` is that line's number, used
+    in messages.
+    """
+    path = Path(path)
+    pos = start
     try:
-        with open(path, encoding="utf-8") as fh, _progress_bar(progress, path.name) as bar:
-            for line_no, line in enumerate(fh, start=1):
+        with open(path, "rb") as fh, _progress_bar(progress, path.name) as bar:
+            fh.seek(start)
+            for line_no, raw in enumerate(fh, start=first_line):
+                if stop is not None and pos >= stop:
+                    break
+                pos += len(raw)
+                line = raw.decode("utf-8")
                 if not line.strip():
                     continue
                 try:
