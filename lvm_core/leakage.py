@@ -8,6 +8,13 @@ Three checks (DESIGN "Leakage", all must end at 0):
 3. ``near_duplicates``: val/ood chunk vectors with cosine >= threshold (default 0.995) to some train chunk.
    Exact text duplicates embed identically, so they are counted here too; both numbers are reported.
 
+At scale (10^8 chunks) nothing here holds the vectors in memory: the text-hash check compares 64-bit
+codes of the hashes with numpy (sorted train codes, ``searchsorted``) and confirms the few matches on the
+strings; the near-duplicate check streams gathered row blocks of the (memory-mapped, float32 or float16)
+matrix through `retrieval.max_cosine` — exact numpy below `retrieval.FAISS_AUTO_THRESHOLD` train rows,
+exact ``faiss.knn`` above it, and an IVF candidate search with exact re-scoring from
+`retrieval.APPROX_MAX_COSINE_THRESHOLD` train rows (the report names the backend).
+
 Real Wikipedia repeats boilerplate sentences across articles ("This article is a stub", list
 intros, coordinates lines), so a clean article split still has a few val/ood chunks whose text also sits
 in train. The dataset builder therefore records the raw counts of this report, removes every val/ood
@@ -26,6 +33,7 @@ import numpy as np
 import polars as pl
 
 from lvm_core.contracts import EVAL_SPLITS, DataContractError
+from lvm_core.retrieval import max_cosine, max_cosine_backend
 from lvm_core.sequences import SequenceSet
 
 
@@ -40,6 +48,7 @@ class LeakageScan:
     article_overlap: int
     overlapping_articles: list[int]
     threshold: float
+    backend: str = "exact"  # near-duplicate search: exact, faiss-flat (exact) or faiss-ivf (approximate)
 
     @property
     def leaking_rows(self) -> np.ndarray:
@@ -64,6 +73,7 @@ class LeakageScan:
                 "rate": _rate(sum(near.values()), n_eval),
                 "threshold": self.threshold,
                 "max_cos": float(finite.max()) if finite.size else None,
+                "backend": self.backend,
             },
             "leaking_rows": {**either, "rate": _rate(sum(either.values()), n_eval)},
         }
@@ -77,18 +87,17 @@ def scan_leakage(
     near_dup_threshold: float = 0.995,
     query_block: int = 2048,
     train_block: int = 8192,
+    use_faiss: bool | None = None,
 ) -> LeakageScan:
     """Run all three checks. Near duplicates use blockwise matrix products of (query_block x train_block)
     similarities over gathered row blocks, so memory stays at ~(query_block + train_block) x D floats
-    plus one similarity block (64 MiB at the defaults) for any table size.
+    plus one similarity block (64 MiB at the defaults) for any table size. `use_faiss` None picks the
+    backend by the number of train rows (`retrieval.max_cosine_backend`); True/False force it.
     """
     article_ids = np.asarray(article_ids)
     row_split = np.asarray(row_split).astype(str)
     n = article_ids.shape[0]
-    if isinstance(text_hash, pl.Series):
-        hashes = text_hash.cast(pl.Utf8)
-    else:
-        hashes = pl.Series("text_hash", text_hash, dtype=pl.Utf8)
+    hashes = _as_hash_series(text_hash)
     if vectors.ndim != 2 or vectors.shape[0] != n or row_split.shape != (n,) or hashes.len() != n:
         raise DataContractError(
             f"leakage inputs are not aligned: article_ids {n} rows, text_hash {hashes.len()}, "
@@ -113,21 +122,17 @@ def scan_leakage(
     evalmask = np.isin(row_split, EVAL_SPLITS)
 
     # 2. text hash of a val/ood chunk also present in train
-    train_hashes = hashes.filter(pl.Series(train)).unique()
-    text_leak = (hashes.is_in(train_hashes.implode()).fill_null(False).to_numpy()) & evalmask
+    text_leak = text_hash_leaks(hashes, train, evalmask)
 
     # 3. near-duplicate vectors
     max_cos = np.full(n, np.nan, dtype=np.float32)
     eval_rows = np.flatnonzero(evalmask)
     train_rows = np.flatnonzero(train)
+    backend = max_cosine_backend(int(train_rows.size), use_faiss)
     if eval_rows.size:
-        best = np.full(eval_rows.size, -np.inf, dtype=np.float32)
-        for ts in range(0, train_rows.size, train_block):
-            t = np.asarray(vectors[train_rows[ts : ts + train_block]], dtype=np.float32)
-            for qs in range(0, eval_rows.size, query_block):
-                q = np.asarray(vectors[eval_rows[qs : qs + query_block]], dtype=np.float32)
-                sims = q @ t.T
-                np.maximum(best[qs : qs + q.shape[0]], sims.max(axis=1), out=best[qs : qs + q.shape[0]])
+        best = max_cosine(
+            vectors, eval_rows, train_rows, backend=backend, query_block=query_block, bank_block=train_block
+        )
         max_cos[eval_rows] = np.where(np.isfinite(best), best, np.nan)
     with np.errstate(invalid="ignore"):
         near_leak = evalmask & (max_cos >= near_dup_threshold)
@@ -140,7 +145,41 @@ def scan_leakage(
         article_overlap=len(overlapping),
         overlapping_articles=[int(x) for x in overlapping],
         threshold=float(near_dup_threshold),
+        backend=backend,
     )
+
+
+def _as_hash_series(text_hash: Any) -> pl.Series:
+    """Text hashes as a polars string Series (a pyarrow column converts without a Python list)."""
+    if isinstance(text_hash, pl.Series):
+        return text_hash.cast(pl.Utf8)
+    if hasattr(text_hash, "__arrow_c_stream__") or hasattr(text_hash, "__arrow_c_array__"):
+        series = pl.Series("text_hash", text_hash)
+        return series.cast(pl.Utf8)
+    return pl.Series("text_hash", text_hash, dtype=pl.Utf8)
+
+
+def text_hash_leaks(hashes: pl.Series, train: np.ndarray, evalmask: np.ndarray) -> np.ndarray:
+    """(n,) bool: eval rows whose text hash occurs in a train row.
+
+    64-bit codes of the hash strings are matched with numpy (sorted unique train codes + searchsorted:
+    8 bytes a row, no hash set of strings); the candidate rows are then confirmed on the strings, so a
+    code collision between two different texts is never reported as a leak.
+    """
+    codes = hashes.hash(seed=0).to_numpy()
+    train_codes = np.unique(codes[train])
+    eval_rows = np.flatnonzero(evalmask)
+    out = np.zeros(codes.shape[0], dtype=bool)
+    if eval_rows.size == 0 or train_codes.size == 0:
+        return out
+    ev = codes[eval_rows]
+    pos = np.minimum(np.searchsorted(train_codes, ev), train_codes.size - 1)
+    cand = eval_rows[train_codes[pos] == ev]
+    if cand.size:
+        train_same = hashes.filter(pl.Series(train & np.isin(codes, codes[cand])))
+        confirmed = hashes.gather(cand).is_in(train_same.implode()).fill_null(False).to_numpy()
+        out[cand[confirmed]] = True
+    return out
 
 
 def leakage_report(

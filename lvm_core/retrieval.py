@@ -2,12 +2,17 @@
 
 Retrieval metrics and the oracle gate need the rank of one known row among *all* chunks, which an
 approximate index cannot give, so `rank_of` is always exact (blockwise matrix products, memory bounded
-by the block sizes). `search` is exact by default; on large banks it can use FAISS:
+by the block sizes). The bank keeps the matrix it is given — a memory-mapped float32 or float16
+``embeddings.npy`` stays on disk — and casts one row block at a time to float32 where it computes.
+`search` is exact by default; from `FAISS_AUTO_THRESHOLD` rows (or with ``use_faiss=True``) it uses FAISS,
+and falls back to exact search with a warning when faiss is not installed:
 
-- ``faiss_index="flat"`` (default): ``IndexFlatIP`` — exact inner product, same answers as numpy,
-  multi-threaded and faster on millions of rows (it keeps its own copy of the vectors);
+- ``faiss_index="flat"`` (default): exact inner product with ``faiss.knn`` over float32 row blocks of the
+  bank (`FAISS_BLOCK_ROWS`), merged into one top-k — same answers as numpy, multi-threaded, and no copy of
+  the bank (memory is one block);
 - ``"hnsw"``: ``IndexHNSWFlat`` (inner-product metric, ``M=32``, ``efSearch`` configurable) — approximate;
-- ``"ivf"``: ``IndexIVFFlat`` with ``nlist ≈ 4·√n`` trained on the bank, ``nprobe`` configurable — approximate.
+- ``"ivf"``: ``IndexIVFFlat`` with ``nlist ≈ 4·√n`` trained on a seeded sample, ``nprobe`` configurable —
+  approximate. Both approximate indexes hold their own float32 copy of the bank (added block by block).
 
 Approximate indexes lower recall a little; `oracle_recall_at_k` measures exactly that and, queried with
 target texts re-encoded by the dataset's encoder, the alignment of vectors, rows and text hashes.
@@ -21,15 +26,23 @@ oracle definition.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 
+from lvm_core.embedding import UNIT_NORM_TOLERANCE
+from lvm_core.vector_files import VALIDATE_BLOCK_ROWS, as_float32_block, iter_row_blocks
+
+logger = logging.getLogger(__name__)
+
 FaissKind = Literal["flat", "hnsw", "ivf"]
 
 #: A bank at least this large uses FAISS when ``use_faiss=None`` and faiss is importable.
 FAISS_AUTO_THRESHOLD = 200_000
+#: Bank rows per ``faiss.knn`` call of the blockwise exact FAISS search (65536 x 384 float32 = 96 MiB).
+FAISS_BLOCK_ROWS = 65536
 #: Scores closer than this are treated as ties (float32 products of unit vectors differ by ~1e-7).
 TIE_EPS = 1e-6
 
@@ -55,6 +68,37 @@ def unit_rows(x: Any, name: str) -> np.ndarray:
     if np.allclose(norms, 1.0, atol=1e-6):
         return np.ascontiguousarray(arr)
     return np.ascontiguousarray(arr / norms)
+
+
+def import_faiss() -> Any | None:
+    """The faiss module, or None when the optional extra is not installed."""
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss
+
+
+def bank_rows(vectors: Any, name: str, block: int = VALIDATE_BLOCK_ROWS) -> np.ndarray:
+    """`vectors` itself (no copy: a memory map stays on disk) when it is a float32/float16 matrix of unit
+    rows, checked block by block; otherwise a normalised float32 copy (`unit_rows`).
+
+    float16 rows are unit only to float16 precision, so they are accepted within the data contract's
+    tolerance; float32 rows within 1e-6 (as `unit_rows`).
+    """
+    if not (isinstance(vectors, np.ndarray) and vectors.ndim == 2 and vectors.dtype in (np.float32, np.float16)):
+        return unit_rows(vectors, name)
+    if vectors.shape[0] == 0 or vectors.shape[1] == 0:
+        raise RetrievalError(f"{name}: expected a non-empty 2-D array (n, dim), got shape {vectors.shape}")
+    atol = 1e-6 if vectors.dtype == np.float32 else UNIT_NORM_TOLERANCE
+    for start, end in iter_row_blocks(vectors.shape[0], block):
+        blk = as_float32_block(vectors, slice(start, end))
+        if not np.isfinite(blk).all():
+            raise RetrievalError(f"{name}: contains NaN or inf")
+        norms = np.linalg.norm(blk, axis=1)
+        if not np.allclose(norms, 1.0, atol=atol):
+            return unit_rows(vectors, name)
+    return vectors
 
 
 def normalize_exclusions(exclude_rows: ExcludeRows, n_queries: int, n_rows: int) -> np.ndarray:
@@ -130,7 +174,7 @@ class ChunkBank:
         hnsw_ef_search: int = 128,
         ivf_nprobe: int = 16,
     ):
-        self.vectors = unit_rows(vectors, "ChunkBank vectors")
+        self.vectors = bank_rows(vectors, "ChunkBank vectors")
         n = self.vectors.shape[0]
         self.article_ids = None
         if article_ids is not None:
@@ -151,16 +195,18 @@ class ChunkBank:
         self.query_block = int(query_block)
         self._article_rows: dict[int, np.ndarray] | None = None
         self._faiss_index: Any = None
+        self._faiss_kind: FaissKind | None = None
+        self.faiss_block_rows = FAISS_BLOCK_ROWS
         self.backend = "exact"
         want = use_faiss if use_faiss is not None else n >= FAISS_AUTO_THRESHOLD
         if want:
-            try:
-                import faiss  # noqa: F401
-            except ImportError as exc:
+            if import_faiss() is None:
                 if use_faiss:
-                    raise RetrievalError(
-                        "ChunkBank(use_faiss=True): faiss is not installed (pip install faiss-cpu)"
-                    ) from exc
+                    raise RetrievalError("ChunkBank(use_faiss=True): faiss is not installed (pip install faiss-cpu)")
+                logger.warning(
+                    "faiss is not installed: the bank of %d rows (FAISS threshold %d) uses exact blockwise search "
+                    "(pip install faiss-cpu for the faster path)", n, FAISS_AUTO_THRESHOLD,
+                )
             else:
                 self._build_faiss(faiss_index, hnsw_m, hnsw_ef_search, ivf_nprobe)
 
@@ -202,22 +248,24 @@ class ChunkBank:
         import faiss
 
         d = self.dim
-        if kind == "flat":
-            index = faiss.IndexFlatIP(d)
-        elif kind == "hnsw":
+        if kind == "flat":  # no index: blockwise faiss.knn over the bank itself (see _search_faiss_flat)
+            self._faiss_kind, self.backend = "flat", "faiss-flat"
+            return
+        if kind == "hnsw":
             index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efSearch = int(ef_search)
         elif kind == "ivf":
             nlist = max(1, min(self.n // 39, int(4 * np.sqrt(self.n))))
             quantizer = faiss.IndexFlatIP(d)
             index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-            index.train(self.vectors)
+            index.train(training_sample(self.vectors, 64 * nlist))
             index.nprobe = int(min(nprobe, nlist))
             self._faiss_quantizer = quantizer  # keep alive: the IVF index does not own it
         else:
             raise RetrievalError(f"ChunkBank faiss_index: unknown kind {kind!r} (flat, hnsw, ivf)")
-        index.add(self.vectors)
-        self._faiss_index = index
+        for start, end in iter_row_blocks(self.n, self.faiss_block_rows):
+            index.add(as_float32_block(self.vectors, slice(start, end)))
+        self._faiss_index, self._faiss_kind = index, kind
         self.backend = f"faiss-{kind}"
 
     # --- search -----------------------------------------------------------------------------------
@@ -235,9 +283,14 @@ class ChunkBank:
             raise RetrievalError(f"search: k must be >= 1, got {k}")
         k = int(k)
         excl = normalize_exclusions(exclude_rows, q.shape[0], self.n)
+        if self._faiss_kind == "flat":
+            return self._search_faiss_flat(q, k, excl)
         if self._faiss_index is not None:
             return self._search_faiss(q, k, excl)
         return self._search_exact(q, k, excl)
+
+    def _block(self, start: int, end: int) -> np.ndarray:
+        return as_float32_block(self.vectors, slice(start, end))
 
     def _search_exact(self, q: np.ndarray, k: int, excl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n_q = q.shape[0]
@@ -250,7 +303,7 @@ class ChunkBank:
             best_r = np.zeros((qe - qs, 0), dtype=np.int64)
             for bs in range(0, self.n, self.block_rows):
                 be = min(self.n, bs + self.block_rows)
-                scores = qb @ self.vectors[bs:be].T
+                scores = qb @ self._block(bs, be).T
                 ii, jj = np.nonzero((ex >= bs) & (ex < be))
                 scores[ii, ex[ii, jj] - bs] = -np.inf
                 rows = np.broadcast_to(np.arange(bs, be, dtype=np.int64), scores.shape)
@@ -261,6 +314,34 @@ class ChunkBank:
             width = best_s.shape[1]
             out_s[qs:qe, :width] = best_s
             out_r[qs:qe, :width] = np.where(np.isneginf(best_s), -1, best_r)
+        return out_s, out_r
+
+    def _search_faiss_flat(self, q: np.ndarray, k: int, excl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k with ``faiss.knn`` per bank block; each block returns k + (exclusions) candidates, so
+        k non-excluded rows survive whenever the block has them."""
+        import faiss
+
+        n_q = q.shape[0]
+        best_s = np.zeros((n_q, 0), dtype=np.float32)
+        best_r = np.zeros((n_q, 0), dtype=np.int64)
+        for bs, be in iter_row_blocks(self.n, self.faiss_block_rows):
+            kk = min(k + excl.shape[1], be - bs)
+            scores, rows = faiss.knn(q, self._block(bs, be), kk, metric=faiss.METRIC_INNER_PRODUCT)
+            rows = rows.astype(np.int64)
+            scores = scores.astype(np.float32)
+            bad = rows < 0
+            rows = np.where(bad, -1, rows + bs)
+            if excl.shape[1]:
+                bad |= (rows[:, :, None] == excl[:, None, :]).any(axis=2)
+            scores[bad] = -np.inf
+            best_s, best_r = _sorted_topk(
+                np.concatenate([best_s, scores], axis=1), np.concatenate([best_r, rows], axis=1), k
+            )
+        out_s = np.full((n_q, k), -np.inf, dtype=np.float32)
+        out_r = np.full((n_q, k), -1, dtype=np.int64)
+        width = best_s.shape[1]
+        out_s[:, :width] = best_s
+        out_r[:, :width] = np.where(np.isneginf(best_s), -1, best_r)
         return out_s, out_r
 
     def _search_faiss(self, q: np.ndarray, k: int, excl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -316,13 +397,13 @@ class ChunkBank:
         for qs in range(0, q.shape[0], self.query_block):
             qe = min(q.shape[0], qs + self.query_block)
             qb, tr, ex = q[qs:qe], true_rows[qs:qe], excl[qs:qe]
-            true_s = np.einsum("ij,ij->i", qb, self.vectors[tr])
+            true_s = np.einsum("ij,ij->i", qb, as_float32_block(self.vectors, tr))
             thresh = (true_s - np.float32(tie_eps))[:, None]
             true_code = self._hash_codes[tr][:, None] if use_hash else None
             count = np.zeros(qe - qs, dtype=np.int64)
             for bs in range(0, self.n, self.block_rows):
                 be = min(self.n, bs + self.block_rows)
-                ahead = (qb @ self.vectors[bs:be].T) >= thresh
+                ahead = (qb @ self._block(bs, be).T) >= thresh
                 if use_hash:
                     ahead &= self._hash_codes[bs:be][None, :] != true_code
                 else:
@@ -333,6 +414,105 @@ class ChunkBank:
                 count += ahead.sum(axis=1)
             ranks[qs:qe] += count
         return ranks
+
+
+#: From this many bank rows on, `max_cosine` finds candidates with an IVF index (then scores them exactly).
+APPROX_MAX_COSINE_THRESHOLD = 1_000_000
+MaxCosineBackend = Literal["exact", "faiss-flat", "faiss-ivf"]
+
+
+def max_cosine_backend(n_bank: int, use_faiss: bool | None = None) -> MaxCosineBackend:
+    """Which backend `max_cosine` uses for a bank of `n_bank` rows (a warning when faiss is missing)."""
+    want = use_faiss if use_faiss is not None else n_bank >= FAISS_AUTO_THRESHOLD
+    if not want:
+        return "exact"
+    if import_faiss() is None:
+        if use_faiss:
+            raise RetrievalError("max_cosine(use_faiss=True): faiss is not installed (pip install faiss-cpu)")
+        logger.warning(
+            "faiss is not installed: the near-duplicate scan over %d rows (FAISS threshold %d) uses exact "
+            "blockwise search (pip install faiss-cpu for the faster path)", n_bank, FAISS_AUTO_THRESHOLD,
+        )
+        return "exact"
+    return "faiss-ivf" if n_bank >= APPROX_MAX_COSINE_THRESHOLD else "faiss-flat"
+
+
+def max_cosine(
+    vectors: np.ndarray,
+    query_rows: np.ndarray,
+    bank: np.ndarray,
+    *,
+    backend: MaxCosineBackend = "exact",
+    query_block: int = 2048,
+    bank_block: int = 8192,
+    ivf_nprobe: int = 16,
+    ivf_candidates: int = 4,
+) -> np.ndarray:
+    """(len(query_rows),) float32: max cosine of each query row to any bank row (rows of one unit matrix).
+
+    Memory is a few gathered row blocks cast to float32 plus one (query_block x bank_block) score block,
+    whatever the table size. ``faiss-flat`` is the same exact maximum through ``faiss.knn`` (no score block);
+    ``faiss-ivf`` is approximate: an 8-bit scalar-quantised IVF index over the bank (N x D bytes, built
+    block by block) proposes `ivf_candidates` rows per query, which are then scored exactly, so a reported
+    cosine is always a true one and only a missed neighbour can lower it. -inf when the bank is empty.
+    """
+    query_rows = np.asarray(query_rows, dtype=np.int64)
+    bank = np.asarray(bank, dtype=np.int64)
+    best = np.full(query_rows.size, -np.inf, dtype=np.float32)
+    if query_rows.size == 0 or bank.size == 0:
+        return best
+    if backend == "faiss-ivf":
+        return _max_cosine_ivf(vectors, query_rows, bank, query_block, bank_block, ivf_nprobe, ivf_candidates)
+    faiss = import_faiss() if backend == "faiss-flat" else None
+    if backend == "faiss-flat" and faiss is None:
+        raise RetrievalError("max_cosine: backend faiss-flat needs faiss (pip install faiss-cpu)")
+    if backend not in ("exact", "faiss-flat"):
+        raise RetrievalError(f"max_cosine: unknown backend {backend!r} (exact, faiss-flat, faiss-ivf)")
+    for bs in range(0, bank.size, bank_block):
+        t = as_float32_block(vectors, bank[bs : bs + bank_block])
+        for qs in range(0, query_rows.size, query_block):
+            q = as_float32_block(vectors, query_rows[qs : qs + query_block])
+            if faiss is not None:
+                top = faiss.knn(q, t, 1, metric=faiss.METRIC_INNER_PRODUCT)[0][:, 0]
+            else:
+                top = (q @ t.T).max(axis=1)
+            np.maximum(best[qs : qs + q.shape[0]], top, out=best[qs : qs + q.shape[0]])
+    return best
+
+
+def _max_cosine_ivf(
+    vectors: np.ndarray, query_rows: np.ndarray, bank: np.ndarray, query_block: int, bank_block: int,
+    nprobe: int, n_cand: int,
+) -> np.ndarray:
+    import faiss
+
+    d = int(vectors.shape[1])
+    nlist = max(1, min(bank.size // 39, int(4 * np.sqrt(bank.size))))
+    quantizer = faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+    sample = np.sort(np.random.default_rng(0).choice(bank.size, size=min(bank.size, 64 * nlist), replace=False))
+    index.train(as_float32_block(vectors, bank[sample]))
+    for bs in range(0, bank.size, bank_block):  # ids = positions in `bank`
+        index.add(as_float32_block(vectors, bank[bs : bs + bank_block]))
+    index.nprobe = int(min(nprobe, nlist))
+    best = np.full(query_rows.size, -np.inf, dtype=np.float32)
+    for qs in range(0, query_rows.size, query_block):
+        q = as_float32_block(vectors, query_rows[qs : qs + query_block])
+        _, pos = index.search(q, int(n_cand))
+        found = pos >= 0
+        cand = as_float32_block(vectors, bank[np.where(found, pos, 0).ravel()]).reshape(*pos.shape, d)
+        cos = np.where(found, np.einsum("qd,qkd->qk", q, cand), -np.inf)
+        best[qs : qs + q.shape[0]] = cos.max(axis=1)
+    return best
+
+
+def training_sample(vectors: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+    """A seeded float32 sample of at most `size` rows (sorted, so a memory map is read in order)."""
+    n = vectors.shape[0]
+    if n <= size:
+        return as_float32_block(vectors, slice(0, n))
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=int(size), replace=False))
+    return as_float32_block(vectors, rows)
 
 
 #: Oracle defaults (DESIGN "Oracle Recall@K"): K, the smallest re-encoded sample, and its seed.
@@ -375,7 +555,7 @@ def oracle_hits(
     """
     target_rows = _check_rows(target_rows, bank.n, "target_rows")
     if target_vectors is None:
-        queries = bank.vectors[target_rows]
+        queries = as_float32_block(bank.vectors, target_rows)
     else:
         queries = np.asarray(target_vectors)
         if queries.shape != (target_rows.shape[0], bank.dim):
