@@ -1,12 +1,16 @@
-"""Static checks of docker/: the compose file's wiring and the Dockerfiles' syntax and inputs.
+"""Static checks of docker/: the compose file's wiring, the Dockerfiles' syntax and inputs, and the
+monitoring configuration (Prometheus scrape config and alert rules, Alertmanager to PagerDuty).
 
-No Docker engine is needed; `docker compose config` runs too when the compose client is installed.
+No Docker engine is needed; `docker compose config` runs too when the compose client is installed, and
+`promtool` / `amtool` (Debian: `apt-get install prometheus prometheus-alertmanager`) check the monitoring
+files and run the alert rules' unit tests (docker/prometheus/alerts_test.yml) when they are installed.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -27,13 +31,28 @@ KNOWN_INSTRUCTIONS = {
     "FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER",
     "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL",
 }
-EXPECTED_SERVICES = {"postgres", "prefect-server", "mlflow", "setup", "worker"}
-_INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::?-(?P<default>[^}]*))?\}")
+PROMETHEUS = DOCKER / "prometheus"
+EXPECTED_SERVICES = {
+    "postgres", "prefect-server", "mlflow", "setup", "worker", "dask-scheduler", "dask-worker", "serve",
+    "pushgateway", "prometheus", "alertmanager",
+}
+EXPECTED_ALERTS = {
+    "LvmServeDown", "LvmServeHighP99Latency", "LvmServeErrorRate", "LvmServeModelLoadFailures",
+    "LvmOnlineCosineDrop", "LvmServeMemoryHigh", "LvmDriftDetected", "LvmDriftMonitorStale", "LvmDaskWorkersMissing",
+}
+_INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
+REQUIRED = "<required>"
 
 
 def interpolate(value: str) -> str:
-    """Compose-style `${VAR:-default}` with every variable unset (the file's own defaults)."""
-    return _INTERPOLATION.sub(lambda m: m["default"] or "", value)
+    """Compose-style `${VAR:-default}` with every variable unset (the file's own defaults); a required
+    `${VAR:?message}` reads as REQUIRED."""
+    def sub(m: re.Match[str]) -> str:
+        if m["op"] and m["op"].endswith("?"):
+            return REQUIRED
+        return (m["arg"] or "") if m["op"] else ""
+
+    return _INTERPOLATION.sub(sub, value)
 
 
 def pyproject_pin(name: str) -> str:
@@ -165,7 +184,7 @@ def test_volumes_healthchecks_and_dependencies(compose) -> None:
                 assert "healthcheck" in services[target], f"{name} waits for {target}'s health, which has no check"
             if condition == "service_completed_successfully":
                 assert services[target].get("restart", "no") == "no", f"{target} is a one-shot job"
-    assert set(services["worker"]["depends_on"]) == {"prefect-server", "mlflow", "setup"}
+    assert set(services["worker"]["depends_on"]) == {"prefect-server", "mlflow", "setup", "dask-scheduler"}
     assert _no_dependency_cycle(services)
 
 
@@ -262,7 +281,175 @@ def test_docker_compose_config_when_client_available() -> None:
     probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.skip("docker compose plugin not installed")
+    env = {**os.environ, "LVM_SERVE_TOKEN": "compose-config-check"}
     proc = subprocess.run(
-        [docker, "compose", "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, timeout=60
+        [docker, "compose", "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, timeout=60, env=env
     )
     assert proc.returncode == 0, proc.stderr
+
+
+# --- serving, Dask and monitoring services -----------------------------------------------------------
+
+
+def _command(service: dict[str, Any]) -> list[str]:
+    return [str(a) for a in (service.get("entrypoint") or []) + (service.get("command") or [])]
+
+
+def test_serve_listens_on_all_interfaces_only_with_a_required_token(compose) -> None:
+    services = compose["services"]
+    serve = services["serve"]
+    cmd = _command(serve)
+    assert cmd[:2] == ["lvm", "serve"] and cmd[cmd.index("--host") + 1] == "0.0.0.0"
+    port = int(cmd[cmd.index("--port") + 1])
+    assert published_ports(serve) == {port: port}
+    # ${LVM_SERVE_TOKEN:?...}: compose refuses to start anything without a token.
+    assert env_of(serve)["LVM_SERVE_TOKEN"] == REQUIRED
+    assert serve["build"]["dockerfile"] == "docker/Dockerfile"
+    assert "readyz" in " ".join(serve["healthcheck"]["test"])
+    # The drift monitor on the worker asks this service which model it serves, with the same token.
+    worker_env = env_of(services["worker"])
+    assert urlsplit(worker_env["LVM_SERVE_URL"]).netloc == f"serve:{port}"
+    assert worker_env["LVM_SERVE_TOKEN"] == REQUIRED
+
+
+def test_dask_cluster_and_builds_pointed_at_it(compose) -> None:
+    services = compose["services"]
+    scheduler, workers = services["dask-scheduler"], services["dask-worker"]
+    sched_cmd = _command(scheduler)
+    assert sched_cmd[:2] == ["dask", "scheduler"]
+    address = f"tcp://dask-scheduler:{sched_cmd[sched_cmd.index('--port') + 1]}"
+    worker_cmd = _command(workers)
+    assert worker_cmd[:3] == ["dask", "worker", address]
+    assert workers["deploy"]["replicas"] == 2
+    for svc in (scheduler, workers):  # the project's code where tasks run
+        assert svc["build"]["dockerfile"] == "docker/Dockerfile" and svc["image"] == services["worker"]["image"]
+    assert any(str(v) == "lvm-data:/data" for v in workers["volumes"]), "tasks pass paths under /data"
+    # The Prefect worker's flow runs (builds) reach the scheduler through LVM_DASK_ADDRESS.
+    assert env_of(services["worker"])["LVM_DASK_ADDRESS"] == address
+    assert workers["depends_on"]["dask-scheduler"]["condition"] == "service_healthy"
+
+
+def test_prometheus_scrapes_compose_services(compose) -> None:
+    services = compose["services"]
+    prom = services["prometheus"]
+    mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in prom["volumes"]}
+    assert (DOCKER / mounts["/etc/prometheus"]).resolve() == PROMETHEUS
+    config_path = next(a.split("=", 1)[1] for a in prom["command"] if a.startswith("--config.file="))
+    assert config_path == "/etc/prometheus/prometheus.yml"
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    for rule_file in config["rule_files"]:
+        assert (PROMETHEUS / rule_file).is_file(), rule_file
+    jobs = {}
+    for job in config["scrape_configs"]:
+        for target in (t for sc in job["static_configs"] for t in sc["targets"]):
+            host, port = target.rsplit(":", 1)
+            jobs[job["job_name"]] = (host, int(port))
+            assert host == "localhost" or host in services, f"{job['job_name']}: {host} is not a compose service"
+    assert jobs["lvm-serve"] == ("serve", int(_command(services["serve"])[_command(services["serve"]).index("--port") + 1]))
+    assert jobs["pushgateway"][0] == "pushgateway" and jobs["dask-scheduler"][0] == "dask-scheduler"
+    # The drift flow pushes where Prometheus scrapes.
+    push = urlsplit(env_of(services["worker"])["LVM_PUSHGATEWAY_URL"])
+    assert (push.hostname, push.port) == jobs["pushgateway"]
+    assert next(j for j in config["scrape_configs"] if j["job_name"] == "pushgateway")["honor_labels"] is True
+
+
+def rule_problems(path: Path) -> list[str]:
+    """What is wrong with an alert rule file, without promtool: structure, labels, and PromQL brackets."""
+    problems = []
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        return [f"not YAML: {exc}"]
+    groups = data.get("groups") if isinstance(data, dict) else None
+    if not isinstance(groups, list) or not groups:
+        return ["no rule groups"]
+    for group in groups:
+        for rule in group.get("rules") or []:
+            name = rule.get("alert", "?")
+            expr = str(rule.get("expr", "")).strip()
+            if not expr:
+                problems.append(f"{name}: no expr")
+            depth = 0
+            for ch in re.sub(r'"[^"]*"', "", expr):
+                depth += {"(": 1, "{": 1, "[": 1, ")": -1, "}": -1, "]": -1}.get(ch, 0)
+                if depth < 0:
+                    break
+            if depth != 0:
+                problems.append(f"{name}: unbalanced brackets in expr")
+            if (rule.get("labels") or {}).get("severity") not in {"critical", "warning"}:
+                problems.append(f"{name}: severity must be critical or warning")
+            if not (rule.get("annotations") or {}).get("summary"):
+                problems.append(f"{name}: no summary annotation")
+            if "for" in rule and not re.fullmatch(r"\d+[smhd]", str(rule["for"])):
+                problems.append(f"{name}: bad 'for' duration {rule['for']!r}")
+    return problems
+
+
+def _promtool(*args: str, cwd: Path = PROMETHEUS) -> subprocess.CompletedProcess[str] | None:
+    tool = shutil.which("promtool")
+    if tool is None:
+        return None
+    return subprocess.run([tool, *args], capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+def test_alert_rules_are_valid_and_fire_on_what_they_catch() -> None:
+    rules = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())
+    names = {r["alert"] for g in rules["groups"] for r in g["rules"]}
+    assert names == EXPECTED_ALERTS
+    assert rule_problems(PROMETHEUS / "alerts.yml") == []
+    tested = {t["alertname"] for case in yaml.safe_load((PROMETHEUS / "alerts_test.yml").read_text())["tests"]
+              for t in case["alert_rule_test"] if t.get("exp_alerts")}
+    assert tested == EXPECTED_ALERTS, f"rules without a firing test: {EXPECTED_ALERTS - tested}"
+    checked = _promtool("check", "config", "prometheus.yml")
+    if checked is None:
+        pytest.skip("promtool not installed: structure checked, PromQL and rule tests not run")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tests = _promtool("test", "rules", "alerts_test.yml")
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+
+
+def test_a_broken_rule_file_is_refused(tmp_path: Path) -> None:
+    good = (PROMETHEUS / "alerts.yml").read_text()
+    broken = tmp_path / "alerts.yml"
+    broken.write_text(good.replace("expr: up{job=\"lvm-serve\"} == 0", "expr: up{job=\"lvm-serve\" == 0", 1))
+    assert broken.read_text() != good
+    assert any("unbalanced" in p for p in rule_problems(broken))
+    unlabelled = tmp_path / "unlabelled.yml"
+    unlabelled.write_text(good.replace("labels:\n          severity: critical", "labels:\n          severity: page", 1))
+    assert any("severity" in p for p in rule_problems(unlabelled))
+    checked = _promtool("check", "rules", str(broken), cwd=tmp_path)
+    if checked is None:
+        pytest.skip("promtool not installed")
+    assert checked.returncode != 0 and "alerts.yml" in checked.stdout + checked.stderr
+
+
+def _render_alertmanager(compose: dict[str, Any], env: dict[str, str]) -> str:
+    """alertmanager.yml as the compose service's start command renders it."""
+    script = " ".join(_command(compose["services"]["alertmanager"])[2:])
+    text = (PROMETHEUS / "alertmanager.yml").read_text()
+    for placeholder, var in re.findall(r's\|(@\w+@)\|\$\$\{(\w+)\}\|', script):
+        text = text.replace(placeholder, env[var])
+    return text
+
+
+def test_alertmanager_pages_pagerduty_with_the_platform_routing_key(compose, tmp_path: Path) -> None:
+    am = compose["services"]["alertmanager"]
+    env = env_of(am)
+    assert urlsplit(env["LVM_ALERT_WEBHOOK_URL"]).path == "/v2/enqueue"  # Events API v2 by default
+    rendered = _render_alertmanager(compose, {"LVM_ALERT_ROUTING_KEY": "R0UTING", "LVM_ALERT_WEBHOOK_URL": "https://pd.example/v2/enqueue"})
+    assert "@" not in re.sub(r"#.*", "", rendered), "a placeholder was left unrendered"
+    config = yaml.safe_load(rendered)
+    [receiver] = [r for r in config["receivers"] if r["name"] == config["route"]["receiver"]]
+    [pd] = receiver["pagerduty_configs"]
+    assert pd["routing_key"] == "R0UTING" and pd["url"] == "https://pd.example/v2/enqueue" and pd["send_resolved"]
+    # Prometheus sends its alerts to this Alertmanager.
+    prom_config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    targets = [t for a in prom_config["alerting"]["alertmanagers"] for sc in a["static_configs"] for t in sc["targets"]]
+    port = published_ports(am)
+    assert targets == [f"alertmanager:{next(iter(port))}"]
+    amtool = shutil.which("amtool")
+    if amtool is None:
+        pytest.skip("amtool not installed")
+    (tmp_path / "am.yml").write_text(rendered)
+    proc = subprocess.run([amtool, "check-config", str(tmp_path / "am.yml")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
