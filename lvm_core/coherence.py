@@ -42,9 +42,10 @@ def consecutive_cosines(vectors: np.ndarray, block: int = 1 << 16) -> np.ndarray
 
 
 def article_coherence(
-    vectors: np.ndarray, article_ids: np.ndarray, chunk_index: np.ndarray
+    vectors: np.ndarray, article_ids: np.ndarray, chunk_index: np.ndarray, block: int = 1 << 16
 ) -> pl.DataFrame:
-    """Per-article coherence in dataset order.
+    """Per-article coherence in dataset order (vectors streamed in row blocks: a memory-mapped float32 or
+    float16 matrix is read once, cast to float32 one block at a time).
 
     Columns: article_id, n_chunks, coherence (mean consecutive cosine; null when n_chunks < 2),
     coherence_std (population std of those cosines; 0.0 for a 2-chunk article, null when n_chunks < 2).
@@ -61,7 +62,7 @@ def article_coherence(
     if n_articles == 0:
         return pl.DataFrame(schema=COHERENCE_SCHEMA)
 
-    cos = consecutive_cosines(vectors)
+    cos = consecutive_cosines(vectors, block)
     # pair (i, i+1) belongs to an article iff row i+1 is not the start of a new article
     run_of_row = np.repeat(np.arange(n_articles), runs.lengths)
     within = ~runs.is_start[1:]

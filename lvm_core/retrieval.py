@@ -173,8 +173,9 @@ class ChunkBank:
         hnsw_m: int = 32,
         hnsw_ef_search: int = 128,
         ivf_nprobe: int = 16,
+        check_block: int = VALIDATE_BLOCK_ROWS,
     ):
-        self.vectors = bank_rows(vectors, "ChunkBank vectors")
+        self.vectors = bank_rows(vectors, "ChunkBank vectors", check_block)
         n = self.vectors.shape[0]
         self.article_ids = None
         if article_ids is not None:
