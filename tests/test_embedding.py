@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -197,79 +196,7 @@ def test_embed_texts_refuses_cache_of_other_encoder(tmp_path: Path):
         embed_texts(["a"], ["h"], CountingEncoder("test/two"), cache)
 
 
-def test_cache_put_many_dedups_and_validates(tmp_path: Path):
-    fp = _fp()
-    cache = EmbeddingCache(tmp_path, fp)
-    v = np.eye(DIM, dtype=np.float32)[:3]
-    assert cache.put_many(["a", "b", "a"], v) == 2
-    assert cache.put_many(["a", "c"], v[:2]) == 1
-    assert cache.put_many(["a"], v[:1]) == 0
-    assert len(cache) == 3
-    shards = sorted(p.name for p in cache.dir.glob("shard-*.npz"))
-    assert len(shards) == 2 and not list(cache.dir.glob(".*"))  # no temp files left behind
-    got, found = cache.get_many(["c", "a"])
-    assert found.all()
-    np.testing.assert_array_equal(got, np.stack([v[1], v[0]]))  # "c" came second in its put
-    with pytest.raises(ValueError, match="float32"):
-        cache.put_many(["z"], v[:1].astype(np.float64))
-    with pytest.raises(ValueError, match="shape"):
-        cache.put_many(["z", "y"], v[:1])
-
-
-def test_cache_sees_shards_written_by_another_instance(tmp_path: Path):
-    fp = _fp()
-    a, b = EmbeddingCache(tmp_path, fp), EmbeddingCache(tmp_path, fp)
-    assert len(a) == 0
-    b.put_many(["x"], np.eye(DIM, dtype=np.float32)[:1])
-    assert "x" in a and len(a) == 1
-
-
-def _writer(root: str, start: int) -> None:
-    cache = EmbeddingCache(Path(root), _fp())
-    for k in range(5):
-        hashes = [f"h{start + k * 10 + j}" for j in range(10)] + ["shared"]
-        vecs = np.zeros((11, DIM), dtype=np.float32)
-        vecs[:, 0] = 1.0
-        cache.put_many(hashes, vecs)
-
-
-def test_cache_concurrent_writers_do_not_corrupt(tmp_path: Path):
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(str(tmp_path), s)) for s in (0, 1000)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
-    cache = EmbeddingCache(tmp_path, _fp())
-    assert len(cache) == 101  # 2 writers x 5 shards x 10 own hashes + one shared hash
-    _, found = cache.get_many(["h0", "h1049", "shared"])
-    assert found.all()
-
-
-def test_cache_refuses_tampered_fingerprint_file(tmp_path: Path):
-    fp = _fp()
-    cache = EmbeddingCache(tmp_path, fp)
-    fp_file = cache.dir / "fingerprint.json"
-    stored = json.loads(fp_file.read_text())
-    stored["model_name"] = "someone/else"
-    stored.pop("id")  # a consistent-looking file for another encoder in this id folder
-    fp_file.write_text(json.dumps(stored))
-    with pytest.raises(FingerprintMismatchError, match="someone/else"):
-        EmbeddingCache(tmp_path, fp)
-    stored["model_name"] = fp.model_name
-    stored["id"] = "0" * 16  # fields fine, id edited
-    fp_file.write_text(json.dumps(stored))
-    with pytest.raises(FingerprintMismatchError, match="fingerprint.json"):
-        EmbeddingCache(tmp_path, fp)
-
-
-def test_cache_refuses_shard_of_wrong_dim(tmp_path: Path):
-    cache = EmbeddingCache(tmp_path, _fp())
-    with open(cache.dir / f"shard-1-{'0' * 32}.npz", "wb") as fh:
-        np.savez(fh, hashes=np.array(["a"]), vectors=np.ones((1, DIM + 1), dtype=np.float32))
-    with pytest.raises(DataContractError, match="shard"):
-        cache.get_many(["a"])
+# The cache itself (layout, concurrency, migration, memory): tests/test_embedding_cache.py
 
 
 # --- embeddings files ------------------------------------------------------------------------------
