@@ -34,31 +34,59 @@ _PAGE_ID = re.compile(r"(<ns>[^<]*</ns>\s*<id>)(\d+)(</id>)")
 _REDIRECT = re.compile(r'<redirect title="([^"]*)" />')
 _TEXT = re.compile(r'<text( bytes="\d+")?( xml:space="preserve")>(.*?)</text>', re.S)
 _SHA1 = re.compile(r"<sha1>[0-9a-z]*</sha1>")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\[\"'])")
+# A sentence end in masked text: . ! or ? (references may follow), spaces, a capital or masked markup.
+_SENTENCE_END = re.compile(r"[.!?]\0*(\s+)(?=[A-Z\"'\0])")
 _NOT_PROSE = ("{", "|", "!", "=", "<", "[[Category:", "[[File:", "[[Image:", "#", "*", ":", ";")
 _XML_ENTITIES = {'"': "&quot;"}
 _XML_UNENTITIES = {"&quot;": '"', "&#039;": "'", "&#39;": "'"}
 
 
-def _balanced(piece: str) -> bool:
-    """Whether a sentence holds whole markup constructs only (it can move without breaking markup)."""
-    refs_closed = piece.count("</ref>") + len(re.findall(r"<ref[^>]*/>", piece))
-    return (
-        piece.count("{{") == piece.count("}}")
-        and piece.count("[[") == piece.count("]]")
-        and piece.count("<ref") == refs_closed
-        and piece.count("<!--") == piece.count("-->")
-    )
+_MARKUP_SPANS = (
+    re.compile(r"<!--.*?-->", re.S),
+    re.compile(r"<ref[^>]*/>"),
+    re.compile(r"<ref[^>]*>.*?</ref>", re.S),
+)
+_NESTED_SPANS = (re.compile(r"\{\{[^{}]*\}\}"), re.compile(r"\[\[[^\[\]]*\]\]"))
+_LOOSE_MARKUP = re.compile(r"\{\{|\}\}|\[\[|\]\]|<ref|</ref|<!--|-->")
+
+
+def _mask_markup(line: str) -> str:
+    """The line with templates, links, references and comments blanked out (same length), so that
+    sentence ends are looked for in prose only."""
+    masked = line
+    for pattern in _MARKUP_SPANS:
+        masked = pattern.sub(lambda m: "\0" * len(m[0]), masked)
+    changed = True
+    while changed:  # innermost first: {{a|{{b}}}} and [[File:x|[[y]]]]
+        changed = False
+        for pattern in _NESTED_SPANS:
+            masked, n = pattern.subn(lambda m: "\0" * len(m[0]), masked)
+            changed = changed or n > 0
+    return masked
+
+
+def _sentences(line: str) -> list[str] | None:
+    """The line cut at sentence ends outside markup; None when markup on it is left open."""
+    masked = _mask_markup(line)
+    if _LOOSE_MARKUP.search(masked):
+        return None
+    cuts = [m.span(1) for m in _SENTENCE_END.finditer(masked)]
+    pieces, begin = [], 0
+    for start, end in cuts:
+        pieces.append(line[begin:start])
+        begin = end
+    pieces.append(line[begin:])
+    return pieces
 
 
 def shuffle_sentences(wikitext: str, rng: random.Random) -> str:
-    """Shuffle the sentences within each prose line whose sentences are whole markup constructs."""
+    """Shuffle the sentences within each prose line (markup kept whole; lines with open markup stay)."""
     lines = wikitext.split("\n")
     for i, line in enumerate(lines):
         if not line or line.startswith(_NOT_PROSE):
             continue
-        pieces = _SENTENCE_END.split(line)
-        if len(pieces) > 1 and all(_balanced(p) for p in pieces):
+        pieces = _sentences(line)
+        if pieces is not None and len(pieces) > 1:
             rng.shuffle(pieces)
             lines[i] = " ".join(pieces)
     return "\n".join(lines)
