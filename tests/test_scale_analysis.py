@@ -261,3 +261,17 @@ def test_analysis_of_a_memmap_allocates_blocks_not_the_matrix(tmp_path: Path):
     }
     too_big = {k: p for k, p in peaks.items() if p > full // 4}
     assert not too_big, f"peak bytes above n*D*4/4 = {full // 4}: {too_big}"
+
+
+def test_text_hash_codes_that_collide_are_confirmed_on_the_strings(monkeypatch):
+    """The numpy pass matches 64-bit codes; two different hashes sharing a code must not count as a leak."""
+    import polars as pl
+
+    from lvm_core.leakage import text_hash_leaks
+
+    hashes = pl.Series(["aa", "bb", "aa", "cc", "dd"])
+    train = np.array([True, True, False, False, False])
+    evalmask = ~train
+    np.testing.assert_array_equal(text_hash_leaks(hashes, train, evalmask), [False, False, True, False, False])
+    monkeypatch.setattr(pl.Series, "hash", lambda self, seed=0: pl.Series([7] * self.len(), dtype=pl.UInt64))
+    np.testing.assert_array_equal(text_hash_leaks(hashes, train, evalmask), [False, False, True, False, False])
