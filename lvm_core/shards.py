@@ -293,6 +293,11 @@ class _MultistreamRange(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def close(self) -> None:
+        if not self.closed:
+            self._parts.close()  # closes the dump file
+        super().close()
+
     def readinto(self, buffer) -> int:  # type: ignore[override]
         while not self._pending:
             try:

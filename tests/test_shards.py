@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import pickle
 import shutil
 import sys
 from pathlib import Path
@@ -73,6 +74,7 @@ def test_plan_cuts_a_multistream_dump_on_stream_offsets(dump, plan):
     assert all(s.start in offsets for s in plan)
     data = path.read_bytes()
     assert all(data[s.start : s.start + 3] == b"BZh" for s in plan)
+    assert pickle.loads(pickle.dumps(plan)) == plan
 
 
 def _index_lines(index: Path) -> list[str]:
@@ -105,6 +107,28 @@ def test_scaled_copies_are_new_articles_with_other_chunk_texts(dump, whole):
     changed = sum(h not in hashes0 for h in hashes1) / len(hashes1)
     print(f"chunks of copy 1 not in copy 0: {changed:.0%}")
     assert changed > 0.5
+
+
+def test_header_sharing_its_stream_with_pages(tmp_path):
+    # Some multistream files put the first pages in the <siteinfo> stream (index offset 0).
+    import bz2
+
+    header, pages, footer = make_scaled_dump._sample_parts(None)
+    pages = pages[60:90]
+    streams = [header + "".join(pages[:10]), "".join(pages[10:20]), "".join(pages[20:]) + footer]
+    dump = tmp_path / "enwiki-20260101-pages-articles-multistream.xml.bz2"
+    lines, offset, blobs = [], 0, []
+    for i, text in enumerate(streams):
+        blob = bz2.compress(text.encode())
+        lines += [f"{offset}:{i * 10 + k}:T" for k in range(10)]
+        blobs.append(blob)
+        offset += len(blob)
+    dump.write_bytes(b"".join(blobs))
+    (tmp_path / "enwiki-20260101-pages-articles-multistream-index.txt").write_text("\n".join(lines) + "\n")
+    plan = shards.plan_source_shards(dump, target_bytes=1)
+    assert len(plan) == 3 and plan[0].start == plan[0].header_stop == 0
+    sharded = [a for s in plan for a in shards.read_shard(s)]
+    assert _key(sharded) == _key(ingest.read_articles(dump)) and len(sharded) > 5
 
 
 def test_dump_without_index_and_sample_are_one_streamed_shard(dump, tmp_path):

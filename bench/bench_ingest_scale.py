@@ -1,0 +1,210 @@
+"""Peak memory and throughput of sharded ingest + chunking on a 1x and an Nx multistream dump.
+
+Two paths, each run in a fresh subprocess per dump (its peak RSS is that process's own maximum, from
+`resource.getrusage(RUSAGE_SELF)` at its end, cross-checked by the parent's `RUSAGE_CHILDREN`):
+
+- sharded: `lvm_core.shards` — plan byte-range shards from the dump's index, read each shard, write
+  bounded article files, chunk each file, concatenate articles and chunks (one core, shard after shard);
+- whole (baseline): the whole-snapshot path as `lvm_core.dataset.ingest_step` / `chunk_step` do it today —
+  every article collected into lists, one articles table, `to_pylist`, `chunk_articles`, one chunks table.
+
+Target: sharded peak RSS at Nx / at 1x <= 1.3. Also printed: MB/s of clean article text per core (text
+bytes / child CPU seconds) for both paths. The dumps come from bench/make_scaled_dump.py (copies of the
+embedded sample: for throughput and memory only, never quality).
+
+    .venv/bin/python bench/bench_ingest_scale.py [--factor 16] [--work DIR] [--target-bytes 1048576] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+TARGET_RATIO = 1.3
+
+
+def run_sharded(dump: Path, out: Path, target_bytes: int, max_articles: int) -> dict[str, int]:
+    """The sharded path, shard after shard in this process."""
+    from lvm_core import shards
+    from lvm_core.chunking import ChunkingConfig
+    from lvm_core.contracts import ARTICLES_SCHEMA, CHUNKS_SCHEMA
+    from lvm_core.ingest import snapshot_id_for
+
+    snapshot_id = snapshot_id_for(dump)
+    plan = shards.plan_source_shards(dump, target_bytes=target_bytes)
+    text_bytes = n_articles = 0
+    article_files: list[Path] = []
+
+    def counted(articles):
+        nonlocal text_bytes, n_articles
+        for article in articles:
+            text_bytes += len(article.text.encode("utf-8"))
+            n_articles += 1
+            yield article
+
+    for shard in plan:
+        article_files += shards.write_article_shards(
+            counted(shards.read_shard(shard)), out / "articles", snapshot_id=snapshot_id,
+            max_articles=max_articles, prefix=f"articles-{shard.index:05d}",
+        )
+    config = ChunkingConfig()
+    chunk_files = [
+        shards.chunk_article_file(f, out / "chunks" / f.name.replace("articles-", "chunks-"), config)
+        for f in article_files
+    ]
+    shards.concat_parquet(article_files, out / "articles.parquet", ARTICLES_SCHEMA)
+    chunks = shards.concat_parquet(chunk_files, out / "chunks.parquet", CHUNKS_SCHEMA)
+    import pyarrow.parquet as pq
+
+    return {
+        "shards": len(plan), "article_files": len(article_files), "articles": n_articles,
+        "chunks": pq.ParquetFile(chunks).metadata.num_rows, "text_bytes": text_bytes,
+    }
+
+
+def run_whole(dump: Path, out: Path) -> dict[str, int]:
+    """Today's whole-snapshot path (lvm_core.dataset.ingest_step + chunk_step), step for step."""
+    import hashlib
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lvm_core import chunking, contracts, ingest
+    from lvm_core.storage import write_parquet
+
+    snapshot_id = ingest.snapshot_id_for(dump)
+    articles, _ = ingest.drop_duplicate_ids(ingest.read_articles(dump), on_duplicate="first", source_name=dump.name)
+    ids, titles, texts, hashes = [], [], [], []
+    for article in articles:
+        ids.append(article.article_id)
+        titles.append(article.title)
+        texts.append(article.text)
+        hashes.append(hashlib.sha1(article.text.encode("utf-8")).hexdigest())
+    table = pa.table(
+        {
+            "article_id": pa.array(ids, pa.int64()), "title": pa.array(titles, pa.string()),
+            "text": pa.array(texts, pa.string()), "snapshot_id": pa.array([snapshot_id] * len(ids), pa.string()),
+            "text_sha1": pa.array(hashes, pa.string()),
+        },
+        schema=contracts.ARTICLES_SCHEMA,
+    )
+    write_parquet(out / "articles.parquet", table)
+    text_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    n_articles = len(ids)
+    del articles, ids, titles, texts, hashes, table
+    rows = pq.read_table(out / "articles.parquet", columns=["article_id", "title", "text"]).to_pylist()
+    chunks = chunking.chunk_articles((ingest.Article(a["article_id"], a["title"], a["text"]) for a in rows))
+    write_parquet(out / "chunks.parquet", chunks.cast(contracts.CHUNKS_SCHEMA))
+    return {"articles": n_articles, "chunks": chunks.num_rows, "text_bytes": text_bytes}
+
+
+def child(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    out = Path(args.out)
+    if args.child == "sharded":
+        result = run_sharded(Path(args.dump), out, args.target_bytes, args.max_articles)
+    else:
+        result = run_whole(Path(args.dump), out)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result.update(
+        wall_s=time.perf_counter() - started, cpu_s=usage.ru_utime + usage.ru_stime,
+        peak_rss_bytes=usage.ru_maxrss * 1024,
+    )
+    print(json.dumps(result))
+    return 0
+
+
+def measure(method: str, dump: Path, work: Path, args: argparse.Namespace) -> dict[str, float]:
+    out = Path(tempfile.mkdtemp(prefix=f"{method}-", dir=work))
+    cmd = [
+        sys.executable, __file__, "--child", method, "--dump", str(dump), "--out", str(out),
+        "--target-bytes", str(args.target_bytes), "--max-articles", str(args.max_articles),
+    ]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        raise SystemExit(f"{method} on {dump.name} failed (exit {proc.returncode})")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    result["children_max_rss_bytes"] = after * 1024  # max over children so far: >= this one's if it grew
+    result["children_max_grew"] = after > before
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--factor", type=int, default=16)
+    parser.add_argument("--work", type=Path, default=None, help="folder for the dumps (kept, reused) and outputs")
+    parser.add_argument("--target-bytes", type=int, default=1 << 20, help="compressed bytes per source shard")
+    parser.add_argument("--max-articles", type=int, default=2000, help="articles per article file")
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--child", choices=("sharded", "whole"), help=argparse.SUPPRESS)
+    parser.add_argument("--dump", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return child(args)
+
+    from make_scaled_dump import make_scaled_dump
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-ingest-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    dumps = {}
+    for factor in (1, args.factor):
+        folder = work / f"x{factor}"
+        dump = folder / "enwiki-20260101-pages-articles-multistream.xml.bz2"
+        if not dump.exists():
+            started = time.perf_counter()
+            make_scaled_dump(folder, factor)
+            print(f"generated {factor}x dump: {dump.stat().st_size / 2**20:.1f} MiB in {time.perf_counter() - started:.0f} s")
+        dumps[factor] = dump
+
+    results: dict[str, dict[int, dict[str, float]]] = {"sharded": {}, "whole": {}}
+    # Smallest first, so the parent's RUSAGE_CHILDREN maximum grows run by run and confirms each child's.
+    for factor in (1, args.factor):
+        for method in ("sharded", "whole"):
+            r = measure(method, dumps[factor], work, args)
+            results[method][factor] = r
+            print(
+                f"{method:8s} {factor:3d}x: {r['articles']:6d} articles {r['chunks']:7d} chunks "
+                f"{r['text_bytes'] / 1e6:7.1f} MB text  peak RSS {r['peak_rss_bytes'] / 2**20:7.1f} MiB  "
+                f"CPU {r['cpu_s']:6.1f} s  wall {r['wall_s']:6.1f} s  "
+                f"{r['text_bytes'] / 1e6 / r['cpu_s']:.2f} MB/s/core"
+                + (f"  ({r['shards']} shards, {r['article_files']} article files)" if method == "sharded" else "")
+            )
+
+    n = args.factor
+    ratio = {m: results[m][n]["peak_rss_bytes"] / results[m][1]["peak_rss_bytes"] for m in results}
+    speed = {m: results[m][n]["text_bytes"] / 1e6 / results[m][n]["cpu_s"] for m in results}
+    same = results["sharded"][n]["chunks"] == results["whole"][n]["chunks"]
+    passed = ratio["sharded"] <= TARGET_RATIO
+    print(f"peak RSS {n}x/1x: sharded {ratio['sharded']:.3f} (target <= {TARGET_RATIO}) "
+          f"{'PASS' if passed else 'FAIL'}; whole-snapshot baseline {ratio['whole']:.3f}")
+    print(f"clean text per core at {n}x: sharded {speed['sharded']:.2f} MB/s, whole {speed['whole']:.2f} MB/s "
+          f"(sharded/whole {speed['sharded'] / speed['whole']:.3f}); same chunk count: {same}")
+    load = os.getloadavg()[0]
+    if load > (os.cpu_count() or 1):
+        print(f"note: load average {load:.1f} > {os.cpu_count()} cores; CPU-time speeds are steadier than wall")
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "rss_ratio": ratio, "mb_per_s_per_core": speed,
+                                         "pass": passed}, indent=2, default=str))
+    return 0 if passed and same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
