@@ -47,6 +47,7 @@ _BUSY_TIMEOUT_S = 120.0  # a writer waits this long for another process's write 
 
 _LOOKUP_SQL = "SELECT hash, vec FROM vectors WHERE hash IN ({})"
 _INSERT_SQL = "INSERT OR IGNORE INTO vectors (hash, vec) VALUES (?, ?)"
+_INHERITED: list[sqlite3.Connection] = []  # connections a forked child got from its parent (SQLite: do not touch)
 
 
 class EmbeddingCache:
@@ -91,6 +92,8 @@ class EmbeddingCache:
     def _connection(self) -> sqlite3.Connection:
         """This process's connection (a connection must not cross a fork)."""
         if self._conn is None or self._pid != os.getpid():
+            if self._conn is not None:
+                _INHERITED.append(self._conn)  # a parent's connection: never used, never closed, in a fork
             conn = sqlite3.connect(
                 self.db_path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
@@ -238,8 +241,11 @@ class EmbeddingCache:
     def close(self) -> None:
         """Close this process's connection (reopened on the next call)."""
         with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
+            if self._conn is not None:
+                if self._pid == os.getpid():
+                    self._conn.close()
+                else:
+                    _INHERITED.append(self._conn)
             self._conn = None
 
     def __getstate__(self) -> dict[str, Any]:

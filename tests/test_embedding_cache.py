@@ -84,6 +84,23 @@ def test_other_instances_and_unpickled_copies_see_writes(tmp_path: Path):
     assert len(b) == 2
 
 
+def _forked_child(cache: EmbeddingCache) -> None:
+    assert "x" in cache  # the inherited instance opens a connection of its own
+    cache.put_many(["from-child"], np.ones((1, DIM), np.float32))
+    cache.close()
+
+
+def test_a_forked_child_uses_a_connection_of_its_own(tmp_path: Path):
+    cache = EmbeddingCache(tmp_path, _fp())
+    cache.put_many(["x"], np.zeros((1, DIM), np.float32))
+    proc = multiprocessing.get_context("fork").Process(target=_forked_child, args=(cache,))
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == 0
+    assert "from-child" in cache and len(cache) == 2
+    assert cache.put_many(["parent-again"], np.ones((1, DIM), np.float32)) == 1
+
+
 # --- concurrent and killed writers -----------------------------------------------------------------
 
 
