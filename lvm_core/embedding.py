@@ -36,13 +36,20 @@ __all__ = [
     "EmbedStats",
     "Encoder",
     "EncoderFingerprint",
+    "AGREEMENT_MIN_MEAN_COSINE",
+    "BACKENDS",
+    "EncoderAgreementError",
     "EncoderLoadError",
     "FingerprintMismatchError",
     "encoder_casefolds",
     "SentenceTransformerEncoder",
     "embed_texts",
     "ensure_same_fingerprint",
+    "agreement_sample",
+    "check_agreement",
     "load_encoder",
+    "measure_agreement",
+    "parse_encoder_spec",
     "weights_digest",
 ]
 
@@ -52,6 +59,19 @@ _DEFAULT_ALIASES = frozenset({DEFAULT_MODEL, CANONICAL_DEFAULT_MODEL})
 # Same tolerance as the data gate (GateThresholds.unit_norm_tolerance).
 UNIT_NORM_TOLERANCE = 1e-3
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
+REFERENCE_BACKEND = "torch"
+REFERENCE_PRECISION = "fp32"
+# Encoder spec suffixes ("<model>@<backend>") -> (backend, precision); "auto" is resolved at load.
+BACKENDS: dict[str, tuple[str, str] | None] = {
+    "auto": None,
+    "torch": ("torch", "fp32"),
+    "torch-fp32": ("torch", "fp32"),
+    "torch-fp16": ("torch", "fp16"),
+    "onnx-int8": ("onnx", "int8"),
+}
+# A backend other than torch fp32 is used only if its vectors agree this closely with fp32 ones.
+AGREEMENT_MIN_MEAN_COSINE = 0.99
+AGREEMENT_SAMPLE_SIZE = 256
 
 
 # --- fingerprint -----------------------------------------------------------------------------------
@@ -72,6 +92,10 @@ class EncoderFingerprint:
     `casefold` is the text normalisation of the chunk hashes that key this encoder's vectors
     (`chunking.text_hash`): True for an uncased encoder (case-folded, the behaviour before the field
     existed, so a fingerprint without it reads as True and keeps its id), False for a cased one.
+
+    `backend` and `precision` say how the weights were run ("torch"/"fp32", "torch"/"fp16",
+    "onnx"/"int8"): the same weights give slightly different vectors per backend, so each has its own
+    id. Fingerprints written before these fields existed read as torch fp32 and keep their ids.
     """
 
     model_name: str
@@ -79,6 +103,8 @@ class EncoderFingerprint:
     dim: int
     normalized: bool = True
     casefold: bool = True
+    backend: str = REFERENCE_BACKEND
+    precision: str = REFERENCE_PRECISION
 
     def __post_init__(self) -> None:
         if not isinstance(self.model_name, str) or not self.model_name:
@@ -93,6 +119,21 @@ class EncoderFingerprint:
             raise ValueError(f"EncoderFingerprint.normalized must be a bool, got {self.normalized!r}")
         if not isinstance(self.casefold, bool):
             raise ValueError(f"EncoderFingerprint.casefold must be a bool, got {self.casefold!r}")
+        for name in ("backend", "precision"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"EncoderFingerprint.{name} must be a non-empty string, got {value!r}")
+
+    @property
+    def is_reference(self) -> bool:
+        """Torch fp32: the backend every other one is checked against."""
+        return (self.backend, self.precision) == (REFERENCE_BACKEND, REFERENCE_PRECISION)
+
+    @property
+    def spec(self) -> str:
+        """An encoder spec that `load_encoder` resolves to this backend, e.g. "…/all-MiniLM-L6-v2@onnx-int8"."""
+        backend = self.backend if self.precision == REFERENCE_PRECISION else f"{self.backend}-{self.precision}"
+        return f"{self.model_name}@{backend}"
 
     @property
     def id(self) -> str:
@@ -108,11 +149,20 @@ class EncoderFingerprint:
         }
         if not self.casefold:  # only a cased encoder adds it: uncased ids stay those of older fingerprints
             fields["casefold"] = False
+        if not self.is_reference:  # likewise: torch fp32 ids stay those of fingerprints without a backend
+            fields["backend"] = self.backend
+            fields["precision"] = self.precision
         return fields
 
     def to_dict(self) -> dict[str, Any]:
-        """Fields (always with `casefold`) plus the derived `id` (for people and tags; checked by `from_dict`)."""
-        return {**self._fields(), "casefold": self.casefold, "id": self.id}
+        """All fields plus the derived `id` (for people and tags; checked by `from_dict`)."""
+        return {
+            **self._fields(),
+            "casefold": self.casefold,
+            "backend": self.backend,
+            "precision": self.precision,
+            "id": self.id,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EncoderFingerprint:
@@ -132,6 +182,8 @@ class EncoderFingerprint:
                 dim=d["dim"],
                 normalized=d["normalized"],
                 casefold=d.get("casefold", True),  # older files: the case-folding hashes of before
+                backend=d.get("backend", REFERENCE_BACKEND),  # older files: torch fp32
+                precision=d.get("precision", REFERENCE_PRECISION),
             )
         except ValueError as exc:
             raise DataContractError(f"invalid encoder fingerprint: {exc}") from exc
@@ -147,7 +199,8 @@ class EncoderFingerprint:
         norm = "normalized" if self.normalized else "not normalized"
         case = "case-folded hashes" if self.casefold else "cased hashes"
         return (
-            f"{self.model_name} (dim={self.dim}, weights={self.weights_digest[:12]}, {norm}, {case}, id={self.id})"
+            f"{self.model_name} ({self.backend} {self.precision}, dim={self.dim}, "
+            f"weights={self.weights_digest[:12]}, {norm}, {case}, id={self.id})"
         )
 
 
@@ -222,22 +275,39 @@ def weights_digest(folder: Path) -> str:
 
 
 class SentenceTransformerEncoder:
-    """A sentence-transformers model loaded from a local folder, with its fingerprint."""
+    """A sentence-transformers model loaded from a local folder, with its fingerprint.
 
-    def __init__(self, model_name_or_path: str | Path, device: str = "cpu", model_name: str | None = None):
+    `precision="fp16"` runs the model in half precision (for CUDA); vectors still come back float32.
+    """
+
+    backend = REFERENCE_BACKEND
+
+    def __init__(
+        self,
+        model_name_or_path: str | Path,
+        device: str = "cpu",
+        model_name: str | None = None,
+        precision: str = REFERENCE_PRECISION,
+    ):
         """Load the model in `model_name_or_path` (a local folder, or a hub id present in the offline cache).
 
         `model_name` overrides the name recorded in the fingerprint (used for the packaged default model).
         """
+        if precision not in ("fp32", "fp16"):
+            raise ValueError(f"torch encoder precision must be fp32 or fp16, got {precision!r}")
         folder, resolved_name = _resolve_model_folder(str(model_name_or_path))
         self.model_path = folder
         self.device = device
+        self.precision = precision
+        self.agreement: dict[str, Any] | None = None
         try:
             from sentence_transformers import SentenceTransformer
 
             self.model: SentenceTransformer = SentenceTransformer(
                 str(folder), device=device, local_files_only=True
             )
+            if precision == "fp16":
+                self.model.half()
         except Exception as exc:  # noqa: BLE001 - any loader failure becomes one clear error
             raise EncoderLoadError(
                 f"cannot load encoder {str(model_name_or_path)!r} from {folder}: {type(exc).__name__}: {exc}"
@@ -260,8 +330,15 @@ class SentenceTransformerEncoder:
                 dim=self._dim,
                 normalized=True,
                 casefold=self.casefold,
+                backend=REFERENCE_BACKEND,
+                precision=self.precision,
             )
         return self._fingerprint
+
+    @property
+    def cache_key(self) -> str:
+        """Names this backend's agreement record (the device is part of it: kernels differ per device)."""
+        return f"torch-{self.precision}-{self.device.replace(':', '')}-{self.fingerprint.id}"
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
         """Encode with sentence-transformers (it already sorts by length); float32 unit rows."""
@@ -286,7 +363,7 @@ class SentenceTransformerEncoder:
         return _renormalize(vectors, what=f"encoder {self._model_name!r} output")
 
     def __repr__(self) -> str:
-        return f"SentenceTransformerEncoder({self._model_name!r}, device={self.device!r})"
+        return f"SentenceTransformerEncoder({self._model_name!r}, device={self.device!r}, precision={self.precision!r})"
 
 
 def _renormalize(vectors: np.ndarray, what: str) -> np.ndarray:
@@ -406,24 +483,221 @@ def _resolve_model_folder(name_or_path: str) -> tuple[Path, str]:
     return folder, repo_id
 
 
-_encoders: dict[tuple[str, str, str], SentenceTransformerEncoder] = {}
-_encoders_lock = threading.Lock()
+def parse_encoder_spec(spec: str | None) -> tuple[str, str]:
+    """Split "<model>[@<backend>]" into (model, backend); no suffix means "auto".
 
-
-def load_encoder(name_or_path: str | Path | None = None, device: str = "cpu") -> SentenceTransformerEncoder:
-    """The encoder for `name_or_path` (default: packaged all-MiniLM-L6-v2), loaded once per process.
-
-    Loading takes seconds, so every caller in a process shares one instance per (model, device).
+    Backends: auto (CUDA fp16 when a GPU is present, else torch fp32), torch (fp32), torch-fp16,
+    onnx-int8. A bare "@onnx-int8" names the packaged default model. A local folder whose name holds
+    an "@" is taken as a whole.
     """
-    name = DEFAULT_MODEL if name_or_path is None else str(name_or_path)
+    if spec is None:
+        return DEFAULT_MODEL, "auto"
+    name, sep, backend = str(spec).rpartition("@")
+    if not sep:
+        return str(spec), "auto"
+    if backend in BACKENDS:
+        return name or DEFAULT_MODEL, backend
+    if Path(str(spec)).expanduser().exists():
+        return str(spec), "auto"
+    raise EncoderLoadError(
+        f"unknown encoder backend {backend!r} in {str(spec)!r}; use one of {', '.join(BACKENDS)} "
+        "(e.g. all-MiniLM-L6-v2@onnx-int8)"
+    )
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def _resolve_backend(backend: str, device: str | None) -> tuple[str, str, str]:
+    """(backend, precision, device) for a spec backend; "auto" and a missing device are decided here."""
+    if backend == "onnx-int8":
+        if device not in (None, "cpu"):
+            raise EncoderLoadError(f"the onnx-int8 encoder backend runs on the CPU only, not on device {device!r}")
+        return "onnx", "int8", "cpu"
+    if device is None:
+        device = "cuda" if _cuda_available() else "cpu"
+    if backend == "auto":
+        return (REFERENCE_BACKEND, "fp16", device) if device.startswith("cuda") else (
+            REFERENCE_BACKEND, REFERENCE_PRECISION, device)
+    kind, precision = BACKENDS[backend]  # type: ignore[misc]
+    if precision == "fp16" and not device.startswith("cuda"):
+        raise EncoderLoadError(
+            f"the torch-fp16 encoder backend needs a CUDA device, not {device!r}"
+            f"{'' if _cuda_available() else ' (none is present)'}; use @torch (fp32) or @onnx-int8 on the CPU"
+        )
+    return kind, precision, device
+
+
+_encoders: dict[tuple[Any, ...], Encoder] = {}
+_encoders_lock = threading.RLock()
+
+
+def load_encoder(
+    name_or_path: str | Path | EncoderFingerprint | None = None,
+    device: str | None = None,
+    *,
+    cache_dir: Path | None = None,
+    threads: int | None = None,
+    min_agreement: float = AGREEMENT_MIN_MEAN_COSINE,
+    export_settings: dict[str, Any] | None = None,
+) -> Encoder:
+    """The encoder for a spec "<model>[@<backend>]" (default: packaged all-MiniLM-L6-v2), loaded once per process.
+
+    `device=None` picks CUDA when present, else the CPU. A fingerprint loads the backend it names.
+    A backend other than torch fp32 is checked against fp32 on a fixed sample of real chunks (once per
+    export, the result kept under `cache_dir`, default `<LVM_DATA_DIR>/cache/encoders`) and refused
+    with `EncoderAgreementError` below `min_agreement` mean cosine. `threads` (onnx-int8) defaults to
+    `OMP_NUM_THREADS`, else the usable CPUs. Loading takes seconds, so callers in a process share one
+    instance per (model, backend, device).
+    """
+    if isinstance(name_or_path, EncoderFingerprint):
+        name_or_path = name_or_path.spec
+    name, backend_spec = parse_encoder_spec(None if name_or_path is None else str(name_or_path))
     folder, model_name = _resolve_model_folder(name)
-    key = (str(folder), model_name, device)
+    backend, precision, device = _resolve_backend(backend_spec, device)
+    cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
+    settings_key = storage.json_digest(export_settings) if export_settings is not None else None
+    key = (str(folder), model_name, backend, precision, device, threads if backend == "onnx" else None, settings_key)
     with _encoders_lock:
         enc = _encoders.get(key)
         if enc is None:
-            enc = SentenceTransformerEncoder(folder, device=device, model_name=model_name)
+            if backend == "onnx":
+                enc = _load_onnx(folder, model_name, cache_dir, threads, export_settings)
+            else:
+                enc = SentenceTransformerEncoder(folder, device=device, model_name=model_name, precision=precision)
+            if not enc.fingerprint.is_reference:
+                reference = load_encoder(
+                    f"{folder}@torch", device=device if backend != "onnx" else None, cache_dir=cache_dir
+                )
+                enc.agreement = check_agreement(enc, reference, cache_dir)  # type: ignore[attr-defined]
             _encoders[key] = enc
+    agreement = getattr(enc, "agreement", None)
+    if agreement is not None:
+        _require_agreement(enc.fingerprint, agreement, min_agreement)
     return enc
+
+
+def _default_cache_dir() -> Path:
+    from lvm_core.contracts import default_data_dir
+    from lvm_core.onnx_encoder import encoder_cache_dir
+
+    return encoder_cache_dir(default_data_dir())
+
+
+def _load_onnx(
+    folder: Path, model_name: str, cache_dir: Path, threads: int | None, settings: dict[str, Any] | None
+) -> Encoder:
+    from lvm_core import onnx_encoder
+
+    settings = onnx_encoder.DEFAULT_EXPORT_SETTINGS if settings is None else settings
+    digest = weights_digest(folder)
+    try:
+        export_dir = onnx_encoder.ensure_onnx_export(folder, digest, cache_dir, settings)
+    except Exception as exc:  # noqa: BLE001 - any export failure becomes one clear error
+        raise EncoderLoadError(
+            f"cannot export encoder {model_name!r} from {folder} to ONNX int8 under {cache_dir}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    dim = storage.read_json(folder / "config.json").get("hidden_size")
+    fingerprint = EncoderFingerprint(
+        model_name=model_name,
+        weights_digest=digest,
+        dim=int(dim),
+        normalized=True,
+        casefold=encoder_casefolds(folder),
+        backend="onnx",
+        precision=onnx_encoder.settings_tag(settings),
+    )
+    return onnx_encoder.OnnxEncoder(folder, export_dir, fingerprint, threads=threads)
+
+
+# --- agreement with the fp32 reference ------------------------------------------------------------
+
+
+class EncoderAgreementError(EncoderLoadError):
+    """A faster backend's vectors differ too much from the fp32 reference to be used."""
+
+
+_sample_cache: dict[int, list[str]] = {}
+
+
+def agreement_sample(n: int = AGREEMENT_SAMPLE_SIZE) -> list[str]:
+    """Fixed check texts: every 8th chunk (default chunking) of the embedded enwiki sample, the first `n`."""
+    with _encoders_lock:
+        if n not in _sample_cache:
+            from itertools import islice
+
+            from lvm_core.chunking import iter_chunks
+            from lvm_core.ingest import read_articles
+
+            rows = islice(iter_chunks(read_articles("sample")), 0, None, 8)
+            texts = [str(row["text"]) for row in islice(rows, n)]
+            if len(texts) < n:
+                raise EncoderLoadError(f"the embedded sample yields {len(texts)} check chunks, fewer than {n}")
+            _sample_cache[n] = texts
+        return _sample_cache[n]
+
+
+def measure_agreement(
+    candidate: Encoder, reference: Encoder, texts: Sequence[str], batch_size: int = 64
+) -> dict[str, Any]:
+    """Cosine between each text's candidate and reference vectors: mean, median, min over `texts`."""
+    a = candidate.encode(texts, batch_size=batch_size)
+    b = reference.encode(texts, batch_size=batch_size)
+    cos = np.sum(a.astype(np.float64) * b.astype(np.float64), axis=1)
+    return {
+        "reference": reference.fingerprint.id,
+        "candidate": candidate.fingerprint.id,
+        "n_texts": len(texts),
+        "sample_digest": storage.json_digest(list(texts))[:16],
+        "mean_cosine": round(float(cos.mean()), 6),
+        "median_cosine": round(float(np.median(cos)), 6),
+        "min_cosine": round(float(cos.min()), 6),
+    }
+
+
+def check_agreement(candidate: Encoder, reference: Encoder, cache_dir: Path | None) -> dict[str, Any]:
+    """`measure_agreement` on `agreement_sample()`, kept in `<cache_dir>/agreement/<candidate key>.json`.
+
+    A kept record is reused when its reference, candidate and sample match, so each export is measured
+    once, not once per process or worker.
+    """
+    texts = agreement_sample()
+    expected = {
+        "reference": reference.fingerprint.id,
+        "candidate": candidate.fingerprint.id,
+        "n_texts": len(texts),
+        "sample_digest": storage.json_digest(list(texts))[:16],
+    }
+    path = None
+    if cache_dir is not None:
+        key = getattr(candidate, "cache_key", None) or candidate.fingerprint.id
+        path = Path(cache_dir) / "agreement" / f"{key}.json"
+        try:
+            kept = storage.read_json(path)
+        except (OSError, ValueError):
+            kept = None
+        if isinstance(kept, dict) and all(kept.get(k) == v for k, v in expected.items()):
+            return kept
+    result = measure_agreement(candidate, reference, texts)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with storage.atomic_path(path) as tmp:
+            storage.write_json(tmp, result)
+    return result
+
+
+def _require_agreement(fp: EncoderFingerprint, agreement: dict[str, Any], min_mean: float) -> None:
+    if agreement["mean_cosine"] < min_mean:
+        raise EncoderAgreementError(
+            f"encoder {fp.model_name!r} with backend {fp.backend} {fp.precision} agrees with torch fp32 at "
+            f"mean cosine {agreement['mean_cosine']:.4f} (median {agreement['median_cosine']:.4f}, "
+            f"min {agreement['min_cosine']:.4f}) over {agreement['n_texts']} check chunks, below the "
+            f"required mean {min_mean:g}; use the torch backend (\"{fp.model_name}@torch\")"
+        )
 
 
 # --- embedding texts -------------------------------------------------------------------------------
@@ -439,9 +713,10 @@ class EmbedStats:
     n_encoded: int
     seconds_encoding: float
     chunks_per_second: float
+    agreement: dict[str, Any] | None = None  # a non-reference backend's cosine to fp32 (`check_agreement`)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "n_total": self.n_total,
             "n_unique": self.n_unique,
             "n_reused": self.n_reused,
@@ -449,6 +724,9 @@ class EmbedStats:
             "seconds_encoding": self.seconds_encoding,
             "chunks_per_second": self.chunks_per_second,
         }
+        if self.agreement is not None:
+            out["agreement"] = dict(self.agreement)
+        return out
 
 
 def _block_progress(total: int, enabled: bool):
@@ -540,5 +818,6 @@ def embed_texts(
         n_encoded=n_encoded,
         seconds_encoding=seconds,
         chunks_per_second=(n_encoded / seconds) if seconds > 0 else 0.0,
+        agreement=getattr(encoder, "agreement", None),
     )
     return vectors, stats
