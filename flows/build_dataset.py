@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, tags, unmapped
+from prefect.context import FlowRunContext
+from prefect.task_runners import TaskRunner
+from prefect_dask import DaskTaskRunner
 
 from flows.hooks import RUN_HOOKS
-
+from flows.runners import describe, shard_task_runner
 from lvm_core import dataset as ds
 from lvm_core.config import BuildConfig, BuildOptions
 from lvm_core.gates import GateFailedError
 from tasks import dataset as t
-from tasks.common import gates_markdown, publish_markdown, publish_table
+from tasks.common import HEAVY_CPU_TAG, gates_markdown, publish_markdown, publish_table
 from tasks.slots import exclusive
 
 
-@flow(name="build_dataset", flow_run_name="build-{source}", log_prints=True, **RUN_HOOKS)
+def _default_runner() -> TaskRunner:
+    """LVM_WORKERS / LVM_DASK_ADDRESS for deployments; a bad value is reported when the flow starts."""
+    try:
+        return shard_task_runner()
+    except ValueError:
+        return shard_task_runner(workers=0, address="")
+
+
+@flow(name="build_dataset", flow_run_name="build-{source}", log_prints=True, task_runner=_default_runner(),
+      **RUN_HOOKS)
 def build_dataset(
     source: str = "sample",
     data_dir: str | None = None,
@@ -24,9 +37,13 @@ def build_dataset(
     snapshot_id: str | None = None,
     options: BuildOptions = BuildOptions(),
 ) -> str:
-    """Ingest → chunk → embed → coherence/splits/leakage/sequences → data gates → publish.
+    """Ingest → chunk → embed (each mapped over shards) → coherence/splits/leakage/sequences → data gates
+    → publish.
 
     Returns the published dataset folder. A failed gate stops the flow before anything is published.
+    Shards run where the flow's task runner says (`flows.runners`: in process by default, on Dask with
+    `build_dataset.with_options(task_runner=shard_task_runner(workers=N))` or LVM_WORKERS /
+    LVM_DASK_ADDRESS); the dataset is the same either way.
 
     Args:
         source: 'sample' (embedded enwiki excerpt), a *-pages-articles*.xml[.bz2] dump path or URL, or a
@@ -37,21 +54,32 @@ def build_dataset(
         options: Chunking, encoder, context length, split mode and fractions, gate thresholds.
     """
     config = BuildConfig.from_parts(source, data_dir, limit_articles, snapshot_id, options)
+    runner = shard_task_runner()  # LVM_WORKERS / LVM_DASK_ADDRESS: a bad value stops here, in one line
     info = t.resolve_source(config)
     with exclusive(f"build-{info.dataset_id}"):
         t.clean_abandoned(config)
-        articles = t.ingest(info, config)
-        chunks = t.chunk(articles, info, config)
-        embedded = t.embed(chunks, info, config)
+        get_run_logger().info("shards run in %s", describe(_current_runner() or runner))
+        progress = t.BuildProgress(info.dataset_id)
+        plan = t.plan_shards(info, config)
+        ingested = progress.gather("ingest", t.ingest_shard.map(plan, unmapped(info), unmapped(config)))
+        kept = t.dedup_articles(ingested, info, config)
+        chunk_futures = t.chunk_shard.map(kept["files"], unmapped(info), unmapped(config))
+        with _heavy_cpu_tag():
+            embed_futures = t.embed_shard.map(chunk_futures, unmapped(info), unmapped(config))
+        progress.start("embed", len(embed_futures))
+        chunked = progress.gather("chunk", chunk_futures)
+        embedded = progress.gather("embed", embed_futures)
+        articles, chunks, vectors = t.assemble(kept, chunked, embedded, info, config)
+        layout = ds.shard_layout(plan, ingested, kept, chunked, embedded)
         stage = ds.new_staging_dir(config.resolved_data_dir(), info.dataset_id)
         try:
-            manifest = t.analyse(stage, config, info, articles, chunks, embedded)
+            manifest = t.analyse(stage, config, info, articles, chunks, vectors, kept["stats"], layout)
             report = t.run_data_gates(stage, manifest, info, config)
             summary = _summary_rows(manifest)
             publish_table(summary, f"dataset-{info.dataset_id}", "Dataset build summary")
             if not report.passed:
-                kept = t.set_aside(stage, manifest, report, info, config)
-                docs = _moved(report.docs_path, stage, kept)
+                failed = t.set_aside(stage, manifest, report, info, config)
+                docs = _moved(report.docs_path, stage, failed)
                 _publish_gates(info.dataset_id, report, docs)
                 raise GateFailedError(report, where=docs)
             path = t.publish(stage, manifest, report, info, config)
@@ -60,6 +88,17 @@ def build_dataset(
         _publish_gates(info.dataset_id, report, _moved(report.docs_path, stage, path))
     get_run_logger().info("dataset ready: %s", path)
     return str(path)
+
+
+def _current_runner() -> TaskRunner | None:
+    ctx = FlowRunContext.get()
+    return ctx.task_runner if ctx is not None else None
+
+
+def _heavy_cpu_tag() -> AbstractContextManager:
+    """Encoding in this process shares the CPU with training: tag it for the server's concurrency limit.
+    On Dask the cluster's size bounds it, and a limit of one would undo the parallelism."""
+    return nullcontext() if isinstance(_current_runner(), DaskTaskRunner) else tags(HEAVY_CPU_TAG)
 
 
 def _moved(docs_path: str | None, old_root: Path, new_root: Path) -> str:

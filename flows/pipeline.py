@@ -6,10 +6,10 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 
-from flows.hooks import RUN_HOOKS
-
 from flows.build_dataset import build_dataset
 from flows.evaluate_model import evaluate_model
+from flows.hooks import RUN_HOOKS
+from flows.runners import shard_task_runner
 from flows.train_model import train_model
 from lvm_core.config import BuildOptions
 from lvm_core.training import TrainConfig
@@ -29,6 +29,8 @@ def lvm_pipeline(
     train_options: TrainConfig | None = None,
     model_thresholds: dict[str, float | int | bool] | None = None,
     promote: bool = True,
+    workers: int | None = None,
+    dask_address: str | None = None,
 ) -> dict[str, Any]:
     """Build a gated dataset from the snapshot, train a model on it, evaluate it beside the baselines and
     promote it to `champion` when every gate passes. Each stage is a subflow, visible on its own in the UI.
@@ -46,9 +48,12 @@ def lvm_pipeline(
         train_options: Loss, schedule, patience, seed.
         model_thresholds: Post-training gate threshold overrides.
         promote: Make the model `champion` when every gate passes.
+        workers: Build the dataset's shards on a temporary local Dask cluster of this many workers.
+        dask_address: Build them on an existing Dask cluster (tcp://HOST:8786); default $LVM_DASK_ADDRESS.
     """
-    dataset = build_dataset(source=source, data_dir=data_dir, limit_articles=limit_articles,
-                            snapshot_id=snapshot_id, options=build_options)
+    build = build_dataset.with_options(task_runner=shard_task_runner(workers, dask_address))
+    dataset = build(source=source, data_dir=data_dir, limit_articles=limit_articles,
+                    snapshot_id=snapshot_id, options=build_options)
     trained = train_model(data=dataset, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
                           data_dir=data_dir, train_options=train_options)
     thresholds = {**build_options.thresholds, **(model_thresholds or {})}

@@ -34,6 +34,10 @@ class BuildOptions(BaseModel):
     vector_dtype: Literal["float32", "float16"] = Field(
         "float32", description="On-disk dtype of embeddings.npy (float16 halves it; computation is float32)"
     )
+    shard_bytes: int = Field(
+        64 * 2**20, ge=1, description="Source bytes per ingest shard (multistream byte ranges, Parquet row groups, JSONL lines)"
+    )
+    shard_articles: int = Field(50_000, ge=1, description="Articles per article file; one chunk and one embed task each")
     on_duplicate: Literal["error", "first", "last"] = Field(
         "error",
         description="Parquet/JSONL rows repeating an id with a different text: fail (error) or keep the first/last row",

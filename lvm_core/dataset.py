@@ -12,7 +12,9 @@ from __future__ import annotations
 import datetime as _dt
 import re
 import shutil
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,8 +29,8 @@ from lvm_core.contracts import DataContractError, DatasetPaths
 from lvm_core.embedding_cache import EmbeddingCache
 from lvm_core.faults import crash_point
 from lvm_core.liveness import OWNER_FILE, abandoned_dirs, claim_dir
-from lvm_core.vector_files import load_embeddings, save_embeddings
 from lvm_core.storage import (
+    atomic_path,
     file_digest,
     json_digest,
     link_or_copy,
@@ -39,9 +41,10 @@ from lvm_core.storage import (
     write_json,
     write_parquet,
 )
+from lvm_core.vector_files import load_embeddings, save_embeddings
 
 # Bump when a step's output for the same inputs changes, so cached work is not reused.
-STEP_VERSIONS = {"ingest": 2, "chunk": 1, "embed": 1, "analyse": 1}
+STEP_VERSIONS = {"ingest": 3, "chunk": 2, "embed": 2, "assemble": 1, "analyse": 1}
 INGEST_STATS_FILE = "ingest_stats.json"
 
 
@@ -139,34 +142,6 @@ def wiki_language(snapshot_id: str) -> str:
     return m.group(1) if m else "en"
 
 
-def chunk_step(
-    articles_path: Path, config: BuildConfig, out_dir: Path, language: str = "en", casefold: bool | None = None
-) -> Path:
-    """Split articles into chunks.parquet; text hashes case-fold only for an uncased encoder.
-
-    `casefold` defaults to what the configured encoder's folder says (`embedding.encoder_casefolds`).
-    """
-    from lvm_core import chunking, embedding, ingest
-
-    out = Path(out_dir) / contracts.CHUNKS_FILE
-    if out.exists():
-        return out
-    articles = pq.read_table(articles_path, columns=["article_id", "title", "text"]).to_pylist()
-    if casefold is None:
-        casefold = embedding.encoder_casefolds(config.encoder)
-    cfg = chunking.ChunkingConfig(
-        min_words=config.min_words, max_words=config.max_words, language=language, casefold=casefold
-    )
-    table = chunking.chunk_articles(
-        (ingest.Article(a["article_id"], a["title"], a["text"]) for a in articles), cfg
-    )
-    if table.num_rows == 0:
-        raise DataContractError(f"{articles_path}: no chunks produced (all articles empty?)")
-    crash_point("chunk")
-    write_parquet(out, table.cast(contracts.CHUNKS_SCHEMA))
-    return out
-
-
 def _check_hash_casing(texts: list[str], hashes: list[str], casefold: bool, chunks_path: Path, n: int = 256) -> None:
     """Refuse chunks hashed with another case normalisation than the encoder's (the cache is keyed by hash)."""
     from lvm_core.chunking import text_hash
@@ -186,32 +161,406 @@ class EmbedResult:
     stats: dict[str, Any]
 
 
-def embed_step(
-    chunks_path: Path, config: BuildConfig, out_dir: Path, data_dir: Path, progress: bool = False
-) -> EmbedResult:
-    """Embed chunk texts through the persistent (fingerprint, text_hash) cache.
+# --- sharded steps ----------------------------------------------------------------------------------
+#
+# Ingest, chunk and embed work shard by shard, so memory is bounded by a shard and shards can run on
+# other processes or machines (`flows/runners.py`). Each shard's output lives in a work folder keyed by
+# its inputs and is published atomically with a `done.json` record written last: a rerun redoes only the
+# shards without one. Tasks exchange the small records these steps return (paths and counts), never data.
 
-    Always runs (no step-level skip), so every build reports truthfully how many chunks it reused; on an
-    unchanged snapshot that costs a model load and a cache lookup.
+DONE_FILE = "done.json"
+Progress = Callable[[int], None]
+
+
+def _done_record(out_dir: Path) -> dict[str, Any] | None:
+    """The record of a finished shard, or None when the shard has to be (re)done."""
+    try:
+        record = read_json(Path(out_dir) / DONE_FILE)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not all(Path(f).exists() for f in record.get("files", [])):
+        return None
+    return {**record, "reused": True}
+
+
+def _finish(out_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
+    write_json(Path(out_dir) / DONE_FILE, record)
+    return {**record, "reused": False}
+
+
+def plan_shards(source: SourceInfo, config: BuildConfig) -> list[Any]:
+    """Independently readable parts of the source, in source order (`lvm_core.shards.SourceShard`)."""
+    from lvm_core import shards
+
+    return shards.plan_source_shards(source.path, target_bytes=config.shard_bytes)
+
+
+def shard_key(shard: Any) -> list[Any]:
+    """What identifies a source shard's bytes (the source digest is keyed beside it)."""
+    return [shard.kind, shard.index, shard.count, shard.start, shard.stop, shard.header_stop]
+
+
+def ingest_shard_work_dir(shard: Any, source: SourceInfo, config: BuildConfig) -> Path:
+    key = step_key("ingest", "shard", source.digest, shard_key(shard), source.snapshot_id,
+                   config.limit_articles, config.shard_articles)
+    return work_dir(config.resolved_data_dir(), "ingest", key)
+
+
+def ingest_shard_step(
+    shard: Any, source: SourceInfo, config: BuildConfig, out_dir: Path, on_progress: Progress | None = None
+) -> dict[str, Any]:
+    """Parse and clean one source shard into bounded article files (ARTICLES_SCHEMA), source order.
+
+    With `limit_articles` a shard reads at most that many articles: the global pass (`dedup_articles`)
+    keeps the first N of the whole source. Repeated ids are left to that pass too.
+    """
+    import itertools
+
+    from lvm_core import shards
+
+    out_dir = Path(out_dir)
+    done = _done_record(out_dir)
+    if done is not None:
+        return done
+    t0 = time.perf_counter()
+    counted = {"articles": 0}
+
+    def articles() -> Any:
+        it = shards.read_shard(shard)
+        if config.limit_articles is not None:
+            it = itertools.islice(it, config.limit_articles)
+        for article in it:
+            counted["articles"] += 1
+            if on_progress is not None:
+                on_progress(1)
+            yield article
+        crash_point("ingest")  # all read, no file renamed into place yet
+
+    files = shards.write_article_shards(
+        articles(), out_dir, snapshot_id=source.snapshot_id, max_articles=config.shard_articles,
+        prefix=f"articles-{shard.index:05d}",
+    )
+    return _finish(out_dir, {
+        "shard": shard.label, "index": shard.index, "files": [str(f) for f in files],
+        "articles": counted["articles"], "bytes": sum(f.stat().st_size for f in files),
+        "input_bytes": shard.stop - shard.start, "seconds": round(time.perf_counter() - t0, 3),
+    })
+
+
+def dedup_work_dir(ingested: list[dict[str, Any]], source: SourceInfo, config: BuildConfig) -> Path:
+    policy = config.on_duplicate if _is_tabular(source) else "first"
+    files = [f for r in ingested for f in r["files"]]
+    key = step_key("ingest", "dedup", files, config.limit_articles, policy)
+    return work_dir(config.resolved_data_dir(), "ingest", key)
+
+
+def _is_tabular(source: SourceInfo) -> bool:
+    from lvm_core import ingest
+
+    return ingest.is_tabular(source.path)
+
+
+def dedup_articles(
+    ingested: list[dict[str, Any]], source: SourceInfo, config: BuildConfig, out_dir: Path
+) -> dict[str, Any]:
+    """The global pass over the (article_id, text_sha1) columns of all article files, in source order.
+
+    Keeps the first `limit_articles` articles read, then today's rules for repeated ids
+    (`ingest.drop_duplicate_ids`: first wins for dumps, `on_duplicate` for tabular sources; the counts
+    go to `ingest_stats.json`). Files that lose no row are passed on as they are; the others are
+    rewritten into `out_dir`. Returns the final article files and counts.
+    """
+    from lvm_core import ingest
+
+    out_dir = Path(out_dir)
+    done = _done_record(out_dir)
+    if done is not None:
+        return done
+    files = [Path(f) for r in ingested for f in r["files"]]
+    ids: list[int] = []
+    shas: list[str] = []
+    file_of: list[int] = []
+    for i, f in enumerate(files):
+        t = _read_columns(f, ["article_id", "text_sha1"])
+        ids += t.column("article_id").to_pylist()
+        shas += t.column("text_sha1").to_pylist()
+        file_of += [i] * t.num_rows
+    n_read = len(ids)
+    if config.limit_articles is not None:
+        del ids[config.limit_articles:], shas[config.limit_articles:], file_of[config.limit_articles:]
+    if not ids:
+        raise ingest.IngestError(f"{Path(source.path).name}: no article found (empty dump or every page filtered out)")
+    policy = config.on_duplicate if _is_tabular(source) else "first"
+    # Same rules as ingest.drop_duplicate_ids, over hashes instead of texts (equal hash <=> equal text).
+    keyed = [ingest.Article(a, "", h) for a, h in zip(ids, shas)]
+    kept_rows = _kept_rows(keyed, policy, Path(source.path).name)
+    report = kept_rows.pop()
+    offsets = np.cumsum([0] + [int(pq.ParquetFile(f).metadata.num_rows) for f in files])
+    out_files: list[str] = []
+    by_file: dict[int, list[int]] = {}
+    for row in kept_rows:  # a kept slot belongs to the file of the id's first row
+        by_file.setdefault(file_of[row[0]], []).append(row[1])
+    for i, f in enumerate(files):
+        rows = by_file.get(i)
+        if rows is None:
+            continue
+        if rows == list(range(offsets[i], offsets[i + 1])):
+            out_files.append(str(f))
+            continue
+        out = out_dir / f"{f.stem}-kept.parquet"
+        write_parquet(out, _take_rows(files, offsets, rows))
+        out_files.append(str(out))
+    write_json(out_dir / INGEST_STATS_FILE, report)
+    return _finish(out_dir, {
+        "files": out_files, "articles": len(kept_rows), "read": n_read, "stats": report,
+    })
+
+
+def _kept_rows(keyed: list[Any], policy: str, source_name: str) -> list[Any]:
+    """[(first row, row whose content is kept), ..., duplicate report dict] for `dedup_articles`."""
+    from lvm_core import ingest
+
+    row_of = {id(a): r for r, a in enumerate(keyed)}
+    first_row: dict[int, int] = {}
+    for r, a in enumerate(keyed):
+        first_row.setdefault(a.article_id, r)
+    kept, report = ingest.drop_duplicate_ids(keyed, on_duplicate=policy, source_name=source_name)
+    return [(first_row[a.article_id], row_of[id(a)]) for a in kept] + [report.to_dict()]
+
+
+def _read_columns(path: Path, columns: list[str]) -> pa.Table:
+    from lvm_core.shards import ShardError
+
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as exc:
+        raise ShardError(f"{path}: not a readable shard file ({' '.join(str(exc).split())[:200]})") from None
+
+
+def _take_rows(files: list[Path], offsets: np.ndarray, rows: list[int]) -> pa.Table:
+    """The given global rows of the article files, in that order (only files that lose or swap rows)."""
+    tables: dict[int, pa.Table] = {}
+    parts = []
+    for row in rows:
+        i = int(np.searchsorted(offsets, row, side="right") - 1)
+        if i not in tables:
+            tables[i] = _read_columns(files[i], list(contracts.ARTICLES_SCHEMA.names))
+        parts.append(tables[i].slice(row - int(offsets[i]), 1))
+    return pa.concat_tables(parts).combine_chunks().cast(contracts.ARTICLES_SCHEMA)
+
+
+def chunk_shard_work_dir(articles_file: str, source: SourceInfo, config: BuildConfig) -> Path:
+    from lvm_core.embedding import encoder_casefolds
+
+    casefold = encoder_casefolds(config.encoder)
+    parts = [str(articles_file), config.min_words, config.max_words, wiki_language(source.snapshot_id)]
+    key = step_key("chunk", *parts, *([] if casefold else ["cased"]))
+    return work_dir(config.resolved_data_dir(), "chunk", key)
+
+
+def chunk_shard_step(
+    articles_file: str, source: SourceInfo, config: BuildConfig, out_dir: Path, on_progress: Progress | None = None
+) -> dict[str, Any]:
+    """Split one article file into chunks (never across paragraphs or articles) → chunks.parquet."""
+    from lvm_core import chunking, embedding, ingest
+
+    out_dir = Path(out_dir)
+    done = _done_record(out_dir)
+    if done is not None:
+        return done
+    t0 = time.perf_counter()
+    cfg = chunking.ChunkingConfig(
+        min_words=config.min_words, max_words=config.max_words, language=wiki_language(source.snapshot_id),
+        casefold=embedding.encoder_casefolds(config.encoder),
+    )
+    parquet = _open_shard_file(Path(articles_file))
+    out = out_dir / contracts.CHUNKS_FILE
+    n_articles = n_chunks = 0
+    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, contracts.CHUNKS_SCHEMA) as writer:
+        try:
+            for batch in parquet.iter_batches(batch_size=256, columns=["article_id", "title", "text"]):
+                ids, titles, texts = (batch.column(i).to_pylist() for i in range(3))
+                table = chunking.chunk_articles(
+                    (ingest.Article(a, t, x) for a, t, x in zip(ids, titles, texts, strict=True)), cfg
+                )
+                writer.write_table(table.cast(contracts.CHUNKS_SCHEMA))
+                n_articles += batch.num_rows
+                n_chunks += table.num_rows
+                if on_progress is not None:
+                    on_progress(batch.num_rows)
+        except (pa.ArrowException, OSError) as exc:
+            from lvm_core.shards import ShardError
+
+            raise ShardError(f"{articles_file}: corrupt shard file ({' '.join(str(exc).split())[:200]})") from None
+        crash_point("chunk")  # chunks made, the file not yet renamed into place
+    return _finish(out_dir, {
+        "file": str(out), "files": [str(out)], "articles": n_articles, "chunks": n_chunks,
+        "bytes": out.stat().st_size, "seconds": round(time.perf_counter() - t0, 3),
+    })
+
+
+def _open_shard_file(path: Path) -> pq.ParquetFile:
+    from lvm_core.shards import ShardError
+
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ShardError(f"{path}: not a readable shard file ({' '.join(str(exc).split())[:200]})") from None
+
+
+def embed_shard_work_dir(chunks_file: str, config: BuildConfig) -> Path:
+    key = step_key("embed", "shard", str(chunks_file), config.encoder or "default")
+    return work_dir(config.resolved_data_dir(), "embed", key)
+
+
+def embed_shard_step(
+    chunks_file: str, config: BuildConfig, out_dir: Path, data_dir: Path, on_progress: Progress | None = None
+) -> dict[str, Any]:
+    """Embed one chunk file through the shared (fingerprint, text_hash) cache → float32 embeddings.npy.
+
+    A finished shard is not redone: it reports all its chunks as reused. `on_progress` is told of every
+    distinct text found in the cache or newly encoded.
     """
     from lvm_core import embedding
 
     out_dir = Path(out_dir)
-    emb_path, enc_path = out_dir / contracts.EMBEDDINGS_FILE, out_dir / contracts.ENCODER_FILE
-    stats_path = out_dir / "embed_stats.json"
-    chunks = pq.read_table(chunks_path, columns=["text", "text_hash"])
+    done = _done_record(out_dir)
+    if done is not None:
+        n = done["chunks"]
+        return {**done, "stats": {**done["stats"], "n_reused": n, "n_encoded": 0, "n_unique": n}}
+    chunks = _read_columns(Path(chunks_file), ["text", "text_hash"])
     texts = chunks.column("text").to_pylist()
     hashes = chunks.column("text_hash").to_pylist()
     encoder = embedding.load_encoder(config.encoder)
-    _check_hash_casing(texts, hashes, encoder.fingerprint.casefold, chunks_path)
-    cache = EmbeddingCache(contracts.embedding_cache_dir(data_dir), encoder.fingerprint)
-    vectors, stats = embedding.embed_texts(
-        texts, hashes, encoder, cache, batch_size=config.batch_size, show_progress=progress
-    )
+    _check_hash_casing(texts, hashes, encoder.fingerprint.casefold, Path(chunks_file))
+    cache = _ReportingCache(contracts.embedding_cache_dir(data_dir), encoder.fingerprint, on_progress)
+    try:
+        vectors, stats = embedding.embed_texts(texts, hashes, encoder, cache, batch_size=config.batch_size)
+    finally:
+        cache.close()
     save_embeddings(out_dir, vectors, encoder.fingerprint)
     stats_dict = {k: (float(v) if isinstance(v, float) else v) for k, v in vars(stats).items()}
-    write_json(stats_path, stats_dict)
-    return EmbedResult(emb_path, enc_path, stats_dict)
+    return _finish(out_dir, {
+        "file": str(out_dir / contracts.EMBEDDINGS_FILE), "encoder_file": str(out_dir / contracts.ENCODER_FILE),
+        "files": [str(out_dir / contracts.EMBEDDINGS_FILE)], "chunks": len(texts),
+        "bytes": (out_dir / contracts.EMBEDDINGS_FILE).stat().st_size, "stats": stats_dict,
+    })
+
+
+class _ReportingCache(EmbeddingCache):
+    """The embedding cache, telling `on_progress` how many texts each lookup found and each store added."""
+
+    def __init__(self, root: Path, fingerprint: Any, on_progress: Progress | None) -> None:
+        super().__init__(root, fingerprint)
+        self._on_progress = on_progress
+
+    def get_many(self, hashes: Any) -> Any:
+        vectors, found = super().get_many(hashes)
+        if self._on_progress is not None:
+            self._on_progress(int(np.count_nonzero(found)))
+        return vectors, found
+
+    def put_many(self, hashes: Any, vectors: Any) -> Any:
+        out = super().put_many(hashes, vectors)
+        if self._on_progress is not None:
+            self._on_progress(len(hashes))
+        return out
+
+
+def assemble_work_dir(
+    articles: dict[str, Any], chunked: list[dict[str, Any]], embedded: list[dict[str, Any]], config: BuildConfig
+) -> Path:
+    parts = [articles["files"], [c["file"] for c in chunked], [e["file"] for e in embedded], config.vector_dtype]
+    return work_dir(config.resolved_data_dir(), "assemble", step_key("assemble", *parts))
+
+
+def assemble_step(
+    articles: dict[str, Any], chunked: list[dict[str, Any]], embedded: list[dict[str, Any]],
+    config: BuildConfig, out_dir: Path,
+) -> tuple[Path, Path, EmbedResult]:
+    """One articles.parquet, chunks.parquet and embeddings.npy from the shards, in shard order.
+
+    Parquet is joined batch by batch; vectors are copied block by block into a memory-mapped
+    embeddings.npy, so memory stays bounded whatever the snapshot.
+    """
+    from lvm_core import shards
+    from lvm_core.embedding import EncoderFingerprint
+    from lvm_core.vector_files import (
+        VALIDATE_BLOCK_ROWS,
+        iter_row_blocks,
+        validate_embeddings,
+    )
+
+    out_dir = Path(out_dir)
+    paths = (out_dir / contracts.ARTICLES_FILE, out_dir / contracts.CHUNKS_FILE)
+    emb_path, enc_path = out_dir / contracts.EMBEDDINGS_FILE, out_dir / contracts.ENCODER_FILE
+    stats = _sum_embed_stats([e["stats"] for e in embedded])
+    done = _done_record(out_dir)
+    if done is None:
+        n_chunks = sum(int(c["chunks"]) for c in chunked)
+        if n_chunks == 0:
+            raise DataContractError(f"{source_name(config)}: no chunks produced (all articles empty?)")
+        fingerprints = [read_json(Path(e["encoder_file"])) for e in embedded]
+        fp_dict = {k: v for k, v in fingerprints[0].items() if k != contracts.VECTOR_DTYPE_KEY}
+        for e, other in zip(embedded, fingerprints):
+            if {k: v for k, v in other.items() if k != contracts.VECTOR_DTYPE_KEY} != fp_dict:
+                raise DataContractError(f"{e['file']}: made by another encoder than {embedded[0]['file']}")
+        fp = EncoderFingerprint.from_dict(fp_dict)
+        shards.concat_parquet(articles["files"], paths[0], contracts.ARTICLES_SCHEMA)
+        shards.concat_parquet([c["file"] for c in chunked], paths[1], contracts.CHUNKS_SCHEMA)
+        with atomic_path(emb_path) as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(config.vector_dtype), shape=(n_chunks, fp.dim))
+            row = 0
+            for e in embedded:
+                part = load_npy(Path(e["file"]))
+                if part.shape[0] != int(e["chunks"]) or part.shape[1] != fp.dim:
+                    raise DataContractError(f"{e['file']}: {part.shape} vectors for {e['chunks']} chunks of dim {fp.dim}")
+                for a, b in iter_row_blocks(part.shape[0], VALIDATE_BLOCK_ROWS):
+                    out[row + a:row + b] = part[a:b]
+                row += part.shape[0]
+            out.flush()
+            validate_embeddings(out, fp, str(emb_path))
+            del out
+        write_json(enc_path, {**fp.to_dict(), contracts.VECTOR_DTYPE_KEY: config.vector_dtype})
+        _finish(out_dir, {"files": [str(p) for p in (*paths, emb_path, enc_path)], "chunks": n_chunks})
+    return paths[0], paths[1], EmbedResult(emb_path, enc_path, stats)
+
+
+def source_name(config: BuildConfig) -> str:
+    return Path(str(config.source)).name
+
+
+def _sum_embed_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One build's embedding numbers from its shards' (chunks/s over the encoded chunks only)."""
+    keys = ("n_total", "n_unique", "n_reused", "n_encoded")
+    out: dict[str, Any] = {k: int(sum(int(p.get(k) or 0) for p in parts)) for k in keys}
+    seconds = float(sum(float(p.get("seconds_encoding") or 0.0) for p in parts))
+    out["seconds_encoding"] = seconds
+    out["chunks_per_second"] = out["n_encoded"] / seconds if seconds > 0 else 0.0
+    return out
+
+
+def shard_layout(
+    plan: list[Any], ingested: list[dict[str, Any]], articles: dict[str, Any],
+    chunked: list[dict[str, Any]], embedded: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """How the build was cut (manifest `shards`): shards per stage with their counts and bytes."""
+
+    def stage(records: list[dict[str, Any]], count: str) -> dict[str, Any]:
+        return {"n": len(records), count: int(sum(int(r.get(count) or 0) for r in records)),
+                "bytes": int(sum(int(r.get("bytes") or 0) for r in records)),
+                "reused": int(sum(1 for r in records if r.get("reused"))),
+                "per_shard": [int(r.get(count) or 0) for r in records]}
+
+    return {
+        "n": len(plan),
+        "source": {"n": len(plan), "kind": plan[0].kind if plan else None,
+                   "bytes": int(sum(s.stop - s.start for s in plan))},
+        "ingest": stage(ingested, "articles"),
+        "articles": {"n": len(articles["files"]), "articles": int(articles["articles"]), "read": int(articles["read"])},
+        "chunk": stage(chunked, "chunks"),
+        "embed": stage(embedded, "chunks"),
+    }
 
 
 def analyse_step(
@@ -221,10 +570,13 @@ def analyse_step(
     articles_path: Path,
     chunks_path: Path,
     embed: EmbedResult,
+    ingest_stats: dict[str, Any] | None = None,
+    shards: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble the staging folder and compute coherence, splits, leakage, sequences and the oracle.
 
-    Returns the manifest (also written to the staging folder), without gate results.
+    Returns the manifest (also written to the staging folder), without gate results. `ingest_stats`
+    defaults to the file beside `articles_path`; `shards` (the layout of a sharded build) is recorded.
     """
     from lvm_core import coherence, leakage, sequences, splits
 
@@ -317,11 +669,12 @@ def analyse_step(
     oracle = measure_oracle(paths.root, eval_targets, encoder_name=config.encoder, batch_size=config.batch_size)
 
     coh_values = coh["coherence"].drop_nulls().to_numpy()
-    ingest_stats = read_ingest_stats(articles_path)
+    if ingest_stats is None:
+        ingest_stats = read_ingest_stats(articles_path)
     manifest: dict[str, Any] = {
         "dataset_id": source.dataset_id,
         "snapshot_id": source.snapshot_id,
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "source": source.to_dict(),
         "encoder": {
             "name": encoder["model_name"],
@@ -333,7 +686,7 @@ def analyse_step(
         "build_config": config.model_dump(mode="json"),
         "counts": {
             "articles": int(articles.num_rows),
-            "chunks": int(len(article_ids)),
+            "chunks": len(article_ids),
             "sequences": {k: len(v) for k, v in seqs.items()},
             "duplicate_ids": ingest_stats.get("duplicate_ids"),
             "duplicate_rows_dropped": ingest_stats.get("duplicate_rows_dropped"),
@@ -361,6 +714,8 @@ def analyse_step(
         "data_direction": [float(x) for x in direction],
         "embedding": embed.stats,
     }
+    if shards is not None:
+        manifest["shards"] = shards
     write_json(paths.manifest, manifest)
     return manifest
 
@@ -511,19 +866,22 @@ def finalize_manifest(
 
 
 # Manifest fields that say when, where or how fast a build ran, not what the dataset holds.
-_RUN_ONLY_FIELDS = ("created_at", "embedding", "gate_docs", "content_hash")
+_RUN_ONLY_FIELDS = ("created_at", "embedding", "gate_docs", "content_hash", "shards")
+# Build options that say how the work was cut into tasks; the data files hold what came of it.
+_RUN_ONLY_OPTIONS = ("data_dir", "shard_bytes", "shard_articles")
 
 
 def content_hash(manifest: dict[str, Any], root: Path) -> str:
     """Identity of a dataset: its data files and the manifest without run-only fields.
 
     Two builds of one snapshot with the same options have the same hash, whatever the data folder, the
-    machine, the task runner or how many crashes and resumes it took.
+    machine, the task runner, the shard sizes or how many crashes and resumes it took (vectors of
+    differently cut shards agree bitwise when they come from one embedding cache).
     """
     paths = DatasetPaths(Path(root))
     body = {k: v for k, v in manifest.items() if k not in _RUN_ONLY_FIELDS}
     body["source"] = {k: v for k, v in dict(body.get("source") or {}).items() if k != "path"}
-    body["build_config"] = {k: v for k, v in dict(body.get("build_config") or {}).items() if k != "data_dir"}
+    body["build_config"] = {k: v for k, v in dict(body.get("build_config") or {}).items() if k not in _RUN_ONLY_OPTIONS}
     files = [paths.articles, paths.chunks, paths.embeddings, paths.encoder, paths.splits, paths.sequences]
     return json_digest([body, {f.name: _data_digest(f) for f in files}])
 
@@ -542,7 +900,7 @@ def _data_digest(path: Path) -> str:
 def publish(stage_dir: Path, data_dir: Path, dataset_id: str) -> Path:
     """Mark the staging folder READY and rename it onto the dataset folder."""
     stage = DatasetPaths(Path(stage_dir))
-    stage.ready.write_text(_dt.datetime.now(_dt.timezone.utc).isoformat() + "\n")
+    stage.ready.write_text(_dt.datetime.now(_dt.UTC).isoformat() + "\n")
     crash_point("publish")
     target = contracts.dataset_dir(data_dir, dataset_id)
     replace_dir(stage.root, target)
@@ -552,7 +910,7 @@ def publish(stage_dir: Path, data_dir: Path, dataset_id: str) -> Path:
 
 def set_aside_failed(stage_dir: Path, data_dir: Path, dataset_id: str) -> Path:
     """Keep a failed build (with its gate results) under datasets/_failed/ for inspection."""
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S")
     target = contracts.datasets_root(data_dir) / "_failed" / f"{dataset_id}-{stamp}"
     target.parent.mkdir(parents=True, exist_ok=True)
     (Path(stage_dir) / OWNER_FILE).unlink(missing_ok=True)

@@ -1,0 +1,91 @@
+"""Where the shard tasks of a build run, chosen at run time.
+
+- default: in the flow's own process, one shard after another (no extra services, as before);
+- `workers=N` (`--workers`, `LVM_WORKERS`): a temporary local Dask cluster of N single-threaded worker
+  processes, gone when the flow ends;
+- `address="tcp://HOST:8786"` (`--dask-address`, `LVM_DASK_ADDRESS`): an existing Dask cluster
+  (compose's `dask-scheduler` + `dask-worker` services). Its workers must see the data folder at the
+  same path and have PREFECT_API_URL set to the flow's Prefect API (task runs carry the URL with them,
+  but the thread that ships a worker's logs reads the environment).
+
+Shard task runs report to the flow's Prefect API wherever they run: without a configured
+PREFECT_API_URL the flow's temporary API is handed to the workers, so a worker never starts one of its own
+(its runs would be invisible and the flow could not follow them).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect_dask import DaskTaskRunner
+
+ADDRESS_ENV = "LVM_DASK_ADDRESS"
+WORKERS_ENV = "LVM_WORKERS"
+_ADDRESS = re.compile(r"^(tcp|tls|ucx|inproc)://[^\s/:]+(:\d{1,5})?$")
+
+
+class SharedApiDaskTaskRunner(DaskTaskRunner):
+    """prefect-dask's runner, with the flow's temporary Prefect API URL passed to the workers."""
+
+    def __enter__(self) -> SharedApiDaskTaskRunner:
+        super().__enter__()
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        url = PREFECT_API_URL.value()
+        if not url:
+            # The flow already talks to Prefect's temporary server (a per-process singleton); naming it in
+            # the settings makes the serialized task context carry its URL to every worker.
+            from prefect.server.api.server import SubprocessASGIServer
+
+            server = SubprocessASGIServer()
+            server.start()
+            url = server.api_url
+            self._exit_stack.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
+        if not self.address:
+            # A task's logs are sent by a thread of the worker that sees only the process environment, so a
+            # local cluster's workers (and those its nannies restart) get the URL there too.
+            env = dict(self.cluster_kwargs.get("env") or {})
+            env.setdefault("PREFECT_API_URL", str(url))
+            self.cluster_kwargs = {**self.cluster_kwargs, "env": env}
+        return self
+
+
+def shard_task_runner(workers: int | None = None, address: str | None = None) -> TaskRunner[Any]:
+    """The task runner for a build's shards; arguments left None fall back to LVM_WORKERS / LVM_DASK_ADDRESS.
+
+    Raises ValueError (one line) for a bad worker count or address, or when both are given.
+    """
+    if address is None:
+        address = os.environ.get(ADDRESS_ENV) or None
+    if workers is None and os.environ.get(WORKERS_ENV):
+        raw = os.environ[WORKERS_ENV]
+        try:
+            workers = int(raw)
+        except ValueError:
+            raise ValueError(f"{WORKERS_ENV}={raw!r}: expected a number of workers") from None
+    if address and workers:
+        raise ValueError(f"--workers {workers} and --dask-address {address}: give one (a local cluster or an existing one)")
+    if address:
+        if not _ADDRESS.match(address.strip()):
+            raise ValueError(f"dask address {address!r}: expected tcp://HOST:PORT, e.g. tcp://dask-scheduler:8786")
+        return SharedApiDaskTaskRunner(address=address.strip())
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers {workers}: must be >= 1")
+    if workers:
+        return SharedApiDaskTaskRunner(
+            cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
+                            "dashboard_address": ":0"},
+        )
+    return ThreadPoolTaskRunner(max_workers=1)
+
+
+def describe(runner: TaskRunner[Any]) -> str:
+    """One line for the log: where the shards run."""
+    if isinstance(runner, DaskTaskRunner):
+        if runner.address:
+            return f"Dask cluster at {runner.address}"
+        return f"temporary local Dask cluster of {runner.cluster_kwargs.get('n_workers')} worker process(es)"
+    return "this process, one shard at a time"
