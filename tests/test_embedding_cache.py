@@ -10,6 +10,8 @@ import os
 import pickle
 import signal
 import sqlite3
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -20,6 +22,9 @@ from lvm_core import embedding_cache as ec
 from lvm_core.contracts import DataContractError
 from lvm_core.embedding import EncoderFingerprint, FingerprintMismatchError
 from lvm_core.embedding_cache import DB_FILE, EmbeddingCache
+from lvm_core.faults import FAULT_ENV
+
+REPO = Path(__file__).resolve().parents[1]
 
 DIM = 8
 
@@ -104,7 +109,24 @@ def test_a_forked_child_uses_a_connection_of_its_own(tmp_path: Path):
 # --- concurrent and killed writers -----------------------------------------------------------------
 
 
-def _writer(root: str, writer: int, out: str) -> None:
+def _run_children(*calls: tuple[str, ...]) -> list[int]:
+    """Run this module's functions, each in a fresh interpreter at once (as two builds or workers would);
+    their exit codes."""
+    procs = []
+    try:
+        for func, *args in calls:
+            code = f"import sys; from tests.test_embedding_cache import {func}; {func}(*sys.argv[1:])"
+            procs.append(subprocess.Popen([sys.executable, "-c", code, *map(str, args)], cwd=REPO))
+        return [p.wait(120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def _writer(root: str, writer_id: str, out: str) -> None:
+    writer = int(writer_id)
     cache = EmbeddingCache(Path(root), _fp())
     added = 0
     for k in range(20):
@@ -117,13 +139,7 @@ def _writer(root: str, writer: int, out: str) -> None:
 
 
 def test_concurrent_writers_in_two_processes_lose_and_duplicate_nothing(tmp_path: Path):
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(str(tmp_path), w, str(tmp_path / f"added-{w}"))) for w in (1, 2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-        assert p.exitcode == 0
+    assert _run_children(*[("_writer", tmp_path, w, tmp_path / f"added-{w}") for w in (1, 2)]) == [0, 0]
     cache = EmbeddingCache(tmp_path, _fp())
     expected = 2 * 20 * 25 + 20 * 25
     rows = _rows(cache.db_path)
@@ -154,10 +170,7 @@ def test_killed_writer_leaves_nothing_that_is_read(tmp_path: Path):
     cache.put_many(["before"], np.ones((1, DIM), np.float32))
     wal = cache.db_path.with_name(DB_FILE + "-wal")
     wal_before = wal.stat().st_size
-    proc = multiprocessing.get_context("spawn").Process(target=_killed_writer, args=(str(tmp_path),))
-    proc.start()
-    proc.join(120)
-    assert proc.exitcode == -signal.SIGKILL
+    assert _run_children(("_killed_writer", tmp_path)) == [-signal.SIGKILL]
     assert wal.stat().st_size > wal_before  # the dead writer's uncommitted pages are on disk...
     reopened = EmbeddingCache(tmp_path, _fp())
     assert len(reopened) == 1 and "k0" not in reopened  # ...and never read
@@ -279,3 +292,37 @@ def test_lookup_reads_only_the_keys_asked_for(tmp_path: Path):
     plan = " ".join(r[-1] for r in conn.execute("EXPLAIN QUERY PLAN " + ec._LOOKUP_SQL.format("?,?"), ["a", "b"]))
     assert "SEARCH vectors USING INDEX" in plan and "SCAN" not in plan  # B-tree probes, no table walk
     assert conn.execute("PRAGMA cache_size").fetchone()[0] == -ec._PAGE_CACHE_KIB  # SQLite's own memory is capped
+
+
+# --- a killed build keeps what it flushed ------------------------------------------------------------
+
+_BUILD = """
+import sys, numpy as np
+from pathlib import Path
+from lvm_core.embedding import EncoderFingerprint, embed_texts
+from lvm_core.embedding_cache import EmbeddingCache
+
+class Enc:
+    fingerprint = EncoderFingerprint("m/x", "ab" * 32, 8)
+    def encode(self, texts, batch_size=64, show_progress=False):
+        Path(sys.argv[2]).open("a").write("".join(t + "\\n" for t in texts))
+        return np.ones((len(texts), 8), np.float32)
+
+texts = [f"t{i}" for i in range(40)]
+embed_texts(texts, texts, Enc(), EmbeddingCache(Path(sys.argv[1]), Enc.fingerprint), flush_every=10, batch_size=10)
+"""
+
+
+def test_build_killed_mid_encode_keeps_flushed_blocks(tmp_path: Path):
+    def build(fault: str | None) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if k != FAULT_ENV} | ({FAULT_ENV: fault} if fault else {})
+        cmd = [sys.executable, "-c", _BUILD, str(tmp_path), str(tmp_path / "encoded.txt")]
+        # a session of its own: the fault SIGKILLs the process group
+        return subprocess.run(cmd, env=env, start_new_session=True, timeout=120, check=False, cwd=REPO)
+
+    assert build("kill@embed.batch#3").returncode == -signal.SIGKILL  # killed before the 3rd block's flush
+    assert len(EmbeddingCache(tmp_path, _fp())) == 20
+    (tmp_path / "encoded.txt").unlink()
+    assert build(None).returncode == 0
+    assert (tmp_path / "encoded.txt").read_text().split() == [f"t{i}" for i in range(20, 40)]  # only the rest
+    assert len(EmbeddingCache(tmp_path, _fp())) == 40
