@@ -103,20 +103,26 @@ class EmbeddingCache:
         return self._conn
 
     def _init_schema(self) -> None:
-        conn = self._connection()
+        """Create the tables on first open (one transaction), then check the stored schema and encoder."""
+        meta_sql = "SELECT key, value FROM meta"
         try:
+            conn = self._connection()
             if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
                 raise DataContractError(f"embedding cache {self.db_path}: SQLite refused WAL mode")
-            with _write_txn(conn):
-                conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS vectors "
-                    "(id INTEGER PRIMARY KEY, hash TEXT NOT NULL UNIQUE, vec BLOB NOT NULL)"
-                )
-                expected = {"schema_version": str(SCHEMA_VERSION), "fingerprint_id": self.fingerprint.id,
-                            "dim": str(self.fingerprint.dim)}
-                conn.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", expected.items())
-                stored = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+            if has_meta:  # the usual case: a read, no write lock taken
+                stored = dict(conn.execute(meta_sql).fetchall())
+            else:
+                with _write_txn(conn):
+                    conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                    conn.execute(
+                        "CREATE TABLE IF NOT EXISTS vectors "
+                        "(id INTEGER PRIMARY KEY, hash TEXT NOT NULL UNIQUE, vec BLOB NOT NULL)"
+                    )
+                    expected = {"schema_version": str(SCHEMA_VERSION), "fingerprint_id": self.fingerprint.id,
+                                "dim": str(self.fingerprint.dim)}
+                    conn.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", expected.items())
+                    stored = dict(conn.execute(meta_sql).fetchall())
         except sqlite3.DatabaseError as exc:
             raise DataContractError(f"embedding cache {self.db_path} is unreadable: {exc}") from exc
         if stored.get("schema_version") != str(SCHEMA_VERSION):

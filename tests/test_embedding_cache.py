@@ -260,6 +260,14 @@ def test_refuses_database_of_another_encoder(tmp_path: Path):
         EmbeddingCache(tmp_path, _fp())
 
 
+def test_refuses_a_file_that_is_not_a_cache_database(tmp_path: Path):
+    folder = tmp_path / _fp().id
+    folder.mkdir()
+    (folder / DB_FILE).write_bytes(b"not a database" * 100)
+    with pytest.raises(DataContractError, match=f"{DB_FILE} is unreadable"):
+        EmbeddingCache(tmp_path, _fp())
+
+
 def test_refuses_stored_vector_of_wrong_length(tmp_path: Path):
     cache = EmbeddingCache(tmp_path, _fp())
     with sqlite3.connect(cache.db_path) as conn:
