@@ -225,7 +225,8 @@ def set_step(name: str, step: int) -> RolloutState:
     """Move the active rollout to plan step `step` (below the last one: the last is `promote_challenger`)."""
     state = _require_active(name)
     if not 0 <= step < len(state.plan) - 1:
-        raise RolloutError(f"step {step} is outside the canary steps 0..{len(state.plan) - 2} of plan {list(state.plan)}")
+        raise RolloutError(f"step {step} is outside the canary steps 0..{len(state.plan) - 2} "
+                           f"of plan {list(state.plan)}")
     _write(name, [(TAG_STEP, str(step)), (TAG_STEP_STARTED_AT, _now()), (TAG_SHARE, repr(state.plan[step]))])
     return read_state(name)
 
@@ -410,7 +411,8 @@ def decide(
             missing.append(f"feedback {challenger.cosine_count}/{champion.cosine_count} (challenger/champion) "
                            f"< {t.min_feedback}")
     if not enough_requests:
-        missing.insert(0, f"requests {challenger.requests}/{champion.requests} (challenger/champion) < {t.min_requests}")
+        missing.insert(0, f"requests {challenger.requests}/{champion.requests} (challenger/champion) "
+                          f"< {t.min_requests}")
     at = _now()
     if bad:
         return Decision("rollback", f"challenger v{challenger.version} is worse than champion v{champion.version}: "

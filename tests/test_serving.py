@@ -1,14 +1,18 @@
 """The inference service on a real uvicorn server: predictions equal the registry loader's, bad input gets
-a 4xx with a reason, token, metrics, feedback, and a champion move swapped in without a failed request."""
+a 4xx with a reason, token, metrics, feedback, a champion move swapped in without a failed request, a
+canary share served sticky per client key, and texts in → neighbours from the model's dataset out."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, Iterator
 
 import httpx
 import numpy as np
@@ -38,22 +42,11 @@ def versions(small_dataset: Path, session_data_dir: Path, prefect_harness):
     return first["version"], second["version"]
 
 
-@pytest.fixture(scope="module")
-def server(versions, session_data_dir: Path):
+@contextlib.contextmanager
+def serve_app(app: Any) -> Iterator[httpx.Client]:
+    """Run `app` on a real uvicorn server on a free loopback port until the block ends; yields a client."""
     import uvicorn
 
-    from lvm_core.serving import ServeSettings, create_app
-
-    old = os.environ.get("LVM_SERVE_TOKEN")
-    os.environ["LVM_SERVE_TOKEN"] = TOKEN
-    try:
-        app = create_app(f"models:/{NAME}@champion", session_data_dir, refresh_s=REFRESH_S,
-                         settings=ServeSettings(max_batch=8, max_body_bytes=1024 * 1024))
-    finally:
-        if old is None:
-            os.environ.pop("LVM_SERVE_TOKEN", None)
-        else:
-            os.environ["LVM_SERVE_TOKEN"] = old
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -72,11 +65,29 @@ def server(versions, session_data_dir: Path):
                 pass
             assert time.monotonic() < deadline, "service did not become ready"
             time.sleep(0.1)
-        yield client, app
+        yield client
     srv.should_exit = True
     thread.join(15)
     sock.close()
     assert not thread.is_alive()
+
+
+@pytest.fixture(scope="module")
+def server(versions, session_data_dir: Path):
+    from lvm_core.serving import ServeSettings, create_app
+
+    old = os.environ.get("LVM_SERVE_TOKEN")
+    os.environ["LVM_SERVE_TOKEN"] = TOKEN
+    try:
+        app = create_app(f"models:/{NAME}@champion", session_data_dir, refresh_s=REFRESH_S,
+                         settings=ServeSettings(max_batch=8, max_body_bytes=1024 * 1024, max_text_chars=2000))
+    finally:
+        if old is None:
+            os.environ.pop("LVM_SERVE_TOKEN", None)
+        else:
+            os.environ["LVM_SERVE_TOKEN"] = old
+    with serve_app(app) as client:
+        yield client, app
 
 
 def _contexts(n: int, ctx: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -139,7 +150,7 @@ def test_malformed_payloads_get_4xx_with_a_reason_and_serving_goes_on(server):
         ok = client.post("/v1/predict", json={"contexts": good.tolist()}, headers=AUTH)
         assert ok.status_code == 200, (what, ok.text)
     metrics = client.get("/metrics").text
-    assert 'lvm_serve_errors_total{endpoint="/v1/predict",kind="validation"}' in metrics
+    assert 'lvm_serve_errors_total{endpoint="/v1/predict",kind="validation",version=' in metrics
 
 
 def test_token_is_required_on_v1_only(server):
@@ -241,6 +252,151 @@ def test_champion_move_is_swapped_in_without_failed_requests(server, versions, s
     while client.get("/readyz").json()["version"] != versions[0]:
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def mark_gates(name: str, version: int, passed: bool, failed: str = "") -> None:
+    """Record gate results on a version as `lvm evaluate` does (the tags the promotion/rollout checks read)."""
+    from mlflow import MlflowClient
+
+    from lvm_core import registry
+
+    client = MlflowClient()
+    client.set_model_version_tag(name, str(version), registry.TAG_GATES_PASSED, "true" if passed else "false")
+    if failed:
+        client.set_model_version_tag(name, str(version), registry.TAG_FAILED_GATES, failed)
+    else:
+        client.delete_model_version_tag(name, str(version), registry.TAG_FAILED_GATES)
+
+
+def wait_until(predicate, timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_canary_share_is_sticky_per_client_key(server, versions, session_data_dir: Path):
+    from lvm_core import registry, rollout
+
+    client, app = server
+    champion, challenger = versions
+    registry.configure_tracking(session_data_dir)
+    assert registry.current_champion(NAME) == champion
+    mark_gates(NAME, challenger, passed=True)
+    rollout.start(NAME, challenger)
+    state = rollout.set_step(NAME, 1)
+    assert (state.share, state.challenger, state.champion) == (0.2, challenger, champion)
+    holder = app.state.holder
+    wait_until(lambda: holder.challenger_share() == 0.2
+               and client.get("/v1/rollout/stats", headers=AUTH).json()["window"] == state.window,
+               what="the service to read the 20% step")
+    m = _served(app)
+    x = _contexts(1, m.context_len, m.dim, seed=5).tolist()
+    def ask(i: int) -> tuple[str, int]:  # half the clients name themselves in a header, half in the body
+        key = f"client-{i}"
+        if i % 2:
+            r = client.post("/v1/predict", json={"contexts": x, "client_key": key}, headers=AUTH)
+        else:
+            r = client.post("/v1/predict", json={"contexts": x}, headers={**AUTH, "X-Client-Key": key})
+        assert r.status_code == 200, r.text
+        return key, r.json()["version"]
+
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answered = dict(pool.map(ask, range(1000)))
+        share = sum(v == challenger for v in answered.values()) / len(answered)
+        assert 0.15 <= share <= 0.25, share
+        assert set(answered.values()) == {champion, challenger}
+        for i in range(0, 1000, 7):  # sticky: the same key gets the same version, however it is sent
+            key = f"client-{i}"
+            r = client.post("/v1/predict", json={"contexts": x}, headers={**AUTH, "X-Client-Key": key})
+            assert r.json()["version"] == answered[key], key
+        info = client.get("/v1/models", headers=AUTH).json()
+        assert {e["version"]: e["share"] for e in info["serving"]} == pytest.approx({champion: 0.8, challenger: 0.2})
+        assert info["rollout"]["status"] == "active" and info["rollout"]["challenger"] == challenger
+        stats = client.get("/v1/rollout/stats", headers=AUTH).json()
+        assert stats["window"] == rollout.read_state(NAME).window
+        counted = stats["versions"][str(challenger)]["requests"] + stats["versions"][str(champion)]["requests"]
+        assert counted == 1000 + len(range(0, 1000, 7))
+        assert stats["versions"][str(challenger)]["p99_latency_s"] > 0
+        text = client.get("/metrics").text
+        assert f'lvm_serve_traffic_share{{version="{challenger}"}} 0.2' in text
+        assert f'lvm_serve_model_info{{alias="challenger",name="{NAME}",version="{challenger}"}} 1.0' in text
+    finally:
+        rollout.abort(NAME, "test over")
+    wait_until(lambda: holder.challenger is None, what="the challenger to be dropped")
+    assert client.post("/v1/predict", json={"contexts": x, "client_key": "client-1"}, headers=AUTH).json()["version"] == champion
+    [entry] = client.get("/v1/models", headers=AUTH).json()["serving"]
+    assert (entry["version"], entry["share"]) == (champion, 1.0)
+    assert registry.current_champion(NAME) == champion and rollout.read_state(NAME).status == "aborted"
+
+
+def _dataset_context(dataset: Path, ctx: int) -> tuple[list[str], set[str]]:
+    """The first ctx chunk texts of the first article long enough for a window, and all texts of the dataset."""
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(dataset / "chunks.parquet", columns=["article_id", "chunk_index", "text"]).to_pylist()
+    by_article: dict[int, list[dict]] = {}
+    for r in rows:
+        by_article.setdefault(r["article_id"], []).append(r)
+    article = next(a for a, rs in by_article.items() if len(rs) > ctx)
+    ordered = sorted(by_article[article], key=lambda r: r["chunk_index"])
+    return [r["text"] for r in ordered[:ctx]], {r["text"] for r in rows}
+
+
+def test_predict_text_returns_neighbours_from_the_models_dataset(server, versions, small_dataset: Path):
+    client, app = server
+    m = _served(app)
+    context, dataset_texts = _dataset_context(small_dataset, m.context_len)
+    res = client.post("/v1/predict/text", json={"texts": context, "k": 4}, headers=AUTH)
+    assert res.status_code == 200, res.text
+    body = res.json()
+    assert body["version"] == m.version and body["dataset"] == small_dataset.name
+    pred = np.asarray(body["prediction"])
+    assert pred.shape == (m.dim,) and abs(np.linalg.norm(pred) - 1) < 1e-4
+    hits = body["neighbors"]
+    assert len(hits) == 4
+    for h in hits:
+        assert h["text"] in dataset_texts and h["text"] not in context  # the context's own chunks are left out
+        assert isinstance(h["title"], str) and h["title"] and isinstance(h["article_id"], int)
+    scores = [h["score"] for h in hits]
+    assert scores == sorted(scores, reverse=True) and -1 <= scores[-1] <= scores[0] <= 1
+    fb = client.post("/v1/feedback", json={"prediction_id": body["prediction_id"], "target": pred.tolist()}, headers=AUTH)
+    assert fb.status_code == 200 and fb.json()["cosine"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_predict_text_rejects_bad_input_with_4xx(server, small_dataset: Path):
+    client, app = server
+    m = _served(app)
+    context, _ = _dataset_context(small_dataset, m.context_len)
+    cases = {
+        "empty": ({"texts": []}, 422, "empty context"),
+        "too few": ({"texts": context[:-1]}, 422, f"exactly {m.context_len}"),
+        "blank text": ({"texts": context[:-1] + ["   "]}, 422, "is empty"),
+        "oversized": ({"texts": context[:-1] + ["word " * 500]}, 413, "over the limit of 2000"),
+        "not strings": ({"texts": [1] * m.context_len}, 422, "list of strings"),
+        "no texts": ({"contexts": context}, 422, "missing field 'texts'"),
+        "bad k": ({"texts": context, "k": 0}, 422, "'k'"),
+    }
+    for what, (payload, status, words) in cases.items():
+        res = client.post("/v1/predict/text", json=payload, headers=AUTH)
+        assert res.status_code == status, (what, res.status_code, res.text)
+        assert words in res.json()["detail"], (what, res.json())
+    assert client.post("/v1/predict/text", json={"texts": context}).status_code == 401
+
+
+def test_predict_text_refuses_a_model_whose_encoder_cannot_be_loaded(server, tmp_path: Path):
+    import dataclasses
+
+    from lvm_core.embedding import EncoderFingerprint
+    from lvm_core.serving import TextSearch, TextUnavailable
+
+    _, app = server
+    m = _served(app)
+    gone = EncoderFingerprint(model_name=str(tmp_path / "no-such-encoder"), weights_digest="0" * 64, dim=m.dim)
+    with pytest.raises(TextUnavailable, match="cannot be loaded") as info:
+        TextSearch().index_for(dataclasses.replace(m, fingerprint=gone))
+    assert info.value.status == 503
 
 
 def test_cli_serve_refuses_an_unknown_model_in_one_line(session_data_dir: Path):

@@ -2,5 +2,8 @@
 
 from lvm_core.serving.app import TOKEN_ENV, ServeSettings, create_app
 from lvm_core.serving.holder import DEFAULT_MODEL_REF, DEFAULT_REFRESH_S, ModelHolder, Served
+from lvm_core.serving.live_stats import LiveStats
+from lvm_core.serving.text import TextSearch, TextUnavailable
 
-__all__ = ["DEFAULT_MODEL_REF", "DEFAULT_REFRESH_S", "ModelHolder", "Served", "ServeSettings", "TOKEN_ENV", "create_app"]
+__all__ = ["DEFAULT_MODEL_REF", "DEFAULT_REFRESH_S", "LiveStats", "ModelHolder", "Served", "ServeSettings", "TOKEN_ENV",
+           "TextSearch", "TextUnavailable", "create_app"]

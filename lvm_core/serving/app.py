@@ -1,9 +1,11 @@
 """The inference service: FastAPI app answering with the model a `ModelHolder` serves.
 
-Endpoints: POST /v1/predict, POST /v1/feedback, GET /v1/models (token when `LVM_SERVE_TOKEN` is set),
-GET /healthz, /readyz, /metrics (always open). Bodies are JSON only (never unpickled or evaluated),
-bounded in bytes before parsing and in contexts after; bad input gets a 4xx whose `detail` says what
-was wrong. Metrics live in the app's own Prometheus `CollectorRegistry`.
+Endpoints: POST /v1/predict, POST /v1/predict/text, POST /v1/feedback, GET /v1/models, GET /v1/rollout/stats
+(token when `LVM_SERVE_TOKEN` is set), GET /healthz, /readyz, /metrics (always open). During a staged
+rollout (lvm_core.rollout) each predict request is answered by the champion or the challenger, chosen by
+its client key (`X-Client-Key` header, else the body's `client_key`), and the answer names the version.
+Bodies are JSON only (never unpickled or evaluated), bounded in bytes before parsing and in contexts
+after; bad input gets a 4xx whose `detail` says what was wrong. Metrics live in the app's own Prometheus `CollectorRegistry`.
 """
 
 from __future__ import annotations
@@ -29,11 +31,16 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from lvm_core.serving.holder import DEFAULT_MODEL_REF, DEFAULT_REFRESH_S, ModelHolder, Served
+from lvm_core.serving.live_stats import LiveStats
+from lvm_core.serving.text import TextSearch, TextUnavailable
 
 _log = logging.getLogger(__name__)
 
 TOKEN_ENV = "LVM_SERVE_TOKEN"
-_ENDPOINTS = {"/v1/predict", "/v1/feedback", "/v1/models", "/healthz", "/readyz", "/metrics"}
+_ENDPOINTS = {"/v1/predict", "/v1/predict/text", "/v1/feedback", "/v1/models", "/v1/rollout/stats", "/healthz",
+              "/readyz", "/metrics"}
+_PREDICT_ENDPOINTS = {"/v1/predict", "/v1/predict/text"}  # what rollout stats count per version
+CLIENT_KEY_HEADER = "X-Client-Key"
 
 
 @dataclasses.dataclass
@@ -43,6 +50,8 @@ class ServeSettings:
     unit_norm_tol: float = 1e-3
     feedback_capacity: int = 100_000  # predictions kept for feedback (memory ≈ capacity × D × 4 bytes)
     token: Optional[str] = None  # None: read LVM_SERVE_TOKEN; "" : no token
+    max_text_chars: int = 10_000  # per context text of /v1/predict/text
+    max_k: int = 50  # neighbours per /v1/predict/text answer
 
 
 class InputError(ValueError):
@@ -66,27 +75,33 @@ class ServeMetrics:
                                  ["endpoint", "version"], registry=r,
                                  buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
         self.errors = Counter("lvm_serve_errors", "Failed requests by kind (validation, auth, not_found, "
-                              "unavailable, internal)", ["kind", "endpoint"], registry=r)
+                              "unavailable, internal), endpoint and model version", ["kind", "endpoint", "version"],
+                              registry=r)
         self.contexts = Counter("lvm_serve_predicted_contexts", "Contexts predicted, by model version",
                                 ["version"], registry=r)
         self.online_cosine = Summary("lvm_serve_online_cosine", "cos(prediction, true next chunk) from feedback",
                                      ["version"], registry=r)
         self.online_cosine_mean = Gauge("lvm_serve_online_cosine_mean", "Mean online cosine since start, by version",
                                         ["version"], registry=r)
-        self.model_info = Gauge("lvm_serve_model_info", "1 for the model version being served",
+        self.model_info = Gauge("lvm_serve_model_info", "1 for each model version being served",
                                 ["name", "version", "alias"], registry=r)
+        self.traffic_share = Gauge("lvm_serve_traffic_share", "Share of client keys each version answers "
+                                   "(a staged rollout splits it between champion and challenger)", ["version"],
+                                   registry=r)
         self.swaps = Counter("lvm_serve_model_swaps", "Models loaded and swapped in", registry=r)
         self.load_failures = Counter("lvm_serve_model_load_failures", "Failed alias lookups or model loads", registry=r)
         ProcessCollector(registry=r)
 
     def on_swap(self, old: Optional[Served], new: Served) -> None:
-        if old is not None:
-            try:
-                self.model_info.remove(str(old.model.name), old.version_label, str(old.alias))
-            except KeyError:
-                pass
-        self.model_info.labels(str(new.model.name), new.version_label, str(new.alias)).set(1)
         self.swaps.inc()
+
+    def sync(self, holder: ModelHolder) -> None:
+        """Model info and traffic shares from what the holder serves now (after a swap or a rollout change)."""
+        self.model_info.clear()
+        self.traffic_share.clear()
+        for served, share in holder.serving():
+            self.model_info.labels(str(served.model.name), served.version_label, str(served.alias)).set(1)
+            self.traffic_share.labels(served.version_label).set(share)
 
     def on_load_error(self, exc: BaseException) -> None:
         self.load_failures.inc()
@@ -184,9 +199,6 @@ def validate_contexts(payload: Any, model: Any, settings: ServeSettings) -> np.n
         raise InputError("empty batch: 'contexts' has no contexts")
     if len(ctxs) > settings.max_batch:
         raise InputError(f"batch of {len(ctxs)} contexts is over the limit of {settings.max_batch}", 413)
-    key = payload.get("client_key")
-    if key is not None and not isinstance(key, str):
-        raise InputError("'client_key' must be a string")
     x = _as_array(ctxs, "'contexts'", 3)
     n, c, d = x.shape
     if c != model.context_len or d != model.dim:
@@ -195,6 +207,33 @@ def validate_contexts(payload: Any, model: Any, settings: ServeSettings) -> np.n
                          f"dim {model.dim} from its encoder)")
     _check_vectors(x, "'contexts'", settings.unit_norm_tol)
     return x
+
+
+def validate_texts(payload: Any, model: Any, settings: ServeSettings) -> tuple[list[str], int]:
+    """(context texts, k) of a /v1/predict/text body: exactly ctx non-empty strings, each within the limit."""
+    if not isinstance(payload, dict):
+        raise InputError("body must be a JSON object with a 'texts' field", 400)
+    if "texts" not in payload:
+        raise InputError(f"missing field 'texts' (the {model.context_len} chunk texts of one context, oldest first)")
+    texts = payload["texts"]
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise InputError("'texts' must be a list of strings")
+    if not texts:
+        raise InputError(f"empty context: 'texts' has no texts (model {model.name} v{model.version} reads "
+                         f"{model.context_len})")
+    if len(texts) != model.context_len:
+        raise InputError(f"'texts' has {len(texts)} texts but model {model.name} v{model.version} reads contexts "
+                         f"of exactly {model.context_len} chunks")
+    for i, t in enumerate(texts):
+        if not t.strip():
+            raise InputError(f"text {i} of 'texts' is empty")
+        if len(t) > settings.max_text_chars:
+            raise InputError(f"text {i} of 'texts' has {len(t)} characters, over the limit of "
+                             f"{settings.max_text_chars}", 413)
+    k = payload.get("k", 5)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= settings.max_k:
+        raise InputError(f"'k' must be an integer from 1 to {settings.max_k}, got {k!r}")
+    return texts, k
 
 
 # --- the app ---------------------------------------------------------------------------------------
@@ -269,10 +308,11 @@ class _BodyTooLarge(Exception):
 class _Observe:
     """Pure ASGI middleware: request count, latency and errors per endpoint and model version."""
 
-    def __init__(self, app: Any, metrics: ServeMetrics, holder: ModelHolder):
+    def __init__(self, app: Any, metrics: ServeMetrics, holder: ModelHolder, live: LiveStats):
         self.app = app
         self.metrics = metrics
         self.holder = holder
+        self.live = live
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -297,11 +337,15 @@ class _Observe:
                 cur = self.holder.current
                 version = cur.version_label if cur is not None else "none"
             code = status["code"]
+            elapsed = time.perf_counter() - start
             self.metrics.requests.labels(endpoint, version, str(code)).inc()
-            self.metrics.latency.labels(endpoint, version).observe(time.perf_counter() - start)
+            self.metrics.latency.labels(endpoint, version).observe(elapsed)
+            kind = None
             if code >= 400:
                 kind = state.get("lvm_error") or ("auth" if code == 401 else "internal" if code >= 500 else "validation")
-                self.metrics.errors.labels(kind, endpoint).inc()
+                self.metrics.errors.labels(kind, endpoint, version).inc()
+            if endpoint in _PREDICT_ENDPOINTS and state.get("lvm_version") is not None:
+                self.live.record_request(version, elapsed, code, kind)
 
 
 def _error(request: Request, status: int, kind: str, message: str) -> JSONResponse:
@@ -319,17 +363,33 @@ def create_app(
     holder: Optional[ModelHolder] = None,
 ) -> FastAPI:
     """The service app. Without `holder`, one is made for `model_ref`/`data_dir`; on startup the model is
-    loaded in the background (`/readyz` answers 503 until it is) and its alias is re-read every `refresh_s`."""
+    loaded in the background (`/readyz` answers 503 until it is) and its alias is re-read every `refresh_s`
+    (with the rollout state: a challenger is loaded and served its share while a rollout is active)."""
     settings = settings or ServeSettings()
     token = settings.token if settings.token is not None else os.environ.get(TOKEN_ENV, "")
     metrics = ServeMetrics()
+    live = LiveStats()
     if holder is None:
         holder = ModelHolder(model_ref, data_dir, refresh_s=refresh_s)
-    holder._on_swap = metrics.on_swap
+
+    def on_swap(old: Optional[Served], new: Served) -> None:
+        metrics.on_swap(old, new)
+        metrics.sync(holder)
+
+    def on_rollout(state: Any) -> None:
+        if state is None or state.window != live.window:
+            live.reset(state.window if state is not None else None)
+        metrics.sync(holder)
+
+    holder._on_swap = on_swap
     holder._on_load_error = metrics.on_load_error
+    holder._on_rollout = on_rollout
     if holder.current is not None:
-        metrics.on_swap(None, holder.current)
+        metrics.sync(holder)
+        st = holder.rollout_state
+        live.reset(st.window if st is not None else None)
     feedback = FeedbackStore(settings.feedback_capacity)
+    texts = TextSearch(device=holder.device)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -344,6 +404,8 @@ def create_app(
     app.state.metrics = metrics
     app.state.feedback = feedback
     app.state.settings = settings
+    app.state.live_stats = live
+    app.state.texts = texts
 
     def authorized(request: Request) -> bool:
         if not token:
@@ -354,6 +416,25 @@ def create_app(
 
     def unauthorized(request: Request) -> JSONResponse:
         return _error(request, 401, "auth", "missing or wrong token: send 'Authorization: Bearer <token>'")
+
+    def client_key(request: Request, payload: Any) -> Optional[str]:
+        """`X-Client-Key` header, else the body's `client_key` (a string); None routes at random."""
+        key = request.headers.get(CLIENT_KEY_HEADER)
+        if key:
+            return key
+        if isinstance(payload, dict) and payload.get("client_key") is not None:
+            if not isinstance(payload["client_key"], str):
+                raise InputError("'client_key' must be a string")
+            return payload["client_key"] or None
+        return None
+
+    async def predict_with(served: Served, x: np.ndarray) -> np.ndarray:
+        """The one prediction path of every endpoint: the model's batched predict, off the event loop."""
+        pred = await run_in_threadpool(served.model.predict, x)
+        if not np.isfinite(pred).all():
+            raise ValueError("model produced non-finite predictions")
+        metrics.contexts.labels(served.version_label).inc(len(pred))
+        return pred
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -374,39 +455,80 @@ def create_app(
     async def models(request: Request) -> JSONResponse:
         if not authorized(request):
             return unauthorized(request)
-        cur = holder.current
         online = feedback.online()
         serving = []
-        if cur is not None:
-            entry = cur.describe()
-            entry["online_cosine"] = online.get(cur.version_label)
+        for served, share in holder.serving():
+            entry = served.describe(share)
+            entry["online_cosine"] = online.get(served.version_label)
             serving.append(entry)
         return JSONResponse({"serving": serving, "online_cosine": online, **holder.status()})
+
+    @app.get("/v1/rollout/stats")
+    async def rollout_stats(request: Request) -> JSONResponse:
+        if not authorized(request):
+            return unauthorized(request)
+        snap = live.snapshot()
+        snap["shares"] = {served.version_label: share for served, share in holder.serving()}
+        return JSONResponse(snap)
 
     @app.post("/v1/predict")
     async def predict(request: Request) -> JSONResponse:
         if not authorized(request):
             return unauthorized(request)
-        served = holder.current  # read once: a swap during this request does not affect it
-        if served is None:
+        if holder.current is None:
             return _error(request, 503, "unavailable", holder.last_error or "model not loaded yet")
-        request.state.lvm_version = served.version_label
         try:
             payload = _parse_json(await request.body())
+            key = client_key(request, payload)
+        except InputError as exc:
+            return _error(request, exc.status, "validation", str(exc))
+        served = holder.route(key)  # read once: a swap during this request does not affect it
+        request.state.lvm_version = served.version_label
+        try:
             x = validate_contexts(payload, served.model, settings)
         except InputError as exc:
             return _error(request, exc.status, "validation", str(exc))
         try:
-            pred = await run_in_threadpool(served.model.predict, x)
-            if not np.isfinite(pred).all():
-                raise ValueError("model produced non-finite predictions")
+            pred = await predict_with(served, x)
         except Exception:
             _log.exception("prediction failed on %s", served.model.describe())
             return _error(request, 500, "internal", "prediction failed (logged on the server)")
         ids = feedback.put(served.version_label, pred)
-        metrics.contexts.labels(served.version_label).inc(len(pred))
         return JSONResponse({"predictions": pred.tolist(), "model": served.model.name, "version": served.model.version,
                              "prediction_ids": ids})
+
+    @app.post("/v1/predict/text")
+    async def predict_text(request: Request) -> JSONResponse:
+        if not authorized(request):
+            return unauthorized(request)
+        if holder.current is None:
+            return _error(request, 503, "unavailable", holder.last_error or "model not loaded yet")
+        try:
+            payload = _parse_json(await request.body())
+            key = client_key(request, payload)
+        except InputError as exc:
+            return _error(request, exc.status, "validation", str(exc))
+        served = holder.route(key)
+        request.state.lvm_version = served.version_label
+        try:
+            context, k = validate_texts(payload, served.model, settings)
+        except InputError as exc:
+            return _error(request, exc.status, "validation", str(exc))
+        try:
+            index = await run_in_threadpool(texts.index_for, served.model)
+            x = await run_in_threadpool(index.encoder.encode, context)
+        except TextUnavailable as exc:
+            return _error(request, exc.status, "unavailable", str(exc))
+        try:
+            pred = await predict_with(served, x[None, :, :].astype(np.float32))
+            hits = await run_in_threadpool(index.neighbours, pred, k, context)
+        except Exception:
+            _log.exception("text prediction failed on %s", served.model.describe())
+            return _error(request, 500, "internal", "prediction failed (logged on the server)")
+        [pid] = feedback.put(served.version_label, pred)
+        return JSONResponse({"prediction": pred[0].tolist(), "prediction_id": pid, "neighbors": hits[0],
+                             "model": served.model.name, "version": served.model.version,
+                             "dataset": Path(index.dataset).name})
 
     @app.post("/v1/feedback")
     async def give_feedback(request: Request) -> JSONResponse:
@@ -437,11 +559,12 @@ def create_app(
         cos = float(np.dot(pred.astype(np.float64), target.astype(np.float64))
                     / (np.linalg.norm(pred) * np.linalg.norm(target)))
         mean = feedback.record(version, cos)
+        live.record_cosine(version, cos)
         metrics.online_cosine.labels(version).observe(cos)
         metrics.online_cosine_mean.labels(version).set(mean)
         return JSONResponse({"prediction_id": pid, "version": int(version) if version.isdigit() else version,
                              "cosine": cos, "online_cosine": mean})
 
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
-    app.add_middleware(_Observe, metrics=metrics, holder=holder)  # outermost: sees the body limit's 413s too
+    app.add_middleware(_Observe, metrics=metrics, holder=holder, live=live)  # outermost: sees the body limit's 413s too
     return app

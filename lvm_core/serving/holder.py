@@ -5,6 +5,10 @@ reads `holder.current` once and uses that snapshot to the end, so a swap (a plai
 assignment) never changes the model under a request in flight: it finishes on the old one, and the old
 model is freed once the last such request drops it. Loading always goes through
 `lvm_core.registry.load_registered_model`, the same loader evaluation uses.
+
+While a staged rollout of the followed model is active (`lvm_core.rollout`, tags re-read on every
+refresh), the holder also keeps the challenger loaded, and `route(client_key)` answers with it for
+the clients whose key falls inside the challenger's share.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from lvm_core import registry
+from lvm_core import registry, rollout
 
 _log = logging.getLogger(__name__)
 
@@ -42,7 +46,7 @@ class Served:
         v = getattr(self.model, "version", None)
         return str(v) if v is not None else "local"
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, share: float = 1.0) -> dict[str, Any]:
         m = self.model
         fp = getattr(m, "fingerprint", None)
         return {
@@ -56,7 +60,7 @@ class Served:
             "context_len": m.context_len,
             "dim": m.dim,
             "encoder": getattr(fp, "id", None),
-            "share": 1.0,
+            "share": share,
         }
 
 
@@ -78,6 +82,7 @@ class ModelHolder:
         loader: Callable[..., Any] = registry.load_registered_model,
         on_swap: Optional[Callable[[Optional[Served], Served], None]] = None,
         on_load_error: Optional[Callable[[BaseException], None]] = None,
+        on_rollout: Optional[Callable[[Optional[rollout.RolloutState]], None]] = None,
     ):
         self.model_ref = str(model_ref)
         self.data_dir = Path(data_dir) if data_dir is not None else None
@@ -86,7 +91,10 @@ class ModelHolder:
         self._loader = loader
         self._on_swap = on_swap
         self._on_load_error = on_load_error
+        self._on_rollout = on_rollout
         self._current: Optional[Served] = None
+        self._challenger: Optional[Served] = None  # loaded while a rollout of the followed model is active
+        self._rollout: Optional[rollout.RolloutState] = None
         self._swap_lock = threading.Lock()  # one load/swap at a time
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -102,6 +110,43 @@ class ModelHolder:
     def current(self) -> Optional[Served]:
         """The snapshot to answer with (read it once per request); None until the first load."""
         return self._current
+
+    @property
+    def challenger(self) -> Optional[Served]:
+        """The challenger of the active rollout, None when there is none (or it is not loaded yet)."""
+        return self._challenger
+
+    @property
+    def rollout_state(self) -> Optional[rollout.RolloutState]:
+        """The rollout state read on the last refresh (None when not following the champion alias)."""
+        return self._rollout
+
+    def challenger_share(self) -> float:
+        """Share of keys the challenger answers now (0 unless it is loaded and its rollout active)."""
+        st, ch, cur = self._rollout, self._challenger, self._current
+        if st is None or not st.active or ch is None or cur is None or ch.model.version == cur.model.version:
+            return 0.0
+        return st.share
+
+    def route(self, client_key: Optional[str]) -> Optional[Served]:
+        """The snapshot that answers this client: the challenger for keys inside its share, else the champion."""
+        champion = self._current
+        st, ch = self._rollout, self._challenger
+        share = self.challenger_share()
+        if champion is None or share <= 0.0 or st is None or ch is None:
+            return champion
+        return ch if rollout.bucket(client_key, rollout.routing_salt(st)) < share else champion
+
+    def serving(self) -> list[tuple[Served, float]]:
+        """(snapshot, traffic share) of each version answering now."""
+        cur, ch = self._current, self._challenger
+        if cur is None:
+            return []
+        share = self.challenger_share()
+        out = [(cur, 1.0 - share)]
+        if ch is not None and share > 0.0:
+            out.append((ch, share))
+        return out
 
     @property
     def ready(self) -> bool:
@@ -158,7 +203,12 @@ class ModelHolder:
                 raise
             self.last_error = None
             self.last_check_at = _now()
-            return self._install(loaded, self._alias)
+            served = self._install(loaded, self._alias)
+            try:
+                self._refresh_rollout()
+            except Exception as exc:  # the champion serves; the challenger is retried on the next refresh
+                self._record_error(exc)
+            return served
 
     def refresh(self) -> bool:
         """Re-read the alias; when it moved, load the new version and swap it in. True if swapped.
@@ -172,19 +222,51 @@ class ModelHolder:
             return False
         with self._swap_lock:
             self._ensure_tracking()
+            swapped = False
             try:
                 version = self._target_version()
                 self.last_check_at = _now()
-                if version == self._current.model.version:
-                    self.last_error = None
-                    return False
-                loaded = self._loader(f"models:/{self._name}/{version}", device=self.device)
-            except Exception as exc:  # keep serving the old model
+                if version != self._current.model.version:
+                    ch = self._challenger
+                    if ch is not None and ch.model.version == version:  # a promoted challenger: already loaded
+                        loaded = ch.model
+                    else:
+                        loaded = self._loader(f"models:/{self._name}/{version}", device=self.device)
+                    self._install(loaded, self._alias)
+                    swapped = True
+                self._refresh_rollout()
+            except Exception as exc:  # keep serving what is loaded
                 self._record_error(exc)
-                return False
+                return swapped
             self.last_error = None
-            self._install(loaded, self._alias)
-            return True
+            return swapped
+
+    def _refresh_rollout(self) -> None:
+        """Re-read the rollout tags; load the challenger of an active rollout, drop it once it ends.
+
+        Only a holder following the champion alias takes part in rollouts. Called under the swap lock.
+        """
+        if self._alias != registry.ALIAS_CHAMPION or self._name is None:
+            return
+        state = rollout.read_state(self._name)
+        old = self._rollout
+        if state.active and state.challenger is not None:
+            ch = self._challenger
+            if ch is None or ch.model.version != state.challenger:
+                loaded = self._loader(f"models:/{self._name}/{state.challenger}", device=self.device)
+                self._challenger = Served(model=loaded, ref=f"models:/{self._name}/{state.challenger}",
+                                          alias="challenger", loaded_at=_now())
+                _log.info("rollout of %s: challenger %s loaded (share %.0f%%)", self._name, loaded.describe(),
+                          state.share * 100)
+                if self._on_swap is not None:
+                    self._on_swap(ch, self._challenger)
+        elif self._challenger is not None:
+            gone, self._challenger = self._challenger, None
+            _log.info("rollout of %s %s: challenger v%s dropped", self._name, state.status, gone.model.version)
+        self._rollout = state
+        if self._on_rollout is not None and (old is None or old.window != state.window or old.share != state.share
+                                             or old.status != state.status):
+            self._on_rollout(state)
 
     def _record_error(self, exc: BaseException, log: bool = True) -> None:
         self.last_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
@@ -231,4 +313,5 @@ class ModelHolder:
             "last_error": self.last_error,
             "swaps": self.swaps,
             "ready": cur is not None,
+            "rollout": self._rollout.to_dict() if self._rollout is not None else None,
         }

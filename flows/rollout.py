@@ -1,0 +1,161 @@
+"""Flow: roll a challenger out to 5% → 20% → 100% of traffic, stepping only while it holds against the champion.
+
+start (offline gates checked) → for each canary step: set the share, watch the step period (live stats
+read from the services every `check_seconds`; a clear regression rolls back at once), decide at its end:
+step, promote (the last step: the registry's promote makes it champion), hold for another period (too
+few samples yet), or roll back. A rollback sets the share to 0, restores the champion alias, records the
+decision on the registered model and sends a PagerDuty Events v2 `trigger` to `$LVM_ALERT_WEBHOOK_URL`.
+Every decision is a markdown artifact of its step. A flow that fails mid-rollout rolls back first.
+A rollout aborted or stepped by hand (`lvm rollout abort|promote`) is followed, not fought.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import httpx
+from prefect import flow, get_run_logger
+
+from flows.hooks import ALERT_URL_ENV, RUN_HOOKS, pagerduty_event, send_alert
+from lvm_core import contracts, registry, rollout
+from tasks import rollout as t
+
+DEFAULT_SERVICE_URL = "http://127.0.0.1:8000"
+SERVICE_URL_ENV = "LVM_SERVE_URL"
+ROLLBACK_SEVERITY = "warning"
+
+
+def rollout_dedup_key(name: str, challenger: int) -> str:
+    """One incident per rolled-back challenger."""
+    return f"lvm-rollout-{name}-v{challenger}"
+
+
+def rollback_event(name: str, challenger: int, decision: rollout.Decision) -> dict[str, Any]:
+    """The PagerDuty Events v2 body for an automatic rollback (the failure alert's shape, its own dedup key)."""
+    from prefect.runtime import deployment, flow_run
+
+    event = pagerduty_event(flow_name=flow_run.flow_name or "staged_rollout", flow_run_id=flow_run.id,
+                            flow_run_name=flow_run.name or "", state_name="RolledBack", deployment=deployment.name,
+                            message=decision.reason)
+    event["dedup_key"] = rollout_dedup_key(name, challenger)
+    event["payload"]["summary"] = f"LVM rollout of {name} v{challenger} rolled back: {decision.reason}"[:1024]
+    event["payload"]["severity"] = ROLLBACK_SEVERITY
+    event["payload"]["custom_details"].update(model=name, challenger=challenger, decision=decision.to_dict())
+    return event
+
+
+def _alert(name: str, challenger: int, decision: rollout.Decision, log: Any) -> bool:
+    """Send the rollback alert; a lost alert is logged, never raised (the rollback itself is done)."""
+    if not os.environ.get(ALERT_URL_ENV):
+        log.warning("no %s set: rollback alert logged only", ALERT_URL_ENV)
+        return False
+    try:
+        sent = send_alert(rollback_event(name, challenger, decision))
+    except httpx.HTTPError as exc:
+        log.warning("rollback alert for %s v%s not delivered: %s", name, challenger, exc)
+        return False
+    log.info("rollback alert for %s v%s sent", name, challenger)
+    return sent
+
+
+@flow(name="staged_rollout", flow_run_name="rollout-{name}-v{challenger}", log_prints=True, **RUN_HOOKS)
+def staged_rollout(
+    name: str,
+    challenger: int,
+    service_urls: Optional[list[str]] = None,
+    step_seconds: float = 600.0,
+    check_seconds: float = 30.0,
+    plan: list[float] = list(rollout.DEFAULT_PLAN),
+    max_holds: int = 3,
+    thresholds: rollout.Thresholds = rollout.Thresholds(),
+    data_dir: Optional[str] = None,
+) -> dict[str, Any]:
+    """Roll `challenger` out against the champion of `name`; returns the outcome and every decision.
+
+    Args:
+        name: Registered model name.
+        challenger: Version to roll out; its offline gates must have passed.
+        service_urls: Base URLs of every service replica (stats are merged) [default: $LVM_SERVE_URL or
+            http://127.0.0.1:8000]. Their token is read from $LVM_SERVE_TOKEN, never a parameter.
+        step_seconds: How long each share is watched before deciding.
+        check_seconds: How often stats are read during a step (a regression rolls back before its end).
+        plan: Challenger shares, increasing, ending at 1.0 (reaching it promotes).
+        max_holds: Extra periods a step may wait for enough samples before the rollout is rolled back.
+        thresholds: When the challenger holds (minimum samples, error rate, p99 latency, online cosine).
+        data_dir: Data folder of the MLflow registry (default $LVM_DATA_DIR or ./lvm-data).
+    """
+    log = get_run_logger()
+    registry.configure_tracking(Path(data_dir) if data_dir else contracts.default_data_dir())
+    urls = list(service_urls or [os.environ.get(SERVICE_URL_ENV) or DEFAULT_SERVICE_URL])
+    state = t.start(name, challenger, plan)
+    log.info("rollout of %s v%s against champion v%s started at %.0f%%", name, challenger, state.champion,
+             state.share * 100)
+    decisions: list[dict[str, Any]] = []
+    try:
+        outcome = _run_steps(name, challenger, urls, state, step_seconds, check_seconds, max_holds, thresholds,
+                             decisions, log)
+    except BaseException as exc:
+        # a failed or interrupted flow leaves nobody watching: take the challenger out of traffic first
+        reason = f"rollout flow stopped: {type(exc).__name__}: {str(exc).strip()[:300]}"
+        try:
+            if rollout.read_state(name).active:
+                rollout.rollback(name, reason)
+                log.warning("%s; rolled back", reason)
+        except Exception as rb_exc:  # noqa: BLE001 - report the original failure
+            log.error("rollback after failure did not complete: %s", rb_exc)
+        raise
+    final = rollout.read_state(name)
+    return {"name": name, "challenger": challenger, "outcome": outcome, "decisions": decisions,
+            "state": final.to_dict(), "champion": registry.current_champion(name)}
+
+
+def _run_steps(name: str, challenger: int, urls: list[str], state: rollout.RolloutState, step_seconds: float,
+               check_seconds: float, max_holds: int, thresholds: rollout.Thresholds,
+               decisions: list[dict[str, Any]], log: Any) -> str:
+    """The step loop; returns the outcome: promoted, rolled_back, or a status set by hand (aborted, ...)."""
+    check = max(0.05, min(float(check_seconds), float(step_seconds)))
+    holds = 0
+    while True:
+        deadline = time.monotonic() + float(step_seconds)
+        decision: Optional[rollout.Decision] = None
+        while True:
+            time.sleep(max(0.0, min(check, deadline - time.monotonic())))
+            current = t.read_state(name)
+            if not current.active or current.challenger != challenger:
+                log.warning("rollout of %s v%s is %s (changed by hand); stopping", name, challenger, current.status)
+                return current.status
+            if current.window != state.window:  # stepped by hand: watch the new step from now
+                state, deadline, holds = current, time.monotonic() + float(step_seconds), 0
+                continue
+            stats = t.read_stats(urls, state)
+            decision = rollout.decide(stats["champion"], stats["challenger"], thresholds, share=state.share,
+                                      plan=state.plan)
+            decision.numbers["replicas"] = stats["replicas"]
+            if decision.action == "rollback" or time.monotonic() >= deadline:
+                break
+        if decision.action == "hold":
+            holds += 1
+            if holds <= max_holds:
+                log.info("step %d (%.0f%%): hold %d/%d: %s", state.step, state.share * 100, holds, max_holds,
+                         decision.reason)
+                t.record(name, challenger, state.step, decision)
+                decisions.append(decision.to_dict())
+                continue
+            decision = rollout.Decision("rollback", f"{decision.reason} after {max_holds} extra periods", 0.0,
+                                        decision.numbers, decision.at)
+        decisions.append(decision.to_dict())
+        t.record(name, challenger, state.step, decision)
+        log.info("step %d (%.0f%%): %s: %s", state.step, state.share * 100, decision.action, decision.reason)
+        if decision.action == "rollback":
+            t.rollback(name, decision.reason, decision)
+            _alert(name, challenger, decision, log)
+            return rollout.ROLLED_BACK
+        if decision.action == "promote":
+            result = t.promote(name)
+            log.info("%s", result["message"])
+            return rollout.PROMOTED
+        state = t.set_step(name, state.step + 1)
+        holds = 0

@@ -1,0 +1,134 @@
+"""Texts in, nearest chunks out: the encoder and chunk bank behind `POST /v1/predict/text`.
+
+A model predicts in the vector space of the encoder it was trained with, so the context texts must be
+encoded by exactly that encoder (same fingerprint) and the prediction searched among the chunks of the
+model's own dataset (the folder recorded on its training run). Both are loaded on first use, once per
+model version, and refused with a reason (`TextUnavailable`, answered 503) when they cannot be had.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from lvm_core import registry
+from lvm_core.chunking import text_hash
+from lvm_core.contracts import DatasetPaths
+from lvm_core.embedding import load_encoder
+from lvm_core.retrieval import ChunkBank
+
+
+class TextUnavailable(RuntimeError):
+    """Texts cannot be served for this model (encoder or dataset missing or of another fingerprint)."""
+
+    def __init__(self, message: str, status: int = 503):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclasses.dataclass
+class TextIndex:
+    """One model version's encoder and the chunk bank of its dataset (texts, titles, article ids)."""
+
+    encoder: Any
+    bank: ChunkBank
+    texts: list[str]
+    titles: dict[int, str]
+    chunk_index: np.ndarray
+    casefold: bool
+    dataset: str
+
+    def neighbours(self, predictions: np.ndarray, k: int, context_texts: Sequence[str]) -> list[list[dict[str, Any]]]:
+        """The k bank chunks nearest each prediction, leaving out chunks with the context's own texts."""
+        hashes = {text_hash(t, self.casefold) for t in context_texts}
+        own = np.flatnonzero(np.isin(self.bank.text_hash, list(hashes))) if self.bank.text_hash is not None else []
+        own_rows = np.asarray(own, dtype=np.int64)
+        scores, rows = self.bank.search(predictions, k, exclude_rows=[own_rows] * len(predictions))
+        out = []
+        for srow, rrow in zip(scores, rows):
+            hits = []
+            for score, row in zip(srow, rrow):
+                if row < 0:
+                    continue
+                aid = int(self.bank.article_ids[row])
+                hits.append({"text": self.texts[row], "title": self.titles.get(aid), "article_id": aid,
+                             "chunk_index": int(self.chunk_index[row]), "row": int(row), "score": float(score)})
+            out.append(hits)
+        return out
+
+
+def dataset_dir_of(model: Any) -> Path:
+    """The dataset folder recorded on the model's training run (TextUnavailable when there is none)."""
+    from mlflow import MlflowClient
+
+    run_id = getattr(model, "run_id", None)
+    if run_id:
+        tags = MlflowClient().get_run(run_id).data.tags
+        if tags.get(registry.TAG_DATASET_DIR):
+            return Path(tags[registry.TAG_DATASET_DIR])
+    raise TextUnavailable(f"{model.describe()}: no dataset recorded on its training run, so there are no chunks to "
+                          "search; serve a registered model trained on a built dataset")
+
+
+class TextSearch:
+    """Loads and keeps a `TextIndex` per model version, on first use (seconds: encoder + bank)."""
+
+    def __init__(self, device: str = "cpu"):
+        self.device = device
+        self._indexes: dict[tuple[Any, Any, str], TextIndex] = {}  # per model version
+        self._by_dataset: dict[tuple[str, str], TextIndex] = {}  # per (dataset folder, encoder fingerprint id)
+        self._lock = threading.Lock()
+
+    def index_for(self, model: Any) -> TextIndex:
+        key = (model.name, model.version, model.source)
+        index = self._indexes.get(key)
+        if index is not None:
+            return index
+        with self._lock:  # one load at a time; others wait and then find it
+            index = self._indexes.get(key)
+            if index is None:
+                index = self._indexes[key] = self._load(model)
+        return index
+
+    def _load(self, model: Any) -> TextIndex:
+        import pyarrow.parquet as pq
+
+        from lvm_core.vector_files import load_embeddings
+
+        fp = model.fingerprint
+        try:
+            encoder = load_encoder(fp.model_name, device=self.device)
+        except Exception as exc:  # noqa: BLE001 - any failure means: cannot encode for this model
+            raise TextUnavailable(f"the encoder {model.describe()} was trained with cannot be loaded "
+                                  f"({fp.describe()}): {type(exc).__name__}: {_first_line(exc)}") from exc
+        if encoder.fingerprint != fp:
+            raise TextUnavailable(f"encoder {fp.model_name!r} loads fingerprint {encoder.fingerprint.id}, but "
+                                  f"{model.describe()} was trained with {fp.id}; its vectors would not be comparable")
+        root = dataset_dir_of(model)
+        shared = self._by_dataset.get((str(root), fp.id))
+        if shared is not None:  # champion and challenger trained on one dataset share one bank
+            return shared
+        paths = DatasetPaths(root)
+        try:
+            vectors, _ = load_embeddings(root, expected=fp, mmap=True)
+            chunks = pq.read_table(paths.chunks, columns=["article_id", "chunk_index", "text_hash", "text"])
+            articles = pq.read_table(paths.articles, columns=["article_id", "title"])
+        except Exception as exc:  # noqa: BLE001 - gone, unreadable or another encoder's vectors
+            raise TextUnavailable(f"the dataset of {model.describe()} ({root}) cannot be used: "
+                                  f"{type(exc).__name__}: {_first_line(exc)}") from exc
+        bank = ChunkBank(vectors, chunks.column("article_id").to_numpy(),
+                         np.asarray(chunks.column("text_hash").to_pylist()))
+        titles = dict(zip(articles.column("article_id").to_pylist(), articles.column("title").to_pylist()))
+        index = TextIndex(encoder=encoder, bank=bank, texts=chunks.column("text").to_pylist(), titles=titles,
+                          chunk_index=chunks.column("chunk_index").to_numpy(), casefold=fp.casefold, dataset=str(root))
+        self._by_dataset[(str(root), fp.id)] = index
+        return index
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
