@@ -1,15 +1,25 @@
-"""Shared fixtures: an isolated Prefect/MLflow environment and one small real dataset per session."""
+"""Shared fixtures: an isolated Prefect/MLflow environment and one small real dataset per session.
+
+Every process a test starts inherits `LVM_TEST_SESSION` (this session's temp dir); when the session ends,
+a process still alive that carries it, or still below the pytest process, is reported, killed and fails
+the run (`no_process_outlives_the_session`).
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 # Isolate every run before prefect/mlflow are imported anywhere.
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="lvm-tests-"))
+SESSION_ENV = "LVM_TEST_SESSION"
+os.environ[SESSION_ENV] = str(_SESSION_HOME)
 os.environ.setdefault("PREFECT_HOME", str(_SESSION_HOME / "prefect"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -22,6 +32,80 @@ os.environ.pop("PREFECT_API_URL", None)
 # Small builds: parity statistics on 1-2 held-out articles are meaningless, so only that gate is relaxed.
 SMALL_BUILD_THRESHOLDS = {"max_split_ks": 1.0, "max_split_mean_diff": 1.0}
 SMALL_BUILD_ARTICLES = 14
+LEFTOVER_GRACE_S = 15.0  # a server told to stop a moment ago may still be shutting down
+# Helpers of the Python runtime that live exactly as long as the interpreter (and end with it).
+INTERPRETER_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver", "joblib.externals.loky")
+
+
+def session_processes(marker: str | None = None) -> list[psutil.Process]:
+    """Live processes this session started: below pytest, or carrying the session's marker (orphans)."""
+    marker = marker or os.environ[SESSION_ENV]
+    me = psutil.Process()
+    found = {p.pid: p for p in me.children(recursive=True)}
+    for p in psutil.process_iter():
+        if p.pid == me.pid or p.pid in found:
+            continue
+        try:
+            if p.environ().get(SESSION_ENV) == marker:
+                found[p.pid] = p
+        except (psutil.Error, OSError):
+            pass  # gone, or not ours to read
+    alive = []
+    for p in found.values():
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and not any(h in " ".join(p.cmdline()) for h in INTERPRETER_HELPERS):
+                alive.append(p)
+        except psutil.Error:
+            pass
+    return alive
+
+
+def _describe(p: psutil.Process) -> str:
+    try:
+        home = p.environ().get("PREFECT_HOME", "?")
+        return f"pid {p.pid} (parent {p.ppid()}, PREFECT_HOME {home}): {' '.join(p.cmdline())[:300]}"
+    except psutil.Error:
+        return f"pid {p.pid} (gone while being described)"
+
+
+def end_leftover_processes(grace_s: float | None = None, marker: str | None = None) -> list[str]:
+    """Wait up to `grace_s` for the session's processes to end; kill the rest and describe them."""
+    deadline = time.monotonic() + (LEFTOVER_GRACE_S if grace_s is None else grace_s)
+    while (left := session_processes(marker)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    report = [_describe(p) for p in left]
+    for p in left:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(left, timeout=10)
+    return report
+
+
+def _stop_temporary_prefect_servers() -> None:
+    """Prefect's in-process temporary API servers stop only at interpreter exit: stop them now."""
+    import sys
+
+    server_mod = sys.modules.get("prefect.server.api.server")
+    if server_mod is None:
+        return
+    for server in list(server_mod.SubprocessASGIServer._instances.values()):
+        try:
+            server.stop()
+        except Exception:  # noqa: BLE001 - the check below reports whatever survives
+            pass
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_outlives_the_session() -> Iterator[None]:
+    """Set up first, torn down last: every server, worker or cluster a test started must be gone by then."""
+    yield
+    _stop_temporary_prefect_servers()
+    report = end_leftover_processes()
+    if report:
+        pytest.fail(f"{len(report)} process(es) started by the tests outlived them (now killed):\n  " + "\n  ".join(report),
+                    pytrace=False)
 
 
 @pytest.fixture(scope="session")

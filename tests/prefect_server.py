@@ -1,8 +1,8 @@
 """Test helpers: a real `prefect server start` on loopback, a process worker, and a webhook receiver.
 
-Server and worker are process-wide singletons (started on first use, stopped at the end of the pytest
-session), so the server tests and the browser test share one server even though each test module
-imports the fixtures below.
+Server and worker are process-wide singletons (started on first use, stopped when the session's fixtures
+are torn down, before the conftest's check that no process outlives the tests), so the server tests and
+the browser test share one server even though each test module imports the fixtures below.
 """
 
 from __future__ import annotations
@@ -413,9 +413,10 @@ def _start_worker(server: PrefectServer, timeout: float = 180.0) -> None:
 
 
 @pytest.fixture(scope="session")
-def prefect_server(request: pytest.FixtureRequest) -> PrefectServer:
+def prefect_server(request: pytest.FixtureRequest) -> Iterator[PrefectServer]:
     """A real Prefect server (SQLite in a temp dir) on a free loopback port."""
-    return _get_server(request.config)
+    yield _get_server(request.config)
+    _shutdown()  # every module's copy of this fixture ends the one server; the first one does it
 
 
 @pytest.fixture(scope="session")

@@ -267,3 +267,50 @@ def test_a_second_signal_during_a_slow_shutdown_forces_the_exit(tmp_path: Path):
         _kill_session(proc)
     assert proc.returncode == 130, out  # the code of the first signal
     assert "SIGTERM again: forced exit (130)" in out, out
+
+
+# --- the session's own check: no process a test started outlives the test run ------------------------------
+
+_LEAKY_CONFTEST = """
+import tests.conftest
+from tests.conftest import *  # noqa: F401,F403 (the session fixtures, the end-of-session check among them)
+
+tests.conftest.LEFTOVER_GRACE_S = 1.0
+"""
+
+_LEAKY_TEST = """
+import os, subprocess, sys
+from pathlib import Path
+
+def test_starts_a_server_and_forgets_it():
+    pids = Path(os.environ["LEAK_PIDS"])
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
+    # and an orphan: its parent exits at once, so only the session marker in its environment points at the run
+    orphan = subprocess.run(["sh", "-c", "sleep 300 >/dev/null 2>&1 & echo $!"], capture_output=True, text=True)
+    pids.write_text(f"{child.pid} {orphan.stdout.strip()}")
+"""
+
+
+def test_a_process_left_by_a_test_fails_the_run_and_is_killed(tmp_path: Path):
+    (tmp_path / "conftest.py").write_text(_LEAKY_CONFTEST)
+    (tmp_path / "test_leaky.py").write_text(_LEAKY_TEST)
+    pids_file = tmp_path / "pids"
+    env = {k: v for k, v in os.environ.items() if k != "LVM_TEST_SESSION"}
+    env.update(PYTHONPATH=str(REPO), LEAK_PIDS=str(pids_file))
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
+                          str(tmp_path / "test_leaky.py")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
+    child, orphan = (int(x) for x in pids_file.read_text().split())
+    try:
+        assert run.returncode != 0, run.stdout
+        assert "1 passed, 1 error" in run.stdout, run.stdout
+        assert "2 process(es) started by the tests outlived them (now killed)" in run.stdout, run.stdout
+        assert f"pid {child} " in run.stdout and f"pid {orphan} " in run.stdout, run.stdout
+        for pid in (child, orphan):
+            assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, pid
+    finally:
+        for pid in (child, orphan):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
