@@ -58,7 +58,14 @@ DEFAULT_MAX_ARTICLE_BYTES = 256 * 2**20  # UTF-8 bytes of title + text per artic
 _READ_BYTES = 1 << 20  # compressed bytes read at a time from a multistream range
 _ROW_GROUP_ROWS = 1024  # rows buffered before a Parquet row group is written
 _ROW_GROUP_BYTES = 8 * 2**20  # ... or this many bytes of text, whichever comes first
-_CONCAT_BATCH_BYTES = 32 * 2**20  # bytes per batch when copying files into one
+_CONCAT_BATCH_BYTES = 8 * 2**20  # bytes per batch when copying files into one
+
+
+def _parquet_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
+    """A writer with dictionary encoding only where values repeat (snapshot_id): on unique texts and
+    hashes a dictionary is built and thrown away per page, which costs memory and time for nothing."""
+    repeated = [name for name in ("snapshot_id",) if name in schema.names]
+    return pq.ParquetWriter(path, schema, use_dictionary=repeated or False)
 
 
 class ShardError(IngestError):
@@ -386,7 +393,7 @@ class _BoundedWriter:
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         self.path = path
         self.schema = schema
-        self.writer = pq.ParquetWriter(path, schema)
+        self.writer = _parquet_writer(path, schema)
         self.columns: dict[str, list[object]] = {f.name: [] for f in schema}
         self.buffered_rows = 0
         self.buffered_bytes = 0
@@ -534,7 +541,7 @@ def concat_parquet(
     """
     out_file = Path(out_file)
     names = [f.name for f in schema]
-    with atomic_path(out_file) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+    with atomic_path(out_file) as tmp, _parquet_writer(tmp, schema) as writer:
         for file in files:
             file = Path(file)
             parquet = _open_parquet(file, names)
