@@ -22,7 +22,7 @@ import bz2
 import io
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -507,11 +507,13 @@ def chunk_article_file(
     articles_file: str | os.PathLike[str],
     out_file: str | os.PathLike[str],
     config: ChunkingConfig = ChunkingConfig(),
+    on_progress: Callable[[int], None] | None = None,
 ) -> Path:
     """Chunk one article file into a chunks file (CHUNKS_SCHEMA), streaming; atomic.
 
     The rows equal `chunking.chunk_articles` on the same articles. An article file whose articles
     give no chunk yields a file with no rows (the schema still there), so files can be concatenated.
+    `on_progress(n)` is called with the number of articles of each batch once it is chunked.
     """
     articles_file, out_file = Path(articles_file), Path(out_file)
     columns = ["article_id", "title", "text"]
@@ -524,6 +526,8 @@ def chunk_article_file(
                 articles = (Article(i, t, x) for i, t, x in zip(ids, titles, texts, strict=True))
                 for row in iter_chunks(articles, config):
                     writer.add(row, len(row["text"]))  # type: ignore[arg-type]
+                if on_progress is not None:
+                    on_progress(batch.num_rows)
         except (pa.ArrowException, OSError) as exc:
             raise ShardError(f"{articles_file}: corrupt Parquet data ({ingest._one_line(exc)})") from None
         finally:

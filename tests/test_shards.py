@@ -262,7 +262,12 @@ def test_write_article_shards_bounds_files_and_keeps_source_order(whole, tmp_pat
 def test_chunk_article_file_equals_chunk_articles(whole, tmp_path):
     config = chunking.ChunkingConfig(min_words=30, max_words=90)
     files = shards.write_article_shards(whole, tmp_path / "a", snapshot_id="s", max_articles=9)
-    chunk_files = [shards.chunk_article_file(f, tmp_path / "c" / f"chunks-{i:03d}.parquet", config) for i, f in enumerate(files)]
+    seen: list[int] = []
+    chunk_files = [
+        shards.chunk_article_file(f, tmp_path / "c" / f"chunks-{i:03d}.parquet", config, on_progress=seen.append)
+        for i, f in enumerate(files)
+    ]
+    assert sum(seen) == len(whole)
     for f, c in zip(files, chunk_files):
         ids = pq.read_table(f, columns=["article_id"]).column("article_id").to_pylist()
         expected = chunking.chunk_articles([a for a in whole if a.article_id in set(ids)], config)
