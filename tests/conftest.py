@@ -16,10 +16,16 @@ from pathlib import Path
 import psutil
 import pytest
 
-# Isolate every run before prefect/mlflow are imported anywhere.
-_SESSION_HOME = Path(tempfile.mkdtemp(prefix="lvm-tests-"))
+# Isolate every run before prefect/mlflow are imported anywhere. Test modules import this file again as
+# `tests.conftest`: that second copy must find the same session folder, not make another.
 SESSION_ENV = "LVM_TEST_SESSION"
-os.environ[SESSION_ENV] = str(_SESSION_HOME)
+_SESSION_PID_ENV = "LVM_TEST_SESSION_PID"
+if os.environ.get(_SESSION_PID_ENV) == str(os.getpid()) and os.environ.get(SESSION_ENV):
+    _SESSION_HOME = Path(os.environ[SESSION_ENV])
+else:  # a new session (a pytest started by a test inherits the marker of its parent's session, not its pid)
+    _SESSION_HOME = Path(tempfile.mkdtemp(prefix="lvm-tests-"))
+    os.environ[SESSION_ENV] = str(_SESSION_HOME)
+    os.environ[_SESSION_PID_ENV] = str(os.getpid())
 os.environ.setdefault("PREFECT_HOME", str(_SESSION_HOME / "prefect"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -115,6 +121,16 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def session_embedding_cache() -> Path | None:
+    """The session's embedding cache (data/cache) once a small build filled it, else None.
+
+    Tests whose subject is not the encoding copy it into a fresh data folder to skip a cold encode of the
+    same 14 articles (or fewer: the chunks of the first N articles are the same in any build).
+    """
+    cache = _SESSION_HOME / "data" / "cache"
+    return cache if (cache / "embeddings").is_dir() else None
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,8 @@ from prefect_server import (  # noqa: F401 (fixtures)
     wait_for_final_state,
 )
 
+from tests.conftest import session_embedding_cache
+
 # Every test but the offline prefect.yaml check needs the real server.
 on_server = [pytest.mark.server, pytest.mark.timeout(1500)]
 
@@ -121,6 +123,8 @@ def test_pipeline_deployment_runs_to_completion(deployed_server: PrefectServer) 
         "epochs": 1,
         "build_options": {"thresholds": SMALL_BUILD},
     }
+    if (cache := session_embedding_cache()) is not None and not (data_dir / "cache").exists():
+        shutil.copytree(cache, data_dir / "cache")  # the session's vectors of these articles: no cold encode
     dep = deployment_named(server, "lvm-pipeline")
     with temporary_settings({PREFECT_API_URL: server.api_url}):
         flow_run = run_deployment(UUID(dep["id"]), parameters=params, timeout=0, as_subflow=False)

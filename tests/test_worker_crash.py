@@ -49,6 +49,7 @@ from deployments.setup import (
     zombie_automation,
     zombie_window_seconds,
 )
+from tests.conftest import session_embedding_cache
 
 SMALL_BUILD = {"max_split_ks": 1.0, "max_split_mean_diff": 1.0}  # parity on 1-2 held-out articles is noise
 # 10 articles: the smallest slice well clear of the data gates' limits (7 fails them) and a rerun that
@@ -214,7 +215,12 @@ def test_killed_worker_run_is_crashed_alerted_and_rerun_completes(deployed_serve
     assert details["flow_run_id"] == run_id and details["state"] == "Crashed"
     assert details["flow"] == "build_dataset" and details["deployment"] == "build-dataset"
 
-    # The same build again, on the new worker: nothing the dead run held (its build slot) stops it.
+    # The same build again, on the new worker: nothing the dead run held (its build slot) stops it. The
+    # session's embedding cache (when a small build filled it) spares it a cold encode: what is tested here is
+    # that it runs at all.
+    if (cache := session_embedding_cache()) is not None:
+        shutil.rmtree(tmp_path / "data" / "cache", ignore_errors=True)
+        shutil.copytree(cache, tmp_path / "data" / "cache")
     rerun = create_run(server, dep["id"], params)
     done = wait_for_final_state(server, rerun["id"], timeout=420)
     timings["rerun completed"] = time.monotonic() - t0
