@@ -1,8 +1,8 @@
-"""Dataset build steps over files: ingest → chunk → embed → analyse (coherence, splits, leakage,
-sequences, oracle) → manifest → publish; and loading a published dataset.
+"""Dataset build steps over files: ingest → chunk → embed (shard by shard) → assemble → analyse
+(coherence, splits, leakage, sequences, oracle) → manifest → publish; and loading a published dataset.
 
 Each step writes its output into a content-addressed work folder (`<data_dir>/work/<key>/`) and is
-idempotent, so an interrupted build resumes from the last finished step and an unchanged snapshot is
+idempotent, so an interrupted build resumes from the last finished shard and an unchanged snapshot is
 not recomputed. The dataset folder is assembled in a staging folder and renamed into place only when
 its gates passed; a failed build is kept aside for inspection and never replaces a good dataset.
 """
@@ -214,8 +214,6 @@ def ingest_shard_step(
     With `limit_articles` a shard reads at most that many articles: the global pass (`dedup_articles`)
     keeps the first N of the whole source. Repeated ids are left to that pass too.
     """
-    import itertools
-
     from lvm_core import shards
 
     out_dir = Path(out_dir)
@@ -226,14 +224,13 @@ def ingest_shard_step(
     counted = {"articles": 0}
 
     def articles() -> Any:
-        it = shards.read_shard(shard)
-        if config.limit_articles is not None:
-            it = itertools.islice(it, config.limit_articles)
-        for article in it:
+        for article in shards.read_shard(shard):
             counted["articles"] += 1
             if on_progress is not None:
                 on_progress(1)
             yield article
+            if config.limit_articles is not None and counted["articles"] >= config.limit_articles:
+                break
         crash_point("ingest")  # all read, no file renamed into place yet
 
     files = shards.write_article_shards(
@@ -340,12 +337,17 @@ def _read_columns(path: Path, columns: list[str]) -> pa.Table:
 def _take_rows(files: list[Path], offsets: np.ndarray, rows: list[int]) -> pa.Table:
     """The given global rows of the article files, in that order (only files that lose or swap rows)."""
     tables: dict[int, pa.Table] = {}
-    parts = []
+    runs: list[tuple[int, list[int]]] = []  # (file, local rows), consecutive rows of one file together
     for row in rows:
         i = int(np.searchsorted(offsets, row, side="right") - 1)
+        if not runs or runs[-1][0] != i:
+            runs.append((i, []))
+        runs[-1][1].append(row - int(offsets[i]))
+    parts = []
+    for i, local in runs:
         if i not in tables:
             tables[i] = _read_columns(files[i], list(contracts.ARTICLES_SCHEMA.names))
-        parts.append(tables[i].slice(row - int(offsets[i]), 1))
+        parts.append(tables[i].take(pa.array(local, pa.int64())))
     return pa.concat_tables(parts).combine_chunks().cast(contracts.ARTICLES_SCHEMA)
 
 
@@ -433,13 +435,17 @@ def embed_shard_step(
     hashes = chunks.column("text_hash").to_pylist()
     encoder = embedding.load_encoder(config.encoder)
     _check_hash_casing(texts, hashes, encoder.fingerprint.casefold, Path(chunks_file))
-    cache = _ReportingCache(contracts.embedding_cache_dir(data_dir), encoder.fingerprint, on_progress)
-    try:
-        vectors, stats = embedding.embed_texts(texts, hashes, encoder, cache, batch_size=config.batch_size)
-    finally:
-        cache.close()
+    if texts:
+        cache = _ReportingCache(contracts.embedding_cache_dir(data_dir), encoder.fingerprint, on_progress)
+        try:
+            vectors, stats = embedding.embed_texts(texts, hashes, encoder, cache, batch_size=config.batch_size)
+        finally:
+            cache.close()
+        stats_dict = {k: (float(v) if isinstance(v, float) else v) for k, v in vars(stats).items()}
+    else:  # an article file whose articles gave no chunk
+        vectors = np.zeros((0, encoder.fingerprint.dim), dtype=np.float32)
+        stats_dict = _sum_embed_stats([])
     save_embeddings(out_dir, vectors, encoder.fingerprint)
-    stats_dict = {k: (float(v) if isinstance(v, float) else v) for k, v in vars(stats).items()}
     return _finish(out_dir, {
         "file": str(out_dir / contracts.EMBEDDINGS_FILE), "encoder_file": str(out_dir / contracts.ENCODER_FILE),
         "files": [str(out_dir / contracts.EMBEDDINGS_FILE)], "chunks": len(texts),

@@ -1,0 +1,233 @@
+"""The sharded build: shards on Dask give the dataset of the default runner, a killed worker loses and
+duplicates nothing, a corrupt shard is named and publishes nothing, a rerun redoes only missing shards.
+
+Source: a tiny multistream dump (the sample's first pages, 10 pages per bz2 stream, with its index),
+cut into one source shard per stream and article files of 3 articles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from lvm_core import contracts
+from lvm_core.config import BuildOptions
+from tests.conftest import SMALL_BUILD_THRESHOLDS
+
+pytestmark = pytest.mark.slow
+
+LIMIT = 8
+# Longer chunks than the default keep the encoding cheap; parity on a few articles means nothing.
+OPTIONS = {"thresholds": SMALL_BUILD_THRESHOLDS, "min_words": 80, "max_words": 160, "shard_bytes": 1,
+           "shard_articles": 3}
+
+
+@pytest.fixture(scope="module")
+def dump(tmp_path_factory) -> Path:
+    from bench.make_scaled_dump import make_scaled_dump
+
+    out, _ = make_scaled_dump(tmp_path_factory.mktemp("dump"), 1, pages_per_stream=10, max_pages=60)
+    return out
+
+
+def _build(dump: Path, data_dir: Path, runner=None, **kw):
+    from flows.build_dataset import build_dataset
+
+    flow = build_dataset if runner is None else build_dataset.with_options(task_runner=runner)
+    return flow(source=str(dump), data_dir=str(data_dir), limit_articles=LIMIT, options=BuildOptions(**OPTIONS), **kw)
+
+
+def _manifest(path: Path | str) -> dict:
+    return json.loads((Path(path) / contracts.MANIFEST_FILE).read_text())
+
+
+@pytest.fixture(scope="module")
+def default_build(prefect_harness, dump: Path, tmp_path_factory, request) -> dict:
+    """A default-runner build that fails at its second embed shard, then the rerun that completes it."""
+    from lvm_core import dataset as ds
+
+    data_dir = tmp_path_factory.mktemp("default")
+    real = ds.embed_shard_step
+    calls: list[str] = []
+
+    def fail_after_first(chunks_file, *args, **kwargs):
+        calls.append(chunks_file)
+        if len(calls) > 1:
+            raise ValueError(f"{chunks_file}: simulated failure")
+        return real(chunks_file, *args, **kwargs)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(ds, "embed_shard_step", fail_after_first)
+    try:
+        with pytest.raises(ValueError, match="simulated failure"):
+            _build(dump, data_dir)
+    finally:
+        mp.undo()
+    root = contracts.datasets_root(data_dir)
+    published = [p for p in root.iterdir() if not p.name.startswith((".", "_"))] if root.exists() else []
+    path = _build(dump, data_dir)
+    return {"data_dir": data_dir, "path": Path(path), "failed_published": published, "first_shard": calls[0]}
+
+
+def test_rerun_after_a_failure_redoes_only_missing_shards(default_build: dict):
+    assert default_build["failed_published"] == []
+    m = _manifest(default_build["path"])
+    shards = m["shards"]
+    assert shards["n"] >= 3 and shards["ingest"]["n"] == shards["n"]
+    assert shards["chunk"]["n"] == shards["embed"]["n"] >= 3
+    # nothing parsed or chunked again; of the embed shards only the one finished before the failure is kept
+    assert shards["ingest"]["reused"] == shards["ingest"]["n"]
+    assert shards["chunk"]["reused"] == shards["chunk"]["n"]
+    assert shards["embed"]["reused"] == 1
+    first = shards["embed"]["per_shard"][0]
+    assert m["embedding"]["n_total"] == m["counts"]["chunks"] == shards["chunk"]["chunks"]
+    assert m["embedding"]["n_reused"] >= first and m["embedding"]["n_encoded"] <= m["counts"]["chunks"] - first
+    assert m["counts"]["articles"] == LIMIT == shards["articles"]["articles"]
+
+
+def test_sharded_build_keeps_source_order_and_first_n(default_build: dict, dump: Path):
+    import pyarrow.parquet as pq
+
+    from lvm_core.ingest import read_articles
+
+    expected = [a.article_id for a in read_articles(dump, limit=LIMIT)]
+    got = pq.read_table(contracts.DatasetPaths(default_build["path"]).articles).column("article_id").to_pylist()
+    assert got == expected
+
+
+def test_dask_build_equals_default_build_and_reports_to_the_flow_api(default_build: dict, dump: Path, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.runners import shard_task_runner
+
+    state = _build(dump, tmp_path / "dask", runner=shard_task_runner(workers=2), return_state=True)
+    path = Path(state.result())
+    ref, got = _manifest(default_build["path"]), _manifest(path)
+    assert got["shards"]["embed"]["reused"] == 0 and got["embedding"]["n_encoded"] > 0  # really encoded there
+    assert got["content_hash"] == ref["content_hash"]
+    a = np.load(contracts.DatasetPaths(path).embeddings)
+    b = np.load(contracts.DatasetPaths(default_build["path"]).embeddings)
+    assert np.array_equal(a, b)
+    # The workers' task runs are in the flow's API (a worker with a temporary API of its own hides them).
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
+    embeds = [r for r in runs if r.name.startswith("embed-")]
+    assert len(embeds) == got["shards"]["embed"]["n"] and all(r.state.is_completed() for r in embeds)
+
+
+def test_killed_worker_shard_is_redone_elsewhere(default_build: dict, dump: Path, tmp_path):
+    from distributed import Client, LocalCluster
+
+    from flows.runners import shard_task_runner
+
+    killed: list[tuple[str, int]] = []
+    stop = threading.Event()
+
+    def kill_an_embedding_worker(client: Client) -> None:
+        while not stop.is_set():
+            busy = [w for w, keys in client.processing().items() if any("embed" in str(k) for k in keys)]
+            if busy:
+                pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+                os.kill(pid, signal.SIGKILL)
+                killed.append((busy[0], pid))
+                return
+            time.sleep(0.05)
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        watcher = threading.Thread(target=kill_an_embedding_worker, args=(client,), daemon=True)
+        watcher.start()
+        try:
+            path = _build(dump, tmp_path / "killed", runner=shard_task_runner(address=cluster.scheduler_address))
+        finally:
+            stop.set()
+            watcher.join()
+    assert killed, "no worker was killed during the embed map"
+    ref, got = _manifest(default_build["path"]), _manifest(path)
+    assert got["counts"] == ref["counts"] and got["shards"]["embed"]["per_shard"] == ref["shards"]["embed"]["per_shard"]
+    assert got["content_hash"] == ref["content_hash"]
+
+
+def test_corrupt_shard_is_named_and_nothing_is_published(default_build: dict, dump: Path, tmp_path):
+    import bz2
+
+    from flows.cli import app
+
+    good = default_build["path"]
+    good_ready = (good / contracts.READY_MARKER).read_text()
+    index = dump.with_name(dump.name.replace(".xml.bz2", "-index.txt.bz2"))
+    with bz2.open(index, "rt") as fh:
+        offsets = sorted({int(line.split(":", 1)[0]) for line in fh})
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    bad = bad_dir / dump.name
+    data = bytearray(dump.read_bytes())
+    start = offsets[2]  # the third stream, i.e. source shard 3
+    data[start + 100:start + 400] = b"\0" * 300
+    bad.write_bytes(bytes(data))
+    (bad_dir / index.name).write_bytes(index.read_bytes())
+
+    result = CliRunner().invoke(app, ["build", "--source", str(bad), "--data-dir", str(default_build["data_dir"]),
+                                      "--limit-articles", str(LIMIT)])
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "shard 3/" in lines[0] and bad.name in lines[0], result.output
+    assert (good / contracts.READY_MARKER).read_text() == good_ready
+    root = contracts.datasets_root(default_build["data_dir"])
+    assert [p.name for p in root.iterdir() if not p.name.startswith((".", "_"))] == [good.name]
+    assert not list(root.glob(".staging-*"))
+
+
+def test_bad_runner_choice_is_one_line(monkeypatch):
+    from flows.runners import shard_task_runner
+
+    with pytest.raises(ValueError, match="give one"):
+        shard_task_runner(workers=2, address="tcp://127.0.0.1:8786")
+    with pytest.raises(ValueError, match="expected tcp://HOST:PORT"):
+        shard_task_runner(address="127.0.0.1 8786")
+    monkeypatch.setenv("LVM_WORKERS", "two")
+    with pytest.raises(ValueError, match="LVM_WORKERS"):
+        shard_task_runner()
+
+
+@pytest.mark.parametrize("policy,limit", [("first", None), ("last", None), ("last", 4), ("error", None)])
+def test_global_pass_keeps_todays_duplicate_rules_across_shards(policy, limit, tmp_path):
+    """Repeated ids in different shards of a JSONL source: the same articles and counts as the one-pass reader."""
+    import pyarrow.parquet as pq
+
+    from lvm_core import dataset as ds
+    from lvm_core import ingest
+    from lvm_core.config import BuildConfig
+
+    rows = [(1, "one"), (2, "two"), (1, "one"), (3, "three"), (2, "two again"), (4, "four"), (3, "three")]
+    src = tmp_path / "articles.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "title": f"T{i}", "text": f"Text {t}."}) + "\n" for i, t in rows))
+    config = BuildConfig(source=str(src), data_dir=str(tmp_path / "data"), limit_articles=limit, on_duplicate=policy,
+                         shard_bytes=60, shard_articles=2)
+    source = ds.resolve_source(config)
+    plan = ds.plan_shards(source, config)
+    assert len(plan) >= 3
+    ingested = [ds.ingest_shard_step(s, source, config, ds.ingest_shard_work_dir(s, source, config)) for s in plan]
+    try:
+        expected, report = ingest.drop_duplicate_ids(ingest.read_articles(src, limit=limit), on_duplicate=policy,
+                                                     source_name=src.name)
+    except ingest.DuplicateIdError as exc:
+        with pytest.raises(ingest.DuplicateIdError, match="--on-duplicate"):
+            ds.dedup_articles(ingested, source, config, ds.dedup_work_dir(ingested, source, config))
+        assert "1 id(s)" in str(exc)
+        return
+    kept = ds.dedup_articles(ingested, source, config, ds.dedup_work_dir(ingested, source, config))
+    got = [r for f in kept["files"] for r in pq.read_table(f, columns=["article_id", "text"]).to_pylist()]
+    assert got == [{"article_id": a.article_id, "text": a.text} for a in expected]
+    assert kept["stats"] == report.to_dict()
