@@ -264,7 +264,7 @@ def test_load_encoder_unknown_model_names_it():
 
 @pytest.fixture(scope="module")
 def real_encoder():
-    return load_encoder()
+    return load_encoder(device="cpu")  # on the CPU the default backend is torch fp32 on any machine
 
 
 @pytest.mark.slow
@@ -273,9 +273,14 @@ def test_real_encoder_vectors_and_fingerprint(real_encoder):
     assert fp.model_name == CANONICAL_DEFAULT_MODEL
     assert fp.dim == 384 and fp.normalized and len(fp.weights_digest) == 64
     assert isinstance(real_encoder, emb.Encoder)
+    # torch fp32, with the id the fingerprint had before backends existed (datasets and caches stay valid)
+    assert (fp.backend, fp.precision) == ("torch", "fp32")
+    assert fp.id == EncoderFingerprint(fp.model_name, fp.weights_digest, fp.dim).id
     # the same model through its aliases is the same loaded instance, with the same fingerprint
-    assert load_encoder("all-MiniLM-L6-v2") is real_encoder
-    assert load_encoder(CANONICAL_DEFAULT_MODEL) is real_encoder
+    assert load_encoder("all-MiniLM-L6-v2", device="cpu") is real_encoder
+    assert load_encoder(CANONICAL_DEFAULT_MODEL, device="cpu") is real_encoder
+    assert load_encoder(f"{CANONICAL_DEFAULT_MODEL}@torch", device="cpu") is real_encoder
+    assert load_encoder(fp, device="cpu") is real_encoder
     assert emb.weights_digest(real_encoder.model_path) == fp.weights_digest
 
     v1 = real_encoder.encode(SENTENCES)

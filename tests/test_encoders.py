@@ -86,6 +86,28 @@ def test_cache_of_one_backend_refuses_another(tmp_path: Path):
         embed_texts(["a"], ["h"], FixedEncoder(int8), EmbeddingCache(tmp_path / "c", fp32))
 
 
+def test_cache_and_vectors_written_before_backends_still_load(tmp_path: Path):
+    from lvm_core.vector_files import load_embeddings, save_embeddings
+
+    fp32 = _fp()
+    vectors = FixedEncoder(fp32).encode(["a", "b"])
+    cache = EmbeddingCache(tmp_path / "cache", fp32)
+    cache.put_many(["ha", "hb"], vectors)
+    cache.close()
+    save_embeddings(tmp_path / "ds", vectors, fp32)
+    # rewrite both fingerprint files as they were written before the backend fields existed
+    for path in (tmp_path / "cache" / fp32.id / "fingerprint.json", tmp_path / "ds" / "encoder.json"):
+        old = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("backend", "precision")}
+        path.write_text(json.dumps(old))
+    got, found = EmbeddingCache(tmp_path / "cache", fp32).get_many(["ha", "hb"])
+    assert found.all()
+    np.testing.assert_array_equal(got, vectors)
+    loaded, fp = load_embeddings(tmp_path / "ds", expected=fp32)
+    assert fp == fp32 and fp.is_reference
+    with pytest.raises(FingerprintMismatchError):
+        load_embeddings(tmp_path / "ds", expected=_fp(backend="onnx", precision="int8"))
+
+
 # --- spec and device -------------------------------------------------------------------------------
 
 
