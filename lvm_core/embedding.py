@@ -672,19 +672,21 @@ def check_agreement(candidate: Encoder, reference: Encoder, cache_dir: Path | No
         "n_texts": len(texts),
         "sample_digest": storage.json_digest(list(texts))[:16],
     }
-    path = None
-    if cache_dir is not None:
-        key = getattr(candidate, "cache_key", None) or candidate.fingerprint.id
-        path = Path(cache_dir) / "agreement" / f"{key}.json"
+    if cache_dir is None:
+        return measure_agreement(candidate, reference, texts)
+    key = getattr(candidate, "cache_key", None) or candidate.fingerprint.id
+    path = Path(cache_dir) / "agreement" / f"{key}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from filelock import FileLock
+
+    with FileLock(str(path.with_name(f".{path.name}.lock"))):  # workers starting together measure once
         try:
             kept = storage.read_json(path)
         except (OSError, ValueError):
             kept = None
         if isinstance(kept, dict) and all(kept.get(k) == v for k, v in expected.items()):
             return kept
-    result = measure_agreement(candidate, reference, texts)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        result = measure_agreement(candidate, reference, texts)
         with storage.atomic_path(path) as tmp:
             storage.write_json(tmp, result)
     return result

@@ -10,6 +10,7 @@ Encoding needs only `tokenizers`, `numpy` and `onnxruntime` (torch is imported f
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import sys
@@ -150,19 +151,31 @@ def _export_fp32(folder: Path, out: Path, settings: dict[str, Any]) -> None:
         )
 
 
+class _DropPreprocessAdvice(logging.Filter):
+    """quantize_dynamic logs advice to run shape pre-processing on the root logger; the export needs none."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
 def _quantize(src: Path, out: Path, settings: dict[str, Any]) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(
-        str(src),
-        str(out),
-        weight_type=getattr(QuantType, settings["weight_type"]),
-        per_channel=settings["per_channel"],
-        reduce_range=settings["reduce_range"],
-        op_types_to_quantize=list(settings["op_types"]),
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    advice = _DropPreprocessAdvice()
+    logging.getLogger().addFilter(advice)
+    try:
+        quantize_dynamic(
+            str(src),
+            str(out),
+            weight_type=getattr(QuantType, settings["weight_type"]),
+            per_channel=settings["per_channel"],
+            reduce_range=settings["reduce_range"],
+            op_types_to_quantize=list(settings["op_types"]),
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+    finally:
+        logging.getLogger().removeFilter(advice)
 
 
 def ensure_onnx_export(
