@@ -8,7 +8,8 @@ Frames (name -> columns):
 
 - ``chunks``: chunk_id, article_id, chunk_index, n_words, text_chars (length of the stripped text).
 - ``vectors``: norm (L2, float64; NaN when the row is not finite), is_finite — one row per embedding row.
-- ``vector_meta`` (one row): ndim, dim, expected_dim (``encoder.json`` "dim"), dtype, n_rows, n_chunks.
+- ``vector_meta`` (one row): ndim, dim, expected_dim (``encoder.json`` "dim"), dtype, expected_dtype
+  (``encoder.json`` "vector_dtype", float32 when absent), n_rows, n_chunks.
 - ``article_chunks``: per article in chunks.parquet: n_chunks, min_index, max_index, n_distinct_index,
   span (max - min + 1), rows_in_order (its rows form one block in chunk_index order), in_articles
   (the article id is in articles.parquet).
@@ -254,6 +255,8 @@ def _vector_frames(paths: contracts.DatasetPaths, n_chunks: int) -> tuple[pd.Dat
     expected_dim = encoder.get("dim") if isinstance(encoder, dict) and err is None else None
     if isinstance(expected_dim, bool) or not isinstance(expected_dim, int):
         expected_dim = None
+    recorded = encoder.get(contracts.VECTOR_DTYPE_KEY) if isinstance(encoder, dict) and err is None else None
+    expected_dtype = str(recorded) if recorded is not None else contracts.DEFAULT_VECTOR_DTYPE
 
     ndim = int(emb.ndim)
     n_rows = int(emb.shape[0]) if ndim >= 1 else 0
@@ -276,6 +279,7 @@ def _vector_frames(paths: contracts.DatasetPaths, n_chunks: int) -> tuple[pd.Dat
                 "dim": dim,
                 "expected_dim": float("nan") if expected_dim is None else expected_dim,
                 "dtype": str(emb.dtype),
+                "expected_dtype": expected_dtype,
                 "n_rows": n_rows,
                 "n_chunks": int(n_chunks),
             }

@@ -336,7 +336,10 @@ _GATE_MEASURES: dict[str, _Measure] = {
     "vectors_finite": lambda f, t: (_count(~f["vectors"]["is_finite"]), 0),
     "unit_norm": _unit_norm,
     "vector_dim": _vector_dim,
-    "vector_dtype": lambda f, t: (str(f["vector_meta"]["dtype"].iloc[0]), "float32"),
+    "vector_dtype": lambda f, t: (
+        str(f["vector_meta"]["dtype"].iloc[0]),
+        str(f["vector_meta"]["expected_dtype"].iloc[0]),
+    ),
     "vectors_aligned": lambda f, t: (
         int(f["vector_meta"]["n_rows"].iloc[0]),
         int(f["vector_meta"]["n_chunks"].iloc[0]),

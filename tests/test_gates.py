@@ -282,6 +282,21 @@ def _wrong_encoder_dim(root: Path) -> None:
     path.write_text(json.dumps(enc))
 
 
+def _float64_vectors(root: Path) -> None:
+    _edit_vectors(root, lambda v: v.astype(np.float64))
+
+
+def _float16_vectors_recorded_as_float32(root: Path) -> None:
+    _edit_vectors(root, lambda v: v.astype(np.float16))  # encoder.json records no dtype: float32
+
+
+def _set_vector_dtype(root: Path, dtype: str) -> None:
+    path = root / contracts.ENCODER_FILE
+    enc = json.loads(path.read_text())
+    enc[contracts.VECTOR_DTYPE_KEY] = dtype
+    path.write_text(json.dumps(enc))
+
+
 def _article_in_two_splits(root: Path) -> None:
     path = root / contracts.SPLITS_FILE
     table = pq.read_table(path)
@@ -368,6 +383,8 @@ FAULTS: list[tuple[Callable[[Path], None], set[str]]] = [
     (_non_unit_vector, {"unit_norm"}),
     (_missing_vector_row, {"vectors_aligned"}),
     (_wrong_encoder_dim, {"vector_dim"}),
+    (_float64_vectors, {"vector_dtype"}),
+    (_float16_vectors_recorded_as_float32, {"vector_dtype"}),
     (_article_in_two_splits, {"splits_disjoint"}),
     # the manifest still claims 0 crossing windows, so it is inconsistent too
     (_crossing_window, {"crossing_windows_zero", "manifest_consistent"}),
@@ -399,6 +416,14 @@ def test_each_fault_fails_its_gate(dataset: Path, fault: Callable[[Path], None],
     with pytest.raises(GateFailedError) as err:
         raise_for_failures(report)
     assert all(name in str(err.value) for name in expected)
+
+
+def test_float16_vectors_pass_when_encoder_json_records_float16(dataset: Path) -> None:
+    _edit_vectors(dataset, lambda v: v.astype(np.float16))
+    _set_vector_dtype(dataset, "float16")
+    gates = {r.name: r for r in run_pre_training_gates(dataset, data_docs=False).results}
+    assert gates["vector_dtype"].passed and gates["unit_norm"].passed
+    assert (gates["vector_dtype"].value, gates["vector_dtype"].threshold) == ("float16", "float16")
 
 
 def test_fault_values_are_reported(dataset: Path) -> None:
