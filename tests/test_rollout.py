@@ -190,6 +190,36 @@ def test_worse_challenger_is_rolled_back_and_alerted(service, versions, session_
     wait_until(lambda: app.state.holder.challenger is None, what="the service to drop the challenger")
 
 
+def test_challenger_that_fails_on_predict_is_rolled_back(versions, session_data_dir: Path):
+    """A challenger whose predictions raise (here a model whose forward pass breaks) answers 500s: rolled back."""
+    import dataclasses
+
+    from flows.rollout import staged_rollout
+    from lvm_core import registry
+    from lvm_core.serving import ModelHolder, ServeSettings, create_app
+
+    champion, challenger = versions
+
+    class Broken(registry.LoadedModel):
+        def predict(self, ctx, batch_size: int = 4096):
+            raise RuntimeError("forward pass broke")
+
+    def loader(ref: str, **kw):
+        m = registry.load_registered_model(ref, **kw)
+        return Broken(**{f.name: getattr(m, f.name) for f in dataclasses.fields(m)}) if m.version == challenger else m
+
+    holder = ModelHolder(f"models:/{NAME}@champion", session_data_dir, refresh_s=REFRESH_S, loader=loader)
+    app = create_app(holder=holder, settings=ServeSettings(token=""))
+    with serve_app(app) as client, Traffic(str(client.base_url), champion, "same") as traffic:
+        out = staged_rollout(name=NAME, challenger=challenger, service_urls=[str(client.base_url)], step_seconds=60,
+                             check_seconds=0.5, plan=[0.5, 1.0], thresholds=FAST, data_dir=str(session_data_dir))
+    assert out["outcome"] == "rolled_back" and registry.current_champion(NAME) == champion
+    assert "error rate" in out["decisions"][-1]["reason"], out["decisions"][-1]
+    assert traffic.failures and traffic.seen.get(challenger, 0) == 0
+    stats = out["decisions"][-1]["numbers"]["challenger"]
+    assert stats["errors"] == stats["requests"] > 0
+
+
 def test_challenger_that_holds_is_promoted(service, versions, session_data_dir: Path):
     from flows.rollout import staged_rollout
     from lvm_core import registry
