@@ -11,7 +11,7 @@ from prefect.task_runners import TaskRunner
 from prefect_dask import DaskTaskRunner
 
 from flows.hooks import RUN_HOOKS
-from flows.runners import describe, shard_task_runner
+from flows.runners import describe, in_process_runner, shard_task_runner
 from lvm_core import dataset as ds
 from lvm_core.config import BuildConfig, BuildOptions
 from lvm_core.gates import GateFailedError
@@ -25,7 +25,7 @@ def _default_runner() -> TaskRunner:
     try:
         return shard_task_runner()
     except ValueError:
-        return shard_task_runner(workers=0, address="")
+        return in_process_runner()
 
 
 @flow(name="build_dataset", flow_run_name="build-{source}", log_prints=True, task_runner=_default_runner(),

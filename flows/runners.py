@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import Any, Self
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect_dask import DaskTaskRunner
@@ -30,7 +30,7 @@ _ADDRESS = re.compile(r"^(tcp|tls|ucx|inproc)://[^\s/:]+(:\d{1,5})?$")
 class SharedApiDaskTaskRunner(DaskTaskRunner):
     """prefect-dask's runner, with the flow's temporary Prefect API URL passed to the workers."""
 
-    def __enter__(self) -> SharedApiDaskTaskRunner:
+    def __enter__(self) -> Self:
         super().__enter__()
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -74,11 +74,15 @@ def shard_task_runner(workers: int | None = None, address: str | None = None) ->
         return SharedApiDaskTaskRunner(address=address.strip())
     if workers is not None and workers < 1:
         raise ValueError(f"--workers {workers}: must be >= 1")
-    if workers:
-        return SharedApiDaskTaskRunner(
-            cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
-                            "dashboard_address": ":0"},
-        )
+    if not workers:
+        return in_process_runner()
+    return SharedApiDaskTaskRunner(
+        cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0"},
+    )
+
+
+def in_process_runner() -> TaskRunner[Any]:
+    """Shards one after another in the flow's process: CPU-bound steps gain nothing from threads."""
     return ThreadPoolTaskRunner(max_workers=1)
 
 

@@ -6,7 +6,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -96,7 +96,7 @@ class ShardTicker:
         while not self._stop.wait(PROGRESS_EVERY_S):
             self._log.info("%s", self.line())
 
-    def __enter__(self) -> ShardTicker:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
