@@ -126,9 +126,15 @@ def _summary_rows(manifest: dict) -> list[dict]:
         {"what": "articles", "value": manifest["counts"]["articles"]},
         {"what": "chunks", "value": manifest["counts"]["chunks"]},
         {"what": "sequences train/val/test/ood", "value": "/".join(str(seq.get(k)) for k in ("train", "val", "test", "ood"))},
+        {"what": "shards source/chunk/embed (redone)", "value": _shards_cell(manifest.get("shards") or {})},
         {"what": "chunks reused from cache", "value": emb.get("n_reused")},
         {"what": "chunks encoded", "value": emb.get("n_encoded")},
         {"what": "coherence mean", "value": manifest["coherence"]["mean"]},
         {"what": "crossing windows", "value": manifest["crossing_windows"]},
         {"what": "oracle recall@5", "value": manifest["oracle_recall_at_5"]},
     ]
+
+
+def _shards_cell(shards: dict) -> str:
+    stages = [shards.get(k) or {} for k in ("ingest", "chunk", "embed")]
+    return "/".join(f"{s.get('n', 0)} ({s.get('n', 0) - s.get('reused', 0)})" for s in stages)

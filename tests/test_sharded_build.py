@@ -1,8 +1,8 @@
 """The sharded build: shards on Dask give the dataset of the default runner, a killed worker loses and
 duplicates nothing, a corrupt shard is named and publishes nothing, a rerun redoes only missing shards.
 
-Source: a tiny multistream dump (the sample's first pages, 10 pages per bz2 stream, with its index),
-cut into one source shard per stream and article files of 3 articles.
+Source: the sample as a multistream dump (40 pages per bz2 stream, with its index), cut into one source
+shard per stream, its first 10 articles in article files of 3.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from tests.conftest import SMALL_BUILD_THRESHOLDS
 
 pytestmark = pytest.mark.slow
 
-LIMIT = 8
+LIMIT = 10
 # Longer chunks than the default keep the encoding cheap; parity on a few articles means nothing.
 OPTIONS = {"thresholds": SMALL_BUILD_THRESHOLDS, "min_words": 80, "max_words": 160, "shard_bytes": 1,
            "shard_articles": 3}
@@ -34,7 +34,7 @@ OPTIONS = {"thresholds": SMALL_BUILD_THRESHOLDS, "min_words": 80, "max_words": 1
 def dump(tmp_path_factory) -> Path:
     from bench.make_scaled_dump import make_scaled_dump
 
-    out, _ = make_scaled_dump(tmp_path_factory.mktemp("dump"), 1, pages_per_stream=10, max_pages=60)
+    out, _ = make_scaled_dump(tmp_path_factory.mktemp("dump"), 1, pages_per_stream=40)
     return out
 
 
