@@ -479,7 +479,7 @@ def monitor_drift_command(
         model = "models:/lvm-amn@champion"
     out = _run_flow(monitor_drift, reference_dataset=dataset, current=current, data_dir=_data_dir(data_dir),
                     model=model, service=service, threshold_auc=threshold_auc, alpha=alpha, max_windows=window, seed=seed)
-    t = Table("test", "value", "threshold", "fires", title=f"drift: {out['current']} vs {out['reference']} (train)")
+    t = Table("test", "value", "threshold", "fires", title=f"{Path(out['current']).name} vs training contexts of {out['reference']}")
     t.add_row("domain-classifier ROC-AUC", f"{out['auc']:.4f}", f"> {out['threshold_auc']}", "[red]yes[/]" if out["auc"] > out["threshold_auc"] else "no")
     t.add_row("MMD permutation p-value", f"{out['mmd_p_value']:.4f}", f"< {out['alpha']}", "[red]yes[/]" if out["mmd_p_value"] < out["alpha"] else "no")
     console.print(t)
