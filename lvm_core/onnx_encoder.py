@@ -258,6 +258,9 @@ class OnnxEncoder:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle pool threads sleep instead of spinning: on shared cores (other builds, Dask workers) the
+        # spinning doubled the CPU time per chunk and halved throughput (bench_encoders, load average 20+).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             str(self.export_dir / MODEL_FILE), options, providers=["CPUExecutionProvider"]
         )
