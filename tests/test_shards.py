@@ -226,7 +226,7 @@ def test_parquet_row_group_shards_read_like_the_whole_file(whole, tmp_path):
 # --- article files, chunk files, concatenation -------------------------------------------------------
 
 
-def test_write_article_shards_bounds_files_and_keeps_source_order(whole, tmp_path):
+def test_write_article_shards_bounds_files_and_keeps_source_order(whole, tmp_path, monkeypatch):
     files = shards.write_article_shards(whole, tmp_path, snapshot_id="snap", max_articles=7, max_bytes=10**9)
     assert [f.name for f in files] == sorted(f.name for f in files) == sorted(p.name for p in tmp_path.iterdir())
     assert all(pq.ParquetFile(f).metadata.num_rows <= 7 for f in files)
@@ -236,6 +236,8 @@ def test_write_article_shards_bounds_files_and_keeps_source_order(whole, tmp_pat
     assert table.column("text").to_pylist() == [a.text for a in whole]
     assert set(table.column("snapshot_id").to_pylist()) == {"snap"}
     assert table.column("text_sha1").to_pylist() == [shards.text_sha1(a.text) for a in whole]
+    monkeypatch.setattr(shards, "_CONCAT_BATCH_BYTES", 20_000)  # row groups copied in several batches
+    assert pq.read_table(shards.concat_parquet(files, tmp_path / "all" / "small.parquet", ARTICLES_SCHEMA)).equals(table)
 
     by_bytes = tmp_path / "bytes"
     limit = 60_000
