@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     reference = load_encoder("@torch", device="cpu")
     cache = Path(tempfile.mkdtemp(prefix="bench-encoders-"))
     try:
-        wall, cpu, int8 = timed(lambda: load_encoder("@onnx-int8", cache_dir=cache, threads=args.threads))
+        wall, _, int8 = timed(lambda: load_encoder("@onnx-int8", cache_dir=cache, threads=args.threads))
         export = json.loads(next(cache.glob("onnx-int8-*/export.json")).read_text())
         print(f"int8 export (one-off): torch.onnx.export {export['seconds_export']:.1f} s, with quantisation "
               f"{export['seconds_total']:.1f} s; load incl. export and the 256-chunk agreement check "

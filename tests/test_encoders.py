@@ -102,7 +102,7 @@ def test_cache_and_vectors_written_before_backends_still_load(tmp_path: Path):
     got, found = EmbeddingCache(tmp_path / "cache", fp32).get_many(["ha", "hb"])
     assert found.all()
     np.testing.assert_array_equal(got, vectors)
-    loaded, fp = load_embeddings(tmp_path / "ds", expected=fp32)
+    _, fp = load_embeddings(tmp_path / "ds", expected=fp32)
     assert fp == fp32 and fp.is_reference
     with pytest.raises(FingerprintMismatchError):
         load_embeddings(tmp_path / "ds", expected=_fp(backend="onnx", precision="int8"))
