@@ -28,11 +28,11 @@ from xml.sax.saxutils import escape, quoteattr, unescape
 
 DEFAULT_NAME = "enwiki-20260101-pages-articles-multistream"
 
-_PAGE = re.compile(r"  <page>\n.*?</page>\n", re.S)
+_PAGE = re.compile(r"  <page>\n.*?</page>\n", re.DOTALL)
 _TITLE = re.compile(r"<title>(.*?)</title>")
 _PAGE_ID = re.compile(r"(<ns>[^<]*</ns>\s*<id>)(\d+)(</id>)")
 _REDIRECT = re.compile(r'<redirect title="([^"]*)" />')
-_TEXT = re.compile(r'<text( bytes="\d+")?( xml:space="preserve")>(.*?)</text>', re.S)
+_TEXT = re.compile(r'<text( bytes="\d+")?( xml:space="preserve")>(.*?)</text>', re.DOTALL)
 _SHA1 = re.compile(r"<sha1>[0-9a-z]*</sha1>")
 # A sentence end in masked text: . ! or ? (references may follow), spaces, a capital or masked markup.
 _SENTENCE_END = re.compile(r"[.!?]\0*(\s+)(?=[A-Z\"'\0])")
@@ -42,9 +42,9 @@ _XML_UNENTITIES = {"&quot;": '"', "&#039;": "'", "&#39;": "'"}
 
 
 _MARKUP_SPANS = (
-    re.compile(r"<!--.*?-->", re.S),
+    re.compile(r"<!--.*?-->", re.DOTALL),
     re.compile(r"<ref[^>]*/>"),
-    re.compile(r"<ref[^>]*>.*?</ref>", re.S),
+    re.compile(r"<ref[^>]*>.*?</ref>", re.DOTALL),
 )
 _NESTED_SPANS = (re.compile(r"\{\{[^{}]*\}\}"), re.compile(r"\[\[[^\[\]]*\]\]"))
 _LOOSE_MARKUP = re.compile(r"\{\{|\}\}|\[\[|\]\]|<ref|</ref|<!--|-->")
@@ -94,7 +94,7 @@ def shuffle_sentences(wikitext: str, rng: random.Random) -> str:
 
 def _copy_title(title: str, copy: int) -> str:
     """`Title` → `Title 3`; a trailing qualifier stays last: `X (disambiguation)` → `X 3 (disambiguation)`."""
-    match = re.fullmatch(r"(.*?)( \([^()]*\))?", title, re.S)
+    match = re.fullmatch(r"(.*?)( \([^()]*\))?", title, re.DOTALL)
     assert match is not None
     return f"{match[1]} {copy}{match[2] or ''}"
 

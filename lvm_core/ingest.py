@@ -42,11 +42,11 @@ from mwparserfromhell.wikicode import Wikicode
 from lvm_core.storage import file_digest
 
 __all__ = [
+    "SAMPLE_FILES",
     "Article",
     "DuplicateIdError",
     "DuplicateReport",
     "IngestError",
-    "SAMPLE_FILES",
     "clean_wikitext",
     "drop_duplicate_ids",
     "is_disambiguation",

@@ -19,6 +19,7 @@ is published atomically (temp file, then rename). Errors name the shard or file.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import io
 import os
 import re
@@ -36,8 +37,8 @@ from lvm_core.ingest import Article, IngestError
 from lvm_core.storage import atomic_path
 
 __all__ = [
-    "DEFAULT_MAX_ARTICLE_BYTES",
     "DEFAULT_MAX_ARTICLES",
+    "DEFAULT_MAX_ARTICLE_BYTES",
     "DEFAULT_TARGET_BYTES",
     "ShardError",
     "SourceShard",
@@ -329,11 +330,8 @@ class _MultistreamRange(io.RawIOBase):
     def _header(self, fh: io.BufferedReader) -> bytes:
         """The dump's opening <mediawiki> tag and <siteinfo>: its first stream, cut before any page."""
         shard = self._shard
-        parts: list[bytes] = []
         stop = shard.header_stop if shard.header_stop > 0 else None
-        for part in self._decompress(fh, 0, stop, first_stream_only=stop is None):
-            parts.append(part)
-        header = b"".join(parts)
+        header = b"".join(self._decompress(fh, 0, stop, first_stream_only=stop is None))
         cut = header.find(b"<page>")
         if cut >= 0:
             header = header[:cut]
@@ -476,10 +474,8 @@ def write_article_shards(
             writer = None
     except BaseException:
         if writer is not None:
-            try:
+            with contextlib.suppress(Exception):  # the original error matters, not the cleanup's
                 writer.writer.close()
-            except Exception:  # noqa: BLE001 - the original error matters, not the cleanup's
-                pass
         for temp in temps:
             temp.unlink(missing_ok=True)
         raise
@@ -506,7 +502,7 @@ def _open_parquet(path: Path, columns: Sequence[str]) -> pq.ParquetFile:
 def chunk_article_file(
     articles_file: str | os.PathLike[str],
     out_file: str | os.PathLike[str],
-    config: ChunkingConfig = ChunkingConfig(),
+    config: ChunkingConfig | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> Path:
     """Chunk one article file into a chunks file (CHUNKS_SCHEMA), streaming; atomic.
@@ -516,6 +512,7 @@ def chunk_article_file(
     `on_progress(n)` is called with the number of articles of each batch once it is chunked.
     """
     articles_file, out_file = Path(articles_file), Path(out_file)
+    config = config or ChunkingConfig()
     columns = ["article_id", "title", "text"]
     parquet = _open_parquet(articles_file, columns)
     with atomic_path(out_file) as tmp:

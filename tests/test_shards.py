@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import itertools
 import json
 import pickle
 import shutil
@@ -70,7 +71,7 @@ def test_plan_cuts_a_multistream_dump_on_stream_offsets(dump, plan):
     assert [s.index for s in plan] == list(range(len(plan))) and {s.count for s in plan} == {len(plan)}
     assert plan[0].start == plan[0].header_stop == offsets[0]
     assert plan[-1].stop == path.stat().st_size
-    assert all(a.stop == b.start for a, b in zip(plan, plan[1:]))
+    assert all(a.stop == b.start for a, b in itertools.pairwise(plan))
     assert all(s.start in offsets for s in plan)
     data = path.read_bytes()
     assert all(data[s.start : s.start + 3] == b"BZh" for s in plan)
@@ -214,7 +215,7 @@ def test_parquet_row_group_shards_read_like_the_whole_file(whole, tmp_path):
     pq.write_table(table, path, row_group_size=5)
     plan = shards.plan_source_shards(path, target_bytes=50_000)
     assert len(plan) >= 3 and plan[-1].stop == pq.ParquetFile(path).num_row_groups
-    assert all(a.stop == b.start for a, b in zip(plan, plan[1:]))
+    assert all(a.stop == b.start for a, b in itertools.pairwise(plan))
     sharded = [a for s in plan for a in shards.read_shard(s)]
     assert _key(sharded) == _key(ingest.read_articles(path))
     broken = tmp_path / "broken.parquet"
