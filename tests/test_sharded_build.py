@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from lvm_core import contracts
 from lvm_core.config import BuildOptions
@@ -162,8 +161,6 @@ def test_killed_worker_shard_is_redone_elsewhere(default_build: dict, dump: Path
 def test_corrupt_shard_is_named_and_nothing_is_published(default_build: dict, dump: Path, tmp_path):
     import bz2
 
-    from flows.cli import app
-
     good = default_build["path"]
     good_ready = (good / contracts.READY_MARKER).read_text()
     index = dump.with_name(dump.name.replace(".xml.bz2", "-index.txt.bz2"))
@@ -178,11 +175,12 @@ def test_corrupt_shard_is_named_and_nothing_is_published(default_build: dict, du
     bad.write_bytes(bytes(data))
     (bad_dir / index.name).write_bytes(index.read_bytes())
 
-    result = CliRunner().invoke(app, ["build", "--source", str(bad), "--data-dir", str(default_build["data_dir"]),
-                                      "--limit-articles", str(LIMIT)])
-    assert result.exit_code == 1, result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "shard 3/" in lines[0] and bad.name in lines[0], result.output
+    from lvm_core.shards import ShardError
+
+    with pytest.raises(ShardError) as failed:
+        _build(bad, default_build["data_dir"])
+    message = str(failed.value).splitlines()[0]
+    assert "shard 3/" in message and bad.name in message, message
     assert (good / contracts.READY_MARKER).read_text() == good_ready
     root = contracts.datasets_root(default_build["data_dir"])
     assert [p.name for p in root.iterdir() if not p.name.startswith((".", "_"))] == [good.name]
