@@ -43,7 +43,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -52,7 +52,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("LVM_NO_PROGRESS", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 P99_TARGET_MS = 10.0
 RPS_TARGET = 500.0
@@ -228,8 +228,8 @@ class HttpxClient:
         self.client.close()
 
 
-def load(port: int, body: bytes, *, concurrency: int, client: str, requests: Optional[int] = None,
-         seconds: Optional[float] = None, count_versions: bool = False, path: str = "/v1/predict",
+def load(port: int, body: bytes, *, concurrency: int, client: str, requests: int | None = None,
+         seconds: float | None = None, count_versions: bool = False, path: str = "/v1/predict",
          n_keys: int = 200) -> Run:
     """Closed loop: `concurrency` threads, each with one keep-alive connection, send the next request as soon
     as the previous answer is read; stop after `requests` in total or after `seconds`."""

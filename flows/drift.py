@@ -23,7 +23,6 @@ import httpx
 from prefect import flow, get_run_logger
 
 from flows.hooks import ALERT_URL_ENV, RUN_HOOKS, pagerduty_event, send_alert
-
 from lvm_core import contracts, drift
 from tasks import drift as t
 from tasks.common import publish_markdown

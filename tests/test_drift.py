@@ -163,7 +163,7 @@ class _Recorder:
                 self.end_headers()
                 self.wfile.write(out)
 
-            do_GET = do_PUT = do_POST = _handle  # noqa: N815
+            do_GET = do_PUT = do_POST = _handle
 
             def log_message(self, *args) -> None:
                 pass
