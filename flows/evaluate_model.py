@@ -75,6 +75,8 @@ def evaluate_model(
         log.warning("not promoting %s: its evaluation is contaminated (%s)", loaded.describe(), contamination.tag_value())
         promote = False
     promotion = t.promote(loaded, gate_report) if promote else None
+    if promotion is None and contamination.trusted:
+        t.record_gates(loaded, gate_report)  # a later rollout or promotion reads them
 
     rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in result.summary_table()]
     publish_table(rows, f"evaluation-{loaded.name}-v{loaded.version}", "Model beside the trivial baselines (same windows)")

@@ -1189,6 +1189,33 @@ def recorded_gate_outcomes(mv: Any) -> dict[str, dict[str, Any]] | None:
     return None
 
 
+def _write_gate_tags(mv: Any, outcomes: Mapping[str, Mapping[str, Any]], failed: Sequence[str]) -> None:
+    """The latest gate outcomes on a version, read back by `recorded_gate_outcomes` (promotion, rollout)."""
+    client = _client()
+    name, vstr = mv.name, str(mv.version)
+    client.set_model_version_tag(name, vstr, TAG_GATES_PASSED, str(not failed).lower())
+    client.set_model_version_tag(name, vstr, TAG_GATE_RESULTS, _tag_value({k: v["passed"] for k, v in outcomes.items()}))
+    if failed:
+        client.set_model_version_tag(name, vstr, TAG_FAILED_GATES, ",".join(failed))
+    elif TAG_FAILED_GATES in (mv.tags or {}):
+        client.delete_model_version_tag(name, vstr, TAG_FAILED_GATES)
+
+
+def record_gate_outcomes(name: str, version: int | str, gate_report: Any) -> list[str]:
+    """Record an evaluation's gate outcomes on the version without moving any alias; returns the failed gates.
+
+    What `promote` records too: a version evaluated without promotion can later be rolled out (or
+    promoted) on these results, and a failed gate keeps it from either.
+    """
+    mv = resolve_version(name, str(version))
+    outcomes = gate_outcomes(gate_report)
+    failed = _failed(outcomes)
+    if TAG_INCOMPLETE in (mv.tags or {}):
+        failed.append("complete_training_run")
+    _write_gate_tags(mv, outcomes, failed)
+    return failed
+
+
 def promote(name: str, version: int | str, gate_report: Any = None, force: bool = False) -> PromotionResult:
     """Make `version` the champion if every gate passed (or `force`, recorded as a tag).
 
@@ -1215,8 +1242,7 @@ def promote(name: str, version: int | str, gate_report: Any = None, force: bool 
     vstr = str(version)
 
     if failed and not force:
-        client.set_model_version_tag(name, vstr, TAG_FAILED_GATES, ",".join(failed))
-        client.set_model_version_tag(name, vstr, TAG_GATES_PASSED, "false")
+        _write_gate_tags(mv, outcomes or {}, failed)
         if current != version:
             client.set_registered_model_alias(name, ALIAS_CHALLENGER, vstr)
         return PromotionResult(
@@ -1227,11 +1253,7 @@ def promote(name: str, version: int | str, gate_report: Any = None, force: bool 
         )
 
     if outcomes is not None:
-        client.set_model_version_tag(name, vstr, TAG_GATES_PASSED, str(not failed).lower())
-        if not failed and TAG_FAILED_GATES in (mv.tags or {}):
-            client.delete_model_version_tag(name, vstr, TAG_FAILED_GATES)
-        elif failed:
-            client.set_model_version_tag(name, vstr, TAG_FAILED_GATES, ",".join(failed))
+        _write_gate_tags(mv, outcomes, failed)
     if current == version:
         return PromotionResult(
             name=name, version=version, action="already_champion", promoted=True, champion=version,

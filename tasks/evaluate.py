@@ -151,3 +151,9 @@ def promote(model: registry.LoadedModel, gate_report: GateReport) -> registry.Pr
 
 def reports_dir(data_dir: Path, model: registry.LoadedModel) -> Path:
     return contracts.models_dir(data_dir) / "reports" / f"{model.name}-v{model.version}"
+
+
+@task(name="record-gates", task_run_name="record-gates-{model.name}-v{model.version}", cache_policy=NO_CACHE, **IO_RETRIES)
+def record_gates(model: registry.LoadedModel, gate_report: GateReport) -> list[str]:
+    """Gate outcomes on the version without moving an alias (evaluation without promotion)."""
+    return registry.record_gate_outcomes(model.name, model.version, gate_report)

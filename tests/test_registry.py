@@ -345,6 +345,24 @@ def test_promote_uses_gates_recorded_at_registration(client):
     assert registry.current_champion(name) == 1
 
 
+def test_recorded_gates_without_promotion_are_what_a_later_promotion_or_rollout_reads(client):
+    from lvm_core import rollout
+
+    name = "lvm-recorded-only"
+    register(name, 30, gate_report=PASS)  # registration said pass; the evaluation below says fail
+    registry.promote(name, 1, force=True)
+    register(name, 31, gate_report=PASS)
+    assert registry.record_gate_outcomes(name, 2, FAIL) == ["ood_val_gap"]
+    tags = client.get_model_version(name, "2").tags
+    assert tags[registry.TAG_GATES_PASSED] == "false" and tags[registry.TAG_FAILED_GATES] == "ood_val_gap"
+    assert client.get_registered_model(name).aliases.get("champion") == 1  # no alias moved
+    assert rollout.gate_blockers(name, 2) == ["failed gates ood_val_gap"]
+    assert not registry.promote(name, 2).promoted  # the newest outcomes win over registration's
+    assert registry.record_gate_outcomes(name, 2, PASS) == []
+    assert registry.TAG_FAILED_GATES not in client.get_model_version(name, "2").tags
+    assert rollout.gate_blockers(name, 2) == []
+
+
 def test_gate_outcomes_formats():
     report = GateReport(stage="model", results=[GateResult("a", True, 1.0, 0.5), GateResult("b", False)])
     assert registry.gate_outcomes(report)["b"]["passed"] is False
