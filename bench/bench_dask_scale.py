@@ -6,8 +6,8 @@ cluster of 2 single-threaded workers vs 1 (the build's own shard steps, `lvm_cor
 Each round builds the shards from scratch in a fresh work folder: `ingest_shard_step` per source shard
 (byte ranges via the dump's index), then `chunk_shard_step` per article file, mapped on the cluster.
 Wall time decides the target (speed-up >= 1.6× with 2 workers on a 2-core machine); the CPU seconds
-the workers spent in the steps are printed beside it, since on a busy machine the wall time measures
-the neighbours too. Both rounds must produce the same chunk rows.
+the workers spent in the steps are printed beside it, with the cores they kept busy (CPU / wall): with 2
+workers well under 2, the machine did not give them two cores and the speed-up measures the neighbours. Both rounds must produce the same chunk rows.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = ds.plan_shards(source, config)
         rounds[n] = r = _round(n, plan, source, config)
         print(f"{n} worker(s): {len(plan)} source shards, {r['articles']:,} articles, {r['chunks']:,} chunks; "
-              f"wall {r['wall']:.1f} s, worker CPU {r['cpu']:.1f} s")
+              f"wall {r['wall']:.1f} s, worker CPU {r['cpu']:.1f} s (cores busy {r['cpu'] / r['wall']:.2f})")
     same = rounds[1]["digests"] == rounds[2]["digests"]
     speedup = rounds[1]["wall"] / rounds[2]["wall"]
     cpu_ratio = rounds[2]["cpu"] / rounds[1]["cpu"]
