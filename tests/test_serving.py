@@ -24,6 +24,7 @@ NAME = "lvm-serve-test"
 TOKEN = "s3cret-token"
 REFRESH_S = 0.5
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+WINDOW = 16  # contexts the service keeps for the drift monitor
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,9 @@ def server(versions, session_data_dir: Path):
     os.environ["LVM_SERVE_TOKEN"] = TOKEN
     try:
         app = create_app(f"models:/{NAME}@champion", session_data_dir, refresh_s=REFRESH_S,
-                         settings=ServeSettings(max_batch=8, max_body_bytes=1024 * 1024, max_text_chars=2000))
+                         settings=ServeSettings(max_batch=8, max_body_bytes=1024 * 1024, max_text_chars=2000,
+                                                contexts_path=session_data_dir / "served" / "contexts.npy",
+                                                contexts_window=WINDOW, contexts_flush_s=0.2))
     finally:
         if old is None:
             os.environ.pop("LVM_SERVE_TOKEN", None)
@@ -151,6 +154,41 @@ def test_malformed_payloads_get_4xx_with_a_reason_and_serving_goes_on(server):
         assert ok.status_code == 200, (what, ok.text)
     metrics = client.get("/metrics").text
     assert 'lvm_serve_errors_total{endpoint="/v1/predict",kind="validation",version=' in metrics
+
+
+def test_received_contexts_reach_the_drift_monitors_window_file(server, session_data_dir: Path):
+    from lvm_core.drift import load_current_contexts
+
+    client, app = server
+    m = _served(app)
+    path = session_data_dir / "served" / "contexts.npy"
+    sent = _contexts(3 * WINDOW // 2, m.context_len, m.dim, seed=11)
+    for i in range(0, len(sent), 4):
+        assert client.post("/v1/predict", json={"contexts": sent[i : i + 4].tolist()}, headers=AUTH).status_code == 200
+    deadline = time.monotonic() + 10
+    while True:  # rewritten every 0.2 s; wait for the write that holds the last batch
+        got = np.load(path) if path.exists() else None
+        if got is not None and len(got) == WINDOW and np.array_equal(got[-1], sent[-1]):
+            break
+        assert time.monotonic() < deadline, "the window file never held the last contexts"
+        time.sleep(0.1)
+    assert np.array_equal(got, sent[-WINDOW:])  # the newest WINDOW contexts, oldest first
+    assert load_current_contexts(path, max_windows=None).shape == (WINDOW, m.context_len, m.dim)
+
+
+def test_context_window_keeps_the_newest_of_one_shape(tmp_path: Path):
+    from lvm_core.serving.window import ContextWindow
+
+    w = ContextWindow(tmp_path / "w.npy", capacity=5, flush_s=60)
+    a = _contexts(7, 2, 4, seed=1)
+    w.add(a[:3])
+    w.add(a[3:])
+    assert np.array_equal(w.snapshot(), a[-5:])
+    assert w.flush() and not w.flush()  # unchanged since: not rewritten
+    assert np.array_equal(np.load(tmp_path / "w.npy"), a[-5:])
+    b = _contexts(2, 3, 4, seed=2)  # another model's shape starts a new window
+    w.add(b)
+    assert np.array_equal(w.snapshot(), b)
 
 
 def test_token_is_required_on_v1_only(server):

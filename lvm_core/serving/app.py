@@ -33,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from lvm_core.serving.holder import DEFAULT_MODEL_REF, DEFAULT_REFRESH_S, ModelHolder, Served
 from lvm_core.serving.live_stats import LiveStats
 from lvm_core.serving.text import TextSearch, TextUnavailable
+from lvm_core.serving.window import ContextWindow
 
 _log = logging.getLogger(__name__)
 
@@ -52,6 +53,9 @@ class ServeSettings:
     token: Optional[str] = None  # None: read LVM_SERVE_TOKEN; "" : no token
     max_text_chars: int = 10_000  # per context text of /v1/predict/text
     max_k: int = 50  # neighbours per /v1/predict/text answer
+    contexts_path: Optional[Path] = None  # where the received-context window goes for the drift monitor
+    contexts_window: int = 5000  # contexts kept in that window
+    contexts_flush_s: float = 30.0  # seconds between rewrites of the window file
 
 
 class InputError(ValueError):
@@ -390,14 +394,20 @@ def create_app(
         live.reset(st.window if st is not None else None)
     feedback = FeedbackStore(settings.feedback_capacity)
     texts = TextSearch(device=holder.device)
+    window = (ContextWindow(settings.contexts_path, settings.contexts_window, settings.contexts_flush_s)
+              if settings.contexts_path else None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         holder.start()
+        if window is not None:
+            window.start()
         try:
             yield
         finally:
             holder.stop()
+            if window is not None:
+                window.stop()
 
     app = FastAPI(title="lvm serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.holder = holder
@@ -406,6 +416,7 @@ def create_app(
     app.state.settings = settings
     app.state.live_stats = live
     app.state.texts = texts
+    app.state.context_window = window
 
     def authorized(request: Request) -> bool:
         if not token:
@@ -434,6 +445,8 @@ def create_app(
         if not np.isfinite(pred).all():
             raise ValueError("model produced non-finite predictions")
         metrics.contexts.labels(served.version_label).inc(len(pred))
+        if window is not None:
+            window.add(x)
         return pred
 
     @app.get("/healthz")
