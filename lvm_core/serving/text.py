@@ -101,7 +101,7 @@ class TextSearch:
 
         fp = model.fingerprint
         try:
-            encoder = load_encoder(fp.model_name, device=self.device)
+            encoder = load_encoder(fp, device=self.device)  # the backend (and precision) it names
         except Exception as exc:  # noqa: BLE001 - any failure means: cannot encode for this model
             raise TextUnavailable(f"the encoder {model.describe()} was trained with cannot be loaded "
                                   f"({fp.describe()}): {type(exc).__name__}: {_first_line(exc)}") from exc
