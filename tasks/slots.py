@@ -153,6 +153,26 @@ def holder_gone(client: SyncPrefectClient, record: dict[str, Any]) -> str | None
     return Owner.from_dict(record).gone(STALE_AFTER_S)
 
 
+def _reclaim_exclusively(client: SyncPrefectClient, slot: str, seen: dict[str, Any] | None, why: str) -> None:
+    """Reclaim under a per-slot mutex, re-reading the holder inside it.
+
+    Two waiters that find the same dead holder must not both free its slot: the second would free the one
+    the first has just taken, and both would run. The mutex is itself a leased slot (it dies with a killed
+    waiter); a waiter that does not get it, or that finds another holder recorded by then, only looks again.
+    """
+    mutex = f"{slot}-reclaim"
+    client.upsert_global_concurrency_limit_by_name(mutex, 1)
+    lease = _try_take(client, mutex)
+    if lease is None:
+        return
+    try:
+        if _read_record(client, slot) == seen:
+            _reclaim(client, slot, seen, why)
+    finally:
+        with contextlib.suppress(PrefectHTTPStatusError):
+            client.release_concurrency_slots_with_lease(lease)
+
+
 def _reclaim(client: SyncPrefectClient, slot: str, record: dict[str, Any] | None, why: str) -> None:
     """Free the slot of a holder that is gone: its lease if the server still knows it, else the count."""
     from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
@@ -211,7 +231,7 @@ def exclusive(name: str, timeout_seconds: float | None = None, poll_seconds: flo
                 waited = time.monotonic() - unrecorded_since
                 why = f"no holder record for {waited:.0f} s" if waited > STALE_AFTER_S else None
             if why:
-                _reclaim(client, slot, record, why)
+                _reclaim_exclusively(client, slot, record, why)
                 continue
             waited = time.monotonic() - start
             if waited >= timeout:

@@ -82,6 +82,54 @@ def test_slot_of_a_killed_holder_is_reclaimed(prefect_harness, monkeypatch):
     assert _active("slot-killed") == 0
 
 
+def test_two_waiters_reclaiming_one_dead_holder_never_hold_the_slot_together(prefect_harness, monkeypatch):
+    import threading
+
+    from tasks.slots import exclusive
+
+    from prefect.client.orchestration import SyncPrefectClient
+
+    holder = _holder("slot-race")
+    os.killpg(holder.pid, signal.SIGKILL)
+    holder.wait(10)
+    # Widen the race: the second waiter pauses inside its reclaim (between its two looks at the slot's
+    # count), long enough for the first one to reclaim and take the slot meanwhile.
+    release = SyncPrefectClient.release_concurrency_slots_with_lease
+    paused: set[str] = set()
+
+    def slow_release(self, lease_id):
+        who = threading.current_thread().name
+        if who == "waiter-1" and who not in paused:
+            paused.add(who)
+            time.sleep(1.0)
+        return release(self, lease_id)
+
+    monkeypatch.setattr(SyncPrefectClient, "release_concurrency_slots_with_lease", slow_release)
+    inside: list[tuple[float, float]] = []
+    errors: list[BaseException] = []
+    go = threading.Barrier(2)
+
+    def waiter() -> None:
+        try:
+            go.wait()
+            with exclusive("slot-race", timeout_seconds=60, poll_seconds=0.05):
+                t0 = time.monotonic()
+                time.sleep(3.0)  # longer than the pause: a wrongly freed slot is taken while this one holds it
+                inside.append((t0, time.monotonic()))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=waiter, name=f"waiter-{i}") for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    assert not errors and len(inside) == 2
+    (a0, a1), (b0, b1) = sorted(inside)
+    assert b0 >= a1, "both waiters held the slot at once"
+    assert _active("slot-race") == 0
+
+
 def test_live_holder_is_waited_for_logged_and_times_out(prefect_harness, monkeypatch):
     from tasks import slots
 
