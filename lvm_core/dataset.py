@@ -29,6 +29,7 @@ from lvm_core.contracts import DataContractError, DatasetPaths
 from lvm_core.embedding_cache import EmbeddingCache
 from lvm_core.faults import crash_point
 from lvm_core.liveness import OWNER_FILE, abandoned_dirs, claim_dir
+from lvm_core.onnx_encoder import encoder_cache_dir
 from lvm_core.storage import (
     atomic_path,
     file_digest,
@@ -433,7 +434,7 @@ def embed_shard_step(
     chunks = _read_columns(Path(chunks_file), ["text", "text_hash"])
     texts = chunks.column("text").to_pylist()
     hashes = chunks.column("text_hash").to_pylist()
-    encoder = embedding.load_encoder(config.encoder)
+    encoder = embedding.load_encoder(config.encoder, cache_dir=encoder_cache_dir(data_dir))
     _check_hash_casing(texts, hashes, encoder.fingerprint.casefold, Path(chunks_file))
     if texts:
         cache = _ReportingCache(contracts.embedding_cache_dir(data_dir), encoder.fingerprint, on_progress)
@@ -543,6 +544,10 @@ def _sum_embed_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
     seconds = float(sum(float(p.get("seconds_encoding") or 0.0) for p in parts))
     out["seconds_encoding"] = seconds
     out["chunks_per_second"] = out["n_encoded"] / seconds if seconds > 0 else 0.0
+    # a non-reference backend's agreement with fp32 (one check per export, the same in every shard)
+    agreement = next((p["agreement"] for p in parts if p.get("agreement")), None)
+    if agreement is not None:
+        out["agreement"] = agreement
     return out
 
 
@@ -777,7 +782,7 @@ def measure_oracle(
         stored = embedding.EncoderFingerprint.from_dict(read_json(paths.encoder))
     except (OSError, ValueError) as exc:
         raise DataContractError(f"{paths.encoder}: {exc}") from exc
-    encoder = embedding.load_encoder(encoder_name or stored.model_name)
+    encoder = embedding.load_encoder(encoder_name or stored)  # the stored fingerprint names its backend
     if encoder.fingerprint != stored:
         raise embedding.FingerprintMismatchError(
             f"{paths.root}: vectors were made by encoder {stored.model_name!r} (fingerprint {stored.id}), "
