@@ -147,7 +147,8 @@ def build(
     data_dir: DataDirOpt = None,
     limit_articles: Annotated[Optional[int], typer.Option(help="Only the first N articles (quick runs)")] = None,
     snapshot_id: Annotated[Optional[str], typer.Option(help="Override the snapshot id derived from the source name/digest")] = None,
-    encoder: Annotated[Optional[str], typer.Option(help="sentence-transformers model name or path [default: packaged all-MiniLM-L6-v2]")] = None,
+    encoder: Annotated[Optional[str], typer.Option(help="sentence-transformers model name or path, optionally @BACKEND: auto (CUDA fp16 when present, else fp32), torch, torch-fp16, onnx-int8 (CPU, ~4x faster, refused below mean cosine 0.99 to fp32), e.g. all-MiniLM-L6-v2@onnx-int8 [default: packaged all-MiniLM-L6-v2, auto]")] = None,
+    vector_dtype: Annotated[str, typer.Option(help="Vectors on disk: float32, or float16 (half the disk and page cache; computed in float32)")] = "float32",
     context_len: Annotated[int, typer.Option(help="Chunks of context per training sequence")] = 5,
     min_words: Annotated[int, typer.Option(help="Minimum words per chunk")] = 40,
     max_words: Annotated[int, typer.Option(help="Maximum words per chunk")] = 120,
@@ -164,6 +165,10 @@ def build(
 ) -> None:
     """Build a gated dataset from a Wikipedia snapshot and print its folder."""
     from lvm_core.config import BuildOptions
+    from lvm_core.contracts import VECTOR_DTYPES
+
+    if vector_dtype not in VECTOR_DTYPES:
+        raise typer.BadParameter(f"{vector_dtype!r}: expected one of {', '.join(VECTOR_DTYPES)}", param_hint="--vector-dtype")
 
     def go() -> str:
         options = BuildOptions(
@@ -180,6 +185,7 @@ def build(
             n_bins=n_bins,
             thresholds=_parse_thresholds(threshold),
             on_duplicate=on_duplicate,
+            vector_dtype=vector_dtype,
         )
         from flows.build_dataset import build_dataset
         from flows.runners import shard_task_runner

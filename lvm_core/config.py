@@ -16,7 +16,8 @@ class BuildOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    encoder: str | None = Field(None, description="sentence-transformers model name or path (default: packaged all-MiniLM-L6-v2)")
+    encoder: str | None = Field(None, description="sentence-transformers model name or path, optionally '@auto|torch|torch-fp16|onnx-int8' "
+                                "(default: packaged all-MiniLM-L6-v2, auto)")
     min_words: int = Field(40, ge=1, description="Chunks close once they reach this many words at a sentence end")
     max_words: int = Field(120, ge=2, description="Upper bound on words per chunk")
     context_len: int = Field(5, ge=1, le=64, description="Chunks of context per sequence")
