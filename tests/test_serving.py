@@ -300,6 +300,8 @@ def mark_gates(name: str, version: int, passed: bool, failed: str = "") -> None:
 
     client = MlflowClient()
     client.set_model_version_tag(name, str(version), registry.TAG_GATES_PASSED, "true" if passed else "false")
+    outcomes = {g: False for g in failed.split(",") if g} if not passed else {"all": True}
+    client.set_model_version_tag(name, str(version), registry.TAG_GATE_RESULTS, json.dumps(outcomes))
     if failed:
         client.set_model_version_tag(name, str(version), registry.TAG_FAILED_GATES, failed)
     else:
