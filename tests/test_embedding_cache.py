@@ -95,15 +95,24 @@ def _forked_child(cache: EmbeddingCache) -> None:
     cache.close()
 
 
-def test_a_forked_child_uses_a_connection_of_its_own(tmp_path: Path):
-    cache = EmbeddingCache(tmp_path, _fp())
+def _fork_scenario(root: str) -> None:
+    """In a fresh single-threaded interpreter (forking the many-threaded test process can deadlock the child):
+    a parent writes, a forked child writes through the inherited instance, the parent writes again."""
+    cache = EmbeddingCache(Path(root), _fp())
     cache.put_many(["x"], np.zeros((1, DIM), np.float32))
     proc = multiprocessing.get_context("fork").Process(target=_forked_child, args=(cache,))
     proc.start()
     proc.join(60)
-    assert proc.exitcode == 0
+    if proc.exitcode != 0:
+        raise SystemExit(f"forked child exit code {proc.exitcode}")
     assert "from-child" in cache and len(cache) == 2
     assert cache.put_many(["parent-again"], np.ones((1, DIM), np.float32)) == 1
+
+
+def test_a_forked_child_uses_a_connection_of_its_own(tmp_path: Path):
+    assert _run_children(("_fork_scenario", tmp_path)) == [0]
+    cache = EmbeddingCache(tmp_path, _fp())
+    assert {"x", "from-child", "parent-again"} <= {h for h, _ in _rows(cache.db_path)} and len(cache) == 3
 
 
 # --- concurrent and killed writers -----------------------------------------------------------------
