@@ -46,7 +46,8 @@ def _stopped(signum: int) -> None:
     code = signals.exit_code(signum)
     err.print(f"[bold red]interrupted:[/] {signals.signal_name(signum)}; the run was stopped and nothing half-written "
               f"was published (exit {code})", highlight=False, soft_wrap=True)
-    raise SystemExit(code)
+    signals.mark_exiting()
+    signals.leave(code)
 
 
 app = _Lvm(

@@ -81,9 +81,22 @@ def shard_task_runner(workers: int | None = None, address: str | None = None) ->
     )
 
 
+class InProcessTaskRunner(ThreadPoolTaskRunner):
+    """Prefect's thread-pool runner with one worker that does not wait for a running shard when the flow stops
+    on an exception (a stop signal, a failed step): the shard in the worker thread may take hours, and the
+    stopping flow would otherwise hang in the runner's exit until it is done."""
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        executor = getattr(self, "_executor", None)
+        if exc_type is not None and executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        super().__exit__(exc_type, exc_value, traceback)
+
+
 def in_process_runner() -> TaskRunner[Any]:
     """Shards one after another in the flow's process: CPU-bound steps gain nothing from threads."""
-    return ThreadPoolTaskRunner(max_workers=1)
+    return InProcessTaskRunner(max_workers=1)
 
 
 def describe(runner: TaskRunner[Any]) -> str:

@@ -28,13 +28,14 @@ when the CLI dies, even by SIGKILL.
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import subprocess
 import sys
 import threading
 from types import FrameType
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -133,6 +134,25 @@ def _handler(signum: int, frame: Optional[FrameType]) -> None:
     exc = TerminationSignal(signal=signum)
     exc._lvm_raised = True  # type: ignore[attr-defined]
     raise exc
+
+
+def leave(code: int) -> NoReturn:
+    """Leave after a stop signal: run the `atexit` hooks (they stop the temporary API server and flush the
+    logs), then exit at once with `code`.
+
+    A normal exit would first wait for every worker thread, and a shard task still encoding in the
+    in-process task runner's thread would hold the process for as long as its shard lasts. Its work is
+    either in the embedding cache already (committed blocks) or lost with the run, as after a kill.
+    """
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
 
 
 def _force_exit(signum: int) -> None:
