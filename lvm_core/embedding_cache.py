@@ -43,6 +43,7 @@ _LEGACY_SHARD_RE = re.compile(r"^shard-[0-9]+-[0-9a-f]{32}\.npz$")
 _MIGRATE_LOCK = ".migrate.lock"
 _LOOKUP_BATCH = 512  # keys per SELECT ... IN (...): well under SQLite's bound on bound parameters
 _PAGE_CACHE_KIB = 16 * 1024  # SQLite page cache per connection: the fixed part of the cache's memory
+_INIT_LOCK = "init.lock"
 _BUSY_TIMEOUT_S = 120.0  # a writer waits this long for another process's write transaction
 
 _LOOKUP_SQL = "SELECT hash, vec FROM vectors WHERE hash IN ({})"
@@ -105,6 +106,13 @@ class EmbeddingCache:
     def _init_schema(self) -> None:
         """Create the tables on first open (one transaction), then check the stored schema and encoder."""
         meta_sql = "SELECT key, value FROM meta"
+        # Switching a new database to WAL does not wait on SQLite's busy handler: two processes opening a fresh
+        # cache at once (Dask workers starting together) would see "database is locked". One at a time here.
+        with FileLock(self.dir / _INIT_LOCK, timeout=_BUSY_TIMEOUT_S):
+            stored = self._open_schema(meta_sql)
+        self._check_stored(stored)
+
+    def _open_schema(self, meta_sql: str) -> dict[str, str]:
         try:
             conn = self._connection()
             if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
@@ -125,6 +133,9 @@ class EmbeddingCache:
                     stored = dict(conn.execute(meta_sql).fetchall())
         except sqlite3.DatabaseError as exc:
             raise DataContractError(f"embedding cache {self.db_path} is unreadable: {exc}") from exc
+        return stored
+
+    def _check_stored(self, stored: dict[str, str]) -> None:
         if stored.get("schema_version") != str(SCHEMA_VERSION):
             raise DataContractError(
                 f"embedding cache {self.db_path}: schema version {stored.get('schema_version')!r}, "

@@ -68,7 +68,7 @@ def test_round_trip_first_write_wins_and_validation(tmp_path: Path):
     np.testing.assert_array_equal(got, np.stack([v[1], v[0], np.zeros(DIM), v[1]]))  # "c" came second in its put
     empty, none = cache.get_many([])
     assert empty.shape == (0, DIM) and none.shape == (0,)
-    assert sorted(p.name for p in cache.dir.iterdir() if not p.name.startswith(DB_FILE)) == ["fingerprint.json"]
+    assert sorted(p.name for p in cache.dir.iterdir() if not p.name.startswith(DB_FILE)) == ["fingerprint.json", "init.lock"]
     with pytest.raises(ValueError, match="float32"):
         cache.put_many(["z"], v[:1].astype(np.float64))
     with pytest.raises(ValueError, match="shape"):
@@ -158,6 +158,17 @@ def test_concurrent_writers_in_two_processes_lose_and_duplicate_nothing(tmp_path
     assert found.all()
     assert set(np.unique(vecs[:, 0]).tolist()) == {1.0, 2.0}
     assert (vecs[:, 2:] == vecs[:, :1]).all()  # every row is whole, written by one writer
+
+
+def _opener(root: str) -> None:
+    EmbeddingCache(Path(root), _fp()).put_many([f"o{os.getpid()}"], np.ones((1, DIM), np.float32))
+
+
+def test_processes_opening_a_new_cache_at_once_all_succeed(tmp_path: Path):
+    """Switching a fresh database to WAL ignores SQLite's busy handler; without the init lock some of these
+    processes failed with "database is locked"."""
+    assert _run_children(*[("_opener", tmp_path) for _ in range(6)]) == [0] * 6
+    assert len(EmbeddingCache(tmp_path, _fp())) == 6
 
 
 def _killed_writer(root: str) -> None:
