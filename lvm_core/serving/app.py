@@ -500,19 +500,26 @@ def create_app(
         snap["shares"] = {served.version_label: share for served, share in holder.serving()}
         return JSONResponse(snap)
 
-    @app.post("/v1/predict")
-    async def predict(request: Request) -> JSONResponse:
+    async def routed(request: Request) -> tuple[Any, Optional[Served], Optional[Response]]:
+        """(payload, the model version that answers it, None), or (None, None, the 4xx/503 to send)."""
         if not authorized(request):
-            return unauthorized(request)
+            return None, None, unauthorized(request)
         if holder.current is None:
-            return _error(request, 503, "unavailable", holder.last_error or "model not loaded yet")
+            return None, None, _error(request, 503, "unavailable", holder.last_error or "model not loaded yet")
         try:
             payload = _parse_json(await request.body())
             key = client_key(request, payload)
         except InputError as exc:
-            return _error(request, exc.status, "validation", str(exc))
+            return None, None, _error(request, exc.status, "validation", str(exc))
         served = holder.route(key)  # read once: a swap during this request does not affect it
         request.state.lvm_version = served.version_label
+        return payload, served, None
+
+    @app.post("/v1/predict")
+    async def predict(request: Request) -> Response:
+        payload, served, refused = await routed(request)
+        if refused is not None:
+            return refused
         try:
             x = validate_contexts(payload, served.model, settings)
         except InputError as exc:
@@ -527,18 +534,10 @@ def create_app(
                              "prediction_ids": ids})
 
     @app.post("/v1/predict/text")
-    async def predict_text(request: Request) -> JSONResponse:
-        if not authorized(request):
-            return unauthorized(request)
-        if holder.current is None:
-            return _error(request, 503, "unavailable", holder.last_error or "model not loaded yet")
-        try:
-            payload = _parse_json(await request.body())
-            key = client_key(request, payload)
-        except InputError as exc:
-            return _error(request, exc.status, "validation", str(exc))
-        served = holder.route(key)
-        request.state.lvm_version = served.version_label
+    async def predict_text(request: Request) -> Response:
+        payload, served, refused = await routed(request)
+        if refused is not None:
+            return refused
         try:
             context, k = validate_texts(payload, served.model, settings)
         except InputError as exc:
