@@ -116,14 +116,14 @@ def text_hashes(n: int, split: np.ndarray) -> "object":
 
 
 def fingerprint(dim: int):
-    from lvm_core.embedding import EncoderFingerprint
+    from lvm_core.data.embedding import EncoderFingerprint
 
     return EncoderFingerprint(model_name="bench/synthetic", weights_digest="cd" * 32, dim=dim)
 
 
 def write_bank(folder: Path, n: int, dim: int, dtype: str, eval_fraction: float, block: int = 1 << 15) -> None:
     """embeddings.npy (+ encoder.json) of n unit rows, written block by block through a memory map."""
-    from lvm_core import storage
+    from lvm_core.io import storage
     from lvm_core.contracts import EMBEDDINGS_FILE, ENCODER_FILE, VECTOR_DTYPE_KEY
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -144,8 +144,10 @@ def write_bank(folder: Path, n: int, dim: int, dtype: str, eval_fraction: float,
 
 def analyse(folder: Path, mode: str, n_queries: int, eval_fraction: float) -> dict:
     """One analysis run (in this process); returns timings, peaks and the results to compare."""
-    from lvm_core import coherence, leakage, retrieval
-    from lvm_core.vector_files import load_embeddings
+    from lvm_core.data import coherence
+    from lvm_core.data import leakage
+    from lvm_core.data import retrieval
+    from lvm_core.data.vector_files import load_embeddings
 
     out: dict = {"mode": mode}
     with PeakSampler() as peak:

@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import psutil
 
-from lvm_core import storage
-from lvm_core.embedding import EncoderFingerprint
-from lvm_core.embedding_cache import EmbeddingCache
+from lvm_core.io import storage
+from lvm_core.data.embedding import EncoderFingerprint
+from lvm_core.data.embedding.cache import EmbeddingCache
 
 RSS_TARGET = 0.10
 BATCH = 512

@@ -1,5 +1,5 @@
 """Scale-out of the CPU-bound build stages: ingest + chunk of an N× multistream dump on a local Dask
-cluster of 2 single-threaded workers vs 1 (the build's own shard steps, `lvm_core.dataset`).
+cluster of 2 single-threaded workers vs 1 (the build's own shard steps, `lvm_core.data.build`).
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_dask_scale.py [--factor 16] [--shard-mib 1]
 
@@ -27,7 +27,7 @@ TARGET = 1.6
 
 def _ingest_and_chunk(shard, source, config) -> dict:
     """One source shard → article files → chunk files; runs on a worker, returns counts and CPU seconds."""
-    from lvm_core import dataset as ds
+    from lvm_core.data import build as ds
 
     cpu = time.process_time()
     ingested = ds.ingest_shard_step(shard, source, config, ds.ingest_shard_work_dir(shard, source, config))
@@ -45,7 +45,7 @@ def _round(n_workers: int, plan, source, config) -> dict:
 
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
-        client.run(lambda: __import__("lvm_core.dataset"))  # imports are not what is measured
+        client.run(lambda: __import__("lvm_core.data.build"))  # imports are not what is measured
         t0 = time.perf_counter()
         results = client.gather(client.map(_ingest_and_chunk, plan, source=source, config=config, pure=False))
         wall = time.perf_counter() - t0
@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from bench.make_scaled_dump import DEFAULT_NAME, make_scaled_dump
-    from lvm_core import dataset as ds
-    from lvm_core.config import BuildConfig, BuildOptions
+    from lvm_core.data import build as ds
+    from lvm_core.contracts.build_options import BuildConfig, BuildOptions
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-dask-"))
     dump_dir = args.keep or tmp / "dump"

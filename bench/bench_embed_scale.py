@@ -1,6 +1,6 @@
 """Peak memory of the build's embedding stage on a 1x and an Nx dump, encoder weights excluded.
 
-The stage as a build runs it: `lvm_core.dataset.embed_shard_step` per chunk file (through the shared
+The stage as a build runs it: `lvm_core.data.build.embed_shard_step` per chunk file (through the shared
 embedding cache), then `assemble_step` joining the shards' vectors into one memory-mapped embeddings.npy.
 Each factor runs in a fresh subprocess; its stage memory is the process's peak RSS minus its RSS right
 after the encoder was loaded (the weights and the runtime's arenas are the same at any snapshot size).
@@ -41,10 +41,10 @@ def _rss_bytes() -> int:
 
 def child(args: argparse.Namespace) -> int:
     """Embed every chunk file of `--chunks-dir` and assemble the vectors, in this process."""
-    from lvm_core import dataset as ds
-    from lvm_core.config import BuildConfig, BuildOptions
-    from lvm_core.embedding import load_encoder
-    from lvm_core.onnx_encoder import encoder_cache_dir
+    from lvm_core.data import build as ds
+    from lvm_core.contracts.build_options import BuildConfig, BuildOptions
+    from lvm_core.data.embedding import load_encoder
+    from lvm_core.data.embedding.onnx import encoder_cache_dir
 
     data_dir = Path(args.data_dir)
     config = BuildConfig.from_parts("sample", str(data_dir), None, None, BuildOptions(encoder=args.encoder))
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from make_scaled_dump import make_scaled_dump
 
-    from lvm_core.embedding import load_encoder
+    from lvm_core.data.embedding import load_encoder
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-embed-scale-"))
     work.mkdir(parents=True, exist_ok=True)

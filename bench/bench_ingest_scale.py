@@ -3,9 +3,9 @@
 Two paths, each run in a fresh subprocess per dump (its peak RSS is that process's own maximum, from
 `resource.getrusage(RUSAGE_SELF)` at its end, cross-checked by the parent's `RUSAGE_CHILDREN`):
 
-- sharded: `lvm_core.shards` — plan byte-range shards from the dump's index, read each shard, write
+- sharded: `lvm_core.data.ingest.shards` — plan byte-range shards from the dump's index, read each shard, write
   bounded article files, chunk each file, concatenate articles and chunks (one core, shard after shard);
-- whole (baseline): the whole-snapshot path as `lvm_core.dataset.ingest_step` / `chunk_step` do it today —
+- whole (baseline): the whole-snapshot path as `lvm_core.data.build.ingest_step` / `chunk_step` do it today —
   every article collected into lists, one articles table, `to_pylist`, `chunk_articles`, one chunks table.
 
 Target: sharded peak RSS at Nx / at 1x <= 1.3. Also printed: MB/s of clean article text per core (text
@@ -36,10 +36,10 @@ TARGET_RATIO = 1.3
 
 def run_sharded(dump: Path, out: Path, target_bytes: int, max_articles: int) -> dict[str, int]:
     """The sharded path, shard after shard in this process."""
-    from lvm_core import shards
-    from lvm_core.chunking import ChunkingConfig
+    from lvm_core.data.ingest import shards
+    from lvm_core.data.chunking import ChunkingConfig
     from lvm_core.contracts import ARTICLES_SCHEMA, CHUNKS_SCHEMA
-    from lvm_core.ingest import snapshot_id_for
+    from lvm_core.data.ingest import snapshot_id_for
 
     snapshot_id = snapshot_id_for(dump)
     plan = shards.plan_source_shards(dump, target_bytes=target_bytes)
@@ -74,14 +74,16 @@ def run_sharded(dump: Path, out: Path, target_bytes: int, max_articles: int) -> 
 
 
 def run_whole(dump: Path, out: Path) -> dict[str, int]:
-    """Today's whole-snapshot path (lvm_core.dataset.ingest_step + chunk_step), step for step."""
+    """Today's whole-snapshot path (lvm_core.data.build.ingest_step + chunk_step), step for step."""
     import hashlib
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from lvm_core import chunking, contracts, ingest
-    from lvm_core.storage import write_parquet
+    from lvm_core import contracts
+    from lvm_core.data import chunking
+    from lvm_core.data import ingest
+    from lvm_core.io.storage import write_parquet
 
     snapshot_id = ingest.snapshot_id_for(dump)
     articles, _ = ingest.drop_duplicate_ids(ingest.read_articles(dump), on_duplicate="first", source_name=dump.name)

@@ -72,7 +72,7 @@ def log(msg: str) -> None:
 
 
 def gates_passed(name: str, version: int) -> bool:
-    from lvm_core import registry
+    from lvm_core import tracking as registry
 
     outcomes = registry.recorded_gate_outcomes(registry.resolve_version(name, str(version)))
     return bool(outcomes) and all(o.get("passed") for o in outcomes.values())
@@ -82,9 +82,9 @@ def prepare(data_dir: Path, name: str, n_versions: int = 3) -> tuple[Path, list[
     """A ready dataset and `n_versions` gate-passing versions of `name` (trained when missing)."""
     from flows.evaluate_model import evaluate_model
     from flows.train_model import train_model
-    from lvm_core import registry
-    from lvm_core.config import BuildOptions
-    from lvm_core.dataset import list_datasets
+    from lvm_core import tracking as registry
+    from lvm_core.contracts.build_options import BuildOptions
+    from lvm_core.data.build import list_datasets
 
     ready = [r for r in list_datasets(data_dir) if r["ready"]]
     if ready:
@@ -126,8 +126,8 @@ def prepare(data_dir: Path, name: str, n_versions: int = 3) -> tuple[Path, list[
 
 def one_context(dataset: Path) -> np.ndarray:
     """One real context (1, ctx, D) from the dataset's val (else train) windows."""
-    from lvm_core.dataset import load_dataset
-    from lvm_core.sequences import gather
+    from lvm_core.data.build import load_dataset
+    from lvm_core.data.windows import gather
 
     ds = load_dataset(dataset)
     split = "val" if len(ds.sequences.get("val", [])) else "train"
@@ -375,7 +375,7 @@ def service_has_rollout(port: int) -> bool:
 
 def hold(port: int, body: bytes, args: argparse.Namespace, name: str, versions: list[int]) -> tuple[Run, list[str]]:
     """The load for --hold-seconds while the alias moves and (if available) a rollout starts and steps."""
-    from lvm_core import registry
+    from lvm_core import tracking as registry
 
     events: list[str] = []
     rollout_api = None
@@ -437,7 +437,7 @@ def main() -> int:
 
     from prefect.testing.utilities import prefect_test_harness
 
-    from lvm_core import registry
+    from lvm_core import tracking as registry
 
     tmp = None
     if args.data_dir is None:

@@ -9,11 +9,11 @@ articles (each chunk = normalised mix of the article's topic, the previous chunk
 per article with stride 1, split by article into ~8k train / ~1k val windows.
 
 1. Data path: time per training step (gather + AMN forward/backward + clip + AdamW + schedule) with the
-   row-index loader (`lvm_core.training.WindowDataset` + `make_loader`, `index_select` per batch) vs the
+   row-index loader (`lvm_core.train.WindowDataset` + `make_loader`, `index_select` per batch) vs the
    same batches drawn from contexts pre-materialised as one `(n, ctx, D)` tensor. Batch 64, same model,
    same permutation; the two alternate for --rounds rounds of --steps steps and the minimum per-step time
    of each is kept. Target: loader / materialised <= 1.10.
-2. Wall time of `lvm_core.training.train` for --epochs AMN epochs (D=384, h=256, m=512, batch 64,
+2. Wall time of `lvm_core.train.train` for --epochs AMN epochs (D=384, h=256, m=512, batch 64,
    checkpoints written every epoch, patience high enough that all epochs run). Target: <= 300 s.
 
 Threads: with `--threads 2` on two cores that other jobs also use, torch's OpenMP workers spin at the
@@ -41,8 +41,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from lvm_core.models import ModelConfig, build_model, count_parameters  # noqa: E402
-from lvm_core.sequences import SequenceSet  # noqa: E402
-from lvm_core.training import (  # noqa: E402
+from lvm_core.data.windows import SequenceSet  # noqa: E402
+from lvm_core.train import (  # noqa: E402
     TrainConfig,
     WindowDataset,
     make_optimizer,

@@ -1,6 +1,6 @@
 """Re-run every pre-training data gate on an existing dataset folder, without modifying it (`lvm check`).
 
-The oracle is recomputed from the folder's stored vectors and chunk texts (`lvm_core.dataset.measure_oracle`,
+The oracle is recomputed from the folder's stored vectors and chunk texts (`lvm_core.data.build.measure_oracle`,
 with the sample size, seed and K the manifest recorded), the recomputed value replaces the manifest's in
 the copy of the manifest the gates read, and the Great Expectations checkpoint of `expectations.runner`
 runs over the folder's files. Data Docs, the validated frames and ``validation_result.json`` go to
@@ -22,7 +22,7 @@ import numpy as np
 from expectations.runner import run_pre_training_gates
 from lvm_core import contracts
 from lvm_core.contracts import DataContractError
-from lvm_core.gates import GateReport, GateThresholds
+from lvm_core.contracts.gates import GateReport, GateThresholds
 
 
 @dataclass
@@ -46,7 +46,7 @@ def check_dataset(
     encoder: str | None = None,
 ) -> CheckResult:
     """Recompute the oracle and re-run the data gates on `dataset_dir`; only `docs_dir` is written."""
-    from lvm_core.dataset import measure_oracle
+    from lvm_core.data.build import measure_oracle
 
     root = Path(dataset_dir).resolve()
     paths = contracts.DatasetPaths(root)

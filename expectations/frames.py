@@ -33,10 +33,10 @@ match the files is a manifest problem that fails the ``manifest_consistent`` gat
   ``leakage_raw.near_duplicates.<split>``, ``purged_windows.<split>`` (int); ``leakage_raw.article_overlap``;
   ``windows_before_purge.<split>`` when recorded must equal the windows in sequences.npz + purged
 - ``crossing_windows`` (int) == the count recomputed here from sequences.npz and chunks.parquet
-  (same definition as `lvm_core.sequences.count_crossing_windows`, computed independently)
+  (same definition as `lvm_core.data.windows.count_crossing_windows`, computed independently)
 - split parity, KS statistic and mean coherence difference of val and ood vs train (float; the mean
   difference may be signed, its absolute value is gated), read from ``splits`` in one of two shapes:
-  ``splits.parity.{val,ood}.{ks,mean_diff}`` or, as `lvm_core.splits.split_report` writes splits.json,
+  ``splits.parity.{val,ood}.{ks,mean_diff}`` or, as `lvm_core.data.splits.split_report` writes splits.json,
   ``splits.splits.{val,ood}.{ks_statistic_vs_train,mean_diff_vs_train}``. It must equal the parity in
   splits.json (either shape). The builder writes ``splits.parity`` measured after the leakage purge
   (the articles that still have windows), with ``splits.parity_before_purge`` beside it.
@@ -470,7 +470,7 @@ def _parity_of(report: Any) -> dict[str, dict[str, Any]] | None:
     """{"val"|"ood": {"ks", "mean_diff"}} from a split report, or None when it carries no parity.
 
     Two shapes are read: ``parity.{val,ood}.{ks,mean_diff}``, and the per-split entries of
-    `lvm_core.splits.split_report`, ``splits.{val,ood}.{ks_statistic_vs_train,mean_diff_vs_train}``.
+    `lvm_core.data.splits.split_report`, ``splits.{val,ood}.{ks_statistic_vs_train,mean_diff_vs_train}``.
     """
     parity = _get(report, "parity")
     if isinstance(parity, dict):

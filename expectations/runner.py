@@ -32,8 +32,9 @@ from great_expectations.core.expectation_validation_result import ExpectationVal
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
 from expectations.frames import FRAME_NAMES, build_gate_frames
-from lvm_core import contracts, storage
-from lvm_core.gates import GateFailedError, GateReport, GateResult, GateThresholds
+from lvm_core import contracts
+from lvm_core.io import storage
+from lvm_core.contracts.gates import GateFailedError, GateReport, GateResult, GateThresholds
 
 STAGE = "pre_training"
 SUITES_DIR = Path(__file__).resolve().parent / "suites"

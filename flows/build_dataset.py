@@ -12,9 +12,9 @@ from prefect_dask import DaskTaskRunner
 
 from flows.hooks import RUN_HOOKS
 from flows.runners import describe, in_process_runner, shard_task_runner
-from lvm_core import dataset as ds
-from lvm_core.config import BuildConfig, BuildOptions
-from lvm_core.gates import GateFailedError
+from lvm_core.data import build as ds
+from lvm_core.contracts.build_options import BuildConfig, BuildOptions
+from lvm_core.contracts.gates import GateFailedError
 from tasks import dataset as t
 from tasks.common import HEAVY_CPU_TAG, gates_markdown, publish_markdown, publish_table
 from tasks.slots import exclusive

@@ -75,21 +75,21 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     import pydantic
 
     from lvm_core.contracts import DataContractError
-    from lvm_core.dataset import DatasetNotReadyError
-    from lvm_core.gates import GateFailedError
+    from lvm_core.data.build import DatasetNotReadyError
+    from lvm_core.contracts.gates import GateFailedError
 
     errors: list[type[BaseException]] = [
         DataContractError, DatasetNotReadyError, GateFailedError, pydantic.ValidationError, ValueError, FileNotFoundError,
     ]
     for mod, name in [
-        ("lvm_core.ingest", "IngestError"),
-        ("lvm_core.embedding", "FingerprintMismatchError"),
-        ("lvm_core.embedding", "EncoderLoadError"),
-        ("lvm_core.npz_compat", "NpzFormatError"),
-        ("lvm_core.registry", "ModelNotFoundError"),
-        ("lvm_core.registry", "RegistryError"),
+        ("lvm_core.data.ingest", "IngestError"),
+        ("lvm_core.data.embedding", "FingerprintMismatchError"),
+        ("lvm_core.data.embedding", "EncoderLoadError"),
+        ("lvm_core.data.npz_compat", "NpzFormatError"),
+        ("lvm_core.tracking", "ModelNotFoundError"),
+        ("lvm_core.tracking", "RegistryError"),
         ("lvm_core.snapshots", "SnapshotSourceError"),
-        ("lvm_core.training", "CheckpointError"),
+        ("lvm_core.train", "CheckpointError"),
         ("tasks.train", "TrainingDivergedError"),
     ]:
         try:
@@ -165,7 +165,7 @@ def build(
     dask_address: DaskAddressOpt = None,
 ) -> None:
     """Build a gated dataset from a Wikipedia snapshot and print its folder."""
-    from lvm_core.config import BuildOptions
+    from lvm_core.contracts.build_options import BuildOptions
     from lvm_core.contracts import VECTOR_DTYPES
 
     if vector_dtype not in VECTOR_DTYPES:
@@ -233,7 +233,7 @@ def sequences(
     context_len: Annotated[int, typer.Option(help="Context length")] = 5,
 ) -> None:
     """Convert a reference-project vectors NPZ into its training-sequence layout (strict per-article windows)."""
-    from lvm_core.npz_compat import convert_reference_npz
+    from lvm_core.data.npz_compat import convert_reference_npz
 
     summary = _run(convert_reference_npz, npz, output, _ranges_or_none(exclude_articles), context_len)
     console.print_json(data=summary)
@@ -262,7 +262,7 @@ def train(
 ) -> None:
     """Train a model, log it to MLflow and register it as `challenger`."""
     from flows.train_model import train_model
-    from lvm_core.training import TrainConfig
+    from lvm_core.train import TrainConfig
 
     def go():
         opts = TrainConfig(loss=loss, patience=patience, seed=seed)
@@ -292,7 +292,7 @@ def compare(
 ) -> None:
     """Train every architecture on one dataset; print params, val/ood cosine, train time and latency beside the baselines."""
     from flows.compare import compare_architectures
-    from lvm_core.bootstrap import format_delta, format_interval
+    from lvm_core.evaluation.bootstrap import format_delta, format_interval
 
     out = _run_flow(compare_architectures, data=data, archs=arch or ["amn", "amn_mix", "gru", "lstm", "transformer"], epochs=epochs,
                     batch_size=batch, lr=lr, data_dir=_data_dir(data_dir))
@@ -368,7 +368,7 @@ def promote(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Move the `champion` alias to a version whose gates passed (the previous champion is kept for rollback)."""
-    from lvm_core import registry
+    from lvm_core import tracking as registry
 
     registry.configure_tracking(Path(_data_dir(data_dir)))
     result = _run(registry.promote, name, version, None, force)
@@ -383,7 +383,7 @@ def rollback(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Move `champion` back to the previous champion."""
-    from lvm_core import registry
+    from lvm_core import tracking as registry
 
     registry.configure_tracking(Path(_data_dir(data_dir)))
     result = _run(registry.rollback, name)
@@ -396,7 +396,7 @@ def models(
     data_dir: DataDirOpt = None,
 ) -> None:
     """List the versions of a registered model with aliases and gate results."""
-    from lvm_core import registry
+    from lvm_core import tracking as registry
 
     registry.configure_tracking(Path(_data_dir(data_dir)))
     rows = _run(registry.list_versions, name)
@@ -424,7 +424,7 @@ def run(
 ) -> None:
     """Run the whole pipeline (build → train → evaluate → promote) and print gates and model vs baselines."""
     from flows.pipeline import lvm_pipeline
-    from lvm_core.config import BuildOptions
+    from lvm_core.contracts.build_options import BuildOptions
 
     def go():
         return lvm_pipeline(source=source, data_dir=_data_dir(data_dir), limit_articles=limit_articles, arch=arch,
@@ -448,8 +448,8 @@ def drift(
     plot: Annotated[Optional[Path], typer.Option(help="Write an overlay histogram PNG here")] = None,
 ) -> None:
     """Compare article coherence between two builds (mean difference, KS statistic and p-value)."""
-    from lvm_core import coherence
-    from lvm_core.dataset import load_dataset
+    from lvm_core.data import coherence
+    from lvm_core.data.build import load_dataset
 
     def coh(root: Path):
         ds = load_dataset(root, require_ready=False)
@@ -553,7 +553,7 @@ def _fv(v) -> str:
     """A gate value or threshold for a table cell: floats to 4 places, a delta with its interval as
     `Δ +0.003 [−0.002, +0.008] vs NAME (split)`, other dicts as k=v pairs."""
     if isinstance(v, dict) and {"delta", "low", "high"} <= set(v):
-        from lvm_core.bootstrap import format_delta
+        from lvm_core.evaluation.bootstrap import format_delta
 
         return f"{format_delta(v['delta'], v['low'], v['high'])} vs {v.get('baseline', '?')} ({v.get('split', '?')})"
     if isinstance(v, dict):
@@ -564,7 +564,7 @@ def _fv(v) -> str:
 @app.command()
 def datasets(data_dir: DataDirOpt = None) -> None:
     """List built datasets."""
-    from lvm_core.dataset import list_datasets
+    from lvm_core.data.build import list_datasets
 
     rows = list_datasets(Path(_data_dir(data_dir)))
     t = Table("dataset", "ready", "articles", "chunks", "train/val/test/ood", "created")
@@ -668,7 +668,8 @@ def rollout_start(
 @rollout_app.command("status")
 def rollout_status(name: RolloutNameOpt = "lvm-amn", data_dir: DataDirOpt = None) -> None:
     """Print the rollout state recorded on the registered model (what every replica follows)."""
-    from lvm_core import registry, rollout
+    from lvm_core import rollout
+    from lvm_core import tracking as registry
 
     registry.configure_tracking(Path(_data_dir(data_dir)))
     _print_rollout(_run(rollout.read_state, name))
@@ -677,7 +678,8 @@ def rollout_status(name: RolloutNameOpt = "lvm-amn", data_dir: DataDirOpt = None
 @rollout_app.command("promote")
 def rollout_promote(name: RolloutNameOpt = "lvm-amn", data_dir: DataDirOpt = None) -> None:
     """Step the active rollout by hand to its next share; from the last canary share, promote to champion."""
-    from lvm_core import registry, rollout
+    from lvm_core import rollout
+    from lvm_core import tracking as registry
 
     registry.configure_tracking(Path(_data_dir(data_dir)))
     state, result = _run(rollout.advance, name)
@@ -693,7 +695,8 @@ def rollout_abort(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Roll the active rollout back: share 0, champion alias restored, reason recorded."""
-    from lvm_core import registry, rollout
+    from lvm_core import rollout
+    from lvm_core import tracking as registry
 
     registry.configure_tracking(Path(_data_dir(data_dir)))
     _print_rollout(_run(rollout.abort, name, reason))

@@ -11,13 +11,13 @@ from prefect import flow, get_run_logger
 from flows.hooks import RUN_HOOKS
 
 from flows.train_model import train_model
-from lvm_core import baselines as bl
+from lvm_core.models import baselines as bl
 from lvm_core import contracts
-from lvm_core.compare import add_intervals, comparison_markdown, comparison_row
-from lvm_core.dataset import load_dataset
+from lvm_core.evaluation.compare import add_intervals, comparison_markdown, comparison_row
+from lvm_core.data.build import load_dataset
 from lvm_core.models import ModelConfig, build_model, count_parameters
-from lvm_core.registry import load_registered_model
-from lvm_core.storage import write_json
+from lvm_core.tracking import load_registered_model
+from lvm_core.io.storage import write_json
 from tasks.common import publish_markdown
 
 Arch = Literal["amn", "amn_mix", "gru", "lstm", "transformer"]

@@ -57,7 +57,7 @@ def model_dataset(model: str, data_dir: str | None) -> tuple[str, str]:
     `models:/<name>@<alias>`, `models:/<name>/<version>` or a bare name (its champion). Raises
     ModelNotFoundError for an unknown model, version or alias, ValueError for a version without the tag.
     """
-    from lvm_core import registry
+    from lvm_core import tracking as registry
 
     registry.configure_tracking(Path(data_dir) if data_dir else contracts.default_data_dir())
     name, which = registry.parse_reference(model)

@@ -11,8 +11,8 @@ from prefect import flow, get_run_logger
 from flows.hooks import RUN_HOOKS
 
 from lvm_core import contracts
-from lvm_core.faults import crash_point
-from lvm_core.registry import TrainingRun, configure_tracking
+from lvm_core.runtime.faults import crash_point
+from lvm_core.tracking import TrainingRun, configure_tracking
 from tasks import evaluate as t
 from tasks.common import gates_markdown, publish_markdown, publish_table
 

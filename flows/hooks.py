@@ -141,7 +141,7 @@ def claim_flow_run(flow: Any, flow_run: Any, state: Any) -> None:
     """`on_running` hook: record this process as the owner of the flow run; reap dead owners' runs."""
     import json
 
-    from lvm_core.liveness import Owner
+    from lvm_core.runtime.liveness import Owner
 
     owners = _owners_dir()
     owners.mkdir(parents=True, exist_ok=True)
@@ -165,7 +165,7 @@ def reap_dead_flow_runs() -> list[str]:
     from prefect.logging import get_logger
     from prefect.states import Crashed
 
-    from lvm_core.liveness import Owner
+    from lvm_core.runtime.liveness import Owner
     from tasks.slots import TERMINAL_STATES
 
     done: list[str] = []

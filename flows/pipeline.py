@@ -11,8 +11,8 @@ from flows.evaluate_model import evaluate_model
 from flows.hooks import RUN_HOOKS
 from flows.runners import shard_task_runner
 from flows.train_model import train_model
-from lvm_core.config import BuildOptions
-from lvm_core.training import TrainConfig
+from lvm_core.contracts.build_options import BuildOptions
+from lvm_core.train import TrainConfig
 
 
 @flow(name="lvm_pipeline", flow_run_name="pipeline-{source}", log_prints=True, **RUN_HOOKS)

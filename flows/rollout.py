@@ -20,7 +20,8 @@ import httpx
 from prefect import flow, get_run_logger
 
 from flows.hooks import ALERT_URL_ENV, RUN_HOOKS, pagerduty_event, send_alert
-from lvm_core import contracts, registry, rollout
+from lvm_core import contracts, rollout
+from lvm_core import tracking as registry
 from tasks import rollout as t
 
 DEFAULT_SERVICE_URL = "http://127.0.0.1:8000"

@@ -11,8 +11,8 @@ from flows.hooks import RUN_HOOKS
 
 from lvm_core import contracts
 from lvm_core.models import ModelConfig
-from lvm_core.registry import TrainingRun, configure_tracking
-from lvm_core.training import TrainConfig
+from lvm_core.tracking import TrainingRun, configure_tracking
+from lvm_core.train import TrainConfig
 from tasks import train as t
 from tasks.common import publish_table
 

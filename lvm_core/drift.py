@@ -353,12 +353,12 @@ def load_reference_contexts(
 ) -> np.ndarray:
     """Contexts ``(k, ctx, D)`` float32 of up to ``max_windows`` windows (seeded sample) of ``splits``.
 
-    Windows of the dataset folder ``root`` (``lvm_core.dataset.load_dataset``), gathered from its
+    Windows of the dataset folder ``root`` (``lvm_core.data.build.load_dataset``), gathered from its
     memory-mapped vectors; only the sampled windows are read, so memory does not grow with the dataset.
     Raises ValueError when the splits hold no windows.
     """
-    from lvm_core.dataset import load_dataset
-    from lvm_core.sequences import SequenceSet, gather
+    from lvm_core.data.build import load_dataset
+    from lvm_core.data.windows import SequenceSet, gather
 
     ds = load_dataset(Path(root), require_ready=require_ready)
     sets = [ds.sequences[s] for s in splits if s in ds.sequences and len(ds.sequences[s])]

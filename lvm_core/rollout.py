@@ -26,7 +26,7 @@ import logging
 import random
 from typing import Any, Literal, Mapping, Optional, Sequence
 
-from lvm_core import registry
+from lvm_core import tracking as registry
 
 _log = logging.getLogger(__name__)
 

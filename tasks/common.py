@@ -76,7 +76,7 @@ def gates_markdown(title: str, gates: dict[str, dict[str, Any]], extra: str = ""
 
 def _fmt(v: Any) -> str:
     if isinstance(v, dict) and {"delta", "low", "high"} <= set(v):  # beats_best_baseline: Δ with its interval
-        from lvm_core.bootstrap import format_delta
+        from lvm_core.evaluation.bootstrap import format_delta
 
         text = format_delta(*(None if v[k] is None else float(v[k]) for k in ("delta", "low", "high")))
         return f"{text} vs {v.get('baseline', '?')} ({v.get('split', '?')})"

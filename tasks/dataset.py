@@ -1,4 +1,4 @@
-"""Prefect tasks of the dataset build; each wraps one lvm_core.dataset step."""
+"""Prefect tasks of the dataset build; each wraps one lvm_core.data.build step."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
 
-from lvm_core import dataset as ds
-from lvm_core.config import BuildConfig
-from lvm_core.faults import crash_point
-from lvm_core.gates import GateReport
-from lvm_core.ingest import IngestError
+from lvm_core.data import build as ds
+from lvm_core.contracts.build_options import BuildConfig
+from lvm_core.runtime.faults import crash_point
+from lvm_core.contracts.gates import GateReport
+from lvm_core.data.ingest import IngestError
 from tasks.common import COMPUTE_RETRIES, HOUR, IO_RETRIES, artifact_key, is_transient
 
 

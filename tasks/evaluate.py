@@ -9,14 +9,16 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from lvm_core import baselines as bl
-from lvm_core import contamination, contracts, registry
-from lvm_core.contamination import ContaminationError, ContaminationReport
+from lvm_core.models import baselines as bl
+from lvm_core import contracts
+from lvm_core.evaluation import contamination
+from lvm_core import tracking as registry
+from lvm_core.evaluation.contamination import ContaminationError, ContaminationReport
 from lvm_core.contracts import EVAL_SPLITS
-from lvm_core.dataset import Dataset, load_dataset
+from lvm_core.data.build import Dataset, load_dataset
 from lvm_core.evaluation import EvaluationResult, evaluate_predictors
-from lvm_core.gates import GateReport, GateThresholds, post_training_gates
-from lvm_core.report import write_report
+from lvm_core.contracts.gates import GateReport, GateThresholds, post_training_gates
+from lvm_core.evaluation.report import write_report
 from tasks.common import COMPUTE_RETRIES, HOUR, IO_RETRIES
 
 TAG_CONTAMINATION = "contamination"  # on the evaluation run and, after an allowed contaminated run, the version

@@ -23,7 +23,7 @@ from uuid import UUID
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 
-from lvm_core.liveness import Owner
+from lvm_core.runtime.liveness import Owner
 from tasks.common import artifact_key
 
 SLOT_TIMEOUT_ENV = "LVM_SLOT_TIMEOUT"  # seconds a build waits for its slot before it gives up

@@ -9,12 +9,13 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from lvm_core import baselines as bl
-from lvm_core import contracts, training_data
+from lvm_core.models import baselines as bl
+from lvm_core import contracts
+from lvm_core.train import data as training_data
 from lvm_core.models import ModelConfig, build_model, count_parameters
-from lvm_core.registry import TrainingRun, plot_training_curves
-from lvm_core.storage import json_digest
-from lvm_core.training import EpochMetrics, TrainConfig, TrainResult, train
+from lvm_core.tracking import TrainingRun, plot_training_curves
+from lvm_core.io.storage import json_digest
+from lvm_core.train import EpochMetrics, TrainConfig, TrainResult, train
 from tasks.common import COMPUTE_RETRIES, HEAVY_CPU_TAG, HOUR, IO_RETRIES
 
 
@@ -74,7 +75,7 @@ def run_training(
     if not resume and checkpoint_dir.exists():
         shutil.rmtree(checkpoint_dir)  # a fresh run: drop an earlier run's checkpoints of the same config
     if resume and (checkpoint_dir / "last").exists():
-        from lvm_core.training import read_checkpoint_meta
+        from lvm_core.train import read_checkpoint_meta
 
         done = list(read_checkpoint_meta(checkpoint_dir / "last").get("history", []))
         for h in done:  # earlier epochs of the interrupted run, so the curves are whole
@@ -109,7 +110,7 @@ def register_model(
     work_dir: Path,
 ) -> dict[str, Any]:
     """Log curves and the model card, register a new version with alias `challenger`."""
-    from lvm_core.model_card import render_model_card
+    from lvm_core.evaluation.model_card import render_model_card
 
     history = [h.to_dict() for h in result.history]
     curves = plot_training_curves(history, work_dir / "training_curves.png", title=f"{model_config.arch} on {data.dataset_id}")

@@ -144,7 +144,7 @@ def session_data_dir() -> Path:
 def small_dataset(prefect_harness, session_data_dir) -> Path:
     """A real dataset built by the build flow from the first articles of the embedded sample."""
     from flows.build_dataset import build_dataset
-    from lvm_core.config import BuildOptions
+    from lvm_core.contracts.build_options import BuildOptions
 
     path = build_dataset(
         source="sample",

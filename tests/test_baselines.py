@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from lvm_core.baselines import (
+from lvm_core.models.baselines import (
     Baseline,
     BaselineFileError,
     ContextMean,
@@ -23,7 +23,7 @@ from lvm_core.baselines import (
     predict_sequences,
     save_baselines,
 )
-from lvm_core.sequences import SequenceSet as Seqs
+from lvm_core.data.windows import SequenceSet as Seqs
 
 
 def unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:

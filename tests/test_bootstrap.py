@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from lvm_core.bootstrap import ArticleBootstrap, BootstrapError, bootstrap_delta, bootstrap_mean
+from lvm_core.evaluation.bootstrap import ArticleBootstrap, BootstrapError, bootstrap_delta, bootstrap_mean
 
 
 def _windows(n_articles: int, per_article: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lvm_core import contracts
-from lvm_core.config import BuildOptions
+from lvm_core.contracts.build_options import BuildOptions
 from tests.conftest import SMALL_BUILD_ARTICLES, SMALL_BUILD_THRESHOLDS
 
 pytestmark = pytest.mark.slow
@@ -70,7 +70,7 @@ def test_rebuild_reuses_every_embedding(small_dataset: Path, session_data_dir: P
 
 def test_failed_gate_publishes_nothing_and_keeps_data_docs(small_dataset: Path, session_data_dir: Path):
     from flows.build_dataset import build_dataset
-    from lvm_core.gates import GateFailedError
+    from lvm_core.contracts.gates import GateFailedError
 
     good_ready = (small_dataset / contracts.READY_MARKER).read_text()
     with pytest.raises(GateFailedError, match="oracle_recall_at_5"):
@@ -86,7 +86,7 @@ def test_failed_gate_publishes_nothing_and_keeps_data_docs(small_dataset: Path, 
 
 
 def _sample() -> Path:
-    from lvm_core.ingest import sample_dump_path
+    from lvm_core.data.ingest import sample_dump_path
 
     return sample_dump_path()
 

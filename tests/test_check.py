@@ -13,7 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from lvm_core import contracts, storage
+from lvm_core import contracts
+from lvm_core.io import storage
 
 pytestmark = pytest.mark.slow
 

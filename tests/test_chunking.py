@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import pytest
 
-from lvm_core.chunking import (
+from lvm_core.data.chunking import (
     ChunkingConfig,
     chunk_articles,
     chunk_id,
@@ -17,7 +17,7 @@ from lvm_core.chunking import (
     text_hash,
 )
 from lvm_core.contracts import CHUNKS_SCHEMA
-from lvm_core.ingest import Article, read_articles, sample_dump_path
+from lvm_core.data.ingest import Article, read_articles, sample_dump_path
 
 
 def sentence(n_words: int, tag: str) -> str:

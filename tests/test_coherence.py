@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from lvm_core.coherence import (
+from lvm_core.data.coherence import (
     article_coherence,
     assign_bins,
     coherence_drift,
@@ -52,7 +52,7 @@ def test_coherence_blockwise_matches_direct_and_handles_memmap(tmp_path) -> None
     path = tmp_path / "emb.npy"
     np.save(path, v)
     mm = np.load(path, mmap_mode="r")
-    from lvm_core import coherence as mod
+    from lvm_core.data import coherence as mod
 
     coh = article_coherence(mm, ids, ci)
     start = 0

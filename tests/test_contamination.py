@@ -10,9 +10,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from lvm_core.contamination import check_contamination, evaluation_articles
-from lvm_core.sequences import SequenceSet
-from lvm_core.splits import splits_content_hash
+from lvm_core.evaluation.contamination import check_contamination, evaluation_articles
+from lvm_core.data.windows import SequenceSet
+from lvm_core.data.splits import splits_content_hash
 
 
 def _folder(root: Path, assignment: dict[int, str]) -> tuple[Path, dict[str, SequenceSet], str]:

@@ -41,7 +41,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 
-# stage -> fault (lvm_core/faults.py); train dies early in epoch 2 (about 19 batches an epoch here)
+# stage -> fault (lvm_core/runtime/faults.py); train dies early in epoch 2 (about 19 batches an epoch here)
 STAGES = {
     "ingest": "kill@ingest",
     "chunk": "kill@chunk",

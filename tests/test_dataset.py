@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from lvm_core.dataset import wiki_language
-from lvm_core.storage import atomic_dir, atomic_path, replace_dir
+from lvm_core.data.build import wiki_language
+from lvm_core.io.storage import atomic_dir, atomic_path, replace_dir
 
 
 @pytest.mark.parametrize(
@@ -63,7 +63,7 @@ def _dead_pid() -> int:
 
 def test_publish_cut_between_its_two_renames_is_undone(tmp_path: Path):
     """A crash after the old dataset was parked and before the new one took its place: the old one comes back."""
-    from lvm_core.storage import recover_interrupted_swaps
+    from lvm_core.io.storage import recover_interrupted_swaps
 
     root = tmp_path / "datasets"
     parked = root / f".snap.old.{_dead_pid()}"
@@ -82,8 +82,8 @@ def test_abandoned_staging_folders_are_removed_and_live_ones_kept(tmp_path: Path
     import json
     import os
 
-    from lvm_core.dataset import clean_abandoned_builds, new_staging_dir
-    from lvm_core.liveness import OWNER_FILE, Owner
+    from lvm_core.data.build import clean_abandoned_builds, new_staging_dir
+    from lvm_core.runtime.liveness import OWNER_FILE, Owner
 
     live = new_staging_dir(tmp_path, "snap")  # owned by this (live) process
     dead = new_staging_dir(tmp_path, "snap")
@@ -99,7 +99,7 @@ def test_abandoned_staging_folders_are_removed_and_live_ones_kept(tmp_path: Path
 
 
 def test_embed_stats_of_shards_sum_and_keep_the_encoders_agreement():
-    from lvm_core.dataset import _sum_embed_stats
+    from lvm_core.data.build import _sum_embed_stats
 
     agreement = {"mean": 0.9945, "median": 0.9947, "min": 0.9896, "n": 256}
     parts = [

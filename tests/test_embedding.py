@@ -12,9 +12,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from lvm_core import embedding as emb  # noqa: E402
+from lvm_core.data import embedding as emb  # noqa: E402
 from lvm_core.contracts import EMBEDDINGS_FILE, ENCODER_FILE, DataContractError  # noqa: E402
-from lvm_core.embedding import (  # noqa: E402
+from lvm_core.data.embedding import (  # noqa: E402
     CANONICAL_DEFAULT_MODEL,
     EncoderFingerprint,
     EncoderLoadError,
@@ -23,8 +23,8 @@ from lvm_core.embedding import (  # noqa: E402
     ensure_same_fingerprint,
     load_encoder,
 )
-from lvm_core.embedding_cache import EmbeddingCache  # noqa: E402
-from lvm_core.vector_files import load_embeddings, save_embeddings  # noqa: E402
+from lvm_core.data.embedding.cache import EmbeddingCache  # noqa: E402
+from lvm_core.data.vector_files import load_embeddings, save_embeddings  # noqa: E402
 
 DIM = 8
 
@@ -94,7 +94,7 @@ def test_fingerprint_casefold_field_keeps_old_ids_and_files():
     uncased, cased = _fp(), _fp(casefold=False)
     # A fingerprint written before the field existed loads as case-folding, with the same id.
     old = {"model_name": "m/x", "weights_digest": "ab" * 32, "dim": DIM, "normalized": True}
-    from lvm_core import storage
+    from lvm_core.io import storage
 
     old_id = storage.json_digest(old)[:16]
     assert uncased.id == old_id and EncoderFingerprint.from_dict({**old, "id": old_id}) == uncased

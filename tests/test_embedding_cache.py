@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lvm_core import embedding_cache as ec
+from lvm_core.data.embedding import cache as ec
 from lvm_core.contracts import DataContractError
-from lvm_core.embedding import EncoderFingerprint, FingerprintMismatchError
-from lvm_core.embedding_cache import DB_FILE, EmbeddingCache
-from lvm_core.faults import FAULT_ENV
+from lvm_core.data.embedding import EncoderFingerprint, FingerprintMismatchError
+from lvm_core.data.embedding.cache import DB_FILE, EmbeddingCache
+from lvm_core.runtime.faults import FAULT_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -327,8 +327,8 @@ def test_lookup_reads_only_the_keys_asked_for(tmp_path: Path):
 _BUILD = """
 import sys, numpy as np
 from pathlib import Path
-from lvm_core.embedding import EncoderFingerprint, embed_texts
-from lvm_core.embedding_cache import EmbeddingCache
+from lvm_core.data.embedding import EncoderFingerprint, embed_texts
+from lvm_core.data.embedding.cache import EmbeddingCache
 
 class Enc:
     fingerprint = EncoderFingerprint("m/x", "ab" * 32, 8)

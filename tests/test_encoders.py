@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lvm_core import embedding as emb
-from lvm_core import onnx_encoder, storage
-from lvm_core.embedding import (
+from lvm_core.data import embedding as emb
+from lvm_core.data.embedding import onnx as onnx_encoder
+from lvm_core.io import storage
+from lvm_core.data.embedding import (
     EmbedStats,
     EncoderAgreementError,
     EncoderFingerprint,
@@ -24,7 +25,7 @@ from lvm_core.embedding import (
     load_encoder,
     parse_encoder_spec,
 )
-from lvm_core.embedding_cache import EmbeddingCache
+from lvm_core.data.embedding.cache import EmbeddingCache
 
 DIGEST = "ab" * 32
 
@@ -87,7 +88,7 @@ def test_cache_of_one_backend_refuses_another(tmp_path: Path):
 
 
 def test_cache_and_vectors_written_before_backends_still_load(tmp_path: Path):
-    from lvm_core.vector_files import load_embeddings, save_embeddings
+    from lvm_core.data.vector_files import load_embeddings, save_embeddings
 
     fp32 = _fp()
     vectors = FixedEncoder(fp32).encode(["a", "b"])

@@ -10,8 +10,8 @@ import pytest
 
 from lvm_core import evaluation as ev
 from lvm_core.evaluation import EvaluationError, EvaluationResult, evaluate_predictors
-from lvm_core.retrieval import ChunkBank
-from lvm_core.sequences import SequenceSet, build_windows
+from lvm_core.data.retrieval import ChunkBank
+from lvm_core.data.windows import SequenceSet, build_windows
 
 DIM = 24
 CTX = 3
@@ -463,9 +463,9 @@ def test_evaluation_at_sample_scale():
 @pytest.mark.slow
 def test_evaluate_baselines_on_a_real_built_dataset(small_dataset, tmp_path):
     """Real sample data: the bank is aligned (oracle), the indexing matches the data, baselines compare."""
-    from lvm_core.baselines import ContextMean, CopyLast, RecencyWeightedMean, mean_cosine
-    from lvm_core.dataset import load_dataset
-    from lvm_core.report import write_report
+    from lvm_core.models.baselines import ContextMean, CopyLast, RecencyWeightedMean, mean_cosine
+    from lvm_core.data.build import load_dataset
+    from lvm_core.evaluation.report import write_report
 
     ds = load_dataset(small_dataset)
     train = ds.sequences["train"]

@@ -22,7 +22,7 @@ def trained(small_dataset: Path, session_data_dir: Path):
 def test_training_registers_a_challenger_with_baselines(trained, session_data_dir: Path):
     from mlflow.tracking import MlflowClient
 
-    from lvm_core import registry
+    from lvm_core import tracking as registry
 
     registry.configure_tracking(session_data_dir)
     client = MlflowClient()
@@ -41,7 +41,7 @@ def test_training_registers_a_challenger_with_baselines(trained, session_data_di
 
 def test_evaluation_reports_model_beside_baselines_and_gates_block_champion(trained, session_data_dir: Path):
     from flows.evaluate_model import evaluate_model
-    from lvm_core import registry
+    from lvm_core import tracking as registry
 
     out = evaluate_model(model=trained["uri"], data_dir=str(session_data_dir))
     predictors = {r["predictor"] for r in out["summary"]}
@@ -58,7 +58,7 @@ def test_evaluation_reports_model_beside_baselines_and_gates_block_champion(trai
 def test_cli_promote_force_and_rollback(trained, session_data_dir: Path, prefect_harness):
     from flows.cli import app
     from flows.train_model import train_model
-    from lvm_core import registry
+    from lvm_core import tracking as registry
 
     runner = CliRunner()
     dd = ["--data-dir", str(session_data_dir), "--name", trained["name"]]
@@ -120,8 +120,8 @@ def _reassign_train_articles(src: Path, dst: Path, n: int, to: str = "ood") -> l
 
     import polars as pl
 
-    from lvm_core.sequences import SequenceSet, load_sequences, save_sequences
-    from lvm_core.splits import splits_content_hash
+    from lvm_core.data.windows import SequenceSet, load_sequences, save_sequences
+    from lvm_core.data.splits import splits_content_hash
 
     shutil.copytree(src, dst)
     seqs = load_sequences(dst / "sequences.npz")
@@ -147,7 +147,7 @@ def test_evaluation_refuses_articles_the_model_trained_on_unless_allowed(trained
     from mlflow.tracking import MlflowClient
 
     from flows.cli import app
-    from lvm_core import registry
+    from lvm_core import tracking as registry
 
     other = tmp_path / "other-splits"
     moved = _reassign_train_articles(small_dataset, other, 2)
@@ -238,7 +238,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(small_dataset: Path, t
     import time
 
     from flows.train_model import train_model
-    from lvm_core.training import read_checkpoint_meta
+    from lvm_core.train import read_checkpoint_meta
 
     data_dir = tmp_path / "data"
     args = ["--data", str(small_dataset), "--epochs", "12", "--patience", "50", "--data-dir", str(data_dir)]
@@ -266,7 +266,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(small_dataset: Path, t
     assert 2 <= done < 12
 
     out = train_model(data=str(small_dataset), epochs=12, resume=True, data_dir=str(data_dir),
-                      train_options=__import__("lvm_core.training", fromlist=["TrainConfig"]).TrainConfig(patience=50))
+                      train_options=__import__("lvm_core.train", fromlist=["TrainConfig"]).TrainConfig(patience=50))
     assert out["epochs_run"] == 12 and out["checkpoint_dir"] == str(ckpt)
     history = read_checkpoint_meta(ckpt / "last")["history"]
     assert [h["epoch"] for h in history] == list(range(1, 13))

@@ -22,8 +22,9 @@ from expectations.runner import (
     run_pre_training_gates,
     validation_result_path,
 )
-from lvm_core import contracts, storage
-from lvm_core.gates import GateFailedError, GateThresholds
+from lvm_core import contracts
+from lvm_core.io import storage
+from lvm_core.contracts.gates import GateFailedError, GateThresholds
 
 N_ARTICLES, N_CHUNKS, DIM, CTX = 12, 10, 16, 3
 SPLIT_OF = ["train"] * 8 + ["val"] * 2 + ["ood"] * 2
@@ -111,7 +112,7 @@ def make_dataset(root: Path) -> dict[str, Any]:
             schema=contracts.SPLITS_SCHEMA,
         ),
     )
-    # the shape lvm_core.splits.split_report writes (parity per eval split, vs train)
+    # the shape lvm_core.data.splits.split_report writes (parity per eval split, vs train)
     per_split: dict[str, dict[str, Any]] = {s: {"articles": SPLIT_OF.count(s)} for s in contracts.SPLIT_NAMES}
     per_split["val"].update(ks_statistic_vs_train=0.25, mean_diff_vs_train=-0.02)
     per_split["ood"].update(ks_statistic_vs_train=0.3, mean_diff_vs_train=0.03)

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lvm_core.ingest import (
+from lvm_core.data.ingest import (
     Article,
     IngestError,
     clean_wikitext,
@@ -246,8 +246,8 @@ def _duplicated_jsonl(path: Path, n_conflicting: int) -> Path:
 
 
 def _ingest(path: Path, data_dir: Path, **options) -> tuple[list[dict], dict]:
-    from lvm_core import dataset as ds
-    from lvm_core.config import BuildConfig
+    from lvm_core.data import build as ds
+    from lvm_core.contracts.build_options import BuildConfig
 
     config = BuildConfig(source=str(path), data_dir=str(data_dir), **options)
     source = ds.resolve_source(config)
@@ -264,7 +264,7 @@ def test_identical_repeated_ids_are_dropped_and_counted(tmp_path):
 
 
 def test_repeated_ids_with_other_text_fail_unless_a_row_is_chosen(tmp_path):
-    from lvm_core.ingest import DuplicateIdError
+    from lvm_core.data.ingest import DuplicateIdError
 
     path = _duplicated_jsonl(tmp_path / "dups.jsonl", 3)
     with pytest.raises(DuplicateIdError) as exc:
@@ -298,7 +298,7 @@ def test_repeated_page_in_a_dump_keeps_its_first_revision_and_is_counted(tmp_pat
 def test_on_duplicate_option_is_validated():
     from pydantic import ValidationError
 
-    from lvm_core.config import BuildOptions
+    from lvm_core.contracts.build_options import BuildOptions
 
     assert BuildOptions().on_duplicate == "error"
     with pytest.raises(ValidationError):

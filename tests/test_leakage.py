@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 from lvm_core.contracts import DataContractError
-from lvm_core.leakage import (
+from lvm_core.data.leakage import (
     count_leaking_windows,
     leakage_report,
     leaking_rows,
     purge_leaking_windows,
     scan_leakage,
 )
-from lvm_core.sequences import build_windows
+from lvm_core.data.windows import build_windows
 
 
 def unit(rng: np.random.Generator, n: int, d: int = 32) -> np.ndarray:
@@ -117,7 +117,7 @@ def test_bad_inputs(crafted) -> None:
 def test_parity_after_the_purge_drops_eval_articles_with_no_window_left() -> None:
     import polars as pl
 
-    from lvm_core.dataset import _articles_after_purge
+    from lvm_core.data.build import _articles_after_purge
 
     ids = np.repeat([1, 2, 3, 4], 6).astype(np.int64)
     ci = np.tile(np.arange(6), 4).astype(np.int32)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lvm_core.npz_compat import (
+from lvm_core.data.npz_compat import (
     NpzFormatError,
     convert_reference_npz,
     load_reference_sequences,

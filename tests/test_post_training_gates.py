@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from lvm_core.evaluation import evaluate_predictors
-from lvm_core.gates import GateThresholds, post_training_gates
-from lvm_core.sequences import build_windows
+from lvm_core.contracts.gates import GateThresholds, post_training_gates
+from lvm_core.data.windows import build_windows
 
 DIM, CTX = 24, 3
 N_ARTICLES, LENGTH = 16, 14

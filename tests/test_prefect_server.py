@@ -191,7 +191,7 @@ def test_failed_run_fires_the_automation_webhook(deployed_server: PrefectServer)
 @server_test
 def test_watch_deployment_dry_run_on_worker(deployed_server: PrefectServer, tmp_path: Path) -> None:
     """The scheduled deployment's flow runs on the worker and publishes its report artifact."""
-    from lvm_core.ingest import sample_dump_path
+    from lvm_core.data.ingest import sample_dump_path
 
     server = deployed_server
     index = tmp_path / "enwiki" / "20240601"

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from lvm_core import registry, storage
-from lvm_core.embedding import EncoderFingerprint, FingerprintMismatchError
-from lvm_core.gates import GateReport, GateResult
-from lvm_core.model_card import render_model_card
+from lvm_core import tracking as registry
+from lvm_core.io import storage
+from lvm_core.data.embedding import EncoderFingerprint, FingerprintMismatchError
+from lvm_core.contracts.gates import GateReport, GateResult
+from lvm_core.evaluation.model_card import render_model_card
 from lvm_core.models import ModelConfig, build_model
 
 DIM, CTX = 8, 3

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from lvm_core.evaluation import EvaluationResult, evaluate_predictors
-from lvm_core.model_card import render_model_card
-from lvm_core.report import REPORT_HTML, REPORT_MD, ReportError, write_report
-from lvm_core.sequences import build_windows
+from lvm_core.evaluation.model_card import render_model_card
+from lvm_core.evaluation.report import REPORT_HTML, REPORT_MD, ReportError, write_report
+from lvm_core.data.windows import build_windows
 
 DIM = 16
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from lvm_core.retrieval import (
+from lvm_core.data.retrieval import (
     ChunkBank,
     RetrievalError,
     normalize_exclusions,
@@ -15,7 +15,7 @@ from lvm_core.retrieval import (
     oracle_recall_at_k,
     oracle_sample,
 )
-from lvm_core.sequences import build_windows
+from lvm_core.data.windows import build_windows
 
 DIM = 24
 LENGTHS = (12, 9, 7, 15, 6, 10)

@@ -91,7 +91,7 @@ def test_plan_and_state_tags():
 def versions(small_dataset: Path, session_data_dir: Path, prefect_harness):
     """A champion and a challenger (tiny amn models, one epoch); gates recorded as passed."""
     from flows.train_model import train_model
-    from lvm_core import registry
+    from lvm_core import tracking as registry
 
     out = []
     for lr in (1e-4, 1e-3):
@@ -167,7 +167,7 @@ def test_worse_challenger_is_rolled_back_and_alerted(service, versions, session_
                                                      webhook_receiver: WebhookReceiver, monkeypatch):  # noqa: F811
     from flows.hooks import ALERT_URL_ENV
     from flows.rollout import rollout_dedup_key, staged_rollout
-    from lvm_core import registry
+    from lvm_core import tracking as registry
 
     client, app = service
     champion, challenger = versions
@@ -195,7 +195,7 @@ def test_challenger_that_fails_on_predict_is_rolled_back(versions, session_data_
     import dataclasses
 
     from flows.rollout import staged_rollout
-    from lvm_core import registry
+    from lvm_core import tracking as registry
     from lvm_core.serving import ModelHolder, ServeSettings, create_app
 
     champion, challenger = versions
@@ -222,7 +222,7 @@ def test_challenger_that_fails_on_predict_is_rolled_back(versions, session_data_
 
 def test_challenger_that_holds_is_promoted(service, versions, session_data_dir: Path):
     from flows.rollout import staged_rollout
-    from lvm_core import registry
+    from lvm_core import tracking as registry
 
     client, app = service
     champion, challenger = versions  # the challenger rolled back above, started again
@@ -243,7 +243,7 @@ def test_gate_failed_version_cannot_be_started(service, versions, session_data_d
     from typer.testing import CliRunner
 
     from flows.cli import app as cli
-    from lvm_core import registry
+    from lvm_core import tracking as registry
 
     bad = versions[1]
     registry.configure_tracking(session_data_dir)
@@ -275,7 +275,7 @@ def test_cli_status_promote_and_abort(service, versions, session_data_dir: Path)
     from typer.testing import CliRunner
 
     from flows.cli import app as cli
-    from lvm_core import registry
+    from lvm_core import tracking as registry
 
     client, app = service
     runner = CliRunner()

@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lvm_core import retrieval
-from lvm_core.coherence import article_coherence, consecutive_cosines
+from lvm_core.data import retrieval
+from lvm_core.data.coherence import article_coherence, consecutive_cosines
 from lvm_core.contracts import EMBEDDINGS_FILE, ENCODER_FILE, VECTOR_DTYPE_KEY, DataContractError
-from lvm_core.embedding import EncoderFingerprint
-from lvm_core.leakage import scan_leakage
-from lvm_core.retrieval import ChunkBank, max_cosine
-from lvm_core.sequences import build_windows, data_direction
-from lvm_core.vector_files import load_embeddings, save_embeddings
+from lvm_core.data.embedding import EncoderFingerprint
+from lvm_core.data.leakage import scan_leakage
+from lvm_core.data.retrieval import ChunkBank, max_cosine
+from lvm_core.data.windows import build_windows, data_direction
+from lvm_core.data.vector_files import load_embeddings, save_embeddings
 
 DIM = 32
 
@@ -208,7 +208,7 @@ def test_missing_faiss_falls_back_to_exact_with_a_log_line(monkeypatch, caplog):
     v, aids, hashes, split, dups = _near_dup_table(n_train=300, n_eval=60, n_dup=6)
     monkeypatch.setattr(retrieval, "import_faiss", lambda: None)
     monkeypatch.setattr(retrieval, "FAISS_AUTO_THRESHOLD", 100)
-    with caplog.at_level(logging.WARNING, logger="lvm_core.retrieval"):
+    with caplog.at_level(logging.WARNING, logger="lvm_core.data.retrieval"):
         bank = ChunkBank(v, aids, hashes)
         scan = scan_leakage(aids, hashes, v, split)
     assert bank.backend == "exact" and scan.backend == "exact"
@@ -267,7 +267,7 @@ def test_text_hash_codes_that_collide_are_confirmed_on_the_strings(monkeypatch):
     """The numpy pass matches 64-bit codes; two different hashes sharing a code must not count as a leak."""
     import polars as pl
 
-    from lvm_core.leakage import text_hash_leaks
+    from lvm_core.data.leakage import text_hash_leaks
 
     hashes = pl.Series(["aa", "bb", "aa", "cc", "dd"])
     train = np.array([True, True, False, False, False])

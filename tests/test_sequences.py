@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lvm_core.contracts import DataContractError
-from lvm_core.sequences import (
+from lvm_core.data.windows import (
     SequenceSet,
     build_windows,
     check_chunk_order,
@@ -194,8 +194,8 @@ def test_load_rejects_bad_files(tmp_path) -> None:
 
 def test_real_chunk_table_of_the_sample() -> None:
     """The chunk layout produced by the real ingest + chunking of the embedded enwiki sample."""
-    from lvm_core.chunking import chunk_articles
-    from lvm_core.ingest import read_articles
+    from lvm_core.data.chunking import chunk_articles
+    from lvm_core.data.ingest import read_articles
 
     table = chunk_articles(read_articles("sample", limit=20))
     ids = table.column("article_id").to_numpy()

@@ -30,7 +30,7 @@ WINDOW = 16  # contexts the service keeps for the drift monitor
 @pytest.fixture(scope="module")
 def versions(small_dataset: Path, session_data_dir: Path, prefect_harness):
     from flows.train_model import train_model
-    from lvm_core import registry
+    from lvm_core import tracking as registry
 
     t0 = time.monotonic()
     first = train_model(data=str(small_dataset), arch="amn", epochs=1, data_dir=str(session_data_dir),
@@ -113,7 +113,7 @@ def test_health_readiness_and_models(server, versions):
 
 
 def test_predictions_equal_the_registry_loader(server, versions):
-    from lvm_core.registry import load_registered_model
+    from lvm_core.tracking import load_registered_model
 
     client, app = server
     ref = load_registered_model(f"models:/{NAME}/{versions[0]}")
@@ -240,7 +240,7 @@ def test_metrics_count_requests_per_version(server, versions):
 
 
 def test_champion_move_is_swapped_in_without_failed_requests(server, versions, session_data_dir: Path):
-    from lvm_core import registry
+    from lvm_core import tracking as registry
 
     client, app = server
     m = _served(app)
@@ -296,7 +296,7 @@ def mark_gates(name: str, version: int, passed: bool, failed: str = "") -> None:
     """Record gate results on a version as `lvm evaluate` does (the tags the promotion/rollout checks read)."""
     from mlflow import MlflowClient
 
-    from lvm_core import registry
+    from lvm_core import tracking as registry
 
     client = MlflowClient()
     client.set_model_version_tag(name, str(version), registry.TAG_GATES_PASSED, "true" if passed else "false")
@@ -316,7 +316,8 @@ def wait_until(predicate, timeout: float = 30.0, what: str = "condition") -> Non
 
 
 def test_canary_share_is_sticky_per_client_key(server, versions, session_data_dir: Path):
-    from lvm_core import registry, rollout
+    from lvm_core import rollout
+    from lvm_core import tracking as registry
 
     client, app = server
     champion, challenger = versions
@@ -428,7 +429,7 @@ def test_predict_text_rejects_bad_input_with_4xx(server, small_dataset: Path):
 def test_predict_text_refuses_a_model_whose_encoder_cannot_be_loaded(server, tmp_path: Path):
     import dataclasses
 
-    from lvm_core.embedding import EncoderFingerprint
+    from lvm_core.data.embedding import EncoderFingerprint
     from lvm_core.serving import TextSearch, TextUnavailable
 
     _, app = server

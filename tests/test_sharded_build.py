@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from lvm_core import contracts
-from lvm_core.config import BuildOptions
+from lvm_core.contracts.build_options import BuildOptions
 from tests.conftest import SMALL_BUILD_THRESHOLDS
 
 pytestmark = pytest.mark.slow
@@ -51,7 +51,7 @@ def _manifest(path: Path | str) -> dict:
 @pytest.fixture(scope="module")
 def default_build(prefect_harness, dump: Path, tmp_path_factory, request) -> dict:
     """A default-runner build that fails at its second embed shard, then the rerun that completes it."""
-    from lvm_core import dataset as ds
+    from lvm_core.data import build as ds
 
     data_dir = tmp_path_factory.mktemp("default")
     real = ds.embed_shard_step
@@ -95,7 +95,7 @@ def test_rerun_after_a_failure_redoes_only_missing_shards(default_build: dict):
 def test_sharded_build_keeps_source_order_and_first_n(default_build: dict, dump: Path):
     import pyarrow.parquet as pq
 
-    from lvm_core.ingest import read_articles
+    from lvm_core.data.ingest import read_articles
 
     expected = [a.article_id for a in read_articles(dump, limit=LIMIT)]
     got = pq.read_table(contracts.DatasetPaths(default_build["path"]).articles).column("article_id").to_pylist()
@@ -175,7 +175,7 @@ def test_corrupt_shard_is_named_and_nothing_is_published(default_build: dict, du
     bad.write_bytes(bytes(data))
     (bad_dir / index.name).write_bytes(index.read_bytes())
 
-    from lvm_core.shards import ShardError
+    from lvm_core.data.ingest.shards import ShardError
 
     with pytest.raises(ShardError) as failed:
         _build(bad, default_build["data_dir"])
@@ -204,9 +204,9 @@ def test_global_pass_keeps_todays_duplicate_rules_across_shards(policy, limit, t
     """Repeated ids in different shards of a JSONL source: the same articles and counts as the one-pass reader."""
     import pyarrow.parquet as pq
 
-    from lvm_core import dataset as ds
-    from lvm_core import ingest
-    from lvm_core.config import BuildConfig
+    from lvm_core.data import build as ds
+    from lvm_core.data import ingest
+    from lvm_core.contracts.build_options import BuildConfig
 
     rows = [(1, "one"), (2, "two"), (1, "one"), (3, "three"), (2, "two again"), (4, "four"), (3, "three")]
     src = tmp_path / "articles.jsonl"

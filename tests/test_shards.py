@@ -19,9 +19,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lvm_core import chunking, ingest, shards
+from lvm_core.data import chunking
+from lvm_core.data import ingest
+from lvm_core.data.ingest import shards
 from lvm_core.contracts import ARTICLES_SCHEMA, CHUNKS_SCHEMA
-from lvm_core.ingest import Article
+from lvm_core.data.ingest import Article
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,7 +1,7 @@
 """SIGTERM and SIGINT stop `lvm build` cleanly, and the same command then completes.
 
 The CLI runs as a job in its own session (start_new_session), with its own Prefect home, so the temporary
-Prefect API server it starts is its child. A fault (lvm_core/faults.py) holds the build at a known point and
+Prefect API server it starts is its child. A fault (lvm_core/runtime/faults.py) holds the build at a known point and
 writes a marker; then the signal goes in. Afterwards: the conventional exit code (130 / 143) and one line,
 no process of the session left (the temporary API server included), the flow run Crashed or Cancelled in
 the Prefect database (not Running), the build's concurrency slot free, nothing published. The SIGINT goes

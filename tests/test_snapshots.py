@@ -12,7 +12,7 @@ import fsspec
 import pytest
 
 from lvm_core import contracts
-from lvm_core.ingest import sample_dump_path, snapshot_id_for
+from lvm_core.data.ingest import sample_dump_path, snapshot_id_for
 from lvm_core.snapshots import (
     BuiltSnapshots,
     SnapshotSourceError,

@@ -9,9 +9,9 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from lvm_core.coherence import assign_bins
+from lvm_core.data.coherence import assign_bins
 from lvm_core.contracts import SPLITS_SCHEMA
-from lvm_core.splits import SplitConfig, parse_ranges, split_articles, split_report, splits_table
+from lvm_core.data.splits import SplitConfig, parse_ranges, split_articles, split_report, splits_table
 
 
 def binned_frame(n: int = 200, seed: int = 0, n_short: int = 0, n_bins: int = 5) -> pl.DataFrame:

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from lvm_core.baselines import CopyLast, mean_cosine
+from lvm_core.models.baselines import CopyLast, mean_cosine
 from lvm_core.contracts import CHECKPOINT_META_FILE, CHECKPOINT_STATE_FILE, CHECKPOINT_WEIGHTS_FILE
 from lvm_core.models import ModelConfig
-from lvm_core.sequences import SequenceSet
-from lvm_core.training import (
+from lvm_core.data.windows import SequenceSet
+from lvm_core.train import (
     CheckpointExistsError,
     CheckpointMismatchError,
     EpochMetrics,
@@ -320,8 +320,8 @@ CHILD = textwrap.dedent(
     import sys, time
     from pathlib import Path
     import numpy as np
-    from lvm_core.sequences import SequenceSet
-    from lvm_core.training import train, TrainConfig
+    from lvm_core.data.windows import SequenceSet
+    from lvm_core.train import train, TrainConfig
     from lvm_core.models import ModelConfig
 
     d = Path(sys.argv[1])

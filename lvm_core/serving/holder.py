@@ -4,7 +4,7 @@
 reads `holder.current` once and uses that snapshot to the end, so a swap (a plain reference
 assignment) never changes the model under a request in flight: it finishes on the old one, and the old
 model is freed once the last such request drops it. Loading always goes through
-`lvm_core.registry.load_registered_model`, the same loader evaluation uses.
+`lvm_core.tracking.load_registered_model`, the same loader evaluation uses.
 
 While a staged rollout of the followed model is active (`lvm_core.rollout`, tags re-read on every
 refresh), the holder also keeps the challenger loaded, and `route(client_key)` answers with it for
@@ -20,7 +20,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from lvm_core import registry, rollout
+from lvm_core import rollout
+from lvm_core import tracking as registry
 
 _log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def _now() -> str:
 class Served:
     """One loaded model and where it came from; immutable, replaced as a whole on a swap."""
 
-    model: Any  # lvm_core.registry.LoadedModel
+    model: Any  # lvm_core.tracking.LoadedModel
     ref: str  # what the service was asked to serve (e.g. models:/lvm-amn@champion)
     alias: Optional[str]  # the alias followed, None for a fixed version or a local folder
     loaded_at: str

@@ -15,11 +15,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lvm_core import registry
-from lvm_core.chunking import text_hash
+from lvm_core import tracking as registry
+from lvm_core.data.chunking import text_hash
 from lvm_core.contracts import DatasetPaths
-from lvm_core.embedding import load_encoder
-from lvm_core.retrieval import ChunkBank
+from lvm_core.data.embedding import load_encoder
+from lvm_core.data.retrieval import ChunkBank
 
 
 class TextUnavailable(RuntimeError):
@@ -97,7 +97,7 @@ class TextSearch:
     def _load(self, model: Any) -> TextIndex:
         import pyarrow.parquet as pq
 
-        from lvm_core.vector_files import load_embeddings
+        from lvm_core.data.vector_files import load_embeddings
 
         fp = model.fingerprint
         try:

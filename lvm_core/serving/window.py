@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from lvm_core import storage
+from lvm_core.io import storage
 
 _log = logging.getLogger(__name__)
 

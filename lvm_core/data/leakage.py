@@ -1,0 +1,227 @@
+"""Leakage between train and val/ood: shared articles, shared chunk text, near-duplicate vectors.
+
+Three checks (DESIGN "Leakage", all must end at 0):
+
+1. ``article_overlap``: article ids whose rows carry more than one split name.
+2. ``text_hash_overlap``: val/ood chunks whose normalised-text hash (``chunks.text_hash``) also occurs
+   in a train chunk.
+3. ``near_duplicates``: val/ood chunk vectors with cosine >= threshold (default 0.995) to some train chunk.
+   Exact text duplicates embed identically, so they are counted here too; both numbers are reported.
+
+At scale (10^8 chunks) nothing here holds the vectors in memory: the text-hash check compares 64-bit
+codes of the hashes with numpy (sorted train codes, ``searchsorted``) and confirms the few matches on the
+strings; the near-duplicate check streams gathered row blocks of the (memory-mapped, float32 or float16)
+matrix through `retrieval.max_cosine` — exact numpy below `retrieval.FAISS_AUTO_THRESHOLD` train rows,
+exact ``faiss.knn`` above it, and an IVF candidate search with exact re-scoring from
+`retrieval.APPROX_MAX_COSINE_THRESHOLD` train rows (the report names the backend).
+
+Real Wikipedia repeats boilerplate sentences across articles ("This article is a stub", list
+intros, coordinates lines), so a clean article split still has a few val/ood chunks whose text also sits
+in train. The dataset builder therefore records the raw counts of this report, removes every val/ood
+window whose target or any context row leaks (:func:`purge_leaking_windows`), and records the
+post-purge window leakage (:func:`count_leaking_windows`), which must then be 0. The leaking chunks stay
+in the chunk table and the retrieval bank; only the windows that would score a model on memorised
+text are dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from lvm_core.contracts import EVAL_SPLITS, DataContractError
+from lvm_core.data.retrieval import max_cosine, max_cosine_backend
+from lvm_core.data.windows import SequenceSet
+
+
+@dataclass
+class LeakageScan:
+    """Per-row leakage of one split assignment; compute once, read the report and the row mask from it."""
+
+    row_split: np.ndarray  # (n,) split name per row, "" for unsplit rows
+    text_leak: np.ndarray  # (n,) bool: val/ood row whose text hash occurs in train
+    near_leak: np.ndarray  # (n,) bool: val/ood row with max cos to train >= threshold
+    max_train_cos: np.ndarray  # (n,) float32: max cos to any train row (NaN for non-val/ood rows)
+    article_overlap: int
+    overlapping_articles: list[int]
+    threshold: float
+    backend: str = "exact"  # near-duplicate search: exact, faiss-flat (exact) or faiss-ivf (approximate)
+
+    @property
+    def leaking_rows(self) -> np.ndarray:
+        return self.text_leak | self.near_leak
+
+    def report(self) -> dict[str, Any]:
+        counts = {s: int((self.row_split == s).sum()) for s in ("train", *EVAL_SPLITS)}
+        n_eval = sum(counts[s] for s in EVAL_SPLITS)
+        text = {s: int((self.text_leak & (self.row_split == s)).sum()) for s in EVAL_SPLITS}
+        near = {s: int((self.near_leak & (self.row_split == s)).sum()) for s in EVAL_SPLITS}
+        either = {s: int((self.leaking_rows & (self.row_split == s)).sum()) for s in EVAL_SPLITS}
+        evalmask = np.isin(self.row_split, EVAL_SPLITS)
+        finite = self.max_train_cos[evalmask]
+        finite = finite[np.isfinite(finite)]
+        return {
+            "rows": counts,
+            "article_overlap": self.article_overlap,
+            "overlapping_articles": self.overlapping_articles[:20],
+            "text_hash_overlap": {**text, "rate": _rate(sum(text.values()), n_eval)},
+            "near_duplicates": {
+                **near,
+                "rate": _rate(sum(near.values()), n_eval),
+                "threshold": self.threshold,
+                "max_cos": float(finite.max()) if finite.size else None,
+                "backend": self.backend,
+            },
+            "leaking_rows": {**either, "rate": _rate(sum(either.values()), n_eval)},
+        }
+
+
+def scan_leakage(
+    article_ids: np.ndarray,
+    text_hash: Any,
+    vectors: np.ndarray,
+    row_split: np.ndarray,
+    near_dup_threshold: float = 0.995,
+    query_block: int = 2048,
+    train_block: int = 8192,
+    use_faiss: bool | None = None,
+) -> LeakageScan:
+    """Run all three checks. Near duplicates use blockwise matrix products of (query_block x train_block)
+    similarities over gathered row blocks, so memory stays at ~(query_block + train_block) x D floats
+    plus one similarity block (64 MiB at the defaults) for any table size. `use_faiss` None picks the
+    backend by the number of train rows (`retrieval.max_cosine_backend`); True/False force it.
+    """
+    article_ids = np.asarray(article_ids)
+    row_split = np.asarray(row_split).astype(str)
+    n = article_ids.shape[0]
+    hashes = _as_hash_series(text_hash)
+    if vectors.ndim != 2 or vectors.shape[0] != n or row_split.shape != (n,) or hashes.len() != n:
+        raise DataContractError(
+            f"leakage inputs are not aligned: article_ids {n} rows, text_hash {hashes.len()}, "
+            f"vectors {vectors.shape}, row_split {row_split.shape}"
+        )
+    unknown = set(np.unique(row_split).tolist()) - {"", "train", *EVAL_SPLITS}
+    if unknown:
+        raise DataContractError(f"row_split has unknown split name(s) {sorted(unknown)}")
+
+    # 1. articles carrying more than one split
+    per_article = (
+        pl.DataFrame({"article_id": article_ids.astype(np.int64), "split": row_split})
+        .filter(pl.col("split") != "")
+        .group_by("article_id")
+        .agg(pl.col("split").n_unique().alias("n_splits"))
+        .filter(pl.col("n_splits") > 1)
+        .sort("article_id")
+    )
+    overlapping = per_article["article_id"].to_list()
+
+    train = row_split == "train"
+    evalmask = np.isin(row_split, EVAL_SPLITS)
+
+    # 2. text hash of a val/ood chunk also present in train
+    text_leak = text_hash_leaks(hashes, train, evalmask)
+
+    # 3. near-duplicate vectors
+    max_cos = np.full(n, np.nan, dtype=np.float32)
+    eval_rows = np.flatnonzero(evalmask)
+    train_rows = np.flatnonzero(train)
+    backend = max_cosine_backend(int(train_rows.size), use_faiss)
+    if eval_rows.size:
+        best = max_cosine(
+            vectors, eval_rows, train_rows, backend=backend, query_block=query_block, bank_block=train_block
+        )
+        max_cos[eval_rows] = np.where(np.isfinite(best), best, np.nan)
+    with np.errstate(invalid="ignore"):
+        near_leak = evalmask & (max_cos >= near_dup_threshold)
+
+    return LeakageScan(
+        row_split=row_split,
+        text_leak=text_leak,
+        near_leak=near_leak,
+        max_train_cos=max_cos,
+        article_overlap=len(overlapping),
+        overlapping_articles=[int(x) for x in overlapping],
+        threshold=float(near_dup_threshold),
+        backend=backend,
+    )
+
+
+def _as_hash_series(text_hash: Any) -> pl.Series:
+    """Text hashes as a polars string Series (a pyarrow column converts without a Python list)."""
+    if isinstance(text_hash, pl.Series):
+        return text_hash.cast(pl.Utf8)
+    if hasattr(text_hash, "__arrow_c_stream__") or hasattr(text_hash, "__arrow_c_array__"):
+        series = pl.Series("text_hash", text_hash)
+        return series.cast(pl.Utf8)
+    return pl.Series("text_hash", text_hash, dtype=pl.Utf8)
+
+
+def text_hash_leaks(hashes: pl.Series, train: np.ndarray, evalmask: np.ndarray) -> np.ndarray:
+    """(n,) bool: eval rows whose text hash occurs in a train row.
+
+    64-bit codes of the hash strings are matched with numpy (sorted unique train codes + searchsorted:
+    8 bytes a row, no hash set of strings); the candidate rows are then confirmed on the strings, so a
+    code collision between two different texts is never reported as a leak.
+    """
+    codes = hashes.hash(seed=0).to_numpy()
+    train_codes = np.unique(codes[train])
+    eval_rows = np.flatnonzero(evalmask)
+    out = np.zeros(codes.shape[0], dtype=bool)
+    if eval_rows.size == 0 or train_codes.size == 0:
+        return out
+    ev = codes[eval_rows]
+    pos = np.minimum(np.searchsorted(train_codes, ev), train_codes.size - 1)
+    cand = eval_rows[train_codes[pos] == ev]
+    if cand.size:
+        train_same = hashes.filter(pl.Series(train & np.isin(codes, codes[cand])))
+        confirmed = hashes.gather(cand).is_in(train_same.implode()).fill_null(False).to_numpy()
+        out[cand[confirmed]] = True
+    return out
+
+
+def leakage_report(
+    article_ids: np.ndarray,
+    text_hash: Any,
+    vectors: np.ndarray,
+    row_split: np.ndarray,
+    near_dup_threshold: float = 0.995,
+) -> dict[str, Any]:
+    """Counts and rates of the three leakage checks (see module docstring). One pass of
+    :func:`scan_leakage`; call that directly when you also need :func:`leaking_rows`."""
+    return scan_leakage(article_ids, text_hash, vectors, row_split, near_dup_threshold).report()
+
+
+def leaking_rows(
+    article_ids: np.ndarray,
+    text_hash: Any,
+    vectors: np.ndarray,
+    row_split: np.ndarray,
+    near_dup_threshold: float = 0.995,
+) -> np.ndarray:
+    """(n,) bool: val/ood rows that leak by text hash or near-duplicate vector."""
+    return scan_leakage(article_ids, text_hash, vectors, row_split, near_dup_threshold).leaking_rows
+
+
+def count_leaking_windows(seqs: SequenceSet, leaking_row_mask: np.ndarray) -> int:
+    """Windows whose target or any context row is marked leaking."""
+    if len(seqs) == 0:
+        return 0
+    mask = np.asarray(leaking_row_mask, dtype=bool)
+    hit = mask[seqs.target_rows] | mask[seqs.context_rows].any(axis=1)
+    return int(hit.sum())
+
+
+def purge_leaking_windows(seqs: SequenceSet, leaking_row_mask: np.ndarray) -> tuple[SequenceSet, int]:
+    """Drop windows whose target or any context row leaks; returns (kept windows, number removed)."""
+    if len(seqs) == 0:
+        return seqs, 0
+    mask = np.asarray(leaking_row_mask, dtype=bool)
+    hit = mask[seqs.target_rows] | mask[seqs.context_rows].any(axis=1)
+    return seqs.subset(~hit), int(hit.sum())
+
+
+def _rate(count: int, total: int) -> float:
+    return float(count / total) if total else 0.0

@@ -1,0 +1,107 @@
+"""Architecture comparison: the evidence behind "why AMN" — every architecture and trivial baseline on
+the same windows, with size, accuracy, training time and inference latency side by side."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from lvm_core.evaluation.bootstrap import ArticleBootstrap, format_delta, format_interval
+from lvm_core.evaluation import cosine_to_target, predict_windows
+from lvm_core.data.windows import SequenceSet, gather
+
+Predict = Callable[[np.ndarray], np.ndarray]
+
+
+class Predictor(Protocol):
+    def predict(self, ctx: np.ndarray) -> np.ndarray: ...
+
+COLUMNS = ("predictor", "kind", "params", "val_cosine", "test_cosine", "delta_vs_best_baseline", "ood_cosine",
+           "train_seconds", "latency_ms_per_batch")
+HEADERS = {"val_cosine": "val cos (selection)", "test_cosine": "test cos [95% CI]",
+           "delta_vs_best_baseline": "Δ test vs best baseline [95% CI]", "ood_cosine": "ood cos"}
+
+
+def latency_ms(predict: Predict, vectors: np.ndarray, seqs: SequenceSet, batch_size: int = 64, repeats: int = 20) -> float:
+    """Median wall time of one prediction batch, in milliseconds (after one warm-up call)."""
+    n = min(batch_size, len(seqs))
+    ctx, _ = gather(vectors, seqs, np.arange(n))
+    predict(ctx)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        predict(ctx)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1000)
+
+
+def comparison_row(
+    name: str, kind: str, predictor: Predictor, vectors: np.ndarray, seqs: dict[str, SequenceSet],
+    params: int = 0, train_seconds: float = 0.0,
+) -> dict[str, Any]:
+    per_window = {s: window_cosines(predictor, vectors, seqs[s]) for s in ("val", "test", "ood") if len(seqs.get(s, []))}
+    mean = {s: float(c.mean()) for s, c in per_window.items()}
+    return {
+        "predictor": name, "kind": kind, "params": int(params), "val_cosine": mean.get("val", float("nan")),
+        "test_cosine": mean.get("test", float("nan")), "ood_cosine": mean.get("ood", float("nan")),
+        "ood_val_gap": abs(mean.get("ood", float("nan")) - mean.get("val", float("nan"))),
+        "train_seconds": float(train_seconds),
+        "latency_ms_per_batch": latency_ms(predictor.predict, vectors, seqs["val"]),
+        "_per_window": per_window,
+    }
+
+
+def window_cosines(predictor: Predictor, vectors: np.ndarray, seqs: SequenceSet) -> np.ndarray:
+    """cos(prediction, target) of every window, in window order."""
+    return cosine_to_target(predict_windows(predictor.predict, vectors, seqs), vectors, seqs)
+
+
+def add_intervals(rows: list[dict[str, Any]], seqs: dict[str, SequenceSet], split: str = "test",
+                  n_resamples: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
+    """Article-bootstrap intervals on `split` for every row, and each row's delta to the best trivial
+    baseline (best chosen on val, as selection is); drops the per-window values from the rows."""
+    if not len(seqs.get(split, [])):
+        return [{k: v for k, v in r.items() if k != "_per_window"} for r in rows]
+    boot = ArticleBootstrap(seqs[split].article_ids, n_resamples=n_resamples, seed=seed)
+    baselines = [r for r in rows if r["kind"] == "baseline"]
+    best = max(baselines, key=lambda r: r["val_cosine"]) if baselines else None
+    out = []
+    for r in rows:
+        cos = r["_per_window"][split]
+        iv = boot.mean(cos)
+        row = {k: v for k, v in r.items() if k != "_per_window"}
+        row[f"{split}_interval"] = [iv.low, iv.high]
+        if best is not None:
+            d = boot.delta(cos, best["_per_window"][split])
+            row["best_baseline"] = best["predictor"]
+            row["delta_vs_best_baseline"] = {"delta": d.mean, "low": d.low, "high": d.high}
+        out.append(row)
+    return out
+
+
+def comparison_markdown(rows: Sequence[dict[str, Any]], title: str) -> str:
+    """A Markdown table sorted by val cosine (the selection split), best first."""
+    ordered = sorted(rows, key=lambda r: -r["val_cosine"])
+    lines = [f"## {title}", "", "| " + " | ".join(HEADERS.get(c, c) for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in ordered:
+        cells = []
+        for c in COLUMNS:
+            v = r.get(c)
+            if c == "test_cosine" and r.get("test_interval"):
+                cells.append(format_interval(v, *r["test_interval"]))
+            elif c == "delta_vs_best_baseline":
+                cells.append("—" if not isinstance(v, dict) or r.get("predictor") == r.get("best_baseline")
+                             else format_delta(v["delta"], v["low"], v["high"]))
+            elif c == "latency_ms_per_batch":
+                cells.append(f"{v:.2f}")
+            elif c == "train_seconds":
+                cells.append(f"{v:.0f}")
+            elif isinstance(v, float):
+                cells.append(f"{v:.4f}")
+            else:
+                cells.append(f"{v:,}" if isinstance(v, int) else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
