@@ -183,3 +183,11 @@ CHECKPOINT_BEST_DIR = "best"
 CHECKPOINT_WEIGHTS_FILE = "model.safetensors"  # model state_dict (safetensors, no pickle)
 CHECKPOINT_STATE_FILE = "state.pt"  # optimizer/scheduler/RNG/loop state; torch.load(weights_only=True)
 CHECKPOINT_META_FILE = "meta.json"  # arch, model_config, train_config, dim, epoch, history
+
+
+class RegistryError(RuntimeError):
+    """A tracking or registry operation could not be done as asked."""
+
+
+class ModelNotFoundError(RegistryError, LookupError):
+    """A registered model, version, alias or model folder does not exist."""
