@@ -6,13 +6,7 @@ import numpy as np
 import pytest
 
 from lvm_core.contracts import DataContractError
-from lvm_core.data.leakage import (
-    count_leaking_windows,
-    leakage_report,
-    leaking_rows,
-    purge_leaking_windows,
-    scan_leakage,
-)
+from lvm_core.data.leakage import purge_leaking_windows, scan_leakage
 from lvm_core.data.windows import build_windows
 
 
@@ -46,7 +40,8 @@ def crafted():
 
 def test_counts_on_crafted_overlaps(crafted) -> None:
     ids, ci, hashes, v, split = crafted
-    rep = leakage_report(ids, hashes, v, split)
+    scan = scan_leakage(ids, hashes, v, split)
+    rep = scan.report()
     assert rep["article_overlap"] == 0
     assert rep["rows"] == {"train": 16, "val": 8, "test": 0, "ood": 8}
     assert rep["text_hash_overlap"] == {"val": 1, "test": 0, "ood": 0, "rate": pytest.approx(1 / 16)}
@@ -55,9 +50,9 @@ def test_counts_on_crafted_overlaps(crafted) -> None:
     assert nd["rate"] == pytest.approx(2 / 16) and nd["threshold"] == 0.995
     assert nd["max_cos"] == pytest.approx(1.0, abs=1e-5)
     assert rep["leaking_rows"] == {"val": 1, "test": 0, "ood": 1, "rate": pytest.approx(2 / 16)}
-    mask = leaking_rows(ids, hashes, v, split)
+    mask = scan.leaking_rows
     assert np.flatnonzero(mask).tolist() == [17, 30]
-    strict = leakage_report(ids, hashes, v, split, near_dup_threshold=0.9999)
+    strict = scan_leakage(ids, hashes, v, split, near_dup_threshold=0.9999).report()
     assert strict["near_duplicates"]["ood"] == 0 and strict["near_duplicates"]["val"] == 1
 
 
@@ -82,7 +77,7 @@ def test_article_in_two_splits(crafted) -> None:
     split = split.copy()
     split[8] = "val"  # one row of train article 2 marked val
     split[24] = "train"  # one row of ood article 4 marked train
-    rep = leakage_report(ids, hashes, v, split)
+    rep = scan_leakage(ids, hashes, v, split).report()
     assert rep["article_overlap"] == 2 and rep["overlapping_articles"] == [2, 4]
 
 
@@ -91,11 +86,10 @@ def test_purge_removes_every_window_touching_a_leaking_row(crafted) -> None:
     scan = scan_leakage(ids, hashes, v, split)
     val_windows = build_windows(ids, ci, 3, articles=np.array([3]))  # rows 16..23, targets 19..23
     assert len(val_windows) == 5
-    assert count_leaking_windows(val_windows, scan.leaking_rows) == 2  # row 17 is in the context of windows 0,1
     kept, removed = purge_leaking_windows(val_windows, scan.leaking_rows)
-    assert removed == 2 and len(kept) == 3
+    assert removed == 2 and len(kept) == 3  # row 17 is in the context of windows 0,1
     assert kept.context_rows.min() > 17
-    assert count_leaking_windows(kept, scan.leaking_rows) == 0
+    assert purge_leaking_windows(kept, scan.leaking_rows)[1] == 0  # nothing left that leaks
     ood_windows = build_windows(ids, ci, 3, articles=np.array([4]))  # targets 27..31; row 30 leaks
     kept_ood, removed_ood = purge_leaking_windows(ood_windows, scan.leaking_rows)
     # row 30 is the target of the window starting at 27 and in the context of the one starting at 28
@@ -107,11 +101,11 @@ def test_purge_removes_every_window_touching_a_leaking_row(crafted) -> None:
 def test_bad_inputs(crafted) -> None:
     ids, ci, hashes, v, split = crafted
     with pytest.raises(DataContractError, match="not aligned"):
-        leakage_report(ids, hashes, v[:-1], split)
+        scan_leakage(ids, hashes, v[:-1], split)
     bad = split.copy()
     bad[0] = "holdout"
     with pytest.raises(DataContractError, match="unknown split"):
-        leakage_report(ids, hashes, v, bad)
+        scan_leakage(ids, hashes, v, bad)
 
 
 def test_parity_after_the_purge_drops_eval_articles_with_no_window_left() -> None:

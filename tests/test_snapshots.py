@@ -13,12 +13,12 @@ import pytest
 
 from lvm_core import contracts
 from lvm_core.data.ingest import sample_dump_path, snapshot_id_for
+from lvm_core.data.ingest.download import local_source
 from lvm_core.snapshots import (
     BuiltSnapshots,
     SnapshotSourceError,
     WatchStateError,
     find_snapshots,
-    local_source,
     new_snapshots,
     plan_snapshots,
     scan_source,

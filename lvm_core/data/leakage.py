@@ -19,7 +19,7 @@ Real Wikipedia repeats boilerplate sentences across articles ("This article is a
 intros, coordinates lines), so a clean article split still has a few val/ood chunks whose text also sits
 in train. The dataset builder therefore records the raw counts of this report, removes every val/ood
 window whose target or any context row leaks (:func:`purge_leaking_windows`), and records the
-post-purge window leakage (:func:`count_leaking_windows`), which must then be 0. The leaking chunks stay
+post-purge leakage (:meth:`LeakageScan.report` over the rows still in use), which must then be 0. The leaking chunks stay
 in the chunk table and the retrieval bank; only the windows that would score a model on memorised
 text are dropped.
 """
@@ -39,7 +39,8 @@ from lvm_core.data.windows import SequenceSet
 
 @dataclass
 class LeakageScan:
-    """Per-row leakage of one split assignment; compute once, read the report and the row mask from it."""
+    """Per-row leakage of one split assignment (:func:`scan_leakage`): compute once, then read the counts
+    (:meth:`report`) and the row mask (:attr:`leaking_rows`) from it."""
 
     row_split: np.ndarray  # (n,) split name per row, "" for unsplit rows
     text_leak: np.ndarray  # (n,) bool: val/ood row whose text hash occurs in train
@@ -52,6 +53,7 @@ class LeakageScan:
 
     @property
     def leaking_rows(self) -> np.ndarray:
+        """(n,) bool: val/ood rows that leak by text hash or near-duplicate vector."""
         return self.text_leak | self.near_leak
 
     def report(self) -> dict[str, Any]:
@@ -180,38 +182,6 @@ def text_hash_leaks(hashes: pl.Series, train: np.ndarray, evalmask: np.ndarray) 
         confirmed = hashes.gather(cand).is_in(train_same.implode()).fill_null(False).to_numpy()
         out[cand[confirmed]] = True
     return out
-
-
-def leakage_report(
-    article_ids: np.ndarray,
-    text_hash: Any,
-    vectors: np.ndarray,
-    row_split: np.ndarray,
-    near_dup_threshold: float = 0.995,
-) -> dict[str, Any]:
-    """Counts and rates of the three leakage checks (see module docstring). One pass of
-    :func:`scan_leakage`; call that directly when you also need :func:`leaking_rows`."""
-    return scan_leakage(article_ids, text_hash, vectors, row_split, near_dup_threshold).report()
-
-
-def leaking_rows(
-    article_ids: np.ndarray,
-    text_hash: Any,
-    vectors: np.ndarray,
-    row_split: np.ndarray,
-    near_dup_threshold: float = 0.995,
-) -> np.ndarray:
-    """(n,) bool: val/ood rows that leak by text hash or near-duplicate vector."""
-    return scan_leakage(article_ids, text_hash, vectors, row_split, near_dup_threshold).leaking_rows
-
-
-def count_leaking_windows(seqs: SequenceSet, leaking_row_mask: np.ndarray) -> int:
-    """Windows whose target or any context row is marked leaking."""
-    if len(seqs) == 0:
-        return 0
-    mask = np.asarray(leaking_row_mask, dtype=bool)
-    hit = mask[seqs.target_rows] | mask[seqs.context_rows].any(axis=1)
-    return int(hit.sum())
 
 
 def purge_leaking_windows(seqs: SequenceSet, leaking_row_mask: np.ndarray) -> tuple[SequenceSet, int]:

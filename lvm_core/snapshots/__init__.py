@@ -32,8 +32,9 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from lvm_core import contracts
-from lvm_core.data.ingest import IngestError, snapshot_id_for
-from lvm_core.io.storage import atomic_path, read_json, write_json
+from lvm_core.data.ingest import IngestError, dated_snapshot_id, snapshot_id_for, snapshot_id_prefix
+from lvm_core.data.ingest.download import SnapshotSourceError
+from lvm_core.io.storage import read_json, write_json
 
 __all__ = [
     "DUMPSTATUS_FILE",
@@ -48,7 +49,6 @@ __all__ = [
     "WatchStateError",
     "find_snapshots",
     "is_snapshot_file",
-    "local_source",
     "new_snapshots",
     "plan_snapshots",
     "scan_source",
@@ -74,13 +74,6 @@ _COMBINED = re.compile(r"-pages-articles\.xml(?:\.bz2)?$")
 _COMBINED_MULTISTREAM = re.compile(r"-pages-articles-multistream\.xml(?:\.bz2)?$")
 _DATE_FOLDER = re.compile(r"^(?:19|20)\d{6}$")
 _DATED_ID = re.compile(r"^(?P<wiki>.+)-(?P<date>(?:19|20)\d{6})$")
-_PREFIX = re.compile(r"^[A-Za-z0-9_]+")
-# Same rule as `lvm_core.data.ingest.snapshot_id_for`: such a name yields `<wiki>-<YYYYMMDD>` from the name alone.
-_DATED_NAME = re.compile(r"^[A-Za-z0-9_]+-(?:19|20)\d{6}(?=$|[-_.])")
-
-
-class SnapshotSourceError(ValueError):
-    """The snapshot source cannot be listed (missing folder, bad URL, unreadable listing)."""
 
 
 class WatchStateError(ValueError):
@@ -328,10 +321,10 @@ class _Scanner:
     def snapshot_id(
         self, name: str, path: str, entry: Mapping[str, Any], folder_date: dt.date | None
     ) -> str | None:
-        if _DATED_NAME.match(name):
-            return snapshot_id_for(Path(name))  # a dated name needs no file access
-        prefix_match = _PREFIX.match(name)
-        prefix = prefix_match.group(0) if prefix_match else "snapshot"
+        dated = dated_snapshot_id(name)
+        if dated is not None:
+            return dated  # a dated name needs no file access
+        prefix = snapshot_id_prefix(name)
         if folder_date is not None:
             return f"{prefix}-{folder_date:%Y%m%d}"
         key = f"{self.location(path)}|{entry.get('size')}|{_modified_stamp(entry)}"
@@ -674,43 +667,6 @@ def new_snapshots(
 ) -> list[Snapshot]:
     """Snapshots of `source` that should be built now (see `plan_snapshots`)."""
     return plan_snapshots(source, data_dir, backfill=backfill).new
-
-
-# --- fetching -----------------------------------------------------------------------------------------
-
-
-def local_source(source: str, data_dir: str | Path | None = None) -> str:
-    """A path the ingest step can open: local paths and `file://` URLs as they are, remote files copied.
-
-    Remote (fsspec) files are downloaded once into `<data_dir>/downloads/<url digest>/<name>` through a
-    temp file, so an interrupted download never passes for a complete one. "sample" and other
-    non-URL strings are returned unchanged.
-    """
-    if "://" not in source:
-        return source
-    try:
-        fs, path = fsspec.core.url_to_fs(source)
-    except (ValueError, ImportError) as exc:
-        raise SnapshotSourceError(f"snapshot source {source!r}: cannot open ({exc})") from exc
-    if isinstance(fs, LocalFileSystem):
-        return path
-    try:
-        info = fs.info(path)
-    except FileNotFoundError as exc:
-        raise SnapshotSourceError(f"snapshot source {source!r}: no such file") from exc
-    root = Path(data_dir) if data_dir is not None else contracts.default_data_dir()
-    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
-    target = contracts.downloads_dir(root) / digest / _basename(path)
-    size = info.get("size")
-    if target.is_file() and (size is None or target.stat().st_size == int(size)):
-        return str(target)
-    with atomic_path(target) as tmp:
-        fs.get_file(path, str(tmp))
-        if size is not None and tmp.stat().st_size != int(size):
-            raise SnapshotSourceError(
-                f"snapshot source {source!r}: downloaded {tmp.stat().st_size} bytes, expected {size}"
-            )
-    return str(target)
 
 
 def snapshots_table(snapshots: Iterable[Snapshot]) -> list[dict[str, Any]]:

@@ -65,7 +65,7 @@ class SourceInfo:
 def resolve_source(config: BuildConfig) -> SourceInfo:
     """Locate the source, digest it and derive the snapshot and dataset ids."""
     from lvm_core.data import ingest
-    from lvm_core.snapshots import local_source
+    from lvm_core.data.ingest.download import local_source
 
     # A watched remote snapshot (https://, s3://, ...) is downloaded once into the data dir.
     path = ingest.resolve_source(local_source(config.source, config.resolved_data_dir()))
@@ -641,7 +641,7 @@ def analyse_step(
         holdout_titles=config.holdout_titles,
     )
     split_df = splits.split_articles(coh_binned, split_cfg, titles=titles)
-    write_parquet(paths.splits, split_df.to_arrow().cast(contracts.SPLITS_SCHEMA))
+    write_parquet(paths.splits, splits.splits_table(split_df))
     split_manifest = splits.split_report(split_df, split_cfg)
     split_manifest["parity"] = _parity(split_manifest)
 

@@ -48,6 +48,7 @@ __all__ = [
     "DuplicateReport",
     "IngestError",
     "clean_wikitext",
+    "dated_snapshot_id",
     "drop_duplicate_ids",
     "is_disambiguation",
     "is_tabular",
@@ -58,6 +59,7 @@ __all__ = [
     "resolve_source",
     "sample_dump_path",
     "snapshot_id_for",
+    "snapshot_id_prefix",
     "source_kind",
 ]
 
@@ -126,20 +128,30 @@ _DATED_NAME = re.compile(r"^(?P<prefix>[A-Za-z0-9_]+)-(?P<date>(?:19|20)\d{6})(?
 _PREFIX = re.compile(r"^[A-Za-z0-9_]+")
 
 
+def dated_snapshot_id(name: str) -> str | None:
+    """`<wiki>-<YYYYMMDD>` from a dated dump file name alone (`enwiki-20240601-pages-…`), else None."""
+    match = _DATED_NAME.match(name)
+    return f"{match['prefix']}-{match['date']}" if match else None
+
+
+def snapshot_id_prefix(name: str) -> str:
+    """The leading `[A-Za-z0-9_]+` of a file name (the wiki of a dump name), or "snapshot" when it has none."""
+    match = _PREFIX.match(name)
+    return match.group(0) if match else "snapshot"
+
+
 def snapshot_id_for(path: str | os.PathLike[str]) -> str:
     """Stable snapshot id: `<wiki>-<YYYYMMDD>` from a dated dump name, else `<prefix>-<sha256[:12]>`.
 
     A "latest" dump name says nothing about its content, so undated files are identified by digest.
     """
     path = Path(path)
-    match = _DATED_NAME.match(path.name)
-    if match:
-        return f"{match['prefix']}-{match['date']}"
+    dated = dated_snapshot_id(path.name)
+    if dated is not None:
+        return dated
     if not path.is_file():
         raise IngestError(f"{path}: no such file")
-    prefix_match = _PREFIX.match(path.name)
-    prefix = prefix_match.group(0) if prefix_match else "snapshot"
-    return f"{prefix}-{file_digest(path)[:12]}"
+    return f"{snapshot_id_prefix(path.name)}-{file_digest(path)[:12]}"
 
 
 # --- reading -----------------------------------------------------------------------------------------
