@@ -31,24 +31,10 @@ def load_model(model_ref: str) -> registry.LoadedModel:
 
 def dataset_of(model: registry.LoadedModel) -> str:
     """The dataset folder recorded on the model's training run."""
-    from mlflow.tracking import MlflowClient
-
-    if model.run_id:
-        tags = MlflowClient().get_run(model.run_id).data.tags
-        if tags.get(registry.TAG_DATASET_DIR):
-            return tags[registry.TAG_DATASET_DIR]
+    dataset_dir, _ = registry.training_dataset(model)
+    if dataset_dir:
+        return dataset_dir
     raise ValueError(f"{model.describe()}: no dataset recorded on its run; pass --dataset")
-
-
-def training_dataset_of(model: registry.LoadedModel) -> tuple[str | None, str | None]:
-    """(dataset folder, split hash) the model was trained on, from its training run and version tags."""
-    from mlflow.tracking import MlflowClient
-
-    run_tags: dict[str, str] = {}
-    if model.run_id:
-        run_tags = MlflowClient().get_run(model.run_id).data.tags
-    split_hash = model.tags.get(registry.TAG_SPLIT_HASH) or run_tags.get(registry.TAG_SPLIT_HASH)
-    return run_tags.get(registry.TAG_DATASET_DIR) or None, split_hash or None
 
 
 @task(name="check-contamination", task_run_name="check-contamination-{model.name}-v{model.version}",
@@ -58,7 +44,7 @@ def check_contamination(model: registry.LoadedModel, ds: Dataset, allow: bool = 
 
     With `allow`, the overlap is logged as a warning and returned for the report and the tags.
     """
-    train_dir, split_hash = training_dataset_of(model)
+    train_dir, split_hash = registry.training_dataset(model)
     result = contamination.check_contamination(
         ds.root, ds.sequences, model=model.describe(), training_dataset=train_dir, training_split_hash=split_hash,
         eval_split_hash=(ds.manifest.get("splits") or {}).get("content_hash"),

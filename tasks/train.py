@@ -15,7 +15,7 @@ from lvm_core.train import data as training_data
 from lvm_core.models import ModelConfig, build_model, count_parameters
 from lvm_core.tracking import TrainingRun, plot_training_curves
 from lvm_core.io.storage import json_digest
-from lvm_core.train import EpochMetrics, TrainConfig, TrainResult, train
+from lvm_core.train import EpochMetrics, TrainConfig, TrainResult, read_checkpoint_meta, train
 from tasks.common import COMPUTE_RETRIES, HEAVY_CPU_TAG, HOUR, IO_RETRIES
 
 
@@ -75,8 +75,6 @@ def run_training(
     if not resume and checkpoint_dir.exists():
         shutil.rmtree(checkpoint_dir)  # a fresh run: drop an earlier run's checkpoints of the same config
     if resume and (checkpoint_dir / "last").exists():
-        from lvm_core.train import read_checkpoint_meta
-
         done = list(read_checkpoint_meta(checkpoint_dir / "last").get("history", []))
         for h in done:  # earlier epochs of the interrupted run, so the curves are whole
             run.log_epoch({k: v for k, v in h.items() if isinstance(v, (int, float)) and k != "epoch"}, step=int(h["epoch"]))
@@ -95,7 +93,7 @@ def run_training(
     if val is None:
         raise ValueError(f"{data.source}: no validation windows; cannot early-stop or evaluate")
     return train(model_config, train_config, data.vectors, data.sequences["train"], val, checkpoint_dir,
-                 resume=resume, on_epoch_end=on_epoch_end)
+                 resume=resume, on_epoch_end=on_epoch_end, fingerprint=data.fingerprint)
 
 
 @task(name="register-model", task_run_name="register-{registered_name}", cache_policy=NO_CACHE, **IO_RETRIES)

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from lvm_core.models.baselines import CopyLast, mean_cosine
-from lvm_core.contracts import CHECKPOINT_META_FILE, CHECKPOINT_STATE_FILE, CHECKPOINT_WEIGHTS_FILE
+from lvm_core.contracts import CHECKPOINT_META_FILE, CHECKPOINT_STATE_FILE
+from lvm_core.models.loader import CONFIG_FILE, ENCODER_FILE, WEIGHTS_FILE
 from lvm_core.models import ModelConfig
 from lvm_core.data.windows import SequenceSet
 from lvm_core.train import (
@@ -116,7 +117,8 @@ def test_training_improves_val_cosine_and_checkpoints_load(data, tmp_path) -> No
     np.testing.assert_allclose(TorchPredictor(model).predict(vectors[val_seqs.context_rows[:9]]), preds[:9], atol=1e-6)
 
     last = tmp_path / "ckpt" / "last"
-    assert {p.name for p in last.iterdir()} == {CHECKPOINT_WEIGHTS_FILE, CHECKPOINT_STATE_FILE, CHECKPOINT_META_FILE}
+    # a model folder (weights, config, encoder) plus the training state beside it
+    assert {p.name for p in last.iterdir()} == {WEIGHTS_FILE, CONFIG_FILE, ENCODER_FILE, CHECKPOINT_STATE_FILE, CHECKPOINT_META_FILE}
     state = torch.load(last / CHECKPOINT_STATE_FILE, map_location="cpu", weights_only=True)
     assert state["loop"]["epoch"] == 4 and state["loop"]["status"] == "completed"
     assert isinstance(state["rng"]["torch"], torch.Tensor)

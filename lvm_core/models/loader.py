@@ -1,7 +1,10 @@
 """One model folder format and its loader: weights.safetensors + config.json + encoder.json, no pickle.
 
-The same folder is what training writes, what the registry logs as the pyfunc artifact, and what
-evaluation and the service load, so a model means the same thing wherever it is read.
+The same folder is what a training checkpoint holds (`lvm_core.train.checkpoint` adds its training
+state beside it), what the registry logs as the pyfunc artifact, and what evaluation and the service
+load, so a model means the same thing wherever it is read. `load_model_dir` is the one way a model is
+rebuilt; it also reads checkpoint folders of the first checkpoint format (`lvm-checkpoint/1`:
+model.safetensors + a meta.json holding the model config, no encoder recorded).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lvm_core.contracts import DataContractError, ModelNotFoundError
+from lvm_core.contracts import CHECKPOINT_META_FILE, CHECKPOINT_WEIGHTS_FILE, DataContractError, ModelNotFoundError
 from lvm_core.data.embedding import EncoderFingerprint, ensure_same_fingerprint
 from lvm_core.io import storage
 from lvm_core.io.storage import to_plain as _plain
@@ -28,6 +31,19 @@ CONFIG_FILE = "config.json"
 ENCODER_FILE = "encoder.json"
 BASELINES_DIR = "baselines"
 PYFUNC_ARTIFACT_KEY = "lvm"  # must equal lvm_core.tracking.pyfunc_model.ARTIFACT_KEY
+# Checkpoint folders written before checkpoints were model folders: weights in CHECKPOINT_WEIGHTS_FILE
+# (model.safetensors), the model config inside CHECKPOINT_META_FILE (meta.json), no encoder.json.
+LEGACY_CHECKPOINT_FORMAT = "lvm-checkpoint/1"
+UNRECORDED_ENCODER = "unrecorded-encoder"
+
+
+def unrecorded_encoder(dim: int) -> EncoderFingerprint:
+    """The fingerprint of vectors whose encoder was not given (a bare training call, an old checkpoint).
+
+    It equals no real encoder's fingerprint, so a model carrying it is refused wherever vectors of a
+    known encoder are checked against the model; it is never mistaken for a model of that encoder.
+    """
+    return EncoderFingerprint(model_name=UNRECORDED_ENCODER, weights_digest="unrecorded", dim=int(dim))
 
 
 # --- model directory: plain files, no pickle -------------------------------------------------------
@@ -144,7 +160,7 @@ class LoadedModel:
 
 def _find_model_files(root: Path) -> Path:
     """The folder holding config.json/weights.safetensors: `root` itself or the pyfunc artifact inside it."""
-    if (root / CONFIG_FILE).is_file():
+    if (root / CONFIG_FILE).is_file() or _is_legacy_checkpoint(root):
         return root
     mlmodel = root / "MLmodel"
     if mlmodel.is_file():
@@ -165,8 +181,42 @@ def _find_model_files(root: Path) -> Path:
     )
 
 
+def _is_legacy_checkpoint(folder: Path) -> bool:
+    return (folder / CHECKPOINT_META_FILE).is_file() and (folder / CHECKPOINT_WEIGHTS_FILE).is_file()
+
+
+def _read_files(files: Path) -> tuple[Any, Path, EncoderFingerprint | None, Path]:
+    """(model config, the file it came from, encoder fingerprint (None: not recorded), weights file)."""
+    if (files / CONFIG_FILE).is_file():
+        for required in (WEIGHTS_FILE, ENCODER_FILE):
+            if not (files / required).is_file():
+                raise ModelNotFoundError(f"model folder {files} lacks {required}")
+        try:
+            config = storage.read_json(files / CONFIG_FILE)
+        except (json.JSONDecodeError, ValueError) as exc:
+            raise DataContractError(f"{files / CONFIG_FILE}: invalid model config ({exc})") from exc
+        fingerprint = EncoderFingerprint.from_dict(storage.read_json(files / ENCODER_FILE))
+        return config, files / CONFIG_FILE, fingerprint, files / WEIGHTS_FILE
+    meta_path = files / CHECKPOINT_META_FILE
+    try:
+        meta = storage.read_json(meta_path)
+    except (OSError, ValueError) as exc:
+        raise DataContractError(f"{meta_path}: unreadable checkpoint metadata ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != LEGACY_CHECKPOINT_FORMAT:
+        raise ModelNotFoundError(f"{files}: neither a model folder nor a {LEGACY_CHECKPOINT_FORMAT} checkpoint")
+    config = meta.get("model_config")
+    if not isinstance(config, dict) or meta.get("arch") != config.get("arch") or meta.get("dim") != config.get("dim"):
+        raise DataContractError(
+            f"{meta_path}: arch/dim ({meta.get('arch')}, {meta.get('dim')}) disagree with its model_config"
+        )
+    return config, meta_path, None, files / CHECKPOINT_WEIGHTS_FILE
+
+
 def load_model_dir(path: Path, device: str = "cpu") -> LoadedModel:
-    """Rebuild a model from a model folder: build_model(config.json) + safetensors weights (strict)."""
+    """Rebuild a model from a model folder: build_model(config.json) + safetensors weights (strict).
+
+    A checkpoint folder of the first format loads too; its encoder was not recorded (`unrecorded_encoder`).
+    """
     from safetensors.torch import load_model
 
     from lvm_core.models import ModelConfig, build_model
@@ -175,22 +225,21 @@ def load_model_dir(path: Path, device: str = "cpu") -> LoadedModel:
     if not root.is_dir():
         raise ModelNotFoundError(f"model folder does not exist: {root}")
     files = _find_model_files(root)
-    for required in (WEIGHTS_FILE, ENCODER_FILE):
-        if not (files / required).is_file():
-            raise ModelNotFoundError(f"model folder {files} lacks {required}")
+    raw_config, config_path, fingerprint, weights = _read_files(files)
     try:
-        config = ModelConfig.model_validate(storage.read_json(files / CONFIG_FILE))
-    except (json.JSONDecodeError, ValueError) as exc:
-        raise DataContractError(f"{files / CONFIG_FILE}: invalid model config ({exc})") from exc
-    fingerprint = EncoderFingerprint.from_dict(storage.read_json(files / ENCODER_FILE))
+        config = ModelConfig.model_validate(raw_config)
+    except ValueError as exc:
+        raise DataContractError(f"{config_path}: invalid model config ({exc})") from exc
+    if fingerprint is None:
+        fingerprint = unrecorded_encoder(config.dim)
     if config.dim != fingerprint.dim:
         raise DataContractError(
             f"{files}: model dim {config.dim} does not match its encoder's dim {fingerprint.dim}"
         )
     module = build_model(config)
     try:
-        load_model(module, str(files / WEIGHTS_FILE), strict=True, device=device)
-    except RuntimeError as exc:
-        raise DataContractError(f"{files / WEIGHTS_FILE}: weights do not fit a {config.arch} model ({exc})") from exc
+        load_model(module, str(weights), strict=True, device=device)
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise DataContractError(f"{weights}: weights do not fit a {config.arch} model ({exc})") from exc
     module.to(device).eval()
     return LoadedModel(module=module, config=config, fingerprint=fingerprint, source=str(root), path=files)

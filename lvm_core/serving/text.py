@@ -63,13 +63,9 @@ class TextIndex:
 
 def dataset_dir_of(model: Any) -> Path:
     """The dataset folder recorded on the model's training run (TextUnavailable when there is none)."""
-    from mlflow import MlflowClient
-
-    run_id = getattr(model, "run_id", None)
-    if run_id:
-        tags = MlflowClient().get_run(run_id).data.tags
-        if tags.get(registry.TAG_DATASET_DIR):
-            return Path(tags[registry.TAG_DATASET_DIR])
+    dataset_dir, _ = registry.training_dataset(model)
+    if dataset_dir:
+        return Path(dataset_dir)
     raise TextUnavailable(f"{model.describe()}: no dataset recorded on its training run, so there are no chunks to "
                           "search; serve a registered model trained on a built dataset")
 

@@ -87,6 +87,7 @@ __all__ = [
     "promote",
     "rollback",
     "save_model_dir",
+    "training_dataset",
 ]
 
 _log = logging.getLogger(__name__)
@@ -973,6 +974,19 @@ def load_registered_model(
     if expected_fingerprint is not None:
         loaded.check_fingerprint(expected_fingerprint)
     return loaded
+
+
+def training_dataset(model: LoadedModel) -> tuple[str | None, str | None]:
+    """(dataset folder, split hash) a registered model was trained on, from its training run's tags.
+
+    The version's own split-hash tag wins over the run's. (None, None) for a model loaded from a folder:
+    it has no training run to ask.
+    """
+    run_tags: dict[str, str] = {}
+    if model.run_id:
+        run_tags = dict(_client().get_run(model.run_id).data.tags)
+    split_hash = (model.tags or {}).get(TAG_SPLIT_HASH) or run_tags.get(TAG_SPLIT_HASH)
+    return run_tags.get(TAG_DATASET_DIR) or None, split_hash or None
 
 
 # --- aliases, promotion, rollback ------------------------------------------------------------------

@@ -5,7 +5,9 @@ registered version can be served with `mlflow models serve` or loaded with `mlfl
 without unpickling anything: the weights come from `weights.safetensors` and the structure is rebuilt
 from `config.json` through `lvm_core.models.build_model` (the `lvm-platform` package must be installed
 where the model is served). The platform's own path, `lvm_core.tracking.load_registered_model`, reads
-the same files and does not need this module.
+the same files and does not need this module. Because each registered version keeps the copy it was
+logged with, every import made here must keep working in later releases (older copies import
+`lvm_core.registry.load_model_dir`, which is why that module still exists).
 """
 
 from __future__ import annotations

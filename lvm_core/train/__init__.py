@@ -2,10 +2,11 @@
 
 - Data: windows are row indices into one `(n_chunks, D)` vector array. `torch.from_numpy(vectors)` is made
   once and every batch is gathered with `index_select`, so no `(n, ctx, D)` copy ever exists.
-- Checkpoints (`<checkpoint_dir>/last` and `/best`, layout in `lvm_core.contracts`): weights as safetensors,
-  `state.pt` with optimizer, scheduler, loop counters and RNG states (plain tensors/numbers only, loadable
-  with `torch.load(..., weights_only=True)`), `meta.json` with arch, model config, train config, dim, epoch
-  and history. Each folder is staged and renamed as a whole (`storage.atomic_dir`); `best` is committed
+- Checkpoints (`<checkpoint_dir>/last` and `/best`, `lvm_core.train.checkpoint`): each is a model folder
+  (`models.loader.save_model_dir`: weights.safetensors, config.json, encoder.json) plus `meta.json` (train
+  config, epoch, history) and, in `last`, `state.pt` with optimizer, scheduler, loop counters and RNG states
+  (plain tensors/numbers only, loadable with `torch.load(..., weights_only=True)`); resuming rebuilds the
+  model with `load_model_dir`. Each folder is staged and renamed as a whole (`storage.atomic_dir`); `best` is committed
   before `last`, so a crash between the two leaves at worst a `best` one epoch ahead, which the
   deterministic re-run of that epoch rewrites.
 - Early stopping on validation cosine (mean cos(pred, target)); the best weights are restored at the end.
@@ -24,9 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import random
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -37,8 +36,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
-from safetensors.torch import load_file as load_safetensors
-from safetensors.torch import save_file as save_safetensors
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 from tqdm import tqdm
@@ -48,39 +45,32 @@ from lvm_core.contracts import (
     CHECKPOINT_BEST_DIR,
     CHECKPOINT_LAST_DIR,
     CHECKPOINT_META_FILE,
-    CHECKPOINT_STATE_FILE,
-    CHECKPOINT_WEIGHTS_FILE,
 )
 from lvm_core.runtime.faults import crash_point
 from lvm_core.models import ModelConfig, build_model, count_parameters
 from lvm_core.runtime.progress import progress_enabled
-from lvm_core.io.storage import atomic_dir, read_json, write_json
+from lvm_core.data.embedding import EncoderFingerprint
+from lvm_core.models.loader import unrecorded_encoder
+from lvm_core.train.checkpoint import (  # the checkpoint names are re-exported for `from lvm_core.train import ...`
+    CHECKPOINT_FORMAT,
+    RESUME_MUTABLE_FIELDS as RESUME_MUTABLE_FIELDS,
+    CheckpointError as CheckpointError,
+    CheckpointExistsError,
+    CheckpointMismatchError as CheckpointMismatchError,
+    check_compatible,
+    load_checkpoint,
+    load_training_state,
+    read_checkpoint_meta,
+    recover_checkpoint_dir,
+    write_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "lvm-checkpoint/1"
-#: TrainConfig fields that may differ on resume: runtime settings, and the divergence guards (they do not
-#: change the trajectory unless they fire, so a run stopped by a too-strict guard can resume with a looser one).
-RESUME_MUTABLE_FIELDS = frozenset({"num_threads", "eval_batch_size", "max_grad_norm_explode", "loss_blowup_factor"})
 _EMA_BETA = 0.9  # smoothing of the batch loss for blow-up detection
 _EMA_WARMUP_STEPS = 10  # steps before the smoothed loss is trusted as a reference
 
 FaultHook = Callable[[int, int, torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor] | None"]
-
-
-# --- errors ------------------------------------------------------------------------------------------
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder is missing, incomplete or unreadable (the message names the path)."""
-
-
-class CheckpointMismatchError(CheckpointError):
-    """A checkpoint was written for another architecture, model config, dim or training config."""
-
-
-class CheckpointExistsError(CheckpointError):
-    """`train(resume=False)` into a folder that already holds a checkpoint."""
 
 
 # --- configuration and results -------------------------------------------------------------------------
@@ -368,121 +358,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((p["version"], tuple(int(x) for x in p["state"].tolist()), p["gauss_next"]))
 
 
-# --- checkpoints ----------------------------------------------------------------------------------------
-
-
-def _write_checkpoint(folder: Path, weights: dict[str, torch.Tensor], meta: dict[str, Any], state: dict[str, Any] | None) -> None:
-    """Stage all files of one checkpoint and rename the folder into place."""
-    with atomic_dir(folder) as staging:
-        save_safetensors({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(staging / CHECKPOINT_WEIGHTS_FILE))
-        if state is not None:
-            torch.save(state, staging / CHECKPOINT_STATE_FILE)
-        write_json(staging / CHECKPOINT_META_FILE, meta)
-
-
-def _recover_checkpoint_dir(root: Path) -> None:
-    """Clean up after a crash inside `atomic_dir`: drop staging folders, put back a displaced `last`/`best`."""
-    for name in (CHECKPOINT_LAST_DIR, CHECKPOINT_BEST_DIR):
-        for staging in root.glob(f".{name}.staging.*"):
-            shutil.rmtree(staging, ignore_errors=True)
-        backups = sorted(root.glob(f".{name}.old.*"), key=lambda p: p.stat().st_mtime)
-        target = root / name
-        for backup in backups:
-            if not target.exists() and (backup / CHECKPOINT_META_FILE).is_file():
-                os.replace(backup, target)
-            else:
-                shutil.rmtree(backup, ignore_errors=True)
-
-
-def _resolve_checkpoint_folder(path: Path) -> Path:
-    path = Path(path)
-    if (path / CHECKPOINT_META_FILE).is_file():
-        return path
-    for name in (CHECKPOINT_BEST_DIR, CHECKPOINT_LAST_DIR):
-        if (path / name / CHECKPOINT_META_FILE).is_file():
-            return path / name
-    raise CheckpointError(f"{path}: no checkpoint here (expected {CHECKPOINT_META_FILE}, or best/ or last/ holding one)")
-
-
-def read_checkpoint_meta(path: Path) -> dict[str, Any]:
-    """`meta.json` of a checkpoint folder (or of best/, else last/, inside a checkpoint dir)."""
-    folder = _resolve_checkpoint_folder(path)
-    try:
-        meta = read_json(folder / CHECKPOINT_META_FILE)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{folder / CHECKPOINT_META_FILE}: unreadable checkpoint metadata ({exc})") from exc
-    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{folder / CHECKPOINT_META_FILE}: not a {CHECKPOINT_FORMAT} checkpoint")
-    meta["path"] = str(folder)
-    return meta
-
-
-def _load_weights(model: nn.Module, folder: Path) -> None:
-    path = folder / CHECKPOINT_WEIGHTS_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing model weights")
-    try:
-        model.load_state_dict(load_safetensors(str(path)), strict=True)
-    except (RuntimeError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: weights do not fit the model in meta.json ({exc})") from exc
-
-
-def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model from a checkpoint through `build_model` (stored config) and load its safetensors.
-
-    `path` is a checkpoint folder or a checkpoint dir (then `best/`, else `last/`). Returns the model in
-    eval mode and the folder's `meta.json`. Nothing is unpickled.
-    """
-    meta = read_checkpoint_meta(path)
-    folder = Path(meta["path"])
-    try:
-        mc = ModelConfig.model_validate(meta["model_config"])
-    except Exception as exc:
-        raise CheckpointError(f"{folder / CHECKPOINT_META_FILE}: invalid model_config ({exc})") from exc
-    if meta.get("arch") != mc.arch or meta.get("dim") != mc.dim:
-        raise CheckpointError(
-            f"{folder / CHECKPOINT_META_FILE}: arch/dim ({meta.get('arch')}, {meta.get('dim')}) disagree with "
-            f"model_config ({mc.arch}, {mc.dim})"
-        )
-    model = build_model(mc)
-    _load_weights(model, folder)
-    model.eval()
-    return model, meta
-
-
-def load_training_state(path: Path) -> dict[str, Any]:
-    """`state.pt` of a checkpoint folder, loaded with `weights_only=True`."""
-    folder = Path(path)
-    if not (folder / CHECKPOINT_STATE_FILE).is_file() and (folder / CHECKPOINT_LAST_DIR).is_dir():
-        folder = folder / CHECKPOINT_LAST_DIR
-    state_path = folder / CHECKPOINT_STATE_FILE
-    if not state_path.is_file():
-        raise CheckpointError(f"{state_path}: missing training state")
-    try:
-        return torch.load(state_path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{state_path}: unreadable training state ({exc})") from exc
-
-
-def _check_compatible(meta: dict[str, Any], mc: ModelConfig, tc: TrainConfig, dim: int) -> None:
-    where = meta.get("path", "checkpoint")
-    problems = []
-    if meta.get("arch") != mc.arch:
-        problems.append(f"arch {meta.get('arch')!r} != requested {mc.arch!r}")
-    if meta.get("dim") != dim:
-        problems.append(f"dim {meta.get('dim')} != vectors' dim {dim}")
-    stored_mc = meta.get("model_config") or {}
-    for key, value in mc.model_dump().items():
-        if key != "arch" and stored_mc.get(key) != value:
-            problems.append(f"model_config.{key} {stored_mc.get(key)!r} != requested {value!r}")
-    stored_tc = meta.get("train_config") or {}
-    for key, value in tc.model_dump().items():
-        if key not in RESUME_MUTABLE_FIELDS and stored_tc.get(key) != value:
-            problems.append(f"train_config.{key} {stored_tc.get(key)!r} != requested {value!r}")
-    if problems:
-        raise CheckpointMismatchError(f"{where}: cannot resume: " + "; ".join(problems))
-
-
 # --- evaluation helpers ---------------------------------------------------------------------------------
 
 
@@ -609,6 +484,7 @@ def train(
     resume: bool = False,
     on_epoch_end: Callable[[EpochMetrics], None] | None = None,
     fault_hook: FaultHook | None = None,
+    fingerprint: EncoderFingerprint | None = None,
 ) -> TrainResult:
     """Train `model_config`'s model on row-index windows, checkpointing every epoch into `checkpoint_dir`.
 
@@ -617,10 +493,15 @@ def train(
     before every training step and may return a replacement `(ctx, target)`; it exists for fault-injection
     tests. Divergence is returned as `status="diverged"` (never raised). With `resume=True` and no
     checkpoint yet, training starts fresh; with `resume=False` an existing checkpoint is refused.
+    `fingerprint` (the encoder of `vectors`) goes into every checkpoint's encoder.json; without it the
+    checkpoints record `unrecorded_encoder`, which no encoder's vectors match.
     """
     mc = model_config if isinstance(model_config, ModelConfig) else ModelConfig.model_validate(model_config)
     tc = train_config if isinstance(train_config, TrainConfig) else TrainConfig.model_validate(train_config)
     _check_vectors(vectors, mc.dim)
+    if fingerprint is not None and fingerprint.dim != mc.dim:
+        raise ValueError(f"encoder {fingerprint.describe()} has dim {fingerprint.dim} but model_config.dim is {mc.dim}")
+    encoder = fingerprint or unrecorded_encoder(mc.dim)
     vec_t = as_vector_tensor(vectors)
     train_ds = WindowDataset.from_arrays(vec_t, train_seqs, "train_seqs")
     val_ds = WindowDataset.from_arrays(vec_t, val_seqs, "val_seqs")
@@ -630,7 +511,7 @@ def train(
 
     root = Path(checkpoint_dir)
     root.mkdir(parents=True, exist_ok=True)
-    _recover_checkpoint_dir(root)
+    recover_checkpoint_dir(root)
     last_dir, best_dir = root / CHECKPOINT_LAST_DIR, root / CHECKPOINT_BEST_DIR
     has_last = (last_dir / CHECKPOINT_META_FILE).is_file()
     if has_last and not resume:
@@ -638,7 +519,12 @@ def train(
 
     with _torch_runtime(tc):
         seed_everything(tc.seed)
-        model = build_model(mc)
+        if resume and has_last:
+            meta = read_checkpoint_meta(last_dir)
+            check_compatible(meta, mc, tc, vectors.shape[1], fingerprint)
+            model = load_checkpoint(last_dir)[0]  # rebuilt by load_model_dir, like any model
+        else:
+            model = build_model(mc)
         model.train()
         n_params = count_parameters(model)
         optimizer = make_optimizer(model, tc)
@@ -649,29 +535,21 @@ def train(
         resumed_from: int | None = None
 
         if resume and has_last:
-            meta = read_checkpoint_meta(last_dir)
-            _check_compatible(meta, mc, tc, vectors.shape[1])
-            _load_weights(model, last_dir)
             state = load_training_state(last_dir)
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             loop.load(state["loop"], meta.get("history", []))
-            _set_rng_state(state["rng"])
-            if (best_dir / CHECKPOINT_WEIGHTS_FILE).is_file():
-                best_weights = load_safetensors(str(best_dir / CHECKPOINT_WEIGHTS_FILE))
+            if (best_dir / CHECKPOINT_META_FILE).is_file():
+                best_weights = load_checkpoint(best_dir)[0].state_dict()
+            _set_rng_state(state["rng"])  # last: rebuilding a model above draws from the RNGs
             resumed_from = loop.epoch
             log.info("resuming %s from epoch %d (%s)", mc.arch, loop.epoch, last_dir)
         else:
             loop.initial_val = evaluate_cosine(model, vec_t, val_seqs, tc.eval_batch_size)
 
         def checkpoint_meta(epoch: int, val: float) -> dict[str, Any]:
-            return {
-                "format": CHECKPOINT_FORMAT,
-                "arch": mc.arch,
-                "model_config": mc.model_dump(),
+            return {  # the model config is the folder's config.json
                 "train_config": tc.model_dump(),
-                "dim": mc.dim,
-                "context_len": mc.context_len,
                 "epoch": epoch,
                 "val_cosine": val,
                 "best_epoch": loop.best_epoch,
@@ -687,7 +565,7 @@ def train(
             # epoch 0 competes: the untrained weights are the best until an epoch beats them by min_delta
             loop.best_val, loop.best_epoch = loop.initial_val, 0
             best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            _write_checkpoint(best_dir, model.state_dict(), {**checkpoint_meta(0, loop.initial_val), "checkpoint": "best"}, None)
+            write_checkpoint(best_dir, model, mc, encoder, {**checkpoint_meta(0, loop.initial_val), "checkpoint": "best"}, None)
 
         def result(status: TrainStatus, reason: str) -> TrainResult:
             final = None
@@ -748,7 +626,7 @@ def train(
 
             meta = checkpoint_meta(epoch, val)
             if improved:
-                _write_checkpoint(best_dir, model.state_dict(), {**meta, "checkpoint": "best"}, None)
+                write_checkpoint(best_dir, model, mc, encoder, {**meta, "checkpoint": "best"}, None)
             state = {
                 "format": CHECKPOINT_FORMAT,
                 "optimizer": optimizer.state_dict(),
@@ -756,7 +634,7 @@ def train(
                 "loop": loop.to_state(),
                 "rng": _rng_state(),
             }
-            _write_checkpoint(last_dir, model.state_dict(), {**meta, "checkpoint": "last"}, state)
+            write_checkpoint(last_dir, model, mc, encoder, {**meta, "checkpoint": "last"}, state)
             if on_epoch_end is not None:
                 on_epoch_end(metrics)
             if loop.status == "early_stopped":
