@@ -15,7 +15,6 @@ the validated numbers beside the Data Docs.
 from __future__ import annotations
 
 import json
-import math
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from expectations.frames import FRAME_NAMES, build_gate_frames
 from lvm_core import contracts
 from lvm_core.io import storage
 from lvm_core.contracts.gates import GateFailedError, GateReport, GateResult, GateThresholds
+from lvm_core.io.plain import to_plain
 
 STAGE = "pre_training"
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
@@ -235,8 +235,8 @@ def _build_report(result: CheckpointResult, frames: dict[str, pd.DataFrame], thr
             GateResult(
                 name=gate,
                 passed=not failed,
-                value=_jsonable(value),
-                threshold=_jsonable(threshold),
+                value=to_plain(value, nan_to_none=True),
+                threshold=to_plain(threshold, nan_to_none=True),
                 detail=detail,
             )
         )
@@ -255,16 +255,6 @@ def _describe(er: ExpectationValidationResult) -> str:
         sample = list(res.get("partial_unexpected_list") or [])[:5]
         return f"{head}: {res['unexpected_count']} unexpected of {res.get('element_count')}, e.g. {sample}"
     return f"{head}: observed {res.get('observed_value')}"
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (np.generic,)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 _Measure = Callable[[dict[str, pd.DataFrame], GateThresholds], tuple[Any, Any]]
@@ -290,7 +280,7 @@ def _count(mask: pd.Series) -> int:
 def _per_split(frames: dict[str, pd.DataFrame], column: str) -> dict[str, Any]:
     """{split: value} of an eval_splits column (raw leakage rates, purged fraction)."""
     e = frames["eval_splits"]
-    return {str(s): _jsonable(float(v)) for s, v in zip(e["split"], e[column])}
+    return {str(s): to_plain(float(v), nan_to_none=True) for s, v in zip(e["split"], e[column])}
 
 
 def _chunk_ids(frames: dict[str, pd.DataFrame], t: GateThresholds) -> tuple[Any, Any]:

@@ -17,7 +17,8 @@ from lvm_core.evaluation.contamination import ContaminationError, ContaminationR
 from lvm_core.contracts import EVAL_SPLITS
 from lvm_core.data.build import Dataset, load_dataset
 from lvm_core.evaluation import EvaluationResult, evaluate_predictors
-from lvm_core.contracts.gates import GateReport, GateThresholds, post_training_gates
+from lvm_core.contracts.gates import GateReport, GateThresholds
+from lvm_core.evaluation.gates import post_training_gates
 from lvm_core.evaluation.report import write_report
 from tasks.common import COMPUTE_RETRIES, HOUR, IO_RETRIES
 

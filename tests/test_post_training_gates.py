@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from lvm_core.evaluation import evaluate_predictors
-from lvm_core.contracts.gates import GateThresholds, post_training_gates
+from lvm_core.contracts.gates import GateThresholds
+from lvm_core.evaluation.gates import post_training_gates
 from lvm_core.data.windows import build_windows
 
 DIM, CTX = 24, 3

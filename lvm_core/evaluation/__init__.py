@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from lvm_core.evaluation.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES, ArticleBootstrap
+from lvm_core.io.plain import to_plain
 from lvm_core.data.retrieval import TIE_EPS, ChunkBank, oracle_recall_at_k, unit_rows
 from lvm_core.models.baselines import l2_normalize
 from lvm_core.data.windows import SequenceSet
@@ -586,23 +587,6 @@ def cosine_by_bin(
 # --- all metrics, all predictors -------------------------------------------------------------------
 
 
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _json_safe(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    return obj
-
-
 def _int_keys(d: Mapping[str, Any]) -> dict[int, Any]:
     return {int(k): v for k, v in d.items()}
 
@@ -698,8 +682,8 @@ class EvaluationResult:
         return rows
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict (NaN -> None, int keys -> str)."""
-        return _json_safe(
+        """JSON-safe dict (NaN -> None, int keys -> str); written as evaluation.json, read back by `from_dict`."""
+        return to_plain(
             {
                 "predictors": self.predictors,
                 "splits": self.splits,
@@ -714,12 +698,16 @@ class EvaluationResult:
                 "config": self.config,
                 "intervals": self.intervals,
                 "deltas": self.deltas,
-            }
+            },
+            nan_to_none=True,
         )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "EvaluationResult":
-        """Inverse of `to_dict` (bin keys stay strings; None stays None)."""
+        """Inverse of `to_dict`: a stored evaluation.json as a result again (the model gates accept either).
+
+        Bin keys stay strings and None stays None; results written before intervals existed load with none.
+        """
         return cls(
             predictors=list(data["predictors"]),
             splits=list(data["splits"]),

@@ -20,6 +20,9 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lvm_core.io.plain import json_default
+from lvm_core.io.plain import to_plain as to_plain  # re-exported: storage callers write plain values
+
 
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
@@ -108,7 +111,7 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
 def write_json(path: Path, obj: Any) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
 
 
 def read_json(path: Path) -> Any:
@@ -141,39 +144,5 @@ def file_digest(path: Path, algo: str = "sha256", chunk_size: int = 1 << 20) -> 
 
 def json_digest(obj: Any) -> str:
     """Stable sha256 of a JSON-serialisable object (sorted keys)."""
-    data = json.dumps(obj, sort_keys=True, default=_json_default).encode()
+    data = json.dumps(obj, sort_keys=True, default=json_default).encode()
     return hashlib.sha256(data).hexdigest()
-
-
-def to_plain(obj: Any) -> Any:
-    """Pydantic models, dataclasses, `to_dict()` objects, numpy values and paths as JSON-like values."""
-    import dataclasses
-    from collections.abc import Mapping
-
-    if hasattr(obj, "model_dump") and callable(obj.model_dump):
-        return to_plain(obj.model_dump(mode="json"))
-    if hasattr(obj, "to_dict") and callable(obj.to_dict) and not isinstance(obj, Mapping):
-        return to_plain(obj.to_dict())
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return to_plain(dataclasses.asdict(obj))
-    if isinstance(obj, Mapping):
-        return {str(k): to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
