@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from lvm_core.contracts import DatasetPaths
+from lvm_core.io.storage import read_json
 
 __all__ = ["ContaminationError", "ContaminationReport", "check_contamination", "evaluation_articles"]
 
@@ -99,8 +100,6 @@ def evaluation_articles(sequences: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 def _split_hash(root: Path) -> str | None:
-    from lvm_core.io.storage import read_json
-
     try:
         manifest = read_json(DatasetPaths(root).manifest)
     except (OSError, ValueError):
