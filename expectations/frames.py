@@ -62,6 +62,7 @@ import pyarrow.parquet as pq
 
 from lvm_core import contracts
 from lvm_core.contracts import DataContractError
+from lvm_core.contracts.manifest import DatasetManifest
 
 FRAME_NAMES: tuple[str, ...] = (
     "chunks",
@@ -109,7 +110,7 @@ _PARITY_TOL = 1e-9
 _EVAL_SPLITS: tuple[str, ...] = contracts.EVAL_SPLITS
 
 
-def build_gate_frames(dataset_dir: Path, manifest: dict[str, Any] | None = None) -> dict[str, pd.DataFrame]:
+def build_gate_frames(dataset_dir: Path, manifest: DatasetManifest | dict[str, Any] | None = None) -> dict[str, pd.DataFrame]:
     """Frames the pre-training suites validate, keyed by FRAME_NAMES.
 
     `manifest` is the manifest as the build holds it; None reads ``manifest.json`` from the folder.
@@ -450,6 +451,9 @@ def _check_windows(
 
 
 def _resolve_manifest(paths: contracts.DatasetPaths, manifest: Any, problems: list[str]) -> dict[str, Any]:
+    # The gates recount the JSON shape on their own, so a typed manifest is taken as the JSON it writes.
+    if isinstance(manifest, DatasetManifest):
+        manifest = manifest.to_dict()
     if manifest is None:
         data, err = _read_json_file(paths.manifest)
         if err:

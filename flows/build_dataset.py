@@ -15,6 +15,7 @@ from flows.runners import describe, in_process_runner, shard_task_runner
 from lvm_core.data import build as ds
 from lvm_core.contracts.build_options import BuildConfig, BuildOptions
 from lvm_core.contracts.gates import GateFailedError
+from lvm_core.contracts.manifest import DatasetManifest, ShardLayout
 from tasks import dataset as t
 from tasks.common import HEAVY_CPU_TAG, gates_markdown, publish_markdown, publish_table
 from tasks.slots import exclusive
@@ -119,22 +120,22 @@ def _publish_gates(dataset_id: str, report, docs: str) -> None:
     )
 
 
-def _summary_rows(manifest: dict) -> list[dict]:
-    seq = manifest.get("sequences", {})
-    emb = manifest.get("embedding", {})
+def _summary_rows(manifest: DatasetManifest) -> list[dict]:
+    seq = manifest.sequences
+    emb = manifest.embedding or {}
     return [
-        {"what": "articles", "value": manifest["counts"]["articles"]},
-        {"what": "chunks", "value": manifest["counts"]["chunks"]},
+        {"what": "articles", "value": manifest.counts.articles},
+        {"what": "chunks", "value": manifest.counts.chunks},
         {"what": "sequences train/val/test/ood", "value": "/".join(str(seq.get(k)) for k in ("train", "val", "test", "ood"))},
-        {"what": "shards source/chunk/embed (redone)", "value": _shards_cell(manifest.get("shards") or {})},
+        {"what": "shards source/chunk/embed (redone)", "value": _shards_cell(manifest.shards)},
         {"what": "chunks reused from cache", "value": emb.get("n_reused")},
         {"what": "chunks encoded", "value": emb.get("n_encoded")},
-        {"what": "coherence mean", "value": manifest["coherence"]["mean"]},
-        {"what": "crossing windows", "value": manifest["crossing_windows"]},
-        {"what": "oracle recall@5", "value": manifest["oracle_recall_at_5"]},
+        {"what": "coherence mean", "value": manifest.coherence.mean},
+        {"what": "crossing windows", "value": manifest.crossing_windows},
+        {"what": "oracle recall@5", "value": manifest.oracle_recall_at_5},
     ]
 
 
-def _shards_cell(shards: dict) -> str:
-    stages = [shards.get(k) or {} for k in ("ingest", "chunk", "embed")]
-    return "/".join(f"{s.get('n', 0)} ({s.get('n', 0) - s.get('reused', 0)})" for s in stages)
+def _shards_cell(shards: ShardLayout | None) -> str:
+    stages = [getattr(shards, k, None) for k in ("ingest", "chunk", "embed")]
+    return "/".join(f"{s.n if s else 0} ({(s.n - (s.reused or 0)) if s else 0})" for s in stages)

@@ -9,7 +9,6 @@ the temporary Prefect API server stops, one line is printed and the exit code is
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -211,17 +210,19 @@ def _parse_thresholds(items: Optional[list[str]]) -> dict[str, float | bool]:
 
 
 def _print_dataset_summary(path: Path) -> None:
-    m = json.loads((path / "manifest.json").read_text())
-    t = Table(title=f"dataset {m['dataset_id']}", show_header=False)
-    t.add_row("articles / chunks", f"{m['counts']['articles']} / {m['counts']['chunks']}")
-    t.add_row("sequences " + "/".join(m["sequences"]), " / ".join(str(v) for v in m["sequences"].values()))
-    t.add_row("encoder", f"{m['encoder']['name']} ({m['encoder']['dim']}-d)")
-    coh = m.get("coherence", {})
-    if coh.get("mean") is not None:
-        t.add_row("coherence mean", f"{coh['mean']:.3f}")
-    t.add_row("crossing windows", str(m["crossing_windows"]))
-    t.add_row("oracle recall@5", f"{m['oracle_recall_at_5']:.4f}")
-    t.add_row("gates", "all passed" if m.get("gates_passed") else "FAILED")
+    from lvm_core.contracts import DatasetPaths
+    from lvm_core.contracts.manifest import read_manifest
+
+    m = read_manifest(DatasetPaths(path).manifest)
+    t = Table(title=f"dataset {m.dataset_id}", show_header=False)
+    t.add_row("articles / chunks", f"{m.counts.articles} / {m.counts.chunks}")
+    t.add_row("sequences " + "/".join(m.sequences), " / ".join(str(v) for v in m.sequences.values()))
+    t.add_row("encoder", f"{m.encoder.name} ({m.encoder.dim}-d)")
+    if m.coherence.mean is not None:
+        t.add_row("coherence mean", f"{m.coherence.mean:.3f}")
+    t.add_row("crossing windows", str(m.crossing_windows))
+    t.add_row("oracle recall@5", f"{m.oracle_recall_at_5:.4f}")
+    t.add_row("gates", "all passed" if m.gates_passed else "FAILED")
     err.print(t)
 
 

@@ -49,7 +49,7 @@ def compare_architectures(
                                    params=params, train_seconds=seconds))
     split = "test" if len(ds.sequences.get("test", [])) else "val"  # datasets from before the test split: val
     rows = add_intervals(rows, ds.sequences, split=split)
-    dataset_id = ds.manifest.get("dataset_id", Path(data).name)
+    dataset_id = ds.manifest.dataset_id
     md = comparison_markdown(rows, f"Architectures on {dataset_id} ({epochs} epochs max, early stopping and "
                                    f"selection on val; {split} reported with 95% article-bootstrap intervals)")
     out = contracts.models_dir(root) / "comparisons" / dataset_id

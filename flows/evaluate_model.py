@@ -56,7 +56,7 @@ def evaluate_model(
     out_dir = t.reports_dir(root, loaded)
     paths = t.report(result, loaded, ds, gate_report, out_dir, contamination)
     with TrainingRun(root, run_name=f"evaluate-{loaded.name}-v{loaded.version}", arch=loaded.arch,
-                     snapshot_id=ds.manifest.get("snapshot_id"), encoder_fingerprint=ds.fingerprint,
+                     snapshot_id=ds.manifest.snapshot_id, encoder_fingerprint=ds.fingerprint,
                      tags={"evaluates": f"{loaded.name}/{loaded.version}", "training_run": loaded.run_id or "",
                            "run_type": "evaluation", t.TAG_CONTAMINATION: contamination.tag_value()}) as run:
         run.log_dataset_manifest(ds.paths.manifest, context="evaluation")

@@ -73,11 +73,12 @@ def train_model(
                                hidden=hidden, mlp_hidden=mlp_hidden, dropout=dropout)
     name = registered_name or f"lvm-{arch}"
     ckpt = t.checkpoint_dir_for(root, dataset, model_config, train_config)
-    split_hash = (dataset.manifest.get("splits") or {}).get("content_hash")
+    split_hash = dataset.manifest.splits.content_hash if dataset.manifest else None
     tags = {"forced": str(bool(force)).lower(), "resumed": str(bool(resume)).lower(), "checkpoint_dir": str(ckpt)}
-    if force and dataset.manifest and not dataset.manifest.get("gates_passed", False):
-        tags["forced_past_failed_gates"] = ",".join(k for k, g in dataset.manifest.get("gates", {}).items() if not g.get("passed"))
-    with TrainingRun(root, run_name=f"{arch}-{dataset.dataset_id}", arch=arch, snapshot_id=dataset.manifest.get("snapshot_id"),
+    if force and dataset.manifest and not dataset.manifest.gates_passed:
+        tags["forced_past_failed_gates"] = ",".join(dataset.manifest.failed_gates)
+    with TrainingRun(root, run_name=f"{arch}-{dataset.dataset_id}", arch=arch,
+                     snapshot_id=dataset.manifest.snapshot_id if dataset.manifest else None,
                      encoder_fingerprint=dataset.fingerprint, split_hash=split_hash, tags=tags) as run:
         run.log_params({"model": model_config.model_dump(), "train": train_config.model_dump(),
                         "data": {"source": str(dataset.source), "dataset_id": dataset.dataset_id,
@@ -85,8 +86,9 @@ def train_model(
                                  "val_windows": len(dataset.split("val") or [])}})
         if dataset.manifest_path is not None:
             run.log_dataset_manifest(dataset.manifest_path)
-            if dataset.manifest.get("gates"):
-                run.log_gate_results({"stage": "pre_training", **dataset.manifest["gates"]}, stage="pre_training")
+            if dataset.manifest and dataset.manifest.gates:
+                gates = {name: g.to_dict() for name, g in dataset.manifest.gates.items()}
+                run.log_gate_results({"stage": "pre_training", **gates}, stage="pre_training")
         baselines_dir = ckpt.parent / f"{ckpt.name}-baselines"
         _, baseline_scores = t.fit_baselines(dataset, baselines_dir)
         for bname, scores in baseline_scores.items():

@@ -17,6 +17,7 @@ from lvm_core.data import build as ds
 from lvm_core.contracts.build_options import BuildConfig
 from lvm_core.runtime.faults import crash_point
 from lvm_core.contracts.gates import GateReport
+from lvm_core.contracts.manifest import DatasetManifest
 from lvm_core.data.ingest import IngestError
 from tasks.common import COMPUTE_RETRIES, HOUR, IO_RETRIES, artifact_key, is_transient
 
@@ -237,21 +238,21 @@ class BuildProgress:
 def analyse(
     stage_dir: Path, config: BuildConfig, source: ds.SourceInfo, articles_path: Path, chunks_path: Path,
     embedded: ds.EmbedResult, ingest_stats: dict[str, Any] | None = None, shards: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> DatasetManifest:
     """Coherence bins, stratified splits, leakage guards, strict sequences, oracle recall → manifest."""
     manifest = ds.analyse_step(stage_dir, config, source, articles_path, chunks_path, embedded,
                                ingest_stats=ingest_stats, shards=shards)
     log = get_run_logger()
     log.info(
         "coherence mean %.3f; sequences %s; crossing windows %s; oracle R@5 %.4f",
-        manifest["coherence"]["mean"] or float("nan"), manifest["sequences"], manifest["crossing_windows"],
-        manifest["oracle_recall_at_5"],
+        manifest.coherence.mean or float("nan"), manifest.sequences, manifest.crossing_windows,
+        manifest.oracle_recall_at_5,
     )
     return manifest
 
 
 @task(name="data-gates", task_run_name="data-gates-{source.dataset_id}", timeout_seconds=HOUR)
-def run_data_gates(stage_dir: Path, manifest: dict[str, Any], source: ds.SourceInfo, config: BuildConfig) -> GateReport:
+def run_data_gates(stage_dir: Path, manifest: DatasetManifest, source: ds.SourceInfo, config: BuildConfig) -> GateReport:
     """Great Expectations checkpoint over the staged dataset; results and Data Docs stay in the folder."""
     from expectations.runner import run_pre_training_gates
 
@@ -264,14 +265,14 @@ def run_data_gates(stage_dir: Path, manifest: dict[str, Any], source: ds.SourceI
 
 
 @task(name="publish-dataset", task_run_name="publish-{source.dataset_id}", **IO_RETRIES)
-def publish(stage_dir: Path, manifest: dict[str, Any], report: GateReport, source: ds.SourceInfo, config: BuildConfig) -> Path:
+def publish(stage_dir: Path, manifest: DatasetManifest, report: GateReport, source: ds.SourceInfo, config: BuildConfig) -> Path:
     """Write READY and rename the staged folder onto the dataset folder (the old one goes only then)."""
     ds.finalize_manifest(stage_dir, manifest, report.to_manifest(), True, report.docs_path)
     return ds.publish(stage_dir, config.resolved_data_dir(), source.dataset_id)
 
 
 @task(name="set-aside-failed-build", task_run_name="set-aside-{source.dataset_id}", **IO_RETRIES)
-def set_aside(stage_dir: Path, manifest: dict[str, Any], report: GateReport, source: ds.SourceInfo, config: BuildConfig) -> Path:
+def set_aside(stage_dir: Path, manifest: DatasetManifest, report: GateReport, source: ds.SourceInfo, config: BuildConfig) -> Path:
     """Keep a build whose gates failed (with its Data Docs) under datasets/_failed/; nothing is published."""
     ds.finalize_manifest(stage_dir, manifest, report.to_manifest(), False, report.docs_path)
     return ds.set_aside_failed(stage_dir, config.resolved_data_dir(), source.dataset_id)

@@ -48,7 +48,7 @@ def check_contamination(model: registry.LoadedModel, ds: Dataset, allow: bool = 
     train_dir, split_hash = registry.training_dataset(model)
     result = contamination.check_contamination(
         ds.root, ds.sequences, model=model.describe(), training_dataset=train_dir, training_split_hash=split_hash,
-        eval_split_hash=(ds.manifest.get("splits") or {}).get("content_hash"),
+        eval_split_hash=ds.manifest.splits.content_hash,
     )
     if result.trusted:
         get_run_logger().info("%s", result.message())
@@ -106,7 +106,7 @@ def evaluate(model: registry.LoadedModel, ds: Dataset, max_windows: int | None =
 @task(name="post-training-gates", cache_policy=NO_CACHE)
 def gates(result: EvaluationResult, ds: Dataset, thresholds: dict[str, Any]) -> GateReport:
     # the whole result: beats_best_baseline reads its bootstrap deltas on the reporting split
-    report = post_training_gates(result, result.model_name, ds.manifest, GateThresholds.from_dict(thresholds))
+    report = post_training_gates(result, result.model_name, ds.manifest.to_dict(), GateThresholds.from_dict(thresholds))
     log = get_run_logger()
     for r in report.results:
         (log.info if r.passed else log.warning)("gate %-20s %s value=%s threshold=%s", r.name,
@@ -121,9 +121,9 @@ def report(result: EvaluationResult, model: registry.LoadedModel, ds: Dataset, g
         "model": f"{model.name} v{model.version}",
         "architecture": model.arch,
         "training run": model.run_id,
-        "dataset": ds.manifest.get("dataset_id"),
-        "snapshot": ds.manifest.get("snapshot_id"),
-        "encoder": f"{ds.manifest['encoder']['name']} ({ds.manifest['encoder']['dim']}-d)",
+        "dataset": ds.manifest.dataset_id,
+        "snapshot": ds.manifest.snapshot_id,
+        "encoder": f"{ds.manifest.encoder.name} ({ds.manifest.encoder.dim}-d)",
         "gates": [r.to_dict() for r in gate_report.results],
     }
     if contamination_report is not None:

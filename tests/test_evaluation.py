@@ -503,5 +503,5 @@ def test_evaluate_baselines_on_a_real_built_dataset(small_dataset, tmp_path):
             m = res.metrics[p][s]
             assert 0.0 <= m["r@1"] <= m["r@5"] <= m["r@10"] <= 1.0
             assert 0.5 < m["contrastive_acc"] <= 1.0
-    paths = write_report(res, tmp_path, "baselines on the sample", {"snapshot_id": ds.manifest.get("snapshot_id")})
+    paths = write_report(res, tmp_path, "baselines on the sample", {"snapshot_id": ds.manifest.snapshot_id})
     assert "copy_last" in paths["html"].read_text()

@@ -4,12 +4,13 @@ encoder fingerprint and where it came from."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lvm_core.contracts.manifest import DatasetManifest
 from lvm_core.data.embedding import EncoderFingerprint
 from lvm_core.data.windows import SequenceSet
 from lvm_core.io.storage import file_digest
@@ -23,7 +24,7 @@ class TrainingData:
     dataset_id: str
     source: Path
     manifest_path: Path | None = None
-    manifest: dict[str, Any] = field(default_factory=dict)
+    manifest: DatasetManifest | None = None  # None for reference NPZ files, which carry none
 
     @property
     def context_len(self) -> int:
@@ -47,7 +48,7 @@ def from_dataset(root: Path, force: bool = False) -> TrainingData:
         vectors=ds.vectors,
         sequences=ds.sequences,
         fingerprint=ds.fingerprint,
-        dataset_id=str(ds.manifest.get("dataset_id", Path(root).name)),
+        dataset_id=ds.manifest.dataset_id,
         source=Path(root),
         manifest_path=ds.paths.manifest,
         manifest=ds.manifest,

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from lvm_core import contracts
 from lvm_core.contracts.build_options import BuildConfig
 from lvm_core.contracts import DataContractError, DatasetPaths
+from lvm_core.contracts.manifest import DatasetManifest, parse_manifest, read_manifest, write_manifest
 from lvm_core.data.embedding.cache import EmbeddingCache
 from lvm_core.runtime.faults import crash_point
 from lvm_core.runtime.liveness import OWNER_FILE, abandoned_dirs, claim_dir
@@ -585,7 +586,7 @@ def analyse_step(
     embed: EmbedResult,
     ingest_stats: dict[str, Any] | None = None,
     shards: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> DatasetManifest:
     """Assemble the staging folder and compute coherence, splits, leakage, sequences and the oracle.
 
     Returns the manifest (also written to the staging folder), without gate results. `ingest_stats`
@@ -687,7 +688,7 @@ def analyse_step(
     coh_values = coh["coherence"].drop_nulls().to_numpy()
     if ingest_stats is None:
         ingest_stats = read_ingest_stats(articles_path)
-    manifest: dict[str, Any] = {
+    record: dict[str, Any] = {
         "dataset_id": source.dataset_id,
         "snapshot_id": source.snapshot_id,
         "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -731,8 +732,9 @@ def analyse_step(
         "embedding": embed.stats,
     }
     if shards is not None:
-        manifest["shards"] = shards
-    write_json(paths.manifest, manifest)
+        record["shards"] = shards
+    manifest = parse_manifest(record, paths.manifest)
+    write_manifest(paths.manifest, manifest)
     return manifest
 
 
@@ -867,19 +869,19 @@ def discard_staging(stage_dir: Path) -> None:
 
 
 def finalize_manifest(
-    stage_dir: Path, manifest: dict[str, Any], gates: dict[str, Any], passed: bool, docs_path: str | None = None
-) -> None:
+    stage_dir: Path, manifest: DatasetManifest, gates: dict[str, Any], passed: bool, docs_path: str | None = None
+) -> DatasetManifest:
     """Add gate results; the Data Docs link is stored relative to the dataset folder (it gets renamed)."""
-    manifest = dict(manifest)
-    manifest["gates"] = gates
-    manifest["gates_passed"] = passed
+    added: dict[str, Any] = {"gates": gates, "gates_passed": passed}
     if docs_path:
         try:
-            manifest["gate_docs"] = str(Path(docs_path).relative_to(Path(stage_dir)))
+            added["gate_docs"] = str(Path(docs_path).relative_to(Path(stage_dir)))
         except ValueError:
-            manifest["gate_docs"] = str(docs_path)
-    manifest["content_hash"] = content_hash(manifest, Path(stage_dir))
-    write_json(DatasetPaths(stage_dir).manifest, manifest)
+            added["gate_docs"] = str(docs_path)
+    manifest = manifest.with_fields(**added)
+    manifest = manifest.with_fields(content_hash=content_hash(manifest, Path(stage_dir)))
+    write_manifest(DatasetPaths(stage_dir).manifest, manifest)
+    return manifest
 
 
 # Manifest fields that say when, where or how fast a build ran, not what the dataset holds.
@@ -888,7 +890,7 @@ _RUN_ONLY_FIELDS = ("created_at", "embedding", "gate_docs", "content_hash", "sha
 _RUN_ONLY_OPTIONS = ("data_dir", "shard_bytes", "shard_articles")
 
 
-def content_hash(manifest: dict[str, Any], root: Path) -> str:
+def content_hash(manifest: DatasetManifest, root: Path) -> str:
     """Identity of a dataset: its data files and the manifest without run-only fields.
 
     Two builds of one snapshot with the same options have the same hash, whatever the data folder, the
@@ -896,7 +898,7 @@ def content_hash(manifest: dict[str, Any], root: Path) -> str:
     differently cut shards agree bitwise when they come from one embedding cache).
     """
     paths = DatasetPaths(Path(root))
-    body = {k: v for k, v in manifest.items() if k not in _RUN_ONLY_FIELDS}
+    body = {k: v for k, v in manifest.to_dict().items() if k not in _RUN_ONLY_FIELDS}
     body["source"] = {k: v for k, v in dict(body.get("source") or {}).items() if k != "path"}
     body["build_config"] = {k: v for k, v in dict(body.get("build_config") or {}).items() if k not in _RUN_ONLY_OPTIONS}
     files = [paths.articles, paths.chunks, paths.embeddings, paths.encoder, paths.splits, paths.sequences]
@@ -947,7 +949,7 @@ class Dataset:
     """A published dataset: chunk metadata, vectors (memory-mapped), sequences per split, manifest."""
 
     root: Path
-    manifest: dict[str, Any]
+    manifest: DatasetManifest
     vectors: np.ndarray
     fingerprint: Any  # lvm_core.data.embedding.EncoderFingerprint
     article_ids: np.ndarray
@@ -962,7 +964,8 @@ class Dataset:
 
     @property
     def context_len(self) -> int:
-        return int(self.manifest.get("context_len", self.sequences["train"].context_rows.shape[1]))
+        ctx = self.manifest.context_len
+        return int(ctx if ctx is not None else self.sequences["train"].context_rows.shape[1])
 
     @property
     def dim(self) -> int:
@@ -992,10 +995,7 @@ def load_dataset(root: Path, require_ready: bool = True) -> Dataset:
         raise DatasetNotReadyError(
             f"{paths.root}: dataset did not pass its gates (no READY marker); use --force to train anyway"
         )
-    try:
-        manifest = read_json(paths.manifest)
-    except ValueError as exc:
-        raise DataContractError(f"{paths.manifest}: unreadable manifest ({exc})") from exc
+    manifest = read_manifest(paths.manifest)  # DataContractError naming the file and field
     vectors, fingerprint = load_embeddings(paths.root)
     chunks = pq.read_table(paths.chunks, columns=["article_id", "chunk_index", "text_hash"])
     seqs = sequences.load_sequences(paths.sequences)
@@ -1020,17 +1020,17 @@ def list_datasets(data_dir: Path) -> list[dict[str, Any]]:
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
         paths = DatasetPaths(d)
         try:
-            m = read_json(paths.manifest)
+            m = read_manifest(paths.manifest)
         except (OSError, ValueError):
             continue
         rows.append(
             {
                 "dataset": d.name,
                 "ready": paths.ready.exists(),
-                "articles": m.get("counts", {}).get("articles"),
-                "chunks": m.get("counts", {}).get("chunks"),
-                "sequences": m.get("sequences"),
-                "created_at": m.get("created_at"),
+                "articles": m.counts.articles,
+                "chunks": m.counts.chunks,
+                "sequences": m.sequences,
+                "created_at": m.created_at,
                 "path": str(d),
             }
         )
