@@ -28,6 +28,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from lvm_core.io.vectors import l2_normalize
+
 Features = Literal["mean", "last", "mean_last"]
 
 DEFAULT_THRESHOLD_AUC = 0.75
@@ -80,8 +82,7 @@ def context_features(contexts: np.ndarray, features: Features = DEFAULT_FEATURES
     parts = []
     if features in ("mean", "mean_last"):
         mean = contexts.mean(axis=1)
-        norm = np.linalg.norm(mean, axis=1, keepdims=True)
-        parts.append(mean / np.where(norm < 1e-12, 1.0, norm))
+        parts.append(l2_normalize(mean, dtype=np.float64))
     if features in ("last", "mean_last"):
         parts.append(contexts[:, -1, :])
     return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
@@ -364,8 +365,7 @@ def load_reference_contexts(
     sets = [ds.sequences[s] for s in splits if s in ds.sequences and len(ds.sequences[s])]
     if not sets:
         raise ValueError(f"{root}: no windows in split(s) {', '.join(splits)}")
-    seqs = SequenceSet(*(np.concatenate([getattr(s, k) for s in sets])
-                         for k in ("context_rows", "target_rows", "article_ids", "target_chunk_index")))
+    seqs = SequenceSet.concat(sets)
     ctx, _ = gather(ds.vectors, seqs, _window_sample(len(seqs), max_windows, seed))
     return ctx
 

@@ -14,16 +14,14 @@ from lvm_core.models.baselines import (
     CopyLast,
     RecencyWeightedMean,
     RidgeBaseline,
-    check_sequences,
     fit_baselines,
-    l2_normalize,
     load_baseline,
-    load_baselines,
-    mean_cosine,
-    predict_sequences,
     save_baselines,
 )
 from lvm_core.data.windows import SequenceSet as Seqs
+from lvm_core.data.windows import check_windows
+from lvm_core.io.vectors import l2_normalize
+from lvm_core.models.predict import mean_cosine, predict_windows
 
 
 def unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -132,7 +130,7 @@ def test_ridge_recovers_a_linear_map(n_windows: int) -> None:
     assert model.solver == ("primal" if n_windows > ctx * d else "dual")
     x = vectors[seqs.context_rows].reshape(n_windows, -1)
     expected = l2_normalize(x @ w_true + b_true)
-    np.testing.assert_allclose(predict_sequences(model, vectors, seqs), expected, atol=1e-4)
+    np.testing.assert_allclose(predict_windows(model, vectors, seqs), expected, atol=1e-4)
     if n_windows > ctx * d:  # identifiable only with more windows than features
         np.testing.assert_allclose(model.coef, w_true, atol=1e-3)
         np.testing.assert_allclose(model.intercept, b_true, atol=1e-3)
@@ -158,7 +156,8 @@ def test_fit_baselines_save_and_load_roundtrip(tmp_path) -> None:
     for path in paths.values():
         with np.load(path, allow_pickle=False) as data:  # must not need pickle
             assert "name" in data.files
-    loaded = load_baselines(tmp_path / "baselines")
+    loaded = {name: load_baseline(path) for name, path in paths.items()}
+    assert {b.name for b in loaded.values()} == set(fitted)
     assert set(loaded) == set(fitted)
     ctx = vectors[seqs.context_rows[:20]]
     for name, b in fitted.items():
@@ -170,11 +169,19 @@ def test_bad_inputs_give_clear_errors(tmp_path) -> None:
     rng = np.random.default_rng(7)
     vectors = unit(rng, 50, 8)
     bad = Seqs(np.array([[0, 1, 60]]), np.array([3]), np.array([0]), np.array([3]))
-    # the baselines duck-type on .context_rows/.target_rows, so any object gets the same checks
+    # fitting checks the windows (the one window check), and any SequenceSet-like object gets the same checks
     with pytest.raises(ValueError, match=r"train_seqs\.context_rows indexes rows 0\.\.60"):
-        check_sequences(vectors, bad, "train_seqs")
-    with pytest.raises(ValueError, match="target_rows must have shape"):
-        check_sequences(vectors, SimpleNamespace(context_rows=np.zeros((2, 3), np.int64), target_rows=np.zeros(3, np.int64)))
+        fit_baselines(vectors, bad)
+    with pytest.raises(ValueError, match=r"train_seqs\.context_rows indexes rows 0\.\.60"):
+        check_windows(bad, vectors, what="train_seqs")
+    misaligned = SimpleNamespace(
+        context_rows=np.zeros((2, 3), np.int64), target_rows=np.zeros(3, np.int64),
+        article_ids=np.zeros(2, np.int64), target_chunk_index=np.zeros(2, np.int32),
+    )
+    with pytest.raises(ValueError, match="target_rows has shape"):
+        check_windows(misaligned, vectors)
+    with pytest.raises(ValueError, match="holds no windows"):
+        CopyLast().fit(vectors, bad.subset(np.zeros(1, bool)))
     with pytest.raises(ValueError, match="expects ctx of shape"):
         CopyLast().predict(np.zeros((3, 8)))
     with pytest.raises(RuntimeError, match="not fitted"):

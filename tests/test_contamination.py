@@ -86,7 +86,7 @@ def test_evaluation_articles_skip_train_and_empty_splits():
     seqs = {
         "train": SequenceSet(np.zeros((2, 2), np.int64), np.zeros(2, np.int64), np.array([1, 1]), np.zeros(2, np.int32)),
         "val": SequenceSet(np.zeros((3, 2), np.int64), np.zeros(3, np.int64), np.array([4, 4, 6]), np.zeros(3, np.int32)),
-        "test": SequenceSet.empty(2),
+        "test": SequenceSet(np.zeros((0, 2), np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32)),
     }
     got = evaluation_articles(seqs)
     assert list(got) == ["val"] and got["val"].tolist() == [4, 6]

@@ -12,6 +12,7 @@ from lvm_core import evaluation as ev
 from lvm_core.evaluation import EvaluationError, EvaluationResult, evaluate_predictors
 from lvm_core.data.retrieval import ChunkBank
 from lvm_core.data.windows import SequenceSet, build_windows
+from lvm_core.models.predict import predict_windows
 
 DIM = 24
 CTX = 3
@@ -79,7 +80,7 @@ def data():
 
 def test_perfect_predictor_scores_perfectly(data):
     v, aids, cidx, hashes, _, seqs = data
-    pred = ev.predict_windows(make_shift(v), v, seqs)
+    pred = predict_windows(make_shift(v), v, seqs, unit=True)
     np.testing.assert_allclose(pred, v[seqs.target_rows], atol=1e-6)
     np.testing.assert_allclose(ev.cosine_to_target(pred, v, seqs), 1.0, atol=1e-6)
     bank = ChunkBank(v, aids, hashes)
@@ -96,7 +97,7 @@ def test_perfect_predictor_scores_perfectly(data):
 
 def test_offset_sweep_indexing_copy_last_peaks_at_minus_one(data):
     v, aids, cidx, _, _, seqs = data
-    pred = ev.predict_windows(copy_last, v, seqs)
+    pred = predict_windows(copy_last, v, seqs, unit=True)
     sweep = ev.offset_sweep(pred, v, seqs, aids, cidx, CTX)
     assert sorted(sweep) == list(range(-CTX, 4))
     assert sweep[-1]["cosine"] == pytest.approx(1.0, abs=1e-6)
@@ -118,7 +119,7 @@ def test_offset_sweep_indexing_copy_last_peaks_at_minus_one(data):
 
 def test_offset_sweep_never_reads_across_articles(data):
     v, aids, cidx, _, _, seqs = data
-    pred = ev.predict_windows(copy_last, v, seqs)
+    pred = predict_windows(copy_last, v, seqs, unit=True)
     sweep = ev.offset_sweep(pred, v, seqs, aids, cidx, ctx=CTX + 2)  # wider than the context
     first = seqs.target_chunk_index == CTX  # windows starting at the article's first chunk
     assert sweep[-CTX - 1]["n"] == len(seqs) - int(first.sum())
@@ -127,17 +128,17 @@ def test_offset_sweep_never_reads_across_articles(data):
 
 def test_margin_vs_last(data):
     v, _, _, _, _, seqs = data
-    pred = ev.predict_windows(copy_last, v, seqs)
+    pred = predict_windows(copy_last, v, seqs, unit=True)
     want = cos_rows(v[seqs.context_rows[:, -1]], v[seqs.target_rows]) - 1.0
     np.testing.assert_allclose(ev.margin_vs_last(pred, v, seqs), want, atol=1e-6)
-    perfect = ev.predict_windows(make_shift(v), v, seqs)
+    perfect = predict_windows(make_shift(v), v, seqs, unit=True)
     assert (ev.margin_vs_last(perfect, v, seqs) > 0).all()
 
 
 def test_retrieval_metrics_exclude_context_rows(data):
     v, aids, _, hashes, _, seqs = data
     bank = ChunkBank(v, aids, hashes)
-    pred = ev.predict_windows(copy_last, v, seqs)
+    pred = predict_windows(copy_last, v, seqs, unit=True)
     r = ev.retrieval_metrics(pred, bank, seqs)
     # brute force: rank of the target among all rows but the context ones
     s = pred @ v.T
@@ -158,7 +159,7 @@ def test_retrieval_metrics_exclude_context_rows(data):
 def test_within_article_candidates_are_the_article_minus_context(data):
     v, aids, _, hashes, _, seqs = data
     bank = ChunkBank(v, aids, hashes)
-    pred = ev.predict_windows(context_mean, v, seqs)
+    pred = predict_windows(context_mean, v, seqs, unit=True)
     got = ev.within_article_metrics(pred, bank, seqs)
     ranks = []
     for i in range(len(seqs)):
@@ -238,7 +239,7 @@ def test_rollout_with_perfect_shift_predictor(data):
 def test_neighbor_table_rows(data):
     v, aids, _, hashes, texts, seqs = data
     bank = ChunkBank(v, aids, hashes)
-    pred = ev.predict_windows(make_shift(v), v, seqs)
+    pred = predict_windows(make_shift(v), v, seqs, unit=True)
     rows = ev.neighbor_table(pred, bank, texts, seqs, n_samples=4, k=3, seed=1)
     assert len(rows) == 4
     for r in rows:
@@ -268,9 +269,9 @@ def test_bad_inputs(data):
             SequenceSet(np.array([[0, 1, 2]]), np.array([len(aids)]), np.array([100]), np.array([3])), aids, cidx
         )
     with pytest.raises(EvaluationError, match="predictor output"):
-        ev.predict_windows(lambda ctx: ctx[:, -1, :5], v, seqs)
+        ev.predict_rows(lambda ctx: ctx[:, -1, :5], v, seqs.context_rows)
     with pytest.raises(EvaluationError, match="NaN"):
-        ev.predict_windows(lambda ctx: ctx[:, -1] * np.nan, v, seqs)
+        ev.predict_rows(lambda ctx: ctx[:, -1] * np.nan, v, seqs.context_rows)
     with pytest.raises(EvaluationError, match="no sequences for split"):
         evaluate_predictors(
             {"m": copy_last},
@@ -390,7 +391,7 @@ def test_evaluate_predictors_empty_split_and_predict_objects(data):
         def predict(self, ctx):
             return ctx[:, -1]
 
-    empty = SequenceSet.empty(CTX)
+    empty = seqs.subset(slice(0, 0))
     res = evaluate_predictors(
         {"m": Obj(), "b": context_mean}, v, {"val": seqs, "ood": empty}, aids, cidx, hashes, texts
     )
@@ -463,7 +464,8 @@ def test_evaluation_at_sample_scale():
 @pytest.mark.slow
 def test_evaluate_baselines_on_a_real_built_dataset(small_dataset, tmp_path):
     """Real sample data: the bank is aligned (oracle), the indexing matches the data, baselines compare."""
-    from lvm_core.models.baselines import ContextMean, CopyLast, RecencyWeightedMean, mean_cosine
+    from lvm_core.models.baselines import ContextMean, CopyLast, RecencyWeightedMean
+    from lvm_core.models.predict import mean_cosine
     from lvm_core.data.build import load_dataset
     from lvm_core.evaluation.report import write_report
 

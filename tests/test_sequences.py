@@ -10,9 +10,11 @@ from lvm_core.data.windows import (
     SequenceSet,
     build_windows,
     check_chunk_order,
+    check_windows,
     count_crossing_windows,
     data_direction,
     gather,
+    iter_gathered,
     load_sequences,
     save_sequences,
 )
@@ -150,10 +152,50 @@ def test_gather_shapes_and_values() -> None:
     assert np.array_equal(ctx[0], v[2:7]) and np.array_equal(tgt[0], v[7])
 
 
+def test_iter_gathered_batches_cover_the_index_in_order() -> None:
+    ids, ci = layout([8, 9])
+    v = np.arange(17 * 2, dtype=np.float32).reshape(17, 2)
+    seqs = build_windows(ids, ci, 3)
+    idx = np.array([0, 4, 5, 7, 9])
+    batches = list(iter_gathered(v, seqs, 2, idx))
+    assert [len(t) for _, t in batches] == [2, 2, 1]
+    ctx, tgt = gather(v, seqs, idx)
+    assert np.array_equal(np.concatenate([c for c, _ in batches]), ctx)
+    assert np.array_equal(np.concatenate([t for _, t in batches]), tgt)
+
+
+def test_check_windows_is_the_one_window_check() -> None:
+    """Shapes, dtypes, row bounds, same article and consecutive chunks: each failure is named."""
+    ids, ci = layout([6, 6])
+    v = np.zeros((12, 4), np.float32)
+    seqs = build_windows(ids, ci, 3)
+    assert check_windows(seqs, v, ids, ci) is seqs
+    with pytest.raises(DataContractError, match="context_rows must hold integers"):
+        SequenceSet(seqs.context_rows.astype(float), seqs.target_rows, seqs.article_ids, seqs.target_chunk_index)
+    with pytest.raises(DataContractError, match="no target_chunk_index"):
+        check_windows(type("Half", (), {"context_rows": seqs.context_rows, "target_rows": seqs.target_rows,
+                                        "article_ids": seqs.article_ids})(), v)
+    with pytest.raises(DataContractError, match=r"val\.target_rows indexes rows 4\.\.12, out of range \[0, 12\)"):
+        check_windows(SequenceSet(seqs.context_rows, seqs.target_rows + 1, seqs.article_ids,
+                                  seqs.target_chunk_index), v, what="val")
+    with pytest.raises(DataContractError, match="vectors must be a 2-d array"):
+        check_windows(seqs, v[0])
+    with pytest.raises(DataContractError, match="holds no windows"):
+        check_windows(seqs.subset(slice(0, 0)), v, allow_empty=False)
+    # rows 3, 4, 5 are the last chunks of article 10; row 6 is chunk 0 of article 11
+    crossing = SequenceSet(np.array([[3, 4, 5]]), np.array([6]), np.array([10]), np.array([6]))
+    check_windows(crossing, v)  # in range: only the chunk table tells
+    with pytest.raises(DataContractError, match="1 of 1 windows are not"):
+        check_windows(crossing, v, ids, ci)
+    shuffled = SequenceSet(np.array([[1, 0, 2]]), np.array([3]), np.array([10]), np.array([3]))
+    with pytest.raises(DataContractError, match="1 of 1 windows are not"):
+        check_windows(shuffled, None, ids, ci)
+
+
 def test_save_load_round_trip(tmp_path) -> None:
     ids, ci = layout([9, 7, 12])
     all_w = build_windows(ids, ci, 5)
-    sets = {"train": all_w.subset(all_w.article_ids != 11), "val": all_w.subset(all_w.article_ids == 11), "ood": SequenceSet.empty(5)}
+    sets = {"train": all_w.subset(all_w.article_ids != 11), "val": all_w.subset(all_w.article_ids == 11), "ood": all_w.subset(slice(0, 0))}
     path = tmp_path / "sequences.npz"
     save_sequences(path, sets)
     assert [p.name for p in tmp_path.iterdir()] == ["sequences.npz"]  # no temp files left behind

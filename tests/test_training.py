@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from lvm_core.models.baselines import CopyLast, mean_cosine
+from lvm_core.models.baselines import CopyLast
+from lvm_core.models.predict import mean_cosine, predict_contexts, predict_windows
 from lvm_core.contracts import CHECKPOINT_META_FILE, CHECKPOINT_STATE_FILE
 from lvm_core.models.loader import CONFIG_FILE, ENCODER_FILE, WEIGHTS_FILE
 from lvm_core.models import ModelConfig
@@ -25,14 +26,12 @@ from lvm_core.train import (
     CheckpointExistsError,
     CheckpointMismatchError,
     EpochMetrics,
-    TorchPredictor,
     TrainConfig,
     WindowDataset,
     evaluate_cosine,
     load_checkpoint,
     load_training_state,
     make_loader,
-    predict,
     train,
 )
 
@@ -111,10 +110,10 @@ def test_training_improves_val_cosine_and_checkpoints_load(data, tmp_path) -> No
     assert meta["arch"] == "amn" and meta["dim"] == DIM and meta["epoch"] == result.best_epoch
     assert ModelConfig.model_validate(meta["model_config"]) == MODEL
     assert TrainConfig.model_validate(meta["train_config"]) == FAST
-    preds = predict(model, vectors, val_seqs, batch_size=7)
-    np.testing.assert_allclose(preds, predict(result.model, vectors, val_seqs), atol=1e-6)
+    preds = predict_windows(model, vectors, val_seqs, batch_size=7)
+    np.testing.assert_allclose(preds, predict_windows(result.model, vectors, val_seqs), atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(preds, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(TorchPredictor(model).predict(vectors[val_seqs.context_rows[:9]]), preds[:9], atol=1e-6)
+    np.testing.assert_allclose(predict_contexts(model, vectors[val_seqs.context_rows[:9]]), preds[:9], atol=1e-6)
 
     last = tmp_path / "ckpt" / "last"
     # a model folder (weights, config, encoder) plus the training state beside it
@@ -179,19 +178,19 @@ def test_epoch_zero_ships_when_no_epoch_beats_the_untrained_model(data, tmp_path
     assert not any(m.is_best for m in result.history)
     assert result.best_epoch == 0 and result.best_val_cosine == result.initial_val_cosine
     # the returned (registered) model predicts exactly like the untrained one
-    want = predict(untrained, vectors, val_seqs)
-    np.testing.assert_array_equal(predict(result.model, vectors, val_seqs), want)
+    want = predict_windows(untrained, vectors, val_seqs)
+    np.testing.assert_array_equal(predict_windows(result.model, vectors, val_seqs), want)
     assert evaluate_cosine(result.model, vectors, val_seqs) == pytest.approx(result.initial_val_cosine, abs=1e-7)
     # best/ holds the epoch-0 weights; last/ the trained epoch 3 for resuming
     model, meta = load_checkpoint(tmp_path)
     assert meta["checkpoint"] == "best" and meta["epoch"] == 0 and meta["best_epoch"] == 0
-    np.testing.assert_array_equal(predict(model, vectors, val_seqs), want)
+    np.testing.assert_array_equal(predict_windows(model, vectors, val_seqs), want)
     last = load_training_state(tmp_path)
     assert last["loop"]["epoch"] == 3 and last["loop"]["best_epoch"] == 0
     # resuming the finished run still ships epoch 0
     again = train(MODEL, cfg, vectors, train_seqs, val_seqs, tmp_path, resume=True, fault_hook=_away_from_target)
     assert again.best_epoch == 0
-    np.testing.assert_array_equal(predict(again.model, vectors, val_seqs), want)
+    np.testing.assert_array_equal(predict_windows(again.model, vectors, val_seqs), want)
 
 
 def test_resume_keeps_epoch_zero_as_the_best_so_far(data, tmp_path) -> None:
@@ -209,7 +208,7 @@ def test_resume_keeps_epoch_zero_as_the_best_so_far(data, tmp_path) -> None:
                     fault_hook=_away_from_target)
     assert resumed.resumed_from_epoch == 1 and resumed.best_epoch == 0
     assert resumed.initial_val_cosine == reference.initial_val_cosine
-    np.testing.assert_array_equal(predict(resumed.model, vectors, val_seqs), predict(reference.model, vectors, val_seqs))
+    np.testing.assert_array_equal(predict_windows(resumed.model, vectors, val_seqs), predict_windows(reference.model, vectors, val_seqs))
 
 
 class _Stop(Exception):

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 
 from lvm_core.data.embedding import UNIT_NORM_TOLERANCE
+from lvm_core.io.vectors import NORM_EPS, l2_normalize, row_norms
 from lvm_core.data.vector_files import VALIDATE_BLOCK_ROWS, as_float32_block, iter_row_blocks
 
 logger = logging.getLogger(__name__)
@@ -61,13 +62,13 @@ def unit_rows(x: Any, name: str) -> np.ndarray:
         raise RetrievalError(f"{name}: expected a non-empty 2-D array (n, dim), got shape {arr.shape}")
     if not np.isfinite(arr).all():
         raise RetrievalError(f"{name}: contains NaN or inf")
-    norms = np.linalg.norm(arr, axis=1, keepdims=True)
-    if (norms <= 1e-12).any():
-        bad = int(np.flatnonzero(norms[:, 0] <= 1e-12)[0])
+    norms = row_norms(arr)
+    if (norms <= NORM_EPS).any():
+        bad = int(np.flatnonzero(norms <= NORM_EPS)[0])
         raise RetrievalError(f"{name}: row {bad} has zero length; cosine is undefined")
     if np.allclose(norms, 1.0, atol=1e-6):
         return np.ascontiguousarray(arr)
-    return np.ascontiguousarray(arr / norms)
+    return np.ascontiguousarray(l2_normalize(arr))
 
 
 def import_faiss() -> Any | None:

@@ -13,9 +13,10 @@ misordered rows silently crosses chunks or articles.
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -31,9 +32,23 @@ _KEY_DTYPES: dict[str, type] = {
 }
 
 
+class SequenceLike(Protocol):
+    """Anything with the four SequenceSet arrays; :meth:`SequenceSet.of` turns it into a checked SequenceSet."""
+
+    context_rows: np.ndarray  # (n, ctx) rows of the context chunks, oldest first
+    target_rows: np.ndarray  # (n,)
+    article_ids: np.ndarray  # (n,)
+    target_chunk_index: np.ndarray  # (n,)
+
+
 @dataclass
 class SequenceSet:
-    """Windows of one split: row indices plus the article and chunk position of each target."""
+    """Windows of one split: row indices plus the article and chunk position of each target.
+
+    The one window type of the project: datasets, training, baselines, evaluation and drift all use it.
+    Construction checks shapes and dtypes; :func:`check_windows` checks it against the vectors and the
+    chunk table.
+    """
 
     context_rows: np.ndarray  # (n, ctx) int64; column-major when made by build_windows
     target_rows: np.ndarray  # (n,) int64
@@ -41,13 +56,14 @@ class SequenceSet:
     target_chunk_index: np.ndarray  # (n,) int32
 
     def __post_init__(self) -> None:
-        self.context_rows = np.asarray(self.context_rows, dtype=np.int64)
-        self.target_rows = np.asarray(self.target_rows, dtype=np.int64)
-        self.article_ids = np.asarray(self.article_ids, dtype=np.int64)
-        self.target_chunk_index = np.asarray(self.target_chunk_index, dtype=np.int32)
-        if self.context_rows.ndim != 2:
+        for name in SEQUENCE_KEYS:
+            arr = np.asarray(getattr(self, name))
+            if arr.size and not np.issubdtype(arr.dtype, np.integer):
+                raise DataContractError(f"SequenceSet: {name} must hold integers, got dtype {arr.dtype}")
+            setattr(self, name, arr.astype(_KEY_DTYPES[name], copy=False))
+        if self.context_rows.ndim != 2 or self.context_rows.shape[1] < 1:
             raise DataContractError(
-                f"SequenceSet: context_rows must be 2-D (n, ctx), got shape {self.context_rows.shape}"
+                f"SequenceSet: context_rows must be 2-D (n, ctx) with ctx >= 1, got shape {self.context_rows.shape}"
             )
         n = self.context_rows.shape[0]
         for name in ("target_rows", "article_ids", "target_chunk_index"):
@@ -57,12 +73,33 @@ class SequenceSet:
                     f"SequenceSet: {name} has shape {arr.shape}, expected ({n},) to match context_rows"
                 )
 
+    @classmethod
+    def of(cls, seqs: SequenceLike) -> "SequenceSet":
+        """``seqs`` itself when it is a SequenceSet, else a checked SequenceSet of its four arrays."""
+        if isinstance(seqs, cls):
+            return seqs
+        missing = [k for k in SEQUENCE_KEYS if not hasattr(seqs, k)]
+        if missing:
+            raise DataContractError(
+                f"{type(seqs).__name__} has no {', '.join(missing)}; expected a SequenceSet-like object"
+            )
+        return cls(*(getattr(seqs, k) for k in SEQUENCE_KEYS))
+
     @property
     def ctx(self) -> int:
         return int(self.context_rows.shape[1])
 
+    @property
+    def n(self) -> int:
+        return len(self)
+
     def __len__(self) -> int:
         return int(self.context_rows.shape[0])
+
+    @classmethod
+    def concat(cls, sets: "Sequence[SequenceSet]") -> "SequenceSet":
+        """The windows of ``sets`` one after the other (e.g. several splits)."""
+        return cls(*(np.concatenate([getattr(s, k) for s in sets]) for k in SEQUENCE_KEYS))
 
     def subset(self, idx: np.ndarray) -> "SequenceSet":
         """Windows selected by a boolean mask or an index array (copies only the index arrays)."""
@@ -73,14 +110,66 @@ class SequenceSet:
             self.target_chunk_index[idx],
         )
 
-    @classmethod
-    def empty(cls, ctx: int) -> "SequenceSet":
-        return cls(
-            np.empty((0, ctx), np.int64),
-            np.empty(0, np.int64),
-            np.empty(0, np.int64),
-            np.empty(0, np.int32),
+
+def check_windows(
+    seqs: SequenceLike,
+    vectors: np.ndarray | None = None,
+    article_ids: np.ndarray | None = None,
+    chunk_index: np.ndarray | None = None,
+    *,
+    what: str = "windows",
+    allow_empty: bool = True,
+) -> SequenceSet:
+    """The one validation of a window set; returns it as a SequenceSet.
+
+    Always: shapes and integer dtypes (:class:`SequenceSet`). With ``vectors``: a 2-D matrix whose rows
+    every index falls in. With the chunk table (``article_ids``, ``chunk_index``, aligned with the rows):
+    every window is ``ctx`` consecutive chunks of its own article followed by the target, as recorded.
+    A misaligned or crossing window otherwise shows up much later as a silently wrong number, so the
+    error names ``what`` and the first offending window. Raises DataContractError (a ValueError).
+    """
+    if vectors is not None and (not hasattr(vectors, "shape") or len(vectors.shape) != 2):
+        raise DataContractError(
+            f"vectors must be a 2-d array (n_chunks, dim), got shape {getattr(vectors, 'shape', None)}"
         )
+    try:
+        w = SequenceSet.of(seqs)
+    except DataContractError as exc:
+        raise DataContractError(f"{what}: {exc}") from exc
+    if len(w) == 0 and not allow_empty:
+        raise DataContractError(f"{what} holds no windows")
+    table = None
+    if article_ids is not None or chunk_index is not None:
+        if article_ids is None or chunk_index is None:
+            raise DataContractError("check_windows: pass both article_ids and chunk_index, or neither")
+        table = np.asarray(article_ids), np.asarray(chunk_index).astype(np.int64, copy=False)
+        if table[1].shape != table[0].shape or table[0].ndim != 1:
+            raise DataContractError(
+                f"chunk_index: shape {table[1].shape}, expected ({table[0].shape[0]},) to match article_ids"
+            )
+    bounds = [int(vectors.shape[0])] if vectors is not None else []
+    bounds += [int(table[0].shape[0])] if table is not None else []
+    if len(w) == 0 or not bounds:
+        return w
+    n_rows = min(bounds)
+    for name, rows in (("context_rows", w.context_rows), ("target_rows", w.target_rows)):
+        lo, hi = int(rows.min()), int(rows.max())
+        if lo < 0 or hi >= n_rows:
+            raise DataContractError(f"{what}.{name} indexes rows {lo}..{hi}, out of range [0, {n_rows})")
+    if table is not None:
+        aids, cidx = table
+        bad = aids[w.target_rows] != w.article_ids
+        bad |= cidx[w.target_rows] != w.target_chunk_index
+        offsets = np.arange(-w.ctx, 0)[None, :]
+        bad |= (aids[w.context_rows] != w.article_ids[:, None]).any(axis=1)
+        bad |= (cidx[w.context_rows] != w.target_chunk_index[:, None] + offsets).any(axis=1)
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise DataContractError(
+                f"{what}: {int(bad.sum())} of {len(w)} windows are not 'ctx consecutive chunks of one article "
+                f"followed by the target' (first: window {first}, target row {int(w.target_rows[first])})"
+            )
+    return w
 
 
 @dataclass(frozen=True)
@@ -284,15 +373,31 @@ def data_direction(vectors: np.ndarray, seqs: SequenceSet, block: int = 4096) ->
     return [float(x) for x in sums / n]
 
 
+def gather_rows(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Vectors of row indices of any shape, as a float32 copy of shape ``(*rows.shape, D)``."""
+    rows = np.asarray(rows)
+    return np.asarray(vectors[rows.reshape(-1)], dtype=np.float32).reshape(*rows.shape, -1)
+
+
 def gather(
     vectors: np.ndarray, seqs: SequenceSet, idx: np.ndarray | slice | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Vectors of a (small) batch of windows: context (b, ctx, D) and target (b, D), float32 copies."""
     ctx_rows = seqs.context_rows if idx is None else seqs.context_rows[idx]
     tgt_rows = seqs.target_rows if idx is None else seqs.target_rows[idx]
-    ctx = np.asarray(vectors[ctx_rows.reshape(-1)], dtype=np.float32).reshape(*ctx_rows.shape, -1)
-    target = np.asarray(vectors[tgt_rows], dtype=np.float32)
-    return ctx, target
+    return gather_rows(vectors, ctx_rows), gather_rows(vectors, tgt_rows)
+
+
+def iter_gathered(
+    vectors: np.ndarray, seqs: SequenceSet, batch_size: int, index: np.ndarray | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """:func:`gather` over ``index`` (default: every window) in batches of ``batch_size`` windows, so memory
+    stays at one ``(batch_size, ctx, D)`` slab whatever the number of windows."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = np.arange(len(seqs)) if index is None else np.asarray(index)
+    for start in range(0, order.shape[0], batch_size):
+        yield gather(vectors, seqs, order[start : start + batch_size])
 
 
 def save_sequences(path: Path, sets: Mapping[str, SequenceSet]) -> None:

@@ -13,20 +13,22 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from lvm_core.evaluation.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES, ArticleBootstrap
 from lvm_core.io.plain import to_plain
+from lvm_core.contracts import DataContractError
 from lvm_core.data.retrieval import TIE_EPS, ChunkBank, oracle_recall_at_k, unit_rows
-from lvm_core.models.baselines import l2_normalize
-from lvm_core.data.windows import SequenceSet
+from lvm_core.data.windows import SequenceLike, SequenceSet
+from lvm_core.data.windows import check_windows as check_windows_against
 from lvm_core.data.windows import data_direction as sequence_data_direction
-
-Predictor = Callable[[np.ndarray], np.ndarray]
+from lvm_core.io.vectors import l2_normalize
+from lvm_core.models.predict import PredictionError, Predictor, as_predict_fn, check_predictions
+from lvm_core.models.predict import predict_rows as predict_context_rows
 
 #: Offsets after the target covered by the offset sweep (k = 1..OFFSET_AFTER).
 OFFSET_AFTER = 3
@@ -72,86 +74,21 @@ class EvaluationError(ValueError):
     """Bad input to an evaluation (misaligned arrays, windows crossing articles, bad predictor output)."""
 
 
-class SequenceLike(Protocol):
-    context_rows: np.ndarray  # (n, ctx) int64 rows of the context chunks, oldest first
-    target_rows: np.ndarray  # (n,) int64
-    article_ids: np.ndarray  # (n,) int64
-    target_chunk_index: np.ndarray  # (n,) int32
+def _windows(seqs: SequenceLike) -> SequenceSet:
+    try:
+        return SequenceSet.of(seqs)
+    except DataContractError as exc:
+        raise EvaluationError(str(exc)) from exc
 
 
-@dataclass(frozen=True)
-class Windows:
-    """A (possibly subsampled) set of windows with the SequenceSet attributes."""
-
-    context_rows: np.ndarray
-    target_rows: np.ndarray
-    article_ids: np.ndarray
-    target_chunk_index: np.ndarray
-
-    @classmethod
-    def of(cls, seqs: SequenceLike) -> "Windows":
-        ctx = np.asarray(seqs.context_rows)
-        if ctx.ndim != 2 or ctx.shape[1] < 1:
-            raise EvaluationError(f"context_rows: expected (n, ctx) with ctx >= 1, got shape {ctx.shape}")
-        n = ctx.shape[0]
-        out = cls(
-            context_rows=ctx.astype(np.int64, copy=False),
-            target_rows=np.asarray(seqs.target_rows).astype(np.int64, copy=False),
-            article_ids=np.asarray(seqs.article_ids).astype(np.int64, copy=False),
-            target_chunk_index=np.asarray(seqs.target_chunk_index).astype(np.int64, copy=False),
-        )
-        for name in ("target_rows", "article_ids", "target_chunk_index"):
-            if getattr(out, name).shape != (n,):
-                raise EvaluationError(f"{name}: shape {getattr(out, name).shape}, expected ({n},)")
-        return out
-
-    @property
-    def n(self) -> int:
-        return int(self.target_rows.shape[0])
-
-    @property
-    def ctx(self) -> int:
-        return int(self.context_rows.shape[1])
-
-    def take(self, idx: np.ndarray) -> "Windows":
-        return Windows(
-            self.context_rows[idx], self.target_rows[idx], self.article_ids[idx], self.target_chunk_index[idx]
-        )
-
-
-def _windows(seqs: SequenceLike) -> Windows:
-    return seqs if isinstance(seqs, Windows) else Windows.of(seqs)
-
-
-def check_windows(seqs: SequenceLike, article_ids: np.ndarray, chunk_index: np.ndarray) -> Windows:
-    """Validate windows against the chunk table: rows in range, one article, consecutive chunk indices.
-
-    A window crossing an article boundary, or a target that is not the chunk right after its context,
-    would silently corrupt every metric (and the offset sweep's indexing), so it is an error here.
-    """
-    w = _windows(seqs)
-    article_ids = np.asarray(article_ids)
-    chunk_index = np.asarray(chunk_index).astype(np.int64, copy=False)
-    n_rows = article_ids.shape[0]
-    if chunk_index.shape != (n_rows,):
-        raise EvaluationError(f"chunk_index: shape {chunk_index.shape}, expected ({n_rows},)")
-    if w.n == 0:
-        return w
-    for name, rows in (("context_rows", w.context_rows), ("target_rows", w.target_rows)):
-        if rows.min() < 0 or rows.max() >= n_rows:
-            raise EvaluationError(f"{name}: row index out of range [0, {n_rows})")
-    bad = article_ids[w.target_rows] != w.article_ids
-    bad |= chunk_index[w.target_rows] != w.target_chunk_index
-    offsets = np.arange(-w.ctx, 0)[None, :]
-    bad |= (article_ids[w.context_rows] != w.article_ids[:, None]).any(axis=1)
-    bad |= (chunk_index[w.context_rows] != w.target_chunk_index[:, None] + offsets).any(axis=1)
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0])
-        raise EvaluationError(
-            f"{int(bad.sum())} of {w.n} windows are not 'ctx consecutive chunks of one article followed by "
-            f"the target' (first: window {first}, target row {int(w.target_rows[first])})"
-        )
-    return w
+def check_windows(seqs: SequenceLike, article_ids: np.ndarray, chunk_index: np.ndarray) -> SequenceSet:
+    """Validate windows against the chunk table (`lvm_core.data.windows.check_windows`): rows in range, one
+    article, consecutive chunk indices. A window crossing an article boundary, or a target that is not the
+    chunk right after its context, would silently corrupt every metric (and the offset sweep's indexing)."""
+    try:
+        return check_windows_against(seqs, article_ids=article_ids, chunk_index=chunk_index)
+    except DataContractError as exc:
+        raise EvaluationError(str(exc)) from exc
 
 
 _unit = l2_normalize
@@ -166,43 +103,20 @@ def _mean(x: np.ndarray) -> float:
 
 
 def _check_pred(pred: np.ndarray, n: int, dim: int, what: str = "pred") -> np.ndarray:
-    pred = np.asarray(pred, dtype=np.float32)
-    if pred.shape != (n, dim):
-        raise EvaluationError(f"{what}: shape {pred.shape}, expected ({n}, {dim})")
-    if not np.isfinite(pred).all():
-        raise EvaluationError(f"{what}: contains NaN or inf")
-    return pred
+    try:
+        return check_predictions(pred, n, dim, what)
+    except PredictionError as exc:
+        raise EvaluationError(str(exc)) from exc
 
 
 def predict_rows(
     predict: Predictor, vectors: np.ndarray, context_rows: np.ndarray, batch_size: int = 1024
 ) -> np.ndarray:
-    """Run a predictor over windows given as row indices, in batches; returns unit rows (n, D)."""
-    context_rows = np.asarray(context_rows)
-    n, dim = context_rows.shape[0], vectors.shape[1]
-    out = np.empty((n, dim), dtype=np.float32)
-    for s in range(0, n, batch_size):
-        e = min(n, s + batch_size)
-        ctx = np.ascontiguousarray(vectors[context_rows[s:e]], dtype=np.float32)
-        out[s:e] = _check_pred(np.asarray(predict(ctx)), e - s, dim, "predictor output")
-    return _unit(out)
-
-
-def predict_windows(predict: Predictor, vectors: np.ndarray, seqs: SequenceLike, batch_size: int = 1024) -> np.ndarray:
-    """Predictions for every window of `seqs` (intact context)."""
-    return predict_rows(predict, vectors, _windows(seqs).context_rows, batch_size)
-
-
-def as_predictor(obj: Any, name: str = "predictor") -> Predictor:
-    """A callable predictor from a callable or an object with ``.predict(ctx)`` (fitted baselines, model wrappers)."""
-    if callable(obj):
-        return obj
-    fn = getattr(obj, "predict", None)
-    if callable(fn):
-        return fn
-    raise EvaluationError(
-        f"{name}: expected a callable predict(ctx) or an object with .predict, got {type(obj).__name__}"
-    )
+    """Unit predictions (n, D) for windows given as row indices (`lvm_core.models.predict.predict_rows`)."""
+    try:
+        return predict_context_rows(predict, vectors, context_rows, batch_size, unit=True, finite=True)
+    except PredictionError as exc:
+        raise EvaluationError(str(exc)) from exc
 
 
 # --- per-window metrics ----------------------------------------------------------------------------
@@ -540,7 +454,7 @@ def neighbor_table(
         return []
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(w.n, size=min(n_samples, w.n), replace=False))
-    sub = w.take(pick)
+    sub = w.subset(pick)
     scores, rows = bank.search(pred[pick], k, sub.context_rows)
     ranks = bank.rank_of(pred[pick], sub.target_rows, sub.context_rows)
     cos = _rowwise_cos(pred[pick], bank.vectors[sub.target_rows])
@@ -725,7 +639,7 @@ class EvaluationResult:
         )
 
 
-def subsample_windows(seqs: SequenceLike, max_windows: int | None, seed: int = 0) -> Windows:
+def subsample_windows(seqs: SequenceLike, max_windows: int | None, seed: int = 0) -> SequenceSet:
     """At most `max_windows` windows, drawn with a seeded generator and kept in their original order."""
     w = _windows(seqs)
     if max_windows is None or w.n <= max_windows:
@@ -733,7 +647,7 @@ def subsample_windows(seqs: SequenceLike, max_windows: int | None, seed: int = 0
     if max_windows < 1:
         raise EvaluationError(f"max_windows must be >= 1, got {max_windows}")
     idx = np.sort(np.random.default_rng(seed).choice(w.n, size=int(max_windows), replace=False))
-    return w.take(idx)
+    return w.subset(idx)
 
 
 def evaluate_predictors(
@@ -834,14 +748,15 @@ def evaluate_predictors(
         res.oracle_recall[split] = oracle_recall_at_k(
             bank, w.target_rows, 5, target_vectors=tgt, target_hashes=text_hash[w.target_rows]
         )
-        res.data_direction[split] = sequence_data_direction(
-            vectors, SequenceSet(w.context_rows, w.target_rows, w.article_ids, w.target_chunk_index)
-        )
+        res.data_direction[split] = sequence_data_direction(vectors, w)
         roll_n = int(rollout_mask(w, article_ids, chunk_index, horizon).sum())
         per_window: dict[str, dict[str, np.ndarray]] = {}
         for i, p in enumerate(names):
             t0 = time.perf_counter()
-            predict = as_predictor(predictors[p], p)
+            try:
+                predict = as_predict_fn(predictors[p], p)
+            except PredictionError as exc:
+                raise EvaluationError(str(exc)) from exc
             pred = predict_rows(predict, vectors, w.context_rows, batch_size)
             cos = cosine_to_target(pred, vectors, w)
             margin = margin_vs_last(pred, vectors, w)
@@ -898,7 +813,7 @@ def evaluate_predictors(
 def _add_intervals(
     res: EvaluationResult,
     split: str,
-    w: Windows,
+    w: SequenceSet,
     per_window: Mapping[str, Mapping[str, np.ndarray]],
     n_resamples: int,
     level: float,

@@ -10,8 +10,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from lvm_core.evaluation.bootstrap import ArticleBootstrap, format_delta, format_interval
-from lvm_core.evaluation import cosine_to_target, predict_windows
+from lvm_core.evaluation import cosine_to_target
 from lvm_core.data.windows import SequenceSet, gather
+from lvm_core.models.predict import predict_windows
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -56,7 +57,7 @@ def comparison_row(
 
 def window_cosines(predictor: Predictor, vectors: np.ndarray, seqs: SequenceSet) -> np.ndarray:
     """cos(prediction, target) of every window, in window order."""
-    return cosine_to_target(predict_windows(predictor.predict, vectors, seqs), vectors, seqs)
+    return cosine_to_target(predict_windows(predictor, vectors, seqs, unit=True, finite=True), vectors, seqs)
 
 
 def add_intervals(rows: list[dict[str, Any]], seqs: dict[str, SequenceSet], split: str = "test",

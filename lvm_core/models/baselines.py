@@ -2,8 +2,9 @@
 
 All share the `Baseline` interface: `fit(vectors, seqs)`, `predict(ctx (B, N, D)) -> (B, D)` unit rows,
 `save(path)` to a small `.npz` (no pickle) and `load_baseline(path)`. Sequences are row-index windows
-(anything with `.context_rows (n, N)` and `.target_rows (n,)`, e.g. `lvm_core.data.windows.SequenceSet`);
-fitting gathers vectors in batches so `(n, N, D)` is never built for all windows at once.
+(`lvm_core.data.windows.SequenceSet`, checked by its `check_windows`); fitting gathers vectors in batches
+(`iter_gathered`) so `(n, N, D)` is never built for all windows at once. Scoring a baseline on windows is
+the models' own path, `lvm_core.models.predict`.
 
 - `CopyLast`: ctx[-1].
 - `ContextMean`: mean of the context.
@@ -16,7 +17,7 @@ fitting gathers vectors in batches so `(n, N, D)` is never built for all windows
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -24,7 +25,10 @@ import numpy as np
 import scipy.linalg
 import scipy.optimize
 
+from lvm_core.data.windows import SequenceLike, check_windows, iter_gathered
 from lvm_core.io.storage import atomic_path
+from lvm_core.io.vectors import l2_normalize
+from lvm_core.models.predict import mean_cosine as mean_cosine  # scoring is the one prediction path's
 
 DEFAULT_BATCH_SIZE = 4096
 BASELINE_FILE_SUFFIX = ".npz"
@@ -32,65 +36,6 @@ BASELINE_FILE_SUFFIX = ".npz"
 
 class BaselineFileError(ValueError):
     """A saved baseline file is missing, unreadable or names an unknown baseline."""
-
-
-# --- sequences ---------------------------------------------------------------------------------------
-
-
-def check_sequences(vectors: np.ndarray, seqs: Any, what: str = "seqs") -> tuple[np.ndarray, np.ndarray]:
-    """Validate row-index windows against `vectors`; return `(context_rows int64 (n, N), target_rows (n,))`.
-
-    The error names the argument (`what`) and the problem, because a misaligned index array otherwise
-    shows up much later as a silent wrong number.
-    """
-    if not isinstance(vectors, np.ndarray) or vectors.ndim != 2:
-        shape = getattr(vectors, "shape", None)
-        raise ValueError(f"vectors must be a 2-d array (n_chunks, dim), got shape {shape}")
-    for attr in ("context_rows", "target_rows"):
-        if not hasattr(seqs, attr):
-            raise ValueError(f"{what} has no attribute {attr!r}; expected a SequenceSet-like object")
-    ctx = np.asarray(seqs.context_rows)
-    tgt = np.asarray(seqs.target_rows)
-    if ctx.ndim != 2 or ctx.shape[1] < 1:
-        raise ValueError(f"{what}.context_rows must have shape (n, context_len), got {ctx.shape}")
-    if tgt.ndim != 1 or tgt.shape[0] != ctx.shape[0]:
-        raise ValueError(
-            f"{what}.target_rows must have shape ({ctx.shape[0]},) to match context_rows, got {tgt.shape}"
-        )
-    if ctx.shape[0] == 0:
-        raise ValueError(f"{what} holds no windows")
-    for name, arr in (("context_rows", ctx), ("target_rows", tgt)):
-        if not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(f"{what}.{name} must hold integer row indices, got dtype {arr.dtype}")
-        lo, hi = int(arr.min()), int(arr.max())
-        if lo < 0 or hi >= vectors.shape[0]:
-            raise ValueError(
-                f"{what}.{name} indexes rows {lo}..{hi} but vectors has {vectors.shape[0]} rows"
-            )
-    return ctx.astype(np.int64, copy=False), tgt.astype(np.int64, copy=False)
-
-
-def iter_windows(
-    vectors: np.ndarray,
-    context_rows: np.ndarray,
-    target_rows: np.ndarray,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    index: np.ndarray | None = None,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield `(ctx (b, N, D) float32, target (b, D) float32)` batches gathered from row indices."""
-    order = np.arange(context_rows.shape[0]) if index is None else np.asarray(index)
-    for start in range(0, order.shape[0], batch_size):
-        sel = order[start : start + batch_size]
-        ctx = np.asarray(vectors[context_rows[sel]], dtype=np.float32)
-        tgt = np.asarray(vectors[target_rows[sel]], dtype=np.float32)
-        yield ctx, tgt
-
-
-def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero)."""
-    x = np.asarray(x, dtype=np.float32)
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(norm, eps)).astype(np.float32, copy=False)
 
 
 def _check_ctx(ctx: np.ndarray, name: str, context_len: int | None = None, dim: int | None = None) -> np.ndarray:
@@ -113,7 +58,7 @@ class Baseline(Protocol):
 
     name: str
 
-    def fit(self, vectors: np.ndarray, seqs: Any) -> Baseline: ...
+    def fit(self, vectors: np.ndarray, seqs: SequenceLike) -> Baseline: ...
 
     def predict(self, ctx: np.ndarray) -> np.ndarray: ...
 
@@ -153,8 +98,8 @@ class CopyLast(_SavedBaseline):
 
     name = "copy_last"
 
-    def fit(self, vectors: np.ndarray, seqs: Any) -> CopyLast:
-        check_sequences(vectors, seqs)
+    def fit(self, vectors: np.ndarray, seqs: SequenceLike) -> CopyLast:
+        check_windows(seqs, vectors, what="seqs", allow_empty=False)
         return self
 
     def predict(self, ctx: np.ndarray) -> np.ndarray:
@@ -167,8 +112,8 @@ class ContextMean(_SavedBaseline):
 
     name = "context_mean"
 
-    def fit(self, vectors: np.ndarray, seqs: Any) -> ContextMean:
-        check_sequences(vectors, seqs)
+    def fit(self, vectors: np.ndarray, seqs: SequenceLike) -> ContextMean:
+        check_windows(seqs, vectors, what="seqs", allow_empty=False)
         return self
 
     def predict(self, ctx: np.ndarray) -> np.ndarray:
@@ -194,15 +139,15 @@ class RecencyWeightedMean(_SavedBaseline):
         self.train_cosine: float | None = None
         self.n_fit_windows: int = 0
 
-    def fit(self, vectors: np.ndarray, seqs: Any) -> RecencyWeightedMean:
-        ctx_rows, tgt_rows = check_sequences(vectors, seqs)
-        n, slots = ctx_rows.shape
+    def fit(self, vectors: np.ndarray, seqs: SequenceLike) -> RecencyWeightedMean:
+        windows = check_windows(seqs, vectors, what="seqs", allow_empty=False)
+        n, slots = windows.context_rows.shape
         index = None
         if n > self.max_fit_windows:
             rng = np.random.default_rng(self.seed)
             index = np.sort(rng.choice(n, size=self.max_fit_windows, replace=False))
         a_parts, g_parts = [], []
-        for ctx, tgt in iter_windows(vectors, ctx_rows, tgt_rows, self.batch_size, index):
+        for ctx, tgt in iter_gathered(vectors, windows, self.batch_size, index):
             tgt = l2_normalize(tgt)
             a_parts.append(np.einsum("bjd,bd->bj", ctx, tgt, dtype=np.float64))
             g_parts.append(np.einsum("bjd,bkd->bjk", ctx, ctx, dtype=np.float64))
@@ -334,7 +279,7 @@ class RidgeBaseline(_SavedBaseline):
 
     # -- fitting --
 
-    def _holdout_mask(self, seqs: Any, n: int) -> np.ndarray:
+    def _holdout_mask(self, seqs: SequenceLike, n: int) -> np.ndarray:
         mask = np.zeros(n, dtype=bool)
         article_ids = getattr(seqs, "article_ids", None)
         if article_ids is not None and len(article_ids) == n:
@@ -377,22 +322,22 @@ class RidgeBaseline(_SavedBaseline):
             out.append((w, my - mx @ w))
         return out
 
-    def _gather(self, vectors: np.ndarray, ctx_rows: np.ndarray, tgt_rows: np.ndarray, idx: np.ndarray, primal: bool) -> Any:
-        p, d = ctx_rows.shape[1] * vectors.shape[1], vectors.shape[1]
+    def _gather(self, vectors: np.ndarray, windows: Any, idx: np.ndarray, primal: bool) -> Any:
+        p, d = windows.ctx * vectors.shape[1], vectors.shape[1]
         if primal:
             stats = _PrimalStats(p, d)
-            for ctx, tgt in iter_windows(vectors, ctx_rows, tgt_rows, self.batch_size, idx):
+            for ctx, tgt in iter_gathered(vectors, windows, self.batch_size, idx):
                 stats.add(ctx.reshape(ctx.shape[0], -1), tgt)
             return stats, None
         xs, ys = [], []
-        for ctx, tgt in iter_windows(vectors, ctx_rows, tgt_rows, self.batch_size, idx):
+        for ctx, tgt in iter_gathered(vectors, windows, self.batch_size, idx):
             xs.append(ctx.reshape(ctx.shape[0], -1))
             ys.append(tgt)
         return np.concatenate(xs), np.concatenate(ys)
 
-    def fit(self, vectors: np.ndarray, seqs: Any) -> RidgeBaseline:
-        ctx_rows, tgt_rows = check_sequences(vectors, seqs)
-        n, slots = ctx_rows.shape
+    def fit(self, vectors: np.ndarray, seqs: SequenceLike) -> RidgeBaseline:
+        windows = check_windows(seqs, vectors, what="seqs", allow_empty=False)
+        n, slots = windows.context_rows.shape
         d = vectors.shape[1]
         p = slots * d
         self.context_len, self.dim = slots, d
@@ -406,14 +351,14 @@ class RidgeBaseline(_SavedBaseline):
                 alpha = 1.0  # too few windows to hold any out
             else:
                 primal = fit_idx.size > p
-                fit_x, fit_y = self._gather(vectors, ctx_rows, tgt_rows, fit_idx, primal)
+                fit_x, fit_y = self._gather(vectors, windows, fit_idx, primal)
                 solutions = self._solve(fit_x, fit_y, self.alphas)
                 score_idx = held_idx
                 if score_idx.size > self.max_holdout_windows:
                     rng = np.random.default_rng(self.seed)
                     score_idx = np.sort(rng.choice(held_idx, self.max_holdout_windows, replace=False))
                 sums = np.zeros(len(self.alphas))
-                for ctx, tgt in iter_windows(vectors, ctx_rows, tgt_rows, self.batch_size, score_idx):
+                for ctx, tgt in iter_gathered(vectors, windows, self.batch_size, score_idx):
                     x = ctx.reshape(ctx.shape[0], -1).astype(np.float64)
                     t = l2_normalize(tgt)
                     for i, (w, b) in enumerate(solutions):
@@ -423,12 +368,12 @@ class RidgeBaseline(_SavedBaseline):
                 alpha = self.alphas[int(np.argmax(scores))]
                 if primal and all_idx.size > p:
                     # Reuse the fit-part statistics: add only the held-out windows.
-                    held_stats, _ = self._gather(vectors, ctx_rows, tgt_rows, held_idx, True)
+                    held_stats, _ = self._gather(vectors, windows, held_idx, True)
                     (w, b), = self._solve(fit_x.merged(held_stats), None, [alpha])
                     self._set_solution(w, b, alpha, "primal")
                     return self
         primal = n > p
-        x, y = self._gather(vectors, ctx_rows, tgt_rows, all_idx, primal)
+        x, y = self._gather(vectors, windows, all_idx, primal)
         (w, b), = self._solve(x, y, [alpha])
         self._set_solution(w, b, alpha, "primal" if primal else "dual")
         return self
@@ -485,14 +430,14 @@ BASELINE_CLASSES: dict[str, type[_SavedBaseline]] = {
 
 def fit_baselines(
     vectors: np.ndarray,
-    train_seqs: Any,
+    train_seqs: SequenceLike,
     *,
     ridge_alpha: float | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     seed: int = 0,
 ) -> dict[str, Baseline]:
     """Fit all four trivial baselines on the training windows; keys are the baselines' names."""
-    check_sequences(vectors, train_seqs, "train_seqs")
+    check_windows(train_seqs, vectors, what="train_seqs", allow_empty=False)
     baselines: list[Any] = [
         CopyLast(),
         ContextMean(),
@@ -500,24 +445,6 @@ def fit_baselines(
         RidgeBaseline(alpha=ridge_alpha, batch_size=batch_size, seed=seed),
     ]
     return {b.name: b.fit(vectors, train_seqs) for b in baselines}
-
-
-def predict_sequences(
-    predictor: Baseline, vectors: np.ndarray, seqs: Any, batch_size: int = DEFAULT_BATCH_SIZE
-) -> np.ndarray:
-    """Predictions `(n, D)` float32 for every window of `seqs`, gathered batch by batch."""
-    ctx_rows, tgt_rows = check_sequences(vectors, seqs)
-    parts = [predictor.predict(ctx) for ctx, _ in iter_windows(vectors, ctx_rows, tgt_rows, batch_size)]
-    return np.concatenate(parts).astype(np.float32, copy=False)
-
-
-def mean_cosine(predictor: Baseline, vectors: np.ndarray, seqs: Any, batch_size: int = DEFAULT_BATCH_SIZE) -> float:
-    """Mean cos(prediction, target) over the windows of `seqs`."""
-    ctx_rows, tgt_rows = check_sequences(vectors, seqs)
-    total = 0.0
-    for ctx, tgt in iter_windows(vectors, ctx_rows, tgt_rows, batch_size):
-        total += float((predictor.predict(ctx) * l2_normalize(tgt)).sum(dtype=np.float64))
-    return total / ctx_rows.shape[0]
 
 
 def load_baseline(path: Path) -> Baseline:
@@ -545,15 +472,3 @@ def save_baselines(baselines: dict[str, Baseline], directory: Path) -> dict[str,
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     return {name: b.save(directory / f"{name}{BASELINE_FILE_SUFFIX}") for name, b in baselines.items()}
-
-
-def load_baselines(directory: Path) -> dict[str, Baseline]:
-    """Load every `*.npz` baseline in `directory`, keyed by name."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise BaselineFileError(f"{directory}: no such baselines folder")
-    out: dict[str, Baseline] = {}
-    for path in sorted(directory.glob(f"*{BASELINE_FILE_SUFFIX}")):
-        b = load_baseline(path)
-        out[b.name] = b
-    return out

@@ -21,6 +21,7 @@ from lvm_core.contracts import CHECKPOINT_META_FILE, CHECKPOINT_WEIGHTS_FILE, Da
 from lvm_core.data.embedding import EncoderFingerprint, ensure_same_fingerprint
 from lvm_core.io import storage
 from lvm_core.io.storage import to_plain as _plain
+from lvm_core.models.predict import predict_contexts
 
 if TYPE_CHECKING:
     import torch
@@ -127,9 +128,8 @@ class LoadedModel:
         ensure_same_fingerprint(fingerprint, self.fingerprint, self.describe())
 
     def predict(self, ctx: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-        """(B, ctx, D) or flattened (B, ctx*D) float vectors -> (B, D) float32 unit vectors."""
-        import torch
-
+        """(B, ctx, D) or flattened (B, ctx*D) float vectors -> (B, D) float32 unit vectors (checked here,
+        predicted by the one batched path, `lvm_core.models.predict`)."""
         x = np.asarray(ctx, dtype=np.float32)
         n, d = self.context_len, self.dim
         if x.ndim == 2 and x.shape[1] == n * d:
@@ -147,15 +147,7 @@ class LoadedModel:
             raise ValueError(f"{self.describe()} expects {n} context chunks, got {x.shape[1]}")
         if not np.isfinite(x).all():
             raise ValueError(f"{self.describe()}: context contains NaN or infinite values")
-        self.module.eval()
-        device = next(self.module.parameters()).device
-        out = []
-        with torch.no_grad():
-            for i in range(0, x.shape[0], batch_size):
-                out.append(self.module(torch.from_numpy(x[i : i + batch_size]).to(device)).cpu().numpy())
-        if not out:
-            return np.zeros((0, d), dtype=np.float32)
-        return np.concatenate(out).astype(np.float32, copy=False)
+        return predict_contexts(self.module, x, batch_size)
 
 
 def _find_model_files(root: Path) -> Path:

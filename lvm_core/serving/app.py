@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
+from lvm_core.io.vectors import row_norms
 from lvm_core.serving.holder import DEFAULT_MODEL_REF, DEFAULT_REFRESH_S, ModelHolder, Served
 from lvm_core.serving.live_stats import LiveStats
 from lvm_core.serving.text import TextSearch, TextUnavailable
@@ -195,7 +196,7 @@ def _check_vectors(x: np.ndarray, what: str, tol: float) -> None:
     if bad.any():
         idx = [int(i) for i in np.argwhere(bad)[0]]
         raise InputError(f"{what} contains NaN or infinite values (first at index {idx})")
-    norms = np.linalg.norm(x.astype(np.float64), axis=-1)
+    norms = row_norms(x.astype(np.float64))
     off = np.abs(norms - 1.0) > tol
     if off.any():
         idx = [int(i) for i in np.argwhere(off)[0]]

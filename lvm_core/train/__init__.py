@@ -40,7 +40,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 from tqdm import tqdm
 
-from lvm_core.models.baselines import check_sequences
+from lvm_core.data.windows import SequenceLike, check_windows
+from lvm_core.models.predict import iter_predictions
 from lvm_core.contracts import (
     CHECKPOINT_BEST_DIR,
     CHECKPOINT_LAST_DIR,
@@ -179,8 +180,8 @@ class WindowDataset(Dataset):
     def from_arrays(cls, vectors: np.ndarray | torch.Tensor, seqs: Any, what: str = "seqs") -> WindowDataset:
         """Validate and wrap; `vectors` is shared (no copy when it is already float32)."""
         vec_t = vectors if isinstance(vectors, torch.Tensor) else as_vector_tensor(vectors)
-        ctx_rows, tgt_rows = check_sequences(vec_t.numpy(), seqs, what)
-        return cls(vec_t, torch.from_numpy(np.ascontiguousarray(ctx_rows)), torch.from_numpy(np.ascontiguousarray(tgt_rows)))
+        w = check_windows(seqs, vec_t.numpy(), what=what, allow_empty=False)
+        return cls(vec_t, torch.from_numpy(np.ascontiguousarray(w.context_rows)), torch.from_numpy(np.ascontiguousarray(w.target_rows)))
 
     def __len__(self) -> int:
         return int(self.target_rows.shape[0])
@@ -361,53 +362,18 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 # --- evaluation helpers ---------------------------------------------------------------------------------
 
 
-def _iter_predictions(
-    model: nn.Module, vectors: np.ndarray | torch.Tensor, seqs: Any, batch_size: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    dataset = WindowDataset.from_arrays(vectors, seqs)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, len(dataset), batch_size):
-                idx = torch.arange(start, min(start + batch_size, len(dataset)))
-                ctx, tgt = dataset.gather(idx)
-                yield model(ctx), tgt
-    finally:
-        model.train(was_training)
+def evaluate_cosine(model: nn.Module, vectors: np.ndarray | torch.Tensor, seqs: SequenceLike, batch_size: int = 1024) -> float:
+    """Mean cos(prediction, target) over the windows of `seqs` (the early-stopping metric).
 
-
-def predict(model: nn.Module, vectors: np.ndarray, seqs: Any, batch_size: int = 1024) -> np.ndarray:
-    """Model predictions `(n, D)` float32 for every window of `seqs`."""
-    parts = [pred.numpy() for pred, _ in _iter_predictions(model, vectors, seqs, batch_size)]
-    return np.concatenate(parts).astype(np.float32, copy=False)
-
-
-def evaluate_cosine(model: nn.Module, vectors: np.ndarray | torch.Tensor, seqs: Any, batch_size: int = 1024) -> float:
-    """Mean cos(prediction, target) over the windows of `seqs` (the early-stopping metric)."""
+    Predictions come from the one prediction path (`lvm_core.models.predict`); the cosine stays torch's,
+    batch by batch, so a NaN prediction gives NaN (the divergence check) rather than an error.
+    """
+    vec = vectors.numpy() if isinstance(vectors, torch.Tensor) else vectors
     total, n = 0.0, 0
-    for pred, tgt in _iter_predictions(model, vectors, seqs, batch_size):
-        total += float(F.cosine_similarity(pred, tgt, dim=-1).double().sum())
+    for pred, tgt in iter_predictions(model, vec, seqs, batch_size, allow_empty=False):
+        total += float(F.cosine_similarity(torch.from_numpy(pred), torch.from_numpy(tgt), dim=-1).double().sum())
         n += pred.shape[0]
     return total / max(n, 1)
-
-
-class TorchPredictor:
-    """A model as a numpy predictor `(B, N, D) -> (B, D)`, the interface of the baselines and evaluation."""
-
-    def __init__(self, model: nn.Module, name: str | None = None, batch_size: int = 1024):
-        self.model = model.eval()
-        cfg = getattr(model, "config", None)
-        self.name = name or (cfg.arch if cfg is not None else type(model).__name__.lower())
-        self.batch_size = batch_size
-
-    def predict(self, ctx: np.ndarray) -> np.ndarray:
-        ctx_t = torch.from_numpy(np.ascontiguousarray(ctx, dtype=np.float32))
-        with torch.no_grad():
-            parts = [self.model(ctx_t[i : i + self.batch_size]) for i in range(0, ctx_t.shape[0], self.batch_size)]
-        return torch.cat(parts).numpy()
-
-    __call__ = predict
 
 
 # --- training loop --------------------------------------------------------------------------------------

@@ -90,10 +90,6 @@ def _as_rows(ctx: np.ndarray, tgt: np.ndarray, meta: dict[str, Any], offset: int
     return vectors, SequenceSet(context_rows, target_rows, article, chunk)
 
 
-def _take(s: SequenceSet, mask: np.ndarray) -> SequenceSet:
-    return SequenceSet(s.context_rows[mask], s.target_rows[mask], s.article_ids[mask], s.target_chunk_index[mask])
-
-
 def _hold_out_articles(seqs: SequenceSet, val_fraction: float, seed: int) -> dict[str, SequenceSet]:
     articles = np.unique(seqs.article_ids)
     if len(articles) < 2:
@@ -102,4 +98,4 @@ def _hold_out_articles(seqs: SequenceSet, val_fraction: float, seed: int) -> dic
     n_val = max(1, int(round(len(articles) * val_fraction)))
     val_articles = rng.choice(articles, size=n_val, replace=False)
     is_val = np.isin(seqs.article_ids, val_articles)
-    return {"train": _take(seqs, ~is_val), "val": _take(seqs, is_val)}
+    return {"train": seqs.subset(~is_val), "val": seqs.subset(is_val)}

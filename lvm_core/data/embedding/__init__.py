@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 from lvm_core.io import storage
+from lvm_core.io.vectors import l2_normalize, row_norms
 from lvm_core.contracts import DataContractError
 from lvm_core.runtime.faults import crash_point
 
@@ -368,13 +369,12 @@ class SentenceTransformerEncoder:
 
 def _renormalize(vectors: np.ndarray, what: str) -> np.ndarray:
     """Divide rows by their norm in place; a zero or non-finite row is an error, not a silent NaN."""
-    norms = np.linalg.norm(vectors, axis=1)
+    norms = row_norms(vectors)
     bad = ~np.isfinite(norms) | (norms <= 0)
     if bad.any():
         rows = np.flatnonzero(bad)[:5].tolist()
         raise DataContractError(f"{what}: {int(bad.sum())} zero or non-finite row(s), e.g. rows {rows}")
-    vectors /= norms[:, None]
-    return vectors
+    return l2_normalize(vectors, out=vectors)
 
 
 def _default_model_path() -> Path:
