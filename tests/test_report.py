@@ -106,7 +106,7 @@ def test_report_files_tables_and_images(result, tmp_path):
     d = result.delta(name, "val")
     sign = lambda x: f"{x:+.4f}".replace("-", "\u2212")  # noqa: E731
     delta_text = f"Δ {sign(d['delta'])} [{sign(d['low'])}, {sign(d['high'])}]"
-    assert f"val (reported): lvm-amn cosine" in md and delta_text in md
+    assert "val (reported): lvm-amn cosine" in md and delta_text in md
     assert f"| val | {name} | {delta_text} |" in md and f"<td>val</td><td>{name}</td><td>{delta_text}</td>" in html_text
     assert "Reported split: val (this dataset has no test split)" in md and "1000 resamples" in md
     # neighbour table with escaped chunk text: no raw markup from the data reaches the page
