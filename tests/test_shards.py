@@ -22,6 +22,7 @@ import pytest
 from lvm_core.data import chunking
 from lvm_core.data import ingest
 from lvm_core.data.ingest import shards
+from lvm_core.data.ingest.shards import files as shard_files
 from lvm_core.contracts import ARTICLES_SCHEMA, CHUNKS_SCHEMA
 from lvm_core.data.ingest import Article
 
@@ -239,7 +240,7 @@ def test_write_article_shards_bounds_files_and_keeps_source_order(whole, tmp_pat
     assert table.column("text").to_pylist() == [a.text for a in whole]
     assert set(table.column("snapshot_id").to_pylist()) == {"snap"}
     assert table.column("text_sha1").to_pylist() == [shards.text_sha1(a.text) for a in whole]
-    monkeypatch.setattr(shards, "_CONCAT_BATCH_BYTES", 20_000)  # row groups copied in several batches
+    monkeypatch.setattr(shard_files, "_CONCAT_BATCH_BYTES", 20_000)  # row groups copied in several batches
     assert pq.read_table(shards.concat_parquet(files, tmp_path / "all" / "small.parquet", ARTICLES_SCHEMA)).equals(table)
 
     by_bytes = tmp_path / "bytes"

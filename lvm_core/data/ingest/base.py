@@ -1,0 +1,38 @@
+"""What every ingest reader shares: the `Article` record, `IngestError`, one-line error text, the progress bar.
+
+Kept apart so that the readers (MediaWiki, tabular) and the shard planner depend on it, not on each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tqdm import tqdm
+
+from lvm_core.runtime.progress import progress_enabled
+
+__all__ = ["Article", "IngestError", "one_line", "progress_bar"]
+
+
+class IngestError(Exception):
+    """A source cannot be read as articles; the message is one line naming the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Article:
+    """One article: page id, title and cleaned plain text (paragraphs separated by a blank line)."""
+
+    article_id: int
+    title: str
+    text: str
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's text on one line, cut to `limit` characters (error messages stay one line)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def progress_bar(enabled: bool, desc: str) -> tqdm:
+    """tqdm bar on stderr, only when asked for and on an interactive terminal outside CI."""
+    return tqdm(desc=desc, unit=" pages", disable=not (enabled and progress_enabled()))
