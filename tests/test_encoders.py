@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 
 from lvm_core.data import embedding as emb
+from lvm_core.data.embedding import agreement as emb_agreement
+from lvm_core.data.embedding import encoder as emb_encoder
+from lvm_core.data.embedding import model_folder as emb_folder
 from lvm_core.data.embedding import onnx as onnx_encoder
 from lvm_core.io import storage
 from lvm_core.data.embedding import (
@@ -135,17 +138,17 @@ def test_parse_encoder_spec_refuses_unknown_backend_but_keeps_folders(tmp_path: 
 
 
 def test_auto_picks_cuda_fp16_when_present_else_cpu_fp32(monkeypatch):
-    monkeypatch.setattr(emb, "_cuda_available", lambda: False)
-    assert emb._resolve_backend("auto", None) == ("torch", "fp32", "cpu")
-    assert emb._resolve_backend("onnx-int8", None) == ("onnx", "int8", "cpu")
+    monkeypatch.setattr(emb_encoder, "_cuda_available", lambda: False)
+    assert emb_encoder._resolve_backend("auto", None) == ("torch", "fp32", "cpu")
+    assert emb_encoder._resolve_backend("onnx-int8", None) == ("onnx", "int8", "cpu")
     with pytest.raises(EncoderLoadError, match="needs a CUDA device.*none is present"):
-        emb._resolve_backend("torch-fp16", None)
-    monkeypatch.setattr(emb, "_cuda_available", lambda: True)
-    assert emb._resolve_backend("auto", None) == ("torch", "fp16", "cuda")
-    assert emb._resolve_backend("torch", None) == ("torch", "fp32", "cuda")
-    assert emb._resolve_backend("auto", "cpu") == ("torch", "fp32", "cpu")
+        emb_encoder._resolve_backend("torch-fp16", None)
+    monkeypatch.setattr(emb_encoder, "_cuda_available", lambda: True)
+    assert emb_encoder._resolve_backend("auto", None) == ("torch", "fp16", "cuda")
+    assert emb_encoder._resolve_backend("torch", None) == ("torch", "fp32", "cuda")
+    assert emb_encoder._resolve_backend("auto", "cpu") == ("torch", "fp32", "cpu")
     with pytest.raises(EncoderLoadError, match="CPU only"):
-        emb._resolve_backend("onnx-int8", "cuda")
+        emb_encoder._resolve_backend("onnx-int8", "cuda")
 
 
 def test_threads_follow_omp_num_threads(monkeypatch):
@@ -160,20 +163,20 @@ def test_threads_follow_omp_num_threads(monkeypatch):
 
 
 def test_broken_backend_is_refused_with_its_numbers(tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(emb, "agreement_sample", lambda n=256: [f"text {i}" for i in range(32)])
+    monkeypatch.setattr(emb_agreement, "agreement_sample", lambda n=256: [f"text {i}" for i in range(32)])
     reference, broken = FixedEncoder(_fp()), FixedEncoder(_fp(backend="onnx", precision="int8"), noise=1.0)
     agreement = emb.check_agreement(broken, reference, tmp_path)
     assert agreement["n_texts"] == 32 and agreement["mean_cosine"] < 0.9
     with pytest.raises(EncoderAgreementError, match=r"onnx int8 agrees with torch fp32 at mean cosine 0\.\d+ "
                        r"\(median 0\.\d+, min -?0\.\d+\) over 32 check chunks, below the required mean 0\.99"):
-        emb._require_agreement(broken.fingerprint, agreement, emb.AGREEMENT_MIN_MEAN_COSINE)
+        emb_agreement.require_agreement(broken.fingerprint, agreement, emb.AGREEMENT_MIN_MEAN_COSINE)
     # measured once: the kept record serves the next process (encode would fail here)
     again = emb.check_agreement(FixedEncoder(broken.fingerprint, fail=True), reference, tmp_path)
     assert again == agreement
     # a faithful backend passes
     good = emb.check_agreement(FixedEncoder(_fp(precision="fp16"), noise=0.01), reference, None)
     assert good["mean_cosine"] > 0.99 and good["min_cosine"] <= good["median_cosine"] <= 1.0
-    emb._require_agreement(_fp(precision="fp16"), good, emb.AGREEMENT_MIN_MEAN_COSINE)
+    emb_agreement.require_agreement(_fp(precision="fp16"), good, emb.AGREEMENT_MIN_MEAN_COSINE)
 
 
 def test_embed_stats_carry_agreement_only_for_other_backends():
@@ -197,7 +200,7 @@ def test_concurrent_exports_write_once_and_never_half(tmp_path: Path, monkeypatc
 
     monkeypatch.setattr(onnx_encoder, "_export_fp32", fake_export)
     monkeypatch.setattr(onnx_encoder, "_quantize", fake_quantize)
-    folder = emb._default_model_path()
+    folder = emb_folder.default_model_path()
     results: list[Path] = []
     threads = [
         threading.Thread(target=lambda: results.append(onnx_encoder.ensure_onnx_export(folder, DIGEST, tmp_path)))

@@ -28,7 +28,7 @@ from filelock import FileLock
 
 from lvm_core.io import storage
 from lvm_core.contracts import DataContractError
-from lvm_core.data.embedding import (
+from lvm_core.data.embedding.fingerprint import (
     EncoderFingerprint,
     FingerprintMismatchError,
     ensure_same_fingerprint,
