@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from lvm_core.data import retrieval
+from lvm_core.data.retrieval import faiss_index
 from lvm_core.data.coherence import article_coherence, consecutive_cosines
 from lvm_core.contracts import EMBEDDINGS_FILE, ENCODER_FILE, VECTOR_DTYPE_KEY, DataContractError
 from lvm_core.data.embedding import EncoderFingerprint
@@ -206,8 +207,8 @@ def test_faiss_flat_bank_in_blocks_matches_exact_on_a_float16_memmap(tmp_path: P
 
 def test_missing_faiss_falls_back_to_exact_with_a_log_line(monkeypatch, caplog):
     v, aids, hashes, split, dups = _near_dup_table(n_train=300, n_eval=60, n_dup=6)
-    monkeypatch.setattr(retrieval, "import_faiss", lambda: None)
-    monkeypatch.setattr(retrieval, "FAISS_AUTO_THRESHOLD", 100)
+    monkeypatch.setattr(faiss_index, "import_faiss", lambda: None)
+    monkeypatch.setattr(faiss_index, "FAISS_AUTO_THRESHOLD", 100)
     with caplog.at_level(logging.WARNING, logger="lvm_core.data.retrieval"):
         bank = ChunkBank(v, aids, hashes)
         scan = scan_leakage(aids, hashes, v, split)
