@@ -6,9 +6,11 @@ import json
 import pickle
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 
 from lvm_core import tracking as registry
 from lvm_core.io import storage
@@ -36,7 +38,7 @@ def client(data_dir: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     uri = registry.configure_tracking(data_dir)
     assert uri == f"sqlite:///{(data_dir / 'mlflow.db').resolve()}"
-    return registry.MlflowClient()
+    return MlflowClient()
 
 
 def tiny_model(seed: int) -> tuple[torch.nn.Module, ModelConfig]:
@@ -180,7 +182,7 @@ def test_register_sets_challenger_tags_and_signature(client, tmp_path):
 
     from mlflow.models import Model
 
-    path = registry.mlflow.artifacts.download_artifacts(artifact_uri=info.uri, dst_path=str(tmp_path / "m"))
+    path = mlflow.artifacts.download_artifacts(artifact_uri=info.uri, dst_path=str(tmp_path / "m"))
     mlmodel = Model.load(path)
     (inp,), (out,) = mlmodel.signature.inputs.inputs, mlmodel.signature.outputs.inputs
     assert (inp.type, tuple(inp.shape)) == (np.dtype("float32"), (-1, CTX, DIM))
@@ -368,10 +370,7 @@ def test_gate_outcomes_formats():
     report = GateReport(stage="model", results=[GateResult("a", True, 1.0, 0.5), GateResult("b", False)])
     assert registry.gate_outcomes(report)["b"]["passed"] is False
     assert registry.gate_outcomes(report.to_manifest())["a"] == {"passed": True, "value": 1.0, "threshold": 0.5}
-    nested = registry.gate_outcomes({"data": {"leakage": True}, "model": report.to_manifest()})
-    assert set(nested) == {"data.leakage", "model.a", "model.b"}
-    artifact = {"stage": "model", "passed": False, "failed": ["b"], "gates": registry.gate_outcomes(report)}
-    assert set(registry.gate_outcomes(artifact)) == {"a", "b"}
+    assert registry.gate_outcomes({"stage": "pre_training", "a": True})["a"]["passed"] is True
     with pytest.raises(ValueError, match="no gate results"):
         registry.gate_outcomes({})
     with pytest.raises(ValueError, match="cannot read"):
