@@ -13,6 +13,7 @@ from lvm_core.models import baselines as bl
 from lvm_core import contracts
 from lvm_core.train import data as training_data
 from lvm_core.models import ModelConfig, build_model, count_parameters
+from lvm_core.models.predict import mean_cosine
 from lvm_core.tracking import TrainingRun, plot_training_curves
 from lvm_core.io.storage import json_digest
 from lvm_core.train import EpochMetrics, TrainConfig, TrainResult, read_checkpoint_meta, train
@@ -43,7 +44,7 @@ def fit_baselines(data: training_data.TrainingData, out_dir: Path) -> tuple[dict
     scores: dict[str, dict[str, float]] = {}
     for name, b in fitted.items():
         scores[name] = {
-            split: bl.mean_cosine(b, data.vectors, data.split(split))
+            split: mean_cosine(b, data.vectors, data.split(split))
             for split in contracts.EVAL_SPLITS
             if data.split(split) is not None
         }

@@ -180,9 +180,9 @@ class DataContractError(ValueError):
 # <checkpoint_dir>/last/ and <checkpoint_dir>/best/, each replaced atomically as a whole folder.
 CHECKPOINT_LAST_DIR = "last"
 CHECKPOINT_BEST_DIR = "best"
-CHECKPOINT_WEIGHTS_FILE = "model.safetensors"  # model state_dict (safetensors, no pickle)
+CHECKPOINT_WEIGHTS_FILE = "model.safetensors"  # weights of first-format checkpoints only (read, never written)
 CHECKPOINT_STATE_FILE = "state.pt"  # optimizer/scheduler/RNG/loop state; torch.load(weights_only=True)
-CHECKPOINT_META_FILE = "meta.json"  # arch, model_config, train_config, dim, epoch, history
+CHECKPOINT_META_FILE = "meta.json"  # train_config, epoch, val/best scores, status, history (model config: config.json)
 
 
 class RegistryError(RuntimeError):

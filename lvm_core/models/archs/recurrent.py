@@ -1,0 +1,52 @@
+"""Recurrent predictors: stacked GRU and LSTM over the context (`gru`, `lstm`)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from lvm_core.models.archs.base import VectorPredictor, zero_linear
+from lvm_core.models.config import ModelConfig
+
+
+class RecurrentPredictor(VectorPredictor):
+    """GRU/LSTM stack over the context; the last hidden state (after LayerNorm) gives the residual.
+
+    Residual target: the context *mean* (not ctx[-1]), same as AMN, so every architecture starts from
+    the stronger trivial baseline.
+    """
+
+    _rnn_cls: ClassVar[type[nn.RNNBase]]
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        self.rnn = self._rnn_cls(
+            input_size=config.dim,
+            hidden_size=config.hidden,
+            num_layers=config.num_layers,
+            batch_first=True,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+        )
+        self.norm = nn.LayerNorm(config.hidden)
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = zero_linear(config.hidden, config.dim)
+
+    def _residual(self, ctx: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(ctx)
+        return self.head(self.dropout(self.norm(out[:, -1])))
+
+
+class GRUStack(RecurrentPredictor):
+    """Stacked GRU (`num_layers`, width `hidden`); residual on the context mean."""
+
+    arch = "gru"
+    _rnn_cls = nn.GRU
+
+
+class LSTMModel(RecurrentPredictor):
+    """Stacked LSTM (`num_layers`, width `hidden`); residual on the context mean."""
+
+    arch = "lstm"
+    _rnn_cls = nn.LSTM

@@ -1,0 +1,39 @@
+"""Trivial next-chunk predictors that every model is compared against, on the same sequences.
+
+All share the `Baseline` interface: `fit(vectors, seqs)`, `predict(ctx (B, N, D)) -> (B, D)` unit rows,
+`save(path)` to a small `.npz` (no pickle) and `load_baseline(path)`. Sequences are row-index windows
+(`lvm_core.data.windows.SequenceSet`, checked by its `check_windows`); fitting gathers vectors in batches
+(`iter_gathered`) so `(n, N, D)` is never built for all windows at once. Scoring a baseline on windows is
+the models' own path, `lvm_core.models.predict`.
+
+- `CopyLast`: ctx[-1].
+- `ContextMean`: mean of the context.
+- `RecencyWeightedMean`: one weight per context slot, fitted on train to maximise the mean cosine
+  (least-squares start, then L-BFGS on the exact mean cosine using per-window slot Gram matrices).
+- `RidgeBaseline`: ridge regression from the flattened context to the target, alpha chosen on a held-out
+  slice of train articles (or fixed), solved in closed form in the primal or the dual, whichever is smaller.
+
+Modules: `base` (the interface, `.npz` persistence), `simple` (copy-last, context mean), `recency`,
+`ridge`, `collection` (fit all, save all, load one).
+"""
+
+from lvm_core.models.baselines.base import BASELINE_FILE_SUFFIX, DEFAULT_BATCH_SIZE, Baseline, BaselineFileError
+from lvm_core.models.baselines.collection import BASELINE_CLASSES, fit_baselines, load_baseline, save_baselines
+from lvm_core.models.baselines.recency import RecencyWeightedMean
+from lvm_core.models.baselines.ridge import RidgeBaseline
+from lvm_core.models.baselines.simple import ContextMean, CopyLast
+
+__all__ = [
+    "BASELINE_CLASSES",
+    "BASELINE_FILE_SUFFIX",
+    "DEFAULT_BATCH_SIZE",
+    "Baseline",
+    "BaselineFileError",
+    "ContextMean",
+    "CopyLast",
+    "RecencyWeightedMean",
+    "RidgeBaseline",
+    "fit_baselines",
+    "load_baseline",
+    "save_baselines",
+]
