@@ -1,0 +1,142 @@
+"""Request bodies in, checked arrays out: every 4xx the service gives for bad input is raised here.
+
+Bodies are JSON only (never unpickled or evaluated); each check names what was wrong in the message the
+client gets as `detail`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+import numpy as np
+import orjson
+from fastapi import Request
+
+from lvm_core.io.vectors import row_norms
+from lvm_core.serving.settings import CLIENT_KEY_HEADER, ServeSettings
+
+
+class InputError(ValueError):
+    """Bad client input: answered with `status` and the message."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
+
+
+def parse_json(body: bytes) -> Any:
+    """orjson for speed; the standard parser for what orjson refuses (NaN literals, huge integers), so such
+    input gets the same specific 4xx as before instead of a generic parse error."""
+    if not body:
+        raise InputError("empty body: send a JSON object", 400)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"body is not valid JSON: {exc}", 400) from None
+
+
+def as_array(value: Any, what: str, ndim: int) -> np.ndarray:
+    try:
+        with np.errstate(all="ignore"):
+            arr = np.asarray(value)
+    except (ValueError, TypeError):
+        raise InputError(f"{what} must be a rectangular array of numbers (rows of unequal length?)") from None
+    if arr.dtype.kind not in "fiu":
+        raise InputError(f"{what} must contain only numbers (got {arr.dtype.kind!r}-typed values)")
+    if arr.ndim != ndim:
+        raise InputError(f"{what} must be a {ndim}-d array, got {arr.ndim}-d with shape {list(arr.shape)}")
+    with np.errstate(all="ignore"):
+        return arr.astype(np.float32)
+
+
+def check_vectors(x: np.ndarray, what: str, tol: float) -> None:
+    bad = ~np.isfinite(x)
+    if bad.any():
+        idx = [int(i) for i in np.argwhere(bad)[0]]
+        raise InputError(f"{what} contains NaN or infinite values (first at index {idx})")
+    norms = row_norms(x.astype(np.float64))
+    off = np.abs(norms - 1.0) > tol
+    if off.any():
+        idx = [int(i) for i in np.argwhere(off)[0]]
+        raise InputError(f"{what} must be unit vectors (|norm - 1| <= {tol:g}); vector at index {idx} has norm "
+                         f"{float(norms[tuple(idx)]):.6g}")
+
+
+def validate_contexts(payload: Any, model: Any, settings: ServeSettings) -> np.ndarray:
+    if not isinstance(payload, dict):
+        raise InputError("body must be a JSON object with a 'contexts' field", 400)
+    if "contexts" not in payload:
+        raise InputError("missing field 'contexts' (a list of n contexts, each ctx vectors of D floats)")
+    ctxs = payload["contexts"]
+    if not isinstance(ctxs, list):
+        raise InputError("'contexts' must be a list of contexts")
+    if not ctxs:
+        raise InputError("empty batch: 'contexts' has no contexts")
+    if len(ctxs) > settings.max_batch:
+        raise InputError(f"batch of {len(ctxs)} contexts is over the limit of {settings.max_batch}", 413)
+    x = as_array(ctxs, "'contexts'", 3)
+    n, c, d = x.shape
+    if c != model.context_len or d != model.dim:
+        raise InputError(f"'contexts' has shape [{n}, {c}, {d}] but model {model.name} v{model.version} expects "
+                         f"[n, {model.context_len}, {model.dim}] (ctx={model.context_len} chunk vectors of "
+                         f"dim {model.dim} from its encoder)")
+    check_vectors(x, "'contexts'", settings.unit_norm_tol)
+    return x
+
+
+def validate_texts(payload: Any, model: Any, settings: ServeSettings) -> tuple[list[str], int]:
+    """(context texts, k) of a /v1/predict/text body: exactly ctx non-empty strings, each within the limit."""
+    if not isinstance(payload, dict):
+        raise InputError("body must be a JSON object with a 'texts' field", 400)
+    if "texts" not in payload:
+        raise InputError(f"missing field 'texts' (the {model.context_len} chunk texts of one context, oldest first)")
+    texts = payload["texts"]
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise InputError("'texts' must be a list of strings")
+    if not texts:
+        raise InputError(f"empty context: 'texts' has no texts (model {model.name} v{model.version} reads "
+                         f"{model.context_len})")
+    if len(texts) != model.context_len:
+        raise InputError(f"'texts' has {len(texts)} texts but model {model.name} v{model.version} reads contexts "
+                         f"of exactly {model.context_len} chunks")
+    for i, t in enumerate(texts):
+        if not t.strip():
+            raise InputError(f"text {i} of 'texts' is empty")
+        if len(t) > settings.max_text_chars:
+            raise InputError(f"text {i} of 'texts' has {len(t)} characters, over the limit of "
+                             f"{settings.max_text_chars}", 413)
+    k = payload.get("k", 5)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= settings.max_k:
+        raise InputError(f"'k' must be an integer from 1 to {settings.max_k}, got {k!r}")
+    return texts, k
+
+
+def validate_feedback(payload: Any, settings: ServeSettings) -> tuple[str, np.ndarray]:
+    """(prediction id, target vector) of a /v1/feedback body."""
+    if not isinstance(payload, dict):
+        raise InputError("body must be a JSON object with 'prediction_id' and 'target'", 400)
+    pid = payload.get("prediction_id")
+    if not isinstance(pid, str) or not pid:
+        raise InputError("'prediction_id' must be a non-empty string from a /v1/predict answer")
+    if "target" not in payload:
+        raise InputError("missing field 'target' (the true next chunk's vector)")
+    target = as_array(payload["target"], "'target'", 1)
+    check_vectors(target, "'target'", settings.unit_norm_tol)
+    return pid, target
+
+
+def client_key(request: Request, payload: Any) -> Optional[str]:
+    """`X-Client-Key` header, else the body's `client_key` (a string); None routes at random."""
+    key = request.headers.get(CLIENT_KEY_HEADER)
+    if key:
+        return key
+    if isinstance(payload, dict) and payload.get("client_key") is not None:
+        if not isinstance(payload["client_key"], str):
+            raise InputError("'client_key' must be a string")
+        return payload["client_key"] or None
+    return None
