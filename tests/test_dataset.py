@@ -99,7 +99,7 @@ def test_abandoned_staging_folders_are_removed_and_live_ones_kept(tmp_path: Path
 
 
 def test_embed_stats_of_shards_sum_and_keep_the_encoders_agreement():
-    from lvm_core.data.build import _sum_embed_stats
+    from lvm_core.data.build.embed import _sum_embed_stats
 
     agreement = {"mean": 0.9945, "median": 0.9947, "min": 0.9896, "n": 256}
     parts = [

@@ -111,7 +111,7 @@ def test_bad_inputs(crafted) -> None:
 def test_parity_after_the_purge_drops_eval_articles_with_no_window_left() -> None:
     import polars as pl
 
-    from lvm_core.data.build import _articles_after_purge
+    from lvm_core.data.build.analyse import _articles_after_purge
 
     ids = np.repeat([1, 2, 3, 4], 6).astype(np.int64)
     ci = np.tile(np.arange(6), 4).astype(np.int32)

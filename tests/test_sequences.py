@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from lvm_core.contracts import DataContractError
+from lvm_core.data.chunk_layout import check_chunk_order
 from lvm_core.data.windows import (
     SequenceSet,
     build_windows,
-    check_chunk_order,
     check_windows,
     count_crossing_windows,
     data_direction,

@@ -16,7 +16,7 @@ import polars as pl
 from scipy import stats
 
 from lvm_core.contracts import DataContractError
-from lvm_core.data.windows import check_chunk_order
+from lvm_core.data.chunk_layout import check_chunk_order
 from lvm_core.io.storage import atomic_path
 
 COHERENCE_SCHEMA: dict[str, pl.DataType] = {

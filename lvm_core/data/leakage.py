@@ -98,27 +98,11 @@ def scan_leakage(
     """
     article_ids = np.asarray(article_ids)
     row_split = np.asarray(row_split).astype(str)
-    n = article_ids.shape[0]
     hashes = _as_hash_series(text_hash)
-    if vectors.ndim != 2 or vectors.shape[0] != n or row_split.shape != (n,) or hashes.len() != n:
-        raise DataContractError(
-            f"leakage inputs are not aligned: article_ids {n} rows, text_hash {hashes.len()}, "
-            f"vectors {vectors.shape}, row_split {row_split.shape}"
-        )
-    unknown = set(np.unique(row_split).tolist()) - {"", "train", *EVAL_SPLITS}
-    if unknown:
-        raise DataContractError(f"row_split has unknown split name(s) {sorted(unknown)}")
+    _check_inputs(article_ids, hashes, vectors, row_split)
 
     # 1. articles carrying more than one split
-    per_article = (
-        pl.DataFrame({"article_id": article_ids.astype(np.int64), "split": row_split})
-        .filter(pl.col("split") != "")
-        .group_by("article_id")
-        .agg(pl.col("split").n_unique().alias("n_splits"))
-        .filter(pl.col("n_splits") > 1)
-        .sort("article_id")
-    )
-    overlapping = per_article["article_id"].to_list()
+    overlapping = _overlapping_articles(article_ids, row_split)
 
     train = row_split == "train"
     evalmask = np.isin(row_split, EVAL_SPLITS)
@@ -127,15 +111,7 @@ def scan_leakage(
     text_leak = text_hash_leaks(hashes, train, evalmask)
 
     # 3. near-duplicate vectors
-    max_cos = np.full(n, np.nan, dtype=np.float32)
-    eval_rows = np.flatnonzero(evalmask)
-    train_rows = np.flatnonzero(train)
-    backend = max_cosine_backend(int(train_rows.size), use_faiss)
-    if eval_rows.size:
-        best = max_cosine(
-            vectors, eval_rows, train_rows, backend=backend, query_block=query_block, bank_block=train_block
-        )
-        max_cos[eval_rows] = np.where(np.isfinite(best), best, np.nan)
+    max_cos, backend = _max_train_cosine(vectors, train, evalmask, use_faiss, query_block, train_block)
     with np.errstate(invalid="ignore"):
         near_leak = evalmask & (max_cos >= near_dup_threshold)
 
@@ -149,6 +125,49 @@ def scan_leakage(
         threshold=float(near_dup_threshold),
         backend=backend,
     )
+
+
+def _check_inputs(article_ids: np.ndarray, hashes: pl.Series, vectors: np.ndarray, row_split: np.ndarray) -> None:
+    """Refuse inputs that are not aligned row for row, or split names outside the contract."""
+    n = article_ids.shape[0]
+    if vectors.ndim != 2 or vectors.shape[0] != n or row_split.shape != (n,) or hashes.len() != n:
+        raise DataContractError(
+            f"leakage inputs are not aligned: article_ids {n} rows, text_hash {hashes.len()}, "
+            f"vectors {vectors.shape}, row_split {row_split.shape}"
+        )
+    unknown = set(np.unique(row_split).tolist()) - {"", "train", *EVAL_SPLITS}
+    if unknown:
+        raise DataContractError(f"row_split has unknown split name(s) {sorted(unknown)}")
+
+
+def _overlapping_articles(article_ids: np.ndarray, row_split: np.ndarray) -> list[Any]:
+    """Ids of the articles whose rows carry more than one split, ascending."""
+    per_article = (
+        pl.DataFrame({"article_id": article_ids.astype(np.int64), "split": row_split})
+        .filter(pl.col("split") != "")
+        .group_by("article_id")
+        .agg(pl.col("split").n_unique().alias("n_splits"))
+        .filter(pl.col("n_splits") > 1)
+        .sort("article_id")
+    )
+    return per_article["article_id"].to_list()
+
+
+def _max_train_cosine(
+    vectors: np.ndarray, train: np.ndarray, evalmask: np.ndarray, use_faiss: bool | None,
+    query_block: int, train_block: int,
+) -> tuple[np.ndarray, str]:
+    """Max cosine of each val/ood row to any train row (NaN elsewhere) and the search backend used."""
+    max_cos = np.full(train.shape[0], np.nan, dtype=np.float32)
+    eval_rows = np.flatnonzero(evalmask)
+    train_rows = np.flatnonzero(train)
+    backend = max_cosine_backend(int(train_rows.size), use_faiss)
+    if eval_rows.size:
+        best = max_cosine(
+            vectors, eval_rows, train_rows, backend=backend, query_block=query_block, bank_block=train_block
+        )
+        max_cos[eval_rows] = np.where(np.isfinite(best), best, np.nan)
+    return max_cos, backend
 
 
 def _as_hash_series(text_hash: Any) -> pl.Series:

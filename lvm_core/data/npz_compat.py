@@ -141,7 +141,36 @@ def convert_reference_npz(
         output = output.with_name(output.name + ".npz")
     ref = read_reference_vectors(Path(npz_in))
     uniq_articles = np.unique(ref.article_indices)
+    keep_rows, excl, incl = _kept_rows(ref, uniq_articles, exclude_articles, include_articles)
 
+    order, starts, n_gaps = reference_windows(ref.article_indices, ref.chunk_indices, ctx, ref.path)
+    starts = starts[keep_rows[order[starts]]]  # a window's rows share one article: check its first row
+    tgt_rows = _write_sequence_file(output, ref, order, starts, ctx, block)
+    m, dim = int(starts.shape[0]), ref.dim
+
+    kept_articles = np.unique(ref.article_indices[keep_rows])
+    return {
+        "input": str(ref.path),
+        "output": str(output),
+        "n_vectors": len(ref),
+        "vector_dim": dim,
+        "context_length": ctx,
+        "n_articles": int(uniq_articles.shape[0]),
+        "n_articles_kept": int(kept_articles.shape[0]),
+        "n_articles_with_sequences": int(np.unique(ref.article_indices[tgt_rows]).shape[0]),
+        "n_vectors_excluded": int((~keep_rows).sum()),
+        "n_sequences": m,
+        "n_chunk_gaps": n_gaps,
+        "exclude_articles": format_ranges(excl) if excl else None,
+        "include_articles": format_ranges(incl) if incl else None,
+        "has_texts": ref.concept_texts is not None,
+    }
+
+
+def _kept_rows(
+    ref: ReferenceVectors, uniq_articles: np.ndarray, exclude_articles: str | None, include_articles: str | None
+) -> tuple[np.ndarray, Any, Any]:
+    """Rows whose article survives the exclude/include ranges, and the parsed ranges (None when not given)."""
     keep_rows = np.ones(len(ref), dtype=bool)
     excl = incl = None
     if exclude_articles:
@@ -152,9 +181,14 @@ def convert_reference_npz(
         incl = parse_ranges(include_articles)
         _check_ranges_match(incl, uniq_articles, "--include-articles", ref.path)
         keep_rows &= ranges_mask(ref.article_indices, incl)
+    return keep_rows, excl, incl
 
-    order, starts, n_gaps = reference_windows(ref.article_indices, ref.chunk_indices, ctx, ref.path)
-    starts = starts[keep_rows[order[starts]]]  # a window's rows share one article: check its first row
+
+def _write_sequence_file(
+    output: Path, ref: ReferenceVectors, order: np.ndarray, starts: np.ndarray, ctx: int, block: int
+) -> np.ndarray:
+    """Write the reference sequence arrays of the windows at ``starts`` (context slabs streamed in blocks of
+    ``block`` windows) atomically to ``output``; returns the target rows."""
     m, dim = int(starts.shape[0]), ref.dim
     ctx_rows_of = lambda s: order[s[:, None] + np.arange(ctx)[None, :]]  # noqa: E731
     tgt_rows = order[starts + ctx]
@@ -177,24 +211,7 @@ def convert_reference_npz(
             _write_npy(zf, "target_chunk_index", ref.chunk_indices[tgt_rows])
             _write_npy(zf, "context_length", np.array(ctx, dtype=np.int64))
             _write_npy(zf, "vector_dim", np.array(dim, dtype=np.int64))
-
-    kept_articles = np.unique(ref.article_indices[keep_rows])
-    return {
-        "input": str(ref.path),
-        "output": str(output),
-        "n_vectors": len(ref),
-        "vector_dim": dim,
-        "context_length": ctx,
-        "n_articles": int(uniq_articles.shape[0]),
-        "n_articles_kept": int(kept_articles.shape[0]),
-        "n_articles_with_sequences": int(np.unique(ref.article_indices[tgt_rows]).shape[0]),
-        "n_vectors_excluded": int((~keep_rows).sum()),
-        "n_sequences": m,
-        "n_chunk_gaps": n_gaps,
-        "exclude_articles": format_ranges(excl) if excl else None,
-        "include_articles": format_ranges(incl) if incl else None,
-        "has_texts": texts is not None,
-    }
+    return tgt_rows
 
 
 def load_reference_sequences(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:

@@ -145,41 +145,9 @@ def split_articles(
         pool = np.ones(n, dtype=bool)
         fracs = np.array([train_f, val_f, test_f, ood_f])
     elif config.mode == "ranges":
-        ood_r = parse_ranges(config.ood_ranges or "")
-        _check_ordinal_ranges(ood_r, n)
-        ordinals = np.arange(n)
-        ood = ranges_mask(ordinals, ood_r)
-        assign[ood] = "ood"
-        pool = ~ood
-        if config.val_ranges:
-            val_r = parse_ranges(config.val_ranges)
-            _check_ordinal_ranges(val_r, n)
-            val = ranges_mask(ordinals, val_r)
-            both = np.flatnonzero(val & ood)
-            if both.size:
-                raise ValueError(
-                    f"article ordinal {int(both[0])} is in both val_ranges {config.val_ranges!r} "
-                    f"and ood_ranges {config.ood_ranges!r}"
-                )
-            assign[val] = "val"
-            pool &= ~val
-            fracs = _renormalised(train_f, 0.0, test_f)  # the rest: train and test
-        else:
-            fracs = _renormalised(train_f, val_f, test_f)
+        pool, fracs = _assign_ranges(assign, config)
     else:  # titles
-        if titles is None:
-            raise ValueError("split mode 'titles' needs the article titles (titles=...)")
-        if len(titles) != n:
-            raise DataContractError(f"titles has {len(titles)} rows but the split input has {n} articles")
-        # Python `re` (not polars' Rust regex) so patterns mean what SplitConfig validated
-        patterns = [re.compile(p) for p in config.holdout_titles or []]
-        held = np.array(
-            [t is not None and any(p.search(t) for p in patterns) for t in pl.Series(titles).cast(pl.Utf8).to_list()],
-            dtype=bool,
-        )
-        assign[held] = "ood"
-        pool = ~held
-        fracs = _renormalised(train_f, val_f, test_f)
+        pool, fracs = _assign_titles(assign, config, titles)
 
     if pool.any():
         assign[pool] = _stratified(ids[pool], bins[pool], fracs, config.seed)
@@ -194,6 +162,58 @@ def split_articles(
         pl.col("coherence").cast(pl.Float64),
         pl.col("coherence_bin").cast(pl.Int32),
     )
+
+
+def _assign_ranges(assign: np.ndarray, config: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Ranges mode: article ordinals in `ood_ranges` (and `val_ranges`) are assigned in place.
+
+    Returns the pool left to the stratified draw and its fractions.
+    """
+    n = assign.shape[0]
+    train_f, val_f, test_f, _ = config.fractions
+    ood_r = parse_ranges(config.ood_ranges or "")
+    _check_ordinal_ranges(ood_r, n)
+    ordinals = np.arange(n)
+    ood = ranges_mask(ordinals, ood_r)
+    assign[ood] = "ood"
+    pool = ~ood
+    if not config.val_ranges:
+        return pool, _renormalised(train_f, val_f, test_f)
+    val_r = parse_ranges(config.val_ranges)
+    _check_ordinal_ranges(val_r, n)
+    val = ranges_mask(ordinals, val_r)
+    both = np.flatnonzero(val & ood)
+    if both.size:
+        raise ValueError(
+            f"article ordinal {int(both[0])} is in both val_ranges {config.val_ranges!r} "
+            f"and ood_ranges {config.ood_ranges!r}"
+        )
+    assign[val] = "val"
+    pool &= ~val
+    return pool, _renormalised(train_f, 0.0, test_f)  # the rest: train and test
+
+
+def _assign_titles(
+    assign: np.ndarray, config: SplitConfig, titles: pl.Series | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Titles mode: articles whose title matches a `holdout_titles` pattern go to ood, in place.
+
+    Returns the pool left to the stratified draw and its fractions.
+    """
+    n = assign.shape[0]
+    train_f, val_f, test_f, _ = config.fractions
+    if titles is None:
+        raise ValueError("split mode 'titles' needs the article titles (titles=...)")
+    if len(titles) != n:
+        raise DataContractError(f"titles has {len(titles)} rows but the split input has {n} articles")
+    # Python `re` (not polars' Rust regex) so patterns mean what SplitConfig validated
+    patterns = [re.compile(p) for p in config.holdout_titles or []]
+    held = np.array(
+        [t is not None and any(p.search(t) for p in patterns) for t in pl.Series(titles).cast(pl.Utf8).to_list()],
+        dtype=bool,
+    )
+    assign[held] = "ood"
+    return ~held, _renormalised(train_f, val_f, test_f)
 
 
 def splits_table(splits: pl.DataFrame) -> pa.Table:

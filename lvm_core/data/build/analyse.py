@@ -1,0 +1,290 @@
+"""Analyse step: the staged dataset folder measured and cut into training windows, then its manifest.
+
+A short driver over named steps (stage the files, coherence, splits, windows, leakage scan and purge,
+crossing count, data direction, oracle, manifest), in the order their files are written, so a crash
+leaves the same partial staging folder it always did. The analysis modules (coherence, splits, leakage:
+scipy and polars, seconds to import) are imported by the steps that use them, so importing the build
+package (`lvm datasets`, the Prefect task modules) stays as quick as before.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from lvm_core import contracts
+from lvm_core.contracts import DataContractError, DatasetPaths
+from lvm_core.contracts.build_options import BuildConfig
+from lvm_core.contracts.manifest import DatasetManifest, parse_manifest, write_manifest
+from lvm_core.data import windows as sequences
+from lvm_core.data.build.embed import EmbedResult
+from lvm_core.data.build.ingest import read_ingest_stats
+from lvm_core.data.build.oracle import measure_oracle
+from lvm_core.data.build.source import SourceInfo
+from lvm_core.data.embedding import EncoderFingerprint
+from lvm_core.io.storage import (
+    link_or_copy,
+    load_npy,
+    read_json,
+    write_json,
+    write_parquet,
+)
+from lvm_core.runtime.faults import crash_point
+
+
+@dataclass(frozen=True)
+class _Chunks:
+    """The staged chunk rows the analysis reads, aligned with the vectors."""
+
+    article_ids: np.ndarray
+    chunk_index: np.ndarray
+    text_hash: np.ndarray
+    vectors: np.ndarray
+    encoder: dict[str, Any]
+
+
+def analyse_step(
+    stage_dir: Path,
+    config: BuildConfig,
+    source: SourceInfo,
+    articles_path: Path,
+    chunks_path: Path,
+    embed: EmbedResult,
+    ingest_stats: dict[str, Any] | None = None,
+    shards: dict[str, Any] | None = None,
+) -> DatasetManifest:
+    """Assemble the staging folder and compute coherence, splits, leakage, sequences and the oracle.
+
+    Returns the manifest (also written to the staging folder), without gate results. `ingest_stats`
+    defaults to the file beside `articles_path`; `shards` (the layout of a sharded build) is recorded.
+    """
+    from lvm_core.data import splits
+
+    paths = _stage_inputs(Path(stage_dir), articles_path, chunks_path, embed)
+    chunks = _read_chunks(paths)
+    ctx = config.context_len
+    coh, coh_binned, edges = _coherence(chunks, config, paths, source.dataset_id)
+    n_articles, split_df, split_cfg, split_manifest = _split(paths, coh_binned, config)
+    split_of_article = dict(zip(split_df["article_id"].to_list(), split_df["split"].to_list()))
+    seqs = _windows(chunks, split_of_article, ctx)
+    leak = _purge_leakage(seqs, chunks, split_of_article, config.near_dup_threshold)
+    # parity is gated on the articles that still have windows after the purge; the pre-purge one is kept beside it
+    split_manifest["parity_before_purge"] = split_manifest["parity"]
+    split_manifest["parity"] = _parity(splits.split_report(_articles_after_purge(split_df, seqs), split_cfg))
+    write_json(paths.splits_manifest, split_manifest)
+
+    crossing = int(sum(sequences.count_crossing_windows(s, chunks.article_ids, chunks.chunk_index)
+                       for s in seqs.values()))
+    sequences.save_sequences(paths.sequences, seqs)
+    crash_point("analyse")
+    direction = sequences.data_direction(chunks.vectors, seqs["train"]) if len(seqs["train"]) else []
+
+    # oracle recall: re-encode a seeded sample of eval target texts, search the stored bank with them
+    eval_targets = np.concatenate([seqs[n].target_rows for n in _eval_split_names()])
+    oracle = measure_oracle(paths.root, eval_targets, encoder_name=config.encoder, batch_size=config.batch_size)
+
+    if ingest_stats is None:
+        ingest_stats = read_ingest_stats(articles_path)
+    record = _manifest_record(
+        source, config, chunks, n_articles, seqs, ingest_stats, _coherence_summary(coh, edges),
+        split_manifest, leak, crossing, oracle, direction, embed.stats,
+    )
+    if shards is not None:
+        record["shards"] = shards
+    manifest = parse_manifest(record, paths.manifest)
+    write_manifest(paths.manifest, manifest)
+    return manifest
+
+
+def _stage_inputs(stage_dir: Path, articles_path: Path, chunks_path: Path, embed: EmbedResult) -> DatasetPaths:
+    """Link (or copy) the assembled files into the staging folder."""
+    paths = DatasetPaths(stage_dir)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    for src, dst in [
+        (articles_path, paths.articles),
+        (chunks_path, paths.chunks),
+        (embed.embeddings, paths.embeddings),
+        (embed.encoder_file, paths.encoder),
+    ]:
+        link_or_copy(Path(src), dst)
+    return paths
+
+
+def _read_chunks(paths: DatasetPaths) -> _Chunks:
+    """The staged chunk columns, vectors and encoder record; refuses vectors not aligned with the chunks."""
+    chunks = pq.read_table(paths.chunks, columns=["article_id", "chunk_index", "text_hash"])
+    article_ids = chunks.column("article_id").to_numpy()
+    chunk_index = chunks.column("chunk_index").to_numpy()
+    text_hash = np.asarray(chunks.column("text_hash").to_pylist())
+    vectors = load_npy(paths.embeddings)
+    encoder = read_json(paths.encoder)
+    if vectors.shape[0] != len(article_ids):
+        raise DataContractError(
+            f"{paths.embeddings}: {vectors.shape[0]} vectors for {len(article_ids)} chunks"
+        )
+    return _Chunks(article_ids, chunk_index, text_hash, vectors, encoder)
+
+
+def _coherence(chunks: _Chunks, config: BuildConfig, paths: DatasetPaths, dataset_id: str) -> tuple[Any, Any, Any]:
+    """Article coherence, its bins (articles long enough for a window) and the histogram plot."""
+    from lvm_core.data import coherence
+
+    coh = coherence.article_coherence(chunks.vectors, chunks.article_ids, chunks.chunk_index)
+    coh_binned, edges = coherence.assign_bins(coh, n_bins=config.n_bins, min_chunks=config.context_len + 1)
+    paths.plots.mkdir(exist_ok=True)
+    coherence.plot_coherence_histogram(
+        coh_binned, edges, paths.plots / "coherence_histogram.png", title=f"Article coherence — {dataset_id}"
+    )
+    return coh, coh_binned, edges
+
+
+def _split(paths: DatasetPaths, coh_binned: Any, config: BuildConfig) -> tuple[int, Any, Any, dict[str, Any]]:
+    """Split the binned articles, write splits.parquet; the article count, split frame, split config and
+    the split report with parity."""
+    import polars as pl
+
+    from lvm_core.data import splits
+
+    articles = pq.read_table(paths.articles, columns=["article_id", "title"])
+    title_of = dict(zip(articles.column("article_id").to_pylist(), articles.column("title").to_pylist()))
+    titles = pl.Series("title", [title_of.get(a, "") for a in coh_binned["article_id"].to_list()])
+    split_cfg = splits.SplitConfig(
+        mode=config.split_mode,
+        fractions=tuple(config.fractions),
+        seed=config.seed,
+        ood_ranges=config.exclude_articles,
+        val_ranges=config.val_articles,
+        holdout_titles=config.holdout_titles,
+    )
+    split_df = splits.split_articles(coh_binned, split_cfg, titles=titles)
+    write_parquet(paths.splits, splits.splits_table(split_df))
+    split_manifest = splits.split_report(split_df, split_cfg)
+    split_manifest["parity"] = _parity(split_manifest)
+    return int(articles.num_rows), split_df, split_cfg, split_manifest
+
+
+def _windows(chunks: _Chunks, split_of_article: dict[int, str], ctx: int) -> dict[str, Any]:
+    """The windows of each split, strictly inside articles."""
+    seqs: dict[str, Any] = {}
+    for name in contracts.SPLIT_NAMES:
+        members = np.array([a for a, s in split_of_article.items() if s == name], dtype=np.int64)
+        seqs[name] = sequences.build_windows(chunks.article_ids, chunks.chunk_index, context_len=ctx, articles=members)
+    return seqs
+
+
+def _purge_leakage(
+    seqs: dict[str, Any], chunks: _Chunks, split_of_article: dict[int, str], near_dup_threshold: float
+) -> dict[str, Any]:
+    """Leakage raw over val/ood articles, then purge leaking val/ood windows (in `seqs`) and measure again.
+
+    Returns the manifest's leakage fields, in manifest order.
+    """
+    from lvm_core.data import leakage
+
+    row_split = np.array([split_of_article.get(int(a), "") for a in chunks.article_ids], dtype=object)
+    scan = leakage.scan_leakage(
+        chunks.article_ids, chunks.text_hash, chunks.vectors, row_split.astype(str),
+        near_dup_threshold=near_dup_threshold,
+    )
+    leakage_raw, leaking = scan.report(), scan.leaking_rows
+    purged: dict[str, int] = {}
+    windows_before = {name: len(seqs[name]) for name in _eval_split_names()}
+    for name in contracts.EVAL_SPLITS:
+        seqs[name], purged[name] = leakage.purge_leaking_windows(seqs[name], leaking)
+    used_split = np.where(np.isin(row_split.astype(str), list(contracts.EVAL_SPLITS)), "", row_split.astype(str))
+    for name in contracts.EVAL_SPLITS:
+        rows = np.unique(np.concatenate([seqs[name].context_rows.ravel(), seqs[name].target_rows]))
+        used_split[rows] = name
+    # Train rows are unchanged, so each row's leak flags stand; only the val/ood rows still in use count.
+    leakage_post = replace(scan, row_split=used_split.astype(str)).report()
+    purged_fraction = {n: purged[n] / windows_before[n] if windows_before.get(n) else 0.0 for n in purged}
+    return {
+        "leakage": leakage_post,
+        "leakage_raw": leakage_raw,
+        "purged_windows": purged,
+        "windows_before_purge": windows_before,
+        "purged_fraction": purged_fraction,
+    }
+
+
+def _coherence_summary(coh: Any, edges: Any) -> dict[str, Any]:
+    """The manifest's `coherence` block: mean and spread over the articles that have a coherence, and the bins."""
+    coh_values = coh["coherence"].drop_nulls().to_numpy()
+    return {
+        "mean": float(coh_values.mean()) if coh_values.size else None,
+        "std": float(coh_values.std()) if coh_values.size else None,
+        "n_articles": int(coh_values.size),
+        "bin_edges": [float(e) for e in edges],
+        "n_bins": max(len(edges) - 1, 0),
+    }
+
+
+def _manifest_record(
+    source: SourceInfo, config: BuildConfig, chunks: _Chunks, n_articles: int, seqs: dict[str, Any],
+    ingest_stats: dict[str, Any], coherence_summary: dict[str, Any], split_manifest: dict[str, Any],
+    leak: dict[str, Any], crossing: int, oracle: dict[str, Any], direction: list[float],
+    embedding_stats: dict[str, Any],
+) -> dict[str, Any]:
+    """The manifest fields of an analysed dataset (without gate results), in the order they are written."""
+    encoder = chunks.encoder
+    return {
+        "dataset_id": source.dataset_id,
+        "snapshot_id": source.snapshot_id,
+        "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "source": source.to_dict(),
+        "encoder": {
+            "name": encoder["model_name"],
+            "dim": int(encoder["dim"]),
+            "fingerprint": EncoderFingerprint.from_dict(encoder).id,
+            "weights_digest": encoder["weights_digest"],
+            "normalized": encoder.get("normalized", True),
+        },
+        "build_config": config.model_dump(mode="json"),
+        "counts": {
+            "articles": n_articles,
+            "chunks": len(chunks.article_ids),
+            "sequences": {k: len(v) for k, v in seqs.items()},
+            "duplicate_ids": ingest_stats.get("duplicate_ids"),
+            "duplicate_rows_dropped": ingest_stats.get("duplicate_rows_dropped"),
+            "duplicate_ids_conflicting": ingest_stats.get("duplicate_ids_conflicting"),
+        },
+        "ingest": ingest_stats,
+        "sequences": {k: len(v) for k, v in seqs.items()},
+        "context_len": config.context_len,
+        "coherence": coherence_summary,
+        "splits": split_manifest,
+        **leak,
+        "crossing_windows": crossing,
+        "oracle_recall_at_5": oracle["recall"],
+        "oracle": oracle,
+        "data_direction": [float(x) for x in direction],
+        "embedding": embedding_stats,
+    }
+
+
+def _parity(split_manifest: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """KS statistic and mean difference of article coherence, each evaluation split against train (gated)."""
+    out = {}
+    for name in contracts.EVAL_SPLITS:
+        s = split_manifest.get("splits", {}).get(name, {})
+        out[name] = {"ks": s.get("ks_statistic_vs_train"), "mean_diff": s.get("mean_diff_vs_train"),
+                     "ks_pvalue": s.get("ks_pvalue_vs_train")}
+    return out
+
+
+def _eval_split_names() -> tuple[str, ...]:
+    """The evaluation splits (every split but train) in contract order."""
+    return tuple(s for s in contracts.SPLIT_NAMES if s != "train")
+
+
+def _articles_after_purge(split_df: Any, seqs: dict[str, Any]) -> Any:
+    """The split table without the evaluation articles that have no window left after the purge."""
+    import polars as pl
+
+    kept = {int(a) for name, s in seqs.items() if name != "train" for a in np.unique(s.article_ids)}
+    return split_df.filter((pl.col("split") == "train") | pl.col("article_id").is_in(sorted(kept)))

@@ -1,0 +1,123 @@
+"""Embed step: one chunk file's vectors through the shared (fingerprint, text_hash) cache → embeddings.npy.
+
+Also the numbers a build reports for its embedding (`EmbedResult`, the sum over shards).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lvm_core import contracts
+from lvm_core.contracts import DataContractError
+from lvm_core.contracts.build_options import BuildConfig
+from lvm_core.data import embedding
+from lvm_core.data.build.work import (
+    Progress,
+    done_record,
+    finish_shard,
+    read_columns,
+    step_key,
+    work_dir,
+)
+from lvm_core.data.chunking import text_hash
+from lvm_core.data.embedding.cache import EmbeddingCache
+from lvm_core.data.embedding.onnx import encoder_cache_dir
+from lvm_core.data.vector_files import save_embeddings
+
+
+@dataclass
+class EmbedResult:
+    """The assembled vectors, their encoder record and the build's embedding numbers."""
+
+    embeddings: Path
+    encoder_file: Path
+    stats: dict[str, Any]
+
+
+def _check_hash_casing(texts: list[str], hashes: list[str], casefold: bool, chunks_path: Path, n: int = 256) -> None:
+    """Refuse chunks hashed with another case normalisation than the encoder's (the cache is keyed by hash)."""
+    for text, h in zip(texts[:n], hashes[:n]):
+        if text_hash(text, casefold) != h:
+            raise DataContractError(
+                f"{chunks_path}: chunk text hashes were not made with this encoder's normalisation "
+                f"({'case-folded' if casefold else 'cased'}); rebuild the chunks for this encoder"
+            )
+
+
+def embed_shard_work_dir(chunks_file: str, config: BuildConfig) -> Path:
+    key = step_key("embed", "shard", str(chunks_file), config.encoder or "default")
+    return work_dir(config.resolved_data_dir(), "embed", key)
+
+
+def embed_shard_step(
+    chunks_file: str, config: BuildConfig, out_dir: Path, data_dir: Path, on_progress: Progress | None = None
+) -> dict[str, Any]:
+    """Embed one chunk file through the shared (fingerprint, text_hash) cache → float32 embeddings.npy.
+
+    A finished shard is not redone: it reports all its chunks as reused. `on_progress` is told of every
+    distinct text found in the cache or newly encoded.
+    """
+    out_dir = Path(out_dir)
+    done = done_record(out_dir)
+    if done is not None:
+        n = done["chunks"]
+        return {**done, "stats": {**done["stats"], "n_reused": n, "n_encoded": 0, "n_unique": n}}
+    chunks = read_columns(Path(chunks_file), ["text", "text_hash"])
+    texts = chunks.column("text").to_pylist()
+    hashes = chunks.column("text_hash").to_pylist()
+    encoder = embedding.load_encoder(config.encoder, cache_dir=encoder_cache_dir(data_dir))
+    _check_hash_casing(texts, hashes, encoder.fingerprint.casefold, Path(chunks_file))
+    if texts:
+        cache = _ReportingCache(contracts.embedding_cache_dir(data_dir), encoder.fingerprint, on_progress)
+        try:
+            vectors, stats = embedding.embed_texts(texts, hashes, encoder, cache, batch_size=config.batch_size)
+        finally:
+            cache.close()
+        stats_dict = {k: (float(v) if isinstance(v, float) else v) for k, v in vars(stats).items()}
+    else:  # an article file whose articles gave no chunk
+        vectors = np.zeros((0, encoder.fingerprint.dim), dtype=np.float32)
+        stats_dict = _sum_embed_stats([])
+    save_embeddings(out_dir, vectors, encoder.fingerprint)
+    return finish_shard(out_dir, {
+        "file": str(out_dir / contracts.EMBEDDINGS_FILE), "encoder_file": str(out_dir / contracts.ENCODER_FILE),
+        "files": [str(out_dir / contracts.EMBEDDINGS_FILE)], "chunks": len(texts),
+        "bytes": (out_dir / contracts.EMBEDDINGS_FILE).stat().st_size, "stats": stats_dict,
+    })
+
+
+class _ReportingCache(EmbeddingCache):
+    """The embedding cache, telling `on_progress` how many texts each lookup found and each store added."""
+
+    def __init__(self, root: Path, fingerprint: Any, on_progress: Progress | None) -> None:
+        super().__init__(root, fingerprint)
+        self._on_progress = on_progress
+
+    def get_many(self, hashes: Any) -> Any:
+        vectors, found = super().get_many(hashes)
+        if self._on_progress is not None:
+            self._on_progress(int(np.count_nonzero(found)))
+        return vectors, found
+
+    def put_many(self, hashes: Any, vectors: Any) -> Any:
+        out = super().put_many(hashes, vectors)
+        if self._on_progress is not None:
+            self._on_progress(len(hashes))
+        return out
+
+
+def _sum_embed_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One build's embedding numbers from its shards' (chunks/s over the encoded chunks only)."""
+    keys = ("n_total", "n_unique", "n_reused", "n_encoded")
+    out: dict[str, Any] = {k: int(sum(int(p.get(k) or 0) for p in parts)) for k in keys}
+    seconds = float(sum(float(p.get("seconds_encoding") or 0.0) for p in parts))
+    out["seconds_encoding"] = seconds
+    out["chunks_per_second"] = out["n_encoded"] / seconds if seconds > 0 else 0.0
+    # a non-reference backend's agreement with fp32 (one check per export, the same in every shard)
+    agreement = next((p["agreement"] for p in parts if p.get("agreement")), None)
+    if agreement is not None:
+        out["agreement"] = agreement
+    return out

@@ -1,0 +1,69 @@
+"""Oracle Recall@K of a dataset folder: can the stored vectors find their own chunks again?
+
+Used by the build (manifest `oracle`) and recomputed independently by the data gate (`expectations/`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lvm_core.contracts import DataContractError, DatasetPaths
+from lvm_core.data import embedding, retrieval
+from lvm_core.io.storage import read_json
+
+
+def measure_oracle(
+    root: Path,
+    target_rows: np.ndarray,
+    encoder_name: str | None = None,
+    *,
+    k: int | None = None,
+    sample_size: int | None = None,
+    seed: int | None = None,
+    batch_size: int = 64,
+) -> dict[str, Any]:
+    """Oracle Recall@K of a dataset folder (DESIGN "Oracle Recall@K").
+
+    A seeded sample (`retrieval.oracle_sample`, >= 500 or all) of the distinct `target_rows` is re-encoded
+    from its chunk *texts* with the dataset's own encoder (`encoder_name`, default the model named by
+    ``encoder.json``; one whose fingerprint differs is refused) and searched in the bank of the stored
+    vectors; a hit is the target row or a row with the same text hash in the top k. Vectors permuted
+    against ``chunks.parquet`` score near 0. Only reads the folder.
+    """
+    paths = DatasetPaths(Path(root))
+    k = retrieval.ORACLE_K if k is None else int(k)
+    sample_size = retrieval.ORACLE_SAMPLE_SIZE if sample_size is None else int(sample_size)
+    seed = retrieval.ORACLE_SEED if seed is None else int(seed)
+    try:
+        stored = embedding.EncoderFingerprint.from_dict(read_json(paths.encoder))
+    except (OSError, ValueError) as exc:
+        raise DataContractError(f"{paths.encoder}: {exc}") from exc
+    encoder = embedding.load_encoder(encoder_name or stored)  # the stored fingerprint names its backend
+    if encoder.fingerprint != stored:
+        raise embedding.FingerprintMismatchError(
+            f"{paths.root}: vectors were made by encoder {stored.model_name!r} (fingerprint {stored.id}), "
+            f"but {encoder_name or stored.model_name!r} loads fingerprint {encoder.fingerprint.id}; "
+            "the oracle needs the dataset's own encoder"
+        )
+    rows = retrieval.oracle_sample(target_rows, sample_size, seed)
+    out: dict[str, Any] = {
+        "k": k, "sample_size": int(rows.size), "seed": seed, "n_targets": int(np.unique(target_rows).size),
+        "query": "re-encoded target texts", "encoder": stored.id, "hits": 0, "recall": 0.0,
+    }
+    if rows.size == 0:
+        return out
+    chunks = pq.read_table(paths.chunks, columns=["article_id", "text_hash", "text"])
+    texts = chunks.column("text").take(pa.array(rows)).to_pylist()
+    vectors = np.load(paths.embeddings, mmap_mode="r", allow_pickle=False)
+    bank = retrieval.ChunkBank(
+        vectors, chunks.column("article_id").to_numpy(), np.asarray(chunks.column("text_hash").to_pylist())
+    )
+    fresh = encoder.encode(texts, batch_size=batch_size)
+    hits = retrieval.oracle_hits(bank, rows, k, target_vectors=fresh)
+    out.update(hits=int(hits.sum()), recall=float(hits.mean()))
+    return out

@@ -1,0 +1,70 @@
+"""Work folders of the build: step keys, content-addressed folders and the `done.json` records of shards.
+
+Each step writes into a folder keyed by its inputs (`<data_dir>/work/<step>-<key>/`), so an interrupted
+build resumes from the last finished shard and an unchanged snapshot is not recomputed. Kept apart from
+the steps so every stage keys and finishes its work the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lvm_core.data.ingest.shards import ShardError
+from lvm_core.io.storage import json_digest, read_json, write_json
+
+# Bump when a step's output for the same inputs changes, so cached work is not reused.
+STEP_VERSIONS = {"ingest": 3, "chunk": 2, "embed": 2, "assemble": 1, "analyse": 1}
+
+
+def work_dir(data_dir: Path, step: str, key: str) -> Path:
+    return Path(data_dir) / "work" / f"{step}-{key[:16]}"
+
+
+def step_key(step: str, *parts: Any) -> str:
+    return json_digest([step, STEP_VERSIONS[step], *parts])
+
+
+# Ingest, chunk and embed work shard by shard, so memory is bounded by a shard and shards can run on
+# other processes or machines (`flows/runners.py`). Each shard's output lives in a work folder keyed by
+# its inputs and is published atomically with a `done.json` record written last: a rerun redoes only the
+# shards without one. Tasks exchange the small records these steps return (paths and counts), never data.
+
+DONE_FILE = "done.json"
+Progress = Callable[[int], None]
+
+
+def done_record(out_dir: Path) -> dict[str, Any] | None:
+    """The record of a finished shard, or None when the shard has to be (re)done."""
+    try:
+        record = read_json(Path(out_dir) / DONE_FILE)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not all(Path(f).exists() for f in record.get("files", [])):
+        return None
+    return {**record, "reused": True}
+
+
+def finish_shard(out_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
+    write_json(Path(out_dir) / DONE_FILE, record)
+    return {**record, "reused": False}
+
+
+def read_columns(path: Path, columns: list[str]) -> pa.Table:
+    """Columns of a shard file; an unreadable one fails with one line naming it."""
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as exc:
+        raise ShardError(f"{path}: not a readable shard file ({' '.join(str(exc).split())[:200]})") from None
+
+
+def open_shard_file(path: Path) -> pq.ParquetFile:
+    """A shard file opened for batch reading; an unreadable one fails with one line naming it."""
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ShardError(f"{path}: not a readable shard file ({' '.join(str(exc).split())[:200]})") from None
