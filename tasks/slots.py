@@ -21,7 +21,7 @@ from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import SyncPrefectClient, get_client
-from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound, PrefectHTTPStatusError
 
 from lvm_core.runtime.liveness import Owner
 from tasks.common import artifact_key
@@ -116,7 +116,22 @@ def _write_record(client: SyncPrefectClient, slot: str, record: dict[str, Any]) 
     except PrefectHTTPStatusError as exc:
         if exc.response.status_code != 404:
             raise
-        client.create_variable(VariableCreate(name=name, value=record))
+        try:
+            client.create_variable(VariableCreate(name=name, value=record))
+        except ObjectAlreadyExists:  # created by a racing writer between our two calls
+            client.update_variable(VariableUpdate(name=name, value=record))
+
+
+def _ensure_limit(client: SyncPrefectClient, name: str) -> None:
+    """A one-slot concurrency limit named `name`, created if missing.
+
+    Prefect's upsert reads then creates (not atomically), so two waiters starting together can both see
+    no limit and one of them gets ObjectAlreadyExists: the limit exists, which is all that was asked.
+    """
+    try:
+        client.upsert_global_concurrency_limit_by_name(name, 1)
+    except ObjectAlreadyExists:
+        pass
 
 
 def _read_record(client: SyncPrefectClient, slot: str) -> dict[str, Any] | None:
@@ -161,7 +176,7 @@ def _reclaim_exclusively(client: SyncPrefectClient, slot: str, seen: dict[str, A
     waiter); a waiter that does not get it, or that finds another holder recorded by then, only looks again.
     """
     mutex = f"{slot}-reclaim"
-    client.upsert_global_concurrency_limit_by_name(mutex, 1)
+    _ensure_limit(client, mutex)
     lease = _try_take(client, mutex)
     if lease is None:
         return
@@ -218,7 +233,7 @@ def exclusive(name: str, timeout_seconds: float | None = None, poll_seconds: flo
     flow_run_id, label = _this_flow_run()
     log = _logger()
     with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(slot, 1)
+        _ensure_limit(client, slot)
         start = last_log = time.monotonic()
         unrecorded_since: float | None = None
         while (lease_id := _try_take(client, slot)) is None:

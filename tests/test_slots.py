@@ -178,3 +178,30 @@ def test_bad_timeout_setting_is_a_clear_error(monkeypatch):
     monkeypatch.setenv(slots.SLOT_TIMEOUT_ENV, "soon")
     with pytest.raises(ValueError, match="LVM_SLOT_TIMEOUT"):
         slots.slot_timeout_s()
+
+
+def test_a_limit_created_by_a_racing_waiter_is_not_an_error(prefect_harness, monkeypatch):
+    """Prefect's upsert reads, then creates: a waiter that read 'no limit' just before another waiter created
+    it gets ObjectAlreadyExists from the create. Here the read is made to miss once, as in that race."""
+    from prefect.client.orchestration import SyncPrefectClient, get_client
+    from prefect.exceptions import ObjectNotFound
+
+    from tasks.slots import exclusive
+
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name("slot-upsert-race", 1)
+    real_read = SyncPrefectClient.read_global_concurrency_limit_by_name
+    missed: list[str] = []
+
+    def read_missing_once(self, name):
+        if name == "slot-upsert-race" and not missed:
+            missed.append(name)
+            raise ObjectNotFound(http_exc=Exception("raced"))
+        return real_read(self, name)
+
+    monkeypatch.setattr(SyncPrefectClient, "read_global_concurrency_limit_by_name", read_missing_once)
+    entered = []
+    with exclusive("slot-upsert-race", timeout_seconds=30, poll_seconds=0.05):
+        entered.append(True)
+    assert missed and entered
+    assert _active("slot-upsert-race") == 0
