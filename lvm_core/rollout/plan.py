@@ -1,0 +1,158 @@
+"""The step plan and the moves along it: start, step, promote, roll back, abort (each written to the tags).
+
+Only a version whose offline gates passed (and whose training run completed) can start; reaching the
+plan's 1.0 is the registry's `promote` (which re-checks the gates); a rollback or abort sets the share to
+0 and restores the champion alias.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional, Sequence
+
+from lvm_core import tracking as registry
+from lvm_core.rollout.decision import Decision
+from lvm_core.rollout.state import (
+    ABORTED,
+    ACTIVE,
+    DEFAULT_PLAN,
+    NONE,
+    PROMOTED,
+    ROLLED_BACK,
+    TAG_CHALLENGER,
+    TAG_CHAMPION,
+    TAG_DECISION,
+    TAG_PLAN,
+    TAG_SHARE,
+    TAG_STARTED_AT,
+    TAG_STATUS,
+    TAG_STEP,
+    TAG_STEP_STARTED_AT,
+    RolloutError,
+    RolloutState,
+    now,
+    read_state,
+    require_active,
+    write_tags,
+)
+
+
+def check_plan(plan: Sequence[float]) -> tuple[float, ...]:
+    """Shares strictly increasing in (0, 1], ending at 1.0 (the promotion)."""
+    p = tuple(float(x) for x in plan)
+    if not p or any(not (0.0 < x <= 1.0) for x in p) or any(b <= a for a, b in zip(p, p[1:])) or p[-1] != 1.0:
+        raise ValueError(f"rollout plan {list(p)} must be increasing shares in (0, 1] ending at 1.0, e.g. 0.05,0.2,1.0")
+    return p
+
+
+def gate_blockers(name: str, version: int) -> list[str]:
+    """Why `version` may not be rolled out (empty: it may): failed offline gates, no gate results, killed run.
+
+    The same checks `registry.promote` applies, read from the version's recorded gate tags.
+    """
+    mv = registry.resolve_version(name, str(version))
+    tags = dict(mv.tags or {})
+    blockers: list[str] = []
+    if registry.TAG_INCOMPLETE in tags:
+        blockers.append("incomplete training run")
+    outcomes = registry.recorded_gate_outcomes(mv)
+    if outcomes is None:
+        blockers.append("no gate results (evaluate it first: lvm evaluate)")
+    else:
+        failed = sorted(g for g, o in outcomes.items() if not o.get("passed"))
+        if failed:
+            blockers.append("failed gates " + ", ".join(failed))
+    return blockers
+
+
+def start(name: str, version: int, plan: Sequence[float] = DEFAULT_PLAN) -> RolloutState:
+    """Start rolling out `version` against the current champion at the plan's first share.
+
+    Refused (RolloutError) for a version whose offline gates failed or were never run, an incomplete
+    one, the champion itself, a model without a champion, or while another rollout is active.
+    """
+    p = check_plan(plan)
+    if len(p) < 2:
+        raise ValueError("a rollout plan needs at least one canary share before 1.0, e.g. 0.05,0.2,1.0")
+    version = int(registry.resolve_version(name, str(version)).version)
+    blockers = gate_blockers(name, version)
+    if blockers:
+        raise RolloutError(f"{name} v{version} cannot be rolled out: {'; '.join(blockers)}")
+    champion = registry.current_champion(name)
+    if champion is None:
+        raise RolloutError(f"{name} has no champion to roll out against; promote one first (lvm promote)")
+    if champion == version:
+        raise RolloutError(f"{name} v{version} is already the champion")
+    current = read_state(name)
+    if current.active:
+        raise RolloutError(f"{name}: the rollout of v{current.challenger} is still active "
+                           f"(share {current.share:.0%}); abort it first (lvm rollout abort)")
+    at = now()
+    # share last: until it is written, a replica reading the new status still routes nothing to the challenger
+    write_tags(name, [(TAG_SHARE, "0"), (TAG_CHALLENGER, str(version)), (TAG_CHAMPION, str(champion)),
+                  (TAG_PLAN, list(p)), (TAG_STEP, "0"), (TAG_STARTED_AT, at), (TAG_STEP_STARTED_AT, at),
+                  (TAG_DECISION, ""), (TAG_STATUS, ACTIVE), (TAG_SHARE, repr(p[0]))])
+    return read_state(name)
+
+
+def set_step(name: str, step: int) -> RolloutState:
+    """Move the active rollout to plan step `step` (below the last one: the last is `promote_challenger`)."""
+    state = require_active(name)
+    if not 0 <= step < len(state.plan) - 1:
+        raise RolloutError(f"step {step} is outside the canary steps 0..{len(state.plan) - 2} "
+                           f"of plan {list(state.plan)}")
+    write_tags(name, [(TAG_STEP, str(step)), (TAG_STEP_STARTED_AT, now()), (TAG_SHARE, repr(state.plan[step]))])
+    return read_state(name)
+
+
+def record_decision(name: str, decision: Decision) -> None:
+    """Keep the decision (action, reason, numbers) on the registered model for `status` and every replica."""
+    text = json.dumps(decision.to_dict(), default=str)
+    if len(text) > 5000:
+        text = json.dumps({k: v for k, v in decision.to_dict().items() if k != "numbers"})
+    write_tags(name, [(TAG_DECISION, text)])
+
+
+def promote_challenger(name: str) -> registry.PromotionResult:
+    """The last step: the registry's `promote` makes the challenger champion (gates re-checked there)."""
+    state = require_active(name)
+    result = registry.promote(name, state.challenger)
+    if not result.promoted:
+        raise RolloutError(f"{name} v{state.challenger} was not promoted: {result.message}")
+    write_tags(name, [(TAG_STEP, str(len(state.plan) - 1)), (TAG_STEP_STARTED_AT, now()), (TAG_SHARE, "1.0"),
+                  (TAG_STATUS, PROMOTED)])
+    return result
+
+
+def rollback(name: str, reason: str, decision: Optional[Decision] = None, status: str = ROLLED_BACK) -> RolloutState:
+    """Send no more traffic to the challenger and restore the champion alias; records why.
+
+    The share goes to 0 first. If the champion alias was moved to the challenger since the start, the
+    registry's `rollback` moves it back (and records the rollback).
+    """
+    state = read_state(name)
+    if state.status == NONE:
+        raise RolloutError(f"{name} has no rollout to roll back")
+    write_tags(name, [(TAG_SHARE, "0")])
+    champion = registry.current_champion(name)
+    if state.challenger is not None and champion == state.challenger and state.champion not in (None, champion):
+        registry.rollback(name)
+    d = decision or Decision(action="rollback", reason=reason, share=0.0, numbers={}, at=now())
+    record_decision(name, d)
+    write_tags(name, [(TAG_STATUS, status)])
+    return read_state(name)
+
+
+def abort(name: str, reason: str = "aborted by hand") -> RolloutState:
+    """`rollback` of the active rollout, with status `aborted`."""
+    require_active(name)
+    return rollback(name, reason, status=ABORTED)
+
+
+def advance(name: str) -> tuple[RolloutState, Optional[registry.PromotionResult]]:
+    """Step the active rollout by hand to the next share; from the last canary step, promote."""
+    state = require_active(name)
+    if state.step + 1 >= len(state.plan) - 1:
+        result = promote_challenger(name)
+        return read_state(name), result
+    return set_step(name, state.step + 1), None

@@ -1,0 +1,77 @@
+"""Live stats of each version over the current step, as the services report them, merged across replicas."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Optional, Sequence
+
+from lvm_core.rollout.state import RolloutState
+
+STATS_PATH = "/v1/rollout/stats"
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionStats:
+    """What one version did since the current step began (one replica, or several merged)."""
+
+    version: Any
+    requests: int = 0  # predict requests answered by this version (any status)
+    errors: int = 0  # of which server-side failures (5xx); bad client input is not the model's fault
+    p99_latency_s: Optional[float] = None
+    cosine_mean: Optional[float] = None  # online cosine from /v1/feedback
+    cosine_count: int = 0
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "error_rate": self.error_rate}
+
+    @classmethod
+    def from_dict(cls, version: Any, d: Mapping[str, Any]) -> "VersionStats":
+        return cls(version=version, requests=int(d.get("requests", 0)), errors=int(d.get("errors", 0)),
+                   p99_latency_s=d.get("p99_latency_s"), cosine_mean=d.get("cosine_mean"),
+                   cosine_count=int(d.get("cosine_count", 0)))
+
+
+def merge_stats(version: Any, parts: Sequence[VersionStats]) -> VersionStats:
+    """Several replicas' stats of one version: counts add, cosine is count-weighted, p99 is the worst replica's."""
+    requests = sum(p.requests for p in parts)
+    n_cos = sum(p.cosine_count for p in parts)
+    cos = sum((p.cosine_mean or 0.0) * p.cosine_count for p in parts) / n_cos if n_cos else None
+    p99s = [p.p99_latency_s for p in parts if p.p99_latency_s is not None]
+    return VersionStats(version=version, requests=requests, errors=sum(p.errors for p in parts),
+                        p99_latency_s=max(p99s) if p99s else None, cosine_mean=cos, cosine_count=n_cos)
+
+
+def read_service_stats(
+    urls: Sequence[str], state: RolloutState, token: Optional[str] = None, timeout: float = 10.0
+) -> tuple[VersionStats, VersionStats, list[dict[str, Any]]]:
+    """(champion, challenger, per-replica notes) merged from each service's `GET /v1/rollout/stats`.
+
+    A replica whose stats window is not the state's current step (it has not re-read the tags yet)
+    is left out and noted; a replica that cannot be reached raises `httpx.HTTPError`.
+    """
+    import httpx
+
+    if not urls:
+        raise ValueError("no service URL to read rollout stats from (give --service-url)")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    champ_parts: list[VersionStats] = []
+    chall_parts: list[VersionStats] = []
+    notes: list[dict[str, Any]] = []
+    for url in urls:
+        res = httpx.get(url.rstrip("/") + STATS_PATH, headers=headers, timeout=timeout)
+        res.raise_for_status()
+        body = res.json()
+        window = body.get("window")
+        if window != state.window:
+            notes.append({"url": url, "used": False, "window": window,
+                          "why": f"stats window {window!r}, expected {state.window!r}"})
+            continue
+        versions = body.get("versions") or {}
+        champ_parts.append(VersionStats.from_dict(state.champion, versions.get(str(state.champion), {})))
+        chall_parts.append(VersionStats.from_dict(state.challenger, versions.get(str(state.challenger), {})))
+        notes.append({"url": url, "used": True, "window": window, "since": body.get("since")})
+    return merge_stats(state.champion, champ_parts), merge_stats(state.challenger, chall_parts), notes
