@@ -311,7 +311,7 @@ def test_undated_local_file_is_hashed_once(tmp_path: Path, monkeypatch: pytest.M
     first = plan_snapshots(src, data_dir, state=state)
     state.record_triggered(first.new[0])  # persists the digest computed by the scan
     calls: list[str] = []
-    import lvm_core.snapshots as snapshots_mod
+    import lvm_core.snapshots.scanner as snapshots_mod
 
     real = snapshots_mod.snapshot_id_for
     monkeypatch.setattr(snapshots_mod, "snapshot_id_for", lambda p: calls.append(str(p)) or real(p))
