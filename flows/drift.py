@@ -219,6 +219,16 @@ def monitor_drift(
     ref = t.reference_rows(str(root), dataset_id, features, max_windows, seed)
     cur = t.current_rows(current, features, max_windows, seed)
     report = t.drift_tests(ref, cur, threshold_auc, alpha, seed, n_permutations, max_rows, features)
+    alert, pushed = _announce(report, dataset_id, current, label, log)
+    result = {**report.to_dict(), "reference_dataset": str(root), "reference": label, "current": str(current),
+              "alert": alert, "pushed": pushed}
+    if report.drifted and fail_on_drift:
+        raise DriftDetectedError(f"served contexts drifted from {dataset_id}: {report.summary()}")
+    return result
+
+
+def _announce(report: drift.DriftReport, dataset_id: str, current: str, label: str, log: Any) -> tuple[str | None, bool]:
+    """Log the scores, publish the report artifact, alert (PagerDuty) and push the scores; (alert, pushed)."""
     log.info("drift %s vs %s: auc=%.4f mmd2=%.6g p=%.4g drifted=%s", dataset_id, current, report.auc,
              report.mmd2, report.mmd_p_value, report.drifted)
     publish_markdown(report.markdown(f"Drift of served contexts — {dataset_id}") + f"\n\nCurrent: `{current}`",
@@ -227,11 +237,7 @@ def monitor_drift(
     pushed = _push(report, dataset_id, label, log)
     if report.drifted:
         log.warning("%s", report.summary())
-    result = {**report.to_dict(), "reference_dataset": str(root), "reference": label, "current": str(current),
-              "alert": alert, "pushed": pushed}
-    if report.drifted and fail_on_drift:
-        raise DriftDetectedError(f"served contexts drifted from {dataset_id}: {report.summary()}")
-    return result
+    return alert, pushed
 
 
 def _push(report: drift.DriftReport, dataset_id: str, label: str, log: Any) -> bool:

@@ -184,10 +184,35 @@ def _sq_dists(z: np.ndarray) -> np.ndarray:
 
 def median_bandwidth(z: np.ndarray) -> float:
     """Median heuristic: the median Euclidean distance between distinct rows of ``z`` (1.0 if all equal)."""
-    d2 = _sq_dists(np.asarray(z, dtype=np.float64))
+    return _median_distance(_sq_dists(np.asarray(z, dtype=np.float64)))
+
+
+def _median_distance(d2: np.ndarray) -> float:
+    """Median of the non-zero distances above the diagonal of a squared-distance matrix (1.0 if none)."""
     off = d2[np.triu_indices(d2.shape[0], k=1)]
     off = off[off > 0]
     return float(np.sqrt(np.median(off))) if off.size else 1.0
+
+
+def _mmd2(k: np.ndarray, labels: np.ndarray, m: int, n: int) -> np.ndarray:
+    """Unbiased MMD² for each row of ``labels`` ((p, m+n) bool, True = reference group) under kernel ``k``
+    (its diagonal zeroed)."""
+    a = labels.astype(np.float64)
+    b = 1.0 - a
+    ka = a @ k
+    kb = b @ k
+    xx = np.einsum("pi,pi->p", ka, a) / (m * (m - 1))
+    yy = np.einsum("pi,pi->p", kb, b) / (n * (n - 1))
+    xy = np.einsum("pi,pi->p", ka, b) / (m * n)
+    return xx + yy - 2.0 * xy
+
+
+def _permutation_null(k: np.ndarray, m: int, n: int, n_permutations: int, rng: np.random.Generator) -> np.ndarray:
+    """MMD² of ``n_permutations`` random reassignments of the pooled rows to groups of sizes m and n."""
+    perms = np.zeros((n_permutations, m + n), bool)
+    for p in range(n_permutations):
+        perms[p, rng.permutation(m + n)[:m]] = True
+    return np.concatenate([_mmd2(k, perms[s : s + 50], m, n) for s in range(0, n_permutations, 50)])
 
 
 def mmd_permutation_test(
@@ -222,32 +247,15 @@ def mmd_permutation_test(
     z = np.concatenate([reference, current])
     d2 = _sq_dists(z)
     if bandwidth is None:
-        off = d2[np.triu_indices(len(z), k=1)]
-        off = off[off > 0]
-        bandwidth = float(np.sqrt(np.median(off))) if off.size else 1.0
+        bandwidth = _median_distance(d2)
     if not bandwidth > 0:
         raise ValueError(f"bandwidth must be > 0, got {bandwidth}")
     k = np.exp(-d2 / (2.0 * bandwidth**2))
     np.fill_diagonal(k, 0.0)  # unbiased estimator: no k(z_i, z_i) terms
-
-    def mmd2(labels: np.ndarray) -> np.ndarray:
-        """MMD² for each row of ``labels`` ((p, m+n) bool, True = reference group)."""
-        a = labels.astype(np.float64)
-        b = 1.0 - a
-        ka = a @ k
-        kb = b @ k
-        xx = np.einsum("pi,pi->p", ka, a) / (m * (m - 1))
-        yy = np.einsum("pi,pi->p", kb, b) / (n * (n - 1))
-        xy = np.einsum("pi,pi->p", ka, b) / (m * n)
-        return xx + yy - 2.0 * xy
-
     observed_labels = np.zeros((1, m + n), bool)
     observed_labels[0, :m] = True
-    observed = float(mmd2(observed_labels)[0])
-    perms = np.zeros((n_permutations, m + n), bool)
-    for p in range(n_permutations):
-        perms[p, rng.permutation(m + n)[:m]] = True
-    null = np.concatenate([mmd2(perms[s : s + 50]) for s in range(0, n_permutations, 50)])
+    observed = float(_mmd2(k, observed_labels, m, n)[0])
+    null = _permutation_null(k, m, n, n_permutations, rng)
     p_value = float((1 + np.count_nonzero(null >= observed - 1e-12)) / (1 + n_permutations))
     return MMDResult(mmd2=observed, p_value=p_value, bandwidth=float(bandwidth), n_permutations=n_permutations,
                      n_reference=m, n_current=n)
