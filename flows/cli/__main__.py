@@ -1,0 +1,5 @@
+"""`python -m flows.cli`: the `lvm` command."""
+
+from flows.cli import main
+
+main()

@@ -1,0 +1,54 @@
+"""Options shared by several commands, and the parsing of option values the commands share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+DataDirOpt = Annotated[
+    Optional[Path],
+    typer.Option("--data-dir", envvar="LVM_DATA_DIR", help="Data folder for datasets, cache, models and the MLflow DB [default: ./lvm-data]"),
+]
+
+
+def data_dir_of(value: Optional[Path]) -> str:
+    return str(value if value is not None else Path("lvm-data"))
+
+
+def ranges_or_none(v: Optional[str]) -> Optional[str]:
+    return v.strip() if v else None
+
+
+OnDuplicateOpt = Annotated[
+    str,
+    typer.Option("--on-duplicate", help="Parquet/JSONL rows repeating an id with a different text: error (fail), "
+                 "or keep the first / last row. Identical repeats are always dropped and counted"),
+]
+
+
+WorkersOpt = Annotated[
+    Optional[int],
+    typer.Option("--workers", envvar="LVM_WORKERS", help="Run the shards on a temporary local Dask cluster of N "
+                 "single-threaded worker processes [default: in this process, one shard at a time]"),
+]
+DaskAddressOpt = Annotated[
+    Optional[str],
+    typer.Option("--dask-address", envvar="LVM_DASK_ADDRESS", help="Run the shards on an existing Dask cluster, "
+                 "e.g. tcp://dask-scheduler:8786 (its workers must see the data folder at the same path)"),
+]
+
+
+Arch = typer.Option(help="Architecture: amn (baseline), amn_mix (AMN anchored on its attention mix), gru, lstm, transformer")
+
+def parse_thresholds(items: Optional[list[str]]) -> dict[str, float | bool]:
+    out: dict[str, float | bool] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint="--threshold")
+        v = value.strip().lower()
+        out[name.strip()] = v in ("true", "yes", "1") if v in ("true", "false", "yes", "no") else float(value)
+    return out

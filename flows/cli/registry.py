@@ -1,0 +1,57 @@
+"""`lvm promote`, `lvm rollback` and `lvm models`: the registry's aliases by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from flows.cli.common import call, console, err
+from flows.cli.options import DataDirOpt, data_dir_of
+
+
+def promote(
+    version: Annotated[int, typer.Option(help="Model version to make champion")],
+    name: Annotated[str, typer.Option(help="Registered model name")] = "lvm-amn",
+    force: Annotated[bool, typer.Option("--force", help="Promote even if its gates failed (recorded)")] = False,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Move the `champion` alias to a version whose gates passed (the previous champion is kept for rollback)."""
+    from lvm_core import tracking as registry
+
+    registry.configure_tracking(Path(data_dir_of(data_dir)))
+    result = call(registry.promote, name, version, None, force)
+    err.print(f"{result.action}: {result.message}" if result.message else result.action)
+    if not result.promoted and result.action != "already_champion":
+        raise typer.Exit(1)
+
+
+def rollback(
+    name: Annotated[str, typer.Option(help="Registered model name")] = "lvm-amn",
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Move `champion` back to the previous champion."""
+    from lvm_core import tracking as registry
+
+    registry.configure_tracking(Path(data_dir_of(data_dir)))
+    result = call(registry.rollback, name)
+    err.print(f"{result.action}: champion is now v{result.champion}. {result.message}".strip())
+
+
+def models(
+    name: Annotated[str, typer.Option(help="Registered model name")] = "lvm-amn",
+    data_dir: DataDirOpt = None,
+) -> None:
+    """List the versions of a registered model with aliases and gate results."""
+    from lvm_core import tracking as registry
+
+    registry.configure_tracking(Path(data_dir_of(data_dir)))
+    rows = call(registry.list_versions, name)
+    t = Table("version", "aliases", "gates", "failed gates", "dataset", "run")
+    for r in rows:
+        tags = r.get("tags", {})
+        t.add_row(str(r.get("version")), ",".join(r.get("aliases", [])), tags.get("gates_passed", ""),
+                  tags.get("failed_gates", ""), tags.get("dataset_id", ""), str(r.get("run_id", ""))[:12])
+    console.print(t)

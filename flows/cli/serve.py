@@ -1,0 +1,41 @@
+"""`lvm serve`: the inference service (FastAPI + uvicorn) for a registered model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from flows.cli.common import call, err
+from flows.cli.options import DataDirOpt, data_dir_of
+
+
+def serve(
+    model: Annotated[str, typer.Option(help="Model to serve: models:/<name>@<alias> (followed), models:/<name>/<version> or a folder")] = "models:/lvm-amn@champion",
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port")] = 8000,
+    refresh: Annotated[float, typer.Option(help="Seconds between re-reads of the alias (a moved alias is loaded and swapped in)")] = 10.0,
+    max_batch: Annotated[int, typer.Option(help="Most contexts per request")] = 256,
+    max_body_mb: Annotated[float, typer.Option(help="Largest request body in MB")] = 8.0,
+    record_contexts: Annotated[Optional[Path], typer.Option("--record-contexts", envvar="LVM_SERVED_CONTEXTS", help="Keep the last received contexts in this .npy (rewritten every 30 s) for `lvm monitor-drift` and the drift-monitor deployment [default: none kept]")] = None,
+    contexts_window: Annotated[int, typer.Option(min=1, help="Contexts kept in the --record-contexts window")] = 5000,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Serve predictions over HTTP (FastAPI + uvicorn); set LVM_SERVE_TOKEN to require a bearer token on /v1/*."""
+    import os
+
+    import uvicorn
+
+    from lvm_core.serving import TOKEN_ENV, ModelHolder, ServeSettings, create_app
+
+    holder = ModelHolder(model, Path(data_dir_of(data_dir)), refresh_s=refresh)
+    served = call(holder.load)
+    if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get(TOKEN_ENV):
+        err.print(f"[bold yellow]warning:[/] listening on {host} without {TOKEN_ENV}: anyone who reaches it can use it",
+                  highlight=False, soft_wrap=True)
+    settings = ServeSettings(max_batch=max_batch, max_body_bytes=int(max_body_mb * 1024 * 1024),
+                             contexts_path=record_contexts, contexts_window=contexts_window)
+    app_ = create_app(model, holder=holder, settings=settings, refresh_s=refresh)
+    err.print(f"serving {served.model.describe()} on http://{host}:{port}", highlight=False, soft_wrap=True)
+    uvicorn.run(app_, host=host, port=port, log_level="info")
