@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +10,8 @@ from prefect import flow, get_run_logger
 from flows.hooks import RUN_HOOKS
 
 from lvm_core import contracts
-from lvm_core.runtime.faults import crash_point
-from lvm_core.tracking import TrainingRun, configure_tracking
+from lvm_core.tracking import configure_tracking
 from tasks import evaluate as t
-from tasks.common import gates_markdown, publish_markdown, publish_table
 
 
 @flow(name="evaluate_model", flow_run_name="evaluate-{model}", log_prints=True, **RUN_HOOKS)
@@ -53,23 +50,8 @@ def evaluate_model(
     contamination = t.check_contamination(loaded, ds, allow_contamination)
     result = t.evaluate(loaded, ds, max_windows)
     gate_report = t.gates(result, ds, thresholds or {})
-    out_dir = t.reports_dir(root, loaded)
-    paths = t.report(result, loaded, ds, gate_report, out_dir, contamination)
-    with TrainingRun(root, run_name=f"evaluate-{loaded.name}-v{loaded.version}", arch=loaded.arch,
-                     snapshot_id=ds.manifest.snapshot_id, encoder_fingerprint=ds.fingerprint,
-                     tags={"evaluates": f"{loaded.name}/{loaded.version}", "training_run": loaded.run_id or "",
-                           "run_type": "evaluation", t.TAG_CONTAMINATION: contamination.tag_value()}) as run:
-        run.log_dataset_manifest(ds.paths.manifest, context="evaluation")
-        for pred, by_split in result.metrics.items():
-            for split, metrics in by_split.items():
-                run.log_metrics({_metric_key(pred, split, k): v for k, v in metrics.items()
-                                 if isinstance(v, (int, float)) and v == v})
-        run.log_json(result.to_dict(), "evaluation.json")
-        for p in paths.values():
-            run.log_artifact(Path(p), "report")
-        crash_point("evaluate")
-        run.log_gate_results(gate_report, stage="post_training")
-        eval_run_id = run.run_id
+    paths = t.report(result, loaded, ds, gate_report, t.reports_dir(root, loaded), contamination)
+    eval_run_id = t.log_evaluation_run(root, loaded, ds, result, paths, gate_report, contamination)
     t.record_contamination(loaded, contamination)
     if promote and not contamination.trusted:
         log.warning("not promoting %s: its evaluation is contaminated (%s)", loaded.describe(), contamination.tag_value())
@@ -77,33 +59,4 @@ def evaluate_model(
     promotion = t.promote(loaded, gate_report) if promote else None
     if promotion is None and contamination.trusted:
         t.record_gates(loaded, gate_report)  # a later rollout or promotion reads them
-
-    rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in result.summary_table()]
-    publish_table(rows, f"evaluation-{loaded.name}-v{loaded.version}", "Model beside the trivial baselines (same windows)")
-    md_report = Path(paths["markdown"]).read_text()
-    publish_markdown(
-        gates_markdown(f"Post-training gates — {loaded.name} v{loaded.version}", gate_report.to_manifest(),
-                       f"Promotion: {promotion.action if promotion else 'skipped'}\n\n{md_report[:20000]}"),
-        f"report-{loaded.name}-v{loaded.version}", "Evaluation report and gates",
-    )
-    summary = {
-        "model": f"{loaded.name}/{loaded.version}",
-        "name": loaded.name,
-        "version": loaded.version,
-        "dataset": str(ds.root),
-        "gates": gate_report.to_manifest(),
-        "gates_passed": gate_report.passed,
-        "promotion": promotion.to_dict() if promotion else None,
-        "summary": result.summary_table(),
-        "report": {k: str(v) for k, v in paths.items()},
-        "evaluation_run_id": eval_run_id,
-        "model_name_in_metrics": result.model_name,
-        "contamination": contamination.to_dict(),
-    }
-    log.info("gates %s; promotion: %s; report: %s", "passed" if gate_report.passed else f"failed ({', '.join(gate_report.failed)})",
-             promotion.action if promotion else "skipped", paths["html"])
-    return summary
-
-
-def _metric_key(pred: str, split: str, metric: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.\-/ ]", "_", f"{pred}.{split}.{metric}").replace(" ", "_")
+    return t.publish_evaluation(loaded, ds, result, gate_report, promotion, paths, eval_run_id, contamination)

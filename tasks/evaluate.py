@@ -3,6 +3,7 @@ write the report, apply the post-training gates and move aliases."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ from lvm_core.evaluation import EvaluationResult, evaluate_predictors
 from lvm_core.contracts.gates import GateReport, GateThresholds
 from lvm_core.evaluation.gates import post_training_gates
 from lvm_core.evaluation.report import write_report
-from tasks.common import COMPUTE_RETRIES, HOUR, IO_RETRIES
+from lvm_core.runtime.faults import crash_point
+from lvm_core.tracking import TrainingRun
+from tasks.common import COMPUTE_RETRIES, HOUR, IO_RETRIES, gates_markdown, publish_markdown, publish_table
 
 TAG_CONTAMINATION = "contamination"  # on the evaluation run and, after an allowed contaminated run, the version
 
@@ -146,3 +149,59 @@ def reports_dir(data_dir: Path, model: registry.LoadedModel) -> Path:
 def record_gates(model: registry.LoadedModel, gate_report: GateReport) -> list[str]:
     """Gate outcomes on the version without moving an alias (evaluation without promotion)."""
     return registry.record_gate_outcomes(model.name, model.version, gate_report)
+
+
+def log_evaluation_run(data_dir: Path, model: registry.LoadedModel, ds: Dataset, result: EvaluationResult,
+                       paths: dict[str, Path], gate_report: GateReport, contamination_report: ContaminationReport) -> str:
+    """An MLflow run of its own for the evaluation: metrics, evaluation.json, the report, the gates; its id."""
+    with TrainingRun(data_dir, run_name=f"evaluate-{model.name}-v{model.version}", arch=model.arch,
+                     snapshot_id=ds.manifest.snapshot_id, encoder_fingerprint=ds.fingerprint,
+                     tags={"evaluates": f"{model.name}/{model.version}", "training_run": model.run_id or "",
+                           "run_type": "evaluation", TAG_CONTAMINATION: contamination_report.tag_value()}) as run:
+        run.log_dataset_manifest(ds.paths.manifest, context="evaluation")
+        for pred, by_split in result.metrics.items():
+            for split, metrics in by_split.items():
+                run.log_metrics({_metric_key(pred, split, k): v for k, v in metrics.items()
+                                 if isinstance(v, (int, float)) and v == v})
+        run.log_json(result.to_dict(), "evaluation.json")
+        for p in paths.values():
+            run.log_artifact(Path(p), "report")
+        crash_point("evaluate")
+        run.log_gate_results(gate_report, stage="post_training")
+        return run.run_id
+
+
+def _metric_key(pred: str, split: str, metric: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.\-/ ]", "_", f"{pred}.{split}.{metric}").replace(" ", "_")
+
+
+def publish_evaluation(model: registry.LoadedModel, ds: Dataset, result: EvaluationResult, gate_report: GateReport,
+                       promotion: registry.PromotionResult | None, paths: dict[str, Path], eval_run_id: str,
+                       contamination_report: ContaminationReport) -> dict[str, Any]:
+    """The flow's result; the summary table and the report with its gates as Prefect artifacts, one log line."""
+    rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in result.summary_table()]
+    publish_table(rows, f"evaluation-{model.name}-v{model.version}", "Model beside the trivial baselines (same windows)")
+    md_report = Path(paths["markdown"]).read_text()
+    publish_markdown(
+        gates_markdown(f"Post-training gates — {model.name} v{model.version}", gate_report.to_manifest(),
+                       f"Promotion: {promotion.action if promotion else 'skipped'}\n\n{md_report[:20000]}"),
+        f"report-{model.name}-v{model.version}", "Evaluation report and gates",
+    )
+    summary = {
+        "model": f"{model.name}/{model.version}",
+        "name": model.name,
+        "version": model.version,
+        "dataset": str(ds.root),
+        "gates": gate_report.to_manifest(),
+        "gates_passed": gate_report.passed,
+        "promotion": promotion.to_dict() if promotion else None,
+        "summary": result.summary_table(),
+        "report": {k: str(v) for k, v in paths.items()},
+        "evaluation_run_id": eval_run_id,
+        "model_name_in_metrics": result.model_name,
+        "contamination": contamination_report.to_dict(),
+    }
+    get_run_logger().info("gates %s; promotion: %s; report: %s",
+                          "passed" if gate_report.passed else f"failed ({', '.join(gate_report.failed)})",
+                          promotion.action if promotion else "skipped", paths["html"])
+    return summary

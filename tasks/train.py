@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from lvm_core.models.predict import mean_cosine
 from lvm_core.tracking import TrainingRun, plot_training_curves
 from lvm_core.io.storage import json_digest
 from lvm_core.train import EpochMetrics, TrainConfig, TrainResult, read_checkpoint_meta, train
-from tasks.common import COMPUTE_RETRIES, HEAVY_CPU_TAG, HOUR, IO_RETRIES
+from tasks.common import COMPUTE_RETRIES, HEAVY_CPU_TAG, HOUR, IO_RETRIES, publish_table
 
 
 class TrainingDivergedError(RuntimeError):
@@ -59,6 +61,75 @@ def checkpoint_dir_for(data_dir: Path, data: training_data.TrainingData, model_c
     """Deterministic per (data, model, optimisation) so `--resume` finds the interrupted run's checkpoints."""
     key = json_digest([data.dataset_id, data.fingerprint.id, model_config.model_dump(), train_config.model_dump()])
     return contracts.models_dir(data_dir) / "checkpoints" / f"{data.dataset_id}-{model_config.arch}-{key[:12]}"
+
+
+def baselines_dir(checkpoint_dir: Path) -> Path:
+    """Where the run's fitted baselines are saved (and registered with the model), beside its checkpoints."""
+    return checkpoint_dir.parent / f"{checkpoint_dir.name}-baselines"
+
+
+def train_config(options: TrainConfig | None, **overrides: Any) -> TrainConfig:
+    """The flow's explicit settings (epochs, batch size, lr, weight decay) over `train_options`."""
+    base = (options or TrainConfig()).model_dump()
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+@contextlib.contextmanager
+def training_run(
+    data_dir: Path,
+    data: training_data.TrainingData,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    checkpoint_dir: Path,
+    *,
+    force: bool,
+    resume: bool,
+) -> Iterator[TrainingRun]:
+    """The MLflow run of one training, with its parameters, dataset manifest and pre-training gates logged.
+
+    Tags record `forced`/`resumed`, the checkpoint folder and the failed data gates trained past.
+    """
+    split_hash = data.manifest.splits.content_hash if data.manifest else None
+    tags = {"forced": str(bool(force)).lower(), "resumed": str(bool(resume)).lower(), "checkpoint_dir": str(checkpoint_dir)}
+    if force and data.manifest and not data.manifest.gates_passed:
+        tags["forced_past_failed_gates"] = ",".join(data.manifest.failed_gates)
+    arch = model_config.arch
+    with TrainingRun(data_dir, run_name=f"{arch}-{data.dataset_id}", arch=arch,
+                     snapshot_id=data.manifest.snapshot_id if data.manifest else None,
+                     encoder_fingerprint=data.fingerprint, split_hash=split_hash, tags=tags) as run:
+        _log_training_inputs(run, data, model_config, train_config)
+        yield run
+
+
+def _log_training_inputs(run: TrainingRun, data: training_data.TrainingData, model_config: ModelConfig,
+                         train_config: TrainConfig) -> None:
+    run.log_params({"model": model_config.model_dump(), "train": train_config.model_dump(),
+                    "data": {"source": str(data.source), "dataset_id": data.dataset_id,
+                             "train_windows": len(data.sequences["train"]),
+                             "val_windows": len(data.split("val") or [])}})
+    if data.manifest_path is not None:
+        run.log_dataset_manifest(data.manifest_path)
+        if data.manifest and data.manifest.gates:
+            gates = {name: g.to_dict() for name, g in data.manifest.gates.items()}
+            run.log_gate_results({"stage": "pre_training", **gates}, stage="pre_training")
+
+
+def log_baseline_scores(run: TrainingRun, baseline_scores: dict[str, dict[str, float]]) -> None:
+    """`baseline.<name>.<split>_cosine` metrics on the training run."""
+    for bname, scores in baseline_scores.items():
+        run.log_metrics({f"baseline.{bname}.{split}_cosine": v for split, v in scores.items()})
+
+
+def finish_training(run: TrainingRun, result: TrainResult, checkpoint_dir: Path) -> None:
+    """Diverged: the run is marked failed and the flow stops. Otherwise the best/final numbers are logged."""
+    if not result.ok:
+        run.mark_failed(f"diverged: {result.reason}")
+        raise TrainingDivergedError(
+            f"training diverged ({result.reason}); last good checkpoint kept at {result.last_checkpoint or checkpoint_dir}"
+        )
+    run.log_metrics({"best_val_cosine": result.best_val_cosine or 0.0, "best_epoch": result.best_epoch or 0,
+                     "epochs_run": result.epochs_completed})
 
 
 @task(name="train", task_run_name="train-{model_config.arch}-{data.dataset_id}", cache_policy=NO_CACHE,
@@ -144,3 +215,40 @@ def register_model(
     })
     run.log_model_card(card)
     return info.to_dict()
+
+
+def publish_training_summary(
+    info: dict[str, Any],
+    data: training_data.TrainingData,
+    model_config: ModelConfig,
+    result: TrainResult,
+    baseline_scores: dict[str, dict[str, float]],
+    checkpoint_dir: Path,
+    data_dir: Path,
+) -> dict[str, Any]:
+    """The flow's result; the model beside the baselines as a Prefect table artifact and one log line."""
+    arch, name = model_config.arch, info["name"]
+    best_baseline = max(baseline_scores.items(), key=lambda kv: kv[1].get("val", float("-inf")))
+    summary = {
+        **info,
+        "arch": arch,
+        "dataset": str(data.source),
+        "dataset_id": data.dataset_id,
+        "status": result.status,
+        "epochs_run": result.epochs_completed,
+        "best_epoch": result.best_epoch,
+        "val_cosine": result.best_val_cosine,
+        "baselines_val_cosine": {k: v.get("val") for k, v in baseline_scores.items()},
+        "best_baseline": best_baseline[0],
+        "checkpoint_dir": str(checkpoint_dir),
+        "tracking_uri": contracts.default_tracking_uri(data_dir),
+    }
+    publish_table(
+        [{"predictor": f"{arch} (model)", "val_cosine": result.best_val_cosine}]
+        + [{"predictor": k, "val_cosine": v.get("val")} for k, v in baseline_scores.items()],
+        f"train-{arch}-{data.dataset_id}", f"{name} v{info['version']} beside the trivial baselines",
+    )
+    get_run_logger().info("registered %s v%s (alias challenger); val cosine %.4f vs best baseline %s %.4f",
+                          name, info["version"], result.best_val_cosine or float("nan"), best_baseline[0],
+                          best_baseline[1].get("val", float("nan")))
+    return summary
