@@ -132,37 +132,46 @@ def check_contamination(
     `split_hash`); `eval_split_hash` that of the evaluation dataset (read from its manifest if None).
     """
     eval_root = Path(eval_root)
-    eval_name = str(eval_root)
     if eval_split_hash is None:
         eval_split_hash = _split_hash(eval_root)
-    report = ContaminationReport(status="clean", model=model, eval_dataset=eval_name, training_dataset=training_dataset)
+    report = ContaminationReport(status="clean", model=model, eval_dataset=str(eval_root), training_dataset=training_dataset)
+    status, reason = _decided_without_overlap(eval_root, training_dataset, training_split_hash, eval_split_hash)
+    if status is not None:
+        report.status, report.reason = status, reason
+        return report
+    _count_overlap(report, eval_root, DatasetPaths(Path(str(training_dataset))).splits, eval_sequences)
+    return report
+
+
+def _decided_without_overlap(
+    eval_root: Path, training_dataset: str | None, training_split_hash: str | None, eval_split_hash: str | None
+) -> tuple[str | None, str]:
+    """("own_dataset" | "unchecked", reason) when the split assignments decide without comparing articles;
+    (None, "") when the training dataset's train articles must be compared."""
     if training_split_hash and eval_split_hash == training_split_hash:
-        report.status = "own_dataset"
-        return report
+        return "own_dataset", ""
     if not training_dataset:
-        report.status, report.reason = "unchecked", "the model records no training dataset folder"
-        return report
+        return "unchecked", "the model records no training dataset folder"
     train_root = Path(training_dataset)
     same_folder = train_root.exists() and eval_root.exists() and train_root.resolve() == eval_root.resolve()
     if same_folder and not training_split_hash:
-        report.status = "own_dataset"  # an older model without a split hash: its own folder is trusted
-        return report
+        return "own_dataset", ""  # an older model without a split hash: its own folder is trusted
     paths = DatasetPaths(train_root)
     if not paths.splits.is_file():
-        report.status = "unchecked"
-        report.reason = f"its training dataset folder {train_root} no longer exists (or has no {paths.splits.name})"
-        return report
+        return "unchecked", f"its training dataset folder {train_root} no longer exists (or has no {paths.splits.name})"
     if training_split_hash:
         found = _split_hash(train_root)
         if found != training_split_hash:
-            report.status = "unchecked"
-            report.reason = (
+            return "unchecked", (
                 f"its training dataset folder {train_root} was rebuilt with other splits since training "
                 f"(split hash {str(found)[:12]}, trained on {training_split_hash[:12]})"
             )
-            return report
+    return None, ""
 
-    splits = pq.read_table(paths.splits, columns=["article_id", "split"])
+
+def _count_overlap(report: ContaminationReport, eval_root: Path, train_splits: Path, eval_sequences: dict[str, Any]) -> None:
+    """Evaluation articles per split that were `train` articles in `train_splits`; examples with titles."""
+    splits = pq.read_table(train_splits, columns=["article_id", "split"])
     ids = np.asarray(splits.column("article_id").to_numpy(), dtype=np.int64)
     names = np.asarray(splits.column("split").to_pylist(), dtype=object)
     train_ids = ids[names == "train"]
@@ -182,4 +191,3 @@ def check_contamination(
         first = sorted(overlap_split)[:5]
         titles = _titles(eval_root, first)
         report.examples = [{"article_id": a, "title": titles.get(a, ""), "split": overlap_split[a]} for a in first]
-    return report

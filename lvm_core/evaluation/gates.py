@@ -8,12 +8,14 @@ the data gates are in `lvm_core.contracts.gates`.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from lvm_core.contracts.gates import GateReport, GateResult, GateThresholds
-from lvm_core.evaluation import EvaluationResult, reporting_split
+from lvm_core.evaluation.bootstrap import format_delta
+from lvm_core.evaluation.result import EvaluationResult, reporting_split
 
-__all__ = ["post_training_gates"]
+__all__ = ["gate_value_text", "post_training_gates"]
 
 
 def post_training_gates(
@@ -35,15 +37,7 @@ def post_training_gates(
     Data gates (leakage, oracle recall) are re-read from the dataset manifest so the model's gate
     report is complete on its own.
     """
-    if isinstance(metrics, dict) and "predictors" in metrics and "metrics" in metrics:
-        metrics = EvaluationResult.from_dict(metrics)
-    if isinstance(metrics, EvaluationResult):
-        deltas = metrics.deltas if deltas is None else deltas
-        report_split = metrics.reporting_split
-        metrics = metrics.metrics
-    else:
-        report_split = reporting_split(metrics)
-    deltas = deltas or {}
+    metrics, deltas, report_split = _metrics_and_deltas(metrics, deltas)
 
     def cos(pred: str, split: str) -> float:
         v = metrics.get(pred, {}).get(split, {}).get("cosine")
@@ -54,11 +48,7 @@ def post_training_gates(
     gap = abs(ood - reported)
     baselines = {p: cos(p, "val") for p in metrics if p != model}
     best_name, best_val = max(baselines.items(), key=lambda kv: -math.inf if math.isnan(kv[1]) else kv[1]) if baselines else ("none", float("nan"))
-    leakage = manifest.get("leakage_raw") or manifest.get("leakage", {})  # raw: before the purge
-    leak_rate = max(
-        float(leakage.get("text_hash_overlap", {}).get("rate", 0.0) or 0.0),
-        float(leakage.get("article_overlap", 0) or 0),
-    )
+    leak_rate = _leak_rate(manifest)
     oracle = manifest.get("oracle_recall_at_5")
     results = [
         GateResult(f"{report_split}_cosine", reported >= thresholds.min_val_cosine, reported, thresholds.min_val_cosine,
@@ -82,6 +72,28 @@ def post_training_gates(
     return GateReport(stage="post_training", results=results)
 
 
+def _metrics_and_deltas(metrics: Any, deltas: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(metrics[predictor][split][metric], deltas, reporting split) from a result, its dict or plain metrics."""
+    if isinstance(metrics, dict) and "predictors" in metrics and "metrics" in metrics:
+        metrics = EvaluationResult.from_dict(metrics)
+    if isinstance(metrics, EvaluationResult):
+        deltas = metrics.deltas if deltas is None else deltas
+        report_split = metrics.reporting_split
+        metrics = metrics.metrics
+    else:
+        report_split = reporting_split(metrics)
+    return metrics, deltas or {}, report_split
+
+
+def _leak_rate(manifest: dict[str, Any]) -> float:
+    """The larger of the text-hash and article overlap rates recorded before the purge."""
+    leakage = manifest.get("leakage_raw") or manifest.get("leakage", {})  # raw: before the purge
+    return max(
+        float(leakage.get("text_hash_overlap", {}).get("rate", 0.0) or 0.0),
+        float(leakage.get("article_overlap", 0) or 0),
+    )
+
+
 def _beats_best_baseline(deltas: dict[str, Any], baseline: str, split: str, margin: float) -> GateResult:
     """Lower bound of the model − `baseline` cosine delta on `split` must exceed `margin`."""
     d = (deltas.get(split) or {}).get(baseline, {}).get("cosine") or {}
@@ -100,3 +112,16 @@ def _beats_best_baseline(deltas: dict[str, Any], baseline: str, split: str, marg
     detail = (f"cosine Δ (model − {baseline}, best trivial baseline on val) on {split}: "
               f"{delta:+.4f} [{low:+.4f}, {high:+.4f}]; lower bound {'>' if passed else '<='} margin {margin:+.4f}")
     return GateResult("beats_best_baseline", passed, value, margin, detail=detail)
+
+
+def gate_value_text(value: Any) -> Any:
+    """A delta gate's value ({baseline, split, delta, low, high}) as `Δ +x [lo, hi] vs baseline (split)`;
+    any other value as it is. The report and the model card show gate values through this."""
+    if isinstance(value, Mapping) and {"delta", "low", "high"} <= set(value):
+        text = format_delta(_num(value["delta"]), _num(value["low"]), _num(value["high"]))
+        return f"{text} vs {value.get('baseline', '?')} ({value.get('split', '?')})"
+    return value
+
+
+def _num(v: Any) -> float | None:
+    return None if v is None else float(v)
