@@ -28,6 +28,7 @@ TARGET = 1.6
 def _ingest_and_chunk(shard, source, config) -> dict:
     """One source shard → article files → chunk files; runs on a worker, returns counts and CPU seconds."""
     from lvm_core.data import build as ds
+    from lvm_core.io.storage import file_digest
 
     cpu = time.process_time()
     ingested = ds.ingest_shard_step(shard, source, config, ds.ingest_shard_work_dir(shard, source, config))
@@ -36,7 +37,7 @@ def _ingest_and_chunk(shard, source, config) -> dict:
     for f in ingested["files"]:
         rec = ds.chunk_shard_step(f, source, config, ds.chunk_shard_work_dir(f, source, config))
         chunks += rec["chunks"]
-        digests.append(ds.file_digest(Path(rec["file"])))
+        digests.append(file_digest(Path(rec["file"])))
     return {"articles": ingested["articles"], "chunks": chunks, "cpu": time.process_time() - cpu, "digests": digests}
 
 

@@ -43,6 +43,7 @@ def child(args: argparse.Namespace) -> int:
     """Embed every chunk file of `--chunks-dir` and assemble the vectors, in this process."""
     from lvm_core.data import build as ds
     from lvm_core.contracts.build_options import BuildConfig, BuildOptions
+    from lvm_core.data.build.embed import sum_embed_stats
     from lvm_core.data.embedding import load_encoder
     from lvm_core.data.embedding.onnx import encoder_cache_dir
 
@@ -60,7 +61,7 @@ def child(args: argparse.Namespace) -> int:
         chunked.append({"file": str(f), "chunks": rec["chunks"]})
     ds.assemble_step({"files": [str(p) for p in article_files]}, chunked, embedded, config, data_dir / "assembled")
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    stats = ds._sum_embed_stats([e["stats"] for e in embedded])
+    stats = sum_embed_stats([e["stats"] for e in embedded])
     print(json.dumps({
         "chunk_files": len(chunk_files), "chunks": stats["n_total"], "encoded": stats["n_encoded"],
         "after_load_rss_bytes": after_load, "peak_rss_bytes": usage.ru_maxrss * 1024,

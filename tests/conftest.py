@@ -22,10 +22,13 @@ SESSION_ENV = "LVM_TEST_SESSION"
 _SESSION_PID_ENV = "LVM_TEST_SESSION_PID"
 if os.environ.get(_SESSION_PID_ENV) == str(os.getpid()) and os.environ.get(SESSION_ENV):
     _SESSION_HOME = Path(os.environ[SESSION_ENV])
-else:  # a new session (a pytest started by a test inherits the marker of its parent's session, not its pid)
+else:  # a new session (a pytest started by a test, or a parallel worker, inherits its parent's marker, not its pid)
+    _parent_home = os.environ.get(SESSION_ENV)
     _SESSION_HOME = Path(tempfile.mkdtemp(prefix="lvm-tests-"))
     os.environ[SESSION_ENV] = str(_SESSION_HOME)
     os.environ[_SESSION_PID_ENV] = str(os.getpid())
+    if _parent_home and os.environ.get("PREFECT_HOME", "").startswith(_parent_home):
+        del os.environ["PREFECT_HOME"]  # the parent session's Prefect database is not this session's
 os.environ.setdefault("PREFECT_HOME", str(_SESSION_HOME / "prefect"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -41,6 +44,10 @@ SMALL_BUILD_ARTICLES = 14
 LEFTOVER_GRACE_S = 15.0  # a server told to stop a moment ago may still be shutting down
 # Helpers of the Python runtime that live exactly as long as the interpreter (and end with it).
 INTERPRETER_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver", "joblib.externals.loky")
+
+
+# Fixtures of the real-server tests, visible to every module (a module that imported them would shadow them).
+from prefect_server import deployed_server, prefect_server, webhook_receiver  # noqa: E402, F401
 
 
 def session_processes(marker: str | None = None) -> list[psutil.Process]:

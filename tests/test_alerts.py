@@ -11,7 +11,7 @@ import json
 import uuid
 
 import pytest
-from prefect_server import WebhookReceiver, free_port, webhook_receiver  # noqa: F401 (fixture)
+from prefect_server import WebhookReceiver, free_port
 
 # isort: split
 # (prefect_server puts the repository root on sys.path: `deployments` is not an installed package.)

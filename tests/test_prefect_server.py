@@ -16,15 +16,13 @@ from uuid import UUID
 
 import pytest
 import yaml
-from prefect_server import (  # noqa: F401 (fixtures)
+from prefect_server import (
     REPO,
     PrefectServer,
     api,
     create_run,
-    deployed_server,
     deployment_named,
     flow_run_logs,
-    prefect_server,
     wait_for_final_state,
 )
 

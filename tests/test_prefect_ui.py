@@ -13,13 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from prefect_server import (  # noqa: F401 (fixtures)
+from prefect_server import (
     REPO,
     PrefectServer,
-    api,
-    deployed_server,
     flow_run_logs,
-    prefect_server,
     wait_for_final_state,
 )
 

@@ -21,17 +21,15 @@ from uuid import UUID
 
 import pytest
 import yaml
-from prefect_server import (  # noqa: F401 (fixtures)
+from prefect_server import (
     LEASE_STORAGE,
     REPO,
     PrefectServer,
     api,
     create_run,
-    deployed_server,
     deployment_named,
     flow_run_logs,
     kill_tree,
-    prefect_server,
     process_tree,
     restart_worker,
     start_server,

@@ -13,7 +13,7 @@ import numpy as np
 from lvm_core import contracts
 from lvm_core.contracts import DataContractError
 from lvm_core.contracts.build_options import BuildConfig
-from lvm_core.data.build.embed import EmbedResult, _sum_embed_stats
+from lvm_core.data.build.embed import EmbedResult, sum_embed_stats
 from lvm_core.data.build.source import source_name
 from lvm_core.data.build.work import done_record, finish_shard, step_key, work_dir
 from lvm_core.data.embedding import EncoderFingerprint
@@ -45,7 +45,7 @@ def assemble_step(
     out_dir = Path(out_dir)
     paths = (out_dir / contracts.ARTICLES_FILE, out_dir / contracts.CHUNKS_FILE)
     emb_path, enc_path = out_dir / contracts.EMBEDDINGS_FILE, out_dir / contracts.ENCODER_FILE
-    stats = _sum_embed_stats([e["stats"] for e in embedded])
+    stats = sum_embed_stats([e["stats"] for e in embedded])
     done = done_record(out_dir)
     if done is None:
         n_chunks = sum(int(c["chunks"]) for c in chunked)

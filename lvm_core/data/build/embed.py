@@ -80,7 +80,7 @@ def embed_shard_step(
         stats_dict = {k: (float(v) if isinstance(v, float) else v) for k, v in vars(stats).items()}
     else:  # an article file whose articles gave no chunk
         vectors = np.zeros((0, encoder.fingerprint.dim), dtype=np.float32)
-        stats_dict = _sum_embed_stats([])
+        stats_dict = sum_embed_stats([])
     save_embeddings(out_dir, vectors, encoder.fingerprint)
     return finish_shard(out_dir, {
         "file": str(out_dir / contracts.EMBEDDINGS_FILE), "encoder_file": str(out_dir / contracts.ENCODER_FILE),
@@ -109,7 +109,7 @@ class _ReportingCache(EmbeddingCache):
         return out
 
 
-def _sum_embed_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
+def sum_embed_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """One build's embedding numbers from its shards' (chunks/s over the encoded chunks only)."""
     keys = ("n_total", "n_unique", "n_reused", "n_encoded")
     out: dict[str, Any] = {k: int(sum(int(p.get(k) or 0) for p in parts)) for k in keys}
