@@ -5,13 +5,17 @@ Kept apart so that the readers (MediaWiki, tabular) and the shard planner depend
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from lvm_core.runtime.progress import progress_enabled
 
-__all__ = ["Article", "IngestError", "one_line", "progress_bar"]
+__all__ = ["Article", "IngestError", "one_line", "open_parquet", "progress_bar"]
 
 
 class IngestError(Exception):
@@ -36,3 +40,18 @@ def one_line(exc: BaseException, limit: int = 200) -> str:
 def progress_bar(enabled: bool, desc: str) -> tqdm:
     """tqdm bar on stderr, only when asked for and on an interactive terminal outside CI."""
     return tqdm(desc=desc, unit=" pages", disable=not (enabled and progress_enabled()))
+
+
+def open_parquet(
+    path: Path, columns: Sequence[str], error: type[IngestError] = IngestError, label: str | None = None, hint: str = ""
+) -> pq.ParquetFile:
+    """A Parquet file that opens and has `columns`; else `error` naming it (`label`, default the path) in one line."""
+    label = str(path) if label is None else label
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise error(f"{label}: not a readable Parquet file ({one_line(exc)})") from None
+    missing = [c for c in columns if c not in parquet.schema_arrow.names]
+    if missing:
+        raise error(f"{label}: missing column(s) {', '.join(missing)}{hint}")
+    return parquet

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from lvm_core.data.ingest.base import Article, IngestError, one_line, progress_bar
+from lvm_core.data.ingest.base import Article, IngestError, one_line, open_parquet, progress_bar
 from lvm_core.data.ingest.wikitext import normalize_paragraphs
 
 __all__ = ["read_jsonl_articles", "read_parquet_articles"]
@@ -41,15 +40,7 @@ def read_parquet_articles(
     Row numbers in messages count from the file's first row, whichever row groups are read.
     """
     path = Path(path)
-    try:
-        parquet = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise IngestError(f"{path.name}: not a readable Parquet file ({one_line(exc)})") from None
-    missing = [c for c in _REQUIRED_COLUMNS if c not in parquet.schema_arrow.names]
-    if missing:
-        raise IngestError(
-            f"{path.name}: missing column(s) {', '.join(missing)}; expected id, title, text"
-        )
+    parquet = open_parquet(path, _REQUIRED_COLUMNS, label=path.name, hint="; expected id, title, text")
     groups = range(parquet.num_row_groups) if row_groups is None else row_groups
     if groups.start < 0 or groups.stop > parquet.num_row_groups:
         raise IngestError(

@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from lvm_core.contracts import ARTICLES_SCHEMA, CHUNKS_SCHEMA
 from lvm_core.data.chunking import ChunkingConfig, iter_chunks
-from lvm_core.data.ingest.base import Article, one_line
+from lvm_core.data.ingest.base import Article, one_line, open_parquet
 from lvm_core.data.ingest.shards.plan import ShardError
 from lvm_core.io.storage import atomic_path
 
@@ -185,17 +185,6 @@ class _ArticleFileSeries:
             os.replace(temp, final)
 
 
-def _open_parquet(path: Path, columns: Sequence[str]) -> pq.ParquetFile:
-    try:
-        parquet = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise ShardError(f"{path}: not a readable Parquet file ({one_line(exc)})") from None
-    missing = [c for c in columns if c not in parquet.schema_arrow.names]
-    if missing:
-        raise ShardError(f"{path}: missing column(s) {', '.join(missing)}")
-    return parquet
-
-
 def chunk_article_file(
     articles_file: str | os.PathLike[str],
     out_file: str | os.PathLike[str],
@@ -211,7 +200,7 @@ def chunk_article_file(
     articles_file, out_file = Path(articles_file), Path(out_file)
     config = config or ChunkingConfig()
     columns = ["article_id", "title", "text"]
-    parquet = _open_parquet(articles_file, columns)
+    parquet = open_parquet(articles_file, columns, error=ShardError)
     with atomic_path(out_file) as tmp:
         writer = _BoundedWriter(tmp, CHUNKS_SCHEMA)
         try:
@@ -260,7 +249,7 @@ def concat_parquet(
     with atomic_path(out_file) as tmp, _parquet_writer(tmp, schema) as writer:
         for file in files:
             file = Path(file)
-            parquet = _open_parquet(file, names)
+            parquet = open_parquet(file, names, error=ShardError)
             have = parquet.schema_arrow
             wrong = [
                 f"{n} is {have.field(n).type}, expected {schema.field(n).type}"
