@@ -50,6 +50,20 @@ INTERPRETER_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.fork
 from prefect_server import deployed_server, prefect_server, webhook_receiver  # noqa: E402, F401
 
 
+# `make test` runs two workers (pytest-xdist, --dist loadgroup). A module's tests stay together on one
+# worker, so its module fixtures (a trained model, a served app, the crash matrix's lanes) are built once;
+# the modules on the shared real Prefect server share one worker, so that server starts once.
+SHARED_SERVER_MODULES = {"test_prefect_server", "test_prefect_ui", "test_worker_crash"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            module = item.module.__name__.rsplit(".", 1)[-1] if item.module else item.nodeid.split("::")[0]
+            item.add_marker(pytest.mark.xdist_group("shared-prefect-server" if module in SHARED_SERVER_MODULES else module))
+
+
 def session_processes(marker: str | None = None) -> list[psutil.Process]:
     """Live processes this session started: below pytest, or carrying the session's marker (orphans)."""
     marker = marker or os.environ[SESSION_ENV]

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from prefect_server import WebhookReceiver, webhook_receiver  # noqa: F401 (fixture)
+from prefect_server import WebhookReceiver
 
 from lvm_core.drift import (
     context_features,

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from prefect_server import WebhookReceiver, webhook_receiver  # noqa: F401, F811 (fixture)
+from prefect_server import WebhookReceiver
 from test_serving import mark_gates, serve_app, wait_until
 
 from lvm_core import rollout
