@@ -8,6 +8,7 @@ the run (`no_process_outlives_the_session`).
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -47,21 +48,9 @@ INTERPRETER_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.fork
 
 
 # Fixtures of the real-server tests, visible to every module (a module that imported them would shadow them).
+if str(Path(__file__).parent) not in sys.path:  # imported as tests.conftest by a nested run
+    sys.path.insert(0, str(Path(__file__).parent))
 from prefect_server import deployed_server, prefect_server, webhook_receiver  # noqa: E402, F401
-
-
-# `make test` runs two workers (pytest-xdist, --dist loadgroup). A module's tests stay together on one
-# worker, so its module fixtures (a trained model, a served app, the crash matrix's lanes) are built once;
-# the modules on the shared real Prefect server share one worker, so that server starts once.
-SHARED_SERVER_MODULES = {"test_prefect_server", "test_prefect_ui", "test_worker_crash"}
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            module = item.module.__name__.rsplit(".", 1)[-1] if item.module else item.nodeid.split("::")[0]
-            item.add_marker(pytest.mark.xdist_group("shared-prefect-server" if module in SHARED_SERVER_MODULES else module))
 
 
 def session_processes(marker: str | None = None) -> list[psutil.Process]:
