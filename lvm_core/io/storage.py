@@ -21,7 +21,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lvm_core.io.plain import json_default
-from lvm_core.io.plain import to_plain as to_plain  # re-exported: storage callers write plain values
 
 
 @contextlib.contextmanager

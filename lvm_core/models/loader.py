@@ -20,7 +20,7 @@ import numpy as np
 from lvm_core.contracts import CHECKPOINT_META_FILE, CHECKPOINT_WEIGHTS_FILE, DataContractError, ModelNotFoundError
 from lvm_core.data.embedding import EncoderFingerprint, ensure_same_fingerprint
 from lvm_core.io import storage
-from lvm_core.io.storage import to_plain as _plain
+from lvm_core.io.plain import to_plain as _plain
 from lvm_core.models.predict import predict_contexts
 
 if TYPE_CHECKING:

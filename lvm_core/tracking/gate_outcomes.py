@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from lvm_core.io.storage import to_plain as _plain
+from lvm_core.io.plain import to_plain as _plain
 from lvm_core.tracking.tags import TAG_FAILED_GATES, TAG_GATE_RESULTS, TAG_GATES_PASSED
 
 _META_KEYS = ("stage", "docs_path")  # keys of a gate report that are not gates

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lvm_core.data.embedding import EncoderFingerprint
-from lvm_core.io.storage import to_plain as _plain
+from lvm_core.io.plain import to_plain as _plain
 
 ALIAS_CHAMPION = "champion"
 ALIAS_CHALLENGER = "challenger"
