@@ -32,6 +32,7 @@ HEARTBEAT_S = 15.0  # renew the lease and the holder record this often
 LEASE_S = 60.0  # Prefect's shortest lease; the repossessor frees the slot this long after the last renewal
 STALE_AFTER_S = 120.0  # a holder on another host with no heartbeat for this long is gone
 WAIT_LOG_S = 30.0
+RECORD_SETTLE_S = 1.0  # a waiter writes its holder record this soon after taking a slot
 TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})  # a flow run in one has no live process
 
 
@@ -189,21 +190,41 @@ def _reclaim_exclusively(client: SyncPrefectClient, slot: str, seen: dict[str, A
 
 
 def _reclaim(client: SyncPrefectClient, slot: str, record: dict[str, Any] | None, why: str) -> None:
-    """Free the slot of a holder that is gone: its lease if the server still knows it, else the count."""
+    """Free the slot of a holder that is gone: its lease if the server still knows it, else the count.
+
+    Only a lease the server still knows is released, so the count is never lowered on top of a release
+    (a waiter polling meanwhile may already have taken the freed slot). The count alone is lowered only
+    for a lease that died with a temporary API server, after the holder record has stayed the same for a
+    moment: a waiter that took a slot the server's repossessor freed writes its record within that moment.
+    """
     from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
-    before = client.read_global_concurrency_limit_by_name(slot).active_slots
-    if record and record.get("lease_id"):
-        with contextlib.suppress(PrefectHTTPStatusError):
-            client.release_concurrency_slots_with_lease(UUID(record["lease_id"]))
-    after = client.read_global_concurrency_limit_by_name(slot).active_slots
-    if after >= before and after > 0:  # the lease died with a temporary API server: only the count is left
-        client.update_global_concurrency_limit(slot, GlobalConcurrencyLimitUpdate(active_slots=after - 1))
+    lease_id = UUID(record["lease_id"]) if record and record.get("lease_id") else None
+    if lease_id is not None and _lease_known(client, lease_id):
+        client.release_concurrency_slots_with_lease(lease_id)
+    else:
+        time.sleep(RECORD_SETTLE_S)
+        if _read_record(client, slot) != record:
+            return  # a live holder recorded itself meanwhile: the slot is its
+        active = client.read_global_concurrency_limit_by_name(slot).active_slots
+        if active > 0:
+            client.update_global_concurrency_limit(slot, GlobalConcurrencyLimitUpdate(active_slots=active - 1))
     with contextlib.suppress(ObjectNotFound):
         client.delete_variable_by_name(_record_name(slot))
     if record and record.get("flow_run_id"):
         _mark_crashed(client, record["flow_run_id"], why)
     _logger().warning("slot %s: reclaimed from %s: %s", slot, _describe(record), why)
+
+
+def _lease_known(client: SyncPrefectClient, lease_id: UUID) -> bool:
+    """Whether the server still holds this lease (renewing is the API's only read of a lease; 410 = gone)."""
+    try:
+        client.renew_concurrency_lease(lease_id, LEASE_S)
+    except PrefectHTTPStatusError as exc:
+        if exc.response.status_code in (404, 410):
+            return False
+        raise
+    return True
 
 
 def _mark_crashed(client: SyncPrefectClient, flow_run_id: str, why: str) -> None:

@@ -92,17 +92,21 @@ def test_two_waiters_reclaiming_one_dead_holder_never_hold_the_slot_together(pre
     holder = _holder("slot-race")
     os.killpg(holder.pid, signal.SIGKILL)
     holder.wait(10)
-    # Widen the race: the second waiter pauses inside its reclaim (between its two looks at the slot's
-    # count), long enough for the first one to reclaim and take the slot meanwhile.
+    # Force the race: the first lease released (the dead holder's, in one waiter's reclaim) is followed by
+    # a pause until the other waiter, polling, has taken the freed slot. A reclaim that then also lowers
+    # the count frees the slot a second time, and both waiters hold it.
     release = SyncPrefectClient.release_concurrency_slots_with_lease
-    paused: set[str] = set()
+    paused: list[bool] = []
 
     def slow_release(self, lease_id):
-        who = threading.current_thread().name
-        if who == "waiter-1" and who not in paused:
-            paused.add(who)
-            time.sleep(1.0)
-        return release(self, lease_id)
+        response = release(self, lease_id)
+        if not paused:
+            paused.append(True)
+            deadline = time.monotonic() + 10
+            while self.read_global_concurrency_limit_by_name("slot-race").active_slots < 1:
+                assert time.monotonic() < deadline, "the other waiter never took the freed slot"
+                time.sleep(0.05)
+        return response
 
     monkeypatch.setattr(SyncPrefectClient, "release_concurrency_slots_with_lease", slow_release)
     inside: list[tuple[float, float]] = []
