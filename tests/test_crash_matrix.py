@@ -1,30 +1,32 @@
-"""Crash matrix: `lvm run` SIGKILLed (its process group) at every stage, then the same command again. The
-rerun must complete, and leave what a clean run leaves: the same dataset, one complete model version per
-finished training, a champion that passed its gates, no RUNNING MLflow run or Prefect flow run, no staging
-folders, no held slot.
+"""Crash matrix: `lvm run` SIGKILLed (its process group) at every stage, and the same command again each time.
 
 The runs talk to a real, persistent Prefect server (`prefect server start`, leases on disk), as scheduled
-jobs do: the dead run's flow runs and slot lease outlive it there and must be reclaimed by the rerun. One
-case (`TEMPORARY_SERVER_STAGES`) runs without a server instead, on the temporary local API each `lvm`
-process starts, which dies with the killed process and takes the slot's lease with it.
+jobs do: a dead run's flow runs and slot lease outlive it there and must be reclaimed by the next run.
 
-Cost: two lanes, each with its own server, run the cases one after another (a lane's server sees one case
-at a time, so its flow runs and slots are exactly that case's); every case but `embed` starts from the
-reference run's embedding cache; only the `train` case trains two epochs (it dies in the second).
+The kill points form one chain in one data folder: each run is killed at the next stage of the pipeline, so it
+must first recover from everything the runs before it left (their held slot, RUNNING flow runs and MLflow runs,
+staging folders, half-written caches and checkpoints) and get past the stage where the last one died. A last run
+then completes and must leave what a clean run leaves: the same dataset, one complete model version per
+finished training, a champion that passed its gates, no RUNNING MLflow run or Prefect flow run, no staging
+folders, no held slot. One more case (`TEMPORARY_SERVER_STAGE`) runs without a server, on the temporary local
+API each `lvm` process starts, which dies with the killed process and takes the slot's lease with it: one kill,
+one rerun, the same checks.
+
+Cost: two lanes, each with its own server. One runs the chain (it starts cold, so the `embed` kill meets a real
+encode); the other runs the clean reference (from the session's embedding cache when another test filled it)
+and then the temporary-server case, which starts from the reference's cache.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,13 +37,14 @@ import psutil
 import pytest
 
 from prefect_server import PrefectServer, start_server, stop_process
-from tests.conftest import SMALL_BUILD_ARTICLES
+from tests.conftest import SMALL_BUILD_ARTICLES, session_embedding_cache
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 
-# stage -> fault (lvm_core/runtime/faults.py); train dies early in epoch 2 (about 19 batches an epoch here)
+# stage -> fault (lvm_core/runtime/faults.py), in pipeline order: the chain kills one run at each.
+# train dies early in its second epoch (about 19 batches an epoch here), after a finished one.
 STAGES = {
     "ingest": "kill@ingest",
     "chunk": "kill@chunk",
@@ -54,19 +57,15 @@ STAGES = {
     "evaluate": "kill@evaluate",
     "promote": "kill@promote",
 }
-# One epoch is enough for every kill point but mid-training, whose run must die after a finished epoch.
-EPOCHS = {"train": 2}
+EPOCHS = 2  # for every run of the chain: the `train` kill needs a second epoch, and a resume the same config
 # Without PREFECT_API_URL: the temporary API dies with the killed run, its in-memory lease on the build slot
 # too, and the slot stays counted as held in the local database until the rerun reclaims it.
-TEMPORARY_SERVER_STAGES = {"gates"}
-# Longest first, so the two lanes end together; `embed` must encode, so it runs beside the reference.
-ORDER = ["embed", "promote", "evaluate", "register", "train", "publish", "gates", "analyse", "chunk", "ingest"]
+TEMPORARY_SERVER_STAGE = "gates"
 LANES = 2
 # Gates relaxed so the model gates pass and promotion (the last stage) really happens.
 THRESHOLDS = [x for t in ("max_split_ks=1.0", "max_split_mean_diff=1.0", "min_val_cosine=0", "min_ood_cosine=0",
                           "max_ood_val_gap=1", "must_beat_best_baseline=false") for x in ("--threshold", t)]
 RUN_TIMEOUT_S = 1200  # a hang guard only: a whole run takes 1-2 min on an idle 2-core machine, 10 on a crowded one
-assert sorted(ORDER) == sorted(STAGES)
 
 
 def _run_args(epochs: int) -> list[str]:
@@ -74,17 +73,28 @@ def _run_args(epochs: int) -> list[str]:
 
 
 @dataclass
-class Outcome:
-    root: Path
-    killed_rc: int
+class Killed:
+    """A run killed at a fault point: its exit code and what the fault point wrote (or the run's output)."""
+
+    stage: str
+    rc: int
     marker: str
+    seconds: float
+
+
+@dataclass
+class Outcome:
+    """A folder after its killed run(s) and the run that completed."""
+
+    root: Path
+    killed: list[Killed]
     rerun: subprocess.CompletedProcess[str]
-    # Read after the rerun from the Prefect database the case ran against (its lane's server, which ran nothing
-    # else meanwhile, or its own local one):
-    flow_runs: list[tuple[str, str]]  # the case's flow runs: (name, state type)
+    # Read after the last run from the Prefect database the folder's runs used (their lane's server, which ran
+    # nothing else meanwhile, or their own local one):
+    flow_runs: list[tuple[str, str]]  # the folder's flow runs: (name, state type)
     running: list[str]  # every flow run still RUNNING or PENDING there
     slots: list[tuple[str, int]]  # build slots: (name, active slots)
-    seconds: tuple[float, float]  # the killed run, the rerun
+    rerun_seconds: float
 
     @property
     def data_dir(self) -> Path:
@@ -142,9 +152,18 @@ def _read_prefect(db_path: Path, root: Path) -> tuple[list[tuple[str, str]], lis
     return own, running, slots
 
 
+def _kill_at(root: Path, stage: str, epochs: int, api_url: str | None) -> Killed:
+    marker = root / "fault-marker"
+    marker.unlink(missing_ok=True)
+    t0 = time.monotonic()
+    run = _lvm(root, epochs, api_url, STAGES[stage])
+    text = marker.read_text() if marker.exists() else run.stdout[-3000:]
+    return Killed(stage, run.returncode, text, time.monotonic() - t0)
+
+
 @dataclass
 class Lane:
-    """A Prefect server that runs one case at a time."""
+    """A Prefect server that runs one folder's runs at a time."""
 
     server: PrefectServer
 
@@ -154,57 +173,53 @@ class Lane:
 
 
 class Matrix:
-    """The lanes, the reference run and the cases, run LANES at a time."""
+    """The reference run, the chain of kills and the temporary-server case, on two lanes."""
 
     def __init__(self, lanes: list[Lane]) -> None:
-        self.lanes: queue.Queue[Lane] = queue.Queue()
-        for lane in lanes:
-            self.lanes.put(lane)
+        self.chain_lane, self.reference_lane = lanes
         self.reference_root = Path(tempfile.mkdtemp(prefix="lvm-crash-reference-"))
         self.roots = [self.reference_root]  # removed when the module is done
-        self.reference_done = threading.Event()
         self.reference_error: str | None = None
         self.reference_seconds = 0.0
 
-    def reference(self) -> None:
-        lane = self.lanes.get()
-        t0 = time.monotonic()
-        try:
-            clean = _lvm(self.reference_root, 1, lane.server.api_url)
-            if clean.returncode != 0:
-                self.reference_error = clean.stdout[-4000:]
-        finally:
-            self.reference_seconds = time.monotonic() - t0
-            self.lanes.put(lane)
-            self.reference_done.set()
-
-    def case(self, stage: str) -> Outcome:
-        root = Path(tempfile.mkdtemp(prefix=f"lvm-crash-{stage}-"))
-        self.roots.append(root)
+    def _root(self, name: str) -> Path:
+        root = Path(tempfile.mkdtemp(prefix=f"lvm-crash-{name}-"))
         (root / "prefect").mkdir()
-        if stage != "embed":
-            self.reference_done.wait()
-            if self.reference_error is not None:
-                raise RuntimeError(f"the clean reference run failed:\n{self.reference_error}")
-            shutil.copytree(self.reference_root / "data" / "cache", root / "data" / "cache")
-        epochs = EPOCHS.get(stage, 1)
-        lane = self.lanes.get()
-        try:
-            if stage in TEMPORARY_SERVER_STAGES:
-                api_url, db = None, root / "prefect" / "prefect.db"
-            else:
-                api_url, db = lane.server.api_url, lane.db
-            t0 = time.monotonic()
-            killed = _lvm(root, epochs, api_url, STAGES[stage])
-            t1 = time.monotonic()
-            rerun = _lvm(root, epochs, api_url)
-            t2 = time.monotonic()
-            runs, running, slots = _read_prefect(db, root)
-        finally:
-            self.lanes.put(lane)
-        marker = root / "fault-marker"
-        return Outcome(root, killed.returncode, marker.read_text() if marker.exists() else killed.stdout[-3000:],
-                       rerun, runs, running, slots, (t1 - t0, t2 - t1))
+        self.roots.append(root)
+        return root
+
+    def reference(self) -> None:
+        if (cache := session_embedding_cache()) is not None:  # the same vectors; it only saves an encode
+            shutil.copytree(cache, self.reference_root / "data" / "cache")
+        t0 = time.monotonic()
+        clean = _lvm(self.reference_root, 1, self.reference_lane.server.api_url)
+        self.reference_seconds = time.monotonic() - t0
+        if clean.returncode != 0:
+            self.reference_error = clean.stdout[-4000:]
+
+    def chain(self, stages: list[str]) -> Outcome:
+        """One folder: a run killed at each of `stages` in turn, then a run that must complete."""
+        root, lane = self._root("chain"), self.chain_lane
+        killed = []
+        for stage in stages:
+            killed.append(_kill_at(root, stage, EPOCHS, lane.server.api_url))
+            if killed[-1].rc != -signal.SIGKILL:
+                break  # the run did not die at its point; the tests say which
+        t0 = time.monotonic()
+        rerun = _lvm(root, EPOCHS, lane.server.api_url)
+        return Outcome(root, killed, rerun, *_read_prefect(lane.db, root), time.monotonic() - t0)
+
+    def temporary_server_case(self) -> Outcome:
+        """Killed and rerun without a server, from the reference's cache (after the reference, on its lane)."""
+        root = self._root(TEMPORARY_SERVER_STAGE)
+        if self.reference_error is not None:
+            raise RuntimeError(f"the clean reference run failed:\n{self.reference_error}")
+        shutil.copytree(self.reference_root / "data" / "cache", root / "data" / "cache")
+        killed = _kill_at(root, TEMPORARY_SERVER_STAGE, 1, None)
+        t0 = time.monotonic()
+        rerun = _lvm(root, 1, None)
+        return Outcome(root, [killed], rerun, *_read_prefect(root / "prefect" / "prefect.db", root),
+                       time.monotonic() - t0)
 
 
 @pytest.fixture(scope="module")
@@ -213,36 +228,49 @@ def matrix(tmp_path_factory: pytest.TempPathFactory):
     with ThreadPoolExecutor(max_workers=LANES) as pool:
         starting = [pool.submit(start_server, root) for root in roots]
     servers = [f.result() for f in starting]  # raises (after the pool is done) if one did not come up
+    m = Matrix([Lane(s) for s in servers])
     try:
-        yield Matrix([Lane(s) for s in servers])
+        yield m
     finally:
         for s in servers:
             stop_process(s.process)
-
-
-@pytest.fixture(scope="module")
-def outcomes(request: pytest.FixtureRequest, matrix: Matrix) -> dict[str, Outcome]:
-    """Every selected case (`-k ingest` runs the reference and that case only)."""
-    selected = {item.callspec.params["stage"] for item in request.session.items
-                if item.module is request.module and hasattr(item, "callspec")}
-    try:
-        with ThreadPoolExecutor(max_workers=LANES) as pool:
-            ref = pool.submit(matrix.reference)
-            futures = {stage: pool.submit(matrix.case, stage) for stage in ORDER if stage in selected}
-            ref.result()
-            results = {stage: futures[stage].result() for stage in STAGES if stage in futures}
-        print(f"\ncrash matrix, seconds: reference {matrix.reference_seconds:.0f}; killed run + rerun: "
-              + ", ".join(f"{stage} {o.seconds[0]:.0f}+{o.seconds[1]:.0f}" for stage, o in results.items()))
-        yield results
-    finally:
-        for root in matrix.roots:
+        for root in m.roots:
             shutil.rmtree(root, ignore_errors=True)
 
 
+@dataclass
+class Outcomes:
+    chain: Outcome | None
+    temporary: Outcome | None
+    reference: Path
+
+
 @pytest.fixture(scope="module")
-def reference(matrix: Matrix, outcomes: dict[str, Outcome]) -> Path:
+def outcomes(request: pytest.FixtureRequest, matrix: Matrix) -> Outcomes:
+    """The chain over the selected stages (`-k ingest` kills at ingest only) and, when selected, the
+    temporary-server case."""
+    selected = {item.callspec.params["stage"] for item in request.session.items
+                if item.module is request.module and hasattr(item, "callspec")}
+    temporary_selected = any(item.module is request.module and "temporary" in item.name for item in request.session.items)
+    chain_stages = [stage for stage in STAGES if stage in selected]
+    if not chain_stages and any(item.module is request.module and "chain" in item.name for item in request.session.items):
+        chain_stages = list(STAGES)
+
+    def reference_then_temporary() -> Outcome | None:
+        matrix.reference()
+        return matrix.temporary_server_case() if temporary_selected else None
+
+    with ThreadPoolExecutor(max_workers=LANES) as pool:
+        chain = pool.submit(matrix.chain, chain_stages) if chain_stages else None
+        temporary = pool.submit(reference_then_temporary)
+        result = Outcomes(chain.result() if chain else None, temporary.result(), matrix.reference_root)
     assert matrix.reference_error is None, matrix.reference_error
-    return matrix.reference_root
+    print(f"\ncrash matrix, seconds: reference {matrix.reference_seconds:.0f}"
+          + ("; chain " + ", ".join(f"{k.stage} {k.seconds:.0f}" for k in result.chain.killed)
+             + f", last run {result.chain.rerun_seconds:.0f}" if result.chain else "")
+          + (f"; temporary server {result.temporary.killed[0].seconds:.0f}+{result.temporary.rerun_seconds:.0f}"
+             if result.temporary else ""))
+    return result
 
 
 def _dataset(data_dir: Path) -> Path:
@@ -257,11 +285,12 @@ def _mlflow(data_dir: Path):
     return MlflowClient(tracking_uri=f"sqlite:///{data_dir / 'mlflow.db'}", registry_uri=f"sqlite:///{data_dir / 'mlflow.db'}")
 
 
-@pytest.mark.parametrize("stage", list(STAGES))
-def test_rerun_after_a_kill_completes_like_a_clean_run(stage: str, outcomes: dict[str, Outcome], reference: Path):
-    o = outcomes[stage]
-    assert o.killed_rc == -signal.SIGKILL, f"the run was not killed at {stage}: {o.marker}"
-    assert o.marker.startswith(f"kill@{STAGES[stage].split('@')[1].split('#')[0]}"), o.marker
+def _assert_killed_at(k: Killed, stage: str) -> None:
+    assert k.rc == -signal.SIGKILL, f"the run was not killed at {stage} (rc {k.rc}): {k.marker}"
+    assert k.marker.startswith(f"kill@{STAGES[stage].split('@')[1].split('#')[0]}"), k.marker
+
+
+def _assert_completes_like_a_clean_run(o: Outcome, reference: Path, trainings: int, reaped_training: bool) -> None:
     assert o.rerun.returncode == 0, o.rerun.stdout[-5000:]
 
     # the dataset is the one a clean run builds
@@ -270,7 +299,7 @@ def test_rerun_after_a_kill_completes_like_a_clean_run(stage: str, outcomes: dic
     assert manifest["content_hash"] == ref_manifest["content_hash"]
     np.testing.assert_array_equal(np.load(ds / "embeddings.npy"), np.load(ref / "embeddings.npy"))
 
-    # no staging, backup or failed folders of the dead run
+    # no staging, backup or failed folders of the dead runs
     leftovers = [p.name for p in (o.data_dir / "datasets").iterdir() if p != ds]
     assert leftovers == [], leftovers
 
@@ -280,21 +309,50 @@ def test_rerun_after_a_kill_completes_like_a_clean_run(stage: str, outcomes: dic
     assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
     killed = {r.info.run_id for r in runs if r.info.status == "KILLED"}
     assert all(client.get_run(r).data.tags.get("failure_reason", "").startswith("killed:") for r in killed)
-    if stage in ("train", "register", "evaluate"):
-        assert killed, "the run the kill interrupted should have been reaped as KILLED"
+    if reaped_training:
+        assert killed, "a run a kill interrupted mid-training should have been reaped as KILLED"
     versions = client.search_model_versions("name = 'lvm-amn'")
     for mv in versions:
         finished = client.get_run(mv.run_id).info.status == "FINISHED"
         assert finished or "incomplete" in mv.tags, (mv.version, client.get_run(mv.run_id).info.status, mv.tags)
     complete = [mv for mv in versions if "incomplete" not in mv.tags]
-    trainings = 1 if stage in ("ingest", "chunk", "embed", "analyse", "gates", "publish", "train", "register") else 2
     assert len(complete) == trainings, [(mv.version, mv.tags) for mv in versions]
 
     # champion: a complete version that passed its gates
     champion = client.get_model_version_by_alias("lvm-amn", "champion")
     assert champion.tags.get("gates_passed") == "true" and "incomplete" not in champion.tags
 
-    # Prefect (the case's server, or its local database): no flow run left RUNNING, the build slot free
-    assert [name for name, _ in o.flow_runs].count("pipeline-sample") == 2, o.flow_runs  # the killed run, the rerun
+    # Prefect (the lane's server, or the folder's local database): no flow run left RUNNING, the build slot free
+    pipeline_runs = [name for name, _ in o.flow_runs].count("pipeline-sample")
+    assert pipeline_runs == len(o.killed) + 1, o.flow_runs  # the killed runs, the last one
     assert o.running == [], o.running
     assert o.slots and all(active == 0 for _, active in o.slots), o.slots
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_a_run_killed_at_each_stage_first_recovers_from_the_kills_before(stage: str, outcomes: Outcomes):
+    """The chain's run for `stage` got past every earlier kill point and died where it was told to."""
+    assert outcomes.chain is not None
+    killed = {k.stage: k for k in outcomes.chain.killed}
+    assert stage in killed, f"the chain stopped before {stage}: {[(k.stage, k.rc, k.marker) for k in outcomes.chain.killed]}"
+    _assert_killed_at(killed[stage], stage)
+
+
+def test_the_run_after_the_chain_of_kills_completes_like_a_clean_run(outcomes: Outcomes):
+    o = outcomes.chain
+    assert o is not None
+    for k in o.killed:
+        _assert_killed_at(k, k.stage)
+    stages = [k.stage for k in o.killed]
+    # Complete versions: one from each run that got past registering (those killed at `evaluate` and at
+    # `promote`) and one from the last run; a run killed earlier left none, or one marked incomplete.
+    trainings = 1 + sum(s in ("evaluate", "promote") for s in stages)
+    _assert_completes_like_a_clean_run(o, outcomes.reference, trainings,
+                                       reaped_training=any(s in ("train", "register", "evaluate") for s in stages))
+
+
+def test_rerun_after_a_kill_on_the_temporary_server_completes_like_a_clean_run(outcomes: Outcomes):
+    o = outcomes.temporary
+    assert o is not None
+    _assert_killed_at(o.killed[0], TEMPORARY_SERVER_STAGE)
+    _assert_completes_like_a_clean_run(o, outcomes.reference, trainings=1, reaped_training=False)
