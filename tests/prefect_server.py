@@ -158,6 +158,32 @@ class PrefectServer:
         return proc
 
 
+_TEMPLATE_LOCK = threading.Lock()
+
+
+def seed_prefect_db(dest: Path) -> None:
+    """Put an empty Prefect database, already at the latest migration, at `dest` (unless one is there).
+
+    Migrating a new database costs each server start about 8 s on this machine; the session migrates one
+    once and copies it. The server still checks the migrations on start, so a stale copy cannot pass.
+    """
+    if dest.exists():
+        return
+    with _TEMPLATE_LOCK:
+        template = Path(os.environ.get("LVM_TEST_SESSION") or tempfile.gettempdir()) / "prefect-migrated.db"
+        if not template.exists():
+            work = template.with_suffix(".tmp")
+            work.unlink(missing_ok=True)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+            env.update(PREFECT_HOME=str(template.parent / "prefect-template-home"),
+                       PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{work}")
+            subprocess.run([PREFECT, "server", "database", "upgrade", "-y"], env=env, check=True,
+                           capture_output=True, timeout=300)
+            work.rename(template)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, dest)
+
+
 def server_env(root: Path, port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(
@@ -194,6 +220,7 @@ def start_server(root: Path, timeout: float = 240.0) -> PrefectServer:
     port = free_port()
     env = server_env(root, port)
     (root / "lvm-data").mkdir(parents=True, exist_ok=True)
+    seed_prefect_db(root / "prefect.db")
     log_path = root / "server.log"
     server_only_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
     # The UI is served by the same process; tell it where its API is (it defaults to port 4200).
@@ -469,7 +496,7 @@ def wait_for_final_state(server: PrefectServer, flow_run_id: str, timeout: float
         state_type = (run.get("state") or {}).get("type")
         if state_type in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
             return run
-        time.sleep(3)
+        time.sleep(1)
     raise AssertionError(
         f"flow run {flow_run_id} still {run.get('state_name')} after {timeout:.0f} s\n"
         f"worker log:\n{server.log_tail(server.worker_log) if server.worker_log else ''}"

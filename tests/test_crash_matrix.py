@@ -36,7 +36,7 @@ import numpy as np
 import psutil
 import pytest
 
-from prefect_server import PrefectServer, start_server, stop_process
+from prefect_server import PrefectServer, seed_prefect_db, start_server, stop_process
 from tests.conftest import SMALL_BUILD_ARTICLES, session_embedding_cache
 
 pytestmark = pytest.mark.slow
@@ -215,6 +215,7 @@ class Matrix:
         if self.reference_error is not None:
             raise RuntimeError(f"the clean reference run failed:\n{self.reference_error}")
         shutil.copytree(self.reference_root / "data" / "cache", root / "data" / "cache")
+        seed_prefect_db(root / "prefect" / "prefect.db")
         killed = _kill_at(root, TEMPORARY_SERVER_STAGE, 1, None)
         t0 = time.monotonic()
         rerun = _lvm(root, 1, None)

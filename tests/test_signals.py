@@ -27,6 +27,7 @@ from typing import Callable
 import psutil
 import pytest
 
+from prefect_server import seed_prefect_db
 from tests.conftest import SMALL_BUILD_ARTICLES, SMALL_BUILD_THRESHOLDS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,7 +55,7 @@ def _env(root: Path, fault: str | None) -> dict[str, str]:
 
 
 def _start(root: Path, log: Path, fault: str | None = None) -> subprocess.Popen:
-    (root / "prefect").mkdir(parents=True, exist_ok=True)
+    seed_prefect_db(root / "prefect" / "prefect.db")
     return subprocess.Popen(
         [sys.executable, "-m", "flows.cli", *BUILD, "--data-dir", str(root / "data")],
         cwd=REPO, env=_env(root, fault), stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
