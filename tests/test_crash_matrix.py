@@ -3,18 +3,18 @@
 The runs talk to a real, persistent Prefect server (`prefect server start`, leases on disk), as scheduled
 jobs do: a dead run's flow runs and slot lease outlive it there and must be reclaimed by the next run.
 
-The kill points form one chain in one data folder: each run is killed at the next stage of the pipeline, so it
-must first recover from everything the runs before it left (their held slot, RUNNING flow runs and MLflow runs,
-staging folders, half-written caches and checkpoints) and get past the stage where the last one died. A last run
-then completes and must leave what a clean run leaves: the same dataset, one complete model version per
-finished training, a champion that passed its gates, no RUNNING MLflow run or Prefect flow run, no staging
-folders, no held slot. One more case (`TEMPORARY_SERVER_STAGE`) runs without a server, on the temporary local
-API each `lvm` process starts, which dies with the killed process and takes the slot's lease with it: one kill,
-one rerun, the same checks.
+The kill points form two chains, each in one data folder: one over the build's stages, one over the stages
+after it. Each run of a chain is killed at the chain's next stage, so it must first recover from everything the
+runs before it left (their held slot, RUNNING flow runs and MLflow runs, staging folders, half-written caches
+and checkpoints) and get past the stage where the last one died. A last run then completes and must leave what
+a clean run leaves: the same dataset, one complete model version per finished training, a champion that passed
+its gates, no RUNNING MLflow run or Prefect flow run, no staging folders, no held slot. One more case
+(`TEMPORARY_SERVER_STAGE`) runs without a server, on the temporary local API each `lvm` process starts, which
+dies with the killed process and takes the slot's lease with it: one kill, one rerun, the same checks.
 
-Cost: two lanes, each with its own server. One runs the chain (it starts cold, so the `embed` kill meets a real
-encode); the other runs the clean reference (from the session's embedding cache when another test filled it)
-and then the temporary-server case, which starts from the reference's cache.
+Cost: two lanes, each with its own server and one folder at a time. The build chain starts cold, so its `embed`
+kill meets a real encode; everything else starts from the session's embedding cache (the same vectors; it only
+saves encodes) when another test filled it, else from the clean reference run's.
 """
 
 from __future__ import annotations
@@ -57,7 +57,9 @@ STAGES = {
     "evaluate": "kill@evaluate",
     "promote": "kill@promote",
 }
-EPOCHS = 2  # for every run of the chain: the `train` kill needs a second epoch, and a resume the same config
+EPOCHS = 2  # for every run of a chain: the `train` kill needs a second epoch, and a resume the same config
+CHAINS = {"build": list(STAGES)[:6], "model": list(STAGES)[6:]}  # in pipeline order
+assert CHAINS["build"][-1] == "publish" and sum(CHAINS.values(), []) == list(STAGES)
 # Without PREFECT_API_URL: the temporary API dies with the killed run, its in-memory lease on the build slot
 # too, and the slot stays counted as held in the local database until the rerun reclaims it.
 TEMPORARY_SERVER_STAGE = "gates"
@@ -173,10 +175,10 @@ class Lane:
 
 
 class Matrix:
-    """The reference run, the chain of kills and the temporary-server case, on two lanes."""
+    """The reference run, the chains of kills and the temporary-server case, on two lanes."""
 
     def __init__(self, lanes: list[Lane]) -> None:
-        self.chain_lane, self.reference_lane = lanes
+        self.lanes = lanes
         self.reference_root = Path(tempfile.mkdtemp(prefix="lvm-crash-reference-"))
         self.roots = [self.reference_root]  # removed when the module is done
         self.reference_error: str | None = None
@@ -188,18 +190,29 @@ class Matrix:
         self.roots.append(root)
         return root
 
-    def reference(self) -> None:
-        if (cache := session_embedding_cache()) is not None:  # the same vectors; it only saves an encode
-            shutil.copytree(cache, self.reference_root / "data" / "cache")
+    def _warm(self, root: Path) -> None:
+        """The vectors of these articles, from the session's cache or else the (finished) reference's."""
+        cache = session_embedding_cache()
+        if cache is None:
+            if self.reference_error is not None:
+                raise RuntimeError(f"the clean reference run failed:\n{self.reference_error}")
+            cache = self.reference_root / "data" / "cache"
+        shutil.copytree(cache, root / "data" / "cache")
+
+    def reference(self, lane: Lane) -> None:
+        if session_embedding_cache() is not None:
+            self._warm(self.reference_root)
         t0 = time.monotonic()
-        clean = _lvm(self.reference_root, 1, self.reference_lane.server.api_url)
+        clean = _lvm(self.reference_root, 1, lane.server.api_url)
         self.reference_seconds = time.monotonic() - t0
         if clean.returncode != 0:
             self.reference_error = clean.stdout[-4000:]
 
-    def chain(self, stages: list[str]) -> Outcome:
+    def chain(self, name: str, stages: list[str], lane: Lane) -> Outcome:
         """One folder: a run killed at each of `stages` in turn, then a run that must complete."""
-        root, lane = self._root("chain"), self.chain_lane
+        root = self._root(name)
+        if name != "build":
+            self._warm(root)
         killed = []
         for stage in stages:
             killed.append(_kill_at(root, stage, EPOCHS, lane.server.api_url))
@@ -210,11 +223,9 @@ class Matrix:
         return Outcome(root, killed, rerun, *_read_prefect(lane.db, root), time.monotonic() - t0)
 
     def temporary_server_case(self) -> Outcome:
-        """Killed and rerun without a server, from the reference's cache (after the reference, on its lane)."""
+        """Killed and rerun without a server (its lane's server runs nothing meanwhile)."""
         root = self._root(TEMPORARY_SERVER_STAGE)
-        if self.reference_error is not None:
-            raise RuntimeError(f"the clean reference run failed:\n{self.reference_error}")
-        shutil.copytree(self.reference_root / "data" / "cache", root / "data" / "cache")
+        self._warm(root)
         seed_prefect_db(root / "prefect" / "prefect.db")
         killed = _kill_at(root, TEMPORARY_SERVER_STAGE, 1, None)
         t0 = time.monotonic()
@@ -241,36 +252,50 @@ def matrix(tmp_path_factory: pytest.TempPathFactory):
 
 @dataclass
 class Outcomes:
-    chain: Outcome | None
+    chains: dict[str, Outcome]
     temporary: Outcome | None
     reference: Path
 
 
 @pytest.fixture(scope="module")
 def outcomes(request: pytest.FixtureRequest, matrix: Matrix) -> Outcomes:
-    """The chain over the selected stages (`-k ingest` kills at ingest only) and, when selected, the
-    temporary-server case."""
-    selected = {item.callspec.params["stage"] for item in request.session.items
-                if item.module is request.module and hasattr(item, "callspec")}
-    temporary_selected = any(item.module is request.module and "temporary" in item.name for item in request.session.items)
-    chain_stages = [stage for stage in STAGES if stage in selected]
-    if not chain_stages and any(item.module is request.module and "chain" in item.name for item in request.session.items):
-        chain_stages = list(STAGES)
+    """The chains over the selected stages (`-k ingest` kills at ingest only), and the temporary-server case
+    when selected. With the session's cache: lane 1 runs the build chain, then the reference; lane 2 the model
+    chain, then the temporary-server case. Without it, the reference runs first, on lane 2."""
+    items = [item for item in request.session.items if item.module is request.module]
+    params = [item.callspec.params for item in items if hasattr(item, "callspec")]
+    stages = {p["stage"] for p in params if "stage" in p}
+    chains = {}
+    for name, chain_stages in CHAINS.items():
+        selected = [stage for stage in chain_stages if stage in stages]
+        if selected or any(p.get("chain") == name for p in params):
+            chains[name] = selected or chain_stages
+    temporary = any("temporary" in item.name for item in items)
+    lane_a, lane_b = matrix.lanes
+    warm = session_embedding_cache() is not None
 
-    def reference_then_temporary() -> Outcome | None:
-        matrix.reference()
-        return matrix.temporary_server_case() if temporary_selected else None
+    def first_lane() -> dict[str, Outcome]:
+        done = {"build": matrix.chain("build", chains["build"], lane_a)} if "build" in chains else {}
+        if warm:
+            matrix.reference(lane_a)
+        return done
+
+    def second_lane() -> tuple[dict[str, Outcome], Outcome | None]:
+        if not warm:
+            matrix.reference(lane_b)
+        done = {"model": matrix.chain("model", chains["model"], lane_b)} if "model" in chains else {}
+        return done, matrix.temporary_server_case() if temporary else None
 
     with ThreadPoolExecutor(max_workers=LANES) as pool:
-        chain = pool.submit(matrix.chain, chain_stages) if chain_stages else None
-        temporary = pool.submit(reference_then_temporary)
-        result = Outcomes(chain.result() if chain else None, temporary.result(), matrix.reference_root)
+        first, second = pool.submit(first_lane), pool.submit(second_lane)
+        built, (modelled, temporary_outcome) = first.result(), second.result()
     assert matrix.reference_error is None, matrix.reference_error
+    result = Outcomes({**built, **modelled}, temporary_outcome, matrix.reference_root)
     print(f"\ncrash matrix, seconds: reference {matrix.reference_seconds:.0f}"
-          + ("; chain " + ", ".join(f"{k.stage} {k.seconds:.0f}" for k in result.chain.killed)
-             + f", last run {result.chain.rerun_seconds:.0f}" if result.chain else "")
-          + (f"; temporary server {result.temporary.killed[0].seconds:.0f}+{result.temporary.rerun_seconds:.0f}"
-             if result.temporary else ""))
+          + "".join(f"; {name} chain " + ", ".join(f"{k.stage} {k.seconds:.0f}" for k in o.killed)
+                    + f", last run {o.rerun_seconds:.0f}" for name, o in result.chains.items())
+          + (f"; temporary server {temporary_outcome.killed[0].seconds:.0f}+{temporary_outcome.rerun_seconds:.0f}"
+             if temporary_outcome else ""))
     return result
 
 
@@ -332,16 +357,16 @@ def _assert_completes_like_a_clean_run(o: Outcome, reference: Path, trainings: i
 
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_a_run_killed_at_each_stage_first_recovers_from_the_kills_before(stage: str, outcomes: Outcomes):
-    """The chain's run for `stage` got past every earlier kill point and died where it was told to."""
-    assert outcomes.chain is not None
-    killed = {k.stage: k for k in outcomes.chain.killed}
-    assert stage in killed, f"the chain stopped before {stage}: {[(k.stage, k.rc, k.marker) for k in outcomes.chain.killed]}"
+    """The chain's run for `stage` got past every earlier kill point of its chain and died where it was told to."""
+    [name] = [name for name, chain_stages in CHAINS.items() if stage in chain_stages]
+    killed = {k.stage: k for k in outcomes.chains[name].killed}
+    assert stage in killed, f"the chain stopped before {stage}: {[(k.stage, k.rc, k.marker) for k in killed.values()]}"
     _assert_killed_at(killed[stage], stage)
 
 
-def test_the_run_after_the_chain_of_kills_completes_like_a_clean_run(outcomes: Outcomes):
-    o = outcomes.chain
-    assert o is not None
+@pytest.mark.parametrize("chain", list(CHAINS))
+def test_the_run_after_a_chain_of_kills_completes_like_a_clean_run(chain: str, outcomes: Outcomes):
+    o = outcomes.chains[chain]
     for k in o.killed:
         _assert_killed_at(k, k.stage)
     stages = [k.stage for k in o.killed]
