@@ -105,7 +105,8 @@ class Outcome:
 
 def _env(root: Path, fault: str | None, api_url: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "LVM_FAULT"))}
-    env.update(PREFECT_HOME=str(root / "prefect"), PYTHONPATH=str(REPO), PREFECT_LOGGING_LEVEL="INFO")
+    env.update(PREFECT_HOME=str(root / "prefect"), PYTHONPATH=str(REPO), PREFECT_LOGGING_LEVEL="INFO",
+               OMP_NUM_THREADS="1")  # two lanes on two cores: one compute thread each, no oversubscription
     if api_url:
         env["PREFECT_API_URL"] = api_url
     else:
