@@ -170,7 +170,7 @@ def seed_prefect_db(dest: Path) -> None:
     if dest.exists():
         return
     with _TEMPLATE_LOCK:
-        template = Path(os.environ.get("LVM_TEST_SESSION") or tempfile.gettempdir()) / "prefect-migrated.db"
+        template = Path(os.environ["LVM_TEST_SESSION"]) / "prefect-migrated.db"  # conftest.SESSION_ENV, set first
         if not template.exists():
             work = template.with_suffix(".tmp")
             work.unlink(missing_ok=True)

@@ -67,6 +67,7 @@ LANES = 2
 # Gates relaxed so the model gates pass and promotion (the last stage) really happens.
 THRESHOLDS = [x for t in ("max_split_ks=1.0", "max_split_mean_diff=1.0", "min_val_cosine=0", "min_ood_cosine=0",
                           "max_ood_val_gap=1", "must_beat_best_baseline=false") for x in ("--threshold", t)]
+MARKER_FILE = "fault-marker"  # what the fault point writes when it fires (LVM_FAULT_MARKER)
 RUN_TIMEOUT_S = 1200  # a hang guard only: a whole run takes 1-2 min on an idle 2-core machine, 10 on a crowded one
 
 
@@ -112,7 +113,7 @@ def _env(root: Path, fault: str | None, api_url: str | None) -> dict[str, str]:
     else:
         env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
     if fault:
-        env.update(LVM_FAULT_INJECT=fault, LVM_FAULT_MARKER=str(root / "fault-marker"))
+        env.update(LVM_FAULT_INJECT=fault, LVM_FAULT_MARKER=str(root / MARKER_FILE))
     return env
 
 
@@ -156,7 +157,7 @@ def _read_prefect(db_path: Path, root: Path) -> tuple[list[tuple[str, str]], lis
 
 
 def _kill_at(root: Path, stage: str, epochs: int, api_url: str | None) -> Killed:
-    marker = root / "fault-marker"
+    marker = root / MARKER_FILE
     marker.unlink(missing_ok=True)
     t0 = time.monotonic()
     run = _lvm(root, epochs, api_url, STAGES[stage])
