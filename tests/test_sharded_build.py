@@ -102,60 +102,58 @@ def test_sharded_build_keeps_source_order_and_first_n(default_build: dict, dump:
     assert got == expected
 
 
-def test_dask_build_equals_default_build_and_reports_to_the_flow_api(default_build: dict, dump: Path, tmp_path):
+def test_dask_build_with_a_worker_killed_mid_embed_equals_the_default_build(default_build: dict, dump: Path, tmp_path):
+    """`--workers 2` (a local cluster the runner starts) with one worker SIGKILLed while it embeds a shard: the
+    shard is redone on another worker, and the dataset is the default runner's, vector for vector."""
+    from distributed import Client, Scheduler
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    from flows.runners import shard_task_runner
-
-    state = _build(dump, tmp_path / "dask", runner=shard_task_runner(workers=2), return_state=True)
-    path = Path(state.result())
-    ref, got = _manifest(default_build["path"]), _manifest(path)
-    assert got["shards"]["embed"]["reused"] == 0 and got["embedding"]["n_encoded"] > 0  # really encoded there
-    assert got["content_hash"] == ref["content_hash"]
-    a = np.load(contracts.DatasetPaths(path).embeddings)
-    b = np.load(contracts.DatasetPaths(default_build["path"]).embeddings)
-    assert np.array_equal(a, b)
-    # The workers' task runs are in the flow's API (a worker with a temporary API of its own hides them).
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
-        )
-    embeds = [r for r in runs if r.name.startswith("embed-")]
-    assert len(embeds) == got["shards"]["embed"]["n"] and all(r.state.is_completed() for r in embeds)
-
-
-def test_killed_worker_shard_is_redone_elsewhere(default_build: dict, dump: Path, tmp_path):
-    from distributed import Client, LocalCluster
 
     from flows.runners import shard_task_runner
 
     killed: list[tuple[str, int]] = []
     stop = threading.Event()
 
-    def kill_an_embedding_worker(client: Client) -> None:
-        while not stop.is_set():
-            busy = [w for w, keys in client.processing().items() if any("embed" in str(k) for k in keys)]
-            if busy:
-                pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
-                os.kill(pid, signal.SIGKILL)
-                killed.append((busy[0], pid))
-                return
-            time.sleep(0.05)
+    def kill_an_embedding_worker() -> None:
+        while not stop.is_set() and not (schedulers := [s for s in Scheduler._instances if s.status.name == "running"]):
+            time.sleep(0.05)  # the runner's local cluster runs its scheduler in this process
+        if stop.is_set():
+            return
+        with Client(schedulers[0].address, set_as_default=False) as client:
+            while not stop.is_set():
+                busy = [w for w, keys in client.processing().items() if any("embed" in str(k) for k in keys)]
+                if busy:
+                    pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append((busy[0], pid))
+                    return
+                time.sleep(0.05)
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-            Client(cluster) as client:
-        watcher = threading.Thread(target=kill_an_embedding_worker, args=(client,), daemon=True)
-        watcher.start()
-        try:
-            path = _build(dump, tmp_path / "killed", runner=shard_task_runner(address=cluster.scheduler_address))
-        finally:
-            stop.set()
-            watcher.join()
+    watcher = threading.Thread(target=kill_an_embedding_worker, daemon=True)
+    watcher.start()
+    try:
+        state = _build(dump, tmp_path / "dask", runner=shard_task_runner(workers=2), return_state=True)
+    finally:
+        stop.set()
+        watcher.join()
     assert killed, "no worker was killed during the embed map"
+    path = Path(state.result())
     ref, got = _manifest(default_build["path"]), _manifest(path)
+    assert got["shards"]["embed"]["reused"] == 0 and got["embedding"]["n_encoded"] > 0  # really encoded there
     assert got["counts"] == ref["counts"] and got["shards"]["embed"]["per_shard"] == ref["shards"]["embed"]["per_shard"]
     assert got["content_hash"] == ref["content_hash"]
+    a = np.load(contracts.DatasetPaths(path).embeddings)
+    b = np.load(contracts.DatasetPaths(default_build["path"]).embeddings)
+    assert np.array_equal(a, b)
+    # The workers' task runs are in the flow's API (a worker with a temporary API of its own hides them),
+    # the restarted worker's too.
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
+    embeds = [r for r in runs if r.name.startswith("embed-")]
+    assert len(embeds) == got["shards"]["embed"]["n"] and all(r.state.is_completed() for r in embeds), [
+        (r.name, r.state.type) for r in embeds]
 
 
 def test_corrupt_shard_is_named_and_nothing_is_published(default_build: dict, dump: Path, tmp_path):
