@@ -216,7 +216,8 @@ def server_env(root: Path, port: int) -> dict[str, str]:
     return env
 
 
-def start_server(root: Path, timeout: float = 240.0) -> PrefectServer:
+def start_server(root: Path, timeout: float = 240.0, server_settings: dict[str, str] | None = None) -> PrefectServer:
+    """`prefect server start` on a free loopback port; `server_settings` are extra PREFECT_* settings for it."""
     port = free_port()
     env = server_env(root, port)
     (root / "lvm-data").mkdir(parents=True, exist_ok=True)
@@ -229,6 +230,7 @@ def start_server(root: Path, timeout: float = 240.0) -> PrefectServer:
             "PREFECT_SERVER_API_HOST": "127.0.0.1",
             "PREFECT_SERVER_API_PORT": str(port),
             "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
+            **(server_settings or {}),
         }
     )
     with open(log_path, "wb") as log:
