@@ -198,6 +198,29 @@ def test_http_dumps_index(tmp_path: Path) -> None:
         server.server_close()
 
 
+def test_watch_retries_a_listing_only_when_the_source_may_answer_later(tmp_path: Path) -> None:
+    """A missing local folder or a file that is not a dump fails the watch at once (it used to be retried
+    for half a minute); a remote source that did not answer is retried."""
+    import socket
+
+    from prefect.states import Failed
+
+    from tasks.common import is_transient_listing
+
+    def retried(source: Path | str) -> bool:
+        with pytest.raises(SnapshotSourceError) as failed:
+            find_snapshots(source)
+        return is_transient_listing(None, None, Failed(data=failed.value))
+
+    assert not retried(tmp_path / "missing")
+    (tmp_path / "notes.txt").write_text("x")
+    assert not retried(tmp_path / "notes.txt")
+    with socket.socket() as probe:  # a port nobody listens on: the connection is refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert retried(f"http://127.0.0.1:{port}/enwiki/")
+
+
 def test_bad_sources_raise_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(SnapshotSourceError, match="no such file or folder"):
         find_snapshots(tmp_path / "missing")

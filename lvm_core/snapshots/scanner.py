@@ -64,9 +64,11 @@ class _Scanner:
         try:
             entries = self.fs.ls(path, detail=True)
         except FileNotFoundError as exc:
-            raise SnapshotSourceError(f"snapshot source {self.source!r}: {path} does not exist") from exc
+            raise SnapshotSourceError(f"snapshot source {self.source!r}: {path} does not exist",
+                                      transient=not self.local) from exc
         except OSError as exc:
-            raise SnapshotSourceError(f"snapshot source {self.source!r}: cannot list {path} ({exc})") from exc
+            raise SnapshotSourceError(f"snapshot source {self.source!r}: cannot list {path} ({exc})",
+                                      transient=True) from exc
         # Some filesystems list the folder itself; keep children only.
         return [e for e in entries if _strip(e["name"]) != _strip(path)]
 
@@ -74,9 +76,10 @@ class _Scanner:
         try:
             info = self.fs.info(self.root)
         except FileNotFoundError as exc:
-            raise SnapshotSourceError(f"snapshot source {self.source!r}: no such file or folder") from exc
+            raise SnapshotSourceError(f"snapshot source {self.source!r}: no such file or folder",
+                                      transient=not self.local) from exc
         except OSError as exc:
-            raise SnapshotSourceError(f"snapshot source {self.source!r}: cannot read ({exc})") from exc
+            raise SnapshotSourceError(f"snapshot source {self.source!r}: cannot read ({exc})", transient=True) from exc
         candidates: list[_Candidate] = []
         is_dir = info.get("type") == "directory"
         if not is_dir and not is_snapshot_file(_basename(self.root)):

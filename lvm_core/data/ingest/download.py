@@ -19,7 +19,15 @@ __all__ = ["SnapshotSourceError", "local_source"]
 
 
 class SnapshotSourceError(ValueError):
-    """The snapshot source cannot be listed (missing folder, bad URL, unreadable listing)."""
+    """The snapshot source cannot be listed (missing folder, bad URL, unreadable listing).
+
+    `transient` says whether the same call may succeed later: a remote source that did not answer (HTTP
+    reports a refused connection as a missing file), as opposed to a local path that is not there.
+    """
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 def local_source(source: str, data_dir: str | Path | None = None) -> str:
