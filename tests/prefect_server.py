@@ -197,6 +197,8 @@ def server_env(root: Path, port: int) -> dict[str, str]:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
             "PREFECT_WORKER_QUERY_SECONDS": "2",
+            # A run that finds its deployment's slot taken is scheduled again this much later (default 30 s).
+            "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "3",
             # As deployments/start_local.sh and docker/compose.yaml: leases in files under PREFECT_HOME, so
             # they survive a server restart (the repossessor, on by default, frees expired ones) ...
             "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": LEASE_STORAGE,
