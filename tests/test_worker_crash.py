@@ -174,14 +174,24 @@ def test_killed_worker_run_is_crashed_alerted_and_rerun_completes(deployed_serve
         "limit_articles": CRASH_BUILD_ARTICLES,
         "options": {"thresholds": SMALL_BUILD},
     }
+    # The run waits at its chunk step when the machine goes: mid-run, every time at the same point. (Killed
+    # a moment later, inside the embed step, it would hold a slot of the `lvm-heavy-cpu` tag limit, which
+    # Prefect frees only when the dead task's lease runs out, about a minute later.)
+    marker = tmp_path / "fault-marker"
+    env = {**dep["job_variables"]["env"], "LVM_FAULT_INJECT": "hang@chunk", "LVM_FAULT_MARKER": str(marker)}
     _install_zombie_window(server, TEST_ZOMBIE_WINDOW_S)
     try:
-        run = create_run(server, dep["id"], params)
+        run = api(server, "POST", f"/deployments/{dep['id']}/create_flow_run",
+                  json={"parameters": params, "job_variables": {"env": env}})
         run_id = run["id"]
         _wait_for_running(server, run_id, timeout=180)
         timings["running"] = time.monotonic() - t0
-        # Killed after its first heartbeat got out, i.e. mid-run, not while it was still starting.
+        # Killed after its first heartbeat got out and once it reached its chunk step.
         beat = _wait_for_heartbeat(server, run_id, timeout=60)
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert time.monotonic() < deadline, f"the run never reached its chunk step:\n{flow_run_logs(server, run_id)}"
+            time.sleep(0.2)
         assert f"prefect.deployment.{dep['id']}" in {r["prefect.resource.id"] for r in beat["related"]}
 
         # The machine is lost: worker and flow-run processes die at once, nobody reports anything.
