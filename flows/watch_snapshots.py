@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from flows.hooks import RUN_HOOKS
 from lvm_core.contracts import default_data_dir
 from lvm_core.snapshots import BuiltSnapshots, WatchPlan, plan_snapshots, watch_lock
-from tasks.common import is_transient_listing
+from tasks.common import is_transient
 
 SOURCE_ENV = "LVM_SNAPSHOT_SOURCE"
 DEFAULT_PIPELINE_DEPLOYMENT = "lvm_pipeline/lvm-pipeline"
@@ -80,7 +80,7 @@ def pipeline_parameters(
     retries=2,
     retry_delay_seconds=exponential_backoff(backoff_factor=10),
     retry_jitter_factor=0.5,
-    retry_condition_fn=is_transient_listing,
+    retry_condition_fn=is_transient,
 )
 def trigger_new_snapshots(
     source: str,

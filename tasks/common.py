@@ -13,27 +13,16 @@ from lvm_core.data.ingest.download import SnapshotSourceError
 
 
 def is_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry only what may succeed next time: bad input, contract breaches and failed gates never do."""
-    try:
-        state.result(raise_on_failure=True)
-    except (ValueError, LookupError, TypeError):  # bad input, contract breaches (DataContractError, ...)
-        return False
-    except Exception as exc:  # noqa: BLE001
-        return type(exc).__name__ not in _PERMANENT
-    return True
-
-
-def is_transient_listing(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry a snapshot listing only when the source may answer next time (a remote one that did not): a
-    missing local folder, a file that is not a dump or a broken watch state stay as they are."""
+    """Retry only what may succeed next time: bad input, contract breaches and failed gates never do; a
+    snapshot source that did not answer may (`SnapshotSourceError.transient`)."""
     try:
         state.result(raise_on_failure=True)
     except SnapshotSourceError as exc:
         return exc.transient
-    except (ValueError, LookupError, TypeError):
+    except (ValueError, LookupError, TypeError):  # bad input, contract breaches (DataContractError, ...)
         return False
-    except Exception:  # noqa: BLE001 - e.g. the Prefect API refused a run: worth another try
-        return True
+    except Exception as exc:  # noqa: BLE001
+        return type(exc).__name__ not in _PERMANENT
     return True
 
 

@@ -8,8 +8,10 @@ the run (`no_process_outlives_the_session`).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
+import sqlite3
 import sys
 import tempfile
 import time
@@ -135,6 +137,16 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def drop_cached_vectors(cache: Path, where: str) -> None:
+    """Delete the vectors matching the SQL condition `where` (over the row `id`, in insertion order) from
+    every fingerprint's database of the embedding cache folder `cache`: a build then has those to encode."""
+    from lvm_core.data.embedding.cache import DB_FILE
+
+    for db in cache.glob(f"embeddings/*/{DB_FILE}"):
+        with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+            conn.execute(f"delete from vectors where {where}")
 
 
 def session_embedding_cache() -> Path | None:

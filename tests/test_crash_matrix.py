@@ -22,7 +22,6 @@ chain starts cold and the rest waits for the reference run's cache.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import os
@@ -43,9 +42,12 @@ import psutil
 import pytest
 from prefect_server import PrefectServer, seed_prefect_db, start_server, stop_process
 
-from lvm_core.data.embedding.cache import DB_FILE
 from lvm_core.data.embedding.embed import embed_texts
-from tests.conftest import SMALL_BUILD_ARTICLES, session_embedding_cache
+from tests.conftest import (
+    SMALL_BUILD_ARTICLES,
+    drop_cached_vectors,
+    session_embedding_cache,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -217,9 +219,7 @@ class Matrix:
             cache = self.reference_root / "data" / "cache"
         shutil.copytree(cache, root / "data" / "cache")
         if first_block_only:
-            for db in (root / "data" / "cache").glob(f"embeddings/*/{DB_FILE}"):
-                with contextlib.closing(sqlite3.connect(db)) as conn, conn:
-                    conn.execute("delete from vectors where id > ?", (FIRST_BLOCK,))
+            drop_cached_vectors(root / "data" / "cache", f"id > {FIRST_BLOCK}")
 
     def reference(self, lane: Lane) -> None:
         try:

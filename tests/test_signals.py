@@ -14,7 +14,6 @@ embedding cache.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -29,8 +28,11 @@ import psutil
 import pytest
 from prefect_server import seed_prefect_db
 
-from lvm_core.data.embedding.cache import DB_FILE
-from tests.conftest import SMALL_BUILD_ARTICLES, SMALL_BUILD_THRESHOLDS
+from tests.conftest import (
+    SMALL_BUILD_ARTICLES,
+    SMALL_BUILD_THRESHOLDS,
+    drop_cached_vectors,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD = [
@@ -197,9 +199,7 @@ def test_ctrl_c_with_staging_half_assembled_stops_cleanly_and_the_rerun_complete
 def test_sigterm_mid_encode_stops_cleanly_and_the_rerun_completes(tmp_path: Path, warm_cache: Path):
     if warm_cache.exists():  # a tenth of the vectors missing: one short block to encode before the fault point
         shutil.copytree(warm_cache, tmp_path / "data" / "cache")
-        for db in (tmp_path / "data" / "cache").glob(f"embeddings/*/{DB_FILE}"):
-            with contextlib.closing(sqlite3.connect(db)) as conn, conn:
-                conn.execute("delete from vectors where id % 10 = 0")
+        drop_cached_vectors(tmp_path / "data" / "cache", "id % 10 = 0")
 
     def before_rerun() -> None:
         # The fault holds the encoder before its block reaches the cache: the rerun would encode everything

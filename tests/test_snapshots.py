@@ -205,12 +205,12 @@ def test_watch_retries_a_listing_only_when_the_source_may_answer_later(tmp_path:
 
     from prefect.states import Failed
 
-    from tasks.common import is_transient_listing
+    from tasks.common import is_transient
 
     def retried(source: Path | str) -> bool:
         with pytest.raises(SnapshotSourceError) as failed:
             find_snapshots(source)
-        return is_transient_listing(None, None, Failed(data=failed.value))
+        return is_transient(None, None, Failed(data=failed.value))
 
     assert not retried(tmp_path / "missing")
     (tmp_path / "notes.txt").write_text("x")
