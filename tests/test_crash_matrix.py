@@ -9,15 +9,17 @@ runs before it left (their held slot, RUNNING flow runs and MLflow runs, staging
 and checkpoints) and get past the stage where the last one died. A last run then completes and must leave what
 a clean run leaves: the same dataset, one complete model version per finished training, a champion that passed
 its gates, no RUNNING MLflow run or Prefect flow run, no staging folders, no held slot. One more case
-(`TEMPORARY_SERVER_STAGE`) runs without a server, on the temporary local API each `lvm` process starts, which
-dies with the killed process and takes the slot's lease with it: one kill, one rerun, the same checks.
+(`TEMPORARY_SERVER_STAGE`) runs `lvm build` without a server, on the temporary local API each `lvm` process
+starts, which dies with the killed process and takes the slot's lease with it: one kill, one rerun, the same
+checks of the dataset and of Prefect.
 
-Cost: two lanes, each with its own server and one folder at a time: one runs the build chain, then the
-temporary-server case; the other the clean reference run, then the model chain. The build chain's cache holds
-only the first encoding block of the vectors, so its `embed` kill meets a real encode of the next blocks and the
-next run resumes a half-filled cache; everything else starts from a full cache. Both come from the session's
-embedding cache (the same vectors; it only saves encodes) when another test filled it; without it the build
-chain starts cold and the rest waits for the reference run's cache.
+Cost: three lanes at once: the build chain and the model chain, each with its own server, and the
+temporary-server case. The model chain's first run builds and publishes the dataset before its kill (at `train`):
+that dataset is the clean build the other folders' datasets must equal. The build chain's cache holds only the
+first encoding block of the vectors, so its `embed` kill meets a real encode of the next blocks and the next run
+resumes a half-filled cache; the other folders start from a full cache. Both come from the session's embedding
+cache (the same vectors; it only saves encodes) when another test filled it; without it every folder starts cold.
+(No `model` stage can be selected away: `-k ingest` still runs the model chain, for its clean build.)
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -73,14 +74,14 @@ assert CHAINS["build"][-1] == "publish" and sum(CHAINS.values(), []) == list(STA
 # Without PREFECT_API_URL: the temporary API dies with the killed run, its in-memory lease on the build slot
 # (taken before ingest) too, and the slot stays counted as held in the local database until the rerun reclaims it.
 TEMPORARY_SERVER_STAGE = "chunk"
-LANES = 2
+LANES = 2  # servers: one per chain; the temporary-server case runs beside them on its own local API
 # Gates relaxed so the model gates pass and promotion (the last stage) really happens.
 THRESHOLDS = [x for t in ("max_split_ks=1.0", "max_split_mean_diff=1.0", "min_val_cosine=0", "min_ood_cosine=0",
                           "max_ood_val_gap=1", "must_beat_best_baseline=false") for x in ("--threshold", t)]
 MARKER_FILE = "fault-marker"  # what the fault point writes when it fires (LVM_FAULT_MARKER)
 # The build chain's cache keeps the first block a cold encode stored (the session's cache was filled by one):
 # the blocks after it are then encoded as in a cold build, batch for batch, so their vectors are bitwise the
-# reference's (a vector's last bits depend on the batch it was encoded in). The 14 articles have ~1,450
+# clean build's (a vector's last bits depend on the batch it was encoded in). The 14 articles have ~1,450
 # chunks: two more blocks, and the `embed` kill (after the second encoded block) has one to lose.
 FIRST_BLOCK = inspect.signature(embed_texts).parameters["flush_every"].default
 RUN_TIMEOUT_S = 1200  # a hang guard only: a whole run takes 1-2 min on an idle 2-core machine, 10 on a crowded one
@@ -88,6 +89,11 @@ RUN_TIMEOUT_S = 1200  # a hang guard only: a whole run takes 1-2 min on an idle 
 
 def _run_args(epochs: int) -> list[str]:
     return ["run", "--limit-articles", str(SMALL_BUILD_ARTICLES), "--epochs", str(epochs), *THRESHOLDS]
+
+
+# The temporary-server case runs the command of the first report of a hung rebuild: `lvm build`, killed, again.
+# The same options as `lvm run`'s build (the model thresholds are build options too), hence the same dataset.
+BUILD_ARGS = ["build", "--limit-articles", str(SMALL_BUILD_ARTICLES), *THRESHOLDS]
 
 
 @dataclass
@@ -113,6 +119,8 @@ class Outcome:
     running: list[str]  # every flow run still RUNNING or PENDING there
     slots: list[tuple[str, int]]  # build slots: (name, active slots)
     rerun_seconds: float
+    first_published: Path | None = None  # manifest and vectors of what the chain's first run published, kept
+    command: str = "run"
 
     @property
     def data_dir(self) -> Path:
@@ -145,9 +153,9 @@ def _end_session(sid: int) -> None:
     psutil.wait_procs(left, timeout=10)
 
 
-def _lvm(root: Path, epochs: int, api_url: str | None, fault: str | None = None) -> subprocess.CompletedProcess[str]:
-    """`lvm run` in its own session, like a job a scheduler starts; nothing of the session is left afterwards."""
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *_run_args(epochs), "--data-dir", str(root / "data")],
+def _lvm(root: Path, args: list[str], api_url: str | None, fault: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`lvm ARGS` in its own session, like a job a scheduler starts; nothing of the session is left afterwards."""
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *args, "--data-dir", str(root / "data")],
                             cwd=root, env=_env(root, fault, api_url), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     try:
@@ -171,13 +179,26 @@ def _read_prefect(db_path: Path, root: Path) -> tuple[list[tuple[str, str]], lis
     return own, running, slots
 
 
-def _kill_at(root: Path, stage: str, epochs: int, api_url: str | None) -> Killed:
+def _kill_at(root: Path, stage: str, args: list[str], api_url: str | None) -> Killed:
     marker = root / MARKER_FILE
     marker.unlink(missing_ok=True)
     t0 = time.monotonic()
-    run = _lvm(root, epochs, api_url, STAGES[stage])
+    run = _lvm(root, args, api_url, STAGES[stage])
     text = marker.read_text() if marker.exists() else run.stdout[-3000:]
     return Killed(stage, run.returncode, text, time.monotonic() - t0)
+
+
+def _keep_published(root: Path) -> Path | None:
+    """A copy of the published dataset's manifest and vectors (later runs of the folder publish over it)."""
+    datasets = root / "data" / "datasets"
+    published = [p for p in datasets.iterdir() if not p.name.startswith((".", "_"))] if datasets.is_dir() else []
+    if len(published) != 1:
+        return None
+    kept = root / "first-published"
+    kept.mkdir()
+    for name in ("manifest.json", "embeddings.npy"):
+        shutil.copy2(published[0] / name, kept / name)
+    return kept
 
 
 @dataclass
@@ -192,15 +213,11 @@ class Lane:
 
 
 class Matrix:
-    """The reference run, the chains of kills and the temporary-server case, on two lanes."""
+    """The chains of kills on their lanes' servers and the temporary-server case."""
 
     def __init__(self, lanes: list[Lane]) -> None:
         self.lanes = lanes
-        self.reference_root = Path(tempfile.mkdtemp(prefix="lvm-crash-reference-"))
-        self.roots = [self.reference_root]  # removed when the module is done
-        self.reference_error: str | None = None
-        self.reference_seconds = 0.0
-        self.reference_done = threading.Event()
+        self.roots: list[Path] = []  # removed when the module is done
 
     def _root(self, name: str) -> Path:
         root = Path(tempfile.mkdtemp(prefix=f"lvm-crash-{name}-"))
@@ -208,57 +225,41 @@ class Matrix:
         self.roots.append(root)
         return root
 
-    def _warm(self, root: Path, first_block_only: bool = False) -> None:
-        """The vectors of these articles (or the first block stored), from the session's cache or else the
-        reference's, once it is done."""
+    @staticmethod
+    def _warm(root: Path, first_block_only: bool = False) -> None:
+        """The vectors of these articles (or the first block stored) from the session's cache, if it has them."""
         cache = session_embedding_cache()
         if cache is None:
-            self.reference_done.wait()
-            if self.reference_error is not None:
-                raise RuntimeError(f"the clean reference run failed:\n{self.reference_error}")
-            cache = self.reference_root / "data" / "cache"
+            return
         shutil.copytree(cache, root / "data" / "cache")
         if first_block_only:
             drop_cached_vectors(root / "data" / "cache", f"id > {FIRST_BLOCK}")
 
-    def reference(self, lane: Lane) -> None:
-        try:
-            if session_embedding_cache() is not None:
-                self._warm(self.reference_root)
-            t0 = time.monotonic()
-            clean = _lvm(self.reference_root, 1, lane.server.api_url)
-            self.reference_seconds = time.monotonic() - t0
-            if clean.returncode != 0:
-                self.reference_error = clean.stdout[-4000:]
-        finally:
-            self.reference_done.set()
-
     def chain(self, name: str, stages: list[str], lane: Lane) -> Outcome:
         """One folder: a run killed at each of `stages` in turn, then a run that must complete."""
         root = self._root(name)
-        if name != "build":
-            self._warm(root)
-        elif session_embedding_cache() is not None:
-            self._warm(root, first_block_only=True)
-        killed = []
+        self._warm(root, first_block_only=name == "build")
+        killed, first_published = [], None
         for stage in stages:
-            killed.append(_kill_at(root, stage, EPOCHS, lane.server.api_url))
+            killed.append(_kill_at(root, stage, _run_args(EPOCHS), lane.server.api_url))
+            if len(killed) == 1:
+                first_published = _keep_published(root)
             if killed[-1].rc != -signal.SIGKILL:
                 break  # the run did not die at its point; the tests say which
         t0 = time.monotonic()
-        rerun = _lvm(root, EPOCHS, lane.server.api_url)
-        return Outcome(root, killed, rerun, *_read_prefect(lane.db, root), time.monotonic() - t0)
+        rerun = _lvm(root, _run_args(EPOCHS), lane.server.api_url)
+        return Outcome(root, killed, rerun, *_read_prefect(lane.db, root), time.monotonic() - t0, first_published)
 
     def temporary_server_case(self) -> Outcome:
-        """Killed and rerun without a server (its lane's server runs nothing meanwhile)."""
+        """Killed and rerun without a server: on the temporary local API each run starts."""
         root = self._root(TEMPORARY_SERVER_STAGE)
         self._warm(root)
         seed_prefect_db(root / "prefect" / "prefect.db")
-        killed = _kill_at(root, TEMPORARY_SERVER_STAGE, 1, None)
+        killed = _kill_at(root, TEMPORARY_SERVER_STAGE, BUILD_ARGS, None)
         t0 = time.monotonic()
-        rerun = _lvm(root, 1, None)
+        rerun = _lvm(root, BUILD_ARGS, None)
         return Outcome(root, [killed], rerun, *_read_prefect(root / "prefect" / "prefect.db", root),
-                       time.monotonic() - t0)
+                       time.monotonic() - t0, command="build")
 
 
 @pytest.fixture(scope="module")
@@ -281,43 +282,40 @@ def matrix(tmp_path_factory: pytest.TempPathFactory):
 class Outcomes:
     chains: dict[str, Outcome]
     temporary: Outcome | None
-    reference: Path
+
+    @property
+    def clean_build(self) -> Path:
+        """What the model chain's first run published before it was killed (at a stage after `publish`): a clean
+        build's manifest and vectors."""
+        kept = self.chains["model"].first_published
+        assert kept is not None, "the model chain's first run published no dataset"
+        return kept
 
 
 @pytest.fixture(scope="module")
 def outcomes(request: pytest.FixtureRequest, matrix: Matrix) -> Outcomes:
-    """The chains over the selected stages (`-k ingest` kills at ingest only), and the temporary-server case
-    when selected. Lane 1 runs the build chain, then the temporary-server case; lane 2 the reference, then the
-    model chain."""
+    """The chains over the selected stages (`-k ingest` kills at ingest only; the model chain always runs,
+    for its clean build), and the temporary-server case when selected, all three at once."""
     items = [item for item in request.session.items if item.module is request.module]
     params = [item.callspec.params for item in items if hasattr(item, "callspec")]
     stages = {p["stage"] for p in params if "stage" in p}
     chains = {}
     for name, chain_stages in CHAINS.items():
         selected = [stage for stage in chain_stages if stage in stages]
-        if selected or any(p.get("chain") == name for p in params):
+        if selected or name == "model" or any(p.get("chain") == name for p in params):
             chains[name] = selected or chain_stages
     temporary = any("temporary" in item.name for item in items)
-    lane_a, lane_b = matrix.lanes
-
-    def first_lane() -> tuple[dict[str, Outcome], Outcome | None]:
-        done = {"build": matrix.chain("build", chains["build"], lane_a)} if "build" in chains else {}
-        return done, matrix.temporary_server_case() if temporary else None
-
-    def second_lane() -> dict[str, Outcome]:
-        matrix.reference(lane_b)
-        return {"model": matrix.chain("model", chains["model"], lane_b)} if "model" in chains else {}
-
-    with ThreadPoolExecutor(max_workers=LANES) as pool:
-        first, second = pool.submit(first_lane), pool.submit(second_lane)
-        (built, temporary_outcome), modelled = first.result(), second.result()
-    assert matrix.reference_error is None, matrix.reference_error
-    result = Outcomes({**built, **modelled}, temporary_outcome, matrix.reference_root)
-    print(f"\ncrash matrix, seconds: reference {matrix.reference_seconds:.0f}"
-          + "".join(f"; {name} chain " + ", ".join(f"{k.stage} {k.seconds:.0f}" for k in o.killed)
-                    + f", last run {o.rerun_seconds:.0f}" for name, o in result.chains.items())
-          + (f"; temporary server {temporary_outcome.killed[0].seconds:.0f}+{temporary_outcome.rerun_seconds:.0f}"
-             if temporary_outcome else ""))
+    with ThreadPoolExecutor(max_workers=LANES + 1) as pool:
+        runs = {name: pool.submit(matrix.chain, name, chain_stages, lane)
+                for (name, chain_stages), lane in zip(chains.items(), matrix.lanes)}
+        temporary_run = pool.submit(matrix.temporary_server_case) if temporary else None
+        result = Outcomes({name: run.result() for name, run in runs.items()},
+                          temporary_run.result() if temporary_run else None)
+    print("\ncrash matrix, seconds: "
+          + "; ".join(f"{name} chain " + ", ".join(f"{k.stage} {k.seconds:.0f}" for k in o.killed)
+                      + f", last run {o.rerun_seconds:.0f}" for name, o in result.chains.items())
+          + (f"; temporary server {result.temporary.killed[0].seconds:.0f}+{result.temporary.rerun_seconds:.0f}"
+             if result.temporary else ""))
     return result
 
 
@@ -338,11 +336,11 @@ def _assert_killed_at(k: Killed, stage: str) -> None:
     assert k.marker.startswith(f"kill@{STAGES[stage].split('@')[1].split('#')[0]}"), k.marker
 
 
-def _assert_completes_like_a_clean_run(o: Outcome, reference: Path, trainings: int, reaped_training: bool) -> None:
+def _assert_completes_like_a_clean_run(o: Outcome, clean_build: Path, trainings: int, reaped_training: bool) -> None:
     assert o.rerun.returncode == 0, o.rerun.stdout[-5000:]
 
     # the dataset is the one a clean run builds
-    ds, ref = _dataset(o.data_dir), _dataset(reference / "data")
+    ds, ref = _dataset(o.data_dir), clean_build
     manifest, ref_manifest = (json.loads((p / "manifest.json").read_text()) for p in (ds, ref))
     assert manifest["content_hash"] == ref_manifest["content_hash"]
     np.testing.assert_array_equal(np.load(ds / "embeddings.npy"), np.load(ref / "embeddings.npy"))
@@ -350,6 +348,14 @@ def _assert_completes_like_a_clean_run(o: Outcome, reference: Path, trainings: i
     # no staging, backup or failed folders of the dead runs
     leftovers = [p.name for p in (o.data_dir / "datasets").iterdir() if p != ds]
     assert leftovers == [], leftovers
+
+    # Prefect (the lane's server, or the folder's local database): no flow run left RUNNING, the build slot free
+    top_runs = [name for name, _ in o.flow_runs].count("pipeline-sample" if o.command == "run" else "build-sample")
+    assert top_runs == len(o.killed) + 1, o.flow_runs  # the killed runs, the last one
+    assert o.running == [], o.running
+    assert o.slots and all(active == 0 for _, active in o.slots), o.slots
+    if o.command == "build":
+        return
 
     # MLflow: nothing RUNNING; every version comes from a finished training run or is marked incomplete
     client = _mlflow(o.data_dir)
@@ -370,12 +376,6 @@ def _assert_completes_like_a_clean_run(o: Outcome, reference: Path, trainings: i
     champion = client.get_model_version_by_alias("lvm-amn", "champion")
     assert champion.tags.get("gates_passed") == "true" and "incomplete" not in champion.tags
 
-    # Prefect (the lane's server, or the folder's local database): no flow run left RUNNING, the build slot free
-    pipeline_runs = [name for name, _ in o.flow_runs].count("pipeline-sample")
-    assert pipeline_runs == len(o.killed) + 1, o.flow_runs  # the killed runs, the last one
-    assert o.running == [], o.running
-    assert o.slots and all(active == 0 for _, active in o.slots), o.slots
-
 
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_a_run_killed_at_each_stage_first_recovers_from_the_kills_before(stage: str, outcomes: Outcomes):
@@ -395,7 +395,7 @@ def test_the_run_after_a_chain_of_kills_completes_like_a_clean_run(chain: str, o
     # Complete versions: one from each run that got past registering (those killed at `evaluate` and at
     # `promote`) and one from the last run; a run killed earlier left none, or one marked incomplete.
     trainings = 1 + sum(s in ("evaluate", "promote") for s in stages)
-    _assert_completes_like_a_clean_run(o, outcomes.reference, trainings,
+    _assert_completes_like_a_clean_run(o, outcomes.clean_build, trainings,
                                        reaped_training=any(s in ("train", "register", "evaluate") for s in stages))
 
 
@@ -403,4 +403,4 @@ def test_rerun_after_a_kill_on_the_temporary_server_completes_like_a_clean_run(o
     o = outcomes.temporary
     assert o is not None
     _assert_killed_at(o.killed[0], TEMPORARY_SERVER_STAGE)
-    _assert_completes_like_a_clean_run(o, outcomes.reference, trainings=1, reaped_training=False)
+    _assert_completes_like_a_clean_run(o, outcomes.clean_build, trainings=1, reaped_training=False)

@@ -1,4 +1,4 @@
-"""SIGTERM and SIGINT stop `lvm build` cleanly, and the same command then completes.
+"""SIGTERM and SIGINT stop `lvm build` cleanly, and after a stop the same command completes.
 
 The CLI runs as a job in its own session (start_new_session), with its own Prefect home, so the temporary
 Prefect API server it starts is its child. A fault (lvm_core/runtime/faults.py) holds the build at a known point and
@@ -8,12 +8,14 @@ the Prefect database (not Running), the build's concurrency slot free, nothing p
 to the whole process group, as a terminal's Ctrl-C does.
 
 The SIGINT case stops the build with its staging folder half assembled (on the session's embedding cache when
-another test filled it); the SIGTERM case interrupts the encoding (cold cache), and its rerun reuses a full
-embedding cache.
+another test filled it), and the same command then completes; the SIGTERM case stops the encoding of a block,
+and the embedding cache keeps every vector it had. The two cases run at the same time, each in its own folder
+with its own Prefect home.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -21,8 +23,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import psutil
 import pytest
@@ -32,6 +34,7 @@ from tests.conftest import (
     SMALL_BUILD_ARTICLES,
     SMALL_BUILD_THRESHOLDS,
     drop_cached_vectors,
+    session_embedding_cache,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,8 +127,8 @@ def _published(data_dir: Path) -> list[str]:
     return sorted(p.name for p in datasets.iterdir() if (p / "READY").exists() or not p.name.startswith((".", "_")))
 
 
-def _interrupt_then_rerun(root: Path, signum: int, fault: str, to_group: bool = False,
-                          before_rerun: Callable[[], None] | None = None) -> None:
+def _interrupt(root: Path, signum: int, fault: str, to_group: bool = False) -> None:
+    """The build held at `fault`, then the signal: a clean stop that leaves nothing running, held or published."""
     marker, log = root / "fault-marker", root / "interrupted.log"
     proc = _start(root, log, fault)
     try:
@@ -158,8 +161,9 @@ def _interrupt_then_rerun(root: Path, signum: int, fault: str, to_group: bool = 
     finally:
         _kill_session(proc)
 
-    if before_rerun is not None:
-        before_rerun()
+
+def _rerun(root: Path) -> None:
+    """The same command again completes and publishes (what the stopped run left does not stand in its way)."""
     rerun_log = root / "rerun.log"
     again = _start(root, rerun_log)
     try:
@@ -176,39 +180,74 @@ def _interrupt_then_rerun(root: Path, signum: int, fault: str, to_group: bool = 
     assert all(active == 0 for _, active in slots), slots
 
 
+def _cached_vectors(cache: Path) -> int:
+    """Vectors in the embedding cache folder, after SQLite's own integrity check of each database passed."""
+    from lvm_core.data.embedding.cache import DB_FILE
+
+    total = 0
+    for db in cache.glob(f"embeddings/*/{DB_FILE}"):
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            assert conn.execute("pragma integrity_check").fetchone() == ("ok",), db
+            total += conn.execute("select count(*) from vectors").fetchone()[0]
+    return total
+
+
+def _warm(root: Path) -> bool:
+    """The session's embedding cache of these articles in the folder, when another test filled it."""
+    cache = session_embedding_cache()
+    if cache is not None:
+        shutil.copytree(cache, root / "data" / "cache")
+    return cache is not None
+
+
+def _ctrl_c_case(root: Path) -> None:
+    _warm(root)
+    _interrupt(root, signal.SIGINT, "hang@analyse", to_group=True)
+    _rerun(root)
+
+
+def _sigterm_case(root: Path) -> None:
+    cache = root / "data" / "cache"
+    if _warm(root):  # a tenth of the vectors missing: one short block to encode before the fault point
+        drop_cached_vectors(cache, "id % 10 = 0")
+    before = _cached_vectors(cache)
+    _interrupt(root, signal.SIGTERM, "hang@embed.batch")
+    assert _cached_vectors(cache) >= before
+
+
+CASES = {"ctrl_c": _ctrl_c_case, "sigterm": _sigterm_case}
+
+
 @pytest.fixture(scope="module")
-def warm_cache(tmp_path_factory, session_data_dir: Path) -> Path:
-    """A full embedding cache for the 14-article build: the session's, when another test built the small
-    dataset already, else the one the first case leaves (absent until then)."""
-    cache = tmp_path_factory.mktemp("signals-cache") / "cache"
-    if (session_data_dir / "cache" / "embeddings").is_dir():
-        shutil.copytree(session_data_dir / "cache", cache)
-    return cache
+def stopped(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, BaseException | None]:
+    """The selected cases, run at once (each mostly waits on its own job and its temporary API server): what
+    each raised, None when it passed."""
+    names = [item.name for item in request.session.items if item.module is request.module]
+    selected = [case for case in CASES if any(case in name for name in names)]
+
+    def run(case: str) -> BaseException | None:
+        try:
+            CASES[case](tmp_path_factory.mktemp(f"signals-{case}"))
+        except BaseException as exc:  # pytest.fail's outcome too: the test re-raises it
+            return exc
+        return None
+
+    with ThreadPoolExecutor(max_workers=len(CASES)) as pool:
+        return dict(zip(selected, pool.map(run, selected)))
 
 
 @pytest.mark.slow
-def test_ctrl_c_with_staging_half_assembled_stops_cleanly_and_the_rerun_completes(tmp_path: Path, warm_cache: Path):
-    if warm_cache.exists():
-        shutil.copytree(warm_cache, tmp_path / "data" / "cache")
-    _interrupt_then_rerun(tmp_path, signal.SIGINT, "hang@analyse", to_group=True)
-    if not warm_cache.exists():
-        shutil.copytree(tmp_path / "data" / "cache", warm_cache)
+def test_ctrl_c_with_staging_half_assembled_stops_cleanly_and_the_rerun_completes(stopped):
+    if (error := stopped["ctrl_c"]) is not None:
+        raise error
 
 
 @pytest.mark.slow
-def test_sigterm_mid_encode_stops_cleanly_and_the_rerun_completes(tmp_path: Path, warm_cache: Path):
-    if warm_cache.exists():  # a tenth of the vectors missing: one short block to encode before the fault point
-        shutil.copytree(warm_cache, tmp_path / "data" / "cache")
-        drop_cached_vectors(tmp_path / "data" / "cache", "id % 10 = 0")
-
-    def before_rerun() -> None:
-        # The fault holds the encoder before its block reaches the cache: the rerun would encode everything
-        # again. The first case's cache has the same vectors; it only saves time.
-        if warm_cache.exists():
-            shutil.rmtree(tmp_path / "data" / "cache", ignore_errors=True)
-            shutil.copytree(warm_cache, tmp_path / "data" / "cache")
-
-    _interrupt_then_rerun(tmp_path, signal.SIGTERM, "hang@embed.batch", before_rerun=before_rerun)
+def test_sigterm_mid_encode_stops_cleanly_and_the_cache_keeps_its_vectors(stopped):
+    """The stop lands while the encoder works on a block; the cache stays whole. (That a rerun after a stop
+    completes is the Ctrl-C case's; after a SIGKILL mid-encode, the crash matrix's.)"""
+    if (error := stopped["sigterm"]) is not None:
+        raise error
 
 
 # --- the CLI's handling alone, on a command that only waits (no Prefect, about a second each) ---------------
