@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
 
@@ -106,74 +107,84 @@ def test_setup_and_deploy_registered_everything(deployed_server: PrefectServer) 
     assert len(found) == 1
 
 
-@server_test
-def test_pipeline_deployment_runs_to_completion(deployed_server: PrefectServer) -> None:
-    """run_deployment through the API; the worker runs build -> train -> evaluate for real."""
+@dataclass
+class Submitted:
+    """Flow runs of this module's tests, created at once as on a busy day: the worker runs what it may side by
+    side, and each test waits for its own."""
+
+    overlapping: list[str]  # two runs of the pipeline deployment for one snapshot, with a source that is not there
+    pipeline: str  # then a full pipeline run (run_deployment), which waits for them: the deployment's limit
+    pipeline_data_dir: Path
+    failing_watch: str  # meanwhile a watch run that fails: the failure automation's webhook
+
+
+@pytest.fixture(scope="module")
+def submitted(deployed_server: PrefectServer) -> Submitted:
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     server = deployed_server
+    pipeline, watch = deployment_named(server, "lvm-pipeline"), deployment_named(server, "watch-snapshots")
+
+    missing = str(server.root / "no-such" / "enwiki-20240101-pages-articles.xml.bz2")
+    bad = {"source": missing, "snapshot_id": "enwiki-20240101", "limit_articles": 2, "epochs": 1}
+    overlapping = [create_run(server, pipeline["id"], bad)["id"] for _ in range(2)]
+
     data_dir = server.root / "lvm-data"
-    params = {
-        "source": "sample",
-        "data_dir": str(data_dir),
-        "limit_articles": 14,
-        "epochs": 1,
-        "build_options": {"thresholds": SMALL_BUILD},
-    }
     if (cache := session_embedding_cache()) is not None and not (data_dir / "cache").exists():
         shutil.copytree(cache, data_dir / "cache")  # the session's vectors of these articles: no cold encode
-    dep = deployment_named(server, "lvm-pipeline")
+    params = {"source": "sample", "data_dir": str(data_dir), "limit_articles": 14, "epochs": 1,
+              "build_options": {"thresholds": SMALL_BUILD}}
     with temporary_settings({PREFECT_API_URL: server.api_url}):
-        flow_run = run_deployment(UUID(dep["id"]), parameters=params, timeout=0, as_subflow=False)
-    run = wait_for_final_state(server, str(flow_run.id), timeout=900)
+        full = run_deployment(UUID(pipeline["id"]), parameters=params, timeout=0, as_subflow=False)
+
+    failing = create_run(server, watch["id"], {"source": str(server.root / "no-such-index")})["id"]
+    return Submitted(overlapping, str(full.id), data_dir, failing)
+
+
+@server_test
+def test_pipeline_deployment_runs_to_completion(deployed_server: PrefectServer, submitted: Submitted) -> None:
+    """run_deployment through the API; the worker runs build -> train -> evaluate for real."""
+    server = deployed_server
+    run = wait_for_final_state(server, submitted.pipeline, timeout=900)
     assert run["state"]["type"] == "COMPLETED", (
-        f"{run['state']['name']}: {run['state'].get('message')}\n{flow_run_logs(server, str(flow_run.id))[-6000:]}"
+        f"{run['state']['name']}: {run['state'].get('message')}\n{flow_run_logs(server, submitted.pipeline)[-6000:]}"
     )
-    ready = list((data_dir / "datasets").glob("*/READY"))
+    ready = list((submitted.pipeline_data_dir / "datasets").glob("*/READY"))
     assert len(ready) == 1, "the pipeline run should publish one READY dataset"
     manifest = json.loads((ready[0].parent / "manifest.json").read_text())
     assert manifest["counts"]["articles"] == 14
     subflows = api(server, "POST", "/flow_runs/filter", json={
-        "flow_runs": {"parent_flow_run_id": {"any_": [str(flow_run.id)]}}, "limit": 50, "sort": "START_TIME_ASC",
+        "flow_runs": {"parent_flow_run_id": {"any_": [submitted.pipeline]}}, "limit": 50, "sort": "START_TIME_ASC",
     })
     assert len(subflows) == 0 or all(r["state"]["type"] == "COMPLETED" for r in subflows)
 
 
 @server_test
-def test_pipeline_runs_of_one_deployment_never_overlap(deployed_server: PrefectServer) -> None:
-    """Two runs for the same snapshot: the deployment's limit makes the second wait for the first."""
+def test_pipeline_runs_of_one_deployment_never_overlap(deployed_server: PrefectServer, submitted: Submitted) -> None:
+    """Three runs of the pipeline deployment created one after the other (two for the same snapshot): the
+    deployment's limit makes each wait for the one before."""
     server = deployed_server
-    dep = deployment_named(server, "lvm-pipeline")
-    missing = str(server.root / "no-such" / "enwiki-20240101-pages-articles.xml.bz2")
-    params = {"source": missing, "snapshot_id": "enwiki-20240101", "limit_articles": 2, "epochs": 1}
-    first = create_run(server, dep["id"], params)
-    second = create_run(server, dep["id"], params)
-    runs = [wait_for_final_state(server, r["id"], timeout=600) for r in (first, second)]
-    assert all(r["state"]["type"] == "FAILED" for r in runs)  # bad source: each fails fast, as it should
+    runs = [wait_for_final_state(server, r, timeout=900) for r in (*submitted.overlapping, submitted.pipeline)]
+    assert all(r["state"]["type"] == "FAILED" for r in runs[:2])  # bad source: each fails fast, as it should
     spans = sorted((dt.datetime.fromisoformat(r["start_time"]), dt.datetime.fromisoformat(r["end_time"])) for r in runs)
-    assert spans[0][1] <= spans[1][0], f"runs overlapped: {spans}"
-    history = api(server, "POST", "/flow_runs/filter", json={"flow_runs": {"id": {"any_": [second["id"], first["id"]]}}, "limit": 5, "sort": "START_TIME_ASC"})
-    assert len(history) == 2
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), f"runs overlapped: {spans}"
 
 
 @server_test
-def test_failed_run_fires_the_automation_webhook(deployed_server: PrefectServer) -> None:
+def test_failed_run_fires_the_automation_webhook(deployed_server: PrefectServer, submitted: Submitted) -> None:
     """A failing deployment run -> Failed event -> automation -> Custom Webhook -> local receiver."""
     server = deployed_server
     receiver = server.alert_receiver
-    dep = deployment_named(server, "watch-snapshots")
-    run = create_run(server, dep["id"], {"source": str(server.root / "no-such-index")})
-    final = wait_for_final_state(server, run["id"], timeout=300)
+    run_id = submitted.failing_watch
+    final = wait_for_final_state(server, run_id, timeout=300)
     assert final["state"]["type"] == "FAILED"
 
-    key = f"prefect-flow-run-{run['id']}"
+    key = f"prefect-flow-run-{run_id}"
     deadline = dt.datetime.now() + dt.timedelta(seconds=120)
-    matching: list[dict] = []
-    while dt.datetime.now() < deadline and not matching:
-        received = receiver.wait_for(len(receiver.requests) + 1, timeout=5)
-        matching = [r.json() for r in received if r.json().get("dedup_key") == key]
-    assert matching, f"no alert for {key}; received {[r.body[:200] for r in receiver.requests]}"
+    while not (matching := [r.json() for r in list(receiver.requests) if r.json().get("dedup_key") == key]):
+        assert dt.datetime.now() < deadline, f"no alert for {key}; received {[r.body[:200] for r in receiver.requests]}"
+        receiver.wait_for(len(receiver.requests) + 1, timeout=5)
     # A redelivered event may fire the automation twice; the shared dedup_key makes that one incident.
     event = matching[0]
     assert all(e["event_action"] == "trigger" and e["payload"] == event["payload"] for e in matching), matching
@@ -181,17 +192,19 @@ def test_failed_run_fires_the_automation_webhook(deployed_server: PrefectServer)
     details = event["payload"]["custom_details"]
     assert details["flow"] == "watch_snapshots"
     assert details["deployment"] == "watch-snapshots" and details["state"] == "Failed"
-    assert details["flow_run_id"] == run["id"]
+    assert details["flow_run_id"] == run_id
     assert "no such file or folder" in details["message"]
     assert event["payload"]["severity"] == "error" and event["payload"]["source"] == "lvm-platform"
 
 
 @server_test
-def test_watch_deployment_dry_run_on_worker(deployed_server: PrefectServer, tmp_path: Path) -> None:
-    """The scheduled deployment's flow runs on the worker and publishes its report artifact."""
+def test_watch_deployment_dry_run_on_worker(deployed_server: PrefectServer, submitted: Submitted, tmp_path: Path) -> None:
+    """The scheduled deployment's flow runs on the worker and publishes its report artifact. (After the failing
+    watch run: a watch run that finds another one running is cancelled.)"""
     from lvm_core.data.ingest import sample_dump_path
 
     server = deployed_server
+    wait_for_final_state(server, submitted.failing_watch, timeout=300)
     index = tmp_path / "enwiki" / "20240601"
     index.mkdir(parents=True)
     name = "enwiki-20240601-pages-articles.xml.bz2"
