@@ -13,13 +13,14 @@ from lvm_core.data.ingest.download import SnapshotSourceError
 
 
 def is_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry only what may succeed next time: bad input, contract breaches and failed gates never do; a
-    snapshot source that did not answer may (`SnapshotSourceError.transient`)."""
+    """Retry only what may succeed next time: bad input, contract breaches, a path that is not there and
+    failed gates never do; a snapshot source that did not answer may (`SnapshotSourceError.transient`; a
+    remote source's errors arrive as one, so a missing file here is a local one)."""
     try:
         state.result(raise_on_failure=True)
     except SnapshotSourceError as exc:
         return exc.transient
-    except (ValueError, LookupError, TypeError):  # bad input, contract breaches (DataContractError, ...)
+    except (ValueError, LookupError, TypeError, FileNotFoundError):  # bad input, contract breaches, no such path
         return False
     except Exception as exc:  # noqa: BLE001
         return type(exc).__name__ not in _PERMANENT

@@ -97,8 +97,17 @@ def test_load_current_contexts_from_npy(tmp_path) -> None:
     np.save(tmp_path / "flat.npy", c[:, 0, :])
     with pytest.raises(ValueError, match=r"\(n, ctx, D\)"):
         load_current_contexts(tmp_path / "flat.npy")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError) as missing:
         load_current_contexts(tmp_path / "missing.npy")
+
+    # A path that is not there is not retried (three retries with backoff made `lvm monitor-drift` take ~15 s
+    # to say so); a failure that may pass is.
+    from prefect.states import Failed
+
+    from tasks.common import is_transient
+
+    assert not is_transient(None, None, Failed(data=missing.value))
+    assert is_transient(None, None, Failed(data=ConnectionResetError("the service went away")))
 
 
 def test_flow_on_a_built_dataset(small_dataset, prefect_harness, webhook_receiver: WebhookReceiver,  # noqa: F811
