@@ -188,10 +188,15 @@ def _kill_at(root: Path, stage: str, args: list[str], api_url: str | None) -> Ki
     return Killed(stage, run.returncode, text, time.monotonic() - t0)
 
 
+def _published(data_dir: Path) -> list[Path]:
+    """The dataset folders published in a data folder (not staging, backup or failed ones)."""
+    datasets = data_dir / "datasets"
+    return [p for p in datasets.iterdir() if not p.name.startswith((".", "_"))] if datasets.is_dir() else []
+
+
 def _keep_published(root: Path) -> Path | None:
     """A copy of the published dataset's manifest and vectors (later runs of the folder publish over it)."""
-    datasets = root / "data" / "datasets"
-    published = [p for p in datasets.iterdir() if not p.name.startswith((".", "_"))] if datasets.is_dir() else []
+    published = _published(root / "data")
     if len(published) != 1:
         return None
     kept = root / "first-published"
@@ -320,7 +325,7 @@ def outcomes(request: pytest.FixtureRequest, matrix: Matrix) -> Outcomes:
 
 
 def _dataset(data_dir: Path) -> Path:
-    published = [p for p in (data_dir / "datasets").iterdir() if not p.name.startswith((".", "_"))]
+    published = _published(data_dir)
     assert len(published) == 1, published
     return published[0]
 
