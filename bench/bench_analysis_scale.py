@@ -116,7 +116,7 @@ def text_hashes(n: int, split: np.ndarray) -> "object":
 
 
 def fingerprint(dim: int):
-    from lvm_core.data.embedding import EncoderFingerprint
+    from lvm_core.data.embedding.fingerprint import EncoderFingerprint
 
     return EncoderFingerprint(model_name="bench/synthetic", weights_digest="cd" * 32, dim=dim)
 
@@ -124,7 +124,7 @@ def fingerprint(dim: int):
 def write_bank(folder: Path, n: int, dim: int, dtype: str, eval_fraction: float, block: int = 1 << 15) -> None:
     """embeddings.npy (+ encoder.json) of n unit rows, written block by block through a memory map."""
     from lvm_core.io import storage
-    from lvm_core.contracts import EMBEDDINGS_FILE, ENCODER_FILE, VECTOR_DTYPE_KEY
+    from lvm_core.contracts.layout import EMBEDDINGS_FILE, ENCODER_FILE, VECTOR_DTYPE_KEY
 
     folder.mkdir(parents=True, exist_ok=True)
     aids, _, topic_of_row = layout(n)
@@ -146,7 +146,7 @@ def analyse(folder: Path, mode: str, n_queries: int, eval_fraction: float) -> di
     """One analysis run (in this process); returns timings, peaks and the results to compare."""
     from lvm_core.data import coherence
     from lvm_core.data import leakage
-    from lvm_core.data import retrieval
+    from lvm_core.data.retrieval.bank import ChunkBank
     from lvm_core.data.vector_files import load_embeddings
 
     out: dict = {"mode": mode}
@@ -171,7 +171,7 @@ def analyse(folder: Path, mode: str, n_queries: int, eval_fraction: float) -> di
         out["leakage_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        bank = retrieval.ChunkBank(vectors, use_faiss=False if exact else None)
+        bank = ChunkBank(vectors, use_faiss=False if exact else None)
         q_rows = np.random.default_rng(3).choice(n, size=n_queries, replace=False)
         noise = np.random.default_rng(4).standard_normal((n_queries, dim), dtype=np.float32) * 0.05
         queries = np.asarray(vectors[np.sort(q_rows)], dtype=np.float32) + noise

@@ -36,7 +36,7 @@ import numpy as np
 import psutil
 
 from lvm_core.io import storage
-from lvm_core.data.embedding import EncoderFingerprint
+from lvm_core.data.embedding.fingerprint import EncoderFingerprint
 from lvm_core.data.embedding.cache import EmbeddingCache
 
 RSS_TARGET = 0.10

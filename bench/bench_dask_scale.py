@@ -27,15 +27,16 @@ TARGET = 1.6
 
 def _ingest_and_chunk(shard, source, config) -> dict:
     """One source shard → article files → chunk files; runs on a worker, returns counts and CPU seconds."""
-    from lvm_core.data import build as ds
+    from lvm_core.data.build.ingest import ingest_shard_step, ingest_shard_work_dir
+    from lvm_core.data.build.chunk import chunk_shard_step, chunk_shard_work_dir
     from lvm_core.io.storage import file_digest
 
     cpu = time.process_time()
-    ingested = ds.ingest_shard_step(shard, source, config, ds.ingest_shard_work_dir(shard, source, config))
+    ingested = ingest_shard_step(shard, source, config, ingest_shard_work_dir(shard, source, config))
     chunks = 0
     digests = []
     for f in ingested["files"]:
-        rec = ds.chunk_shard_step(f, source, config, ds.chunk_shard_work_dir(f, source, config))
+        rec = chunk_shard_step(f, source, config, chunk_shard_work_dir(f, source, config))
         chunks += rec["chunks"]
         digests.append(file_digest(Path(rec["file"])))
     return {"articles": ingested["articles"], "chunks": chunks, "cpu": time.process_time() - cpu, "digests": digests}
@@ -64,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from bench.make_scaled_dump import DEFAULT_NAME, make_scaled_dump
-    from lvm_core.data import build as ds
+    from lvm_core.data.build.source import resolve_source
+    from lvm_core.data.build.ingest import plan_shards
     from lvm_core.contracts.build_options import BuildConfig, BuildOptions
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-dask-"))
@@ -78,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     for n in (1, 2):
         options = BuildOptions(shard_bytes=int(args.shard_mib * 2**20), shard_articles=200)
         config = BuildConfig.from_parts(str(dump), str(tmp / f"data-{n}"), None, None, options)
-        source = ds.resolve_source(config)
-        plan = ds.plan_shards(source, config)
+        source = resolve_source(config)
+        plan = plan_shards(source, config)
         rounds[n] = r = _round(n, plan, source, config)
         print(f"{n} worker(s): {len(plan)} source shards, {r['articles']:,} articles, {r['chunks']:,} chunks; "
               f"wall {r['wall']:.1f} s, worker CPU {r['cpu']:.1f} s (cores busy {r['cpu'] / r['wall']:.2f})")

@@ -41,10 +41,11 @@ def _rss_bytes() -> int:
 
 def child(args: argparse.Namespace) -> int:
     """Embed every chunk file of `--chunks-dir` and assemble the vectors, in this process."""
-    from lvm_core.data import build as ds
+    from lvm_core.data.build.assemble import assemble_step
+    from lvm_core.data.build.embed import embed_shard_step
     from lvm_core.contracts.build_options import BuildConfig, BuildOptions
     from lvm_core.data.build.embed import sum_embed_stats
-    from lvm_core.data.embedding import load_encoder
+    from lvm_core.data.embedding.encoder import load_encoder
     from lvm_core.data.embedding.onnx import encoder_cache_dir
 
     data_dir = Path(args.data_dir)
@@ -56,10 +57,10 @@ def child(args: argparse.Namespace) -> int:
     article_files = sorted(Path(args.articles_dir).glob("*.parquet"))
     embedded, chunked = [], []
     for i, f in enumerate(chunk_files):
-        rec = ds.embed_shard_step(str(f), config, data_dir / "embed" / f"{i:05d}", data_dir)
+        rec = embed_shard_step(str(f), config, data_dir / "embed" / f"{i:05d}", data_dir)
         embedded.append(rec)
         chunked.append({"file": str(f), "chunks": rec["chunks"]})
-    ds.assemble_step({"files": [str(p) for p in article_files]}, chunked, embedded, config, data_dir / "assembled")
+    assemble_step({"files": [str(p) for p in article_files]}, chunked, embedded, config, data_dir / "assembled")
     usage = resource.getrusage(resource.RUSAGE_SELF)
     stats = sum_embed_stats([e["stats"] for e in embedded])
     print(json.dumps({
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from make_scaled_dump import make_scaled_dump
 
-    from lvm_core.data.embedding import load_encoder
+    from lvm_core.data.embedding.encoder import load_encoder
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-embed-scale-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from lvm_core.data.embedding import embed_texts, load_encoder  # noqa: E402
+from lvm_core.data.embedding.embed import embed_texts
+from lvm_core.data.embedding.encoder import load_encoder  # noqa: E402
 from lvm_core.data.embedding.cache import EmbeddingCache  # noqa: E402
 
 PIPELINE_TARGET = 1.10
@@ -34,7 +35,7 @@ WARM_TARGET = 0.05
 def load_chunks(n_chunks: int) -> tuple[list[str], list[str]]:
     """First `n_chunks` chunk texts and hashes of the embedded enwiki sample (the real ingest + chunking)."""
     from lvm_core.data.chunking import chunk_articles
-    from lvm_core.data.ingest import read_articles
+    from lvm_core.data.ingest.sources import read_articles
 
     table = chunk_articles(read_articles("sample")).slice(0, n_chunks)
     return table.column("text").to_pylist(), table.column("text_hash").to_pylist()

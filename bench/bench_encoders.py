@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from lvm_core.data.embedding import load_encoder  # noqa: E402
+from lvm_core.data.embedding.encoder import load_encoder  # noqa: E402
 
 SPEED_TARGET = 2.5
 AGREEMENT_TARGET = 0.99
@@ -36,7 +36,7 @@ AGREEMENT_TARGET = 0.99
 def load_texts(n_chunks: int) -> list[str]:
     """The first `n_chunks` chunk texts of the embedded enwiki sample (the real ingest + chunking)."""
     from lvm_core.data.chunking import iter_chunks
-    from lvm_core.data.ingest import read_articles
+    from lvm_core.data.ingest.sources import read_articles
 
     return [str(row["text"]) for row in islice(iter_chunks(read_articles("sample")), n_chunks)]
 

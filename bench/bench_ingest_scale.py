@@ -36,13 +36,15 @@ TARGET_RATIO = 1.3
 
 def run_sharded(dump: Path, out: Path, target_bytes: int, max_articles: int) -> dict[str, int]:
     """The sharded path, shard after shard in this process."""
-    from lvm_core.data.ingest import shards
+    from lvm_core.data.ingest.shards.plan import plan_source_shards
+    from lvm_core.data.ingest.shards.files import concat_parquet, write_article_shards, chunk_article_file
+    from lvm_core.data.ingest.shards.read import read_shard
     from lvm_core.data.chunking import ChunkingConfig
-    from lvm_core.contracts import ARTICLES_SCHEMA, CHUNKS_SCHEMA
-    from lvm_core.data.ingest import snapshot_id_for
+    from lvm_core.contracts.layout import ARTICLES_SCHEMA, CHUNKS_SCHEMA
+    from lvm_core.data.ingest.sources import snapshot_id_for
 
     snapshot_id = snapshot_id_for(dump)
-    plan = shards.plan_source_shards(dump, target_bytes=target_bytes)
+    plan = plan_source_shards(dump, target_bytes=target_bytes)
     text_bytes = n_articles = 0
     article_files: list[Path] = []
 
@@ -54,17 +56,17 @@ def run_sharded(dump: Path, out: Path, target_bytes: int, max_articles: int) -> 
             yield article
 
     for shard in plan:
-        article_files += shards.write_article_shards(
-            counted(shards.read_shard(shard)), out / "articles", snapshot_id=snapshot_id,
+        article_files += write_article_shards(
+            counted(read_shard(shard)), out / "articles", snapshot_id=snapshot_id,
             max_articles=max_articles, prefix=f"articles-{shard.index:05d}",
         )
     config = ChunkingConfig()
     chunk_files = [
-        shards.chunk_article_file(f, out / "chunks" / f.name.replace("articles-", "chunks-"), config)
+        chunk_article_file(f, out / "chunks" / f.name.replace("articles-", "chunks-"), config)
         for f in article_files
     ]
-    shards.concat_parquet(article_files, out / "articles.parquet", ARTICLES_SCHEMA)
-    chunks = shards.concat_parquet(chunk_files, out / "chunks.parquet", CHUNKS_SCHEMA)
+    concat_parquet(article_files, out / "articles.parquet", ARTICLES_SCHEMA)
+    chunks = concat_parquet(chunk_files, out / "chunks.parquet", CHUNKS_SCHEMA)
     import pyarrow.parquet as pq
 
     return {
@@ -80,13 +82,16 @@ def run_whole(dump: Path, out: Path) -> dict[str, int]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from lvm_core import contracts
+    from lvm_core.contracts import layout
     from lvm_core.data import chunking
-    from lvm_core.data import ingest
+    from lvm_core.data.ingest import sources
+    from lvm_core.data.ingest.duplicates import drop_duplicate_ids
+    from lvm_core.data.ingest.sources import read_articles
+    from lvm_core.data.ingest.base import Article
     from lvm_core.io.storage import write_parquet
 
-    snapshot_id = ingest.snapshot_id_for(dump)
-    articles, _ = ingest.drop_duplicate_ids(ingest.read_articles(dump), on_duplicate="first", source_name=dump.name)
+    snapshot_id = sources.snapshot_id_for(dump)
+    articles, _ = drop_duplicate_ids(read_articles(dump), on_duplicate="first", source_name=dump.name)
     ids, titles, texts, hashes = [], [], [], []
     for article in articles:
         ids.append(article.article_id)
@@ -99,15 +104,15 @@ def run_whole(dump: Path, out: Path) -> dict[str, int]:
             "text": pa.array(texts, pa.string()), "snapshot_id": pa.array([snapshot_id] * len(ids), pa.string()),
             "text_sha1": pa.array(hashes, pa.string()),
         },
-        schema=contracts.ARTICLES_SCHEMA,
+        schema=layout.ARTICLES_SCHEMA,
     )
     write_parquet(out / "articles.parquet", table)
     text_bytes = sum(len(t.encode("utf-8")) for t in texts)
     n_articles = len(ids)
     del articles, ids, titles, texts, hashes, table
     rows = pq.read_table(out / "articles.parquet", columns=["article_id", "title", "text"]).to_pylist()
-    chunks = chunking.chunk_articles(ingest.Article(a["article_id"], a["title"], a["text"]) for a in rows)
-    write_parquet(out / "chunks.parquet", chunks.cast(contracts.CHUNKS_SCHEMA))
+    chunks = chunking.chunk_articles(Article(a["article_id"], a["title"], a["text"]) for a in rows)
+    write_parquet(out / "chunks.parquet", chunks.cast(layout.CHUNKS_SCHEMA))
     return {"articles": n_articles, "chunks": chunks.num_rows, "text_bytes": text_bytes}
 
 

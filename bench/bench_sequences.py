@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from lvm_core.contracts import DataContractError  # noqa: E402
+from lvm_core.contracts.errors import DataContractError  # noqa: E402
 from lvm_core.data.windows import SequenceSet, build_windows, count_crossing_windows, data_direction  # noqa: E402
 
 SPEEDUP_TARGET = 100.0

@@ -72,9 +72,10 @@ def log(msg: str) -> None:
 
 
 def gates_passed(name: str, version: int) -> bool:
-    from lvm_core import tracking as registry
+    from lvm_core.tracking.gate_outcomes import recorded_gate_outcomes
+    from lvm_core.tracking.references import resolve_version
 
-    outcomes = registry.recorded_gate_outcomes(registry.resolve_version(name, str(version)))
+    outcomes = recorded_gate_outcomes(resolve_version(name, str(version)))
     return bool(outcomes) and all(o.get("passed") for o in outcomes.values())
 
 
@@ -82,9 +83,12 @@ def prepare(data_dir: Path, name: str, n_versions: int = 3) -> tuple[Path, list[
     """A ready dataset and `n_versions` gate-passing versions of `name` (trained when missing)."""
     from flows.evaluate_model import evaluate_model
     from flows.train_model import train_model
-    from lvm_core import tracking as registry
+    from lvm_core.tracking.setup import configure_tracking
+    from lvm_core.contracts.errors import ModelNotFoundError
+    from lvm_core.tracking.gate_outcomes import recorded_gate_outcomes
+    from lvm_core.tracking.references import resolve_version, list_versions
     from lvm_core.contracts.build_options import BuildOptions
-    from lvm_core.data.build import list_datasets
+    from lvm_core.data.build.load import list_datasets
 
     ready = [r for r in list_datasets(data_dir) if r["ready"]]
     if ready:
@@ -97,10 +101,10 @@ def prepare(data_dir: Path, name: str, n_versions: int = 3) -> tuple[Path, list[
         dataset = Path(build_dataset(source="sample", data_dir=str(data_dir), limit_articles=14,
                                      options=BuildOptions(thresholds=BUILD_THRESHOLDS)))
         log(f"dataset: {dataset} (built in {time.perf_counter() - t0:.0f} s)")
-    registry.configure_tracking(data_dir)
+    configure_tracking(data_dir)
     try:
-        versions = [int(r["version"]) for r in registry.list_versions(name)]
-    except registry.ModelNotFoundError:
+        versions = [int(r["version"]) for r in list_versions(name)]
+    except ModelNotFoundError:
         versions = []
     def evaluate(version: int) -> bool:
         # promote=True: the registry records the gate results on the version when it promotes it
@@ -110,7 +114,7 @@ def prepare(data_dir: Path, name: str, n_versions: int = 3) -> tuple[Path, list[
 
     usable = []
     for v in sorted(versions):
-        outcomes = registry.recorded_gate_outcomes(registry.resolve_version(name, str(v)))
+        outcomes = recorded_gate_outcomes(resolve_version(name, str(v)))
         if (outcomes is None and evaluate(v)) or gates_passed(name, v):
             usable.append(v)
     while len(usable) < n_versions:
@@ -126,7 +130,7 @@ def prepare(data_dir: Path, name: str, n_versions: int = 3) -> tuple[Path, list[
 
 def one_context(dataset: Path) -> np.ndarray:
     """One real context (1, ctx, D) from the dataset's val (else train) windows."""
-    from lvm_core.data.build import load_dataset
+    from lvm_core.data.build.load import load_dataset
     from lvm_core.data.windows import gather
 
     ds = load_dataset(dataset)
@@ -375,15 +379,11 @@ def service_has_rollout(port: int) -> bool:
 
 def hold(port: int, body: bytes, args: argparse.Namespace, name: str, versions: list[int]) -> tuple[Run, list[str]]:
     """The load for --hold-seconds while the alias moves and (if available) a rollout starts and steps."""
-    from lvm_core import tracking as registry
+    from lvm_core.rollout import plan as rollout_plan
+    from lvm_core.tracking.promotion import promote
 
     events: list[str] = []
-    rollout_api = None
-    if service_has_rollout(port):
-        try:
-            from lvm_core import rollout as rollout_api  # type: ignore[no-redef]
-        except ImportError:
-            rollout_api = None
+    rollout_api = rollout_plan if service_has_rollout(port) else None
     _, second, third = versions
     t_start = time.perf_counter()
 
@@ -396,19 +396,19 @@ def hold(port: int, body: bytes, args: argparse.Namespace, name: str, versions: 
     def scenario() -> None:
         try:
             at(0.25)
-            r = registry.promote(name, second)
+            r = promote(name, second)
             note(f"promote v{second}: {r.action}")
             if rollout_api is None:
                 note("no rollout API in this service: rollout step skipped")
                 return
             at(0.5)
-            st = rollout_api.start(name, third)
+            st = start(name, third)
             note(f"rollout start v{third}: share {st.share:.0%}")
             at(0.75)
-            st, _ = rollout_api.advance(name)
+            st, _ = advance(name)
             note(f"rollout step: share {st.share:.0%}")
             at(0.95)
-            st = rollout_api.abort(name, "benchmark finished")
+            st = abort(name, "benchmark finished")
             note(f"rollout abort: status {st.status}")
         except Exception as exc:  # noqa: BLE001 - reported, and the run then counts as failed
             note(f"scenario failed: {type(exc).__name__}: {exc}")
@@ -437,7 +437,8 @@ def main() -> int:
 
     from prefect.testing.utilities import prefect_test_harness
 
-    from lvm_core import tracking as registry
+    from lvm_core.tracking.setup import configure_tracking
+    from lvm_core.tracking.promotion import promote
 
     tmp = None
     if args.data_dir is None:
@@ -453,16 +454,17 @@ def main() -> int:
 
     with prefect_test_harness(server_startup_timeout=180):
         dataset, versions = prepare(data_dir, args.name)
-    registry.configure_tracking(data_dir)
+    configure_tracking(data_dir)
     try:
-        from lvm_core import rollout
+        from lvm_core.rollout.state import read_state
+        from lvm_core.rollout.plan import abort
 
-        if rollout.read_state(args.name).active:
-            rollout.abort(args.name, "left over from an earlier benchmark")
+        if read_state(args.name).active:
+            abort(args.name, "left over from an earlier benchmark")
     except ImportError:
         pass
     first = versions[0]
-    registry.promote(args.name, first)
+    promote(args.name, first)
     log(f"champion: {args.name} v{first}; versions for the hold: {versions}")
 
     x = one_context(dataset)
@@ -517,7 +519,7 @@ def main() -> int:
             ok = ok and not held.errors and not failed_events
     finally:
         stop(proc)
-        registry.promote(args.name, first)
+        promote(args.name, first)
     results["ok"] = ok
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

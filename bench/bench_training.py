@@ -40,18 +40,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from lvm_core.models import ModelConfig, build_model, count_parameters  # noqa: E402
+from lvm_core.models.config import ModelConfig
+from lvm_core.models.builder import build_model, count_parameters  # noqa: E402
 from lvm_core.data.windows import SequenceSet  # noqa: E402
-from lvm_core.train import (  # noqa: E402
-    TrainConfig,
-    WindowDataset,
-    make_optimizer,
-    make_scheduler,
-    as_vector_tensor,
-    compute_loss,
-    make_loader,
-    train,
-)
+from lvm_core.train.config import TrainConfig
+from lvm_core.train.batches import WindowDataset, as_vector_tensor, make_loader
+from lvm_core.train.optim import make_optimizer, make_scheduler
+from lvm_core.train.losses import compute_loss
+from lvm_core.train.trainer import train
 
 DATA_PATH_TARGET = 1.10
 EPOCHS_TARGET_S = 300.0

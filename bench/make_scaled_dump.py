@@ -136,7 +136,7 @@ def _copy_page(page: str, copy: int, id_stride: int) -> tuple[str, int, str]:
 
 
 def _sample_parts(source: Path | None) -> tuple[str, list[str], str]:
-    from lvm_core.data.ingest import sample_dump_path
+    from lvm_core.data.ingest.sources import sample_dump_path
 
     path = source or sample_dump_path("en")
     with bz2.open(path, "rt", encoding="utf-8") as fh:

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from expectations.runner import run_pre_training_gates
-from lvm_core import contracts
-from lvm_core.contracts import DataContractError
+from lvm_core.contracts.layout import DatasetPaths, SPLIT_NAMES
+from lvm_core.contracts.errors import DataContractError
 from lvm_core.contracts.gates import GateReport, GateThresholds
 
 
@@ -46,10 +46,10 @@ def check_dataset(
     encoder: str | None = None,
 ) -> CheckResult:
     """Recompute the oracle and re-run the data gates on `dataset_dir`; only `docs_dir` is written."""
-    from lvm_core.data.build import measure_oracle
+    from lvm_core.data.build.oracle import measure_oracle
 
     root = Path(dataset_dir).resolve()
-    paths = contracts.DatasetPaths(root)
+    paths = DatasetPaths(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such dataset folder")
     if docs_dir is not None and Path(docs_dir).resolve().is_relative_to(root):
@@ -91,7 +91,7 @@ def _eval_target_rows(path: Path) -> np.ndarray:
         with np.load(path, allow_pickle=False) as npz:
             parts = [
                 np.asarray(npz[f"{s}_target_rows"], dtype=np.int64).ravel()
-                for s in contracts.SPLIT_NAMES
+                for s in SPLIT_NAMES
                 if s != "train" and f"{s}_target_rows" in npz.files
             ]
     except (OSError, ValueError) as exc:

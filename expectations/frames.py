@@ -60,8 +60,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lvm_core import contracts
-from lvm_core.contracts import DataContractError
+from lvm_core.contracts.layout import EVAL_SPLITS, SPLIT_NAMES, DatasetPaths, DEFAULT_VECTOR_DTYPE, VECTOR_DTYPE_KEY
+from lvm_core.contracts.errors import DataContractError
 from lvm_core.contracts.manifest import DatasetManifest
 
 FRAME_NAMES: tuple[str, ...] = (
@@ -107,7 +107,7 @@ DATASET_METRICS_COLUMNS: tuple[str, ...] = (
 
 _BLOCK_ROWS = 1 << 16  # embedding rows per norm block: bounded memory on large datasets
 _PARITY_TOL = 1e-9
-_EVAL_SPLITS: tuple[str, ...] = contracts.EVAL_SPLITS
+_EVAL_SPLITS: tuple[str, ...] = EVAL_SPLITS
 
 
 def build_gate_frames(dataset_dir: Path, manifest: DatasetManifest | dict[str, Any] | None = None) -> dict[str, pd.DataFrame]:
@@ -116,7 +116,7 @@ def build_gate_frames(dataset_dir: Path, manifest: DatasetManifest | dict[str, A
     `manifest` is the manifest as the build holds it; None reads ``manifest.json`` from the folder.
     When a manifest is given and ``manifest.json`` also exists, the file must still parse.
     """
-    paths = contracts.DatasetPaths(Path(dataset_dir))
+    paths = DatasetPaths(Path(dataset_dir))
     problems: list[str] = []
     manifest = _resolve_manifest(paths, manifest, problems)
 
@@ -244,7 +244,7 @@ def _read_json_file(path: Path) -> tuple[Any, str | None]:
 # --- frames ----------------------------------------------------------------------------------------
 
 
-def _vector_frames(paths: contracts.DatasetPaths, n_chunks: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _vector_frames(paths: DatasetPaths, n_chunks: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-row norm/finiteness and the one-row shape summary, computed block by block from a mmap."""
     _require(paths.embeddings)
     try:
@@ -256,8 +256,8 @@ def _vector_frames(paths: contracts.DatasetPaths, n_chunks: int) -> tuple[pd.Dat
     expected_dim = encoder.get("dim") if isinstance(encoder, dict) and err is None else None
     if isinstance(expected_dim, bool) or not isinstance(expected_dim, int):
         expected_dim = None
-    recorded = encoder.get(contracts.VECTOR_DTYPE_KEY) if isinstance(encoder, dict) and err is None else None
-    expected_dtype = str(recorded) if recorded is not None else contracts.DEFAULT_VECTOR_DTYPE
+    recorded = encoder.get(VECTOR_DTYPE_KEY) if isinstance(encoder, dict) and err is None else None
+    expected_dtype = str(recorded) if recorded is not None else DEFAULT_VECTOR_DTYPE
 
     ndim = int(emb.ndim)
     n_rows = int(emb.shape[0]) if ndim >= 1 else 0
@@ -318,7 +318,7 @@ def _article_chunks(chunks: pd.DataFrame, article_ids: np.ndarray) -> pd.DataFra
 
 def _article_splits(splits_table: pd.DataFrame, sequences: dict[str, np.ndarray | str]) -> pd.DataFrame:
     parts = [splits_table.assign(source="table")]
-    for split in contracts.SPLIT_NAMES:
+    for split in SPLIT_NAMES:
         ids = sequences.get(f"{split}_article_ids")
         if isinstance(ids, np.ndarray) and ids.ndim == 1 and np.issubdtype(ids.dtype, np.integer):
             uniq = np.unique(ids).astype(np.int64)
@@ -342,7 +342,7 @@ def _eval_splits(manifest: dict[str, Any], windows: dict[str, Any], problems: li
     raw = _get(manifest, "leakage_raw")
     purged_all = _get(manifest, "purged_windows")
     rows_out = []
-    for split in (s for s in contracts.SPLIT_NAMES if s != "train"):
+    for split in (s for s in SPLIT_NAMES if s != "train"):
         after = windows["counts"].get(split) or 0
         n_rows, purged = _path(raw, "rows", split), _get(purged_all, split)
         if not (after or _num(n_rows) > 0 or _num(purged) > 0):
@@ -393,7 +393,7 @@ def _check_windows(
     crossing = misaligned = 0
     problems: list[str] = []
     counts: dict[str, int | None] = {}
-    for split in contracts.SPLIT_NAMES:
+    for split in SPLIT_NAMES:
         keys = {
             name: f"{split}_{name}"
             for name in ("context_rows", "target_rows", "article_ids", "target_chunk_index")
@@ -450,7 +450,7 @@ def _check_windows(
 # --- manifest --------------------------------------------------------------------------------------
 
 
-def _resolve_manifest(paths: contracts.DatasetPaths, manifest: Any, problems: list[str]) -> dict[str, Any]:
+def _resolve_manifest(paths: DatasetPaths, manifest: Any, problems: list[str]) -> dict[str, Any]:
     # The gates recount the JSON shape on their own, so a typed manifest is taken as the JSON it writes.
     if isinstance(manifest, DatasetManifest):
         manifest = manifest.to_dict()
@@ -504,7 +504,7 @@ def _parity_from_manifest(manifest: dict[str, Any], problems: list[str]) -> dict
 
 def _check_manifest(
     manifest: dict[str, Any],
-    paths: contracts.DatasetPaths,
+    paths: DatasetPaths,
     problems: list[str],
     n_articles: int,
     n_chunks: int,
@@ -520,7 +520,7 @@ def _check_manifest(
         ("crossing_windows", manifest.get("crossing_windows"), windows["crossing"]),
         ("leakage.article_overlap", _path(manifest, "leakage", "article_overlap"), None),
     ]
-    for split in contracts.SPLIT_NAMES:
+    for split in SPLIT_NAMES:
         expected_ints.append((f"sequences.{split}", _path(manifest, "sequences", split), windows["counts"][split]))
     for key, value, actual in expected_ints:
         if value is None:

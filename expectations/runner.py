@@ -31,7 +31,7 @@ from great_expectations.core.expectation_validation_result import ExpectationVal
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
 from expectations.frames import FRAME_NAMES, build_gate_frames
-from lvm_core import contracts
+from lvm_core.contracts.layout import GX_DIR
 from lvm_core.io import storage
 from lvm_core.contracts.gates import GateFailedError, GateReport, GateResult, GateThresholds
 from lvm_core.io.plain import to_plain
@@ -116,7 +116,7 @@ def run_pre_training_gates(
     not raised: call `raise_for_failures` to stop a flow.
     """
     dataset_dir = Path(dataset_dir)
-    docs_dir = Path(docs_dir) if docs_dir is not None else dataset_dir / contracts.GX_DIR
+    docs_dir = Path(docs_dir) if docs_dir is not None else dataset_dir / GX_DIR
     frames = build_gate_frames(dataset_dir, manifest)
     docs_dir.mkdir(parents=True, exist_ok=True)
 
@@ -177,7 +177,7 @@ def raise_for_failures(report: GateReport) -> None:
 
 def validation_result_path(dataset_dir: Path, docs_dir: Path | None = None) -> Path:
     """Where `run_pre_training_gates` writes the full validation result JSON."""
-    root = Path(docs_dir) if docs_dir is not None else Path(dataset_dir) / contracts.GX_DIR
+    root = Path(docs_dir) if docs_dir is not None else Path(dataset_dir) / GX_DIR
     return root / VALIDATION_RESULT_FILE
 
 

@@ -12,7 +12,8 @@ from prefect_dask import DaskTaskRunner
 
 from flows.hooks import RUN_HOOKS
 from flows.runners import describe, in_process_runner, shard_task_runner
-from lvm_core.data import build as ds
+from lvm_core.data.build.assemble import shard_layout
+from lvm_core.data.build.publish import new_staging_dir, discard_staging
 from lvm_core.contracts.build_options import BuildConfig, BuildOptions
 from lvm_core.contracts.gates import GateFailedError
 from lvm_core.contracts.manifest import DatasetManifest, ShardLayout
@@ -71,8 +72,8 @@ def build_dataset(
         chunked = progress.gather("chunk", chunk_futures)
         embedded = progress.gather("embed", embed_futures)
         articles, chunks, vectors = t.assemble(kept, chunked, embedded, info, config)
-        layout = ds.shard_layout(plan, ingested, kept, chunked, embedded)
-        stage = ds.new_staging_dir(config.resolved_data_dir(), info.dataset_id)
+        layout = shard_layout(plan, ingested, kept, chunked, embedded)
+        stage = new_staging_dir(config.resolved_data_dir(), info.dataset_id)
         try:
             manifest = t.analyse(stage, config, info, articles, chunks, vectors, kept["stats"], layout)
             report = t.run_data_gates(stage, manifest, info, config)
@@ -85,7 +86,7 @@ def build_dataset(
                 raise GateFailedError(report, where=docs)
             path = t.publish(stage, manifest, report, info, config)
         finally:
-            ds.discard_staging(stage)  # gone already once published or set aside
+            discard_staging(stage)  # gone already once published or set aside
         _publish_gates(info.dataset_id, report, _moved(report.docs_path, stage, path))
     get_run_logger().info("dataset ready: %s", path)
     return str(path)

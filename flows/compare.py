@@ -11,12 +11,13 @@ from prefect import flow, get_run_logger
 from flows.hooks import RUN_HOOKS
 
 from flows.train_model import train_model
-from lvm_core.models import baselines as bl
-from lvm_core import contracts
+from lvm_core.models.baselines.collection import fit_baselines
+from lvm_core.contracts.layout import default_data_dir, models_dir
 from lvm_core.evaluation.compare import add_intervals, comparison_markdown, comparison_row
-from lvm_core.data.build import load_dataset
-from lvm_core.models import ModelConfig, build_model, count_parameters
-from lvm_core.tracking import load_registered_model
+from lvm_core.data.build.load import load_dataset
+from lvm_core.models.config import ModelConfig
+from lvm_core.models.builder import build_model, count_parameters
+from lvm_core.tracking.references import load_registered_model
 from lvm_core.io.storage import write_json
 from tasks.common import publish_markdown
 
@@ -34,10 +35,10 @@ def compare_architectures(
 ) -> dict[str, Any]:
     """Each architecture is trained (and registered as `lvm-<arch>`) on the same dataset; the table gives
     parameters, val/ood cosine, |ood-val|, training time and latency per batch of 64, beside the baselines."""
-    root = Path(data_dir) if data_dir else contracts.default_data_dir()
+    root = Path(data_dir) if data_dir else default_data_dir()
     ds = load_dataset(Path(data))
     rows = []
-    for name, b in bl.fit_baselines(ds.vectors, ds.sequences["train"]).items():
+    for name, b in fit_baselines(ds.vectors, ds.sequences["train"]).items():
         rows.append(comparison_row(name, "baseline", b, ds.vectors, ds.sequences))
     for arch in archs:
         t0 = time.perf_counter()
@@ -52,7 +53,7 @@ def compare_architectures(
     dataset_id = ds.manifest.dataset_id
     md = comparison_markdown(rows, f"Architectures on {dataset_id} ({epochs} epochs max, early stopping and "
                                    f"selection on val; {split} reported with 95% article-bootstrap intervals)")
-    out = contracts.models_dir(root) / "comparisons" / dataset_id
+    out = models_dir(root) / "comparisons" / dataset_id
     out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.md").write_text(md)
     write_json(out / "comparison.json", rows)

@@ -23,7 +23,8 @@ import httpx
 from prefect import flow, get_run_logger
 
 from flows.hooks import ALERT_URL_ENV, RUN_HOOKS, pagerduty_event, send_alert
-from lvm_core import contracts, drift
+from lvm_core import drift
+from lvm_core.contracts.layout import dataset_dir, default_data_dir
 from tasks import drift as t
 from tasks.common import publish_markdown
 
@@ -44,8 +45,8 @@ def resolve_dataset(reference_dataset: str, data_dir: str | None) -> Path:
     path = Path(reference_dataset)
     if path.is_dir():
         return path
-    root = Path(data_dir) if data_dir else contracts.default_data_dir()
-    candidate = contracts.dataset_dir(root, reference_dataset)
+    root = Path(data_dir) if data_dir else default_data_dir()
+    candidate = dataset_dir(root, reference_dataset)
     if candidate.is_dir():
         return candidate
     raise FileNotFoundError(f"{reference_dataset}: neither a dataset folder nor a dataset id under {root}/datasets")
@@ -57,14 +58,16 @@ def model_dataset(model: str, data_dir: str | None) -> tuple[str, str]:
     `models:/<name>@<alias>`, `models:/<name>/<version>` or a bare name (its champion). Raises
     ModelNotFoundError for an unknown model, version or alias, ValueError for a version without the tag.
     """
-    from lvm_core import tracking as registry
+    from lvm_core.tracking.setup import configure_tracking
+    from lvm_core.tracking.references import parse_reference, resolve_version
+    from lvm_core.tracking.tags import TAG_DATASET_ID
 
-    registry.configure_tracking(Path(data_dir) if data_dir else contracts.default_data_dir())
-    name, which = registry.parse_reference(model)
-    mv = registry.resolve_version(name, which)
-    dataset_id = (mv.tags or {}).get(registry.TAG_DATASET_ID)
+    configure_tracking(Path(data_dir) if data_dir else default_data_dir())
+    name, which = parse_reference(model)
+    mv = resolve_version(name, which)
+    dataset_id = (mv.tags or {}).get(TAG_DATASET_ID)
     if not dataset_id:
-        raise ValueError(f"{name} v{mv.version} has no {registry.TAG_DATASET_ID!r} tag: pass the reference dataset instead")
+        raise ValueError(f"{name} v{mv.version} has no {TAG_DATASET_ID!r} tag: pass the reference dataset instead")
     return dataset_id, f"{name} v{mv.version}"
 
 

@@ -9,8 +9,8 @@ from prefect import flow, get_run_logger
 
 from flows.hooks import RUN_HOOKS
 
-from lvm_core import contracts
-from lvm_core.tracking import configure_tracking
+from lvm_core.contracts.layout import default_data_dir
+from lvm_core.tracking.setup import configure_tracking
 from tasks import evaluate as t
 
 
@@ -43,7 +43,7 @@ def evaluate_model(
             not promoted.
     """
     log = get_run_logger()
-    root = Path(data_dir) if data_dir else contracts.default_data_dir()
+    root = Path(data_dir) if data_dir else default_data_dir()
     configure_tracking(root)
     loaded = t.load_model(model)
     ds = t.load_eval_dataset(dataset or t.dataset_of(loaded), loaded)

@@ -12,7 +12,7 @@ from flows.hooks import RUN_HOOKS
 from flows.runners import shard_task_runner
 from flows.train_model import train_model
 from lvm_core.contracts.build_options import BuildOptions
-from lvm_core.train import TrainConfig
+from lvm_core.train.config import TrainConfig
 
 
 @flow(name="lvm_pipeline", flow_run_name="pipeline-{source}", log_prints=True, **RUN_HOOKS)

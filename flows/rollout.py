@@ -20,8 +20,12 @@ import httpx
 from prefect import flow, get_run_logger
 
 from flows.hooks import ALERT_URL_ENV, RUN_HOOKS, pagerduty_event, send_alert
-from lvm_core import contracts, rollout
-from lvm_core import tracking as registry
+from lvm_core.rollout.decision import Decision, Thresholds, decide
+from lvm_core.rollout.state import DEFAULT_PLAN, read_state, RolloutState, ROLLED_BACK, PROMOTED
+from lvm_core.contracts.layout import default_data_dir
+from lvm_core.rollout.plan import rollback
+from lvm_core.tracking.setup import configure_tracking
+from lvm_core.tracking.references import current_champion
 from tasks import rollout as t
 
 DEFAULT_SERVICE_URL = "http://127.0.0.1:8000"
@@ -34,7 +38,7 @@ def rollout_dedup_key(name: str, challenger: int) -> str:
     return f"lvm-rollout-{name}-v{challenger}"
 
 
-def rollback_event(name: str, challenger: int, decision: rollout.Decision) -> dict[str, Any]:
+def rollback_event(name: str, challenger: int, decision: Decision) -> dict[str, Any]:
     """The PagerDuty Events v2 body for an automatic rollback (the failure alert's shape, its own dedup key)."""
     from prefect.runtime import deployment, flow_run
 
@@ -48,7 +52,7 @@ def rollback_event(name: str, challenger: int, decision: rollout.Decision) -> di
     return event
 
 
-def _alert(name: str, challenger: int, decision: rollout.Decision, log: Any) -> bool:
+def _alert(name: str, challenger: int, decision: Decision, log: Any) -> bool:
     """Send the rollback alert; a lost alert is logged, never raised (the rollback itself is done)."""
     if not os.environ.get(ALERT_URL_ENV):
         log.warning("no %s set: rollback alert logged only", ALERT_URL_ENV)
@@ -69,9 +73,9 @@ def staged_rollout(
     service_urls: Optional[list[str]] = None,
     step_seconds: float = 600.0,
     check_seconds: float = 30.0,
-    plan: list[float] = list(rollout.DEFAULT_PLAN),
+    plan: list[float] = list(DEFAULT_PLAN),
     max_holds: int = 3,
-    thresholds: rollout.Thresholds = rollout.Thresholds(),
+    thresholds: Thresholds = Thresholds(),
     data_dir: Optional[str] = None,
 ) -> dict[str, Any]:
     """Roll `challenger` out against the champion of `name`; returns the outcome and every decision.
@@ -89,7 +93,7 @@ def staged_rollout(
         data_dir: Data folder of the MLflow registry (default $LVM_DATA_DIR or ./lvm-data).
     """
     log = get_run_logger()
-    registry.configure_tracking(Path(data_dir) if data_dir else contracts.default_data_dir())
+    configure_tracking(Path(data_dir) if data_dir else default_data_dir())
     urls = list(service_urls or [os.environ.get(SERVICE_URL_ENV) or DEFAULT_SERVICE_URL])
     state = t.start(name, challenger, plan)
     log.info("rollout of %s v%s against champion v%s started at %.0f%%", name, challenger, state.champion,
@@ -102,26 +106,26 @@ def staged_rollout(
         # a failed or interrupted flow leaves nobody watching: take the challenger out of traffic first
         reason = f"rollout flow stopped: {type(exc).__name__}: {str(exc).strip()[:300]}"
         try:
-            if rollout.read_state(name).active:
-                rollout.rollback(name, reason)
+            if read_state(name).active:
+                rollback(name, reason)
                 log.warning("%s; rolled back", reason)
         except Exception as rb_exc:  # noqa: BLE001 - report the original failure
             log.error("rollback after failure did not complete: %s", rb_exc)
         raise
-    final = rollout.read_state(name)
+    final = read_state(name)
     return {"name": name, "challenger": challenger, "outcome": outcome, "decisions": decisions,
-            "state": final.to_dict(), "champion": registry.current_champion(name)}
+            "state": final.to_dict(), "champion": current_champion(name)}
 
 
-def _run_steps(name: str, challenger: int, urls: list[str], state: rollout.RolloutState, step_seconds: float,
-               check_seconds: float, max_holds: int, thresholds: rollout.Thresholds,
+def _run_steps(name: str, challenger: int, urls: list[str], state: RolloutState, step_seconds: float,
+               check_seconds: float, max_holds: int, thresholds: Thresholds,
                decisions: list[dict[str, Any]], log: Any) -> str:
     """The step loop; returns the outcome: promoted, rolled_back, or a status set by hand (aborted, ...)."""
     check = max(0.05, min(float(check_seconds), float(step_seconds)))
     holds = 0
     while True:
         deadline = time.monotonic() + float(step_seconds)
-        decision: Optional[rollout.Decision] = None
+        decision: Optional[Decision] = None
         while True:
             time.sleep(max(0.0, min(check, deadline - time.monotonic())))
             current = t.read_state(name)
@@ -132,7 +136,7 @@ def _run_steps(name: str, challenger: int, urls: list[str], state: rollout.Rollo
                 state, deadline, holds = current, time.monotonic() + float(step_seconds), 0
                 continue
             stats = t.read_stats(urls, state)
-            decision = rollout.decide(stats["champion"], stats["challenger"], thresholds, share=state.share,
+            decision = decide(stats["champion"], stats["challenger"], thresholds, share=state.share,
                                       plan=state.plan)
             decision.numbers["replicas"] = stats["replicas"]
             if decision.action == "rollback" or time.monotonic() >= deadline:
@@ -145,7 +149,7 @@ def _run_steps(name: str, challenger: int, urls: list[str], state: rollout.Rollo
                 t.record(name, challenger, state.step, decision)
                 decisions.append(decision.to_dict())
                 continue
-            decision = rollout.Decision("rollback", f"{decision.reason} after {max_holds} extra periods", 0.0,
+            decision = Decision("rollback", f"{decision.reason} after {max_holds} extra periods", 0.0,
                                         decision.numbers, decision.at)
         decisions.append(decision.to_dict())
         t.record(name, challenger, state.step, decision)
@@ -153,10 +157,10 @@ def _run_steps(name: str, challenger: int, urls: list[str], state: rollout.Rollo
         if decision.action == "rollback":
             t.rollback(name, decision.reason, decision)
             _alert(name, challenger, decision, log)
-            return rollout.ROLLED_BACK
+            return ROLLED_BACK
         if decision.action == "promote":
             result = t.promote(name)
             log.info("%s", result["message"])
-            return rollout.PROMOTED
+            return PROMOTED
         state = t.set_step(name, state.step + 1)
         holds = 0

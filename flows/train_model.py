@@ -9,10 +9,10 @@ from prefect import flow
 
 from flows.hooks import RUN_HOOKS
 
-from lvm_core import contracts
-from lvm_core.models import ModelConfig
-from lvm_core.tracking import configure_tracking
-from lvm_core.train import TrainConfig
+from lvm_core.contracts.layout import default_data_dir
+from lvm_core.models.config import ModelConfig
+from lvm_core.tracking.setup import configure_tracking
+from lvm_core.train.config import TrainConfig
 from tasks import train as t
 
 
@@ -59,7 +59,7 @@ def train_model(
         weight_decay: AdamW weight decay.
         train_options: Loss, schedule, patience, seed, divergence thresholds (epochs/batch/lr above win).
     """
-    root = Path(data_dir) if data_dir else contracts.default_data_dir()
+    root = Path(data_dir) if data_dir else default_data_dir()
     configure_tracking(root)
     dataset = t.load_training_data(data, val, force)
     train_config = t.train_config(train_options, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay)

@@ -18,8 +18,9 @@ from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, Field
 
 from flows.hooks import RUN_HOOKS
-from lvm_core.contracts import default_data_dir
-from lvm_core.snapshots import BuiltSnapshots, WatchPlan, plan_snapshots, watch_lock
+from lvm_core.contracts.layout import default_data_dir
+from lvm_core.snapshots.state import BuiltSnapshots, watch_lock
+from lvm_core.snapshots.plan import WatchPlan, plan_snapshots
 from tasks.common import is_transient
 
 SOURCE_ENV = "LVM_SNAPSHOT_SOURCE"

@@ -366,7 +366,7 @@ def load_reference_contexts(
     memory-mapped vectors; only the sampled windows are read, so memory does not grow with the dataset.
     Raises ValueError when the splits hold no windows.
     """
-    from lvm_core.data.build import load_dataset
+    from lvm_core.data.build.load import load_dataset
     from lvm_core.data.windows import SequenceSet, gather
 
     ds = load_dataset(Path(root), require_ready=require_ready)

@@ -13,19 +13,27 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
 
-from lvm_core.data import build as ds
+from lvm_core.data.build.source import SourceInfo
+from lvm_core.data.build import source as build_source, ingest, dedup, publish as build_publish
+from lvm_core.data.build.publish import clean_abandoned_builds, finalize_manifest, set_aside_failed
+from lvm_core.data.build.ingest import ingest_shard_work_dir, ingest_shard_step
+from lvm_core.data.build.dedup import dedup_work_dir
+from lvm_core.data.build.chunk import chunk_shard_work_dir, chunk_shard_step
+from lvm_core.data.build.embed import embed_shard_work_dir, EmbedResult, embed_shard_step
+from lvm_core.data.build.assemble import assemble_work_dir, assemble_step
+from lvm_core.data.build.analyse import analyse_step
 from lvm_core.contracts.build_options import BuildConfig
 from lvm_core.runtime.faults import crash_point
 from lvm_core.contracts.gates import GateReport
 from lvm_core.contracts.manifest import DatasetManifest
-from lvm_core.data.ingest import IngestError
+from lvm_core.data.ingest.base import IngestError
 from tasks.common import COMPUTE_RETRIES, HOUR, IO_RETRIES, artifact_key, is_transient
 
 
 @task(name="resolve-source", task_run_name="resolve-source-{config.source}", **IO_RETRIES, timeout_seconds=HOUR)
-def resolve_source(config: BuildConfig) -> ds.SourceInfo:
+def resolve_source(config: BuildConfig) -> SourceInfo:
     """Locate and digest the snapshot file."""
-    info = ds.resolve_source(config)
+    info = build_source.resolve_source(config)
     get_run_logger().info("source %s → snapshot %s (sha256 %s…)", info.path, info.snapshot_id, info.digest[:12])
     return info
 
@@ -33,7 +41,7 @@ def resolve_source(config: BuildConfig) -> ds.SourceInfo:
 @task(name="clean-abandoned-builds", cache_policy=NO_CACHE, **IO_RETRIES)
 def clean_abandoned(config: BuildConfig) -> list[str]:
     """Staging folders of killed builds go; a publish cut between its two renames is undone."""
-    done = ds.clean_abandoned_builds(config.resolved_data_dir())
+    done = clean_abandoned_builds(config.resolved_data_dir())
     log = get_run_logger()
     for line in done:
         log.warning("%s", line)
@@ -116,52 +124,52 @@ def _duration(seconds: float) -> str:
 
 
 @task(name="plan-shards", task_run_name="plan-shards-{source.dataset_id}", cache_policy=NO_CACHE, **SHARD_IO_RETRIES)
-def plan_shards(source: ds.SourceInfo, config: BuildConfig) -> list[Any]:
+def plan_shards(source: SourceInfo, config: BuildConfig) -> list[Any]:
     """Cut the source into independently readable shards (multistream byte ranges via the index, ...)."""
-    plan = ds.plan_shards(source, config)
+    plan = ingest.plan_shards(source, config)
     get_run_logger().info("%s: %d source shard(s) of ~%d bytes (%s)", Path(source.path).name, len(plan),
                           config.shard_bytes, plan[0].kind)
     return plan
 
 
 @task(name="ingest-shard", task_run_name="ingest-{source.dataset_id}-{shard.index}", cache_policy=NO_CACHE, **SHARD_IO_RETRIES)
-def ingest_shard(shard: Any, source: ds.SourceInfo, config: BuildConfig) -> dict[str, Any]:
+def ingest_shard(shard: Any, source: SourceInfo, config: BuildConfig) -> dict[str, Any]:
     """Parse and clean one source shard (namespace 0, no redirects/disambiguation) into article files."""
-    out = ds.ingest_shard_work_dir(shard, source, config)
+    out = ingest_shard_work_dir(shard, source, config)
     with ShardTicker(f"ingest {shard.label}", "articles", total=config.limit_articles) as ticker:
-        record = ds.ingest_shard_step(shard, source, config, out, on_progress=ticker.advance)
+        record = ingest_shard_step(shard, source, config, out, on_progress=ticker.advance)
     _log_reused(record, f"ingest {shard.label}")
     return record
 
 
 @task(name="dedup-articles", task_run_name="dedup-{source.dataset_id}", cache_policy=NO_CACHE, **SHARD_IO_RETRIES)
-def dedup_articles(ingested: list[dict[str, Any]], source: ds.SourceInfo, config: BuildConfig) -> dict[str, Any]:
+def dedup_articles(ingested: list[dict[str, Any]], source: SourceInfo, config: BuildConfig) -> dict[str, Any]:
     """One pass over the ids and text hashes of all shards: first N articles, repeated-id rules."""
-    out = ds.dedup_work_dir(ingested, source, config)
-    record = ds.dedup_articles(ingested, source, config, out)
+    out = dedup_work_dir(ingested, source, config)
+    record = dedup.dedup_articles(ingested, source, config, out)
     get_run_logger().info("%s articles kept of %s read, in %d file(s); repeated ids: %s", record["articles"],
                           record["read"], len(record["files"]), record["stats"].get("duplicate_ids"))
     return record
 
 
 @task(name="chunk-shard", task_run_name="chunk-{source.dataset_id}", cache_policy=NO_CACHE, **SHARD_COMPUTE_RETRIES)
-def chunk_shard(articles_file: str, source: ds.SourceInfo, config: BuildConfig) -> dict[str, Any]:
+def chunk_shard(articles_file: str, source: SourceInfo, config: BuildConfig) -> dict[str, Any]:
     """Sentence-split one article file and group into bounded chunks, never across paragraphs or articles."""
-    out = ds.chunk_shard_work_dir(articles_file, source, config)
+    out = chunk_shard_work_dir(articles_file, source, config)
     total = _rows(articles_file)
     with ShardTicker(f"chunk {Path(articles_file).name}", "articles", total=total) as ticker:
-        record = ds.chunk_shard_step(articles_file, source, config, out, on_progress=ticker.advance)
+        record = chunk_shard_step(articles_file, source, config, out, on_progress=ticker.advance)
     _log_reused(record, f"chunk {Path(articles_file).name}")
     return record
 
 
 @task(name="embed-shard", task_run_name="embed-{source.dataset_id}", cache_policy=NO_CACHE, **SHARD_COMPUTE_RETRIES)
-def embed_shard(chunked: dict[str, Any], source: ds.SourceInfo, config: BuildConfig) -> dict[str, Any]:
+def embed_shard(chunked: dict[str, Any], source: SourceInfo, config: BuildConfig) -> dict[str, Any]:
     """Encode one chunk file; only texts unseen under this encoder fingerprint are encoded."""
     chunks_file = chunked["file"]
-    out = ds.embed_shard_work_dir(chunks_file, config)
+    out = embed_shard_work_dir(chunks_file, config)
     with ShardTicker(f"embed {Path(chunks_file).parent.name}", "chunks", total=int(chunked["chunks"])) as ticker:
-        record = ds.embed_shard_step(chunks_file, config, out, config.resolved_data_dir(), on_progress=ticker.advance)
+        record = embed_shard_step(chunks_file, config, out, config.resolved_data_dir(), on_progress=ticker.advance)
     s = record["stats"]
     get_run_logger().info(
         "embedded %s chunks: %s reused, %s encoded (%.1f chunks/s)%s", s.get("n_total", record["chunks"]),
@@ -188,11 +196,11 @@ def _log_reused(record: dict[str, Any], what: str) -> None:
 @task(name="assemble", task_run_name="assemble-{source.dataset_id}", cache_policy=NO_CACHE, **SHARD_IO_RETRIES)
 def assemble(
     articles: dict[str, Any], chunked: list[dict[str, Any]], embedded: list[dict[str, Any]],
-    source: ds.SourceInfo, config: BuildConfig,
-) -> tuple[Path, Path, ds.EmbedResult]:
+    source: SourceInfo, config: BuildConfig,
+) -> tuple[Path, Path, EmbedResult]:
     """Join the shards: articles.parquet, chunks.parquet and a memory-mapped embeddings.npy, in shard order."""
-    out = ds.assemble_work_dir(articles, chunked, embedded, config)
-    return ds.assemble_step(articles, chunked, embedded, config, out)
+    out = assemble_work_dir(articles, chunked, embedded, config)
+    return assemble_step(articles, chunked, embedded, config, out)
 
 
 class BuildProgress:
@@ -236,11 +244,11 @@ class BuildProgress:
 
 @task(name="analyse", task_run_name="analyse-{source.dataset_id}", timeout_seconds=6 * HOUR, **COMPUTE_RETRIES)
 def analyse(
-    stage_dir: Path, config: BuildConfig, source: ds.SourceInfo, articles_path: Path, chunks_path: Path,
-    embedded: ds.EmbedResult, ingest_stats: dict[str, Any] | None = None, shards: dict[str, Any] | None = None,
+    stage_dir: Path, config: BuildConfig, source: SourceInfo, articles_path: Path, chunks_path: Path,
+    embedded: EmbedResult, ingest_stats: dict[str, Any] | None = None, shards: dict[str, Any] | None = None,
 ) -> DatasetManifest:
     """Coherence bins, stratified splits, leakage guards, strict sequences, oracle recall → manifest."""
-    manifest = ds.analyse_step(stage_dir, config, source, articles_path, chunks_path, embedded,
+    manifest = analyse_step(stage_dir, config, source, articles_path, chunks_path, embedded,
                                ingest_stats=ingest_stats, shards=shards)
     log = get_run_logger()
     log.info(
@@ -252,7 +260,7 @@ def analyse(
 
 
 @task(name="data-gates", task_run_name="data-gates-{source.dataset_id}", timeout_seconds=HOUR)
-def run_data_gates(stage_dir: Path, manifest: DatasetManifest, source: ds.SourceInfo, config: BuildConfig) -> GateReport:
+def run_data_gates(stage_dir: Path, manifest: DatasetManifest, source: SourceInfo, config: BuildConfig) -> GateReport:
     """Great Expectations checkpoint over the staged dataset; results and Data Docs stay in the folder."""
     from expectations.runner import run_pre_training_gates
 
@@ -265,14 +273,14 @@ def run_data_gates(stage_dir: Path, manifest: DatasetManifest, source: ds.Source
 
 
 @task(name="publish-dataset", task_run_name="publish-{source.dataset_id}", **IO_RETRIES)
-def publish(stage_dir: Path, manifest: DatasetManifest, report: GateReport, source: ds.SourceInfo, config: BuildConfig) -> Path:
+def publish(stage_dir: Path, manifest: DatasetManifest, report: GateReport, source: SourceInfo, config: BuildConfig) -> Path:
     """Write READY and rename the staged folder onto the dataset folder (the old one goes only then)."""
-    ds.finalize_manifest(stage_dir, manifest, report.to_manifest(), True, report.docs_path)
-    return ds.publish(stage_dir, config.resolved_data_dir(), source.dataset_id)
+    finalize_manifest(stage_dir, manifest, report.to_manifest(), True, report.docs_path)
+    return build_publish.publish(stage_dir, config.resolved_data_dir(), source.dataset_id)
 
 
 @task(name="set-aside-failed-build", task_run_name="set-aside-{source.dataset_id}", **IO_RETRIES)
-def set_aside(stage_dir: Path, manifest: DatasetManifest, report: GateReport, source: ds.SourceInfo, config: BuildConfig) -> Path:
+def set_aside(stage_dir: Path, manifest: DatasetManifest, report: GateReport, source: SourceInfo, config: BuildConfig) -> Path:
     """Keep a build whose gates failed (with its Data Docs) under datasets/_failed/; nothing is published."""
-    ds.finalize_manifest(stage_dir, manifest, report.to_manifest(), False, report.docs_path)
-    return ds.set_aside_failed(stage_dir, config.resolved_data_dir(), source.dataset_id)
+    finalize_manifest(stage_dir, manifest, report.to_manifest(), False, report.docs_path)
+    return set_aside_failed(stage_dir, config.resolved_data_dir(), source.dataset_id)

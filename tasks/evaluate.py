@@ -10,32 +10,36 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from lvm_core.models import baselines as bl
-from lvm_core import contracts
+from lvm_core.models.baselines.collection import fit_baselines
+from lvm_core.contracts.layout import models_dir
 from lvm_core.evaluation import contamination
-from lvm_core import tracking as registry
+from lvm_core.models.loader import LoadedModel
+from lvm_core.tracking.promotion import PromotionResult, record_gate_outcomes
+from lvm_core.tracking.references import load_registered_model, training_dataset
+from lvm_core.tracking import promotion as tracking_promotion
 from lvm_core.evaluation.contamination import ContaminationError, ContaminationReport
-from lvm_core.contracts import EVAL_SPLITS
-from lvm_core.data.build import Dataset, load_dataset
-from lvm_core.evaluation import EvaluationResult, evaluate_predictors
+from lvm_core.contracts.layout import EVAL_SPLITS
+from lvm_core.data.build.load import Dataset, load_dataset
+from lvm_core.evaluation.result import EvaluationResult
+from lvm_core.evaluation.evaluate import evaluate_predictors
 from lvm_core.contracts.gates import GateReport, GateThresholds
 from lvm_core.evaluation.gates import post_training_gates
 from lvm_core.evaluation.report import write_report
 from lvm_core.runtime.faults import crash_point
-from lvm_core.tracking import TrainingRun
+from lvm_core.tracking.runs import TrainingRun
 from tasks.common import COMPUTE_RETRIES, HOUR, IO_RETRIES, gates_markdown, publish_markdown, publish_table
 
 TAG_CONTAMINATION = "contamination"  # on the evaluation run and, after an allowed contaminated run, the version
 
 
 @task(name="load-model", task_run_name="load-model-{model_ref}", cache_policy=NO_CACHE, **IO_RETRIES)
-def load_model(model_ref: str) -> registry.LoadedModel:
-    return registry.load_registered_model(model_ref)
+def load_model(model_ref: str) -> LoadedModel:
+    return load_registered_model(model_ref)
 
 
-def dataset_of(model: registry.LoadedModel) -> str:
+def dataset_of(model: LoadedModel) -> str:
     """The dataset folder recorded on the model's training run."""
-    dataset_dir, _ = registry.training_dataset(model)
+    dataset_dir, _ = training_dataset(model)
     if dataset_dir:
         return dataset_dir
     raise ValueError(f"{model.describe()}: no dataset recorded on its run; pass --dataset")
@@ -43,12 +47,12 @@ def dataset_of(model: registry.LoadedModel) -> str:
 
 @task(name="check-contamination", task_run_name="check-contamination-{model.name}-v{model.version}",
       cache_policy=NO_CACHE, **IO_RETRIES)
-def check_contamination(model: registry.LoadedModel, ds: Dataset, allow: bool = False) -> ContaminationReport:
+def check_contamination(model: LoadedModel, ds: Dataset, allow: bool = False) -> ContaminationReport:
     """Refuse to evaluate on articles the model was trained on (or when that cannot be checked) unless `allow`.
 
     With `allow`, the overlap is logged as a warning and returned for the report and the tags.
     """
-    train_dir, split_hash = registry.training_dataset(model)
+    train_dir, split_hash = training_dataset(model)
     result = contamination.check_contamination(
         ds.root, ds.sequences, model=model.describe(), training_dataset=train_dir, training_split_hash=split_hash,
         eval_split_hash=ds.manifest.splits.content_hash,
@@ -62,7 +66,7 @@ def check_contamination(model: registry.LoadedModel, ds: Dataset, allow: bool = 
     return result
 
 
-def record_contamination(model: registry.LoadedModel, result: ContaminationReport) -> None:
+def record_contamination(model: LoadedModel, result: ContaminationReport) -> None:
     """Tag the model version `contamination=<n> articles` (or `unchecked: ...`) after an allowed contaminated run."""
     from mlflow.tracking import MlflowClient
 
@@ -74,7 +78,7 @@ def record_contamination(model: registry.LoadedModel, result: ContaminationRepor
 
 
 @task(name="load-eval-dataset", task_run_name="load-dataset-{root}", cache_policy=NO_CACHE, **IO_RETRIES)
-def load_eval_dataset(root: str, model: registry.LoadedModel) -> Dataset:
+def load_eval_dataset(root: str, model: LoadedModel) -> Dataset:
     """The dataset must come from the model's encoder and have val and ood windows (test where it has one)."""
     ds = load_dataset(Path(root))
     model.check_fingerprint(ds.fingerprint)
@@ -88,9 +92,9 @@ def load_eval_dataset(root: str, model: registry.LoadedModel) -> Dataset:
 
 @task(name="evaluate", task_run_name="evaluate-{model.name}-v{model.version}", cache_policy=NO_CACHE,
       timeout_seconds=6 * HOUR, **COMPUTE_RETRIES)
-def evaluate(model: registry.LoadedModel, ds: Dataset, max_windows: int | None = None) -> EvaluationResult:
+def evaluate(model: LoadedModel, ds: Dataset, max_windows: int | None = None) -> EvaluationResult:
     """Model and every trivial baseline (fitted on train) on the same val/test/ood windows."""
-    baselines = bl.fit_baselines(ds.vectors, ds.sequences["train"])
+    baselines = fit_baselines(ds.vectors, ds.sequences["train"])
     predictors = {f"{model.arch} (model)": model.predict, **{name: b.predict for name, b in baselines.items()}}
     splits = tuple(s for s in EVAL_SPLITS if len(ds.sequences.get(s, [])) > 0)
     if "test" not in splits:
@@ -118,7 +122,7 @@ def gates(result: EvaluationResult, ds: Dataset, thresholds: dict[str, Any]) -> 
 
 
 @task(name="write-report", cache_policy=NO_CACHE, **IO_RETRIES)
-def report(result: EvaluationResult, model: registry.LoadedModel, ds: Dataset, gate_report: GateReport, out_dir: Path,
+def report(result: EvaluationResult, model: LoadedModel, ds: Dataset, gate_report: GateReport, out_dir: Path,
            contamination_report: ContaminationReport | None = None) -> dict[str, Path]:
     context = {
         "model": f"{model.name} v{model.version}",
@@ -136,22 +140,22 @@ def report(result: EvaluationResult, model: registry.LoadedModel, ds: Dataset, g
 
 
 @task(name="promote", task_run_name="promote-{model.name}-v{model.version}", cache_policy=NO_CACHE, **IO_RETRIES)
-def promote(model: registry.LoadedModel, gate_report: GateReport) -> registry.PromotionResult:
+def promote(model: LoadedModel, gate_report: GateReport) -> PromotionResult:
     """All gates passed → `champion` (previous one recorded); otherwise stays `challenger`, tagged."""
-    return registry.promote(model.name, model.version, gate_report)
+    return tracking_promotion.promote(model.name, model.version, gate_report)
 
 
-def reports_dir(data_dir: Path, model: registry.LoadedModel) -> Path:
-    return contracts.models_dir(data_dir) / "reports" / f"{model.name}-v{model.version}"
+def reports_dir(data_dir: Path, model: LoadedModel) -> Path:
+    return models_dir(data_dir) / "reports" / f"{model.name}-v{model.version}"
 
 
 @task(name="record-gates", task_run_name="record-gates-{model.name}-v{model.version}", cache_policy=NO_CACHE, **IO_RETRIES)
-def record_gates(model: registry.LoadedModel, gate_report: GateReport) -> list[str]:
+def record_gates(model: LoadedModel, gate_report: GateReport) -> list[str]:
     """Gate outcomes on the version without moving an alias (evaluation without promotion)."""
-    return registry.record_gate_outcomes(model.name, model.version, gate_report)
+    return record_gate_outcomes(model.name, model.version, gate_report)
 
 
-def log_evaluation_run(data_dir: Path, model: registry.LoadedModel, ds: Dataset, result: EvaluationResult,
+def log_evaluation_run(data_dir: Path, model: LoadedModel, ds: Dataset, result: EvaluationResult,
                        paths: dict[str, Path], gate_report: GateReport, contamination_report: ContaminationReport) -> str:
     """An MLflow run of its own for the evaluation: metrics, evaluation.json, the report, the gates; its id."""
     with TrainingRun(data_dir, run_name=f"evaluate-{model.name}-v{model.version}", arch=model.arch,
@@ -175,8 +179,8 @@ def _metric_key(pred: str, split: str, metric: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-/ ]", "_", f"{pred}.{split}.{metric}").replace(" ", "_")
 
 
-def publish_evaluation(model: registry.LoadedModel, ds: Dataset, result: EvaluationResult, gate_report: GateReport,
-                       promotion: registry.PromotionResult | None, paths: dict[str, Path], eval_run_id: str,
+def publish_evaluation(model: LoadedModel, ds: Dataset, result: EvaluationResult, gate_report: GateReport,
+                       promotion: PromotionResult | None, paths: dict[str, Path], eval_run_id: str,
                        contamination_report: ContaminationReport) -> dict[str, Any]:
     """The flow's result; the summary table and the report with its gates as Prefect artifacts, one log line."""
     rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in result.summary_table()]

@@ -8,54 +8,58 @@ from typing import Any, Optional
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from lvm_core import rollout
-from lvm_core.serving import TOKEN_ENV
+from lvm_core.rollout import plan as rollout_plan
+from lvm_core.rollout import state as rollout_state
+from lvm_core.rollout.decision import Decision
+from lvm_core.rollout.state import RolloutState
+from lvm_core.rollout.stats import read_service_stats
+from lvm_core.serving.settings import TOKEN_ENV
 from tasks.common import IO_RETRIES, publish_markdown
 
 
 @task(name="rollout-start", task_run_name="rollout-start-{name}-v{version}", cache_policy=NO_CACHE)
-def start(name: str, version: int, plan: list[float]) -> rollout.RolloutState:
+def start(name: str, version: int, plan: list[float]) -> RolloutState:
     """Refuses a version whose offline gates failed (never retried: the answer will not change)."""
-    return rollout.start(name, version, plan)
+    return rollout_plan.start(name, version, plan)
 
 
 @task(name="rollout-read-state", cache_policy=NO_CACHE, **IO_RETRIES)
-def read_state(name: str) -> rollout.RolloutState:
-    return rollout.read_state(name)
+def read_state(name: str) -> RolloutState:
+    return rollout_state.read_state(name)
 
 
 @task(name="rollout-set-step", task_run_name="rollout-set-step-{name}-{step}", cache_policy=NO_CACHE, **IO_RETRIES)
-def set_step(name: str, step: int) -> rollout.RolloutState:
-    return rollout.set_step(name, step)
+def set_step(name: str, step: int) -> RolloutState:
+    return rollout_plan.set_step(name, step)
 
 
 @task(name="rollout-read-stats", cache_policy=NO_CACHE, **IO_RETRIES)
-def read_stats(urls: list[str], state: rollout.RolloutState) -> dict[str, Any]:
+def read_stats(urls: list[str], state: RolloutState) -> dict[str, Any]:
     """Both versions' live stats since the step began, merged over the service replicas (token from the env)."""
-    champion, challenger, notes = rollout.read_service_stats(urls, state, token=os.environ.get(TOKEN_ENV) or None)
+    champion, challenger, notes = read_service_stats(urls, state, token=os.environ.get(TOKEN_ENV) or None)
     return {"champion": champion, "challenger": challenger, "replicas": notes}
 
 
 @task(name="rollout-record", task_run_name="rollout-record-{name}-step{step}-{decision.action}", cache_policy=NO_CACHE,
       **IO_RETRIES)
-def record(name: str, challenger: int, step: int, decision: rollout.Decision) -> None:
+def record(name: str, challenger: int, step: int, decision: Decision) -> None:
     """The decision on the registered model (tags) and as a markdown artifact of this step in the UI."""
-    rollout.record_decision(name, decision)
+    rollout_plan.record_decision(name, decision)
     publish_markdown(decision_markdown(name, challenger, step, decision), f"rollout-{name}-v{challenger}-step-{step}",
                      f"Rollout of {name} v{challenger}, step {step}: {decision.action}")
 
 
 @task(name="rollout-promote", task_run_name="rollout-promote-{name}", cache_policy=NO_CACHE)
 def promote(name: str) -> dict[str, Any]:
-    return rollout.promote_challenger(name).to_dict()
+    return rollout_plan.promote_challenger(name).to_dict()
 
 
 @task(name="rollout-rollback", task_run_name="rollout-rollback-{name}", cache_policy=NO_CACHE, **IO_RETRIES)
-def rollback(name: str, reason: str, decision: Optional[rollout.Decision] = None) -> rollout.RolloutState:
-    return rollout.rollback(name, reason, decision)
+def rollback(name: str, reason: str, decision: Optional[Decision] = None) -> RolloutState:
+    return rollout_plan.rollback(name, reason, decision)
 
 
-def decision_markdown(name: str, challenger: int, step: int, d: rollout.Decision) -> str:
+def decision_markdown(name: str, challenger: int, step: int, d: Decision) -> str:
     """A table of both versions' numbers beside the thresholds, under the decision and its reason."""
     n = d.numbers or {}
     ch, cp = n.get("challenger") or {}, n.get("champion") or {}

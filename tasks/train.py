@@ -11,14 +11,19 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from lvm_core.models import baselines as bl
-from lvm_core import contracts
+from lvm_core.models.baselines import collection
+from lvm_core.models.baselines.collection import save_baselines
+from lvm_core.contracts.layout import default_tracking_uri, EVAL_SPLITS, models_dir
 from lvm_core.train import data as training_data
-from lvm_core.models import ModelConfig, build_model, count_parameters
+from lvm_core.models.config import ModelConfig
+from lvm_core.models.builder import build_model, count_parameters
 from lvm_core.models.predict import mean_cosine
-from lvm_core.tracking import TrainingRun, plot_training_curves
+from lvm_core.tracking.runs import TrainingRun
+from lvm_core.tracking.curves import plot_training_curves
 from lvm_core.io.storage import json_digest
-from lvm_core.train import EpochMetrics, TrainConfig, TrainResult, read_checkpoint_meta, train
+from lvm_core.train.config import EpochMetrics, TrainConfig, TrainResult
+from lvm_core.train.checkpoint import read_checkpoint_meta
+from lvm_core.train.trainer import train
 from tasks.common import COMPUTE_RETRIES, HEAVY_CPU_TAG, HOUR, IO_RETRIES, publish_table
 
 
@@ -42,15 +47,15 @@ def load_training_data(data: str, val: str | None, force: bool) -> training_data
 @task(name="fit-baselines", task_run_name="baselines-{data.dataset_id}", cache_policy=NO_CACHE, **COMPUTE_RETRIES)
 def fit_baselines(data: training_data.TrainingData, out_dir: Path) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
     """Copy-last, mean, recency-weighted mean and ridge, fitted on train, scored on the same val/test/ood windows."""
-    fitted = bl.fit_baselines(data.vectors, data.sequences["train"])
+    fitted = collection.fit_baselines(data.vectors, data.sequences["train"])
     scores: dict[str, dict[str, float]] = {}
     for name, b in fitted.items():
         scores[name] = {
             split: mean_cosine(b, data.vectors, data.split(split))
-            for split in contracts.EVAL_SPLITS
+            for split in EVAL_SPLITS
             if data.split(split) is not None
         }
-    bl.save_baselines(fitted, out_dir)
+    save_baselines(fitted, out_dir)
     log = get_run_logger()
     for name, s in scores.items():
         log.info("baseline %-18s %s", name, " ".join(f"{k}={v:.4f}" for k, v in s.items()))
@@ -60,7 +65,7 @@ def fit_baselines(data: training_data.TrainingData, out_dir: Path) -> tuple[dict
 def checkpoint_dir_for(data_dir: Path, data: training_data.TrainingData, model_config: ModelConfig, train_config: TrainConfig) -> Path:
     """Deterministic per (data, model, optimisation) so `--resume` finds the interrupted run's checkpoints."""
     key = json_digest([data.dataset_id, data.fingerprint.id, model_config.model_dump(), train_config.model_dump()])
-    return contracts.models_dir(data_dir) / "checkpoints" / f"{data.dataset_id}-{model_config.arch}-{key[:12]}"
+    return models_dir(data_dir) / "checkpoints" / f"{data.dataset_id}-{model_config.arch}-{key[:12]}"
 
 
 def baselines_dir(checkpoint_dir: Path) -> Path:
@@ -180,7 +185,7 @@ def register_model(
     work_dir: Path,
 ) -> dict[str, Any]:
     """Log curves and the model card, register a new version with alias `challenger`."""
-    from lvm_core.evaluation.model_card import render_model_card
+    from lvm_core.evaluation.model_card.card import render_model_card
 
     history = [h.to_dict() for h in result.history]
     curves = plot_training_curves(history, work_dir / "training_curves.png", title=f"{model_config.arch} on {data.dataset_id}")
@@ -241,7 +246,7 @@ def publish_training_summary(
         "baselines_val_cosine": {k: v.get("val") for k, v in baseline_scores.items()},
         "best_baseline": best_baseline[0],
         "checkpoint_dir": str(checkpoint_dir),
-        "tracking_uri": contracts.default_tracking_uri(data_dir),
+        "tracking_uri": default_tracking_uri(data_dir),
     }
     publish_table(
         [{"predictor": f"{arch} (model)", "val_cosine": result.best_val_cosine}]

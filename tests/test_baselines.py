@@ -7,17 +7,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from lvm_core.models.baselines import (
-    Baseline,
-    BaselineFileError,
-    ContextMean,
-    CopyLast,
-    RecencyWeightedMean,
-    RidgeBaseline,
-    fit_baselines,
-    load_baseline,
-    save_baselines,
-)
+from lvm_core.models.baselines.base import Baseline, BaselineFileError
+from lvm_core.models.baselines.simple import ContextMean, CopyLast
+from lvm_core.models.baselines.recency import RecencyWeightedMean
+from lvm_core.models.baselines.ridge import RidgeBaseline
+from lvm_core.models.baselines.collection import fit_baselines, load_baseline, save_baselines
 from lvm_core.data.windows import SequenceSet as Seqs
 from lvm_core.data.windows import check_windows
 from lvm_core.io.vectors import l2_normalize

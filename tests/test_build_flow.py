@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from lvm_core import contracts
+from lvm_core.contracts.layout import DatasetPaths, datasets_root, READY_MARKER, MANIFEST_FILE
 from lvm_core.contracts.build_options import BuildOptions
 from tests.conftest import SMALL_BUILD_ARTICLES, SMALL_BUILD_THRESHOLDS
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_small_build_is_published_with_manifest_and_passing_gates(small_dataset: Path):
-    paths = contracts.DatasetPaths(small_dataset)
+    paths = DatasetPaths(small_dataset)
     assert paths.ready.exists()
     m = json.loads(paths.manifest.read_text())
     assert m["counts"]["articles"] == SMALL_BUILD_ARTICLES
@@ -43,7 +43,7 @@ def test_small_build_is_published_with_manifest_and_passing_gates(small_dataset:
 
 
 def test_no_redirect_titles_in_articles(small_dataset: Path):
-    titles = pq.read_table(contracts.DatasetPaths(small_dataset).articles).column("title").to_pylist()
+    titles = pq.read_table(DatasetPaths(small_dataset).articles).column("title").to_pylist()
     raw = bz2.open(_sample()).read().decode()
     redirect_titles = {
         block.split("<title>")[1].split("</title>")[0]
@@ -57,36 +57,36 @@ def test_no_redirect_titles_in_articles(small_dataset: Path):
 def test_rebuild_reuses_every_embedding(small_dataset: Path, session_data_dir: Path):
     from flows.build_dataset import build_dataset
 
-    before = (small_dataset / contracts.READY_MARKER).read_text()
+    before = (small_dataset / READY_MARKER).read_text()
     path = build_dataset(
         source="sample", data_dir=str(session_data_dir), limit_articles=SMALL_BUILD_ARTICLES,
         options=BuildOptions(thresholds=SMALL_BUILD_THRESHOLDS),
     )
-    m = json.loads((Path(path) / contracts.MANIFEST_FILE).read_text())
+    m = json.loads((Path(path) / MANIFEST_FILE).read_text())
     assert m["embedding"]["n_encoded"] == 0
     assert m["embedding"]["n_reused"] == m["counts"]["chunks"] or m["embedding"]["n_reused"] == m["embedding"]["n_unique"]
-    assert (Path(path) / contracts.READY_MARKER).read_text() != before  # republished
+    assert (Path(path) / READY_MARKER).read_text() != before  # republished
 
 
 def test_failed_gate_publishes_nothing_and_keeps_data_docs(small_dataset: Path, session_data_dir: Path):
     from flows.build_dataset import build_dataset
     from lvm_core.contracts.gates import GateFailedError
 
-    good_ready = (small_dataset / contracts.READY_MARKER).read_text()
+    good_ready = (small_dataset / READY_MARKER).read_text()
     with pytest.raises(GateFailedError, match="oracle_recall_at_5"):
         build_dataset(
             source="sample", data_dir=str(session_data_dir), limit_articles=SMALL_BUILD_ARTICLES,
             options=BuildOptions(thresholds={**SMALL_BUILD_THRESHOLDS, "min_oracle_recall_at_5": 1.01}),
         )
-    assert (small_dataset / contracts.READY_MARKER).read_text() == good_ready  # last good one intact
-    failed = sorted((contracts.datasets_root(session_data_dir) / "_failed").iterdir())
+    assert (small_dataset / READY_MARKER).read_text() == good_ready  # last good one intact
+    failed = sorted((datasets_root(session_data_dir) / "_failed").iterdir())
     assert failed and list(failed[-1].rglob("index.html"))
-    m = json.loads((failed[-1] / contracts.MANIFEST_FILE).read_text())
+    m = json.loads((failed[-1] / MANIFEST_FILE).read_text())
     assert m["gates_passed"] is False and m["gates"]["oracle_recall_at_5"]["passed"] is False
 
 
 def _sample() -> Path:
-    from lvm_core.data.ingest import sample_dump_path
+    from lvm_core.data.ingest.sources import sample_dump_path
 
     return sample_dump_path()
 
@@ -112,6 +112,6 @@ def test_cli_bad_input_is_one_line_error_and_nothing_published(case, tmp_path: P
     assert result.exit_code == 1, result.output
     lines = [l for l in result.output.strip().splitlines() if l.startswith("error:")]
     assert len(lines) == 1 and src.name in lines[0], result.output
-    root = contracts.datasets_root(data_dir)
+    root = datasets_root(data_dir)
     published = [p for p in root.iterdir() if not p.name.startswith((".", "_"))] if root.exists() else []
     assert published == []

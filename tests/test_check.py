@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from lvm_core import contracts
+from lvm_core.contracts.layout import EMBEDDINGS_FILE, ENCODER_FILE, MANIFEST_FILE
 from lvm_core.io import storage
 
 pytestmark = pytest.mark.slow
@@ -53,7 +53,7 @@ def test_check_passes_then_a_permuted_bank_fails_only_the_oracle(dataset: Path, 
     assert oracle_good >= 0.97
 
     # permute the rows of embeddings.npy: still float32 and unit-norm, but no longer aligned with chunks.parquet
-    path = dataset / contracts.EMBEDDINGS_FILE
+    path = dataset / EMBEDDINGS_FILE
     vectors = np.load(path, allow_pickle=False)
     perm = np.random.default_rng(0).permutation(vectors.shape[0])
     storage.write_npy(path, np.ascontiguousarray(vectors[perm]))
@@ -70,7 +70,7 @@ def test_check_passes_then_a_permuted_bank_fails_only_the_oracle(dataset: Path, 
 
 
 def test_check_refuses_another_encoders_vectors(dataset: Path, tmp_path: Path) -> None:
-    path = dataset / contracts.ENCODER_FILE
+    path = dataset / ENCODER_FILE
     enc = json.loads(path.read_text())
     enc["weights_digest"] = "f" * 64
     enc.pop("id", None)
@@ -88,7 +88,7 @@ def test_docs_dir_inside_the_dataset_is_refused(dataset: Path) -> None:
 
 
 def test_build_records_the_oracle_sample_and_purge_numbers(small_dataset: Path) -> None:
-    m = json.loads((small_dataset / contracts.MANIFEST_FILE).read_text())
+    m = json.loads((small_dataset / MANIFEST_FILE).read_text())
     oracle = m["oracle"]
     assert oracle["k"] == 5 and oracle["seed"] == 0 and oracle["query"] == "re-encoded target texts"
     assert oracle["sample_size"] == min(500, oracle["n_targets"]) > 0

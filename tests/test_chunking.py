@@ -16,8 +16,9 @@ from lvm_core.data.chunking import (
     split_sentences,
     text_hash,
 )
-from lvm_core.contracts import CHUNKS_SCHEMA
-from lvm_core.data.ingest import Article, read_articles, sample_dump_path
+from lvm_core.contracts.layout import CHUNKS_SCHEMA
+from lvm_core.data.ingest.base import Article
+from lvm_core.data.ingest.sources import read_articles, sample_dump_path
 
 
 def sentence(n_words: int, tag: str) -> str:

@@ -13,7 +13,7 @@ from lvm_core.data.coherence import (
     plot_coherence_drift,
     plot_coherence_histogram,
 )
-from lvm_core.contracts import DataContractError
+from lvm_core.contracts.errors import DataContractError
 
 
 def rotation_vectors(angles: list[float]) -> np.ndarray:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lvm_core.data.build import wiki_language
+from lvm_core.data.build.source import wiki_language
 from lvm_core.io.storage import atomic_dir, atomic_path, replace_dir
 
 
@@ -82,7 +82,7 @@ def test_abandoned_staging_folders_are_removed_and_live_ones_kept(tmp_path: Path
     import json
     import os
 
-    from lvm_core.data.build import clean_abandoned_builds, new_staging_dir
+    from lvm_core.data.build.publish import clean_abandoned_builds, new_staging_dir
     from lvm_core.runtime.liveness import OWNER_FILE, Owner
 
     live = new_staging_dir(tmp_path, "snap")  # owned by this (live) process

@@ -114,7 +114,7 @@ def test_flow_on_a_built_dataset(small_dataset, prefect_harness, webhook_receive
                                  monkeypatch, tmp_path) -> None:
     from flows.drift import DriftDetectedError, drift_dedup_key, monitor_drift
     from flows.hooks import ALERT_URL_ENV
-    from lvm_core.data.build import load_dataset
+    from lvm_core.data.build.load import load_dataset
     from lvm_core.data.windows import gather
 
     monkeypatch.setenv(ALERT_URL_ENV, webhook_receiver.url)
@@ -194,7 +194,7 @@ def test_monitor_drift_command(small_dataset, prefect_harness, monkeypatch, tmp_
     from flows.cli import app
     from flows.drift import CURRENT_ENV, PUSHGATEWAY_ENV
     from flows.hooks import ALERT_URL_ENV
-    from lvm_core.data.build import load_dataset
+    from lvm_core.data.build.load import load_dataset
     from lvm_core.data.windows import gather
 
     monkeypatch.delenv(ALERT_URL_ENV, raising=False)

@@ -12,17 +12,14 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from lvm_core.data import embedding as emb  # noqa: E402
-from lvm_core.contracts import EMBEDDINGS_FILE, ENCODER_FILE, DataContractError  # noqa: E402
-from lvm_core.data.embedding import (  # noqa: E402
-    CANONICAL_DEFAULT_MODEL,
-    EncoderFingerprint,
-    EncoderLoadError,
-    FingerprintMismatchError,
-    embed_texts,
-    ensure_same_fingerprint,
-    load_encoder,
-)
+from lvm_core.data.embedding.fingerprint import Encoder
+from lvm_core.data.embedding.model_folder import encoder_casefolds, weights_digest  # noqa: E402
+from lvm_core.contracts.layout import EMBEDDINGS_FILE, ENCODER_FILE
+from lvm_core.contracts.errors import DataContractError  # noqa: E402
+from lvm_core.data.embedding.model_folder import CANONICAL_DEFAULT_MODEL
+from lvm_core.data.embedding.fingerprint import EncoderFingerprint, EncoderLoadError, FingerprintMismatchError, ensure_same_fingerprint
+from lvm_core.data.embedding.embed import embed_texts
+from lvm_core.data.embedding.encoder import load_encoder
 from lvm_core.data.embedding.cache import EmbeddingCache  # noqa: E402
 from lvm_core.data.vector_files import load_embeddings, save_embeddings  # noqa: E402
 
@@ -121,16 +118,16 @@ def _model_folder(root: Path, *, sbert_lower=None, tok_lower=None, normalizer=No
 
 
 def test_encoder_casing_is_read_from_the_model_folder(tmp_path: Path):
-    assert emb.encoder_casefolds() is True  # packaged all-MiniLM-L6-v2: uncased BERT tokenizer
-    assert emb.encoder_casefolds(_model_folder(tmp_path / "a", sbert_lower=False, tok_lower=True)) is True
-    assert emb.encoder_casefolds(_model_folder(tmp_path / "b", sbert_lower=True, tok_lower=False)) is True
-    assert emb.encoder_casefolds(_model_folder(tmp_path / "c", sbert_lower=False, tok_lower=False)) is False
+    assert encoder_casefolds() is True  # packaged all-MiniLM-L6-v2: uncased BERT tokenizer
+    assert encoder_casefolds(_model_folder(tmp_path / "a", sbert_lower=False, tok_lower=True)) is True
+    assert encoder_casefolds(_model_folder(tmp_path / "b", sbert_lower=True, tok_lower=False)) is True
+    assert encoder_casefolds(_model_folder(tmp_path / "c", sbert_lower=False, tok_lower=False)) is False
     lower = {"type": "Sequence", "normalizers": [{"type": "NFD"}, {"type": "Lowercase"}]}
-    assert emb.encoder_casefolds(_model_folder(tmp_path / "d", normalizer=lower)) is True
-    assert emb.encoder_casefolds(_model_folder(tmp_path / "e", normalizer={"type": "NFC"})) is False
+    assert encoder_casefolds(_model_folder(tmp_path / "d", normalizer=lower)) is True
+    assert encoder_casefolds(_model_folder(tmp_path / "e", normalizer={"type": "NFC"})) is False
     bert = {"type": "BertNormalizer", "lowercase": True}
-    assert emb.encoder_casefolds(_model_folder(tmp_path / "f", tok_lower=False, normalizer=bert)) is False
-    assert emb.encoder_casefolds(_model_folder(tmp_path / "g")) is False  # nothing says it lower-cases
+    assert encoder_casefolds(_model_folder(tmp_path / "f", tok_lower=False, normalizer=bert)) is False
+    assert encoder_casefolds(_model_folder(tmp_path / "g")) is False  # nothing says it lower-cases
 
 
 def test_ensure_same_fingerprint_message_names_artifact_and_both():
@@ -272,7 +269,7 @@ def test_real_encoder_vectors_and_fingerprint(real_encoder):
     fp = real_encoder.fingerprint
     assert fp.model_name == CANONICAL_DEFAULT_MODEL
     assert fp.dim == 384 and fp.normalized and len(fp.weights_digest) == 64
-    assert isinstance(real_encoder, emb.Encoder)
+    assert isinstance(real_encoder, Encoder)
     # torch fp32, with the id the fingerprint had before backends existed (datasets and caches stay valid)
     assert (fp.backend, fp.precision) == ("torch", "fp32")
     assert fp.id == EncoderFingerprint(fp.model_name, fp.weights_digest, fp.dim).id
@@ -281,7 +278,7 @@ def test_real_encoder_vectors_and_fingerprint(real_encoder):
     assert load_encoder(CANONICAL_DEFAULT_MODEL, device="cpu") is real_encoder
     assert load_encoder(f"{CANONICAL_DEFAULT_MODEL}@torch", device="cpu") is real_encoder
     assert load_encoder(fp, device="cpu") is real_encoder
-    assert emb.weights_digest(real_encoder.model_path) == fp.weights_digest
+    assert weights_digest(real_encoder.model_path) == fp.weights_digest
 
     v1 = real_encoder.encode(SENTENCES)
     v2 = real_encoder.encode(list(reversed(SENTENCES)))[::-1]

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from lvm_core.data.embedding import cache as ec
-from lvm_core.contracts import DataContractError
-from lvm_core.data.embedding import EncoderFingerprint, FingerprintMismatchError
+from lvm_core.contracts.errors import DataContractError
+from lvm_core.data.embedding.fingerprint import EncoderFingerprint, FingerprintMismatchError
 from lvm_core.data.embedding.cache import DB_FILE, EmbeddingCache
 from lvm_core.runtime.faults import FAULT_ENV
 

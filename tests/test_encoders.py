@@ -11,23 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lvm_core.data import embedding as emb
+from lvm_core.data.embedding.agreement import check_agreement, AGREEMENT_MIN_MEAN_COSINE, measure_agreement, agreement_sample
+from lvm_core.data.embedding.encoder import SentenceTransformerEncoder
 from lvm_core.data.embedding import agreement as emb_agreement
 from lvm_core.data.embedding import encoder as emb_encoder
 from lvm_core.data.embedding import model_folder as emb_folder
 from lvm_core.data.embedding import onnx as onnx_encoder
 from lvm_core.io import storage
-from lvm_core.data.embedding import (
-    EmbedStats,
-    EncoderAgreementError,
-    EncoderFingerprint,
-    EncoderLoadError,
-    FingerprintMismatchError,
-    embed_texts,
-    ensure_same_fingerprint,
-    load_encoder,
-    parse_encoder_spec,
-)
+from lvm_core.data.embedding.embed import EmbedStats, embed_texts
+from lvm_core.data.embedding.fingerprint import EncoderAgreementError, EncoderFingerprint, EncoderLoadError, FingerprintMismatchError, ensure_same_fingerprint
+from lvm_core.data.embedding.encoder import load_encoder, parse_encoder_spec
 from lvm_core.data.embedding.cache import EmbeddingCache
 
 DIGEST = "ab" * 32
@@ -165,18 +158,18 @@ def test_threads_follow_omp_num_threads(monkeypatch):
 def test_broken_backend_is_refused_with_its_numbers(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(emb_agreement, "agreement_sample", lambda n=256: [f"text {i}" for i in range(32)])
     reference, broken = FixedEncoder(_fp()), FixedEncoder(_fp(backend="onnx", precision="int8"), noise=1.0)
-    agreement = emb.check_agreement(broken, reference, tmp_path)
+    agreement = check_agreement(broken, reference, tmp_path)
     assert agreement["n_texts"] == 32 and agreement["mean_cosine"] < 0.9
     with pytest.raises(EncoderAgreementError, match=r"onnx int8 agrees with torch fp32 at mean cosine 0\.\d+ "
                        r"\(median 0\.\d+, min -?0\.\d+\) over 32 check chunks, below the required mean 0\.99"):
-        emb_agreement.require_agreement(broken.fingerprint, agreement, emb.AGREEMENT_MIN_MEAN_COSINE)
+        emb_agreement.require_agreement(broken.fingerprint, agreement, AGREEMENT_MIN_MEAN_COSINE)
     # measured once: the kept record serves the next process (encode would fail here)
-    again = emb.check_agreement(FixedEncoder(broken.fingerprint, fail=True), reference, tmp_path)
+    again = check_agreement(FixedEncoder(broken.fingerprint, fail=True), reference, tmp_path)
     assert again == agreement
     # a faithful backend passes
-    good = emb.check_agreement(FixedEncoder(_fp(precision="fp16"), noise=0.01), reference, None)
+    good = check_agreement(FixedEncoder(_fp(precision="fp16"), noise=0.01), reference, None)
     assert good["mean_cosine"] > 0.99 and good["min_cosine"] <= good["median_cosine"] <= 1.0
-    emb_agreement.require_agreement(_fp(precision="fp16"), good, emb.AGREEMENT_MIN_MEAN_COSINE)
+    emb_agreement.require_agreement(_fp(precision="fp16"), good, AGREEMENT_MIN_MEAN_COSINE)
 
 
 def test_embed_stats_carry_agreement_only_for_other_backends():
@@ -244,7 +237,7 @@ def test_int8_agrees_with_fp32_on_real_text(int8_encoder, int8_cache):
     assert agreement["mean_cosine"] >= 0.99 and agreement["min_cosine"] > 0.95
     assert json.loads((int8_cache / "agreement" / f"{int8_encoder.cache_key}.json").read_text()) == agreement
     # the same tokens as the fp32 pipeline, including truncation at 256 tokens
-    sample = emb.agreement_sample() + ["word " * 400, ""]
+    sample = agreement_sample() + ["word " * 400, ""]
     expected = [reference.model.tokenize([t])["input_ids"][0].tolist() for t in sample]
     assert int8_encoder.token_ids(sample) == expected
     # loaded once per process; unit float32 rows; through embed_texts the agreement reaches the stats
@@ -268,10 +261,10 @@ def test_int8_refused_above_what_it_reaches(int8_encoder, int8_cache):
 @pytest.mark.slow
 def test_fp16_backend_fingerprint_and_vectors():
     """fp16 is meant for CUDA; on the CPU the same code path still runs (slowly) and must agree."""
-    fp16 = emb.SentenceTransformerEncoder("all-MiniLM-L6-v2", device="cpu", precision="fp16")
+    fp16 = SentenceTransformerEncoder("all-MiniLM-L6-v2", device="cpu", precision="fp16")
     reference = load_encoder("all-MiniLM-L6-v2@torch", device="cpu")
     assert fp16.fingerprint.precision == "fp16" and fp16.fingerprint.spec.endswith("@torch-fp16")
-    texts = [t[:200] for t in emb.agreement_sample()[:4]]  # fp16 matmuls are slow on a CPU: keep it short
-    agreement = emb.measure_agreement(fp16, reference, texts)
+    texts = [t[:200] for t in agreement_sample()[:4]]  # fp16 matmuls are slow on a CPU: keep it short
+    agreement = measure_agreement(fp16, reference, texts)
     assert agreement["mean_cosine"] > 0.999
     assert fp16.encode(texts).dtype == np.float32

@@ -8,9 +8,19 @@ import json
 import numpy as np
 import pytest
 
-from lvm_core import evaluation as ev
-from lvm_core.evaluation import EvaluationError, EvaluationResult, evaluate_predictors
-from lvm_core.data.retrieval import ChunkBank
+from lvm_core.evaluation.result import INTERVAL_METRICS, reporting_split
+from lvm_core.evaluation.metrics.retrieval import retrieval_metrics, within_article_metrics
+from lvm_core.evaluation.metrics.offsets import offset_sweep
+from lvm_core.evaluation.metrics.contrastive import contrastive_accuracy
+from lvm_core.evaluation.metrics.ablations import ablations, ablation_contexts
+from lvm_core.evaluation.metrics.rollout import rollout_mask, rollout
+from lvm_core.evaluation.metrics.breakdown import neighbor_table
+from lvm_core.evaluation.metrics.cosine import cosine_to_target, margin_vs_last
+from lvm_core.evaluation.inputs import check_windows, predict_rows
+from lvm_core.evaluation.inputs import EvaluationError
+from lvm_core.evaluation.result import EvaluationResult
+from lvm_core.evaluation.evaluate import evaluate_predictors
+from lvm_core.data.retrieval.bank import ChunkBank
 from lvm_core.data.windows import SequenceSet, build_windows
 from lvm_core.models.predict import predict_windows
 
@@ -82,14 +92,14 @@ def test_perfect_predictor_scores_perfectly(data):
     v, aids, cidx, hashes, _, seqs = data
     pred = predict_windows(make_shift(v), v, seqs, unit=True)
     np.testing.assert_allclose(pred, v[seqs.target_rows], atol=1e-6)
-    np.testing.assert_allclose(ev.cosine_to_target(pred, v, seqs), 1.0, atol=1e-6)
+    np.testing.assert_allclose(cosine_to_target(pred, v, seqs), 1.0, atol=1e-6)
     bank = ChunkBank(v, aids, hashes)
-    r = ev.retrieval_metrics(pred, bank, seqs)
+    r = retrieval_metrics(pred, bank, seqs)
     assert r["r@1"] == 1.0 and r["mrr"] == 1.0 and r["median_rank"] == 1.0
-    w = ev.within_article_metrics(pred, bank, seqs)
+    w = within_article_metrics(pred, bank, seqs)
     assert w == {"r@1": 1.0, "r@5": 1.0, "mrr": 1.0}
-    assert ev.contrastive_accuracy(pred, v[seqs.target_rows]) == 1.0
-    sweep = ev.offset_sweep(pred, v, seqs, aids, cidx, CTX)
+    assert contrastive_accuracy(pred, v[seqs.target_rows]) == 1.0
+    sweep = offset_sweep(pred, v, seqs, aids, cidx, CTX)
     assert max(sweep, key=lambda k: sweep[k]["cosine"]) == 0
     assert sweep[0]["cosine"] == pytest.approx(1.0, abs=1e-6)
     assert all(sweep[k]["cosine"] < 0.9 for k in sweep if k != 0)
@@ -98,7 +108,7 @@ def test_perfect_predictor_scores_perfectly(data):
 def test_offset_sweep_indexing_copy_last_peaks_at_minus_one(data):
     v, aids, cidx, _, _, seqs = data
     pred = predict_windows(copy_last, v, seqs, unit=True)
-    sweep = ev.offset_sweep(pred, v, seqs, aids, cidx, CTX)
+    sweep = offset_sweep(pred, v, seqs, aids, cidx, CTX)
     assert sorted(sweep) == list(range(-CTX, 4))
     assert sweep[-1]["cosine"] == pytest.approx(1.0, abs=1e-6)
     assert sweep[0]["cosine"] < 0.9
@@ -120,7 +130,7 @@ def test_offset_sweep_indexing_copy_last_peaks_at_minus_one(data):
 def test_offset_sweep_never_reads_across_articles(data):
     v, aids, cidx, _, _, seqs = data
     pred = predict_windows(copy_last, v, seqs, unit=True)
-    sweep = ev.offset_sweep(pred, v, seqs, aids, cidx, ctx=CTX + 2)  # wider than the context
+    sweep = offset_sweep(pred, v, seqs, aids, cidx, ctx=CTX + 2)  # wider than the context
     first = seqs.target_chunk_index == CTX  # windows starting at the article's first chunk
     assert sweep[-CTX - 1]["n"] == len(seqs) - int(first.sum())
     assert sweep[-CTX - 2]["n"] == len(seqs) - int(first.sum()) - int((seqs.target_chunk_index == CTX + 1).sum())
@@ -130,16 +140,16 @@ def test_margin_vs_last(data):
     v, _, _, _, _, seqs = data
     pred = predict_windows(copy_last, v, seqs, unit=True)
     want = cos_rows(v[seqs.context_rows[:, -1]], v[seqs.target_rows]) - 1.0
-    np.testing.assert_allclose(ev.margin_vs_last(pred, v, seqs), want, atol=1e-6)
+    np.testing.assert_allclose(margin_vs_last(pred, v, seqs), want, atol=1e-6)
     perfect = predict_windows(make_shift(v), v, seqs, unit=True)
-    assert (ev.margin_vs_last(perfect, v, seqs) > 0).all()
+    assert (margin_vs_last(perfect, v, seqs) > 0).all()
 
 
 def test_retrieval_metrics_exclude_context_rows(data):
     v, aids, _, hashes, _, seqs = data
     bank = ChunkBank(v, aids, hashes)
     pred = predict_windows(copy_last, v, seqs, unit=True)
-    r = ev.retrieval_metrics(pred, bank, seqs)
+    r = retrieval_metrics(pred, bank, seqs)
     # brute force: rank of the target among all rows but the context ones
     s = pred @ v.T
     ranks = []
@@ -160,7 +170,7 @@ def test_within_article_candidates_are_the_article_minus_context(data):
     v, aids, _, hashes, _, seqs = data
     bank = ChunkBank(v, aids, hashes)
     pred = predict_windows(context_mean, v, seqs, unit=True)
-    got = ev.within_article_metrics(pred, bank, seqs)
+    got = within_article_metrics(pred, bank, seqs)
     ranks = []
     for i in range(len(seqs)):
         cand = np.flatnonzero(aids == seqs.article_ids[i])
@@ -176,40 +186,40 @@ def test_within_article_candidates_are_the_article_minus_context(data):
 def test_contrastive_accuracy_known_answers(data):
     v, _, _, hashes, _, seqs = data
     t = v[seqs.target_rows]
-    assert ev.contrastive_accuracy(t, t) == 1.0
-    assert ev.contrastive_accuracy(t, t, max_negatives=7, seed=3) == 1.0  # sampled negatives
-    assert ev.contrastive_accuracy(-t, t) == 0.0  # the true target is the farthest of all
+    assert contrastive_accuracy(t, t) == 1.0
+    assert contrastive_accuracy(t, t, max_negatives=7, seed=3) == 1.0  # sampled negatives
+    assert contrastive_accuracy(-t, t) == 0.0  # the true target is the farthest of all
     # hand-made: 3 targets on axes, prediction between target 0 and 1 but nearer 0
     targets = np.eye(3, dtype=np.float32)
     pred = unit(np.array([[1.0, 0.5, 0.0], [0.0, 1.0, 0.9], [0.0, 1.0, 0.2]], np.float32))
     # window 0: cos 0.89 to its target, 0.45 and 0 to the others -> share 1
     # window 1: cos 0.74 to its target, 0 and 0.67 to the others -> share 1
     # window 2: cos 0.20 to its target, 0 and 0.98 to the others -> share 1/2
-    assert ev.contrastive_accuracy(pred, targets) == pytest.approx((1.0 + 1.0 + 0.5) / 3)
+    assert contrastive_accuracy(pred, targets) == pytest.approx((1.0 + 1.0 + 0.5) / 3)
     # duplicates of the true text are not negatives
     dup = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32)
-    assert ev.contrastive_accuracy(dup, dup) < 1.0
-    assert ev.contrastive_accuracy(dup, dup, target_keys=np.array(["a", "a", "b"])) == 1.0
+    assert contrastive_accuracy(dup, dup) < 1.0
+    assert contrastive_accuracy(dup, dup, target_keys=np.array(["a", "a", "b"])) == 1.0
     # sampled mode is deterministic for a seed
     rng = np.random.default_rng(0)
     p = rng.normal(size=(50, 8))
     tg = rng.normal(size=(50, 8)) + p
-    a = ev.contrastive_accuracy(p, tg, max_negatives=10, seed=1)
+    a = contrastive_accuracy(p, tg, max_negatives=10, seed=1)
     assert 0.0 < a < 1.0
-    assert a == ev.contrastive_accuracy(p, tg, max_negatives=10, seed=1)
-    full = ev.contrastive_accuracy(p, tg)
+    assert a == contrastive_accuracy(p, tg, max_negatives=10, seed=1)
+    full = contrastive_accuracy(p, tg)
     assert abs(a - full) < 0.15  # 10 sampled negatives estimate the 49-negative share
 
 
 def test_ablations(data):
     v, _, _, _, _, seqs = data
-    mean_abl = ev.ablations(context_mean, v, seqs, seed=0)
+    mean_abl = ablations(context_mean, v, seqs, seed=0)
     assert mean_abl["shuffled"] == pytest.approx(0.0, abs=1e-6)
     assert mean_abl["reversed"] == pytest.approx(0.0, abs=1e-6)
-    rec = ev.ablations(recency, v, seqs, seed=0)
+    rec = ablations(recency, v, seqs, seed=0)
     assert rec["reversed"] < -0.01  # the order-sensitive predictor notices a reversed context
     assert rec["shuffled"] < 0
-    cl = ev.ablations(copy_last, v, seqs, seed=0)
+    cl = ablations(copy_last, v, seqs, seed=0)
     assert cl["repeat_padded"] == pytest.approx(0.0, abs=1e-6)
     # only dropping the last slot matters to copy-last: it then copies ctx[-2]
     tgt = v[seqs.target_rows]
@@ -217,20 +227,20 @@ def test_ablations(data):
     assert cl[f"leave_one_out_pos{CTX - 1}"] == pytest.approx(drop_last, abs=1e-6)
     assert cl["leave_one_out"] == pytest.approx(drop_last / CTX, abs=1e-6)
     # the shuffle is a real permutation of every window and depends only on the seed
-    alt = ev.ablation_contexts(seqs, seed=5)
+    alt = ablation_contexts(seqs, seed=5)
     assert (alt["shuffled"] != seqs.context_rows).any(axis=1).all()
     np.testing.assert_array_equal(np.sort(alt["shuffled"], axis=1), np.sort(seqs.context_rows, axis=1))
-    np.testing.assert_array_equal(alt["shuffled"], ev.ablation_contexts(seqs, seed=5)["shuffled"])
+    np.testing.assert_array_equal(alt["shuffled"], ablation_contexts(seqs, seed=5)["shuffled"])
 
 
 def test_rollout_with_perfect_shift_predictor(data):
     v, aids, cidx, _, _, seqs = data
-    assert ev.rollout(make_shift(v), v, seqs, aids, cidx, horizon=3) == pytest.approx([1.0, 1.0, 1.0], abs=1e-6)
-    mask = ev.rollout_mask(seqs, aids, cidx, 3)
+    assert rollout(make_shift(v), v, seqs, aids, cidx, horizon=3) == pytest.approx([1.0, 1.0, 1.0], abs=1e-6)
+    mask = rollout_mask(seqs, aids, cidx, 3)
     n_after = np.array([LENGTHS[a - 100] - 1 - c for a, c in zip(seqs.article_ids, seqs.target_chunk_index)])
     np.testing.assert_array_equal(mask, n_after >= 2)
     # copy-last fed back keeps predicting ctx[-1]: step h compares it with the chunk at target+h-1
-    got = ev.rollout(copy_last, v, seqs, aids, cidx, horizon=3)
+    got = rollout(copy_last, v, seqs, aids, cidx, horizon=3)
     last = v[seqs.context_rows[mask, -1]]
     want = [cos_rows(last, v[seqs.target_rows[mask] + h]).mean() for h in range(3)]
     assert got == pytest.approx(want, abs=1e-6)
@@ -240,7 +250,7 @@ def test_neighbor_table_rows(data):
     v, aids, _, hashes, texts, seqs = data
     bank = ChunkBank(v, aids, hashes)
     pred = predict_windows(make_shift(v), v, seqs, unit=True)
-    rows = ev.neighbor_table(pred, bank, texts, seqs, n_samples=4, k=3, seed=1)
+    rows = neighbor_table(pred, bank, texts, seqs, n_samples=4, k=3, seed=1)
     assert len(rows) == 4
     for r in rows:
         i = r["window"]
@@ -250,7 +260,7 @@ def test_neighbor_table_rows(data):
         assert r["neighbors"][0]["score"] == pytest.approx(1.0, abs=1e-6)
         assert len(r["neighbors"]) == 3 and r["target_rank"] == 1
     assert [r["window"] for r in rows] == [
-        r["window"] for r in ev.neighbor_table(pred, bank, texts, seqs, 4, 3, seed=1)
+        r["window"] for r in neighbor_table(pred, bank, texts, seqs, 4, 3, seed=1)
     ]
 
 
@@ -259,19 +269,19 @@ def test_bad_inputs(data):
     # rows 9, 10, 11 are the last chunks of article 100; row 12 is chunk 0 of article 101
     crossing = SequenceSet(np.array([[9, 10, 11]]), np.array([12]), np.array([100]), np.array([12]))
     with pytest.raises(EvaluationError, match="1 of 1 windows are not"):
-        ev.check_windows(crossing, aids, cidx)
+        check_windows(crossing, aids, cidx)
     with pytest.raises(EvaluationError, match="windows are not"):
         evaluate_predictors(
             {"m": copy_last}, v, {"val": crossing}, aids, cidx, aids.astype(str), aids.astype(str), splits=("val",)
         )
     with pytest.raises(EvaluationError, match="out of range"):
-        ev.check_windows(
+        check_windows(
             SequenceSet(np.array([[0, 1, 2]]), np.array([len(aids)]), np.array([100]), np.array([3])), aids, cidx
         )
     with pytest.raises(EvaluationError, match="predictor output"):
-        ev.predict_rows(lambda ctx: ctx[:, -1, :5], v, seqs.context_rows)
+        predict_rows(lambda ctx: ctx[:, -1, :5], v, seqs.context_rows)
     with pytest.raises(EvaluationError, match="NaN"):
-        ev.predict_rows(lambda ctx: ctx[:, -1] * np.nan, v, seqs.context_rows)
+        predict_rows(lambda ctx: ctx[:, -1] * np.nan, v, seqs.context_rows)
     with pytest.raises(EvaluationError, match="no sequences for split"):
         evaluate_predictors(
             {"m": copy_last},
@@ -410,7 +420,7 @@ def test_evaluate_predictors_intervals_and_deltas(data):
     }
     for p in preds:
         for s in ("val", "test"):
-            for name in ev.INTERVAL_METRICS:
+            for name in INTERVAL_METRICS:
                 iv = res.intervals[p][s][name]
                 assert iv["mean"] == pytest.approx(res.metrics[p][s][name]), (p, s, name)
                 assert iv["low"] <= iv["mean"] + 1e-12 and iv["mean"] <= iv["high"] + 1e-12, (p, s, name)
@@ -423,12 +433,12 @@ def test_evaluate_predictors_intervals_and_deltas(data):
     lo, hi = res.interval("copy_last", "test")
     assert lo < res.metrics["copy_last"]["test"]["cosine"] < hi
     same = evaluate_predictors({"a": copy_last, "b": copy_last}, v, splits, aids, cidx, hashes, texts, splits=("val",))
-    for name in ev.INTERVAL_METRICS:
+    for name in INTERVAL_METRICS:
         assert same.deltas["val"]["b"][name] == {"delta": 0.0, "low": 0.0, "high": 0.0}
     # reporting split: test where present, else val; JSON round trip keeps intervals
-    assert res.reporting_split == ev.reporting_split(res) == "test"
-    assert same.reporting_split == "val" and ev.reporting_split(("val", "ood")) == "val"
-    assert ev.reporting_split({"m": {"val": {"n_windows": 5}, "test": {"n_windows": 0}}}) == "val"
+    assert res.reporting_split == reporting_split(res) == "test"
+    assert same.reporting_split == "val" and reporting_split(("val", "ood")) == "val"
+    assert reporting_split({"m": {"val": {"n_windows": 5}, "test": {"n_windows": 0}}}) == "val"
     back = EvaluationResult.from_dict(json.loads(json.dumps(res.to_dict(), allow_nan=False)))
     assert back.delta("copy_last", "test") == pytest.approx(d) and back.reporting_split == "test"
     old_style = res.to_dict()
@@ -464,9 +474,10 @@ def test_evaluation_at_sample_scale():
 @pytest.mark.slow
 def test_evaluate_baselines_on_a_real_built_dataset(small_dataset, tmp_path):
     """Real sample data: the bank is aligned (oracle), the indexing matches the data, baselines compare."""
-    from lvm_core.models.baselines import ContextMean, CopyLast, RecencyWeightedMean
+    from lvm_core.models.baselines.simple import ContextMean, CopyLast
+    from lvm_core.models.baselines.recency import RecencyWeightedMean
     from lvm_core.models.predict import mean_cosine
-    from lvm_core.data.build import load_dataset
+    from lvm_core.data.build.load import load_dataset
     from lvm_core.evaluation.report import write_report
 
     ds = load_dataset(small_dataset)

@@ -22,9 +22,9 @@ def trained(small_dataset: Path, session_data_dir: Path):
 def test_training_registers_a_challenger_with_baselines(trained, session_data_dir: Path):
     from mlflow.tracking import MlflowClient
 
-    from lvm_core import tracking as registry
+    from lvm_core.tracking.setup import configure_tracking
 
-    registry.configure_tracking(session_data_dir)
+    configure_tracking(session_data_dir)
     client = MlflowClient()
     assert trained["status"] in ("completed", "early_stopped")
     mv = client.get_model_version_by_alias(trained["name"], "challenger")
@@ -41,7 +41,8 @@ def test_training_registers_a_challenger_with_baselines(trained, session_data_di
 
 def test_evaluation_reports_model_beside_baselines_and_gates_block_champion(trained, session_data_dir: Path):
     from flows.evaluate_model import evaluate_model
-    from lvm_core import tracking as registry
+    from lvm_core.tracking.setup import configure_tracking
+    from lvm_core.tracking.references import current_champion
 
     out = evaluate_model(model=trained["uri"], data_dir=str(session_data_dir))
     predictors = {r["predictor"] for r in out["summary"]}
@@ -51,14 +52,15 @@ def test_evaluation_reports_model_beside_baselines_and_gates_block_champion(trai
     # A 2-epoch model on 14 articles cannot reach val cosine 0.55: no champion, failed gates tagged.
     assert not out["gates_passed"]
     assert out["promotion"]["action"] == "rejected"
-    registry.configure_tracking(session_data_dir)
-    assert registry.current_champion(trained["name"]) is None
+    configure_tracking(session_data_dir)
+    assert current_champion(trained["name"]) is None
 
 
 def test_cli_promote_force_and_rollback(trained, session_data_dir: Path, prefect_harness):
     from flows.cli import app
     from flows.train_model import train_model
-    from lvm_core import tracking as registry
+    from lvm_core.tracking.setup import configure_tracking
+    from lvm_core.tracking.references import current_champion
 
     runner = CliRunner()
     dd = ["--data-dir", str(session_data_dir), "--name", trained["name"]]
@@ -68,14 +70,14 @@ def test_cli_promote_force_and_rollback(trained, session_data_dir: Path, prefect
     assert ok.exit_code == 0, ok.output
     second = train_model(data=trained["dataset"], arch="amn", epochs=1, data_dir=str(session_data_dir))
     assert runner.invoke(app, ["promote", "--version", str(second["version"]), "--force", *dd]).exit_code == 0
-    registry.configure_tracking(session_data_dir)
-    assert registry.current_champion(trained["name"]) == second["version"]
+    configure_tracking(session_data_dir)
+    assert current_champion(trained["name"]) == second["version"]
     back = runner.invoke(app, ["rollback", *dd])
     assert back.exit_code == 0, back.output
-    assert registry.current_champion(trained["name"]) == trained["version"]
+    assert current_champion(trained["name"]) == trained["version"]
     missing = runner.invoke(app, ["promote", "--version", "999", *dd])
     assert missing.exit_code == 1 and "999" in missing.output
-    assert registry.current_champion(trained["name"]) == trained["version"]
+    assert current_champion(trained["name"]) == trained["version"]
 
 
 def test_evaluate_refuses_unknown_model(session_data_dir: Path, prefect_harness):
@@ -147,7 +149,7 @@ def test_evaluation_refuses_articles_the_model_trained_on_unless_allowed(trained
     from mlflow.tracking import MlflowClient
 
     from flows.cli import app
-    from lvm_core import tracking as registry
+    from lvm_core.tracking.setup import configure_tracking
 
     other = tmp_path / "other-splits"
     moved = _reassign_train_articles(small_dataset, other, 2)
@@ -160,7 +162,7 @@ def test_evaluation_refuses_articles_the_model_trained_on_unless_allowed(trained
 
     allowed = CliRunner().invoke(app, [*args, "--allow-contamination"])
     assert allowed.exit_code == 0, allowed.output
-    registry.configure_tracking(session_data_dir)
+    configure_tracking(session_data_dir)
     client = MlflowClient()
     mv = client.get_model_version(trained["name"], str(trained["version"]))
     assert mv.tags.get("contamination") == "2 articles" and mv.tags.get("contamination_dataset") == str(other)
@@ -238,7 +240,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(small_dataset: Path, t
     import time
 
     from flows.train_model import train_model
-    from lvm_core.train import read_checkpoint_meta
+    from lvm_core.train.checkpoint import read_checkpoint_meta
 
     data_dir = tmp_path / "data"
     args = ["--data", str(small_dataset), "--epochs", "12", "--patience", "50", "--data-dir", str(data_dir)]

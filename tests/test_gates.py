@@ -22,7 +22,8 @@ from expectations.runner import (
     run_pre_training_gates,
     validation_result_path,
 )
-from lvm_core import contracts
+from lvm_core.contracts.layout import SPLIT_NAMES, DatasetPaths, MANIFEST_FILE, SEQUENCES_FILE, EMBEDDINGS_FILE, ENCODER_FILE, VECTOR_DTYPE_KEY, SPLITS_FILE, CHUNKS_FILE, SPLITS_MANIFEST_FILE, CHUNKS_SCHEMA, ARTICLES_SCHEMA, SPLITS_SCHEMA, GX_DIR
+from lvm_core.contracts.errors import DataContractError
 from lvm_core.io import storage
 from lvm_core.contracts.gates import GateFailedError, GateThresholds
 
@@ -57,11 +58,11 @@ ALL_GATES = {
 def make_dataset(root: Path) -> dict[str, Any]:
     """Write a small valid dataset folder (12 articles x 10 chunks, 16-d unit vectors, ctx 3); return its manifest."""
     rng = np.random.default_rng(0)
-    paths = contracts.DatasetPaths(root)
+    paths = DatasetPaths(root)
     root.mkdir(parents=True, exist_ok=True)
     article_ids = 1000 + np.arange(N_ARTICLES, dtype=np.int64)
 
-    rows: dict[str, list] = {k: [] for k in contracts.CHUNKS_SCHEMA.names}
+    rows: dict[str, list] = {k: [] for k in CHUNKS_SCHEMA.names}
     texts = []
     for a in article_ids:
         body = []
@@ -75,7 +76,7 @@ def make_dataset(root: Path) -> dict[str, Any]:
             rows["text_hash"].append(hashlib.sha1(text.lower().encode()).hexdigest())
             rows["n_words"].append(len(text.split()))
         texts.append("\n\n".join(body))
-    storage.write_parquet(paths.chunks, pa.Table.from_pydict(rows, schema=contracts.CHUNKS_SCHEMA))
+    storage.write_parquet(paths.chunks, pa.Table.from_pydict(rows, schema=CHUNKS_SCHEMA))
     storage.write_parquet(
         paths.articles,
         pa.Table.from_pydict(
@@ -86,7 +87,7 @@ def make_dataset(root: Path) -> dict[str, Any]:
                 "snapshot_id": ["synthetic"] * N_ARTICLES,
                 "text_sha1": [hashlib.sha1(t.encode()).hexdigest() for t in texts],
             },
-            schema=contracts.ARTICLES_SCHEMA,
+            schema=ARTICLES_SCHEMA,
         ),
     )
 
@@ -109,11 +110,11 @@ def make_dataset(root: Path) -> dict[str, Any]:
                 "coherence": coherence.tolist(),
                 "coherence_bin": [i % 3 for i in range(N_ARTICLES)],
             },
-            schema=contracts.SPLITS_SCHEMA,
+            schema=SPLITS_SCHEMA,
         ),
     )
     # the shape lvm_core.data.splits.split_report writes (parity per eval split, vs train)
-    per_split: dict[str, dict[str, Any]] = {s: {"articles": SPLIT_OF.count(s)} for s in contracts.SPLIT_NAMES}
+    per_split: dict[str, dict[str, Any]] = {s: {"articles": SPLIT_OF.count(s)} for s in SPLIT_NAMES}
     per_split["val"].update(ks_statistic_vs_train=0.25, mean_diff_vs_train=-0.02)
     per_split["ood"].update(ks_statistic_vs_train=0.3, mean_diff_vs_train=0.03)
     splits_report = {"mode": "stratified", "seed": 0, "n_articles": N_ARTICLES, "splits": per_split}
@@ -121,7 +122,7 @@ def make_dataset(root: Path) -> dict[str, Any]:
 
     arrays: dict[str, np.ndarray] = {}
     n_seq = {}
-    for split in contracts.SPLIT_NAMES:
+    for split in SPLIT_NAMES:
         ctx_rows, targets, arts, tidx = [], [], [], []
         for i, a in enumerate(article_ids):
             if SPLIT_OF[i] != split:
@@ -170,19 +171,19 @@ def base_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def dataset(base_dataset: Path, tmp_path: Path) -> Path:
     root = tmp_path / "dataset"
-    shutil.copytree(base_dataset, root, ignore=shutil.ignore_patterns(contracts.GX_DIR))
+    shutil.copytree(base_dataset, root, ignore=shutil.ignore_patterns(GX_DIR))
     return root
 
 
 def _edit_manifest(root: Path, edit: Callable[[dict], None]) -> None:
-    path = root / contracts.MANIFEST_FILE
+    path = root / MANIFEST_FILE
     manifest = json.loads(path.read_text())
     edit(manifest)
     path.write_text(json.dumps(manifest))
 
 
 def _edit_sequences(root: Path, edit: Callable[[dict[str, np.ndarray]], None]) -> None:
-    path = root / contracts.SEQUENCES_FILE
+    path = root / SEQUENCES_FILE
     with np.load(path, allow_pickle=False) as npz:
         arrays = {k: npz[k].copy() for k in npz.files}
     edit(arrays)
@@ -190,7 +191,7 @@ def _edit_sequences(root: Path, edit: Callable[[dict[str, np.ndarray]], None]) -
 
 
 def _edit_vectors(root: Path, edit: Callable[[np.ndarray], np.ndarray]) -> None:
-    path = root / contracts.EMBEDDINGS_FILE
+    path = root / EMBEDDINGS_FILE
     storage.write_npy(path, edit(np.load(path, allow_pickle=False).copy()))
 
 
@@ -206,7 +207,7 @@ def test_valid_dataset_passes_every_gate_and_writes_docs(dataset: Path) -> None:
     assert report.failed == []
     docs = Path(report.docs_path)
     assert docs.name == "index.html" and docs.is_file()
-    assert docs.is_relative_to((dataset / contracts.GX_DIR).resolve())
+    assert docs.is_relative_to((dataset / GX_DIR).resolve())
     assert "local_site" in docs.parts and "data_docs" in docs.parts
     html = docs.read_text()
     assert "vectors" in html and "dataset_metrics" in html
@@ -277,7 +278,7 @@ def _missing_vector_row(root: Path) -> None:
 
 
 def _wrong_encoder_dim(root: Path) -> None:
-    path = root / contracts.ENCODER_FILE
+    path = root / ENCODER_FILE
     enc = json.loads(path.read_text())
     enc["dim"] = 32
     path.write_text(json.dumps(enc))
@@ -292,14 +293,14 @@ def _float16_vectors_recorded_as_float32(root: Path) -> None:
 
 
 def _set_vector_dtype(root: Path, dtype: str) -> None:
-    path = root / contracts.ENCODER_FILE
+    path = root / ENCODER_FILE
     enc = json.loads(path.read_text())
-    enc[contracts.VECTOR_DTYPE_KEY] = dtype
+    enc[VECTOR_DTYPE_KEY] = dtype
     path.write_text(json.dumps(enc))
 
 
 def _article_in_two_splits(root: Path) -> None:
-    path = root / contracts.SPLITS_FILE
+    path = root / SPLITS_FILE
     table = pq.read_table(path)
     extra = table.slice(0, 1).to_pydict()  # a train article, listed again under val
     extra["split"] = ["val"]
@@ -314,7 +315,7 @@ def _crossing_window(root: Path) -> None:
 
 
 def _chunk_index_gap(root: Path) -> None:
-    path = root / contracts.CHUNKS_FILE
+    path = root / CHUNKS_FILE
     table = pq.read_table(path)
     idx = table["chunk_index"].to_numpy().copy()
     idx[N_CHUNKS - 1] = N_CHUNKS  # first article: 0..8, 10
@@ -323,7 +324,7 @@ def _chunk_index_gap(root: Path) -> None:
 
 
 def _manifest_bad_json(root: Path) -> None:
-    (root / contracts.MANIFEST_FILE).write_text('{"counts": {"articles": 12,')
+    (root / MANIFEST_FILE).write_text('{"counts": {"articles": 12,')
 
 
 def _manifest_wrong_chunk_count(root: Path) -> None:
@@ -465,12 +466,12 @@ def test_raw_leakage_is_gated_per_split(dataset: Path) -> None:
 
 
 def test_manifest_given_as_dict_is_checked_against_the_files(dataset: Path) -> None:
-    manifest = json.loads((dataset / contracts.MANIFEST_FILE).read_text())
+    manifest = json.loads((dataset / MANIFEST_FILE).read_text())
     manifest["counts"]["articles"] = 99
     report = run_pre_training_gates(dataset, manifest=manifest, data_docs=False)
     assert report.failed == ["manifest_consistent"]
     # a given manifest does not hide a corrupt manifest.json on disk
-    (dataset / contracts.MANIFEST_FILE).write_text("not json")
+    (dataset / MANIFEST_FILE).write_text("not json")
     manifest["counts"]["articles"] = N_ARTICLES
     report = run_pre_training_gates(dataset, manifest=manifest, data_docs=False)
     gate = next(r for r in report.results if r.name == "manifest_consistent")
@@ -479,7 +480,7 @@ def test_manifest_given_as_dict_is_checked_against_the_files(dataset: Path) -> N
 
 def test_parity_block_shape_is_read_too(dataset: Path) -> None:
     parity = {"val": {"ks": 0.1, "mean_diff": 0.2}, "ood": {"ks": 0.05, "mean_diff": -0.01}}
-    storage.write_json(dataset / contracts.SPLITS_MANIFEST_FILE, {"seed": 0, "parity": parity})
+    storage.write_json(dataset / SPLITS_MANIFEST_FILE, {"seed": 0, "parity": parity})
     _edit_manifest(dataset, lambda m: m.update(splits={"seed": 0, "parity": parity}))
     report = run_pre_training_gates(dataset, data_docs=False)
     gates = {r.name: r for r in report.results}
@@ -493,7 +494,7 @@ def test_missing_ks_fails_the_parity_gate(dataset: Path) -> None:
         m["splits"]["splits"]["ood"]["ks_statistic_vs_train"] = None
 
     _edit_manifest(dataset, edit)
-    path = dataset / contracts.SPLITS_MANIFEST_FILE
+    path = dataset / SPLITS_MANIFEST_FILE
     report = json.loads(path.read_text())
     report["splits"]["ood"]["ks_statistic_vs_train"] = None
     path.write_text(json.dumps(report))
@@ -525,7 +526,7 @@ def test_docs_dir_can_be_elsewhere(dataset: Path, tmp_path: Path) -> None:
     report = run_pre_training_gates(dataset, docs_dir=docs)
     assert Path(report.docs_path).is_relative_to(docs.resolve())
     assert (docs / "validation_result.json").is_file()
-    assert not (dataset / contracts.GX_DIR).exists()
+    assert not (dataset / GX_DIR).exists()
 
 
 # --- suites ----------------------------------------------------------------------------------------
@@ -544,6 +545,6 @@ def test_stored_suites_load_with_gates_and_parameters() -> None:
 
 
 def test_missing_data_file_is_a_clear_error(dataset: Path) -> None:
-    (dataset / contracts.SEQUENCES_FILE).unlink()
-    with pytest.raises(contracts.DataContractError, match="sequences.npz"):
+    (dataset / SEQUENCES_FILE).unlink()
+    with pytest.raises(DataContractError, match="sequences.npz"):
         run_pre_training_gates(dataset, data_docs=False)

@@ -14,16 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lvm_core.data.ingest import (
-    Article,
-    IngestError,
-    clean_wikitext,
-    is_disambiguation,
-    read_articles,
-    resolve_source,
-    sample_dump_path,
-    snapshot_id_for,
-)
+from lvm_core.data.ingest.base import Article, IngestError
+from lvm_core.data.ingest.wikitext import clean_wikitext, is_disambiguation
+from lvm_core.data.ingest.sources import read_articles, resolve_source, sample_dump_path, snapshot_id_for
 
 DATA = Path(__file__).parent / "data"
 TINY = DATA / "tiny_dump.xml"
@@ -246,13 +239,14 @@ def _duplicated_jsonl(path: Path, n_conflicting: int) -> Path:
 
 
 def _ingest(path: Path, data_dir: Path, **options) -> tuple[list[dict], dict]:
-    from lvm_core.data import build as ds
+    from lvm_core.data.build import source as build_source
+    from lvm_core.data.build.ingest import ingest_step, read_ingest_stats
     from lvm_core.contracts.build_options import BuildConfig
 
     config = BuildConfig(source=str(path), data_dir=str(data_dir), **options)
-    source = ds.resolve_source(config)
-    out = ds.ingest_step(source, config, data_dir / "work" / uuid.uuid4().hex)
-    return pq.read_table(out).to_pylist(), ds.read_ingest_stats(out)
+    source = build_source.resolve_source(config)
+    out = ingest_step(source, config, data_dir / "work" / uuid.uuid4().hex)
+    return pq.read_table(out).to_pylist(), read_ingest_stats(out)
 
 
 def test_identical_repeated_ids_are_dropped_and_counted(tmp_path):
@@ -264,7 +258,7 @@ def test_identical_repeated_ids_are_dropped_and_counted(tmp_path):
 
 
 def test_repeated_ids_with_other_text_fail_unless_a_row_is_chosen(tmp_path):
-    from lvm_core.data.ingest import DuplicateIdError
+    from lvm_core.data.ingest.duplicates import DuplicateIdError
 
     path = _duplicated_jsonl(tmp_path / "dups.jsonl", 3)
     with pytest.raises(DuplicateIdError) as exc:

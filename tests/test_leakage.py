@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lvm_core.contracts import DataContractError
+from lvm_core.contracts.errors import DataContractError
 from lvm_core.data.leakage import purge_leaking_windows, scan_leakage
 from lvm_core.data.windows import build_windows
 

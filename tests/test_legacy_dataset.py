@@ -13,9 +13,9 @@ import pytest
 
 from expectations.check import check_dataset
 from lvm_core.contracts.manifest import DatasetManifest
-from lvm_core.data.build import load_dataset
+from lvm_core.data.build.load import load_dataset
 from lvm_core.data.build.publish import content_hash
-from lvm_core.models.baselines import fit_baselines
+from lvm_core.models.baselines.collection import fit_baselines
 from lvm_core.models.predict import mean_cosine
 from lvm_core.train.data import from_dataset
 

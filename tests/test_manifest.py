@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from lvm_core.contracts import DataContractError
+from lvm_core.contracts.errors import DataContractError
 from lvm_core.contracts.manifest import DatasetManifest, parse_manifest, read_manifest
-from lvm_core.data.build import content_hash, list_datasets, load_dataset
+from lvm_core.data.build.publish import content_hash
+from lvm_core.data.build.load import list_datasets, load_dataset
 
 # manifest.json files of datasets built before the typed manifest: by the code of commit 6529d6c (the test
 # fixtures' 14-article sample, published and failed) and by an older build without test split or oracle record

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lvm_core.contracts import CHECKPOINT_META_FILE, CHECKPOINT_STATE_FILE
-from lvm_core.data.embedding import EncoderFingerprint
+from lvm_core.contracts.layout import CHECKPOINT_META_FILE, CHECKPOINT_STATE_FILE
+from lvm_core.data.embedding.fingerprint import EncoderFingerprint
 from lvm_core.data.windows import SequenceSet
-from lvm_core.models import ModelConfig
+from lvm_core.models.config import ModelConfig
 from lvm_core.models.loader import (
     CONFIG_FILE,
     ENCODER_FILE,
@@ -26,7 +26,8 @@ from lvm_core.models.loader import (
     load_model_dir,
     unrecorded_encoder,
 )
-from lvm_core.train import TrainConfig, train
+from lvm_core.train.config import TrainConfig
+from lvm_core.train.trainer import train
 from lvm_core.train.checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointMismatchError,

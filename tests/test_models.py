@@ -7,15 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lvm_core.models import (
-    AMN,
-    MODEL_REGISTRY,
-    ModelConfig,
-    UnknownArchitectureError,
-    build_model,
-    count_parameters,
-    model_class,
-)
+from lvm_core.models.archs.amn import AMN
+from lvm_core.models.builder import MODEL_REGISTRY, UnknownArchitectureError, build_model, count_parameters, model_class
+from lvm_core.models.config import ModelConfig
 
 ARCHS = ["amn", "amn_mix", "gru", "lstm", "transformer"]
 

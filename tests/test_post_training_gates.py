@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from lvm_core.evaluation import evaluate_predictors
+from lvm_core.evaluation.evaluate import evaluate_predictors
 from lvm_core.contracts.gates import GateThresholds
 from lvm_core.evaluation.gates import post_training_gates
 from lvm_core.data.windows import build_windows

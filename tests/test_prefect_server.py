@@ -201,7 +201,7 @@ def test_failed_run_fires_the_automation_webhook(deployed_server: PrefectServer,
 def test_watch_deployment_dry_run_on_worker(deployed_server: PrefectServer, submitted: Submitted, tmp_path: Path) -> None:
     """The scheduled deployment's flow runs on the worker and publishes its report artifact. (After the failing
     watch run: a watch run that finds another one running is cancelled.)"""
-    from lvm_core.data.ingest import sample_dump_path
+    from lvm_core.data.ingest.sources import sample_dump_path
 
     server = deployed_server
     wait_for_final_state(server, submitted.failing_watch, timeout=300)

@@ -12,12 +12,22 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from lvm_core import tracking as registry
+from lvm_core.tracking.setup import configure_tracking
+from lvm_core.tracking.model_logging import ModelVersionInfo
+from lvm_core.tracking.references import load_registered_model, list_versions, current_champion
+from lvm_core.models.loader import save_model_dir
+from lvm_core.tracking.promotion import promote, rollback, PromotionError, record_gate_outcomes
+from lvm_core.tracking.tags import TAG_FAILED_GATES, TAG_FAILURE, TAG_ENCODER, TAG_PREVIOUS_CHAMPION, TAG_DATASET_DIGEST, TAG_ENCODER_DIM, TAG_SNAPSHOT, TAG_SPLIT_HASH, TAG_ENCODER_MODEL, TAG_GATES_PASSED, TAG_CHAMPION_HISTORY, TAG_FORCED, TAG_LAST_ROLLBACK
+from lvm_core.tracking.runs import TrainingRun
+from lvm_core.tracking.curves import plot_training_curves
+from lvm_core.contracts.errors import ModelNotFoundError
+from lvm_core.tracking.gate_outcomes import gate_outcomes
 from lvm_core.io import storage
-from lvm_core.data.embedding import EncoderFingerprint, FingerprintMismatchError
+from lvm_core.data.embedding.fingerprint import EncoderFingerprint, FingerprintMismatchError
 from lvm_core.contracts.gates import GateReport, GateResult
-from lvm_core.evaluation.model_card import render_model_card
-from lvm_core.models import ModelConfig, build_model
+from lvm_core.evaluation.model_card.card import render_model_card
+from lvm_core.models.config import ModelConfig
+from lvm_core.models.builder import build_model
 
 DIM, CTX = 8, 3
 FP = EncoderFingerprint(model_name="test-encoder", weights_digest="0" * 64, dim=DIM, normalized=True)
@@ -36,7 +46,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def client(data_dir: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-    uri = registry.configure_tracking(data_dir)
+    uri = configure_tracking(data_dir)
     assert uri == f"sqlite:///{(data_dir / 'mlflow.db').resolve()}"
     return MlflowClient()
 
@@ -51,9 +61,9 @@ def tiny_model(seed: int) -> tuple[torch.nn.Module, ModelConfig]:
     return model, config
 
 
-def register(name: str, seed: int, gate_report=None) -> tuple[registry.ModelVersionInfo, torch.nn.Module]:
+def register(name: str, seed: int, gate_report=None) -> tuple[ModelVersionInfo, torch.nn.Module]:
     model, config = tiny_model(seed)
-    with registry.TrainingRun(arch="amn", snapshot_id="snap-1", encoder_fingerprint=FP, split_hash="split-abc") as run:
+    with TrainingRun(arch="amn", snapshot_id="snap-1", encoder_fingerprint=FP, split_hash="split-abc") as run:
         run.log_epoch({"val_cosine": 0.5 + seed / 100}, step=0)
         info = run.log_and_register_model(
             model, config, FP, name, tags={"note": "test"}, gate_report=gate_report
@@ -88,12 +98,12 @@ def test_run_records_params_epochs_dataset_gates_and_artifacts(client, tmp_path)
         GateResult("val_cosine", True, 0.56, 0.55), GateResult("ood_val_gap", False, 0.07, 0.05),
     ])
     config = ModelConfig(arch="amn", dim=DIM, context_len=CTX)
-    with registry.TrainingRun(arch="amn", encoder_fingerprint=FP, run_name="t1") as run:
+    with TrainingRun(arch="amn", encoder_fingerprint=FP, run_name="t1") as run:
         logged = run.log_params({"model": config, "train": {"lr": 0.001, "epochs": 3, "milestones": [1, 2]}})
         for h in history:
             run.log_epoch({k: v for k, v in h.items() if k != "epoch"}, step=h["epoch"])
         ds = run.log_dataset_manifest(manifest)
-        png = registry.plot_training_curves(history, tmp_path / "curves.png")
+        png = plot_training_curves(history, tmp_path / "curves.png")
         run.log_figure(png, "plots/training_curves.png")
         outcomes = run.log_gate_results(report)
         run.log_model_card(render_model_card({"name": "x", "gates": report}))
@@ -117,11 +127,11 @@ def test_run_records_params_epochs_dataset_gates_and_artifacts(client, tmp_path)
     assert str(manifest.parent.resolve()) in inp.dataset.source
     assert json.loads(inp.dataset.profile)["articles"] == 14
     tags = {t.key: t.value for t in inp.tags}
-    assert tags[registry.TAG_DATASET_DIGEST] == digest and tags["mlflow.data.context"] == "training"
+    assert tags[TAG_DATASET_DIGEST] == digest and tags["mlflow.data.context"] == "training"
 
     t = r.data.tags
-    assert t["arch"] == "amn" and t[registry.TAG_ENCODER] == FP.id and t[registry.TAG_ENCODER_DIM] == str(DIM)
-    assert t[registry.TAG_SNAPSHOT] == "enwiki-sample-1" and t[registry.TAG_SPLIT_HASH] == "feedbeef"
+    assert t["arch"] == "amn" and t[TAG_ENCODER] == FP.id and t[TAG_ENCODER_DIM] == str(DIM)
+    assert t[TAG_SNAPSHOT] == "enwiki-sample-1" and t[TAG_SPLIT_HASH] == "feedbeef"
     assert t["gates.model.passed"] == "false" and t["gates.model.failed"] == "ood_val_gap"
     assert outcomes["ood_val_gap"] == {"passed": False, "value": 0.07, "threshold": 0.05}
     assert r.data.metrics["gate.val_cosine"] == pytest.approx(0.56)
@@ -137,21 +147,21 @@ def test_run_records_params_epochs_dataset_gates_and_artifacts(client, tmp_path)
 
 def test_run_fails_on_exception_and_on_divergence(client):
     with pytest.raises(RuntimeError, match="boom"):
-        with registry.TrainingRun(arch="amn") as run:
+        with TrainingRun(arch="amn") as run:
             run.log_epoch({"train_loss": 1.0}, step=0)
             raise RuntimeError("boom")
     r = client.get_run(run.run_id)
     assert r.info.status == "FAILED"
-    assert r.data.tags[registry.TAG_FAILURE] == "RuntimeError: boom"
+    assert r.data.tags[TAG_FAILURE] == "RuntimeError: boom"
 
-    with registry.TrainingRun(arch="amn") as run2:
+    with TrainingRun(arch="amn") as run2:
         run2.log_epoch({"train_loss": float("nan")}, step=1)
         run2.mark_failed("diverged: train_loss is NaN at epoch 1")
     r2 = client.get_run(run2.run_id)
     assert r2.info.status == "FAILED"
-    assert r2.data.tags[registry.TAG_FAILURE].startswith("diverged")
+    assert r2.data.tags[TAG_FAILURE].startswith("diverged")
 
-    with registry.TrainingRun() as run3:
+    with TrainingRun() as run3:
         with pytest.raises(TypeError, match="'note'"):
             run3.log_metrics({"note": "text"})
     assert client.get_run(run3.run_id).info.status == "FINISHED"
@@ -159,9 +169,9 @@ def test_run_fails_on_exception_and_on_divergence(client):
 
 def test_plot_training_curves_rejects_empty_history(tmp_path):
     with pytest.raises(ValueError, match="empty"):
-        registry.plot_training_curves([], tmp_path / "x.png")
+        plot_training_curves([], tmp_path / "x.png")
     with pytest.raises(ValueError, match="no plottable keys"):
-        registry.plot_training_curves([{"epoch": 0, "foo": 1}], tmp_path / "x.png")
+        plot_training_curves([{"epoch": 0, "foo": 1}], tmp_path / "x.png")
 
 
 # --- registering and loading -----------------------------------------------------------------------
@@ -174,10 +184,10 @@ def test_register_sets_challenger_tags_and_signature(client, tmp_path):
     assert mv.run_id == info.run_id
     assert client.get_registered_model("lvm-reg").aliases == {"challenger": 1}
     tags = mv.tags
-    assert tags[registry.TAG_ENCODER] == FP.id
-    assert tags[registry.TAG_ENCODER_MODEL] == "test-encoder" and tags[registry.TAG_ENCODER_DIM] == str(DIM)
+    assert tags[TAG_ENCODER] == FP.id
+    assert tags[TAG_ENCODER_MODEL] == "test-encoder" and tags[TAG_ENCODER_DIM] == str(DIM)
     assert tags["arch"] == "amn" and tags["snapshot_id"] == "snap-1" and tags["split_hash"] == "split-abc"
-    assert tags[registry.TAG_GATES_PASSED] == "false" and tags[registry.TAG_FAILED_GATES] == "ood_val_gap"
+    assert tags[TAG_GATES_PASSED] == "false" and tags[TAG_FAILED_GATES] == "ood_val_gap"
     assert tags["note"] == "test"
 
     from mlflow.models import Model
@@ -197,7 +207,7 @@ def test_register_sets_challenger_tags_and_signature(client, tmp_path):
 
 def test_load_round_trips_weights_and_refuses_other_dim_and_encoder(client, tmp_path):
     info, model = register("lvm-load", seed=2)
-    loaded = registry.load_registered_model("models:/lvm-load@challenger", expected_fingerprint=FP)
+    loaded = load_registered_model("models:/lvm-load@challenger", expected_fingerprint=FP)
     assert (loaded.name, loaded.version, loaded.run_id) == ("lvm-load", 1, info.run_id)
     assert loaded.fingerprint == FP and loaded.config.arch == "amn"
     original, restored = model.state_dict(), loaded.module.state_dict()
@@ -221,21 +231,21 @@ def test_load_round_trips_weights_and_refuses_other_dim_and_encoder(client, tmp_
     with pytest.raises(FingerprintMismatchError):
         loaded.check_fingerprint(OTHER_FP)
     with pytest.raises(FingerprintMismatchError):
-        registry.load_registered_model("models:/lvm-load/1", expected_fingerprint=OTHER_FP)
+        load_registered_model("models:/lvm-load/1", expected_fingerprint=OTHER_FP)
 
-    kept = registry.load_registered_model("lvm-load/1", dst_dir=tmp_path / "kept")
+    kept = load_registered_model("lvm-load/1", dst_dir=tmp_path / "kept")
     assert kept.path is not None and (kept.path / "weights.safetensors").is_file()
-    local = registry.load_registered_model(tmp_path / "kept")  # an MLflow model folder on disk
+    local = load_registered_model(tmp_path / "kept")  # an MLflow model folder on disk
     np.testing.assert_array_equal(local.predict(ctx), expected)
-    plain = registry.save_model_dir(model, model.config, FP, tmp_path / "plain")
-    np.testing.assert_array_equal(registry.load_registered_model(str(plain)).predict(ctx), expected)
+    plain = save_model_dir(model, model.config, FP, tmp_path / "plain")
+    np.testing.assert_array_equal(load_registered_model(str(plain)).predict(ctx), expected)
 
 
 def test_save_model_dir_refuses_dim_mismatch(tmp_path):
     model, config = tiny_model(0)
     wrong = EncoderFingerprint(model_name="big", weights_digest="2" * 64, dim=DIM * 2)
     with pytest.raises(ValueError, match="does not match the encoder fingerprint dim"):
-        registry.save_model_dir(model, config, wrong, tmp_path / "m")
+        save_model_dir(model, config, wrong, tmp_path / "m")
 
 
 def test_loading_never_unpickles(client, monkeypatch):
@@ -253,7 +263,7 @@ def test_loading_never_unpickles(client, monkeypatch):
     monkeypatch.setattr(cloudpickle, "loads", refuse)
     monkeypatch.setattr(torch, "load", refuse)
 
-    loaded = registry.load_registered_model("models:/lvm-nopickle@challenger", expected_fingerprint=FP)
+    loaded = load_registered_model("models:/lvm-nopickle@challenger", expected_fingerprint=FP)
     ctx = unit_ctx(4)
     ours = loaded.predict(ctx)
     assert ours.shape == (4, DIM)
@@ -267,16 +277,16 @@ def test_loading_never_unpickles(client, monkeypatch):
 
 def test_unknown_models_versions_and_aliases(client):
     register("lvm-known", seed=4)
-    with pytest.raises(registry.ModelNotFoundError, match="no registered model named 'lvm-missing'"):
-        registry.load_registered_model("models:/lvm-missing/1")
-    with pytest.raises(registry.ModelNotFoundError, match=r"no version 7 \(versions: 1\)"):
-        registry.load_registered_model("models:/lvm-known/7")
-    with pytest.raises(registry.ModelNotFoundError, match="no alias 'champion'"):
-        registry.load_registered_model("models:/lvm-known@champion")
-    with pytest.raises(registry.ModelNotFoundError, match="neither a local model folder"):
-        registry.load_registered_model("no/such/folder")
-    with pytest.raises(registry.ModelNotFoundError):
-        registry.current_champion("lvm-missing")
+    with pytest.raises(ModelNotFoundError, match="no registered model named 'lvm-missing'"):
+        load_registered_model("models:/lvm-missing/1")
+    with pytest.raises(ModelNotFoundError, match=r"no version 7 \(versions: 1\)"):
+        load_registered_model("models:/lvm-known/7")
+    with pytest.raises(ModelNotFoundError, match="no alias 'champion'"):
+        load_registered_model("models:/lvm-known@champion")
+    with pytest.raises(ModelNotFoundError, match="neither a local model folder"):
+        load_registered_model("no/such/folder")
+    with pytest.raises(ModelNotFoundError):
+        current_champion("lvm-missing")
 
 
 # --- promotion -------------------------------------------------------------------------------------
@@ -286,49 +296,49 @@ def test_promote_rollback_and_failed_gates(client):
     name = "lvm-promo"
     for seed in (10, 11, 12):
         register(name, seed)
-    assert registry.current_champion(name) is None
+    assert current_champion(name) is None
 
-    r1 = registry.promote(name, 1, PASS)
+    r1 = promote(name, 1, PASS)
     assert (r1.promoted, r1.action, r1.champion, r1.previous_champion) == (True, "promoted", 1, None)
-    assert client.get_model_version(name, "1").tags[registry.TAG_PREVIOUS_CHAMPION] == "none"
+    assert client.get_model_version(name, "1").tags[TAG_PREVIOUS_CHAMPION] == "none"
 
-    r2 = registry.promote(name, "2", GateReport(stage="model", results=[GateResult("val_cosine", True, 0.6, 0.55)]))
-    assert r2.promoted and registry.current_champion(name) == 2 and r2.previous_champion == 1
+    r2 = promote(name, "2", GateReport(stage="model", results=[GateResult("val_cosine", True, 0.6, 0.55)]))
+    assert r2.promoted and current_champion(name) == 2 and r2.previous_champion == 1
     v2 = client.get_model_version(name, "2").tags
-    assert v2[registry.TAG_PREVIOUS_CHAMPION] == "1" and v2[registry.TAG_GATES_PASSED] == "true"
+    assert v2[TAG_PREVIOUS_CHAMPION] == "1" and v2[TAG_GATES_PASSED] == "true"
     rm = client.get_registered_model(name)
-    assert json.loads(rm.tags[registry.TAG_CHAMPION_HISTORY]) == [1, 2]
+    assert json.loads(rm.tags[TAG_CHAMPION_HISTORY]) == [1, 2]
     assert rm.aliases == {"champion": 2, "challenger": 3}
 
-    r3 = registry.promote(name, 3, FAIL)
+    r3 = promote(name, 3, FAIL)
     assert (r3.promoted, r3.action, r3.failed_gates, r3.champion) == (False, "rejected", ("ood_val_gap",), 2)
-    assert registry.current_champion(name) == 2
-    assert client.get_model_version(name, "3").tags[registry.TAG_FAILED_GATES] == "ood_val_gap"
+    assert current_champion(name) == 2
+    assert client.get_model_version(name, "3").tags[TAG_FAILED_GATES] == "ood_val_gap"
     assert client.get_registered_model(name).aliases == {"champion": 2, "challenger": 3}
 
     before = client.get_registered_model(name)
-    with pytest.raises(registry.ModelNotFoundError, match="no version 99"):
-        registry.promote(name, 99, PASS)
+    with pytest.raises(ModelNotFoundError, match="no version 99"):
+        promote(name, 99, PASS)
     after = client.get_registered_model(name)
     assert after.aliases == before.aliases and after.tags == before.tags
 
-    rb = registry.rollback(name)
+    rb = rollback(name)
     assert (rb.action, rb.version, rb.previous_champion) == ("rolled_back", 1, 2)
-    assert registry.current_champion(name) == 1
+    assert current_champion(name) == 1
     rm = client.get_registered_model(name)
-    assert json.loads(rm.tags[registry.TAG_CHAMPION_HISTORY]) == [1]
-    assert json.loads(rm.tags[registry.TAG_LAST_ROLLBACK])["from"] == 2
+    assert json.loads(rm.tags[TAG_CHAMPION_HISTORY]) == [1]
+    assert json.loads(rm.tags[TAG_LAST_ROLLBACK])["from"] == 2
     assert client.get_model_version(name, "2").tags["rolled_back_to"] == "1"
-    with pytest.raises(registry.PromotionError, match="no previous champion"):
-        registry.rollback(name)
-    assert registry.current_champion(name) == 1
+    with pytest.raises(PromotionError, match="no previous champion"):
+        rollback(name)
+    assert current_champion(name) == 1
 
-    forced = registry.promote(name, 3, FAIL, force=True)
-    assert forced.promoted and forced.forced and registry.current_champion(name) == 3
-    assert client.get_model_version(name, "3").tags[registry.TAG_FORCED].startswith("true")
-    assert registry.rollback(name).version == 1
+    forced = promote(name, 3, FAIL, force=True)
+    assert forced.promoted and forced.forced and current_champion(name) == 3
+    assert client.get_model_version(name, "3").tags[TAG_FORCED].startswith("true")
+    assert rollback(name).version == 1
 
-    rows = registry.list_versions(name, metric_keys=["val_cosine"])
+    rows = list_versions(name, metric_keys=["val_cosine"])
     assert [r["version"] for r in rows] == [3, 2, 1]
     assert rows[2]["aliases"] == ["champion"]
     assert rows[0]["metrics"] == {"val_cosine": pytest.approx(0.62)}
@@ -340,41 +350,41 @@ def test_promote_uses_gates_recorded_at_registration(client):
     register(name, 20, gate_report=PASS)
     register(name, 21, gate_report=FAIL)
     register(name, 22)
-    assert registry.promote(name, 1).promoted
-    rejected = registry.promote(name, 2)
+    assert promote(name, 1).promoted
+    rejected = promote(name, 2)
     assert not rejected.promoted and rejected.failed_gates == ("ood_val_gap",)
-    with pytest.raises(registry.PromotionError, match="no gate results"):
-        registry.promote(name, 3)
-    assert registry.current_champion(name) == 1
+    with pytest.raises(PromotionError, match="no gate results"):
+        promote(name, 3)
+    assert current_champion(name) == 1
 
 
 def test_recorded_gates_without_promotion_are_what_a_later_promotion_or_rollout_reads(client):
-    from lvm_core import rollout
+    from lvm_core.rollout.plan import gate_blockers
 
     name = "lvm-recorded-only"
     register(name, 30, gate_report=PASS)  # registration said pass; the evaluation below says fail
-    registry.promote(name, 1, force=True)
+    promote(name, 1, force=True)
     register(name, 31, gate_report=PASS)
-    assert registry.record_gate_outcomes(name, 2, FAIL) == ["ood_val_gap"]
+    assert record_gate_outcomes(name, 2, FAIL) == ["ood_val_gap"]
     tags = client.get_model_version(name, "2").tags
-    assert tags[registry.TAG_GATES_PASSED] == "false" and tags[registry.TAG_FAILED_GATES] == "ood_val_gap"
+    assert tags[TAG_GATES_PASSED] == "false" and tags[TAG_FAILED_GATES] == "ood_val_gap"
     assert client.get_registered_model(name).aliases.get("champion") == 1  # no alias moved
-    assert rollout.gate_blockers(name, 2) == ["failed gates ood_val_gap"]
-    assert not registry.promote(name, 2).promoted  # the newest outcomes win over registration's
-    assert registry.record_gate_outcomes(name, 2, PASS) == []
-    assert registry.TAG_FAILED_GATES not in client.get_model_version(name, "2").tags
-    assert rollout.gate_blockers(name, 2) == []
+    assert gate_blockers(name, 2) == ["failed gates ood_val_gap"]
+    assert not promote(name, 2).promoted  # the newest outcomes win over registration's
+    assert record_gate_outcomes(name, 2, PASS) == []
+    assert TAG_FAILED_GATES not in client.get_model_version(name, "2").tags
+    assert gate_blockers(name, 2) == []
 
 
 def test_gate_outcomes_formats():
     report = GateReport(stage="model", results=[GateResult("a", True, 1.0, 0.5), GateResult("b", False)])
-    assert registry.gate_outcomes(report)["b"]["passed"] is False
-    assert registry.gate_outcomes(report.to_manifest())["a"] == {"passed": True, "value": 1.0, "threshold": 0.5}
-    assert registry.gate_outcomes({"stage": "pre_training", "a": True})["a"]["passed"] is True
+    assert gate_outcomes(report)["b"]["passed"] is False
+    assert gate_outcomes(report.to_manifest())["a"] == {"passed": True, "value": 1.0, "threshold": 0.5}
+    assert gate_outcomes({"stage": "pre_training", "a": True})["a"]["passed"] is True
     with pytest.raises(ValueError, match="no gate results"):
-        registry.gate_outcomes({})
+        gate_outcomes({})
     with pytest.raises(ValueError, match="cannot read"):
-        registry.gate_outcomes({"x": "maybe"})
+        gate_outcomes({"x": "maybe"})
 
 
 # --- model card ------------------------------------------------------------------------------------

@@ -9,8 +9,9 @@ import re
 import numpy as np
 import pytest
 
-from lvm_core.evaluation import EvaluationResult, evaluate_predictors
-from lvm_core.evaluation.model_card import render_model_card
+from lvm_core.evaluation.result import EvaluationResult
+from lvm_core.evaluation.evaluate import evaluate_predictors
+from lvm_core.evaluation.model_card.card import render_model_card
 from lvm_core.evaluation.report import REPORT_HTML, REPORT_MD, ReportError, write_report
 from lvm_core.data.windows import build_windows
 

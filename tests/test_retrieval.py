@@ -7,14 +7,9 @@ import hashlib
 import numpy as np
 import pytest
 
-from lvm_core.data.retrieval import (
-    ChunkBank,
-    RetrievalError,
-    normalize_exclusions,
-    oracle_hits,
-    oracle_recall_at_k,
-    oracle_sample,
-)
+from lvm_core.data.retrieval.bank import ChunkBank
+from lvm_core.data.retrieval.rows import RetrievalError, normalize_exclusions
+from lvm_core.data.retrieval.oracle import oracle_hits, oracle_recall_at_k, oracle_sample
 from lvm_core.data.windows import build_windows
 
 DIM = 24

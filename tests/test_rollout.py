@@ -13,8 +13,11 @@ import pytest
 from prefect_server import WebhookReceiver
 from test_serving import mark_gates, serve_app, wait_until
 
-from lvm_core import rollout
-from lvm_core.rollout import Thresholds, VersionStats, decide
+from lvm_core.rollout.state import state_from_tags, read_state, TAG_STATUS, TAG_CHALLENGER, TAG_CHAMPION, TAG_SHARE, TAG_STEP, TAG_PLAN, TAG_STEP_STARTED_AT, RolloutError
+from lvm_core.rollout.plan import start, check_plan
+from lvm_core.rollout.routing import bucket
+from lvm_core.rollout.decision import Thresholds, decide
+from lvm_core.rollout.stats import VersionStats
 
 NAME = "lvm-rollout-test"
 REFRESH_S = 0.3
@@ -64,24 +67,24 @@ def test_decision_holds_until_both_sides_have_the_minimum_samples():
 
 def test_client_buckets_are_sticky_and_nested():
     keys = [f"user-{i}" for i in range(4000)]
-    places = [rollout.bucket(k, "m/v7") for k in keys]
-    assert places == [rollout.bucket(k, "m/v7") for k in keys]
+    places = [bucket(k, "m/v7") for k in keys]
+    assert places == [bucket(k, "m/v7") for k in keys]
     in5 = {k for k, p in zip(keys, places) if p < 0.05}
     in20 = {k for k, p in zip(keys, places) if p < 0.20}
     assert in5 <= in20 and 0.03 < len(in5) / 4000 < 0.07 and 0.17 < len(in20) / 4000 < 0.23
-    assert [rollout.bucket(k, "m/v8") for k in keys[:50]] != places[:50]  # another rollout, another cohort
+    assert [bucket(k, "m/v8") for k in keys[:50]] != places[:50]  # another rollout, another cohort
 
 
 def test_plan_and_state_tags():
-    assert rollout.check_plan([0.1, 0.5, 1]) == (0.1, 0.5, 1.0)
+    assert check_plan([0.1, 0.5, 1]) == (0.1, 0.5, 1.0)
     for bad in ([0.2, 0.1, 1.0], [0.05, 0.2], [0, 1.0], []):
         with pytest.raises(ValueError, match="increasing shares"):
-            rollout.check_plan(bad)
-    st = rollout.state_from_tags("m", {rollout.TAG_STATUS: "active", rollout.TAG_CHALLENGER: "3",
-                                       rollout.TAG_CHAMPION: "2", rollout.TAG_SHARE: "0.2", rollout.TAG_STEP: "1",
-                                       rollout.TAG_PLAN: "[0.05, 0.2, 1.0]", rollout.TAG_STEP_STARTED_AT: "t"})
+            check_plan(bad)
+    st = state_from_tags("m", {TAG_STATUS: "active", TAG_CHALLENGER: "3",
+                                       TAG_CHAMPION: "2", TAG_SHARE: "0.2", TAG_STEP: "1",
+                                       TAG_PLAN: "[0.05, 0.2, 1.0]", TAG_STEP_STARTED_AT: "t"})
     assert st.active and st.share_of(3) == 0.2 and st.share_of(2) == pytest.approx(0.8) and st.window == "v3/step1/t"
-    assert not rollout.state_from_tags("m", {}).active
+    assert not state_from_tags("m", {}).active
 
 
 # --- the flow against a real service ---------------------------------------------------------------
@@ -91,23 +94,25 @@ def test_plan_and_state_tags():
 def versions(small_dataset: Path, session_data_dir: Path, prefect_harness):
     """A champion and a challenger (tiny amn models, one epoch); gates recorded as passed."""
     from flows.train_model import train_model
-    from lvm_core import tracking as registry
+    from lvm_core.tracking.setup import configure_tracking
+    from lvm_core.tracking.promotion import promote
 
     out = []
     for lr in (1e-4, 1e-3):
         r = train_model(data=str(small_dataset), arch="amn", epochs=1, lr=lr, data_dir=str(session_data_dir),
                         registered_name=NAME, hidden=16, mlp_hidden=32)
         out.append(r["version"])
-    registry.configure_tracking(session_data_dir)
+    configure_tracking(session_data_dir)
     for v in out:
         mark_gates(NAME, v, passed=True)
-    registry.promote(NAME, out[0])
+    promote(NAME, out[0])
     return out
 
 
 @pytest.fixture(scope="module")
 def service(versions, session_data_dir: Path):
-    from lvm_core.serving import ServeSettings, create_app
+    from lvm_core.serving.settings import ServeSettings
+    from lvm_core.serving.app import create_app
 
     app = create_app(f"models:/{NAME}@champion", session_data_dir, refresh_s=REFRESH_S,
                      settings=ServeSettings(token=""))
@@ -167,7 +172,7 @@ def test_worse_challenger_is_rolled_back_and_alerted(service, versions, session_
                                                      webhook_receiver: WebhookReceiver, monkeypatch):  # noqa: F811
     from flows.hooks import ALERT_URL_ENV
     from flows.rollout import rollout_dedup_key, staged_rollout
-    from lvm_core import tracking as registry
+    from lvm_core.tracking.references import current_champion
 
     client, app = service
     champion, challenger = versions
@@ -180,9 +185,9 @@ def test_worse_challenger_is_rolled_back_and_alerted(service, versions, session_
     last = out["decisions"][-1]
     assert last["action"] == "rollback" and "online cosine" in last["reason"]
     assert last["numbers"]["challenger"]["cosine_mean"] < 0.5 < last["numbers"]["champion"]["cosine_mean"]
-    state = rollout.read_state(NAME)
+    state = read_state(NAME)
     assert (state.status, state.share) == ("rolled_back", 0.0) and state.last_decision["action"] == "rollback"
-    assert registry.current_champion(NAME) == champion
+    assert current_champion(NAME) == champion
     [alert] = webhook_receiver.wait_for(1, timeout=10)
     event = alert.json()
     assert event["dedup_key"] == rollout_dedup_key(NAME, challenger) and event["event_action"] == "trigger"
@@ -195,17 +200,20 @@ def test_challenger_that_fails_on_predict_is_rolled_back(versions, session_data_
     import dataclasses
 
     from flows.rollout import staged_rollout
-    from lvm_core import tracking as registry
-    from lvm_core.serving import ModelHolder, ServeSettings, create_app
+    from lvm_core.models.loader import LoadedModel
+    from lvm_core.tracking.references import load_registered_model, current_champion
+    from lvm_core.serving.holder import ModelHolder
+    from lvm_core.serving.settings import ServeSettings
+    from lvm_core.serving.app import create_app
 
     champion, challenger = versions
 
-    class Broken(registry.LoadedModel):
+    class Broken(LoadedModel):
         def predict(self, ctx, batch_size: int = 4096):
             raise RuntimeError("forward pass broke")
 
     def loader(ref: str, **kw):
-        m = registry.load_registered_model(ref, **kw)
+        m = load_registered_model(ref, **kw)
         return Broken(**{f.name: getattr(m, f.name) for f in dataclasses.fields(m)}) if m.version == challenger else m
 
     holder = ModelHolder(f"models:/{NAME}@champion", session_data_dir, refresh_s=REFRESH_S, loader=loader)
@@ -213,7 +221,7 @@ def test_challenger_that_fails_on_predict_is_rolled_back(versions, session_data_
     with serve_app(app) as client, Traffic(str(client.base_url), champion, "same") as traffic:
         out = staged_rollout(name=NAME, challenger=challenger, service_urls=[str(client.base_url)], step_seconds=60,
                              check_seconds=0.5, plan=[0.5, 1.0], thresholds=FAST, data_dir=str(session_data_dir))
-    assert out["outcome"] == "rolled_back" and registry.current_champion(NAME) == champion
+    assert out["outcome"] == "rolled_back" and current_champion(NAME) == champion
     assert "error rate" in out["decisions"][-1]["reason"], out["decisions"][-1]
     assert traffic.failures and traffic.seen.get(challenger, 0) == 0
     stats = out["decisions"][-1]["numbers"]["challenger"]
@@ -222,7 +230,8 @@ def test_challenger_that_fails_on_predict_is_rolled_back(versions, session_data_
 
 def test_challenger_that_holds_is_promoted(service, versions, session_data_dir: Path):
     from flows.rollout import staged_rollout
-    from lvm_core import tracking as registry
+    from lvm_core.tracking.promotion import rollback
+    from lvm_core.tracking.references import current_champion
 
     client, app = service
     champion, challenger = versions  # the challenger rolled back above, started again
@@ -232,10 +241,10 @@ def test_challenger_that_holds_is_promoted(service, versions, session_data_dir: 
     assert not traffic.failures, traffic.failures[:3]
     assert out["outcome"] == "promoted", out["decisions"]
     assert out["decisions"][-1]["action"] == "promote" and traffic.seen.get(challenger, 0) > 0
-    assert registry.current_champion(NAME) == challenger and rollout.read_state(NAME).status == "promoted"
+    assert current_champion(NAME) == challenger and read_state(NAME).status == "promoted"
     wait_until(lambda: app.state.holder.current.model.version == challenger and app.state.holder.challenger is None,
                what="the service to serve the promoted challenger alone")
-    registry.rollback(NAME)  # back to the first champion for the next test
+    rollback(NAME)  # back to the first champion for the next test
     wait_until(lambda: app.state.holder.current.model.version == champion, what="the rollback to be served")
 
 
@@ -243,14 +252,16 @@ def test_gate_failed_version_cannot_be_started(service, versions, session_data_d
     from typer.testing import CliRunner
 
     from flows.cli import app as cli
-    from lvm_core import tracking as registry
+    from lvm_core.tracking.setup import configure_tracking
+    from lvm_core.tracking.tags import TAG_INCOMPLETE
+    from lvm_core.tracking.references import current_champion
 
     bad = versions[1]
-    registry.configure_tracking(session_data_dir)
+    configure_tracking(session_data_dir)
     mark_gates(NAME, bad, passed=False, failed="test_cosine,beats_best_baseline")
     try:
-        with pytest.raises(rollout.RolloutError, match="failed gates beats_best_baseline, test_cosine"):
-            rollout.start(NAME, bad)
+        with pytest.raises(RolloutError, match="failed gates beats_best_baseline, test_cosine"):
+            start(NAME, bad)
         res = CliRunner().invoke(cli, ["rollout", "start", "--version", str(bad), "--name", NAME,
                                        "--data-dir", str(session_data_dir), "--step-seconds", "1"])
         assert res.exit_code == 1
@@ -260,28 +271,28 @@ def test_gate_failed_version_cannot_be_started(service, versions, session_data_d
         mark_gates(NAME, bad, passed=True)
     from mlflow import MlflowClient
 
-    MlflowClient().set_model_version_tag(NAME, str(bad), registry.TAG_INCOMPLETE, "killed")
+    MlflowClient().set_model_version_tag(NAME, str(bad), TAG_INCOMPLETE, "killed")
     try:
-        with pytest.raises(rollout.RolloutError, match="incomplete training run"):
-            rollout.start(NAME, bad)
+        with pytest.raises(RolloutError, match="incomplete training run"):
+            start(NAME, bad)
     finally:
-        MlflowClient().delete_model_version_tag(NAME, str(bad), registry.TAG_INCOMPLETE)
-    with pytest.raises(rollout.RolloutError, match="already the champion"):
-        rollout.start(NAME, registry.current_champion(NAME))
-    assert not rollout.read_state(NAME).active
+        MlflowClient().delete_model_version_tag(NAME, str(bad), TAG_INCOMPLETE)
+    with pytest.raises(RolloutError, match="already the champion"):
+        start(NAME, current_champion(NAME))
+    assert not read_state(NAME).active
 
 
 def test_cli_status_promote_and_abort(service, versions, session_data_dir: Path):
     from typer.testing import CliRunner
 
     from flows.cli import app as cli
-    from lvm_core import tracking as registry
+    from lvm_core.tracking.setup import configure_tracking
 
     client, app = service
     runner = CliRunner()
     dd = ["--name", NAME, "--data-dir", str(session_data_dir)]
-    registry.configure_tracking(session_data_dir)
-    rollout.start(NAME, versions[1])
+    configure_tracking(session_data_dir)
+    start(NAME, versions[1])
     res = runner.invoke(cli, ["rollout", "status", *dd])
     assert res.exit_code == 0 and "active" in res.output and "5%" in res.output
     res = runner.invoke(cli, ["rollout", "promote", *dd])

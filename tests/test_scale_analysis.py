@@ -12,13 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lvm_core.data import retrieval
+from lvm_core.data.retrieval.oracle import oracle_sample, oracle_recall_at_k
 from lvm_core.data.retrieval import faiss_index
 from lvm_core.data.coherence import article_coherence, consecutive_cosines
-from lvm_core.contracts import EMBEDDINGS_FILE, ENCODER_FILE, VECTOR_DTYPE_KEY, DataContractError
-from lvm_core.data.embedding import EncoderFingerprint
+from lvm_core.contracts.layout import EMBEDDINGS_FILE, ENCODER_FILE, VECTOR_DTYPE_KEY
+from lvm_core.contracts.errors import DataContractError
+from lvm_core.data.embedding.fingerprint import EncoderFingerprint
 from lvm_core.data.leakage import scan_leakage
-from lvm_core.data.retrieval import ChunkBank, max_cosine
+from lvm_core.data.retrieval.bank import ChunkBank
+from lvm_core.data.retrieval.nearest import max_cosine
 from lvm_core.data.windows import build_windows, data_direction
 from lvm_core.data.vector_files import load_embeddings, save_embeddings
 
@@ -201,8 +203,8 @@ def test_faiss_flat_bank_in_blocks_matches_exact_on_a_float16_memmap(tmp_path: P
     s2, r2 = flat.search(q, 6, excl)
     np.testing.assert_array_equal(r1, r2)
     np.testing.assert_allclose(s1, s2, atol=1e-5)
-    rows = retrieval.oracle_sample(np.arange(mm.shape[0]), 60)
-    assert retrieval.oracle_recall_at_k(flat, rows, 5) == retrieval.oracle_recall_at_k(exact, rows, 5) == 1.0
+    rows = oracle_sample(np.arange(mm.shape[0]), 60)
+    assert oracle_recall_at_k(flat, rows, 5) == oracle_recall_at_k(exact, rows, 5) == 1.0
 
 
 def test_missing_faiss_falls_back_to_exact_with_a_log_line(monkeypatch, caplog):

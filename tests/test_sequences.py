@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lvm_core.contracts import DataContractError
+from lvm_core.contracts.errors import DataContractError
 from lvm_core.data.chunk_layout import check_chunk_order
 from lvm_core.data.windows import (
     SequenceSet,
@@ -237,7 +237,7 @@ def test_load_rejects_bad_files(tmp_path) -> None:
 def test_real_chunk_table_of_the_sample() -> None:
     """The chunk layout produced by the real ingest + chunking of the embedded enwiki sample."""
     from lvm_core.data.chunking import chunk_articles
-    from lvm_core.data.ingest import read_articles
+    from lvm_core.data.ingest.sources import read_articles
 
     table = chunk_articles(read_articles("sample", limit=20))
     ids = table.column("article_id").to_numpy()

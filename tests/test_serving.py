@@ -33,15 +33,16 @@ WINDOW = 16  # contexts the service keeps for the drift monitor
 @pytest.fixture(scope="module")
 def versions(small_dataset: Path, session_data_dir: Path, prefect_harness):
     from flows.train_model import train_model
-    from lvm_core import tracking as registry
+    from lvm_core.tracking.setup import configure_tracking
+    from lvm_core.tracking.promotion import promote
 
     t0 = time.monotonic()
     first = train_model(data=str(small_dataset), arch="amn", epochs=1, data_dir=str(session_data_dir),
                         registered_name=NAME, hidden=32, mlp_hidden=64)
     second = train_model(data=str(small_dataset), arch="amn", epochs=1, lr=3e-4, data_dir=str(session_data_dir),
                          registered_name=NAME, hidden=32, mlp_hidden=64)
-    registry.configure_tracking(session_data_dir)
-    registry.promote(NAME, first["version"], force=True)
+    configure_tracking(session_data_dir)
+    promote(NAME, first["version"], force=True)
     print(f"two tiny models trained in {time.monotonic() - t0:.1f}s")
     return first["version"], second["version"]
 
@@ -78,7 +79,8 @@ def serve_app(app: Any) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def server(versions, session_data_dir: Path):
-    from lvm_core.serving import ServeSettings, create_app
+    from lvm_core.serving.settings import ServeSettings
+    from lvm_core.serving.app import create_app
 
     old = os.environ.get("LVM_SERVE_TOKEN")
     os.environ["LVM_SERVE_TOKEN"] = TOKEN
@@ -116,7 +118,7 @@ def test_health_readiness_and_models(server, versions):
 
 
 def test_predictions_equal_the_registry_loader(server, versions):
-    from lvm_core.tracking import load_registered_model
+    from lvm_core.tracking.references import load_registered_model
 
     client, app = server
     ref = load_registered_model(f"models:/{NAME}/{versions[0]}")
@@ -243,7 +245,8 @@ def test_metrics_count_requests_per_version(server, versions):
 
 
 def test_champion_move_is_swapped_in_without_failed_requests(server, versions, session_data_dir: Path):
-    from lvm_core import tracking as registry
+    from lvm_core.tracking.promotion import rollback, promote
+    from lvm_core.tracking.setup import configure_tracking
 
     client, app = server
     m = _served(app)
@@ -269,8 +272,8 @@ def test_champion_move_is_swapped_in_without_failed_requests(server, versions, s
     t.start()
     try:
         time.sleep(0.5)
-        registry.configure_tracking(session_data_dir)
-        registry.promote(NAME, versions[1], force=True)
+        configure_tracking(session_data_dir)
+        promote(NAME, versions[1], force=True)
         moved_at = time.monotonic()
         while app.state.holder.current.model.version != versions[1]:
             assert time.monotonic() - moved_at < 30, app.state.holder.status()
@@ -288,7 +291,7 @@ def test_champion_move_is_swapped_in_without_failed_requests(server, versions, s
     after = client.post("/v1/predict", json=body, headers=AUTH).json()
     assert after["version"] == versions[1]
     # and back (rollback): the old version is served again
-    registry.rollback(NAME)
+    rollback(NAME)
     deadline = time.monotonic() + 30
     while client.get("/readyz").json()["version"] != versions[0]:
         assert time.monotonic() < deadline
@@ -299,16 +302,16 @@ def mark_gates(name: str, version: int, passed: bool, failed: str = "") -> None:
     """Record gate results on a version as `lvm evaluate` does (the tags the promotion/rollout checks read)."""
     from mlflow import MlflowClient
 
-    from lvm_core import tracking as registry
+    from lvm_core.tracking.tags import TAG_GATES_PASSED, TAG_GATE_RESULTS, TAG_FAILED_GATES
 
     client = MlflowClient()
-    client.set_model_version_tag(name, str(version), registry.TAG_GATES_PASSED, "true" if passed else "false")
+    client.set_model_version_tag(name, str(version), TAG_GATES_PASSED, "true" if passed else "false")
     outcomes = {g: False for g in failed.split(",") if g} if not passed else {"all": True}
-    client.set_model_version_tag(name, str(version), registry.TAG_GATE_RESULTS, json.dumps(outcomes))
+    client.set_model_version_tag(name, str(version), TAG_GATE_RESULTS, json.dumps(outcomes))
     if failed:
-        client.set_model_version_tag(name, str(version), registry.TAG_FAILED_GATES, failed)
+        client.set_model_version_tag(name, str(version), TAG_FAILED_GATES, failed)
     else:
-        client.delete_model_version_tag(name, str(version), registry.TAG_FAILED_GATES)
+        client.delete_model_version_tag(name, str(version), TAG_FAILED_GATES)
 
 
 def wait_until(predicate, timeout: float = 30.0, what: str = "condition") -> None:
@@ -319,16 +322,18 @@ def wait_until(predicate, timeout: float = 30.0, what: str = "condition") -> Non
 
 
 def test_canary_share_is_sticky_per_client_key(server, versions, session_data_dir: Path):
-    from lvm_core import rollout
-    from lvm_core import tracking as registry
+    from lvm_core.rollout.plan import start, set_step, abort
+    from lvm_core.rollout.state import read_state
+    from lvm_core.tracking.setup import configure_tracking
+    from lvm_core.tracking.references import current_champion
 
     client, app = server
     champion, challenger = versions
-    registry.configure_tracking(session_data_dir)
-    assert registry.current_champion(NAME) == champion
+    configure_tracking(session_data_dir)
+    assert current_champion(NAME) == champion
     mark_gates(NAME, challenger, passed=True)
-    rollout.start(NAME, challenger)
-    state = rollout.set_step(NAME, 1)
+    start(NAME, challenger)
+    state = set_step(NAME, 1)
     assert (state.share, state.challenger, state.champion) == (0.2, challenger, champion)
     holder = app.state.holder
     wait_until(lambda: holder.challenger_share() == 0.2
@@ -359,7 +364,7 @@ def test_canary_share_is_sticky_per_client_key(server, versions, session_data_di
         assert {e["version"]: e["share"] for e in info["serving"]} == pytest.approx({champion: 0.8, challenger: 0.2})
         assert info["rollout"]["status"] == "active" and info["rollout"]["challenger"] == challenger
         stats = client.get("/v1/rollout/stats", headers=AUTH).json()
-        assert stats["window"] == rollout.read_state(NAME).window
+        assert stats["window"] == read_state(NAME).window
         counted = stats["versions"][str(challenger)]["requests"] + stats["versions"][str(champion)]["requests"]
         assert counted == CANARY_CLIENTS + len(range(0, CANARY_CLIENTS, 7))
         assert stats["versions"][str(challenger)]["p99_latency_s"] > 0
@@ -367,12 +372,12 @@ def test_canary_share_is_sticky_per_client_key(server, versions, session_data_di
         assert f'lvm_serve_traffic_share{{version="{challenger}"}} 0.2' in text
         assert f'lvm_serve_model_info{{alias="challenger",name="{NAME}",version="{challenger}"}} 1.0' in text
     finally:
-        rollout.abort(NAME, "test over")
+        abort(NAME, "test over")
     wait_until(lambda: holder.challenger is None, what="the challenger to be dropped")
     assert client.post("/v1/predict", json={"contexts": x, "client_key": "client-1"}, headers=AUTH).json()["version"] == champion
     [entry] = client.get("/v1/models", headers=AUTH).json()["serving"]
     assert (entry["version"], entry["share"]) == (champion, 1.0)
-    assert registry.current_champion(NAME) == champion and rollout.read_state(NAME).status == "aborted"
+    assert current_champion(NAME) == champion and read_state(NAME).status == "aborted"
 
 
 def _dataset_context(dataset: Path, ctx: int) -> tuple[list[str], set[str]]:
@@ -432,8 +437,8 @@ def test_predict_text_rejects_bad_input_with_4xx(server, small_dataset: Path):
 def test_predict_text_refuses_a_model_whose_encoder_cannot_be_loaded(server, tmp_path: Path):
     import dataclasses
 
-    from lvm_core.data.embedding import EncoderFingerprint
-    from lvm_core.serving import TextSearch, TextUnavailable
+    from lvm_core.data.embedding.fingerprint import EncoderFingerprint
+    from lvm_core.serving.text import TextSearch, TextUnavailable
 
     _, app = server
     m = _served(app)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lvm_core import contracts
+from lvm_core.contracts.layout import datasets_root, DatasetPaths, READY_MARKER, MANIFEST_FILE
 from lvm_core.contracts.build_options import BuildOptions
 from tests.conftest import SMALL_BUILD_THRESHOLDS
 
@@ -45,16 +45,16 @@ def _build(dump: Path, data_dir: Path, runner=None, **kw):
 
 
 def _manifest(path: Path | str) -> dict:
-    return json.loads((Path(path) / contracts.MANIFEST_FILE).read_text())
+    return json.loads((Path(path) / MANIFEST_FILE).read_text())
 
 
 @pytest.fixture(scope="module")
 def default_build(prefect_harness, dump: Path, tmp_path_factory, request) -> dict:
     """A default-runner build that fails at its second embed shard, then the rerun that completes it."""
-    from lvm_core.data import build as ds
+    from lvm_core.data.build.embed import embed_shard_step
 
     data_dir = tmp_path_factory.mktemp("default")
-    real = ds.embed_shard_step
+    real = embed_shard_step
     calls: list[str] = []
 
     def fail_after_first(chunks_file, *args, **kwargs):
@@ -64,13 +64,13 @@ def default_build(prefect_harness, dump: Path, tmp_path_factory, request) -> dic
         return real(chunks_file, *args, **kwargs)
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(ds, "embed_shard_step", fail_after_first)
+    mp.setattr("tasks.dataset.embed_shard_step", fail_after_first)
     try:
         with pytest.raises(ValueError, match="simulated failure"):
             _build(dump, data_dir)
     finally:
         mp.undo()
-    root = contracts.datasets_root(data_dir)
+    root = datasets_root(data_dir)
     published = [p for p in root.iterdir() if not p.name.startswith((".", "_"))] if root.exists() else []
     path = _build(dump, data_dir)
     return {"data_dir": data_dir, "path": Path(path), "failed_published": published, "first_shard": calls[0]}
@@ -95,10 +95,10 @@ def test_rerun_after_a_failure_redoes_only_missing_shards(default_build: dict):
 def test_sharded_build_keeps_source_order_and_first_n(default_build: dict, dump: Path):
     import pyarrow.parquet as pq
 
-    from lvm_core.data.ingest import read_articles
+    from lvm_core.data.ingest.sources import read_articles
 
     expected = [a.article_id for a in read_articles(dump, limit=LIMIT)]
-    got = pq.read_table(contracts.DatasetPaths(default_build["path"]).articles).column("article_id").to_pylist()
+    got = pq.read_table(DatasetPaths(default_build["path"]).articles).column("article_id").to_pylist()
     assert got == expected
 
 
@@ -142,8 +142,8 @@ def test_dask_build_with_a_worker_killed_mid_embed_equals_the_default_build(defa
     assert got["shards"]["embed"]["reused"] == 0 and got["embedding"]["n_encoded"] > 0  # really encoded there
     assert got["counts"] == ref["counts"] and got["shards"]["embed"]["per_shard"] == ref["shards"]["embed"]["per_shard"]
     assert got["content_hash"] == ref["content_hash"]
-    a = np.load(contracts.DatasetPaths(path).embeddings)
-    b = np.load(contracts.DatasetPaths(default_build["path"]).embeddings)
+    a = np.load(DatasetPaths(path).embeddings)
+    b = np.load(DatasetPaths(default_build["path"]).embeddings)
     assert np.array_equal(a, b)
     # The workers' task runs are in the flow's API (a worker with a temporary API of its own hides them),
     # the restarted worker's too.
@@ -160,7 +160,7 @@ def test_corrupt_shard_is_named_and_nothing_is_published(default_build: dict, du
     import bz2
 
     good = default_build["path"]
-    good_ready = (good / contracts.READY_MARKER).read_text()
+    good_ready = (good / READY_MARKER).read_text()
     index = dump.with_name(dump.name.replace(".xml.bz2", "-index.txt.bz2"))
     with bz2.open(index, "rt") as fh:
         offsets = sorted({int(line.split(":", 1)[0]) for line in fh})
@@ -173,14 +173,14 @@ def test_corrupt_shard_is_named_and_nothing_is_published(default_build: dict, du
     bad.write_bytes(bytes(data))
     (bad_dir / index.name).write_bytes(index.read_bytes())
 
-    from lvm_core.data.ingest.shards import ShardError
+    from lvm_core.data.ingest.shards.plan import ShardError
 
     with pytest.raises(ShardError) as failed:
         _build(bad, default_build["data_dir"])
     message = str(failed.value).splitlines()[0]
     assert "shard 3/" in message and bad.name in message, message
-    assert (good / contracts.READY_MARKER).read_text() == good_ready
-    root = contracts.datasets_root(default_build["data_dir"])
+    assert (good / READY_MARKER).read_text() == good_ready
+    root = datasets_root(default_build["data_dir"])
     assert [p.name for p in root.iterdir() if not p.name.startswith((".", "_"))] == [good.name]
     assert not list(root.glob(".staging-*"))
 
@@ -202,8 +202,11 @@ def test_global_pass_keeps_todays_duplicate_rules_across_shards(policy, limit, t
     """Repeated ids in different shards of a JSONL source: the same articles and counts as the one-pass reader."""
     import pyarrow.parquet as pq
 
-    from lvm_core.data import build as ds
-    from lvm_core.data import ingest
+    from lvm_core.data.build.source import resolve_source
+    from lvm_core.data.build.ingest import plan_shards, ingest_shard_step, ingest_shard_work_dir
+    from lvm_core.data.build.dedup import dedup_articles, dedup_work_dir
+    from lvm_core.data.ingest.duplicates import DuplicateIdError, drop_duplicate_ids
+    from lvm_core.data.ingest import sources
     from lvm_core.contracts.build_options import BuildConfig
 
     rows = [(1, "one"), (2, "two"), (1, "one"), (3, "three"), (2, "two again"), (4, "four"), (3, "three")]
@@ -211,19 +214,19 @@ def test_global_pass_keeps_todays_duplicate_rules_across_shards(policy, limit, t
     src.write_text("".join(json.dumps({"id": i, "title": f"T{i}", "text": f"Text {t}."}) + "\n" for i, t in rows))
     config = BuildConfig(source=str(src), data_dir=str(tmp_path / "data"), limit_articles=limit, on_duplicate=policy,
                          shard_bytes=60, shard_articles=2)
-    source = ds.resolve_source(config)
-    plan = ds.plan_shards(source, config)
+    source = resolve_source(config)
+    plan = plan_shards(source, config)
     assert len(plan) >= 3
-    ingested = [ds.ingest_shard_step(s, source, config, ds.ingest_shard_work_dir(s, source, config)) for s in plan]
+    ingested = [ingest_shard_step(s, source, config, ingest_shard_work_dir(s, source, config)) for s in plan]
     try:
-        expected, report = ingest.drop_duplicate_ids(ingest.read_articles(src, limit=limit), on_duplicate=policy,
+        expected, report = drop_duplicate_ids(sources.read_articles(src, limit=limit), on_duplicate=policy,
                                                      source_name=src.name)
-    except ingest.DuplicateIdError as exc:
-        with pytest.raises(ingest.DuplicateIdError, match="--on-duplicate"):
-            ds.dedup_articles(ingested, source, config, ds.dedup_work_dir(ingested, source, config))
+    except DuplicateIdError as exc:
+        with pytest.raises(DuplicateIdError, match="--on-duplicate"):
+            dedup_articles(ingested, source, config, dedup_work_dir(ingested, source, config))
         assert "1 id(s)" in str(exc)
         return
-    kept = ds.dedup_articles(ingested, source, config, ds.dedup_work_dir(ingested, source, config))
+    kept = dedup_articles(ingested, source, config, dedup_work_dir(ingested, source, config))
     got = [r for f in kept["files"] for r in pq.read_table(f, columns=["article_id", "text"]).to_pylist()]
     assert got == [{"article_id": a.article_id, "text": a.text} for a in expected]
     assert kept["stats"] == report.to_dict()

@@ -11,18 +11,13 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from lvm_core import contracts
-from lvm_core.data.ingest import sample_dump_path, snapshot_id_for
+from lvm_core.contracts.layout import dataset_dir, WATCH_STATE_FILE, downloads_dir, READY_MARKER
+from lvm_core.data.ingest.sources import sample_dump_path, snapshot_id_for
 from lvm_core.data.ingest.download import local_source
-from lvm_core.snapshots import (
-    BuiltSnapshots,
-    SnapshotSourceError,
-    WatchStateError,
-    find_snapshots,
-    new_snapshots,
-    plan_snapshots,
-    scan_source,
-)
+from lvm_core.snapshots.state import BuiltSnapshots, WatchStateError
+from lvm_core.data.ingest.download import SnapshotSourceError
+from lvm_core.snapshots.scanner import find_snapshots, scan_source
+from lvm_core.snapshots.plan import new_snapshots, plan_snapshots
 
 SAMPLE = sample_dump_path("en")
 
@@ -161,7 +156,7 @@ def test_fsspec_memory_source_and_download(tmp_path: Path) -> None:
         assert snaps[1].snapshot_id.startswith("undated-")  # metadata-based id: no remote hashing
         local = Path(local_source(snaps[0].path, tmp_path))
         assert local.is_file() and local.read_bytes() == data
-        assert local.is_relative_to(contracts.downloads_dir(tmp_path))
+        assert local.is_relative_to(downloads_dir(tmp_path))
         assert local_source(snaps[0].path, tmp_path) == str(local)  # downloaded once
         assert local_source(str(SAMPLE), tmp_path) == str(SAMPLE)
         assert local_source(f"file://{SAMPLE}", tmp_path) == str(SAMPLE)
@@ -279,18 +274,18 @@ def test_ready_datasets_count_as_built(tmp_path: Path) -> None:
     index, data_dir = tmp_path / "enwiki", tmp_path / "data"
     add_dump_folder(index, "20240601")
     add_dump_folder(index, "20240701")
-    half_built = contracts.dataset_dir(data_dir, "enwiki-20240701")
+    half_built = dataset_dir(data_dir, "enwiki-20240701")
     half_built.mkdir(parents=True)  # a failed build leaves no READY marker
     assert ids(new_snapshots(index, data_dir)) == ["enwiki-20240701"]
 
-    (half_built / contracts.READY_MARKER).write_text("")
+    (half_built / READY_MARKER).write_text("")
     plan = plan_snapshots(index, data_dir)
     assert plan.new == [] and ids(plan.built) == ["enwiki-20240701"]
     assert ids(plan.older) == ["enwiki-20240601"]
     # Another wiki's build does not make enwiki snapshots "older".
-    other = contracts.dataset_dir(data_dir, "dewiki-20990101")
+    other = dataset_dir(data_dir, "dewiki-20990101")
     other.mkdir(parents=True)
-    (other / contracts.READY_MARKER).write_text("")
+    (other / READY_MARKER).write_text("")
     add_dump_folder(index, "20240801")
     assert ids(new_snapshots(index, data_dir)) == ["enwiki-20240801"]
 
@@ -303,7 +298,7 @@ def test_watch_state_persists_and_rejects_garbage(tmp_path: Path) -> None:
     assert state.trigger_key(snap.snapshot_id) == "lvm-snapshot-enwiki-20240601"
     rec = state.record_triggered(snap, flow_run_id="abc", deployment="lvm-pipeline/lvm-pipeline")
 
-    path = data_dir / contracts.WATCH_STATE_FILE
+    path = data_dir / WATCH_STATE_FILE
     on_disk = json.loads(path.read_text())
     assert on_disk["triggered"]["enwiki-20240601"]["flow_run_id"] == "abc"
     assert not list(data_dir.glob(".watch_state.json.*.tmp"))  # atomic write left no temp file
@@ -385,7 +380,7 @@ def test_watch_flow_triggers_exactly_once_per_new_snapshot(tmp_path: Path, prefe
     dry = watch_snapshots(**kwargs, dry_run=True)
     assert dry.would_trigger == ["enwiki-20240601"] and dry.triggered == []
     assert _runs_of(prefect_api["deployment_id"]) == []
-    assert not (data_dir / contracts.WATCH_STATE_FILE).exists()
+    assert not (data_dir / WATCH_STATE_FILE).exists()
 
     report = watch_snapshots(**kwargs)
     assert [t.snapshot_id for t in report.triggered] == ["enwiki-20240601"]

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from lvm_core.data.coherence import assign_bins
-from lvm_core.contracts import SPLITS_SCHEMA
+from lvm_core.contracts.layout import SPLITS_SCHEMA
 from lvm_core.data.splits import SplitConfig, parse_ranges, split_articles, split_report, splits_table
 
 

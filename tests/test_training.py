@@ -16,24 +16,17 @@ import numpy as np
 import pytest
 import torch
 
-from lvm_core.models.baselines import CopyLast
+from lvm_core.models.baselines.simple import CopyLast
 from lvm_core.models.predict import mean_cosine, predict_contexts, predict_windows
-from lvm_core.contracts import CHECKPOINT_META_FILE, CHECKPOINT_STATE_FILE
+from lvm_core.contracts.layout import CHECKPOINT_META_FILE, CHECKPOINT_STATE_FILE
 from lvm_core.models.loader import CONFIG_FILE, ENCODER_FILE, WEIGHTS_FILE
-from lvm_core.models import ModelConfig
+from lvm_core.models.config import ModelConfig
 from lvm_core.data.windows import SequenceSet
-from lvm_core.train import (
-    CheckpointExistsError,
-    CheckpointMismatchError,
-    EpochMetrics,
-    TrainConfig,
-    WindowDataset,
-    evaluate_cosine,
-    load_checkpoint,
-    load_training_state,
-    make_loader,
-    train,
-)
+from lvm_core.train.checkpoint import CheckpointExistsError, CheckpointMismatchError, load_checkpoint, load_training_state
+from lvm_core.train.config import EpochMetrics, TrainConfig
+from lvm_core.train.batches import WindowDataset, make_loader
+from lvm_core.train.epoch import evaluate_cosine
+from lvm_core.train.trainer import train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DIM, CTX = 16, 3
@@ -169,7 +162,7 @@ def test_epoch_zero_ships_when_no_epoch_beats_the_untrained_model(data, tmp_path
     vectors, train_seqs, val_seqs = data
     cfg = TrainConfig(epochs=3, lr=3e-3, num_threads=1, patience=5, loss_blowup_factor=1e6)
     torch.manual_seed(cfg.seed)
-    from lvm_core.models import build_model
+    from lvm_core.models.builder import build_model
 
     untrained = build_model(MODEL).eval()  # what train() starts from: same seed, same init
     result = train(MODEL, cfg, vectors, train_seqs, val_seqs, tmp_path, fault_hook=_away_from_target)

@@ -35,7 +35,7 @@ def build(
 ) -> None:
     """Build a gated dataset from a Wikipedia snapshot and print its folder."""
     from lvm_core.contracts.build_options import BuildOptions
-    from lvm_core.contracts import VECTOR_DTYPES
+    from lvm_core.contracts.layout import VECTOR_DTYPES
 
     if vector_dtype not in VECTOR_DTYPES:
         raise typer.BadParameter(f"{vector_dtype!r}: expected one of {', '.join(VECTOR_DTYPES)}", param_hint="--vector-dtype")

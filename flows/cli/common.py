@@ -56,8 +56,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input or a failed gate: one line, exit 1, no traceback."""
     import pydantic
 
-    from lvm_core.contracts import DataContractError
-    from lvm_core.data.build import DatasetNotReadyError
+    from lvm_core.contracts.errors import DataContractError
+    from lvm_core.data.build.load import DatasetNotReadyError
     from lvm_core.contracts.gates import GateFailedError
 
     errors: list[type[BaseException]] = [

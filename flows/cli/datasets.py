@@ -49,7 +49,7 @@ def check(
 
 def datasets(data_dir: DataDirOpt = None) -> None:
     """List built datasets."""
-    from lvm_core.data.build import list_datasets
+    from lvm_core.data.build.load import list_datasets
 
     rows = list_datasets(Path(data_dir_of(data_dir)))
     t = Table("dataset", "ready", "articles", "chunks", "train/val/test/ood", "created")

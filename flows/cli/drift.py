@@ -19,7 +19,7 @@ def drift(
 ) -> None:
     """Compare article coherence between two builds (mean difference, KS statistic and p-value)."""
     from lvm_core.data import coherence
-    from lvm_core.data.build import load_dataset
+    from lvm_core.data.build.load import load_dataset
 
     def coh(root: Path):
         ds = load_dataset(root, require_ready=False)

@@ -19,10 +19,11 @@ def promote(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Move the `champion` alias to a version whose gates passed (the previous champion is kept for rollback)."""
-    from lvm_core import tracking as registry
+    from lvm_core.tracking.setup import configure_tracking
+    from lvm_core.tracking import promotion
 
-    registry.configure_tracking(Path(data_dir_of(data_dir)))
-    result = call(registry.promote, name, version, None, force)
+    configure_tracking(Path(data_dir_of(data_dir)))
+    result = call(promotion.promote, name, version, None, force)
     err.print(f"{result.action}: {result.message}" if result.message else result.action)
     if not result.promoted and result.action != "already_champion":
         raise typer.Exit(1)
@@ -33,10 +34,11 @@ def rollback(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Move `champion` back to the previous champion."""
-    from lvm_core import tracking as registry
+    from lvm_core.tracking.setup import configure_tracking
+    from lvm_core.tracking import promotion
 
-    registry.configure_tracking(Path(data_dir_of(data_dir)))
-    result = call(registry.rollback, name)
+    configure_tracking(Path(data_dir_of(data_dir)))
+    result = call(promotion.rollback, name)
     err.print(f"{result.action}: champion is now v{result.champion}. {result.message}".strip())
 
 
@@ -45,10 +47,11 @@ def models(
     data_dir: DataDirOpt = None,
 ) -> None:
     """List the versions of a registered model with aliases and gate results."""
-    from lvm_core import tracking as registry
+    from lvm_core.tracking.setup import configure_tracking
+    from lvm_core.tracking.references import list_versions
 
-    registry.configure_tracking(Path(data_dir_of(data_dir)))
-    rows = call(registry.list_versions, name)
+    configure_tracking(Path(data_dir_of(data_dir)))
+    rows = call(list_versions, name)
     t = Table("version", "aliases", "gates", "failed gates", "dataset", "run")
     for r in rows:
         tags = r.get("tags", {})

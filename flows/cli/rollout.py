@@ -51,7 +51,8 @@ def rollout_start(
 ) -> None:
     """Run the staged rollout flow; exit 1 when it rolled back (the alert goes to LVM_ALERT_WEBHOOK_URL)."""
     from flows.rollout import staged_rollout
-    from lvm_core.rollout import Thresholds, check_plan
+    from lvm_core.rollout.decision import Thresholds
+    from lvm_core.rollout.plan import check_plan
 
     shares = call(lambda: list(check_plan(float(x) for x in plan.split(","))))
     thresholds = Thresholds(min_requests=min_requests, min_feedback=min_feedback,
@@ -72,21 +73,21 @@ def rollout_start(
 @rollout_app.command("status")
 def rollout_status(name: RolloutNameOpt = "lvm-amn", data_dir: DataDirOpt = None) -> None:
     """Print the rollout state recorded on the registered model (what every replica follows)."""
-    from lvm_core import rollout
-    from lvm_core import tracking as registry
+    from lvm_core.rollout.state import read_state
+    from lvm_core.tracking.setup import configure_tracking
 
-    registry.configure_tracking(Path(data_dir_of(data_dir)))
-    print_rollout(call(rollout.read_state, name))
+    configure_tracking(Path(data_dir_of(data_dir)))
+    print_rollout(call(read_state, name))
 
 
 @rollout_app.command("promote")
 def rollout_promote(name: RolloutNameOpt = "lvm-amn", data_dir: DataDirOpt = None) -> None:
     """Step the active rollout by hand to its next share; from the last canary share, promote to champion."""
-    from lvm_core import rollout
-    from lvm_core import tracking as registry
+    from lvm_core.rollout.plan import advance
+    from lvm_core.tracking.setup import configure_tracking
 
-    registry.configure_tracking(Path(data_dir_of(data_dir)))
-    state, result = call(rollout.advance, name)
+    configure_tracking(Path(data_dir_of(data_dir)))
+    state, result = call(advance, name)
     if result is not None:
         err.print(f"{result.action}: {result.message}", soft_wrap=True)
     print_rollout(state)
@@ -99,8 +100,8 @@ def rollout_abort(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Roll the active rollout back: share 0, champion alias restored, reason recorded."""
-    from lvm_core import rollout
-    from lvm_core import tracking as registry
+    from lvm_core.rollout.plan import abort
+    from lvm_core.tracking.setup import configure_tracking
 
-    registry.configure_tracking(Path(data_dir_of(data_dir)))
-    print_rollout(call(rollout.abort, name, reason))
+    configure_tracking(Path(data_dir_of(data_dir)))
+    print_rollout(call(abort, name, reason))

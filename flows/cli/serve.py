@@ -27,7 +27,9 @@ def serve(
 
     import uvicorn
 
-    from lvm_core.serving import TOKEN_ENV, ModelHolder, ServeSettings, create_app
+    from lvm_core.serving.settings import TOKEN_ENV, ServeSettings
+    from lvm_core.serving.holder import ModelHolder
+    from lvm_core.serving.app import create_app
 
     holder = ModelHolder(model, Path(data_dir_of(data_dir)), refresh_s=refresh)
     served = call(holder.load)

@@ -10,7 +10,7 @@ from flows.cli.common import err
 
 
 def print_dataset_summary(path: Path) -> None:
-    from lvm_core.contracts import DatasetPaths
+    from lvm_core.contracts.layout import DatasetPaths
     from lvm_core.contracts.manifest import read_manifest
 
     m = read_manifest(DatasetPaths(path).manifest)

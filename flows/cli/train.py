@@ -30,7 +30,7 @@ def train(
 ) -> None:
     """Train a model, log it to MLflow and register it as `challenger`."""
     from flows.train_model import train_model
-    from lvm_core.train import TrainConfig
+    from lvm_core.train.config import TrainConfig
 
     def go():
         opts = TrainConfig(loss=loss, patience=patience, seed=seed)

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from lvm_core.contracts import DEFAULT_FRACTIONS, default_data_dir, split_fractions
+from lvm_core.contracts.layout import DEFAULT_FRACTIONS, default_data_dir, split_fractions
 from lvm_core.contracts.gates import GateThresholds
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lvm_core.contracts import DataContractError
+from lvm_core.contracts.errors import DataContractError
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 import sentencex
 
-from lvm_core.contracts import CHUNKS_SCHEMA
-from lvm_core.data.ingest import Article
+from lvm_core.contracts.layout import CHUNKS_SCHEMA
+from lvm_core.data.ingest.base import Article
 
 __all__ = [
     "ChunkingConfig",

@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from lvm_core.contracts import EVAL_SPLITS, DataContractError
-from lvm_core.data.retrieval import max_cosine, max_cosine_backend
+from lvm_core.contracts.layout import EVAL_SPLITS
+from lvm_core.contracts.errors import DataContractError
+from lvm_core.data.retrieval.nearest import max_cosine, max_cosine_backend
 from lvm_core.data.windows import SequenceSet
 
 

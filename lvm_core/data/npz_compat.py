@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from lvm_core.contracts import DataContractError
+from lvm_core.contracts.errors import DataContractError
 from lvm_core.data.splits import format_ranges, parse_ranges, ranges_mask
 from lvm_core.io.storage import atomic_path
 

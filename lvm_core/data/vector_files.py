@@ -14,15 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from lvm_core.io import storage
-from lvm_core.contracts import (
-    DEFAULT_VECTOR_DTYPE,
-    EMBEDDINGS_FILE,
-    ENCODER_FILE,
-    VECTOR_DTYPE_KEY,
-    VECTOR_DTYPES,
-    DataContractError,
-)
-from lvm_core.data.embedding import UNIT_NORM_TOLERANCE, EncoderFingerprint, ensure_same_fingerprint
+from lvm_core.contracts.layout import DEFAULT_VECTOR_DTYPE, EMBEDDINGS_FILE, ENCODER_FILE, VECTOR_DTYPE_KEY, VECTOR_DTYPES
+from lvm_core.contracts.errors import DataContractError
+from lvm_core.data.embedding.fingerprint import UNIT_NORM_TOLERANCE, EncoderFingerprint, ensure_same_fingerprint
 
 __all__ = [
     "VALIDATE_BLOCK_ROWS",

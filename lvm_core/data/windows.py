@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from lvm_core.contracts import DataContractError
+from lvm_core.contracts.errors import DataContractError
 from lvm_core.data.chunk_layout import check_chunk_order
 from lvm_core.io.storage import atomic_path
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from lvm_core.contracts import DatasetPaths
+from lvm_core.contracts.layout import DatasetPaths
 from lvm_core.io.storage import read_json
 
 __all__ = ["ContaminationError", "ContaminationReport", "check_contamination", "evaluation_articles"]

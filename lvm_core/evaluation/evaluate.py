@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from lvm_core.data.retrieval import ChunkBank, oracle_recall_at_k, unit_rows
+from lvm_core.data.retrieval.bank import ChunkBank
+from lvm_core.data.retrieval.oracle import oracle_recall_at_k
+from lvm_core.data.retrieval.rows import unit_rows
 from lvm_core.data.windows import SequenceLike, SequenceSet
 from lvm_core.data.windows import data_direction as sequence_data_direction
 from lvm_core.evaluation.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lvm_core.contracts import DataContractError
+from lvm_core.contracts.errors import DataContractError
 from lvm_core.data.windows import SequenceLike, SequenceSet
 from lvm_core.data.windows import check_windows as check_windows_against
 from lvm_core.models.predict import PredictionError, Predictor, check_predictions

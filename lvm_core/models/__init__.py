@@ -13,28 +13,3 @@ Modules: `config` (ModelConfig), `archs/` (one module per architecture), `builde
 build_model), `loader` (the one model folder format), `predict` (the one batched prediction path),
 `baselines` (the trivial predictors every model is compared against).
 """
-
-from lvm_core.models.archs import AMN, CausalTransformer, GRUStack, LSTMModel, MixAnchoredAMN
-from lvm_core.models.builder import (
-    MODEL_REGISTRY,
-    UnknownArchitectureError,
-    build_model,
-    count_parameters,
-    model_class,
-)
-from lvm_core.models.config import Arch, ModelConfig
-
-__all__ = [
-    "AMN",
-    "MODEL_REGISTRY",
-    "Arch",
-    "CausalTransformer",
-    "GRUStack",
-    "LSTMModel",
-    "MixAnchoredAMN",
-    "ModelConfig",
-    "UnknownArchitectureError",
-    "build_model",
-    "count_parameters",
-    "model_class",
-]

@@ -12,7 +12,9 @@ from typing import Any
 
 from torch import nn
 
-from lvm_core.models.archs import AMN, CausalTransformer, GRUStack, LSTMModel, MixAnchoredAMN
+from lvm_core.models.archs.amn import AMN, MixAnchoredAMN
+from lvm_core.models.archs.transformer import CausalTransformer
+from lvm_core.models.archs.recurrent import GRUStack, LSTMModel
 from lvm_core.models.config import ModelConfig
 
 

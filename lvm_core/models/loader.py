@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lvm_core.contracts import CHECKPOINT_META_FILE, CHECKPOINT_WEIGHTS_FILE, DataContractError, ModelNotFoundError
-from lvm_core.data.embedding import EncoderFingerprint, ensure_same_fingerprint
+from lvm_core.contracts.layout import CHECKPOINT_META_FILE, CHECKPOINT_WEIGHTS_FILE
+from lvm_core.contracts.errors import DataContractError, ModelNotFoundError
+from lvm_core.data.embedding.fingerprint import EncoderFingerprint, ensure_same_fingerprint
 from lvm_core.io import storage
 from lvm_core.io.plain import to_plain as _plain
 from lvm_core.models.predict import predict_contexts
@@ -211,7 +212,8 @@ def load_model_dir(path: Path, device: str = "cpu") -> LoadedModel:
     """
     from safetensors.torch import load_model
 
-    from lvm_core.models import ModelConfig, build_model
+    from lvm_core.models.config import ModelConfig
+    from lvm_core.models.builder import build_model
 
     root = Path(path)
     if not root.is_dir():

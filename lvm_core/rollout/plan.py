@@ -10,7 +10,11 @@ from __future__ import annotations
 import json
 from typing import Optional, Sequence
 
-from lvm_core import tracking as registry
+from lvm_core.tracking.promotion import PromotionResult, promote
+from lvm_core.tracking.references import resolve_version, current_champion
+from lvm_core.tracking.tags import TAG_INCOMPLETE
+from lvm_core.tracking.gate_outcomes import recorded_gate_outcomes
+from lvm_core.tracking import promotion
 from lvm_core.rollout.decision import Decision
 from lvm_core.rollout.state import (
     ABORTED,
@@ -50,12 +54,12 @@ def gate_blockers(name: str, version: int) -> list[str]:
 
     The same checks `registry.promote` applies, read from the version's recorded gate tags.
     """
-    mv = registry.resolve_version(name, str(version))
+    mv = resolve_version(name, str(version))
     tags = dict(mv.tags or {})
     blockers: list[str] = []
-    if registry.TAG_INCOMPLETE in tags:
+    if TAG_INCOMPLETE in tags:
         blockers.append("incomplete training run")
-    outcomes = registry.recorded_gate_outcomes(mv)
+    outcomes = recorded_gate_outcomes(mv)
     if outcomes is None:
         blockers.append("no gate results (evaluate it first: lvm evaluate)")
     else:
@@ -74,11 +78,11 @@ def start(name: str, version: int, plan: Sequence[float] = DEFAULT_PLAN) -> Roll
     p = check_plan(plan)
     if len(p) < 2:
         raise ValueError("a rollout plan needs at least one canary share before 1.0, e.g. 0.05,0.2,1.0")
-    version = int(registry.resolve_version(name, str(version)).version)
+    version = int(resolve_version(name, str(version)).version)
     blockers = gate_blockers(name, version)
     if blockers:
         raise RolloutError(f"{name} v{version} cannot be rolled out: {'; '.join(blockers)}")
-    champion = registry.current_champion(name)
+    champion = current_champion(name)
     if champion is None:
         raise RolloutError(f"{name} has no champion to roll out against; promote one first (lvm promote)")
     if champion == version:
@@ -113,10 +117,10 @@ def record_decision(name: str, decision: Decision) -> None:
     write_tags(name, [(TAG_DECISION, text)])
 
 
-def promote_challenger(name: str) -> registry.PromotionResult:
+def promote_challenger(name: str) -> PromotionResult:
     """The last step: the registry's `promote` makes the challenger champion (gates re-checked there)."""
     state = require_active(name)
-    result = registry.promote(name, state.challenger)
+    result = promote(name, state.challenger)
     if not result.promoted:
         raise RolloutError(f"{name} v{state.challenger} was not promoted: {result.message}")
     write_tags(name, [(TAG_STEP, str(len(state.plan) - 1)), (TAG_STEP_STARTED_AT, now()), (TAG_SHARE, "1.0"),
@@ -134,9 +138,9 @@ def rollback(name: str, reason: str, decision: Optional[Decision] = None, status
     if state.status == NONE:
         raise RolloutError(f"{name} has no rollout to roll back")
     write_tags(name, [(TAG_SHARE, "0")])
-    champion = registry.current_champion(name)
+    champion = current_champion(name)
     if state.challenger is not None and champion == state.challenger and state.champion not in (None, champion):
-        registry.rollback(name)
+        promotion.rollback(name)
     d = decision or Decision(action="rollback", reason=reason, share=0.0, numbers={}, at=now())
     record_decision(name, d)
     write_tags(name, [(TAG_STATUS, status)])
@@ -149,7 +153,7 @@ def abort(name: str, reason: str = "aborted by hand") -> RolloutState:
     return rollback(name, reason, status=ABORTED)
 
 
-def advance(name: str) -> tuple[RolloutState, Optional[registry.PromotionResult]]:
+def advance(name: str) -> tuple[RolloutState, Optional[PromotionResult]]:
     """Step the active rollout by hand to the next share; from the last canary step, promote."""
     state = require_active(name)
     if state.step + 1 >= len(state.plan) - 1:

@@ -12,7 +12,8 @@ import json
 import logging
 from typing import Any, Mapping, Optional, Sequence
 
-from lvm_core import tracking as registry
+from lvm_core.contracts.errors import RegistryError
+from lvm_core.tracking.references import require_registered_model
 
 _log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ ACTIVE, PROMOTED, ROLLED_BACK, ABORTED, NONE = "active", "promoted", "rolled_bac
 DEFAULT_PLAN: tuple[float, ...] = (0.05, 0.20, 1.0)
 
 
-class RolloutError(registry.RegistryError):
+class RolloutError(RegistryError):
     """A rollout cannot be started or moved as asked (gates failed, none active, another one active...)."""
 
 
@@ -120,7 +121,7 @@ def state_from_tags(name: str, tags: Mapping[str, str]) -> RolloutState:
 
 def read_state(name: str) -> RolloutState:
     """The rollout state of registered model `name` (ModelNotFoundError for an unknown model)."""
-    rm = registry.require_registered_model(name)
+    rm = require_registered_model(name)
     return state_from_tags(name, dict(rm.tags or {}))
 
 

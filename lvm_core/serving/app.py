@@ -25,7 +25,9 @@ from lvm_core.serving.holder import DEFAULT_MODEL_REF, DEFAULT_REFRESH_S, ModelH
 from lvm_core.serving.live_stats import LiveStats
 from lvm_core.serving.metrics import ServeMetrics
 from lvm_core.serving.middleware import BodyLimit, Observe
-from lvm_core.serving.routes import feedback_router, predict_router, status_router
+from lvm_core.serving.routes.feedback import router as feedback_router
+from lvm_core.serving.routes.predict import router as predict_router
+from lvm_core.serving.routes.status import router as status_router
 from lvm_core.serving.service import Service
 from lvm_core.serving.settings import TOKEN_ENV, ServeSettings
 from lvm_core.serving.text import TextSearch

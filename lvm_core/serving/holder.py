@@ -20,8 +20,11 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from lvm_core import rollout
-from lvm_core import tracking as registry
+from lvm_core.rollout.state import RolloutState, read_state
+from lvm_core.rollout.routing import bucket, routing_salt
+from lvm_core.tracking.references import load_registered_model, parse_reference, resolve_version
+from lvm_core.tracking.setup import configure_tracking
+from lvm_core.tracking.tags import ALIAS_CHAMPION
 
 _log = logging.getLogger(__name__)
 
@@ -80,10 +83,10 @@ class ModelHolder:
         *,
         refresh_s: float = DEFAULT_REFRESH_S,
         device: str = "cpu",
-        loader: Callable[..., Any] = registry.load_registered_model,
+        loader: Callable[..., Any] = load_registered_model,
         on_swap: Optional[Callable[[Optional[Served], Served], None]] = None,
         on_load_error: Optional[Callable[[BaseException], None]] = None,
-        on_rollout: Optional[Callable[[Optional[rollout.RolloutState]], None]] = None,
+        on_rollout: Optional[Callable[[Optional[RolloutState]], None]] = None,
     ):
         self.model_ref = str(model_ref)
         self.data_dir = Path(data_dir) if data_dir is not None else None
@@ -95,7 +98,7 @@ class ModelHolder:
         self._on_rollout = on_rollout
         self._current: Optional[Served] = None
         self._challenger: Optional[Served] = None  # loaded while a rollout of the followed model is active
-        self._rollout: Optional[rollout.RolloutState] = None
+        self._rollout: Optional[RolloutState] = None
         self._swap_lock = threading.Lock()  # one load/swap at a time
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -118,7 +121,7 @@ class ModelHolder:
         return self._challenger
 
     @property
-    def rollout_state(self) -> Optional[rollout.RolloutState]:
+    def rollout_state(self) -> Optional[RolloutState]:
         """The rollout state read on the last refresh (None when not following the champion alias)."""
         return self._rollout
 
@@ -136,7 +139,7 @@ class ModelHolder:
         share = self.challenger_share()
         if champion is None or share <= 0.0 or st is None or ch is None:
             return champion
-        return ch if rollout.bucket(client_key, rollout.routing_salt(st)) < share else champion
+        return ch if bucket(client_key, routing_salt(st)) < share else champion
 
     def serving(self) -> list[tuple[Served, float]]:
         """(snapshot, traffic share) of each version answering now."""
@@ -163,14 +166,14 @@ class ModelHolder:
         local = Path(ref[len("file://"):] if ref.startswith("file://") else ref)
         if not ref.startswith("models:/") and local.exists():
             return None, None
-        name, which = registry.parse_reference(ref)
+        name, which = parse_reference(ref)
         if which.isdigit() or which == "latest":
             return name, None
         return name, which
 
     def _ensure_tracking(self) -> None:
         if not self._tracking_ready and self.data_dir is not None:
-            registry.configure_tracking(self.data_dir)
+            configure_tracking(self.data_dir)
         self._tracking_ready = True
 
     def _install(self, loaded: Any, alias: Optional[str]) -> Served:
@@ -187,7 +190,7 @@ class ModelHolder:
         """The version the followed alias points at now (None when not following an alias)."""
         if self._alias is None or self._name is None:
             return None
-        return int(registry.resolve_version(self._name, self._alias).version)
+        return int(resolve_version(self._name, self._alias).version)
 
     def load(self) -> Served:
         """Load the model now (blocking) and serve it; raises the loader's error (e.g. ModelNotFoundError)."""
@@ -247,9 +250,9 @@ class ModelHolder:
 
         Only a holder following the champion alias takes part in rollouts. Called under the swap lock.
         """
-        if self._alias != registry.ALIAS_CHAMPION or self._name is None:
+        if self._alias != ALIAS_CHAMPION or self._name is None:
             return
-        state = rollout.read_state(self._name)
+        state = read_state(self._name)
         old = self._rollout
         if state.active and state.challenger is not None:
             ch = self._challenger

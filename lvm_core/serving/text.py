@@ -15,11 +15,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lvm_core import tracking as registry
+from lvm_core.tracking.references import training_dataset
 from lvm_core.data.chunking import text_hash
-from lvm_core.contracts import DatasetPaths
-from lvm_core.data.embedding import load_encoder
-from lvm_core.data.retrieval import ChunkBank
+from lvm_core.contracts.layout import DatasetPaths
+from lvm_core.data.embedding.encoder import load_encoder
+from lvm_core.data.retrieval.bank import ChunkBank
 
 
 class TextUnavailable(RuntimeError):
@@ -63,7 +63,7 @@ class TextIndex:
 
 def dataset_dir_of(model: Any) -> Path:
     """The dataset folder recorded on the model's training run (TextUnavailable when there is none)."""
-    dataset_dir, _ = registry.training_dataset(model)
+    dataset_dir, _ = training_dataset(model)
     if dataset_dir:
         return Path(dataset_dir)
     raise TextUnavailable(f"{model.describe()}: no dataset recorded on its training run, so there are no chunks to "

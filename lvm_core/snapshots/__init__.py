@@ -15,37 +15,3 @@ Sources (a plain path, `file://…`, or any fsspec URL such as `s3://…` or `ht
 Snapshot ids follow `lvm_core.data.ingest.snapshot_id_for` (`enwiki-20240601` for a dated dump name), so
 the watcher, the dataset folder and the MLflow tags all name a snapshot the same way (`snapshot`).
 """
-
-from lvm_core.data.ingest.download import SnapshotSourceError
-from lvm_core.snapshots.plan import WatchPlan, new_snapshots, plan_snapshots
-from lvm_core.snapshots.scanner import find_snapshots, scan_source
-from lvm_core.snapshots.snapshot import (
-    ARTICLES_JOBS,
-    DUMPSTATUS_FILE,
-    ScanResult,
-    SkippedEntry,
-    Snapshot,
-    is_snapshot_file,
-    wiki_of,
-)
-from lvm_core.snapshots.state import BuiltSnapshots, TriggerRecord, WatchStateError, watch_lock
-
-__all__ = [
-    "DUMPSTATUS_FILE",
-    "ARTICLES_JOBS",
-    "BuiltSnapshots",
-    "ScanResult",
-    "SkippedEntry",
-    "Snapshot",
-    "SnapshotSourceError",
-    "TriggerRecord",
-    "WatchPlan",
-    "WatchStateError",
-    "find_snapshots",
-    "is_snapshot_file",
-    "new_snapshots",
-    "plan_snapshots",
-    "scan_source",
-    "watch_lock",
-    "wiki_of",
-]

@@ -18,7 +18,8 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from lvm_core.data.ingest import IngestError, dated_snapshot_id, snapshot_id_for, snapshot_id_prefix
+from lvm_core.data.ingest.base import IngestError
+from lvm_core.data.ingest.sources import dated_snapshot_id, snapshot_id_for, snapshot_id_prefix
 from lvm_core.data.ingest.download import SnapshotSourceError
 from lvm_core.snapshots.snapshot import (
     DATE_FOLDER,

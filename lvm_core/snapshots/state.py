@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lvm_core import contracts
+from lvm_core.contracts.layout import datasets_root, default_data_dir, WATCH_STATE_FILE, READY_MARKER
 from lvm_core.io.storage import read_json, write_json
 from lvm_core.snapshots.snapshot import Snapshot, date_of_id, short_error, wiki_of
 
@@ -46,9 +46,9 @@ def watch_lock(data_dir: str | Path | None = None, timeout: float = 120.0) -> It
     """
     from filelock import FileLock, Timeout
 
-    root = Path(data_dir) if data_dir is not None else contracts.default_data_dir()
+    root = Path(data_dir) if data_dir is not None else default_data_dir()
     root.mkdir(parents=True, exist_ok=True)
-    lock_path = str((root / f".{contracts.WATCH_STATE_FILE}.lock").resolve())
+    lock_path = str((root / f".{WATCH_STATE_FILE}.lock").resolve())
     lock = _LOCKS.setdefault(lock_path, FileLock(lock_path, thread_local=False))
     try:
         lock.acquire(timeout=timeout)
@@ -76,13 +76,13 @@ class BuiltSnapshots:
 
     @property
     def state_path(self) -> Path:
-        return Path(self.data_dir) / contracts.WATCH_STATE_FILE
+        return Path(self.data_dir) / WATCH_STATE_FILE
 
     @classmethod
     def load(cls, data_dir: str | Path | None = None) -> BuiltSnapshots:
-        root = Path(data_dir) if data_dir is not None else contracts.default_data_dir()
+        root = Path(data_dir) if data_dir is not None else default_data_dir()
         built = frozenset(_ready_ids(root))
-        state = _read_state(root / contracts.WATCH_STATE_FILE)
+        state = _read_state(root / WATCH_STATE_FILE)
         return cls(root, built, state.triggered, state.id_cache, state.forgotten)
 
     def is_built(self, snapshot_id: str) -> bool:
@@ -158,11 +158,11 @@ class BuiltSnapshots:
 
 
 def _ready_ids(data_dir: Path) -> Iterator[str]:
-    root = contracts.datasets_root(data_dir)
+    root = datasets_root(data_dir)
     if not root.is_dir():
         return
     for child in root.iterdir():
-        if child.is_dir() and not child.name.startswith(".") and (child / contracts.READY_MARKER).is_file():
+        if child.is_dir() and not child.name.startswith(".") and (child / READY_MARKER).is_file():
             yield child.name
 
 

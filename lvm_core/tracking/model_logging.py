@@ -19,8 +19,8 @@ import mlflow
 import numpy as np
 from mlflow.exceptions import MlflowException
 
-from lvm_core.contracts import RegistryError
-from lvm_core.data.embedding import EncoderFingerprint
+from lvm_core.contracts.errors import RegistryError
+from lvm_core.data.embedding.fingerprint import EncoderFingerprint
 from lvm_core.models.loader import PYFUNC_ARTIFACT_KEY, config_dict, save_model_dir
 from lvm_core.runtime.faults import crash_point
 from lvm_core.tracking.gate_outcomes import failed_gates, gate_outcomes
@@ -189,7 +189,7 @@ def _log_pyfunc_model(model: Any, config: dict[str, Any], fingerprint: EncoderFi
         model_dir = save_model_dir(model, config, fingerprint, Path(tmp) / PYFUNC_ARTIFACT_KEY, baselines_dir)
         metadata = {
             "lvm_platform": _lvm_platform_version(),
-            "lvm_loader": "lvm_core.tracking.load_registered_model",
+            "lvm_loader": "lvm_core.tracking.references.load_registered_model",
             "arch": str(config["arch"]),
             "encoder_fingerprint": fingerprint.id,
         }

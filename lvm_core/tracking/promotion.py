@@ -17,7 +17,7 @@ from typing import Any
 
 from mlflow.exceptions import MlflowException
 
-from lvm_core.contracts import RegistryError
+from lvm_core.contracts.errors import RegistryError
 from lvm_core.runtime.faults import crash_point
 from lvm_core.tracking.gate_outcomes import failed_gates, gate_outcomes, recorded_gate_outcomes
 from lvm_core.tracking.references import current_champion, require_registered_model, resolve_version, version_numbers

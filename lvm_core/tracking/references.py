@@ -16,8 +16,8 @@ from typing import Any
 import mlflow
 from mlflow.exceptions import MlflowException
 
-from lvm_core.contracts import DataContractError, ModelNotFoundError
-from lvm_core.data.embedding import EncoderFingerprint
+from lvm_core.contracts.errors import DataContractError, ModelNotFoundError
+from lvm_core.data.embedding.fingerprint import EncoderFingerprint
 from lvm_core.models.loader import LoadedModel, load_model_dir
 from lvm_core.tracking.setup import client as _client
 from lvm_core.tracking.setup import is_not_found

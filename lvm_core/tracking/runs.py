@@ -25,8 +25,8 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from lvm_core.contracts import DataContractError, RegistryError
-from lvm_core.data.embedding import EncoderFingerprint
+from lvm_core.contracts.errors import DataContractError, RegistryError
+from lvm_core.data.embedding.fingerprint import EncoderFingerprint
 from lvm_core.io import storage
 from lvm_core.runtime.liveness import Owner
 from lvm_core.tracking.dead_runs import reap_dead_runs

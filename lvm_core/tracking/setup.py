@@ -27,7 +27,7 @@ import mlflow  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from lvm_core.contracts import default_tracking_uri  # noqa: E402
+from lvm_core.contracts.layout import default_tracking_uri  # noqa: E402
 
 DEFAULT_EXPERIMENT = "lvm"
 

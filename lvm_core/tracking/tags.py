@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from lvm_core.data.embedding import EncoderFingerprint
+from lvm_core.data.embedding.fingerprint import EncoderFingerprint
 from lvm_core.io.plain import to_plain as _plain
 
 ALIAS_CHAMPION = "champion"

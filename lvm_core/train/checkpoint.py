@@ -25,17 +25,11 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from lvm_core.contracts import (
-    CHECKPOINT_BEST_DIR,
-    CHECKPOINT_LAST_DIR,
-    CHECKPOINT_META_FILE,
-    CHECKPOINT_STATE_FILE,
-    DataContractError,
-    ModelNotFoundError,
-)
-from lvm_core.data.embedding import EncoderFingerprint
+from lvm_core.contracts.layout import CHECKPOINT_BEST_DIR, CHECKPOINT_LAST_DIR, CHECKPOINT_META_FILE, CHECKPOINT_STATE_FILE
+from lvm_core.contracts.errors import DataContractError, ModelNotFoundError
+from lvm_core.data.embedding.fingerprint import EncoderFingerprint
 from lvm_core.io.storage import atomic_dir, read_json, write_json
-from lvm_core.models import ModelConfig
+from lvm_core.models.config import ModelConfig
 from lvm_core.models.loader import (
     CONFIG_FILE,
     ENCODER_FILE,

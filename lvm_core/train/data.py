@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from lvm_core.contracts.manifest import DatasetManifest
-from lvm_core.data.embedding import EncoderFingerprint
+from lvm_core.data.embedding.fingerprint import EncoderFingerprint
 from lvm_core.data.windows import SequenceSet
 from lvm_core.io.storage import file_digest
 
@@ -41,7 +41,7 @@ class TrainingData:
 
 def from_dataset(root: Path, force: bool = False) -> TrainingData:
     """A published dataset folder; one that failed its gates only with `force`."""
-    from lvm_core.data.build import load_dataset
+    from lvm_core.data.build.load import load_dataset
 
     ds = load_dataset(Path(root), require_ready=not force)
     return TrainingData(

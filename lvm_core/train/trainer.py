@@ -20,9 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from lvm_core.contracts import CHECKPOINT_BEST_DIR, CHECKPOINT_LAST_DIR, CHECKPOINT_META_FILE
-from lvm_core.data.embedding import EncoderFingerprint
-from lvm_core.models import ModelConfig, build_model, count_parameters
+from lvm_core.contracts.layout import CHECKPOINT_BEST_DIR, CHECKPOINT_LAST_DIR, CHECKPOINT_META_FILE
+from lvm_core.data.embedding.fingerprint import EncoderFingerprint
+from lvm_core.models.config import ModelConfig
+from lvm_core.models.builder import build_model, count_parameters
 from lvm_core.models.loader import unrecorded_encoder
 from lvm_core.train.batches import WindowDataset, as_vector_tensor
 from lvm_core.train.checkpoint import (

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from lvm_core import contracts
-from lvm_core.contracts import DataContractError, DatasetPaths
+from lvm_core.contracts.layout import SPLIT_NAMES, EVAL_SPLITS
+from lvm_core.contracts.errors import DataContractError
+from lvm_core.contracts.layout import DatasetPaths
 from lvm_core.contracts.build_options import BuildConfig
 from lvm_core.contracts.manifest import DatasetManifest, parse_manifest, write_manifest
 from lvm_core.data import windows as sequences
@@ -26,7 +27,7 @@ from lvm_core.data.build.embed import EmbedResult
 from lvm_core.data.build.ingest import read_ingest_stats
 from lvm_core.data.build.oracle import measure_oracle
 from lvm_core.data.build.source import SourceInfo
-from lvm_core.data.embedding import EncoderFingerprint
+from lvm_core.data.embedding.fingerprint import EncoderFingerprint
 from lvm_core.io.storage import (
     link_or_copy,
     load_npy,
@@ -171,7 +172,7 @@ def _split(paths: DatasetPaths, coh_binned: Any, config: BuildConfig) -> tuple[i
 def _windows(chunks: _Chunks, split_of_article: dict[int, str], ctx: int) -> dict[str, Any]:
     """The windows of each split, strictly inside articles."""
     seqs: dict[str, Any] = {}
-    for name in contracts.SPLIT_NAMES:
+    for name in SPLIT_NAMES:
         members = np.array([a for a, s in split_of_article.items() if s == name], dtype=np.int64)
         seqs[name] = sequences.build_windows(chunks.article_ids, chunks.chunk_index, context_len=ctx, articles=members)
     return seqs
@@ -194,10 +195,10 @@ def _purge_leakage(
     leakage_raw, leaking = scan.report(), scan.leaking_rows
     purged: dict[str, int] = {}
     windows_before = {name: len(seqs[name]) for name in _eval_split_names()}
-    for name in contracts.EVAL_SPLITS:
+    for name in EVAL_SPLITS:
         seqs[name], purged[name] = leakage.purge_leaking_windows(seqs[name], leaking)
-    used_split = np.where(np.isin(row_split.astype(str), list(contracts.EVAL_SPLITS)), "", row_split.astype(str))
-    for name in contracts.EVAL_SPLITS:
+    used_split = np.where(np.isin(row_split.astype(str), list(EVAL_SPLITS)), "", row_split.astype(str))
+    for name in EVAL_SPLITS:
         rows = np.unique(np.concatenate([seqs[name].context_rows.ravel(), seqs[name].target_rows]))
         used_split[rows] = name
     # Train rows are unchanged, so each row's leak flags stand; only the val/ood rows still in use count.
@@ -270,7 +271,7 @@ def _manifest_record(
 def _parity(split_manifest: dict[str, Any]) -> dict[str, dict[str, float | None]]:
     """KS statistic and mean difference of article coherence, each evaluation split against train (gated)."""
     out = {}
-    for name in contracts.EVAL_SPLITS:
+    for name in EVAL_SPLITS:
         s = split_manifest.get("splits", {}).get(name, {})
         out[name] = {"ks": s.get("ks_statistic_vs_train"), "mean_diff": s.get("mean_diff_vs_train"),
                      "ks_pvalue": s.get("ks_pvalue_vs_train")}
@@ -279,7 +280,7 @@ def _parity(split_manifest: dict[str, Any]) -> dict[str, dict[str, float | None]
 
 def _eval_split_names() -> tuple[str, ...]:
     """The evaluation splits (every split but train) in contract order."""
-    return tuple(s for s in contracts.SPLIT_NAMES if s != "train")
+    return tuple(s for s in SPLIT_NAMES if s != "train")
 
 
 def _articles_after_purge(split_df: Any, seqs: dict[str, Any]) -> Any:

@@ -10,14 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from lvm_core import contracts
-from lvm_core.contracts import DataContractError
+from lvm_core.contracts.layout import ARTICLES_FILE, CHUNKS_FILE, EMBEDDINGS_FILE, ENCODER_FILE, ARTICLES_SCHEMA, CHUNKS_SCHEMA, VECTOR_DTYPE_KEY
+from lvm_core.contracts.errors import DataContractError
 from lvm_core.contracts.build_options import BuildConfig
 from lvm_core.data.build.embed import EmbedResult, sum_embed_stats
 from lvm_core.data.build.source import source_name
 from lvm_core.data.build.work import done_record, finish_shard, step_key, work_dir
-from lvm_core.data.embedding import EncoderFingerprint
-from lvm_core.data.ingest import shards
+from lvm_core.data.embedding.fingerprint import EncoderFingerprint
+from lvm_core.data.ingest.shards.files import concat_parquet
 from lvm_core.data.vector_files import (
     VALIDATE_BLOCK_ROWS,
     iter_row_blocks,
@@ -43,8 +43,8 @@ def assemble_step(
     embeddings.npy, so memory stays bounded whatever the snapshot.
     """
     out_dir = Path(out_dir)
-    paths = (out_dir / contracts.ARTICLES_FILE, out_dir / contracts.CHUNKS_FILE)
-    emb_path, enc_path = out_dir / contracts.EMBEDDINGS_FILE, out_dir / contracts.ENCODER_FILE
+    paths = (out_dir / ARTICLES_FILE, out_dir / CHUNKS_FILE)
+    emb_path, enc_path = out_dir / EMBEDDINGS_FILE, out_dir / ENCODER_FILE
     stats = sum_embed_stats([e["stats"] for e in embedded])
     done = done_record(out_dir)
     if done is None:
@@ -52,13 +52,13 @@ def assemble_step(
         if n_chunks == 0:
             raise DataContractError(f"{source_name(config)}: no chunks produced (all articles empty?)")
         fingerprints = [read_json(Path(e["encoder_file"])) for e in embedded]
-        fp_dict = {k: v for k, v in fingerprints[0].items() if k != contracts.VECTOR_DTYPE_KEY}
+        fp_dict = {k: v for k, v in fingerprints[0].items() if k != VECTOR_DTYPE_KEY}
         for e, other in zip(embedded, fingerprints):
-            if {k: v for k, v in other.items() if k != contracts.VECTOR_DTYPE_KEY} != fp_dict:
+            if {k: v for k, v in other.items() if k != VECTOR_DTYPE_KEY} != fp_dict:
                 raise DataContractError(f"{e['file']}: made by another encoder than {embedded[0]['file']}")
         fp = EncoderFingerprint.from_dict(fp_dict)
-        shards.concat_parquet(articles["files"], paths[0], contracts.ARTICLES_SCHEMA)
-        shards.concat_parquet([c["file"] for c in chunked], paths[1], contracts.CHUNKS_SCHEMA)
+        concat_parquet(articles["files"], paths[0], ARTICLES_SCHEMA)
+        concat_parquet([c["file"] for c in chunked], paths[1], CHUNKS_SCHEMA)
         with atomic_path(emb_path) as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(config.vector_dtype), shape=(n_chunks, fp.dim))
             row = 0
@@ -72,7 +72,7 @@ def assemble_step(
             out.flush()
             validate_embeddings(out, fp, str(emb_path))
             del out
-        write_json(enc_path, {**fp.to_dict(), contracts.VECTOR_DTYPE_KEY: config.vector_dtype})
+        write_json(enc_path, {**fp.to_dict(), VECTOR_DTYPE_KEY: config.vector_dtype})
         finish_shard(out_dir, {"files": [str(p) for p in (*paths, emb_path, enc_path)], "chunks": n_chunks})
     return paths[0], paths[1], EmbedResult(emb_path, enc_path, stats)
 

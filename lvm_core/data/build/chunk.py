@@ -9,9 +9,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lvm_core import contracts
+from lvm_core.contracts.layout import CHUNKS_FILE, CHUNKS_SCHEMA
 from lvm_core.contracts.build_options import BuildConfig
-from lvm_core.data import chunking, embedding, ingest
+from lvm_core.data import chunking
+from lvm_core.data.embedding.model_folder import encoder_casefolds
+from lvm_core.data.ingest.base import Article
 from lvm_core.data.build.source import SourceInfo, wiki_language
 from lvm_core.data.build.work import (
     Progress,
@@ -21,13 +23,13 @@ from lvm_core.data.build.work import (
     step_key,
     work_dir,
 )
-from lvm_core.data.ingest.shards import ShardError
+from lvm_core.data.ingest.shards.plan import ShardError
 from lvm_core.io.storage import atomic_path
 from lvm_core.runtime.faults import crash_point
 
 
 def chunk_shard_work_dir(articles_file: str, source: SourceInfo, config: BuildConfig) -> Path:
-    casefold = embedding.encoder_casefolds(config.encoder)
+    casefold = encoder_casefolds(config.encoder)
     parts = [str(articles_file), config.min_words, config.max_words, wiki_language(source.snapshot_id)]
     key = step_key("chunk", *parts, *([] if casefold else ["cased"]))
     return work_dir(config.resolved_data_dir(), "chunk", key)
@@ -44,19 +46,19 @@ def chunk_shard_step(
     t0 = time.perf_counter()
     cfg = chunking.ChunkingConfig(
         min_words=config.min_words, max_words=config.max_words, language=wiki_language(source.snapshot_id),
-        casefold=embedding.encoder_casefolds(config.encoder),
+        casefold=encoder_casefolds(config.encoder),
     )
     parquet = open_shard_file(Path(articles_file))
-    out = out_dir / contracts.CHUNKS_FILE
+    out = out_dir / CHUNKS_FILE
     n_articles = n_chunks = 0
-    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, contracts.CHUNKS_SCHEMA) as writer:
+    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, CHUNKS_SCHEMA) as writer:
         try:
             for batch in parquet.iter_batches(batch_size=256, columns=["article_id", "title", "text"]):
                 ids, titles, texts = (batch.column(i).to_pylist() for i in range(3))
                 table = chunking.chunk_articles(
-                    (ingest.Article(a, t, x) for a, t, x in zip(ids, titles, texts, strict=True)), cfg
+                    (Article(a, t, x) for a, t, x in zip(ids, titles, texts, strict=True)), cfg
                 )
-                writer.write_table(table.cast(contracts.CHUNKS_SCHEMA))
+                writer.write_table(table.cast(CHUNKS_SCHEMA))
                 n_articles += batch.num_rows
                 n_chunks += table.num_rows
                 if on_progress is not None:

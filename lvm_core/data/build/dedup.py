@@ -14,9 +14,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lvm_core import contracts
+from lvm_core.contracts.layout import ARTICLES_SCHEMA
 from lvm_core.contracts.build_options import BuildConfig
-from lvm_core.data import ingest
+from lvm_core.data.ingest.sources import is_tabular
+from lvm_core.data.ingest.duplicates import drop_duplicate_ids
+from lvm_core.data.ingest.base import IngestError, Article
 from lvm_core.data.build.ingest import INGEST_STATS_FILE
 from lvm_core.data.build.source import SourceInfo
 from lvm_core.data.build.work import (
@@ -37,7 +39,7 @@ def dedup_work_dir(ingested: list[dict[str, Any]], source: SourceInfo, config: B
 
 
 def _is_tabular(source: SourceInfo) -> bool:
-    return ingest.is_tabular(source.path)
+    return is_tabular(source.path)
 
 
 def dedup_articles(
@@ -67,10 +69,10 @@ def dedup_articles(
     if config.limit_articles is not None:
         del ids[config.limit_articles:], shas[config.limit_articles:], file_of[config.limit_articles:]
     if not ids:
-        raise ingest.IngestError(f"{Path(source.path).name}: no article found (empty dump or every page filtered out)")
+        raise IngestError(f"{Path(source.path).name}: no article found (empty dump or every page filtered out)")
     policy = config.on_duplicate if _is_tabular(source) else "first"
     # Same rules as ingest.drop_duplicate_ids, over hashes instead of texts (equal hash <=> equal text).
-    keyed = [ingest.Article(a, "", h) for a, h in zip(ids, shas)]
+    keyed = [Article(a, "", h) for a, h in zip(ids, shas)]
     kept_rows = _kept_rows(keyed, policy, Path(source.path).name)
     report = kept_rows.pop()
     offsets = np.cumsum([0] + [int(pq.ParquetFile(f).metadata.num_rows) for f in files])
@@ -100,7 +102,7 @@ def _kept_rows(keyed: list[Any], policy: str, source_name: str) -> list[Any]:
     first_row: dict[int, int] = {}
     for r, a in enumerate(keyed):
         first_row.setdefault(a.article_id, r)
-    kept, report = ingest.drop_duplicate_ids(keyed, on_duplicate=policy, source_name=source_name)
+    kept, report = drop_duplicate_ids(keyed, on_duplicate=policy, source_name=source_name)
     return [(first_row[a.article_id], row_of[id(a)]) for a in kept] + [report.to_dict()]
 
 
@@ -116,6 +118,6 @@ def _take_rows(files: list[Path], offsets: np.ndarray, rows: list[int]) -> pa.Ta
     parts = []
     for i, local in runs:
         if i not in tables:
-            tables[i] = read_columns(files[i], list(contracts.ARTICLES_SCHEMA.names))
+            tables[i] = read_columns(files[i], list(ARTICLES_SCHEMA.names))
         parts.append(tables[i].take(pa.array(local, pa.int64())))
-    return pa.concat_tables(parts).combine_chunks().cast(contracts.ARTICLES_SCHEMA)
+    return pa.concat_tables(parts).combine_chunks().cast(ARTICLES_SCHEMA)

@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from lvm_core import contracts
-from lvm_core.contracts import DataContractError
+from lvm_core.contracts.layout import embedding_cache_dir, EMBEDDINGS_FILE, ENCODER_FILE
+from lvm_core.contracts.errors import DataContractError
 from lvm_core.contracts.build_options import BuildConfig
-from lvm_core.data import embedding
+from lvm_core.data.embedding.encoder import load_encoder
+from lvm_core.data.embedding.embed import embed_texts
 from lvm_core.data.build.work import (
     Progress,
     done_record,
@@ -69,12 +70,12 @@ def embed_shard_step(
     chunks = read_columns(Path(chunks_file), ["text", "text_hash"])
     texts = chunks.column("text").to_pylist()
     hashes = chunks.column("text_hash").to_pylist()
-    encoder = embedding.load_encoder(config.encoder, cache_dir=encoder_cache_dir(data_dir))
+    encoder = load_encoder(config.encoder, cache_dir=encoder_cache_dir(data_dir))
     _check_hash_casing(texts, hashes, encoder.fingerprint.casefold, Path(chunks_file))
     if texts:
-        cache = _ReportingCache(contracts.embedding_cache_dir(data_dir), encoder.fingerprint, on_progress)
+        cache = _ReportingCache(embedding_cache_dir(data_dir), encoder.fingerprint, on_progress)
         try:
-            vectors, stats = embedding.embed_texts(texts, hashes, encoder, cache, batch_size=config.batch_size)
+            vectors, stats = embed_texts(texts, hashes, encoder, cache, batch_size=config.batch_size)
         finally:
             cache.close()
         stats_dict = {k: (float(v) if isinstance(v, float) else v) for k, v in vars(stats).items()}
@@ -83,9 +84,9 @@ def embed_shard_step(
         stats_dict = sum_embed_stats([])
     save_embeddings(out_dir, vectors, encoder.fingerprint)
     return finish_shard(out_dir, {
-        "file": str(out_dir / contracts.EMBEDDINGS_FILE), "encoder_file": str(out_dir / contracts.ENCODER_FILE),
-        "files": [str(out_dir / contracts.EMBEDDINGS_FILE)], "chunks": len(texts),
-        "bytes": (out_dir / contracts.EMBEDDINGS_FILE).stat().st_size, "stats": stats_dict,
+        "file": str(out_dir / EMBEDDINGS_FILE), "encoder_file": str(out_dir / ENCODER_FILE),
+        "files": [str(out_dir / EMBEDDINGS_FILE)], "chunks": len(texts),
+        "bytes": (out_dir / EMBEDDINGS_FILE).stat().st_size, "stats": stats_dict,
     })
 
 

@@ -13,9 +13,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from lvm_core import contracts
+from lvm_core.contracts.layout import ARTICLES_FILE, ARTICLES_SCHEMA
 from lvm_core.contracts.build_options import BuildConfig
-from lvm_core.data import ingest
+from lvm_core.data.ingest.duplicates import drop_duplicate_ids
+from lvm_core.data.ingest.sources import is_tabular, read_articles
 from lvm_core.data.build.source import SourceInfo
 from lvm_core.data.build.work import (
     Progress,
@@ -24,7 +25,9 @@ from lvm_core.data.build.work import (
     step_key,
     work_dir,
 )
-from lvm_core.data.ingest import shards
+from lvm_core.data.ingest.shards.plan import plan_source_shards
+from lvm_core.data.ingest.shards.files import write_article_shards
+from lvm_core.data.ingest.shards.read import read_shard
 from lvm_core.io.storage import read_json, write_json, write_parquet
 from lvm_core.runtime.faults import crash_point
 
@@ -38,12 +41,12 @@ def ingest_step(source: SourceInfo, config: BuildConfig, out_dir: Path, progress
     repeat a page: the first revision wins. A Parquet/JSONL row repeating an id with the same text is
     dropped; with a different text the build fails unless `config.on_duplicate` is "first" or "last".
     """
-    out = Path(out_dir) / contracts.ARTICLES_FILE
+    out = Path(out_dir) / ARTICLES_FILE
     if out.exists():
         return out
-    policy = config.on_duplicate if ingest.is_tabular(source.path) else "first"
-    articles, dups = ingest.drop_duplicate_ids(
-        ingest.read_articles(source.path, limit=config.limit_articles, progress=progress),
+    policy = config.on_duplicate if is_tabular(source.path) else "first"
+    articles, dups = drop_duplicate_ids(
+        read_articles(source.path, limit=config.limit_articles, progress=progress),
         on_duplicate=policy, source_name=Path(source.path).name,
     )
     ids, titles, texts, hashes = [], [], [], []
@@ -61,7 +64,7 @@ def ingest_step(source: SourceInfo, config: BuildConfig, out_dir: Path, progress
             "snapshot_id": pa.array([source.snapshot_id] * len(ids), pa.string()),
             "text_sha1": pa.array(hashes, pa.string()),
         },
-        schema=contracts.ARTICLES_SCHEMA,
+        schema=ARTICLES_SCHEMA,
     )
     write_json(Path(out_dir) / INGEST_STATS_FILE, dups.to_dict())
     write_parquet(out, table)
@@ -80,7 +83,7 @@ def read_ingest_stats(articles_path: Path) -> dict[str, Any]:
 
 def plan_shards(source: SourceInfo, config: BuildConfig) -> list[Any]:
     """Independently readable parts of the source, in source order (`lvm_core.data.ingest.shards.SourceShard`)."""
-    return shards.plan_source_shards(source.path, target_bytes=config.shard_bytes)
+    return plan_source_shards(source.path, target_bytes=config.shard_bytes)
 
 
 def shard_key(shard: Any) -> list[Any]:
@@ -110,7 +113,7 @@ def ingest_shard_step(
     counted = {"articles": 0}
 
     def articles() -> Any:
-        for article in shards.read_shard(shard):
+        for article in read_shard(shard):
             counted["articles"] += 1
             if on_progress is not None:
                 on_progress(1)
@@ -119,7 +122,7 @@ def ingest_shard_step(
                 break
         crash_point("ingest")  # all read, no file renamed into place yet
 
-    files = shards.write_article_shards(
+    files = write_article_shards(
         articles(), out_dir, snapshot_id=source.snapshot_id, max_articles=config.shard_articles,
         prefix=f"articles-{shard.index:05d}",
     )

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from lvm_core import contracts
-from lvm_core.contracts import DatasetPaths
+from lvm_core.contracts.layout import datasets_root
+from lvm_core.contracts.layout import DatasetPaths
 from lvm_core.contracts.manifest import DatasetManifest, read_manifest
 from lvm_core.data import windows as sequences
 from lvm_core.data.vector_files import load_embeddings
@@ -88,7 +88,7 @@ def load_dataset(root: Path, require_ready: bool = True) -> Dataset:
 def list_datasets(data_dir: Path) -> list[dict[str, Any]]:
     """Published datasets with their headline numbers (for `lvm datasets`)."""
     rows = []
-    root = contracts.datasets_root(data_dir)
+    root = datasets_root(data_dir)
     if not root.exists():
         return rows
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):

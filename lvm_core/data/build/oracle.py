@@ -12,8 +12,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lvm_core.contracts import DataContractError, DatasetPaths
-from lvm_core.data import embedding, retrieval
+from lvm_core.contracts.errors import DataContractError
+from lvm_core.contracts.layout import DatasetPaths
+from lvm_core.data.retrieval.oracle import ORACLE_K, ORACLE_SAMPLE_SIZE, ORACLE_SEED, oracle_sample, oracle_hits
+from lvm_core.data.embedding.encoder import load_encoder
+from lvm_core.data.retrieval.bank import ChunkBank
+from lvm_core.data.embedding.fingerprint import FingerprintMismatchError, EncoderFingerprint
 from lvm_core.io.storage import read_json
 
 
@@ -36,21 +40,21 @@ def measure_oracle(
     against ``chunks.parquet`` score near 0. Only reads the folder.
     """
     paths = DatasetPaths(Path(root))
-    k = retrieval.ORACLE_K if k is None else int(k)
-    sample_size = retrieval.ORACLE_SAMPLE_SIZE if sample_size is None else int(sample_size)
-    seed = retrieval.ORACLE_SEED if seed is None else int(seed)
+    k = ORACLE_K if k is None else int(k)
+    sample_size = ORACLE_SAMPLE_SIZE if sample_size is None else int(sample_size)
+    seed = ORACLE_SEED if seed is None else int(seed)
     try:
-        stored = embedding.EncoderFingerprint.from_dict(read_json(paths.encoder))
+        stored = EncoderFingerprint.from_dict(read_json(paths.encoder))
     except (OSError, ValueError) as exc:
         raise DataContractError(f"{paths.encoder}: {exc}") from exc
-    encoder = embedding.load_encoder(encoder_name or stored)  # the stored fingerprint names its backend
+    encoder = load_encoder(encoder_name or stored)  # the stored fingerprint names its backend
     if encoder.fingerprint != stored:
-        raise embedding.FingerprintMismatchError(
+        raise FingerprintMismatchError(
             f"{paths.root}: vectors were made by encoder {stored.model_name!r} (fingerprint {stored.id}), "
             f"but {encoder_name or stored.model_name!r} loads fingerprint {encoder.fingerprint.id}; "
             "the oracle needs the dataset's own encoder"
         )
-    rows = retrieval.oracle_sample(target_rows, sample_size, seed)
+    rows = oracle_sample(target_rows, sample_size, seed)
     out: dict[str, Any] = {
         "k": k, "sample_size": int(rows.size), "seed": seed, "n_targets": int(np.unique(target_rows).size),
         "query": "re-encoded target texts", "encoder": stored.id, "hits": 0, "recall": 0.0,
@@ -60,10 +64,10 @@ def measure_oracle(
     chunks = pq.read_table(paths.chunks, columns=["article_id", "text_hash", "text"])
     texts = chunks.column("text").take(pa.array(rows)).to_pylist()
     vectors = np.load(paths.embeddings, mmap_mode="r", allow_pickle=False)
-    bank = retrieval.ChunkBank(
+    bank = ChunkBank(
         vectors, chunks.column("article_id").to_numpy(), np.asarray(chunks.column("text_hash").to_pylist())
     )
     fresh = encoder.encode(texts, batch_size=batch_size)
-    hits = retrieval.oracle_hits(bank, rows, k, target_vectors=fresh)
+    hits = oracle_hits(bank, rows, k, target_vectors=fresh)
     out.update(hits=int(hits.sum()), recall=float(hits.mean()))
     return out

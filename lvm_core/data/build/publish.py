@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from lvm_core import contracts
-from lvm_core.contracts import DatasetPaths
+from lvm_core.contracts.layout import datasets_root, dataset_dir
+from lvm_core.contracts.layout import DatasetPaths
 from lvm_core.contracts.manifest import DatasetManifest, write_manifest
 from lvm_core.io.storage import (
     file_digest,
@@ -35,7 +35,7 @@ STAGING_STALE_AFTER_S = 24 * 3600
 
 def new_staging_dir(data_dir: Path, dataset_id: str) -> Path:
     """A fresh staging folder owned by this process (so a later build can tell when it was abandoned)."""
-    root = contracts.datasets_root(data_dir)
+    root = datasets_root(data_dir)
     root.mkdir(parents=True, exist_ok=True)
     stage = root / f"{STAGING_PREFIX}{dataset_id}-{uuid.uuid4().hex[:8]}"
     claim_dir(stage, label=f"build of {dataset_id}")
@@ -47,7 +47,7 @@ def clean_abandoned_builds(data_dir: Path) -> list[str]:
 
     Returns what was done, one line each, for the build's log.
     """
-    root = contracts.datasets_root(data_dir)
+    root = datasets_root(data_dir)
     if not root.is_dir():
         return []
     done = [f"restored {p}" for p in recover_interrupted_swaps(root)]
@@ -116,7 +116,7 @@ def publish(stage_dir: Path, data_dir: Path, dataset_id: str) -> Path:
     stage = DatasetPaths(Path(stage_dir))
     stage.ready.write_text(_dt.datetime.now(_dt.UTC).isoformat() + "\n")
     crash_point("publish")
-    target = contracts.dataset_dir(data_dir, dataset_id)
+    target = dataset_dir(data_dir, dataset_id)
     replace_dir(stage.root, target)
     (target / OWNER_FILE).unlink(missing_ok=True)  # kept until here, so a dead publish's staging is cleaned
     return target
@@ -125,7 +125,7 @@ def publish(stage_dir: Path, data_dir: Path, dataset_id: str) -> Path:
 def set_aside_failed(stage_dir: Path, data_dir: Path, dataset_id: str) -> Path:
     """Keep a failed build (with its gate results) under datasets/_failed/ for inspection."""
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S")
-    target = contracts.datasets_root(data_dir) / "_failed" / f"{dataset_id}-{stamp}"
+    target = datasets_root(data_dir) / "_failed" / f"{dataset_id}-{stamp}"
     target.parent.mkdir(parents=True, exist_ok=True)
     (Path(stage_dir) / OWNER_FILE).unlink(missing_ok=True)
     shutil.move(str(stage_dir), target)

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lvm_core.contracts.build_options import BuildConfig
-from lvm_core.data import ingest
+from lvm_core.data.ingest import sources
+from lvm_core.data.ingest.sources import snapshot_id_for
 from lvm_core.data.ingest.download import local_source
 from lvm_core.io.storage import file_digest
 
@@ -28,9 +29,9 @@ class SourceInfo:
 def resolve_source(config: BuildConfig) -> SourceInfo:
     """Locate the source, digest it and derive the snapshot and dataset ids."""
     # A watched remote snapshot (https://, s3://, ...) is downloaded once into the data dir.
-    path = ingest.resolve_source(local_source(config.source, config.resolved_data_dir()))
+    path = sources.resolve_source(local_source(config.source, config.resolved_data_dir()))
     digest = file_digest(path)
-    snapshot_id = config.snapshot_id or ingest.snapshot_id_for(path)
+    snapshot_id = config.snapshot_id or snapshot_id_for(path)
     if not re.fullmatch(r"[A-Za-z0-9._-]+", snapshot_id):
         raise ValueError(f"snapshot id {snapshot_id!r} may only contain letters, digits, '.', '_' and '-'")
     dataset_id = snapshot_id if config.limit_articles is None else f"{snapshot_id}-first{config.limit_articles}"

@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lvm_core.data.ingest.shards import ShardError
+from lvm_core.data.ingest.shards.plan import ShardError
 from lvm_core.io.storage import json_digest, read_json, write_json
 
 # Bump when a step's output for the same inputs changes, so cached work is not reused.

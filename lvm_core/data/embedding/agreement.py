@@ -47,7 +47,7 @@ def agreement_sample(n: int = AGREEMENT_SAMPLE_SIZE) -> list[str]:
             from itertools import islice
 
             from lvm_core.data.chunking import iter_chunks
-            from lvm_core.data.ingest import read_articles
+            from lvm_core.data.ingest.sources import read_articles
 
             rows = islice(iter_chunks(read_articles("sample")), 0, None, 8)
             texts = [str(row["text"]) for row in islice(rows, n)]

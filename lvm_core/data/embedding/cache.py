@@ -27,7 +27,7 @@ import numpy as np
 from filelock import FileLock
 
 from lvm_core.io import storage
-from lvm_core.contracts import DataContractError
+from lvm_core.contracts.errors import DataContractError
 from lvm_core.data.embedding.fingerprint import (
     EncoderFingerprint,
     FingerprintMismatchError,

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from lvm_core.contracts import DataContractError
+from lvm_core.contracts.errors import DataContractError
 from lvm_core.data.embedding.cache import EmbeddingCache
 from lvm_core.data.embedding.fingerprint import Encoder, EncoderFingerprint, ensure_same_fingerprint
 from lvm_core.runtime.faults import crash_point

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lvm_core.contracts import DataContractError, default_data_dir
+from lvm_core.contracts.errors import DataContractError
+from lvm_core.contracts.layout import default_data_dir
 from lvm_core.data.embedding import onnx as onnx_encoder
 from lvm_core.data.embedding.agreement import AGREEMENT_MIN_MEAN_COSINE, check_agreement, require_agreement
 from lvm_core.data.embedding.fingerprint import (

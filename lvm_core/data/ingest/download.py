@@ -12,7 +12,7 @@ from pathlib import Path
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from lvm_core import contracts
+from lvm_core.contracts.layout import default_data_dir, downloads_dir
 from lvm_core.io.storage import atomic_path
 
 __all__ = ["SnapshotSourceError", "local_source"]
@@ -49,9 +49,9 @@ def local_source(source: str, data_dir: str | Path | None = None) -> str:
         info = fs.info(path)
     except FileNotFoundError as exc:
         raise SnapshotSourceError(f"snapshot source {source!r}: no such file") from exc
-    root = Path(data_dir) if data_dir is not None else contracts.default_data_dir()
+    root = Path(data_dir) if data_dir is not None else default_data_dir()
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
-    target = contracts.downloads_dir(root) / digest / path.rstrip("/").rsplit("/", 1)[-1]
+    target = downloads_dir(root) / digest / path.rstrip("/").rsplit("/", 1)[-1]
     size = info.get("size")
     if target.is_file() and (size is None or target.stat().st_size == int(size)):
         return str(target)

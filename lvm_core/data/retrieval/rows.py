@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from lvm_core.data.embedding import UNIT_NORM_TOLERANCE
+from lvm_core.data.embedding.fingerprint import UNIT_NORM_TOLERANCE
 from lvm_core.data.vector_files import VALIDATE_BLOCK_ROWS, as_float32_block, iter_row_blocks
 from lvm_core.io.vectors import NORM_EPS, l2_normalize, row_norms
 

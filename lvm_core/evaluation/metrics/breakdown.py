@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from lvm_core.data.retrieval import ChunkBank
+from lvm_core.data.retrieval.bank import ChunkBank
 from lvm_core.data.windows import SequenceLike
 from lvm_core.evaluation.inputs import EvaluationError, checked_predictions, windows_of
 from lvm_core.evaluation.metrics.cosine import mean_or_nan, rowwise_cosine

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lvm_core.data.retrieval import TIE_EPS
+from lvm_core.data.retrieval.bank import TIE_EPS
 from lvm_core.evaluation.inputs import EvaluationError
 from lvm_core.io.vectors import l2_normalize
 

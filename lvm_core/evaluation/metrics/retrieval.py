@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from lvm_core.data.retrieval import TIE_EPS, ChunkBank
+from lvm_core.data.retrieval.bank import TIE_EPS, ChunkBank
 from lvm_core.data.windows import SequenceLike, SequenceSet
 from lvm_core.evaluation.inputs import EvaluationError, checked_predictions, windows_of
 from lvm_core.io.vectors import l2_normalize

@@ -23,9 +23,3 @@ Expected `info` keys (all optional):
 Modules: `card` (the sections and `render_model_card`), `beside_baselines` (the metrics section),
 `markdown` (cell format and tables).
 """
-
-from __future__ import annotations
-
-from lvm_core.evaluation.model_card.card import DEFAULT_INTENDED_USE, DEFAULT_LIMITATIONS, render_model_card
-
-__all__ = ["DEFAULT_INTENDED_USE", "DEFAULT_LIMITATIONS", "render_model_card"]

@@ -16,24 +16,3 @@ the models' own path, `lvm_core.models.predict`.
 Modules: `base` (the interface, `.npz` persistence), `simple` (copy-last, context mean), `recency`,
 `ridge`, `collection` (fit all, save all, load one).
 """
-
-from lvm_core.models.baselines.base import BASELINE_FILE_SUFFIX, DEFAULT_BATCH_SIZE, Baseline, BaselineFileError
-from lvm_core.models.baselines.collection import BASELINE_CLASSES, fit_baselines, load_baseline, save_baselines
-from lvm_core.models.baselines.recency import RecencyWeightedMean
-from lvm_core.models.baselines.ridge import RidgeBaseline
-from lvm_core.models.baselines.simple import ContextMean, CopyLast
-
-__all__ = [
-    "BASELINE_CLASSES",
-    "BASELINE_FILE_SUFFIX",
-    "DEFAULT_BATCH_SIZE",
-    "Baseline",
-    "BaselineFileError",
-    "ContextMean",
-    "CopyLast",
-    "RecencyWeightedMean",
-    "RidgeBaseline",
-    "fit_baselines",
-    "load_baseline",
-    "save_baselines",
-]

@@ -18,37 +18,3 @@ is published atomically (temp file, then rename). Errors name the shard or file.
 Modules: `plan` (SourceShard, ShardError, planning), `read` (reading a shard), `files` (article,
 chunk and joined Parquet files).
 """
-
-from __future__ import annotations
-
-from lvm_core.data.ingest.shards.files import (
-    DEFAULT_MAX_ARTICLE_BYTES,
-    DEFAULT_MAX_ARTICLES,
-    chunk_article_file,
-    concat_parquet,
-    text_sha1,
-    write_article_shards,
-)
-from lvm_core.data.ingest.shards.plan import (
-    DEFAULT_TARGET_BYTES,
-    ShardError,
-    SourceShard,
-    multistream_index_path,
-    plan_source_shards,
-)
-from lvm_core.data.ingest.shards.read import read_shard
-
-__all__ = [
-    "DEFAULT_MAX_ARTICLES",
-    "DEFAULT_MAX_ARTICLE_BYTES",
-    "DEFAULT_TARGET_BYTES",
-    "ShardError",
-    "SourceShard",
-    "chunk_article_file",
-    "concat_parquet",
-    "multistream_index_path",
-    "plan_source_shards",
-    "read_shard",
-    "text_sha1",
-    "write_article_shards",
-]

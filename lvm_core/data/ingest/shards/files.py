@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lvm_core.contracts import ARTICLES_SCHEMA, CHUNKS_SCHEMA
+from lvm_core.contracts.layout import ARTICLES_SCHEMA, CHUNKS_SCHEMA
 from lvm_core.data.chunking import ChunkingConfig, iter_chunks
 from lvm_core.data.ingest.base import Article, one_line, open_parquet
 from lvm_core.data.ingest.shards.plan import ShardError
