@@ -11,13 +11,18 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-.PHONY: install run test bench ui
+.PHONY: install run lint test bench
 install: $(STAMP)
 
 run: $(STAMP)
 	$(VENV)/bin/lvm run
 
-test: $(STAMP)
+# ruff (lint and import order) and mypy (strict on lvm_core/), as configured in pyproject.toml.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: lint
 	$(VENV)/bin/python -m pytest
 
 bench: $(STAMP)

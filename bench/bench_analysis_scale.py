@@ -23,8 +23,9 @@ path. Both run at `--compare-n` (where both fit) and the memmap mode alone at `-
 Peak memory is sampled from /proc/self/status every 5 ms: RssAnon (private memory) above its value after
 the imports is what the analysis allocates ("analysis RssAnon"); VmHWM is printed too (it also counts
 clean page-cache pages of the mapped file, which the OS can drop). Printed: time and analysis-RssAnon
-ratios memmap / in-memory at the comparison size. Targets: analysis RssAnon memmap / in-memory <= 0.5; memmap agrees with in-memory (same leak flags, coherence
-within float16 rounding, same top-1 rows for >= 99 % of queries). Exit status 1 when a target fails.
+ratios memmap / in-memory at the comparison size. Targets: analysis RssAnon memmap / in-memory <= 0.5;
+memmap agrees with in-memory (same leak flags, coherence within float16 rounding, same top-1 rows for
+>= 99 % of queries). Exit status 1 when a target fails.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def planted(split: np.ndarray, n_plant: int = 20) -> tuple[np.ndarray, np.ndarra
     return ev[np.linspace(0, ev.size - 1, m).astype(int)], tr[np.linspace(0, tr.size - 1, m).astype(int)]
 
 
-def text_hashes(n: int, split: np.ndarray) -> "object":
+def text_hashes(n: int, split: np.ndarray) -> object:
     import polars as pl
 
     codes = np.arange(n, dtype=np.int64)
@@ -123,8 +124,8 @@ def fingerprint(dim: int):
 
 def write_bank(folder: Path, n: int, dim: int, dtype: str, eval_fraction: float, block: int = 1 << 15) -> None:
     """embeddings.npy (+ encoder.json) of n unit rows, written block by block through a memory map."""
-    from lvm_core.io import storage
     from lvm_core.contracts.layout import EMBEDDINGS_FILE, ENCODER_FILE, VECTOR_DTYPE_KEY
+    from lvm_core.io import storage
 
     folder.mkdir(parents=True, exist_ok=True)
     aids, _, topic_of_row = layout(n)
@@ -144,8 +145,7 @@ def write_bank(folder: Path, n: int, dim: int, dtype: str, eval_fraction: float,
 
 def analyse(folder: Path, mode: str, n_queries: int, eval_fraction: float) -> dict:
     """One analysis run (in this process); returns timings, peaks and the results to compare."""
-    from lvm_core.data import coherence
-    from lvm_core.data import leakage
+    from lvm_core.data import coherence, leakage
     from lvm_core.data.retrieval.bank import ChunkBank
     from lvm_core.data.vector_files import load_embeddings
 

@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import psutil
 
-from lvm_core.io import storage
-from lvm_core.data.embedding.fingerprint import EncoderFingerprint
 from lvm_core.data.embedding.cache import EmbeddingCache
+from lvm_core.data.embedding.fingerprint import EncoderFingerprint
+from lvm_core.io import storage
 
 RSS_TARGET = 0.10
 BATCH = 512

@@ -7,7 +7,8 @@ Each round builds the shards from scratch in a fresh work folder: `ingest_shard_
 (byte ranges via the dump's index), then `chunk_shard_step` per article file, mapped on the cluster.
 Wall time decides the target (speed-up >= 1.6× with 2 workers on a 2-core machine); the CPU seconds
 the workers spent in the steps are printed beside it, with the cores they kept busy (CPU / wall): with 2
-workers well under 2, the machine did not give them two cores and the speed-up measures the neighbours. Both rounds must produce the same chunk rows.
+workers well under 2, the machine did not give them two cores and the speed-up measures the neighbours.
+Both rounds must produce the same chunk rows.
 """
 
 from __future__ import annotations
@@ -27,19 +28,19 @@ TARGET = 1.6
 
 def _ingest_and_chunk(shard, source, config) -> dict:
     """One source shard → article files → chunk files; runs on a worker, returns counts and CPU seconds."""
-    from lvm_core.data.build.ingest import ingest_shard_step, ingest_shard_work_dir
     from lvm_core.data.build.chunk import chunk_shard_step, chunk_shard_work_dir
+    from lvm_core.data.build.ingest import ingest_shard_step, ingest_shard_work_dir
     from lvm_core.io.storage import file_digest
 
     cpu = time.process_time()
     ingested = ingest_shard_step(shard, source, config, ingest_shard_work_dir(shard, source, config))
     chunks = 0
     digests = []
-    for f in ingested["files"]:
+    for f in ingested.files:
         rec = chunk_shard_step(f, source, config, chunk_shard_work_dir(f, source, config))
-        chunks += rec["chunks"]
-        digests.append(file_digest(Path(rec["file"])))
-    return {"articles": ingested["articles"], "chunks": chunks, "cpu": time.process_time() - cpu, "digests": digests}
+        chunks += rec.chunks
+        digests.append(file_digest(Path(rec.file)))
+    return {"articles": ingested.articles, "chunks": chunks, "cpu": time.process_time() - cpu, "digests": digests}
 
 
 def _round(n_workers: int, plan, source, config) -> dict:
@@ -47,7 +48,8 @@ def _round(n_workers: int, plan, source, config) -> dict:
 
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
-        client.run(lambda: __import__("lvm_core.data.build"))  # imports are not what is measured
+        # imports are not what is measured
+        client.run(lambda: (__import__("lvm_core.data.build.ingest"), __import__("lvm_core.data.build.chunk")))
         t0 = time.perf_counter()
         results = client.gather(client.map(_ingest_and_chunk, plan, source=source, config=config, pure=False))
         wall = time.perf_counter() - t0
@@ -65,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from bench.make_scaled_dump import DEFAULT_NAME, make_scaled_dump
-    from lvm_core.data.build.source import resolve_source
-    from lvm_core.data.build.ingest import plan_shards
     from lvm_core.contracts.build_options import BuildConfig, BuildOptions
+    from lvm_core.data.build.ingest import plan_shards
+    from lvm_core.data.build.source import resolve_source
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-dask-"))
     dump_dir = args.keep or tmp / "dump"

@@ -41,12 +41,13 @@ def _rss_bytes() -> int:
 
 def child(args: argparse.Namespace) -> int:
     """Embed every chunk file of `--chunks-dir` and assemble the vectors, in this process."""
-    from lvm_core.data.build.assemble import assemble_step
-    from lvm_core.data.build.embed import embed_shard_step
     from lvm_core.contracts.build_options import BuildConfig, BuildOptions
-    from lvm_core.data.build.embed import sum_embed_stats
+    from lvm_core.data.build.assemble import assemble_step
+    from lvm_core.data.build.embed import embed_shard_step, sum_embed_stats
+    from lvm_core.data.build.records import ChunkedShard, KeptArticles
     from lvm_core.data.embedding.encoder import load_encoder
     from lvm_core.data.embedding.onnx import encoder_cache_dir
+    from lvm_core.data.ingest.duplicates import DuplicateReport
 
     data_dir = Path(args.data_dir)
     config = BuildConfig.from_parts("sample", str(data_dir), None, None, BuildOptions(encoder=args.encoder))
@@ -59,10 +60,11 @@ def child(args: argparse.Namespace) -> int:
     for i, f in enumerate(chunk_files):
         rec = embed_shard_step(str(f), config, data_dir / "embed" / f"{i:05d}", data_dir)
         embedded.append(rec)
-        chunked.append({"file": str(f), "chunks": rec["chunks"]})
-    assemble_step({"files": [str(p) for p in article_files]}, chunked, embedded, config, data_dir / "assembled")
+        chunked.append(ChunkedShard(file=str(f), articles=0, chunks=rec.chunks, bytes=0, seconds=0.0))
+    articles = KeptArticles(files=tuple(str(p) for p in article_files), articles=0, read=0, stats=DuplicateReport())
+    assemble_step(articles, chunked, embedded, config, data_dir / "assembled")
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    stats = sum_embed_stats([e["stats"] for e in embedded])
+    stats = sum_embed_stats([e.stats for e in embedded])
     print(json.dumps({
         "chunk_files": len(chunk_files), "chunks": stats["n_total"], "encoded": stats["n_encoded"],
         "after_load_rss_bytes": after_load, "peak_rss_bytes": usage.ru_maxrss * 1024,

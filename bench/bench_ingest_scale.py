@@ -5,7 +5,7 @@ Two paths, each run in a fresh subprocess per dump (its peak RSS is that process
 
 - sharded: `lvm_core.data.ingest.shards` — plan byte-range shards from the dump's index, read each shard, write
   bounded article files, chunk each file, concatenate articles and chunks (one core, shard after shard);
-- whole (baseline): the whole-snapshot path as `lvm_core.data.build.ingest_step` / `chunk_step` do it today —
+- whole (baseline): the whole-snapshot path builds took before they were sharded —
   every article collected into lists, one articles table, `to_pylist`, `chunk_articles`, one chunks table.
 
 Target: sharded peak RSS at Nx / at 1x <= 1.3. Also printed: MB/s of clean article text per core (text
@@ -36,11 +36,11 @@ TARGET_RATIO = 1.3
 
 def run_sharded(dump: Path, out: Path, target_bytes: int, max_articles: int) -> dict[str, int]:
     """The sharded path, shard after shard in this process."""
-    from lvm_core.data.ingest.shards.plan import plan_source_shards
-    from lvm_core.data.ingest.shards.files import concat_parquet, write_article_shards, chunk_article_file
-    from lvm_core.data.ingest.shards.read import read_shard
-    from lvm_core.data.chunking import ChunkingConfig
     from lvm_core.contracts.layout import ARTICLES_SCHEMA, CHUNKS_SCHEMA
+    from lvm_core.data.chunking import ChunkingConfig
+    from lvm_core.data.ingest.shards.files import chunk_article_file, concat_parquet, write_article_shards
+    from lvm_core.data.ingest.shards.plan import plan_source_shards
+    from lvm_core.data.ingest.shards.read import read_shard
     from lvm_core.data.ingest.sources import snapshot_id_for
 
     snapshot_id = snapshot_id_for(dump)
@@ -76,7 +76,7 @@ def run_sharded(dump: Path, out: Path, target_bytes: int, max_articles: int) -> 
 
 
 def run_whole(dump: Path, out: Path) -> dict[str, int]:
-    """Today's whole-snapshot path (lvm_core.data.build.ingest_step + chunk_step), step for step."""
+    """The whole-snapshot path of builds before sharding (one ingest, one chunk step), step for step."""
     import hashlib
 
     import pyarrow as pa
@@ -85,9 +85,9 @@ def run_whole(dump: Path, out: Path) -> dict[str, int]:
     from lvm_core.contracts import layout
     from lvm_core.data import chunking
     from lvm_core.data.ingest import sources
+    from lvm_core.data.ingest.base import Article
     from lvm_core.data.ingest.duplicates import drop_duplicate_ids
     from lvm_core.data.ingest.sources import read_articles
-    from lvm_core.data.ingest.base import Article
     from lvm_core.io.storage import write_parquet
 
     snapshot_id = sources.snapshot_id_for(dump)

@@ -52,7 +52,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("LVM_NO_PROGRESS", "1")
 
-import numpy as np
+import numpy as np  # noqa: E402
 
 P99_TARGET_MS = 10.0
 RPS_TARGET = 500.0
@@ -83,12 +83,12 @@ def prepare(data_dir: Path, name: str, n_versions: int = 3) -> tuple[Path, list[
     """A ready dataset and `n_versions` gate-passing versions of `name` (trained when missing)."""
     from flows.evaluate_model import evaluate_model
     from flows.train_model import train_model
-    from lvm_core.tracking.setup import configure_tracking
-    from lvm_core.contracts.errors import ModelNotFoundError
-    from lvm_core.tracking.gate_outcomes import recorded_gate_outcomes
-    from lvm_core.tracking.references import resolve_version, list_versions
     from lvm_core.contracts.build_options import BuildOptions
+    from lvm_core.contracts.errors import ModelNotFoundError
     from lvm_core.data.build.load import list_datasets
+    from lvm_core.tracking.gate_outcomes import recorded_gate_outcomes
+    from lvm_core.tracking.references import list_versions, resolve_version
+    from lvm_core.tracking.setup import configure_tracking
 
     ready = [r for r in list_datasets(data_dir) if r["ready"]]
     if ready:
@@ -402,13 +402,13 @@ def hold(port: int, body: bytes, args: argparse.Namespace, name: str, versions: 
                 note("no rollout API in this service: rollout step skipped")
                 return
             at(0.5)
-            st = start(name, third)
+            st = rollout_api.start(name, third)
             note(f"rollout start v{third}: share {st.share:.0%}")
             at(0.75)
-            st, _ = advance(name)
+            st, _ = rollout_api.advance(name)
             note(f"rollout step: share {st.share:.0%}")
             at(0.95)
-            st = abort(name, "benchmark finished")
+            st = rollout_api.abort(name, "benchmark finished")
             note(f"rollout abort: status {st.status}")
         except Exception as exc:  # noqa: BLE001 - reported, and the run then counts as failed
             note(f"scenario failed: {type(exc).__name__}: {exc}")
@@ -437,8 +437,8 @@ def main() -> int:
 
     from prefect.testing.utilities import prefect_test_harness
 
-    from lvm_core.tracking.setup import configure_tracking
     from lvm_core.tracking.promotion import promote
+    from lvm_core.tracking.setup import configure_tracking
 
     tmp = None
     if args.data_dir is None:
@@ -456,8 +456,8 @@ def main() -> int:
         dataset, versions = prepare(data_dir, args.name)
     configure_tracking(data_dir)
     try:
-        from lvm_core.rollout.state import read_state
         from lvm_core.rollout.plan import abort
+        from lvm_core.rollout.state import read_state
 
         if read_state(args.name).active:
             abort(args.name, "left over from an earlier benchmark")

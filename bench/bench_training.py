@@ -40,13 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from lvm_core.models.config import ModelConfig
-from lvm_core.models.builder import build_model, count_parameters  # noqa: E402
 from lvm_core.data.windows import SequenceSet  # noqa: E402
-from lvm_core.train.config import TrainConfig
+from lvm_core.models.builder import build_model, count_parameters  # noqa: E402
+from lvm_core.models.config import ModelConfig
 from lvm_core.train.batches import WindowDataset, as_vector_tensor, make_loader
-from lvm_core.train.optim import make_optimizer, make_scheduler
+from lvm_core.train.config import TrainConfig
 from lvm_core.train.losses import compute_loss
+from lvm_core.train.optim import make_optimizer, make_scheduler
 from lvm_core.train.trainer import train
 
 DATA_PATH_TARGET = 1.10
@@ -216,7 +216,13 @@ def main() -> int:
     )
     mc = ModelConfig(arch="amn", dim=vectors.shape[1])
     print(f"AMN parameters at D={vectors.shape[1]}: {count_parameters(build_model(mc)):,}")
-    report: dict = {"threads": args.threads, "load_average": load, "n_vectors": int(vectors.shape[0]), "n_train": len(train_seqs), "n_val": len(val_seqs)}
+    report: dict = {
+        "threads": args.threads,
+        "load_average": load,
+        "n_vectors": int(vectors.shape[0]),
+        "n_train": len(train_seqs),
+        "n_val": len(val_seqs),
+    }
 
     dp = bench_data_path(vectors, train_seqs, args.steps, args.rounds)
     report["data_path"] = dp

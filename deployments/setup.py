@@ -29,6 +29,8 @@ from uuid import UUID
 
 import yaml
 
+from lvm_core.runtime.environment import ALERT_URL_ENV, FLOW_RUN_HEARTBEAT_S, HEARTBEAT_ENV, ROUTING_KEY_ENV
+
 HERE = Path(__file__).resolve().parent
 AUTOMATIONS_FILE = HERE / "automations.yaml"
 LIMITS_FILE = HERE / "concurrency_limits.yaml"
@@ -36,16 +38,12 @@ LIMITS_FILE = HERE / "concurrency_limits.yaml"
 WORK_POOL = "lvm-process"
 WORK_POOL_TYPE = "process"
 ALERT_BLOCK_NAME = "lvm-alert-webhook"
-ALERT_URL_ENV = "LVM_ALERT_WEBHOOK_URL"
-ROUTING_KEY_ENV = "LVM_ALERT_ROUTING_KEY"
 BLOCK_REF_KEY = "block"  # `block: <type-slug>/<name>` in automations.yaml -> block_document_id
 
-# Heartbeats of flow runs (Prefect 3.8: PREFECT_FLOWS_HEARTBEAT_FREQUENCY, legacy name
-# PREFECT_RUNNER_HEARTBEAT_FREQUENCY; Prefect's minimum is 30 s, its default 180 s). The LVM workers and
-# the deployments of prefect.yaml set HEARTBEAT_SECONDS; keep those in step with this value.
-HEARTBEAT_ENV = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
+# Heartbeats of flow runs (Prefect 3.8: HEARTBEAT_ENV, legacy name PREFECT_RUNNER_HEARTBEAT_FREQUENCY;
+# Prefect's minimum is 30 s, its default 180 s). The LVM workers and the deployments of prefect.yaml set
+# FLOW_RUN_HEARTBEAT_S (lvm_core/runtime/environment.py).
 LEGACY_HEARTBEAT_ENV = "PREFECT_RUNNER_HEARTBEAT_FREQUENCY"
-HEARTBEAT_SECONDS = 30
 ZOMBIE_WINDOW_ENV = "LVM_ZOMBIE_WINDOW_SECONDS"
 ZOMBIE_WINDOW_BEATS = 3  # default window: this many heartbeat periods
 ZOMBIE_AUTOMATION_NAME = "lvm-zombie-flow-runs"
@@ -100,8 +98,8 @@ def heartbeat_seconds(env: Mapping[str, str] | None = None) -> float:
     env = os.environ if env is None else env
     for name in (HEARTBEAT_ENV, LEGACY_HEARTBEAT_ENV):
         if env.get(name):
-            return max(_seconds(name, env[name]), 30.0)  # Prefect never beats faster than every 30 s
-    return float(HEARTBEAT_SECONDS)
+            return max(_seconds(name, env[name]), float(FLOW_RUN_HEARTBEAT_S))  # Prefect's minimum period
+    return float(FLOW_RUN_HEARTBEAT_S)
 
 
 def zombie_window_seconds(env: Mapping[str, str] | None = None) -> float:
@@ -346,7 +344,7 @@ def run_setup(
         if not url:
             report.alert_block = (
                 f"alerts: skipped ({ALERT_URL_ENV} is not set); flows still alert through "
-                "flows.hooks when it is set in the worker's environment"
+                "flows.infra.hooks when it is set in the worker's environment"
             )
             return report
         block_id = ensure_alert_block(url, key)

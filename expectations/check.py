@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from expectations.runner import run_pre_training_gates
-from lvm_core.contracts.layout import DatasetPaths, SPLIT_NAMES
 from lvm_core.contracts.errors import DataContractError
 from lvm_core.contracts.gates import GateReport, GateThresholds
+from lvm_core.contracts.layout import SPLIT_NAMES, DatasetPaths
 
 
 @dataclass
@@ -59,11 +59,13 @@ def check_dataset(
     except (OSError, ValueError):
         manifest = None  # the gates report it (manifest_consistent)
     m = manifest if isinstance(manifest, dict) else {}
-    build = m.get("build_config") if isinstance(m.get("build_config"), dict) else {}
+    build_config = m.get("build_config")
+    build: dict[str, Any] = build_config if isinstance(build_config, dict) else {}
     stored = {k: v for k, v in dict(build.get("thresholds") or {}).items() if k in GateThresholds.__dataclass_fields__}
     thresholds = GateThresholds.from_dict({**stored, **dict(overrides or {})})
 
-    recorded = m.get("oracle") if isinstance(m.get("oracle"), dict) else {}
+    recorded_oracle = m.get("oracle")
+    recorded: dict[str, Any] = recorded_oracle if isinstance(recorded_oracle, dict) else {}
     oracle = measure_oracle(
         root,
         _eval_target_rows(paths.sequences),

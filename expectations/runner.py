@@ -29,11 +29,14 @@ from great_expectations.checkpoint import UpdateDataDocsAction
 from great_expectations.checkpoint.checkpoint import CheckpointResult
 from great_expectations.core.expectation_validation_result import ExpectationValidationResult
 from great_expectations.data_context.types.base import ProgressBarsConfig
+from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
-from expectations.frames import FRAME_NAMES, build_gate_frames
-from lvm_core.contracts.layout import GX_DIR
-from lvm_core.io import storage
+from expectations.frames.build import FRAME_NAMES, build_gate_frames
+from lvm_core.contracts.errors import UserError
 from lvm_core.contracts.gates import GateFailedError, GateReport, GateResult, GateThresholds
+from lvm_core.contracts.layout import GX_DIR
+from lvm_core.contracts.manifest import DatasetManifest
+from lvm_core.io import storage
 from lvm_core.io.plain import to_plain
 
 STAGE = "pre_training"
@@ -48,7 +51,7 @@ FRAMES_SUBDIR = "frames"
 VALIDATION_RESULT_FILE = "validation_result.json"
 
 
-class SuiteError(ValueError):
+class SuiteError(UserError, ValueError):
     """A stored suite file is missing, unreadable or holds expectations GX cannot build."""
 
 
@@ -103,7 +106,7 @@ def suite_parameters(thresholds: GateThresholds) -> dict[str, float | int]:
 
 def run_pre_training_gates(
     dataset_dir: Path,
-    manifest: dict[str, Any] | None = None,
+    manifest: DatasetManifest | dict[str, Any] | None = None,
     thresholds: GateThresholds = GateThresholds(),
     docs_dir: Path | None = None,
     data_docs: bool = True,
@@ -219,7 +222,7 @@ def _build_report(result: CheckpointResult, frames: dict[str, pd.DataFrame], thr
     grouped: dict[str, list[ExpectationValidationResult]] = {}
     for name in SUITE_NAMES:
         for er in by_suite[name].results:
-            grouped.setdefault(er.expectation_config.meta["gate"], []).append(er)
+            grouped.setdefault(_expectation(er).meta["gate"], []).append(er)
 
     report = GateReport(stage=STAGE)
     for gate, results in grouped.items():
@@ -243,9 +246,16 @@ def _build_report(result: CheckpointResult, frames: dict[str, pd.DataFrame], thr
     return report
 
 
+def _expectation(er: ExpectationValidationResult) -> ExpectationConfiguration:
+    """The expectation a result belongs to (a checkpoint always records it)."""
+    if er.expectation_config is None:
+        raise SuiteError("a validation result names no expectation")
+    return er.expectation_config
+
+
 def _describe(er: ExpectationValidationResult) -> str:
     """One line naming a failed expectation and what it saw."""
-    cfg = er.expectation_config
+    cfg = _expectation(er)
     cols = ",".join(str(cfg.kwargs[k]) for k in ("column", "column_A", "column_B") if k in cfg.kwargs)
     head = f"{cfg.type}({cols})"
     if er.exception_info and er.exception_info.get("raised_exception"):

@@ -2,35 +2,24 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
-from prefect import flow, get_run_logger, tags, unmapped
-from prefect.context import FlowRunContext
-from prefect.task_runners import TaskRunner
-from prefect_dask import DaskTaskRunner
+from prefect import flow, get_run_logger, unmapped
 
-from flows.hooks import RUN_HOOKS
-from flows.runners import describe, in_process_runner, shard_task_runner
-from lvm_core.data.build.assemble import shard_layout
-from lvm_core.data.build.publish import new_staging_dir, discard_staging
+from flows.infra.hooks import RUN_HOOKS
+from flows.infra.progress import BuildProgress
+from flows.infra.runners import current_runner, default_runner, describe, heavy_cpu_tag, shard_task_runner
+from flows.infra.slots import exclusive
 from lvm_core.contracts.build_options import BuildConfig, BuildOptions
 from lvm_core.contracts.gates import GateFailedError
 from lvm_core.contracts.manifest import DatasetManifest, ShardLayout
+from lvm_core.data.build.assemble import shard_layout
+from lvm_core.data.build.publish import discard_staging, new_staging_dir
 from tasks import dataset as t
-from tasks.common import HEAVY_CPU_TAG, gates_markdown, publish_markdown, publish_table
-from tasks.slots import exclusive
+from tasks.common import gates_markdown, publish_markdown, publish_table
 
 
-def _default_runner() -> TaskRunner:
-    """LVM_WORKERS / LVM_DASK_ADDRESS for deployments; a bad value is reported when the flow starts."""
-    try:
-        return shard_task_runner()
-    except ValueError:
-        return in_process_runner()
-
-
-@flow(name="build_dataset", flow_run_name="build-{source}", log_prints=True, task_runner=_default_runner(),
+@flow(name="build_dataset", flow_run_name="build-{source}", log_prints=True, task_runner=default_runner(),
       **RUN_HOOKS)
 def build_dataset(
     source: str = "sample",
@@ -43,7 +32,7 @@ def build_dataset(
     → publish.
 
     Returns the published dataset folder. A failed gate stops the flow before anything is published.
-    Shards run where the flow's task runner says (`flows.runners`: in process by default, on Dask with
+    Shards run where the flow's task runner says (`flows.infra.runners`: in process by default, on Dask with
     `build_dataset.with_options(task_runner=shard_task_runner(workers=N))` or LVM_WORKERS /
     LVM_DASK_ADDRESS); the dataset is the same either way.
 
@@ -60,13 +49,13 @@ def build_dataset(
     info = t.resolve_source(config)
     with exclusive(f"build-{info.dataset_id}"):
         t.clean_abandoned(config)
-        get_run_logger().info("shards run in %s", describe(_current_runner() or runner))
-        progress = t.BuildProgress(info.dataset_id)
+        get_run_logger().info("shards run in %s", describe(current_runner() or runner))
+        progress = BuildProgress(info.dataset_id)
         plan = t.plan_shards(info, config)
         ingested = progress.gather("ingest", t.ingest_shard.map(plan, unmapped(info), unmapped(config)))
         kept = t.dedup_articles(ingested, info, config)
-        chunk_futures = t.chunk_shard.map(kept["files"], unmapped(info), unmapped(config))
-        with _heavy_cpu_tag():
+        chunk_futures = t.chunk_shard.map(list(kept.files), unmapped(info), unmapped(config))
+        with heavy_cpu_tag():
             embed_futures = t.embed_shard.map(chunk_futures, unmapped(info), unmapped(config))
         progress.start("embed", len(embed_futures))
         chunked = progress.gather("chunk", chunk_futures)
@@ -75,7 +64,7 @@ def build_dataset(
         layout = shard_layout(plan, ingested, kept, chunked, embedded)
         stage = new_staging_dir(config.resolved_data_dir(), info.dataset_id)
         try:
-            manifest = t.analyse(stage, config, info, articles, chunks, vectors, kept["stats"], layout)
+            manifest = t.analyse(stage, config, info, articles, chunks, vectors, kept.stats, layout)
             report = t.run_data_gates(stage, manifest, info, config)
             summary = _summary_rows(manifest)
             publish_table(summary, f"dataset-{info.dataset_id}", "Dataset build summary")
@@ -90,17 +79,6 @@ def build_dataset(
         _publish_gates(info.dataset_id, report, _moved(report.docs_path, stage, path))
     get_run_logger().info("dataset ready: %s", path)
     return str(path)
-
-
-def _current_runner() -> TaskRunner | None:
-    ctx = FlowRunContext.get()
-    return ctx.task_runner if ctx is not None else None
-
-
-def _heavy_cpu_tag() -> AbstractContextManager:
-    """Encoding in this process shares the CPU with training: tag it for the server's concurrency limit.
-    On Dask the cluster's size bounds it, and a limit of one would undo the parallelism."""
-    return nullcontext() if isinstance(_current_runner(), DaskTaskRunner) else tags(HEAVY_CPU_TAG)
 
 
 def _moved(docs_path: str | None, old_root: Path, new_root: Path) -> str:

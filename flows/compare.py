@@ -8,17 +8,16 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 
-from flows.hooks import RUN_HOOKS
-
+from flows.infra.hooks import RUN_HOOKS
 from flows.train_model import train_model
-from lvm_core.models.baselines.collection import fit_baselines
 from lvm_core.contracts.layout import default_data_dir, models_dir
-from lvm_core.evaluation.compare import add_intervals, comparison_markdown, comparison_row
 from lvm_core.data.build.load import load_dataset
-from lvm_core.models.config import ModelConfig
-from lvm_core.models.builder import build_model, count_parameters
-from lvm_core.tracking.references import load_registered_model
+from lvm_core.evaluation.compare import add_intervals, comparison_markdown, comparison_row
 from lvm_core.io.storage import write_json
+from lvm_core.models.baselines.collection import fit_baselines
+from lvm_core.models.builder import build_model, count_parameters
+from lvm_core.models.config import ModelConfig
+from lvm_core.tracking.references import load_registered_model
 from tasks.common import publish_markdown
 
 Arch = Literal["amn", "amn_mix", "gru", "lstm", "transformer"]

@@ -3,12 +3,13 @@
 Meant to run on a schedule (the `drift-monitor` deployment of prefect.yaml, or `lvm monitor-drift`) against
 the service's rolling window of received contexts (an .npy file of shape (n, ctx, D); `current`, or
 `$LVM_SERVED_CONTEXTS` on the worker). The reference is the training data of a dataset, of a registered
-model (its `dataset_id` tag), or of the model a running service answers with. It publishes a markdown artifact with the verdict, logs the scores and, on drift,
-sends a PagerDuty Events API v2 `trigger` to `$LVM_ALERT_WEBHOOK_URL` (severity `warning`, one dedup key
-per reference dataset and current source, so repeated scheduled runs add to one open incident instead
-of opening new ones); a run that finds no drift sends the matching `resolve`. With `$LVM_PUSHGATEWAY_URL`
-set, the scores also go to a Prometheus Pushgateway (`lvm_drift_*`), where the alert rules of
-docker/prometheus/alerts.yml read them. See docs/monitoring.md.
+model (its `dataset_id` tag), or of the model a running service answers with. It publishes a markdown
+artifact with the verdict, logs the scores and, on drift, sends a PagerDuty Events API v2 `trigger` to
+`$LVM_ALERT_WEBHOOK_URL` (severity `warning`, one dedup key per reference dataset and current source, so
+repeated scheduled runs add to one open incident instead of opening new ones); a run that finds no drift
+sends the matching `resolve`. With `$LVM_PUSHGATEWAY_URL` set, the scores also go to a Prometheus
+Pushgateway (`lvm_drift_*`), where the alert rules of docker/prometheus/alerts.yml read them. See
+docs/monitoring.md.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from typing import Any
 import httpx
 from prefect import flow, get_run_logger
 
-from flows.hooks import ALERT_URL_ENV, RUN_HOOKS, pagerduty_event, send_alert
+from flows.infra.hooks import RUN_HOOKS, pagerduty_event, send_alert
 from lvm_core import drift
+from lvm_core.contracts.errors import LvmError
 from lvm_core.contracts.layout import dataset_dir, default_data_dir
+from lvm_core.runtime.environment import ALERT_URL_ENV
 from tasks import drift as t
 from tasks.common import publish_markdown
 
@@ -36,8 +39,11 @@ SERVE_TOKEN_ENV = "LVM_SERVE_TOKEN"
 PUSH_JOB = "lvm_drift"
 
 
-class DriftDetectedError(RuntimeError):
-    """Served contexts drifted from the training distribution (raised only with `fail_on_drift`)."""
+class DriftDetectedError(LvmError, RuntimeError):
+    """Served contexts drifted from the training distribution (raised only with `fail_on_drift`); a finding, so
+    never retried, and not an input error (the run ends Failed with its traceback)."""
+
+    permanent = True
 
 
 def resolve_dataset(reference_dataset: str, data_dir: str | None) -> Path:
@@ -58,8 +64,8 @@ def model_dataset(model: str, data_dir: str | None) -> tuple[str, str]:
     `models:/<name>@<alias>`, `models:/<name>/<version>` or a bare name (its champion). Raises
     ModelNotFoundError for an unknown model, version or alias, ValueError for a version without the tag.
     """
-    from lvm_core.tracking.setup import configure_tracking
     from lvm_core.tracking.references import parse_reference, resolve_version
+    from lvm_core.tracking.setup import configure_tracking
     from lvm_core.tracking.tags import TAG_DATASET_ID
 
     configure_tracking(Path(data_dir) if data_dir else default_data_dir())

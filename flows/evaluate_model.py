@@ -7,9 +7,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.hooks import RUN_HOOKS
-
-from lvm_core.contracts.layout import default_data_dir
+from flows.infra.hooks import RUN_HOOKS
+from lvm_core.contracts.layout import default_data_dir, evaluation_reports_dir
 from lvm_core.tracking.setup import configure_tracking
 from tasks import evaluate as t
 
@@ -50,7 +49,8 @@ def evaluate_model(
     contamination = t.check_contamination(loaded, ds, allow_contamination)
     result = t.evaluate(loaded, ds, max_windows)
     gate_report = t.gates(result, ds, thresholds or {})
-    paths = t.report(result, loaded, ds, gate_report, t.reports_dir(root, loaded), contamination)
+    reports = evaluation_reports_dir(root, loaded.name, loaded.version)
+    paths = t.report(result, loaded, ds, gate_report, reports, contamination)
     eval_run_id = t.log_evaluation_run(root, loaded, ds, result, paths, gate_report, contamination)
     t.record_contamination(loaded, contamination)
     if promote and not contamination.trusted:

@@ -8,8 +8,8 @@ from prefect import flow, get_run_logger
 
 from flows.build_dataset import build_dataset
 from flows.evaluate_model import evaluate_model
-from flows.hooks import RUN_HOOKS
-from flows.runners import shard_task_runner
+from flows.infra.hooks import RUN_HOOKS
+from flows.infra.runners import shard_task_runner
 from flows.train_model import train_model
 from lvm_core.contracts.build_options import BuildOptions
 from lvm_core.train.config import TrainConfig

@@ -14,18 +14,19 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import httpx
 from prefect import flow, get_run_logger
 
-from flows.hooks import ALERT_URL_ENV, RUN_HOOKS, pagerduty_event, send_alert
-from lvm_core.rollout.decision import Decision, Thresholds, decide
-from lvm_core.rollout.state import DEFAULT_PLAN, read_state, RolloutState, ROLLED_BACK, PROMOTED
+from flows.infra.hooks import RUN_HOOKS, pagerduty_event, send_alert
 from lvm_core.contracts.layout import default_data_dir
+from lvm_core.rollout.decision import Decision, Thresholds, decide
 from lvm_core.rollout.plan import rollback
-from lvm_core.tracking.setup import configure_tracking
+from lvm_core.rollout.state import DEFAULT_PLAN, PROMOTED, ROLLED_BACK, RolloutState, read_state
+from lvm_core.runtime.environment import ALERT_URL_ENV
 from lvm_core.tracking.references import current_champion
+from lvm_core.tracking.setup import configure_tracking
 from tasks import rollout as t
 
 DEFAULT_SERVICE_URL = "http://127.0.0.1:8000"
@@ -70,13 +71,13 @@ def _alert(name: str, challenger: int, decision: Decision, log: Any) -> bool:
 def staged_rollout(
     name: str,
     challenger: int,
-    service_urls: Optional[list[str]] = None,
+    service_urls: list[str] | None = None,
     step_seconds: float = 600.0,
     check_seconds: float = 30.0,
     plan: list[float] = list(DEFAULT_PLAN),
     max_holds: int = 3,
     thresholds: Thresholds = Thresholds(),
-    data_dir: Optional[str] = None,
+    data_dir: str | None = None,
 ) -> dict[str, Any]:
     """Roll `challenger` out against the champion of `name`; returns the outcome and every decision.
 
@@ -125,7 +126,7 @@ def _run_steps(name: str, challenger: int, urls: list[str], state: RolloutState,
     holds = 0
     while True:
         deadline = time.monotonic() + float(step_seconds)
-        decision: Optional[Decision] = None
+        decision: Decision | None = None
         while True:
             time.sleep(max(0.0, min(check, deadline - time.monotonic())))
             current = t.read_state(name)

@@ -7,11 +7,11 @@ from typing import Any, Literal
 
 from prefect import flow
 
-from flows.hooks import RUN_HOOKS
-
+from flows.infra.hooks import RUN_HOOKS
 from lvm_core.contracts.layout import default_data_dir
 from lvm_core.models.config import ModelConfig
 from lvm_core.tracking.setup import configure_tracking
+from lvm_core.train.checkpoint import baselines_dir, checkpoint_dir_for
 from lvm_core.train.config import TrainConfig
 from tasks import train as t
 
@@ -62,15 +62,22 @@ def train_model(
     root = Path(data_dir) if data_dir else default_data_dir()
     configure_tracking(root)
     dataset = t.load_training_data(data, val, force)
-    train_config = t.train_config(train_options, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay)
+    train_config = _train_config(train_options, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay)
     model_config = ModelConfig(arch=arch, dim=dataset.dim, context_len=dataset.context_len,
                                hidden=hidden, mlp_hidden=mlp_hidden, dropout=dropout)
-    ckpt = t.checkpoint_dir_for(root, dataset, model_config, train_config)
+    ckpt = checkpoint_dir_for(root, dataset.dataset_id, dataset.fingerprint, model_config, train_config)
     with t.training_run(root, dataset, model_config, train_config, ckpt, force=force, resume=resume) as run:
-        _, baseline_scores = t.fit_baselines(dataset, t.baselines_dir(ckpt))
+        _, baseline_scores = t.fit_baselines(dataset, baselines_dir(ckpt))
         t.log_baseline_scores(run, baseline_scores)
         result = t.run_training(dataset, model_config, train_config, ckpt, resume, run)
         t.finish_training(run, result, ckpt)
         info = t.register_model(run, result, model_config, dataset, registered_name or f"lvm-{arch}",
-                                t.baselines_dir(ckpt), baseline_scores, ckpt)
+                                baselines_dir(ckpt), baseline_scores, ckpt)
     return t.publish_training_summary(info, dataset, model_config, result, baseline_scores, ckpt, root)
+
+
+def _train_config(options: TrainConfig | None, **overrides: Any) -> TrainConfig:
+    """The flow's explicit settings (epochs, batch size, lr, weight decay) over `train_options`."""
+    base = (options or TrainConfig()).model_dump()
+    base.update(overrides)
+    return TrainConfig(**base)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -179,7 +179,7 @@ def _sq_dists(z: np.ndarray) -> np.ndarray:
     d2 = sq[:, None] + sq[None, :] - 2.0 * (z @ z.T)
     np.maximum(d2, 0.0, out=d2)
     np.fill_diagonal(d2, 0.0)
-    return d2
+    return cast(np.ndarray, d2)
 
 
 def median_bandwidth(z: np.ndarray) -> float:
@@ -204,7 +204,7 @@ def _mmd2(k: np.ndarray, labels: np.ndarray, m: int, n: int) -> np.ndarray:
     xx = np.einsum("pi,pi->p", ka, a) / (m * (m - 1))
     yy = np.einsum("pi,pi->p", kb, b) / (n * (n - 1))
     xy = np.einsum("pi,pi->p", ka, b) / (m * n)
-    return xx + yy - 2.0 * xy
+    return cast(np.ndarray, xx + yy - 2.0 * xy)
 
 
 def _permutation_null(k: np.ndarray, m: int, n: int, n_permutations: int, rng: np.random.Generator) -> np.ndarray:

@@ -1,11 +1,5 @@
-"""Thin Prefect task wrappers around lvm_core steps: retries, cache keys, timeouts, UI artifacts."""
+"""Thin Prefect task wrappers around lvm_core steps: retries, timeouts, tags, UI artifacts."""
 
-import os as _os
+from lvm_core.runtime.environment import apply_environment_defaults
 
-# Offline by default: no telemetry, no model hub look-ups.
-_os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-_os.environ.setdefault("HF_HUB_OFFLINE", "1")
-_os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-_os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-_os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-_os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+apply_environment_defaults()  # before any task module imports prefect

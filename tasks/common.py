@@ -1,34 +1,31 @@
-"""Retry, cache and artifact conventions shared by all tasks."""
+"""Retry and artifact conventions shared by all tasks."""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.tasks import exponential_backoff
 
-from lvm_core.data.ingest.download import SnapshotSourceError
+from lvm_core.contracts.errors import LvmError
 
 
 def is_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry only what may succeed next time: bad input, contract breaches, a path that is not there and
-    failed gates never do; a snapshot source that did not answer may (`SnapshotSourceError.transient`; a
-    remote source's errors arrive as one, so a missing file here is a local one)."""
+    """Retry only what may succeed next time. The project's errors say so themselves (`LvmError.permanent`: bad
+    input, contract breaches, failed gates never; a snapshot source that did not answer may); of other exceptions,
+    bad input and a path that is not there never do (a remote source's errors arrive as `SnapshotSourceError`, so
+    a missing file here is a local one), anything else may."""
     try:
         state.result(raise_on_failure=True)
-    except SnapshotSourceError as exc:
-        return exc.transient
-    except (ValueError, LookupError, TypeError, FileNotFoundError):  # bad input, contract breaches, no such path
+    except LvmError as exc:
+        return not exc.permanent
+    except (ValueError, LookupError, TypeError, FileNotFoundError):  # bad input, no such key or path
         return False
-    except Exception as exc:  # noqa: BLE001
-        return type(exc).__name__ not in _PERMANENT
+    except Exception:  # noqa: BLE001 - a worker, network or disk hiccup
+        return True
     return True
 
-
-_PERMANENT = {"IngestError", "GateFailedError", "DatasetNotReadyError", "FingerprintMismatchError", "NpzFormatError",
-              "ModelNotFoundError", "CheckpointMismatchError", "TrainingDivergedError", "EncoderLoadError"}
 
 # I/O (reading dumps, writing Parquet): transient failures are retried with backoff and jitter.
 IO_RETRIES: dict[str, Any] = {
@@ -43,19 +40,6 @@ COMPUTE_RETRIES: dict[str, Any] = {"retries": 1, "retry_delay_seconds": 5, "retr
 HOUR = 3600
 # Tag-based concurrency limit (created by deployments/setup.py): CPU-bound steps do not share cores.
 HEAVY_CPU_TAG = "lvm-heavy-cpu"
-
-
-def output_cache_key(output_of: Callable[[dict[str, Any]], tuple[str, Path]]) -> Callable[..., str | None]:
-    """Cache key from content hashes + parameters, valid only while the step's output file exists.
-
-    `output_of(parameters)` returns (key, output path). Keys never hash DataFrames or tensors.
-    """
-
-    def key_fn(context: Any, parameters: dict[str, Any]) -> str | None:
-        key, path = output_of(parameters)
-        return key if Path(path).exists() else None
-
-    return key_fn
 
 
 def artifact_key(*parts: str) -> str:
@@ -85,7 +69,8 @@ def _fmt(v: Any) -> str:
     if isinstance(v, dict) and {"delta", "low", "high"} <= set(v):  # beats_best_baseline: Δ with its interval
         from lvm_core.evaluation.bootstrap import format_delta
 
-        text = format_delta(*(None if v[k] is None else float(v[k]) for k in ("delta", "low", "high")))
+        delta, low, high = (None if v[k] is None else float(v[k]) for k in ("delta", "low", "high"))
+        text = format_delta(delta, low, high)
         return f"{text} vs {v.get('baseline', '?')} ({v.get('split', '?')})"
     if isinstance(v, float):
         return f"{v:.4g}"

@@ -2,32 +2,39 @@
 
 from __future__ import annotations
 
-import os
-import threading
-import time
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import PrefectFuture, as_completed
 
-from lvm_core.data.build.source import SourceInfo
-from lvm_core.data.build import source as build_source, ingest, dedup, publish as build_publish
-from lvm_core.data.build.publish import clean_abandoned_builds, finalize_manifest, set_aside_failed
-from lvm_core.data.build.ingest import ingest_shard_work_dir, ingest_shard_step
-from lvm_core.data.build.dedup import dedup_work_dir
-from lvm_core.data.build.chunk import chunk_shard_work_dir, chunk_shard_step
-from lvm_core.data.build.embed import embed_shard_work_dir, EmbedResult, embed_shard_step
-from lvm_core.data.build.assemble import assemble_work_dir, assemble_step
-from lvm_core.data.build.analyse import analyse_step
 from lvm_core.contracts.build_options import BuildConfig
-from lvm_core.runtime.faults import crash_point
 from lvm_core.contracts.gates import GateReport
-from lvm_core.contracts.manifest import DatasetManifest
+from lvm_core.contracts.manifest import DatasetManifest, ShardLayout
+from lvm_core.data.build import dedup, ingest
+from lvm_core.data.build import publish as build_publish
+from lvm_core.data.build import source as build_source
+from lvm_core.data.build.analyse import analyse_step
+from lvm_core.data.build.assemble import assemble_step, assemble_work_dir
+from lvm_core.data.build.chunk import chunk_shard_step, chunk_shard_work_dir
+from lvm_core.data.build.dedup import dedup_work_dir
+from lvm_core.data.build.embed import embed_shard_step, embed_shard_work_dir
+from lvm_core.data.build.ingest import ingest_shard_step, ingest_shard_work_dir
+from lvm_core.data.build.publish import clean_abandoned_builds, finalize_manifest, set_aside_failed
+from lvm_core.data.build.records import (
+    ChunkedShard,
+    EmbeddedShard,
+    EmbedResult,
+    IngestedShard,
+    KeptArticles,
+)
+from lvm_core.data.build.source import SourceInfo
+from lvm_core.data.build.work import parquet_rows
 from lvm_core.data.ingest.base import IngestError
-from tasks.common import COMPUTE_RETRIES, HOUR, IO_RETRIES, artifact_key, is_transient
+from lvm_core.data.ingest.duplicates import DuplicateReport
+from lvm_core.runtime.faults import crash_point
+from lvm_core.runtime.progress import ShardTicker
+from tasks.common import COMPUTE_RETRIES, HOUR, IO_RETRIES, is_transient
 
 
 @task(name="resolve-source", task_run_name="resolve-source-{config.source}", **IO_RETRIES, timeout_seconds=HOUR)
@@ -64,63 +71,6 @@ def _retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:
 
 SHARD_IO_RETRIES = {**IO_RETRIES, "retry_condition_fn": _retry_unless_bad_input}
 SHARD_COMPUTE_RETRIES = {**COMPUTE_RETRIES, "retry_condition_fn": _retry_unless_bad_input}
-# Seconds between progress lines of a running shard task (the UI shows them as the task's logs).
-PROGRESS_EVERY_S = float(os.environ.get("LVM_PROGRESS_EVERY_S", "30"))
-
-
-class ShardTicker:
-    """Logs a running shard's count, rate and ETA every `PROGRESS_EVERY_S` seconds and once at its end.
-
-    A daemon thread does the logging, so a shard stuck in one long call still reports that it is alive.
-    """
-
-    def __init__(self, what: str, unit: str, total: int | None = None) -> None:
-        self.what, self.unit, self.total = what, unit, total
-        self.done = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._log = get_run_logger()
-        self._t0 = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name=f"progress {what}", daemon=True)
-
-    def advance(self, n: int) -> None:
-        with self._lock:
-            self.done += n
-
-    def line(self) -> str:
-        elapsed = max(time.monotonic() - self._t0, 1e-9)
-        with self._lock:
-            done = self.done
-        rate = done / elapsed
-        of = f"/{self.total:,}" if self.total is not None else ""
-        if self.total is None:
-            eta = "ETA unknown (streamed input)"
-        elif rate > 0:
-            eta = f"ETA {_duration(max(self.total - done, 0) / rate)}"
-        else:
-            eta = "ETA unknown (nothing done yet)"
-        return f"{self.what}: {done:,}{of} {self.unit} in {_duration(elapsed)} ({rate:,.1f} {self.unit}/s), {eta}"
-
-    def _run(self) -> None:
-        while not self._stop.wait(PROGRESS_EVERY_S):
-            self._log.info("%s", self.line())
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        if exc[0] is None:
-            self._log.info("%s", self.line())
-
-
-def _duration(seconds: float) -> str:
-    seconds = round(seconds)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
 @task(name="plan-shards", task_run_name="plan-shards-{source.dataset_id}", cache_policy=NO_CACHE, **SHARD_IO_RETRIES)
@@ -133,69 +83,61 @@ def plan_shards(source: SourceInfo, config: BuildConfig) -> list[Any]:
 
 
 @task(name="ingest-shard", task_run_name="ingest-{source.dataset_id}-{shard.index}", cache_policy=NO_CACHE, **SHARD_IO_RETRIES)
-def ingest_shard(shard: Any, source: SourceInfo, config: BuildConfig) -> dict[str, Any]:
+def ingest_shard(shard: Any, source: SourceInfo, config: BuildConfig) -> IngestedShard:
     """Parse and clean one source shard (namespace 0, no redirects/disambiguation) into article files."""
     out = ingest_shard_work_dir(shard, source, config)
-    with ShardTicker(f"ingest {shard.label}", "articles", total=config.limit_articles) as ticker:
+    with ShardTicker(f"ingest {shard.label}", "articles", get_run_logger(), total=config.limit_articles) as ticker:
         record = ingest_shard_step(shard, source, config, out, on_progress=ticker.advance)
     _log_reused(record, f"ingest {shard.label}")
     return record
 
 
 @task(name="dedup-articles", task_run_name="dedup-{source.dataset_id}", cache_policy=NO_CACHE, **SHARD_IO_RETRIES)
-def dedup_articles(ingested: list[dict[str, Any]], source: SourceInfo, config: BuildConfig) -> dict[str, Any]:
+def dedup_articles(ingested: list[IngestedShard], source: SourceInfo, config: BuildConfig) -> KeptArticles:
     """One pass over the ids and text hashes of all shards: first N articles, repeated-id rules."""
     out = dedup_work_dir(ingested, source, config)
     record = dedup.dedup_articles(ingested, source, config, out)
-    get_run_logger().info("%s articles kept of %s read, in %d file(s); repeated ids: %s", record["articles"],
-                          record["read"], len(record["files"]), record["stats"].get("duplicate_ids"))
+    get_run_logger().info("%s articles kept of %s read, in %d file(s); repeated ids: %s", record.articles,
+                          record.read, len(record.files), record.stats.duplicate_ids)
     return record
 
 
 @task(name="chunk-shard", task_run_name="chunk-{source.dataset_id}", cache_policy=NO_CACHE, **SHARD_COMPUTE_RETRIES)
-def chunk_shard(articles_file: str, source: SourceInfo, config: BuildConfig) -> dict[str, Any]:
+def chunk_shard(articles_file: str, source: SourceInfo, config: BuildConfig) -> ChunkedShard:
     """Sentence-split one article file and group into bounded chunks, never across paragraphs or articles."""
     out = chunk_shard_work_dir(articles_file, source, config)
-    total = _rows(articles_file)
-    with ShardTicker(f"chunk {Path(articles_file).name}", "articles", total=total) as ticker:
+    total = parquet_rows(Path(articles_file))
+    with ShardTicker(f"chunk {Path(articles_file).name}", "articles", get_run_logger(), total=total) as ticker:
         record = chunk_shard_step(articles_file, source, config, out, on_progress=ticker.advance)
     _log_reused(record, f"chunk {Path(articles_file).name}")
     return record
 
 
 @task(name="embed-shard", task_run_name="embed-{source.dataset_id}", cache_policy=NO_CACHE, **SHARD_COMPUTE_RETRIES)
-def embed_shard(chunked: dict[str, Any], source: SourceInfo, config: BuildConfig) -> dict[str, Any]:
+def embed_shard(chunked: ChunkedShard, source: SourceInfo, config: BuildConfig) -> EmbeddedShard:
     """Encode one chunk file; only texts unseen under this encoder fingerprint are encoded."""
-    chunks_file = chunked["file"]
+    chunks_file = chunked.file
     out = embed_shard_work_dir(chunks_file, config)
-    with ShardTicker(f"embed {Path(chunks_file).parent.name}", "chunks", total=int(chunked["chunks"])) as ticker:
+    log = get_run_logger()
+    with ShardTicker(f"embed {Path(chunks_file).parent.name}", "chunks", log, total=int(chunked.chunks)) as ticker:
         record = embed_shard_step(chunks_file, config, out, config.resolved_data_dir(), on_progress=ticker.advance)
-    s = record["stats"]
-    get_run_logger().info(
-        "embedded %s chunks: %s reused, %s encoded (%.1f chunks/s)%s", s.get("n_total", record["chunks"]),
+    s = record.stats
+    log.info(
+        "embedded %s chunks: %s reused, %s encoded (%.1f chunks/s)%s", s.get("n_total", record.chunks),
         s.get("n_reused"), s.get("n_encoded"), s.get("chunks_per_second") or 0.0,
-        " — shard already done" if record.get("reused") else "",
+        " — shard already done" if record.reused else "",
     )
     return record
 
 
-def _rows(parquet_file: str) -> int | None:
-    import pyarrow.parquet as pq
-
-    try:
-        return int(pq.ParquetFile(parquet_file).metadata.num_rows)
-    except Exception:  # noqa: BLE001 - the step itself reports an unreadable file, naming it
-        return None
-
-
-def _log_reused(record: dict[str, Any], what: str) -> None:
-    if record.get("reused"):
+def _log_reused(record: IngestedShard | ChunkedShard, what: str) -> None:
+    if record.reused:
         get_run_logger().info("%s: already done, output reused", what)
 
 
 @task(name="assemble", task_run_name="assemble-{source.dataset_id}", cache_policy=NO_CACHE, **SHARD_IO_RETRIES)
 def assemble(
-    articles: dict[str, Any], chunked: list[dict[str, Any]], embedded: list[dict[str, Any]],
+    articles: KeptArticles, chunked: list[ChunkedShard], embedded: list[EmbeddedShard],
     source: SourceInfo, config: BuildConfig,
 ) -> tuple[Path, Path, EmbedResult]:
     """Join the shards: articles.parquet, chunks.parquet and a memory-mapped embeddings.npy, in shard order."""
@@ -203,53 +145,14 @@ def assemble(
     return assemble_step(articles, chunked, embedded, config, out)
 
 
-class BuildProgress:
-    """The build's progress artifact: shards done / total per stage, kept current as shards finish."""
-
-    STAGES = ("ingest", "chunk", "embed")
-
-    def __init__(self, dataset_id: str) -> None:
-        self.total: dict[str, int | None] = dict.fromkeys(self.STAGES)
-        self.done: dict[str, int] = dict.fromkeys(self.STAGES, 0)
-        self._id = create_progress_artifact(0.0, key=artifact_key("build-progress", dataset_id),
-                                            description=self.describe())
-
-    def percent(self) -> float:
-        parts = [self.done[s] / self.total[s] if self.total[s] else 0.0 for s in self.STAGES]
-        return round(100.0 * sum(parts) / len(parts), 1)
-
-    def describe(self) -> str:
-        cells = " · ".join(f"{s} {self.done[s]}/{'?' if self.total[s] is None else self.total[s]}" for s in self.STAGES)
-        return f"Shards done per stage: {cells}"
-
-    def start(self, stage: str, total: int) -> None:
-        self.total[stage] = total
-        self._update()
-
-    def finished(self, stage: str) -> None:
-        self.done[stage] += 1
-        self._update()
-
-    def gather(self, stage: str, futures: list[PrefectFuture[Any]]) -> list[Any]:
-        """Results in submission order; the artifact moves as each shard finishes (the first failure raises)."""
-        self.start(stage, len(futures))
-        for future in as_completed(list(futures)):
-            future.result()
-            self.finished(stage)
-        return [f.result() for f in futures]
-
-    def _update(self) -> None:
-        update_progress_artifact(self._id, self.percent(), description=self.describe())
-
-
 @task(name="analyse", task_run_name="analyse-{source.dataset_id}", timeout_seconds=6 * HOUR, **COMPUTE_RETRIES)
 def analyse(
     stage_dir: Path, config: BuildConfig, source: SourceInfo, articles_path: Path, chunks_path: Path,
-    embedded: EmbedResult, ingest_stats: dict[str, Any] | None = None, shards: dict[str, Any] | None = None,
+    embedded: EmbedResult, ingest_stats: DuplicateReport | None = None, shards: ShardLayout | None = None,
 ) -> DatasetManifest:
     """Coherence bins, stratified splits, leakage guards, strict sequences, oracle recall → manifest."""
     manifest = analyse_step(stage_dir, config, source, articles_path, chunks_path, embedded,
-                               ingest_stats=ingest_stats, shards=shards)
+                            ingest_stats=ingest_stats, shards=shards)
     log = get_run_logger()
     log.info(
         "coherence mean %.3f; sequences %s; crossing windows %s; oracle R@5 %.4f",
@@ -268,7 +171,8 @@ def run_data_gates(stage_dir: Path, manifest: DatasetManifest, source: SourceInf
     crash_point("gates")
     log = get_run_logger()
     for r in report.results:
-        (log.info if r.passed else log.error)("gate %-24s %s value=%s threshold=%s", r.name, "PASS" if r.passed else "FAIL", r.value, r.threshold)
+        (log.info if r.passed else log.error)("gate %-24s %s value=%s threshold=%s", r.name,
+                                              "PASS" if r.passed else "FAIL", r.value, r.threshold)
     return report
 
 

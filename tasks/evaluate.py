@@ -10,22 +10,22 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from lvm_core.models.baselines.collection import fit_baselines
-from lvm_core.contracts.layout import models_dir
-from lvm_core.evaluation import contamination
-from lvm_core.models.loader import LoadedModel
-from lvm_core.tracking.promotion import PromotionResult, record_gate_outcomes
-from lvm_core.tracking.references import load_registered_model, training_dataset
-from lvm_core.tracking import promotion as tracking_promotion
-from lvm_core.evaluation.contamination import ContaminationError, ContaminationReport
+from lvm_core.contracts.errors import RegistryError
+from lvm_core.contracts.gates import GateReport, GateThresholds
 from lvm_core.contracts.layout import EVAL_SPLITS
 from lvm_core.data.build.load import Dataset, load_dataset
-from lvm_core.evaluation.result import EvaluationResult
+from lvm_core.evaluation import contamination
+from lvm_core.evaluation.contamination import ContaminationError, ContaminationReport
 from lvm_core.evaluation.evaluate import evaluate_predictors
-from lvm_core.contracts.gates import GateReport, GateThresholds
 from lvm_core.evaluation.gates import post_training_gates
 from lvm_core.evaluation.report import write_report
+from lvm_core.evaluation.result import EvaluationResult
+from lvm_core.models.baselines.collection import fit_baselines
+from lvm_core.models.loader import LoadedModel
 from lvm_core.runtime.faults import crash_point
+from lvm_core.tracking import promotion as tracking_promotion
+from lvm_core.tracking.promotion import PromotionResult, record_gate_outcomes
+from lvm_core.tracking.references import load_registered_model, training_dataset
 from lvm_core.tracking.runs import TrainingRun
 from tasks.common import COMPUTE_RETRIES, HOUR, IO_RETRIES, gates_markdown, publish_markdown, publish_table
 
@@ -142,17 +142,22 @@ def report(result: EvaluationResult, model: LoadedModel, ds: Dataset, gate_repor
 @task(name="promote", task_run_name="promote-{model.name}-v{model.version}", cache_policy=NO_CACHE, **IO_RETRIES)
 def promote(model: LoadedModel, gate_report: GateReport) -> PromotionResult:
     """All gates passed → `champion` (previous one recorded); otherwise stays `challenger`, tagged."""
-    return tracking_promotion.promote(model.name, model.version, gate_report)
-
-
-def reports_dir(data_dir: Path, model: LoadedModel) -> Path:
-    return models_dir(data_dir) / "reports" / f"{model.name}-v{model.version}"
+    name, version = _registered_version(model)
+    return tracking_promotion.promote(name, version, gate_report)
 
 
 @task(name="record-gates", task_run_name="record-gates-{model.name}-v{model.version}", cache_policy=NO_CACHE, **IO_RETRIES)
 def record_gates(model: LoadedModel, gate_report: GateReport) -> list[str]:
     """Gate outcomes on the version without moving an alias (evaluation without promotion)."""
-    return record_gate_outcomes(model.name, model.version, gate_report)
+    name, version = _registered_version(model)
+    return record_gate_outcomes(name, version, gate_report)
+
+
+def _registered_version(model: LoadedModel) -> tuple[str, int]:
+    """(name, version) of a registered model version: only those are promoted or carry gate outcomes."""
+    if model.name is None or model.version is None:
+        raise RegistryError(f"{model.describe()} is not a registered model version")
+    return model.name, model.version
 
 
 def log_evaluation_run(data_dir: Path, model: LoadedModel, ds: Dataset, result: EvaluationResult,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -55,7 +55,7 @@ def promote(name: str) -> dict[str, Any]:
 
 
 @task(name="rollout-rollback", task_run_name="rollout-rollback-{name}", cache_policy=NO_CACHE, **IO_RETRIES)
-def rollback(name: str, reason: str, decision: Optional[Decision] = None) -> RolloutState:
+def rollback(name: str, reason: str, decision: Decision | None = None) -> RolloutState:
     return rollout_plan.rollback(name, reason, decision)
 
 
@@ -88,5 +88,5 @@ def decision_markdown(name: str, challenger: int, step: int, d: Decision) -> str
     return "\n".join(lines)
 
 
-def _ms(v: Any) -> Optional[float]:
+def _ms(v: Any) -> float | None:
     return None if v is None else float(v) * 1e3

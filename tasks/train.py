@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,49 +10,49 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from lvm_core.contracts.errors import UserError
+from lvm_core.contracts.layout import CHECKPOINT_LAST_DIR, EVAL_SPLITS, default_tracking_uri
 from lvm_core.models.baselines import collection
 from lvm_core.models.baselines.collection import save_baselines
-from lvm_core.contracts.layout import default_tracking_uri, EVAL_SPLITS, models_dir
-from lvm_core.train import data as training_data
-from lvm_core.models.config import ModelConfig
 from lvm_core.models.builder import build_model, count_parameters
+from lvm_core.models.config import ModelConfig
 from lvm_core.models.predict import mean_cosine
-from lvm_core.tracking.runs import TrainingRun
 from lvm_core.tracking.curves import plot_training_curves
-from lvm_core.io.storage import json_digest
+from lvm_core.tracking.runs import TrainingRun
+from lvm_core.train import data as train_data
+from lvm_core.train.checkpoint import prepare_checkpoint_dir
 from lvm_core.train.config import EpochMetrics, TrainConfig, TrainResult
-from lvm_core.train.checkpoint import read_checkpoint_meta
 from lvm_core.train.trainer import train
 from tasks.common import COMPUTE_RETRIES, HEAVY_CPU_TAG, HOUR, IO_RETRIES, publish_table
 
 
-class TrainingDivergedError(RuntimeError):
+class TrainingDivergedError(UserError, RuntimeError):
     """Training stopped on divergence; the last good checkpoint is kept and nothing is registered."""
 
 
 @task(name="load-training-data", task_run_name="load-{data}", cache_policy=NO_CACHE, **IO_RETRIES)
-def load_training_data(data: str, val: str | None, force: bool) -> training_data.TrainingData:
+def load_training_data(data: str, val: str | None, force: bool) -> train_data.TrainingData:
     """A dataset folder (gates must have passed unless forced) or a reference-format NPZ (+ optional val NPZ)."""
     path = Path(data)
     if path.is_dir():
         if val:
             raise ValueError("--val is only for NPZ training files; a dataset folder has its own val split")
-        return training_data.from_dataset(path, force=force)
+        return train_data.from_dataset(path, force=force)
     if path.suffix == ".npz":
-        return training_data.from_reference_npz(path, Path(val) if val else None)
+        return train_data.from_reference_npz(path, Path(val) if val else None)
     raise FileNotFoundError(f"{data}: not a dataset folder or a .npz file")
 
 
 @task(name="fit-baselines", task_run_name="baselines-{data.dataset_id}", cache_policy=NO_CACHE, **COMPUTE_RETRIES)
-def fit_baselines(data: training_data.TrainingData, out_dir: Path) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
+def fit_baselines(data: train_data.TrainingData, out_dir: Path) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
     """Copy-last, mean, recency-weighted mean and ridge, fitted on train, scored on the same val/test/ood windows."""
     fitted = collection.fit_baselines(data.vectors, data.sequences["train"])
     scores: dict[str, dict[str, float]] = {}
     for name, b in fitted.items():
         scores[name] = {
-            split: mean_cosine(b, data.vectors, data.split(split))
+            split: mean_cosine(b, data.vectors, seqs)
             for split in EVAL_SPLITS
-            if data.split(split) is not None
+            if (seqs := data.split(split)) is not None
         }
     save_baselines(fitted, out_dir)
     log = get_run_logger()
@@ -62,28 +61,10 @@ def fit_baselines(data: training_data.TrainingData, out_dir: Path) -> tuple[dict
     return fitted, scores
 
 
-def checkpoint_dir_for(data_dir: Path, data: training_data.TrainingData, model_config: ModelConfig, train_config: TrainConfig) -> Path:
-    """Deterministic per (data, model, optimisation) so `--resume` finds the interrupted run's checkpoints."""
-    key = json_digest([data.dataset_id, data.fingerprint.id, model_config.model_dump(), train_config.model_dump()])
-    return models_dir(data_dir) / "checkpoints" / f"{data.dataset_id}-{model_config.arch}-{key[:12]}"
-
-
-def baselines_dir(checkpoint_dir: Path) -> Path:
-    """Where the run's fitted baselines are saved (and registered with the model), beside its checkpoints."""
-    return checkpoint_dir.parent / f"{checkpoint_dir.name}-baselines"
-
-
-def train_config(options: TrainConfig | None, **overrides: Any) -> TrainConfig:
-    """The flow's explicit settings (epochs, batch size, lr, weight decay) over `train_options`."""
-    base = (options or TrainConfig()).model_dump()
-    base.update(overrides)
-    return TrainConfig(**base)
-
-
 @contextlib.contextmanager
 def training_run(
     data_dir: Path,
-    data: training_data.TrainingData,
+    data: train_data.TrainingData,
     model_config: ModelConfig,
     train_config: TrainConfig,
     checkpoint_dir: Path,
@@ -107,7 +88,7 @@ def training_run(
         yield run
 
 
-def _log_training_inputs(run: TrainingRun, data: training_data.TrainingData, model_config: ModelConfig,
+def _log_training_inputs(run: TrainingRun, data: train_data.TrainingData, model_config: ModelConfig,
                          train_config: TrainConfig) -> None:
     run.log_params({"model": model_config.model_dump(), "train": train_config.model_dump(),
                     "data": {"source": str(data.source), "dataset_id": data.dataset_id,
@@ -140,7 +121,7 @@ def finish_training(run: TrainingRun, result: TrainResult, checkpoint_dir: Path)
 @task(name="train", task_run_name="train-{model_config.arch}-{data.dataset_id}", cache_policy=NO_CACHE,
       timeout_seconds=24 * HOUR, tags=[HEAVY_CPU_TAG])
 def run_training(
-    data: training_data.TrainingData,
+    data: train_data.TrainingData,
     model_config: ModelConfig,
     train_config: TrainConfig,
     checkpoint_dir: Path,
@@ -149,13 +130,11 @@ def run_training(
 ) -> TrainResult:
     """Train with per-epoch checkpoints, early stopping and divergence detection; metrics go to MLflow live."""
     log = get_run_logger()
-    if not resume and checkpoint_dir.exists():
-        shutil.rmtree(checkpoint_dir)  # a fresh run: drop an earlier run's checkpoints of the same config
-    if resume and (checkpoint_dir / "last").exists():
-        done = list(read_checkpoint_meta(checkpoint_dir / "last").get("history", []))
+    done = prepare_checkpoint_dir(checkpoint_dir, resume)
+    if done is not None:
         for h in done:  # earlier epochs of the interrupted run, so the curves are whole
             run.log_epoch({k: v for k, v in h.items() if isinstance(v, (int, float)) and k != "epoch"}, step=int(h["epoch"]))
-        log.info("resuming from %s (%d epochs done)", checkpoint_dir / "last", len(done))
+        log.info("resuming from %s (%d epochs done)", checkpoint_dir / CHECKPOINT_LAST_DIR, len(done))
 
     def on_epoch_end(m: EpochMetrics) -> None:
         run.log_epoch(
@@ -178,7 +157,7 @@ def register_model(
     run: TrainingRun,
     result: TrainResult,
     model_config: ModelConfig,
-    data: training_data.TrainingData,
+    data: train_data.TrainingData,
     registered_name: str,
     baselines_dir: Path,
     baseline_scores: dict[str, dict[str, float]],
@@ -224,7 +203,7 @@ def register_model(
 
 def publish_training_summary(
     info: dict[str, Any],
-    data: training_data.TrainingData,
+    data: train_data.TrainingData,
     model_config: ModelConfig,
     result: TrainResult,
     baseline_scores: dict[str, dict[str, float]],

@@ -1,4 +1,6 @@
-"""Shared fixtures: an isolated Prefect/MLflow environment and one small real dataset per session.
+"""Fixtures of every tier: an isolated Prefect/MLflow environment, the temporary Prefect API and one small
+real dataset per session. Shared helpers and constants live in tests/fixtures/; tier-only fixtures in the
+tier's conftest.py.
 
 Every process a test starts inherits `LVM_TEST_SESSION` (this session's temp dir); when the session ends,
 a process still alive that carries it, or still below the pytest process, is reported, killed and fails
@@ -8,10 +10,8 @@ the run (`no_process_outlives_the_session`).
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
 import shutil
-import sqlite3
 import sys
 import tempfile
 import time
@@ -21,9 +21,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-# Isolate every run before prefect/mlflow are imported anywhere. Test modules import this file again as
-# `tests.conftest`: that second copy must find the same session folder, not make another.
-SESSION_ENV = "LVM_TEST_SESSION"
+from tests.fixtures.builds import SESSION_ENV
+
+# Isolate every run before prefect/mlflow are imported anywhere. A copy of this module imported a second time
+# in the same process (under another name) must find the same session folder, not make another.
 _SESSION_PID_ENV = "LVM_TEST_SESSION_PID"
 if os.environ.get(_SESSION_PID_ENV) == str(os.getpid()) and os.environ.get(SESSION_ENV):
     _SESSION_HOME = Path(os.environ[SESSION_ENV])
@@ -45,18 +46,16 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("PREFECT_API_URL", None)
 
-# Small builds: parity statistics on 1-2 held-out articles are meaningless, so only that gate is relaxed.
-SMALL_BUILD_THRESHOLDS = {"max_split_ks": 1.0, "max_split_mean_diff": 1.0}
-SMALL_BUILD_ARTICLES = 14
 LEFTOVER_GRACE_S = 15.0  # a server told to stop a moment ago may still be shutting down
 # Helpers of the Python runtime that live exactly as long as the interpreter (and end with it).
 INTERPRETER_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver", "joblib.externals.loky")
 
 
-# Fixtures of the real-server tests, visible to every module (a module that imported them would shadow them).
-if str(Path(__file__).parent) not in sys.path:  # imported as tests.conftest by a nested run
-    sys.path.insert(0, str(Path(__file__).parent))
-from prefect_server import deployed_server, prefect_server, webhook_receiver  # noqa: E402, F401
+from tests.fixtures.builds import SMALL_BUILD_ARTICLES, SMALL_BUILD_THRESHOLDS  # noqa: E402
+
+# A local webhook receiver, for the alert tests of every tier (a module that imported it would shadow it); the
+# real-server fixtures are in tests/system/conftest.py.
+from tests.fixtures.prefect_server import webhook_receiver  # noqa: E402, F401
 
 
 def session_processes(marker: str | None = None) -> list[psutil.Process]:
@@ -107,8 +106,6 @@ def end_leftover_processes(grace_s: float | None = None, marker: str | None = No
 
 def _stop_temporary_prefect_servers() -> None:
     """Prefect's in-process temporary API servers stop only at interpreter exit: stop them now."""
-    import sys
-
     server_mod = sys.modules.get("prefect.server.api.server")
     if server_mod is None:
         return
@@ -137,26 +134,6 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
-
-
-def drop_cached_vectors(cache: Path, where: str) -> None:
-    """Delete the vectors matching the SQL condition `where` (over the row `id`, in insertion order) from
-    every fingerprint's database of the embedding cache folder `cache`: a build then has those to encode."""
-    from lvm_core.data.embedding.cache import DB_FILE
-
-    for db in cache.glob(f"embeddings/*/{DB_FILE}"):
-        with contextlib.closing(sqlite3.connect(db)) as conn, conn:
-            conn.execute(f"delete from vectors where {where}")
-
-
-def session_embedding_cache() -> Path | None:
-    """The session's embedding cache (data/cache) once a small build filled it, else None.
-
-    Tests whose subject is not the encoding copy it into a fresh data folder to skip a cold encode of the
-    same 14 articles (or fewer: the chunks of the first N articles are the same in any build).
-    """
-    cache = _SESSION_HOME / "data" / "cache"
-    return cache if (cache / "embeddings").is_dir() else None
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ Every command runs the same Prefect flow a deployment runs, so runs show up in t
 Errors a user can fix print one line and exit 1; nothing half-written is published.
 SIGINT (Ctrl-C) and SIGTERM stop a command cleanly: the flow run ends Crashed, its slots are released,
 the temporary Prefect API server stops, one line is printed and the exit code is 130 / 143
-(flows/signals.py); a second signal forces the exit.
+(flows/infra/signals.py); a second signal forces the exit.
 
 The app and its error handling live in `common`, shared options in `options`, printed tables in `tables`;
 each other module holds one group of commands. They are registered here, in the order `lvm --help` lists them.
@@ -12,10 +12,13 @@ each other module holds one group of commands. They are registered here, in the 
 
 from __future__ import annotations
 
-from flows.cli import build, datasets, drift, evaluate, pipeline, registry, rollout, serve, train, watch
-from flows.cli.common import _Lvm, app
+from collections.abc import Callable
+from typing import Any
 
-COMMANDS = [
+from flows.cli import build, datasets, drift, evaluate, pipeline, registry, rollout, serve, train, watch
+from flows.cli.common import app
+
+COMMANDS: list[tuple[str, Callable[..., Any]]] = [
     ("build", build.build),
     ("sequences", build.sequences),
     ("train", train.train),
@@ -41,4 +44,4 @@ def main() -> None:  # pragma: no cover - console entry
     app()
 
 
-__all__ = ["COMMANDS", "_Lvm", "app", "main"]
+__all__ = ["COMMANDS", "app", "main"]

@@ -1,15 +1,17 @@
 """The `lvm` Typer app, its consoles, and how a command ends: user errors in one line, signals cleanly.
 
-Errors a user can fix print one line and exit 1; SIGINT / SIGTERM end a command with 130 / 143 (flows/signals.py).
+Errors a user can fix print one line and exit 1; SIGINT / SIGTERM end a command with 130 / 143 (flows/infra/signals.py).
 """
 
 from __future__ import annotations
 
+import pydantic
 import typer
 from rich.console import Console
 
 import flows  # noqa: F401  (offline environment defaults)
-from flows import signals
+from flows.infra import signals
+from lvm_core.contracts.errors import LvmError
 
 
 class _Lvm(typer.Typer):
@@ -52,43 +54,24 @@ console = Console(stderr=False)
 err = Console(stderr=True)
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean bad input or a failed gate: one line, exit 1, no traceback."""
-    import pydantic
-
-    from lvm_core.contracts.errors import DataContractError
-    from lvm_core.data.build.load import DatasetNotReadyError
-    from lvm_core.contracts.gates import GateFailedError
-
-    errors: list[type[BaseException]] = [
-        DataContractError, DatasetNotReadyError, GateFailedError, pydantic.ValidationError, ValueError, FileNotFoundError,
-    ]
-    for mod, name in [
-        ("lvm_core.data.ingest", "IngestError"),
-        ("lvm_core.data.embedding", "FingerprintMismatchError"),
-        ("lvm_core.data.embedding", "EncoderLoadError"),
-        ("lvm_core.data.npz_compat", "NpzFormatError"),
-        ("lvm_core.tracking", "ModelNotFoundError"),
-        ("lvm_core.tracking", "RegistryError"),
-        ("lvm_core.snapshots", "SnapshotSourceError"),
-        ("lvm_core.train", "CheckpointError"),
-        ("tasks.train", "TrainingDivergedError"),
-    ]:
-        try:
-            errors.append(getattr(__import__(mod, fromlist=[name]), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errors)
+def is_user_error(exc: BaseException) -> bool:
+    """Bad input or a failed gate (one line, exit 1, no traceback): the project's errors say so themselves
+    (`LvmError.user_facing`); of other exceptions, a bad value, a failed validation or a missing path."""
+    if isinstance(exc, LvmError):
+        return exc.user_facing
+    return isinstance(exc, pydantic.ValidationError | ValueError | FileNotFoundError)
 
 
 def call(fn, *args, **kwargs):
     """Call a flow or function; turn user errors into a one-line message and exit code 1."""
     try:
         return fn(*args, **kwargs)
-    except user_errors() as exc:
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if exc.__class__.__name__ == "ValidationError":
-            msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())  # type: ignore[attr-defined]
+        if isinstance(exc, pydantic.ValidationError):
+            msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 

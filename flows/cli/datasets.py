@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -15,10 +15,10 @@ from flows.cli.tables import gate_cell
 
 def check(
     dataset: Annotated[Path, typer.Argument(help="A built dataset folder (published or set aside under _failed/)")],
-    threshold: Annotated[Optional[list[str]], typer.Option(help="Gate threshold override NAME=VALUE on top of the dataset's own (repeatable)")] = None,
-    docs_dir: Annotated[Optional[Path], typer.Option("--docs-dir", help="Where Data Docs and validation_result.json go [default: a new temporary folder]; never inside the dataset")] = None,
+    threshold: Annotated[list[str] | None, typer.Option(help="Gate threshold override NAME=VALUE on top of the dataset's own (repeatable)")] = None,
+    docs_dir: Annotated[Path | None, typer.Option("--docs-dir", help="Where Data Docs and validation_result.json go [default: a new temporary folder]; never inside the dataset")] = None,
     docs: Annotated[bool, typer.Option("--docs/--no-docs", help="Render the Data Docs HTML")] = True,
-    encoder: Annotated[Optional[str], typer.Option(help="Encoder to re-encode the oracle sample with [default: the dataset's]; its fingerprint must match")] = None,
+    encoder: Annotated[str | None, typer.Option(help="Encoder to re-encode the oracle sample with [default: the dataset's]; its fingerprint must match")] = None,
 ) -> None:
     """Re-run every data gate on an existing dataset (oracle recomputed from its vectors and texts); exit 1 if any fails.
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -15,7 +15,7 @@ from flows.cli.options import DataDirOpt, data_dir_of
 def drift(
     a: Annotated[Path, typer.Option(help="Dataset folder of the older snapshot")],
     b: Annotated[Path, typer.Option(help="Dataset folder of the newer snapshot")],
-    plot: Annotated[Optional[Path], typer.Option(help="Write an overlay histogram PNG here")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write an overlay histogram PNG here")] = None,
 ) -> None:
     """Compare article coherence between two builds (mean difference, KS statistic and p-value)."""
     from lvm_core.data import coherence
@@ -34,10 +34,10 @@ def drift(
 
 
 def monitor_drift_command(
-    current: Annotated[Optional[str], typer.Option(help="Served contexts: an .npy of shape (n, ctx, D), or a dataset folder (its test/ood windows) [default: $LVM_SERVED_CONTEXTS]")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Reference = the training data of this registered model: models:/<name>@<alias> or models:/<name>/<version> [default: models:/lvm-amn@champion unless --dataset or --service]")] = None,
-    service: Annotated[Optional[str], typer.Option(help="Reference = the training data of the model this running `lvm serve` answers with, e.g. http://127.0.0.1:8000 (token from LVM_SERVE_TOKEN)")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Reference = this dataset folder or dataset id")] = None,
+    current: Annotated[str | None, typer.Option(help="Served contexts: an .npy of shape (n, ctx, D), or a dataset folder (its test/ood windows) [default: $LVM_SERVED_CONTEXTS]")] = None,
+    model: Annotated[str | None, typer.Option(help="Reference = the training data of this registered model: models:/<name>@<alias> or models:/<name>/<version> [default: models:/lvm-amn@champion unless --dataset or --service]")] = None,
+    service: Annotated[str | None, typer.Option(help="Reference = the training data of the model this running `lvm serve` answers with, e.g. http://127.0.0.1:8000 (token from LVM_SERVE_TOKEN)")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Reference = this dataset folder or dataset id")] = None,
     window: Annotated[int, typer.Option(min=10, help="Contexts sampled from each side")] = 2000,
     threshold_auc: Annotated[float, typer.Option(min=0.5, max=1.0, help="Drift when the domain-classifier ROC-AUC is above this")] = 0.75,
     alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Drift when the MMD permutation p-value is below this")] = 0.01,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,7 +13,7 @@ from flows.cli.tables import print_evaluation
 
 def evaluate(
     model: Annotated[str, typer.Option(help="Registered model: models:/NAME/VERSION, models:/NAME@ALIAS, or a model folder")] = "models:/lvm-amn@challenger",
-    dataset: Annotated[Optional[str], typer.Option(help="Dataset folder [default: the one the model was trained on]")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset folder [default: the one the model was trained on]")] = None,
     no_promote: Annotated[bool, typer.Option("--no-promote", help="Only evaluate; move no alias")] = False,
     allow_contamination: Annotated[bool, typer.Option("--allow-contamination", help="Evaluate even if evaluation articles of the dataset were training articles of the model (or that cannot be checked); tagged contamination=<n> articles, never promoted")] = False,
     data_dir: DataDirOpt = None,

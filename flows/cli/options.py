@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-
 DataDirOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--data-dir", envvar="LVM_DATA_DIR", help="Data folder for datasets, cache, models and the MLflow DB [default: ./lvm-data]"),
 ]
 
 
-def data_dir_of(value: Optional[Path]) -> str:
+def data_dir_of(value: Path | None) -> str:
     return str(value if value is not None else Path("lvm-data"))
 
 
-def ranges_or_none(v: Optional[str]) -> Optional[str]:
+def ranges_or_none(v: str | None) -> str | None:
     return v.strip() if v else None
 
 
@@ -30,12 +29,12 @@ OnDuplicateOpt = Annotated[
 
 
 WorkersOpt = Annotated[
-    Optional[int],
+    int | None,
     typer.Option("--workers", envvar="LVM_WORKERS", help="Run the shards on a temporary local Dask cluster of N "
                  "single-threaded worker processes [default: in this process, one shard at a time]"),
 ]
 DaskAddressOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--dask-address", envvar="LVM_DASK_ADDRESS", help="Run the shards on an existing Dask cluster, "
                  "e.g. tcp://dask-scheduler:8786 (its workers must see the data folder at the same path)"),
 ]
@@ -43,7 +42,7 @@ DaskAddressOpt = Annotated[
 
 Arch = typer.Option(help="Architecture: amn (baseline), amn_mix (AMN anchored on its attention mix), gru, lstm, transformer")
 
-def parse_thresholds(items: Optional[list[str]]) -> dict[str, float | bool]:
+def parse_thresholds(items: list[str] | None) -> dict[str, float | bool]:
     out: dict[str, float | bool] = {}
     for item in items or []:
         name, sep, value = item.partition("=")

@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from flows.cli.common import call_flow, err
-from flows.cli.options import Arch, DaskAddressOpt, DataDirOpt, OnDuplicateOpt, WorkersOpt, data_dir_of, parse_thresholds
+from flows.cli.options import (
+    Arch,
+    DaskAddressOpt,
+    DataDirOpt,
+    OnDuplicateOpt,
+    WorkersOpt,
+    data_dir_of,
+    parse_thresholds,
+)
 from flows.cli.tables import print_dataset_summary, print_evaluation
 
 
 def run(
     source: Annotated[str, typer.Option(help="'sample' or a dump / Parquet / JSONL path")] = "sample",
-    limit_articles: Annotated[Optional[int], typer.Option(help="Only the first N articles (quick runs)")] = None,
+    limit_articles: Annotated[int | None, typer.Option(help="Only the first N articles (quick runs)")] = None,
     arch: Annotated[str, Arch] = "amn",
     epochs: Annotated[int, typer.Option(help="Maximum epochs")] = 20,
     batch: Annotated[int, typer.Option("--batch", "--batch-size", help="Batch size")] = 64,
     lr: Annotated[float, typer.Option(help="Learning rate")] = 1e-4,
-    threshold: Annotated[Optional[list[str]], typer.Option(help="Gate threshold override NAME=VALUE (repeatable)")] = None,
+    threshold: Annotated[list[str] | None, typer.Option(help="Gate threshold override NAME=VALUE (repeatable)")] = None,
     on_duplicate: OnDuplicateOpt = "error",
     data_dir: DataDirOpt = None,
     workers: WorkersOpt = None,

@@ -19,8 +19,8 @@ def promote(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Move the `champion` alias to a version whose gates passed (the previous champion is kept for rollback)."""
-    from lvm_core.tracking.setup import configure_tracking
     from lvm_core.tracking import promotion
+    from lvm_core.tracking.setup import configure_tracking
 
     configure_tracking(Path(data_dir_of(data_dir)))
     result = call(promotion.promote, name, version, None, force)
@@ -34,8 +34,8 @@ def rollback(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Move `champion` back to the previous champion."""
-    from lvm_core.tracking.setup import configure_tracking
     from lvm_core.tracking import promotion
+    from lvm_core.tracking.setup import configure_tracking
 
     configure_tracking(Path(data_dir_of(data_dir)))
     result = call(promotion.rollback, name)
@@ -47,8 +47,8 @@ def models(
     data_dir: DataDirOpt = None,
 ) -> None:
     """List the versions of a registered model with aliases and gate results."""
-    from lvm_core.tracking.setup import configure_tracking
     from lvm_core.tracking.references import list_versions
+    from lvm_core.tracking.setup import configure_tracking
 
     configure_tracking(Path(data_dir_of(data_dir)))
     rows = call(list_versions, name)

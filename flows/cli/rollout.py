@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from flows.cli.common import call, call_flow, console, err
 from flows.cli.options import DataDirOpt, data_dir_of
-
 
 rollout_app = typer.Typer(help="Staged canary rollout of a challenger: 5% → 20% → 100% with automatic rollback.",
                           no_args_is_help=True)
@@ -36,7 +35,7 @@ def print_rollout(state) -> None:
 def rollout_start(
     version: Annotated[int, typer.Option("--version", help="Challenger version to roll out (its offline gates must have passed)")],
     name: RolloutNameOpt = "lvm-amn",
-    service_url: Annotated[Optional[list[str]], typer.Option("--service-url", envvar="LVM_SERVE_URL", help="Base URL of each `lvm serve` replica (repeatable); token from LVM_SERVE_TOKEN [default: http://127.0.0.1:8000]")] = None,
+    service_url: Annotated[list[str] | None, typer.Option("--service-url", envvar="LVM_SERVE_URL", help="Base URL of each `lvm serve` replica (repeatable); token from LVM_SERVE_TOKEN [default: http://127.0.0.1:8000]")] = None,
     step_seconds: Annotated[float, typer.Option(min=0.0, help="Seconds each share is watched before deciding")] = 600.0,
     check_seconds: Annotated[float, typer.Option(min=0.0, help="Seconds between stats reads within a step (a regression rolls back at once)")] = 30.0,
     plan: Annotated[str, typer.Option(help="Challenger shares, increasing, ending at 1 (reaching it promotes)")] = "0.05,0.2,1.0",

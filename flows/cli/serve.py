@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,7 +18,7 @@ def serve(
     refresh: Annotated[float, typer.Option(help="Seconds between re-reads of the alias (a moved alias is loaded and swapped in)")] = 10.0,
     max_batch: Annotated[int, typer.Option(help="Most contexts per request")] = 256,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body in MB")] = 8.0,
-    record_contexts: Annotated[Optional[Path], typer.Option("--record-contexts", envvar="LVM_SERVED_CONTEXTS", help="Keep the last received contexts in this .npy (rewritten every 30 s) for `lvm monitor-drift` and the drift-monitor deployment [default: none kept]")] = None,
+    record_contexts: Annotated[Path | None, typer.Option("--record-contexts", envvar="LVM_SERVED_CONTEXTS", help="Keep the last received contexts in this .npy (rewritten every 30 s) for `lvm monitor-drift` and the drift-monitor deployment [default: none kept]")] = None,
     contexts_window: Annotated[int, typer.Option(min=1, help="Contexts kept in the --record-contexts window")] = 5000,
     data_dir: DataDirOpt = None,
 ) -> None:
@@ -27,9 +27,9 @@ def serve(
 
     import uvicorn
 
-    from lvm_core.serving.settings import TOKEN_ENV, ServeSettings
-    from lvm_core.serving.holder import ModelHolder
     from lvm_core.serving.app import create_app
+    from lvm_core.serving.holder import ModelHolder
+    from lvm_core.serving.settings import TOKEN_ENV, ServeSettings
 
     holder = ModelHolder(model, Path(data_dir_of(data_dir)), refresh_s=refresh)
     served = call(holder.load)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -13,7 +13,7 @@ from flows.cli.options import Arch, DataDirOpt, data_dir_of
 
 def train(
     data: Annotated[str, typer.Option(help="A built dataset folder, or a reference-format training-sequences NPZ")],
-    val: Annotated[Optional[str], typer.Option(help="Validation NPZ (reference format; dataset folders carry their own)")] = None,
+    val: Annotated[str | None, typer.Option(help="Validation NPZ (reference format; dataset folders carry their own)")] = None,
     arch: Annotated[str, Arch] = "amn",
     epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping on val cosine may end sooner)")] = 20,
     batch: Annotated[int, typer.Option("--batch", "--batch-size", help="Batch size")] = 64,
@@ -25,7 +25,7 @@ def train(
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run from its last checkpoint")] = False,
     force: Annotated[bool, typer.Option("--force", help="Train on a dataset that failed its gates (recorded on the run)")] = False,
-    name: Annotated[Optional[str], typer.Option(help="Registered model name [default: lvm-<arch>]")] = None,
+    name: Annotated[str | None, typer.Option(help="Registered model name [default: lvm-<arch>]")] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Train a model, log it to MLflow and register it as `challenger`."""
@@ -51,7 +51,7 @@ def train(
 
 def compare(
     data: Annotated[str, typer.Option(help="A built dataset folder")],
-    arch: Annotated[Optional[list[str]], typer.Option(help="Architectures to train (repeatable) [default: all]")] = None,
+    arch: Annotated[list[str] | None, typer.Option(help="Architectures to train (repeatable) [default: all]")] = None,
     epochs: Annotated[int, typer.Option(help="Maximum epochs per architecture")] = 20,
     batch: Annotated[int, typer.Option("--batch", "--batch-size", help="Batch size")] = 64,
     lr: Annotated[float, typer.Option(help="Learning rate")] = 1e-4,

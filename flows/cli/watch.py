@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -11,7 +11,7 @@ from flows.cli.options import DataDirOpt, data_dir_of
 
 
 def watch(
-    source: Annotated[Optional[str], typer.Option(help="Folder / fsspec URL of dumps, or a Wikimedia-style dumps index [default: $LVM_SNAPSHOT_SOURCE]")] = None,
+    source: Annotated[str | None, typer.Option(help="Folder / fsspec URL of dumps, or a Wikimedia-style dumps index [default: $LVM_SNAPSHOT_SOURCE]")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be triggered")] = False,
     backfill: Annotated[bool, typer.Option("--backfill", help="Also trigger snapshots older than the newest handled one")] = False,
     deployment: Annotated[str, typer.Option(help="Pipeline deployment to trigger")] = "lvm_pipeline/lvm-pipeline",

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from lvm_core.contracts.layout import DEFAULT_FRACTIONS, default_data_dir, split_fractions
 from lvm_core.contracts.gates import GateThresholds
+from lvm_core.contracts.layout import DEFAULT_FRACTIONS, default_data_dir, split_fractions
 
 
 class BuildOptions(BaseModel):
@@ -57,7 +57,7 @@ class BuildOptions(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _check(self) -> "BuildOptions":
+    def _check(self) -> BuildOptions:
         if self.min_words > self.max_words:
             raise ValueError(f"min_words ({self.min_words}) exceeds max_words ({self.max_words})")
         if self.split_mode == "ranges" and not self.exclude_articles:
@@ -76,7 +76,10 @@ class BuildOptions(BaseModel):
 class BuildConfig(BuildOptions):
     """A build: which snapshot, where to put it, and the options; its hash names cached work."""
 
-    source: str = Field("sample", description="'sample' (embedded enwiki excerpt), a dump .xml/.xml.bz2, or a .parquet/.jsonl with id,title,text")
+    source: str = Field(
+        "sample",
+        description="'sample' (embedded enwiki excerpt), a dump .xml/.xml.bz2, or a .parquet/.jsonl with id,title,text",
+    )
     data_dir: str | None = Field(None, description="Data folder (default: $LVM_DATA_DIR or ./lvm-data)")
     limit_articles: int | None = Field(None, ge=1, description="Only the first N articles (quick runs)")
     snapshot_id: str | None = Field(None, description="Override the snapshot id derived from the source")
@@ -89,7 +92,7 @@ class BuildConfig(BuildOptions):
         limit_articles: int | None,
         snapshot_id: str | None,
         options: BuildOptions | None,
-    ) -> "BuildConfig":
+    ) -> BuildConfig:
         base = (options or BuildOptions()).model_dump()
         return cls(source=source, data_dir=data_dir, limit_articles=limit_articles, snapshot_id=snapshot_id, **base)
 

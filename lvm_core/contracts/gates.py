@@ -1,14 +1,25 @@
-"""Gate thresholds and results shared by the pre-training (data) and post-training (model) gates.
+"""Gate thresholds, results and outcomes: the one definition the data gates, the model gates and the registry share.
 
-Thresholds default to the plan's values; every gate records its value and threshold so a person can
-see by how much it passed or failed. The model gates themselves (`post_training_gates`) read an
-evaluation result and live in `lvm_core.evaluation.gates`.
+- `GateThresholds`: every threshold, data and model, with the plan's defaults.
+- `GateResult` / `GateReport`: what one stage's gates measured; `GateReport.to_manifest()` is the
+  ``gates`` section of manifest.json (typed there as `lvm_core.contracts.manifest.GateOutcome`).
+- `gate_outcomes` / `failed_gates`: any of the forms gate results travel in, read as one
+  ``name -> {passed, value, threshold}`` record; runs, registration, promotion and rollout decide on it.
+
+Every gate records its value and threshold so a person can see by how much it passed or failed. The
+gates are computed elsewhere from these thresholds: the data gates by the Great Expectations suites in
+``expectations/``, the model gates from an evaluation result by `lvm_core.evaluation.gates`; the
+registry stores and reads outcomes in `lvm_core.tracking.gate_outcomes`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from lvm_core.contracts.errors import UserError
+from lvm_core.io.plain import to_plain
 
 
 @dataclass(frozen=True)
@@ -40,7 +51,7 @@ class GateThresholds:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "GateThresholds":
+    def from_dict(cls, data: dict[str, Any] | None) -> GateThresholds:
         data = dict(data or {})
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
@@ -86,7 +97,7 @@ class GateReport:
         }
 
 
-class GateFailedError(RuntimeError):
+class GateFailedError(UserError, RuntimeError):
     """Raised to stop a flow when a gate failed; names the failed gates."""
 
     def __init__(self, report: GateReport, where: str = ""):
@@ -94,3 +105,53 @@ class GateFailedError(RuntimeError):
         names = ", ".join(report.failed) or "?"
         suffix = f" (results: {where})" if where else ""
         super().__init__(f"{report.stage} gates failed: {names}{suffix}")
+
+
+# --- outcomes: the form the registry records and promotion decides on ------------------------------------
+
+_META_KEYS = ("stage", "docs_path")  # keys of a gate report that are not gates
+
+
+def gate_outcome(passed: bool, value: Any = None, threshold: Any = None) -> dict[str, Any]:
+    """One gate's outcome record: `{passed, value, threshold}`."""
+    return {"passed": passed, "value": value, "threshold": threshold}
+
+
+def gate_outcomes(report: Any) -> dict[str, dict[str, Any]]:
+    """Normalise gate results to `name -> {passed, value, threshold}`.
+
+    Accepts the three forms callers hold: a `GateReport` (evaluation), its `to_manifest()` form
+    `name -> {passed, value, threshold, ...}` (a dataset manifest's gates, optionally with a `stage` key),
+    or `name -> bool` (the `gate_results` tag of a model version).
+    """
+    if report is None:
+        raise ValueError("gate report is None")
+    if hasattr(report, "results") and not isinstance(report, Mapping):
+        report = _by_name([r.to_dict() if hasattr(r, "to_dict") else r for r in report.results])
+    if not isinstance(report, Mapping):
+        raise ValueError(f"gate report must be a GateReport or a dict, got {type(report).__name__}")
+    entries = {str(k): v for k, v in to_plain(report).items() if k not in _META_KEYS}
+    if not entries:
+        raise ValueError("gate report contains no gate results")
+    return {name: _outcome(name, entry) for name, entry in entries.items()}
+
+
+def failed_gates(outcomes: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Names of the gates that did not pass, sorted."""
+    return sorted(name for name, o in outcomes.items() if not o["passed"])
+
+
+def _by_name(items: list[Any]) -> dict[str, Any]:
+    """A GateReport's result list as `name -> result`."""
+    for item in items:
+        if not isinstance(item, Mapping) or "name" not in item or "passed" not in item:
+            raise ValueError(f"gate result entry {item!r} needs 'name' and 'passed'")
+    return {str(item["name"]): item for item in items}
+
+
+def _outcome(name: str, entry: Any) -> dict[str, Any]:
+    if isinstance(entry, bool):
+        return gate_outcome(entry)
+    if isinstance(entry, Mapping) and "passed" in entry:
+        return gate_outcome(bool(entry["passed"]), entry.get("value"), entry.get("threshold"))
+    raise ValueError(f"gate {name!r}: cannot read a pass/fail result from {entry!r}")

@@ -60,7 +60,7 @@ def split_fractions(values: tuple[float, ...] | list[float]) -> tuple[float, flo
         fr = (fr[0], fr[1], 0.0, fr[2])
     if len(fr) != 4:
         raise ValueError(f"split fractions must be train,val,test,ood (or train,val,ood), got {values!r}")
-    return fr  # type: ignore[return-value]
+    return fr
 
 # --- Folder layout ---------------------------------------------------------------------------------
 
@@ -108,6 +108,11 @@ def downloads_dir(data_dir: Path) -> Path:
 
 def models_dir(data_dir: Path) -> Path:
     return Path(data_dir) / "models"
+
+
+def evaluation_reports_dir(data_dir: Path, name: str | None, version: int | str | None) -> Path:
+    """Where the evaluation report of a registered model version is written."""
+    return models_dir(data_dir) / "reports" / f"{name}-v{version}"
 
 
 def default_tracking_uri(data_dir: Path) -> str:

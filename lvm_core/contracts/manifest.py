@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, model_serializer, model_validator
 
@@ -46,7 +46,7 @@ class ManifestPart(BaseModel):
     def _in_read_order(self, handler: Any) -> dict[str, Any]:
         out = handler(self)
         if not self._order or not isinstance(out, dict):
-            return out
+            return cast(dict[str, Any], out)
         first = {k: out[k] for k in self._order if k in out}
         return {**first, **{k: v for k, v in out.items() if k not in first}}
 
@@ -217,7 +217,7 @@ class DatasetManifest(ManifestPart):
     gate_docs: str | None = None
     content_hash: str | None = None
 
-    def with_fields(self, **fields: Any) -> "DatasetManifest":
+    def with_fields(self, **fields: Any) -> DatasetManifest:
         """A validated copy with `fields` set (new keys go last, as the build appends them)."""
         return DatasetManifest.model_validate({**self.to_dict(), **fields})
 

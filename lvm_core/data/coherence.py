@@ -19,7 +19,7 @@ from lvm_core.contracts.errors import DataContractError
 from lvm_core.data.chunk_layout import check_chunk_order
 from lvm_core.io.storage import atomic_path
 
-COHERENCE_SCHEMA: dict[str, pl.DataType] = {
+COHERENCE_SCHEMA: dict[str, type[pl.DataType]] = {
     "article_id": pl.Int64,
     "n_chunks": pl.Int32,
     "coherence": pl.Float64,
@@ -173,7 +173,7 @@ def coherence_drift(coh_a: pl.DataFrame, coh_b: pl.DataFrame, min_chunks: int = 
         "n_b": int(b.size),
         "mean_a": mean_a,
         "mean_b": mean_b,
-        "mean_diff": (mean_b - mean_a) if a.size and b.size else None,
+        "mean_diff": (mean_b - mean_a) if mean_a is not None and mean_b is not None else None,
         "ks_statistic": None,
         "ks_pvalue": None,
     }
@@ -208,7 +208,10 @@ def plot_coherence_drift(
         grid = np.linspace(lo, hi, 41)
         for vals, label, color in ((a, labels[0], "#4C72B0"), (b, labels[1], "#DD8452")):
             if vals.size:
-                ax.hist(vals, bins=grid, density=True, alpha=0.5, color=color, label=f"{label} (n={vals.size})")
+                # matplotlib's stub leaves arrays out of `bins`
+                ax.hist(
+                    vals, bins=grid, density=True, alpha=0.5, color=color, label=f"{label} (n={vals.size})"  # type: ignore[arg-type]
+                )
         ax.legend(loc="upper left")
     ks = drift["ks_statistic"]
     ax.set_title(f"{title}" + (f" (KS={ks:.3f}, mean diff={drift['mean_diff']:+.3f})" if ks is not None else ""))

@@ -27,13 +27,13 @@ text are dropped.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
 
-from lvm_core.contracts.layout import EVAL_SPLITS
 from lvm_core.contracts.errors import DataContractError
+from lvm_core.contracts.layout import EVAL_SPLITS
 from lvm_core.data.retrieval.nearest import max_cosine, max_cosine_backend
 from lvm_core.data.windows import SequenceSet
 
@@ -55,7 +55,7 @@ class LeakageScan:
     @property
     def leaking_rows(self) -> np.ndarray:
         """(n,) bool: val/ood rows that leak by text hash or near-duplicate vector."""
-        return self.text_leak | self.near_leak
+        return cast(np.ndarray, self.text_leak | self.near_leak)
 
     def report(self) -> dict[str, Any]:
         counts = {s: int((self.row_split == s).sum()) for s in ("train", *EVAL_SPLITS)}

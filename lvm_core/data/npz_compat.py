@@ -16,9 +16,10 @@ them. The output is streamed block by block into the zip archive, so converting 
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -190,8 +191,8 @@ def _write_sequence_file(
     """Write the reference sequence arrays of the windows at ``starts`` (context slabs streamed in blocks of
     ``block`` windows) atomically to ``output``; returns the target rows."""
     m, dim = int(starts.shape[0]), ref.dim
-    ctx_rows_of = lambda s: order[s[:, None] + np.arange(ctx)[None, :]]  # noqa: E731
-    tgt_rows = order[starts + ctx]
+    ctx_rows_of: Callable[[np.ndarray], np.ndarray] = lambda s: order[s[:, None] + np.arange(ctx)[None, :]]  # noqa: E731
+    tgt_rows: np.ndarray = order[starts + ctx]
 
     texts = ref.concept_texts
     text_dtype = texts.dtype if texts is not None else np.dtype("<U1")
@@ -283,7 +284,7 @@ def _open_npz(path: Path) -> Any:
 
 def _get(npz: Any, key: str, path: Path) -> np.ndarray:
     try:
-        return npz[key]
+        return cast(np.ndarray, npz[key])
     except ValueError as exc:
         if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
             raise NpzFormatError(
@@ -350,7 +351,7 @@ class _NpyStream:
         self._expected = int(np.prod(self._shape, dtype=np.int64)) * self._dtype.itemsize
         self._written = 0
 
-    def __enter__(self) -> "_NpyStream":
+    def __enter__(self) -> _NpyStream:
         self._fh = self._zf.open(self._name + ".npy", "w", force_zip64=True)
         header = {"descr": np.lib.format.dtype_to_descr(self._dtype), "fortran_order": False, "shape": self._shape}
         np.lib.format.write_array_header_1_0(self._fh, header)

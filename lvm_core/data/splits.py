@@ -29,8 +29,8 @@ import polars as pl
 import pyarrow as pa
 from scipy import stats
 
-from lvm_core.contracts.layout import DEFAULT_FRACTIONS, SPLIT_NAMES, SPLITS_SCHEMA, split_fractions
 from lvm_core.contracts.errors import DataContractError
+from lvm_core.contracts.layout import DEFAULT_FRACTIONS, SPLIT_NAMES, SPLITS_SCHEMA, split_fractions
 
 SplitMode = Literal["stratified", "ranges", "titles"]
 _MODES = ("stratified", "ranges", "titles")

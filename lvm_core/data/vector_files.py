@@ -10,13 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from lvm_core.io import storage
-from lvm_core.contracts.layout import DEFAULT_VECTOR_DTYPE, EMBEDDINGS_FILE, ENCODER_FILE, VECTOR_DTYPE_KEY, VECTOR_DTYPES
 from lvm_core.contracts.errors import DataContractError
+from lvm_core.contracts.layout import (
+    DEFAULT_VECTOR_DTYPE,
+    EMBEDDINGS_FILE,
+    ENCODER_FILE,
+    VECTOR_DTYPE_KEY,
+    VECTOR_DTYPES,
+)
 from lvm_core.data.embedding.fingerprint import UNIT_NORM_TOLERANCE, EncoderFingerprint, ensure_same_fingerprint
+from lvm_core.io import storage
 
 __all__ = [
     "VALIDATE_BLOCK_ROWS",
@@ -114,7 +121,7 @@ def save_embeddings(
     storage.write_json(dir_path / ENCODER_FILE, {**fingerprint.to_dict(), VECTOR_DTYPE_KEY: name})
 
 
-def recorded_vector_dtype(encoder_json: dict, where: Path | str) -> str:
+def recorded_vector_dtype(encoder_json: dict[str, Any], where: Path | str) -> str:
     """The on-disk dtype `encoder.json` records; files written before the field existed are float32."""
     name = encoder_json.get(VECTOR_DTYPE_KEY, DEFAULT_VECTOR_DTYPE)
     if name not in VECTOR_DTYPES:

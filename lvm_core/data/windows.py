@@ -75,7 +75,7 @@ class SequenceSet:
                 )
 
     @classmethod
-    def of(cls, seqs: SequenceLike) -> "SequenceSet":
+    def of(cls, seqs: SequenceLike) -> SequenceSet:
         """``seqs`` itself when it is a SequenceSet, else a checked SequenceSet of its four arrays."""
         if isinstance(seqs, cls):
             return seqs
@@ -98,11 +98,11 @@ class SequenceSet:
         return int(self.context_rows.shape[0])
 
     @classmethod
-    def concat(cls, sets: "Sequence[SequenceSet]") -> "SequenceSet":
+    def concat(cls, sets: Sequence[SequenceSet]) -> SequenceSet:
         """The windows of ``sets`` one after the other (e.g. several splits)."""
         return cls(*(np.concatenate([getattr(s, k) for s in sets]) for k in SEQUENCE_KEYS))
 
-    def subset(self, idx: np.ndarray) -> "SequenceSet":
+    def subset(self, idx: np.ndarray) -> SequenceSet:
         """Windows selected by a boolean mask or an index array (copies only the index arrays)."""
         return SequenceSet(
             self.context_rows[idx],
@@ -342,7 +342,7 @@ def save_sequences(path: Path, sets: Mapping[str, SequenceSet]) -> None:
     with atomic_path(Path(path)) as tmp:
         # an open handle keeps np.savez from appending ".npz" to the temp name
         with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, **arrays)  # type: ignore[arg-type]  # the stub reads **arrays as if it held allow_pickle
 
 
 def load_sequences(path: Path) -> dict[str, SequenceSet]:

@@ -22,10 +22,12 @@ Pure numpy; nothing here knows about predictors, splits or Prefect.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from lvm_core.contracts.errors import UserError
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_LEVEL = 0.95
@@ -33,7 +35,7 @@ DEFAULT_LEVEL = 0.95
 _BLOCK_ENTRIES = 1 << 24
 
 
-class BootstrapError(ValueError):
+class BootstrapError(UserError, ValueError):
     """Bad input to a bootstrap (misaligned arrays, bad level or resample count)."""
 
 
@@ -93,7 +95,7 @@ class ArticleBootstrap:
         self.n_windows = int(aids.shape[0])
         self.n_articles = int(self.codes.max() + 1) if self.n_windows else 0
 
-    def _count_blocks(self):
+    def _count_blocks(self) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (start, counts (b, n_articles)) blocks of article draw counts, same sequence every call."""
         rng = np.random.default_rng(self.seed)
         k = self.n_articles

@@ -9,9 +9,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from lvm_core.data.windows import SequenceSet, gather
 from lvm_core.evaluation.bootstrap import ArticleBootstrap, format_delta, format_interval
 from lvm_core.evaluation.metrics.cosine import cosine_to_target
-from lvm_core.data.windows import SequenceSet, gather
 from lvm_core.models.predict import predict_windows
 
 Predict = Callable[[np.ndarray], np.ndarray]

@@ -20,13 +20,14 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from lvm_core.contracts.errors import UserError
 from lvm_core.contracts.layout import DatasetPaths
 from lvm_core.io.storage import read_json
 
 __all__ = ["ContaminationError", "ContaminationReport", "check_contamination", "evaluation_articles"]
 
 
-class ContaminationError(ValueError):
+class ContaminationError(UserError, ValueError):
     """The evaluation would report numbers on articles the model was trained on (or cannot rule it out)."""
 
 

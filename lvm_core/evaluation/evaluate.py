@@ -13,15 +13,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from lvm_core.data.retrieval.bank import ChunkBank
 from lvm_core.data.retrieval.oracle import oracle_recall_at_k
 from lvm_core.data.retrieval.rows import unit_rows
-from lvm_core.data.windows import SequenceLike, SequenceSet
-from lvm_core.data.windows import data_direction as sequence_data_direction
+from lvm_core.data.windows import SequenceLike, SequenceSet, data_direction
 from lvm_core.evaluation.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES
 from lvm_core.evaluation.inputs import EvaluationError, check_windows, predict_rows, subsample_windows
 from lvm_core.evaluation.intervals import record_intervals
@@ -78,11 +77,11 @@ class Split:
 
     @cached_property
     def targets(self) -> np.ndarray:
-        return self.vectors[self.w.target_rows]
+        return cast(np.ndarray, self.vectors[self.w.target_rows])
 
     @cached_property
     def target_hashes(self) -> np.ndarray:
-        return self.chunks.text_hash[self.w.target_rows]
+        return cast(np.ndarray, self.chunks.text_hash[self.w.target_rows])
 
 
 @dataclass
@@ -320,7 +319,7 @@ def _record_split_facts(res: EvaluationResult, s: Split) -> None:
     res.oracle_recall[s.name] = oracle_recall_at_k(
         s.chunks.bank, s.w.target_rows, 5, target_vectors=s.targets, target_hashes=s.target_hashes
     )
-    res.data_direction[s.name] = sequence_data_direction(s.vectors, s.w)
+    res.data_direction[s.name] = data_direction(s.vectors, s.w)
 
 
 def _evaluate_one(res: EvaluationResult, name: str, predictor: Predictor, s: Split, is_model: bool) -> dict[str, np.ndarray]:

@@ -1,8 +1,9 @@
-"""The post-training (model) gates: cosine floors on the reporting split, the ood gap, leakage and oracle
-recall re-read from the dataset manifest, and "beats the best trivial baseline" on the bootstrap interval.
+"""The post-training (model) gates computed from an evaluation result: cosine floors on the reporting split,
+the ood gap, leakage and oracle recall re-read from the dataset manifest, and "beats the best trivial
+baseline" on the bootstrap interval; and `gate_value_text`, how that last gate's interval value is shown.
 
-They read an `EvaluationResult`, so they live beside it; the threshold and result types they share with
-the data gates are in `lvm_core.contracts.gates`.
+Only the computation lives here: the thresholds, the result and report types and the outcome record are
+`lvm_core.contracts.gates`, shared with the data gates.
 """
 
 from __future__ import annotations
@@ -47,7 +48,11 @@ def post_training_gates(
     reported, ood = cos(model, report_split), cos(model, "ood")
     gap = abs(ood - reported)
     baselines = {p: cos(p, "val") for p in metrics if p != model}
-    best_name, best_val = max(baselines.items(), key=lambda kv: -math.inf if math.isnan(kv[1]) else kv[1]) if baselines else ("none", float("nan"))
+    best_name, best_val = (
+        max(baselines.items(), key=lambda kv: -math.inf if math.isnan(kv[1]) else kv[1])
+        if baselines
+        else ("none", float("nan"))
+    )
     leak_rate = _leak_rate(manifest)
     oracle = manifest.get("oracle_recall_at_5")
     results = [

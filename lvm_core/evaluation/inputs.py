@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from lvm_core.contracts.errors import DataContractError
+from lvm_core.contracts.errors import DataContractError, UserError
+from lvm_core.data import windows
 from lvm_core.data.windows import SequenceLike, SequenceSet
-from lvm_core.data.windows import check_windows as check_windows_against
+from lvm_core.models import predict as models_predict
 from lvm_core.models.predict import PredictionError, Predictor, check_predictions
-from lvm_core.models.predict import predict_rows as predict_context_rows
 
 __all__ = ["EvaluationError", "check_windows", "checked_predictions", "predict_rows", "subsample_windows", "windows_of"]
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UserError, ValueError):
     """Bad input to an evaluation (misaligned arrays, windows crossing articles, bad predictor output)."""
 
 
@@ -37,7 +37,7 @@ def check_windows(seqs: SequenceLike, article_ids: np.ndarray, chunk_index: np.n
     article, consecutive chunk indices. A window crossing an article boundary, or a target that is not the
     chunk right after its context, would silently corrupt every metric (and the offset sweep's indexing)."""
     try:
-        return check_windows_against(seqs, article_ids=article_ids, chunk_index=chunk_index)
+        return windows.check_windows(seqs, article_ids=article_ids, chunk_index=chunk_index)
     except DataContractError as exc:
         raise EvaluationError(str(exc)) from exc
 
@@ -55,7 +55,7 @@ def predict_rows(
 ) -> np.ndarray:
     """Unit predictions (n, D) for windows given as row indices (`lvm_core.models.predict.predict_rows`)."""
     try:
-        return predict_context_rows(predict, vectors, context_rows, batch_size, unit=True, finite=True)
+        return models_predict.predict_rows(predict, vectors, context_rows, batch_size, unit=True, finite=True)
     except PredictionError as exc:
         raise EvaluationError(str(exc)) from exc
 

@@ -12,11 +12,12 @@ import base64
 import html
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lvm_core.evaluation import report_tables as tables
+from lvm_core.contracts.errors import UserError
+from lvm_core.evaluation import report_tables
 from lvm_core.evaluation.report_figures import Plot, report_plots
 from lvm_core.evaluation.result import EvaluationResult
 from lvm_core.io.storage import atomic_path
@@ -27,7 +28,7 @@ REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 
 
-class ReportError(ValueError):
+class ReportError(UserError, ValueError):
     """The report cannot be written from the given inputs."""
 
 
@@ -48,7 +49,7 @@ class Section:
 
     heading: str
     intro: str = ""
-    table: tables.Table | None = None
+    table: report_tables.Table | None = None
     image: Plot | None = None
     bullets: Sequence[str] = ()
 
@@ -88,12 +89,12 @@ SectionBuilder = Callable[[EvaluationResult, Mapping[str, Any], Mapping[str, Plo
 
 
 def _run(result: EvaluationResult, context: Mapping[str, Any], plots: Mapping[str, Plot]) -> list[Section]:
-    table = tables.context_table(context)
+    table = report_tables.context_table(context)
     return [] if table is None else [Section("Run", table=table)]
 
 
 def _gates(result: EvaluationResult, context: Mapping[str, Any], plots: Mapping[str, Plot]) -> list[Section]:
-    table = tables.gates_table(context.get("gates"))
+    table = report_tables.gates_table(context.get("gates"))
     if table is None:
         return []
     failed = [r[0] for r in table.rows if not r[1]]
@@ -105,16 +106,16 @@ def _summary(result: EvaluationResult, context: Mapping[str, Any], plots: Mappin
     return [
         Section(
             "Summary",
-            tables.interval_note(result),
-            table=tables.summary_table(result),
+            report_tables.interval_note(result),
+            table=report_tables.summary_table(result),
             image=plots["metrics"],
-            bullets=tables.baseline_lines(result),
+            bullets=report_tables.baseline_lines(result),
         )
     ]
 
 
 def _deltas(result: EvaluationResult, context: Mapping[str, Any], plots: Mapping[str, Plot]) -> list[Section]:
-    table = tables.delta_table(result)
+    table = report_tables.delta_table(result)
     if table is None:
         return []
     intro = (
@@ -125,7 +126,7 @@ def _deltas(result: EvaluationResult, context: Mapping[str, Any], plots: Mapping
 
 
 def _offsets(result: EvaluationResult, context: Mapping[str, Any], plots: Mapping[str, Plot]) -> list[Section]:
-    return [Section("Offset sweep", table=tables.offset_table(result), image=plots["offset_sweep"])]
+    return [Section("Offset sweep", table=report_tables.offset_table(result), image=plots["offset_sweep"])]
 
 
 def _retrieval(result: EvaluationResult, context: Mapping[str, Any], plots: Mapping[str, Plot]) -> list[Section]:
@@ -134,11 +135,11 @@ def _retrieval(result: EvaluationResult, context: Mapping[str, Any], plots: Mapp
         "Rank of the true target among all chunks (the window's context chunks excluded) and within its own "
         "article. Ties are counted pessimistically."
     )
-    return [Section("Retrieval", intro, tables.metric_table(result, keys))]
+    return [Section("Retrieval", intro, report_tables.metric_table(result, keys))]
 
 
 def _ablations(result: EvaluationResult, context: Mapping[str, Any], plots: Mapping[str, Plot]) -> list[Section]:
-    table = tables.metric_table(
+    table = report_tables.metric_table(
         result,
         ["ablation_shuffled", "ablation_reversed", "ablation_leave_one_out", "ablation_repeat_padded"],
         ["shuffled", "reversed", "leave-one-out", "repeat-padded"],
@@ -151,7 +152,7 @@ def _rollout(result: EvaluationResult, context: Mapping[str, Any], plots: Mappin
     horizon = int(result.config.get("horizon", 0) or 0)
     if not horizon:
         return []
-    table = tables.metric_table(
+    table = report_tables.metric_table(
         result,
         [f"rollout_h{h}" for h in range(1, horizon + 1)] + ["rollout_n"],
         [f"h={h}" for h in range(1, horizon + 1)] + ["windows"],
@@ -160,12 +161,12 @@ def _rollout(result: EvaluationResult, context: Mapping[str, Any], plots: Mappin
 
 
 def _bins(result: EvaluationResult, context: Mapping[str, Any], plots: Mapping[str, Plot]) -> list[Section]:
-    table = tables.bins_table(result)
+    table = report_tables.bins_table(result)
     return [] if table is None else [Section("Coherence bins", table=table, image=plots["coherence_bins"])]
 
 
 def _data(result: EvaluationResult, context: Mapping[str, Any], plots: Mapping[str, Plot]) -> list[Section]:
-    table = tables.data_table(result)
+    table = report_tables.data_table(result)
     if table is None:
         return []
     intro = "Oracle R@5 queries the bank with each target's true vector (checks the bank and row alignment, not a model)."
@@ -175,7 +176,7 @@ def _data(result: EvaluationResult, context: Mapping[str, Any], plots: Mapping[s
 def _neighbors(result: EvaluationResult, context: Mapping[str, Any], plots: Mapping[str, Plot]) -> list[Section]:
     return [
         Section(f"Nearest chunks — {split} ({result.model_name})", table=table)
-        for split, table in tables.neighbor_tables(result)
+        for split, table in report_tables.neighbor_tables(result)
     ]
 
 
@@ -205,7 +206,7 @@ def write_report(
     if out_dir.exists() and not out_dir.is_dir():
         raise ReportError(f"write_report: {out_dir} exists and is not a folder")
     context = dict(context or {})
-    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     plots = report_plots(result)
     sections = [section for build in SECTIONS for section in build(result, context, plots)]
     paths: dict[str, Path] = {}

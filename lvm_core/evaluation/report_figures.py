@@ -90,9 +90,9 @@ def plot_metrics(res: EvaluationResult) -> bytes | None:
             vals = [_nan_f(res.metrics.get(p, {}).get(s, {}).get(key)) for s in splits]
             ivs = [res.interval(p, s, key) for s in splits]
             err = np.array([[max(0.0, v - lo), max(0.0, hi - v)] for v, (lo, hi) in zip(vals, ivs)]).T
-            err = None if not np.isfinite(err).all() else err
+            yerr = None if not np.isfinite(err).all() else err
             bars = ax.bar(x + (i - (n_p - 1) / 2) * width, vals, width, label=p, edgecolor="black" if i == 0 else None,
-                          yerr=err, capsize=2, error_kw={"lw": 0.8})
+                          yerr=yerr, capsize=2, error_kw={"lw": 0.8})
             ax.bar_label(bars, fmt="%.3f", fontsize=6, padding=1)
         ax.set_xticks(x, splits)
         ax.set_title(label)

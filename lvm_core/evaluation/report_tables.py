@@ -166,7 +166,7 @@ def offset_table(res: EvaluationResult) -> Table | None:
     ks = sorted({k for p in res.offset_sweep.values() for d in p.values() for k in d})
     if not ks:
         return None
-    rows = []
+    rows: list[list[Any]] = []
     for s in res.splits:
         counts = res.offset_counts.get(s, {})
         rows.append(["(windows)", s] + [counts.get(k) for k in ks])
@@ -180,7 +180,7 @@ def bins_table(res: EvaluationResult) -> Table | None:
     bins = sorted({b for p in res.metrics_by_bin.values() for d in p.values() for b in d}, key=str)
     if not bins:
         return None
-    rows = []
+    rows: list[list[Any]] = []
     for s in res.splits:
         counts = res.bin_counts.get(s, {})
         rows.append(["(windows)", s] + [counts.get(b) for b in bins])
@@ -237,7 +237,7 @@ def neighbor_tables(res: EvaluationResult) -> list[tuple[str, Table]]:
 
 
 def baseline_lines(res: EvaluationResult) -> list[str]:
-    lines = []
+    lines: list[str] = []
     if len(res.predictors) < 2:
         return lines
     report = res.reporting_split

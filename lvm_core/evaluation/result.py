@@ -42,6 +42,7 @@ def reporting_split(source: Any) -> str:
     `source` is an `EvaluationResult`, its `to_dict()`, a `metrics[predictor][split][metric]` dict or a
     sequence of split names. A test split listed with 0 windows does not count.
     """
+    metrics: Mapping[str, Any]
     if isinstance(source, EvaluationResult):
         splits, metrics = source.splits, source.metrics
     elif isinstance(source, Mapping) and "splits" in source:
@@ -55,7 +56,7 @@ def reporting_split(source: Any) -> str:
     def has_windows(split: str) -> bool:
         if split not in splits:
             return False
-        counts = [m.get(split, {}).get("n_windows") for m in metrics.values() if isinstance(m, Mapping)]
+        counts: list[Any] = [m.get(split, {}).get("n_windows") for m in metrics.values() if isinstance(m, Mapping)]
         counts = [c for c in counts if c is not None]
         return not counts or any(int(c) > 0 for c in counts)
 
@@ -158,7 +159,7 @@ class EvaluationResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (NaN -> None, int keys -> str); written as evaluation.json, read back by `from_dict`."""
-        return to_plain(
+        plain: dict[str, Any] = to_plain(
             {
                 "predictors": self.predictors,
                 "splits": self.splits,
@@ -176,9 +177,10 @@ class EvaluationResult:
             },
             nan_to_none=True,
         )
+        return plain
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "EvaluationResult":
+    def from_dict(cls, data: Mapping[str, Any]) -> EvaluationResult:
         """Inverse of `to_dict`: a stored evaluation.json as a result again (the model gates accept either).
 
         Bin keys stay strings and None stays None; results written before intervals existed load with none.

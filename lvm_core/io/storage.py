@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import psutil
@@ -129,7 +129,7 @@ def write_npy(path: Path, array: np.ndarray) -> None:
 
 
 def load_npy(path: Path, mmap: bool = True) -> np.ndarray:
-    return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    return cast(np.ndarray, np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False))
 
 
 def file_digest(path: Path, algo: str = "sha256", chunk_size: int = 1 << 20) -> str:

@@ -6,7 +6,7 @@ product of unit rows, so they all normalise here and agree to the last bit.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -16,7 +16,7 @@ NORM_EPS = 1e-12
 
 def row_norms(x: np.ndarray) -> np.ndarray:
     """Euclidean length of each row (last axis), in the dtype of ``x``."""
-    return np.linalg.norm(x, axis=-1)
+    return cast(np.ndarray, np.linalg.norm(x, axis=-1))
 
 
 def l2_normalize(
@@ -29,4 +29,4 @@ def l2_normalize(
     """
     arr = x if out is not None else np.asarray(x, dtype=dtype)
     norm = row_norms(arr)[..., None]
-    return np.divide(arr, np.where(norm < eps, 1, norm), out=out)
+    return cast(np.ndarray, np.divide(arr, np.where(norm < eps, 1, norm), out=out))

@@ -1,9 +1,8 @@
 """The architecture registry and the only constructor path, `build_model`.
 
-Why a module of its own: the architecture is chosen by `ModelConfig.arch` and resolved through
-`MODEL_REGISTRY` only: there is one class per name, every class checks that the config it receives names
-it, and checkpoints store `arch` plus the whole config, so a checkpoint can never be loaded into a
-different model class.
+The architecture is chosen by `ModelConfig.arch` and resolved through `MODEL_REGISTRY` only: there is one
+class per name, every class checks that the config it receives names it, and checkpoints store `arch` plus
+the whole config, so a checkpoint can never be loaded into a different model class.
 """
 
 from __future__ import annotations
@@ -12,13 +11,14 @@ from typing import Any
 
 from torch import nn
 
+from lvm_core.contracts.errors import UserError
 from lvm_core.models.archs.amn import AMN, MixAnchoredAMN
-from lvm_core.models.archs.transformer import CausalTransformer
 from lvm_core.models.archs.recurrent import GRUStack, LSTMModel
+from lvm_core.models.archs.transformer import CausalTransformer
 from lvm_core.models.config import ModelConfig
 
 
-class UnknownArchitectureError(KeyError):
+class UnknownArchitectureError(UserError, KeyError):
     """A model architecture name that `MODEL_REGISTRY` does not know."""
 
     def __str__(self) -> str:  # KeyError's default repr-quotes the message

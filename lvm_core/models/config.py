@@ -1,7 +1,7 @@
 """`ModelConfig`: everything needed to rebuild a model's structure, stored in every model folder's config.json.
 
-Why a module of its own: checkpoints, registered models and the builder read the config without needing
-any architecture's code; the architecture names (`Arch`) are the registry's keys.
+Checkpoints, registered models and the builder read the config without any architecture's code; the
+architecture names (`Arch`) are the keys of `builder.MODEL_REGISTRY`.
 """
 
 from __future__ import annotations

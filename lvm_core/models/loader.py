@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lvm_core.contracts.layout import CHECKPOINT_META_FILE, CHECKPOINT_WEIGHTS_FILE
 from lvm_core.contracts.errors import DataContractError, ModelNotFoundError
+from lvm_core.contracts.layout import CHECKPOINT_META_FILE, CHECKPOINT_WEIGHTS_FILE
 from lvm_core.data.embedding.fingerprint import EncoderFingerprint, ensure_same_fingerprint
 from lvm_core.io import storage
-from lvm_core.io.plain import to_plain as _plain
+from lvm_core.io.plain import to_plain
 from lvm_core.models.predict import predict_contexts
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def unrecorded_encoder(dim: int) -> EncoderFingerprint:
 
 def config_dict(model_config: Any) -> dict[str, Any]:
     """A ModelConfig (or dict) as the plain dict written to config.json; it must name its arch."""
-    data = _plain(model_config)
+    data = to_plain(model_config)
     if not isinstance(data, dict) or "arch" not in data:
         raise ValueError(f"model_config must be a ModelConfig or a dict with 'arch', got {type(model_config).__name__}")
     return data
@@ -162,7 +162,7 @@ def _find_model_files(root: Path) -> Path:
         meta = yaml.safe_load(mlmodel.read_text()) or {}
         art = (((meta.get("flavors") or {}).get("python_function") or {}).get("artifacts") or {}).get(PYFUNC_ARTIFACT_KEY)
         if isinstance(art, dict) and art.get("path"):
-            candidate = root / art["path"]
+            candidate: Path = root / art["path"]
             if (candidate / CONFIG_FILE).is_file():
                 return candidate
     candidate = root / "artifacts" / PYFUNC_ARTIFACT_KEY
@@ -212,8 +212,8 @@ def load_model_dir(path: Path, device: str = "cpu") -> LoadedModel:
     """
     from safetensors.torch import load_model
 
-    from lvm_core.models.config import ModelConfig
     from lvm_core.models.builder import build_model
+    from lvm_core.models.config import ModelConfig
 
     root = Path(path)
     if not root.is_dir():

@@ -11,12 +11,13 @@ the same gathering (:mod:`lvm_core.data.windows`) and the same unit-normalisatio
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import nn
 
+from lvm_core.contracts.errors import UserError
 from lvm_core.data.windows import SequenceLike, check_windows, gather_rows, iter_gathered
 from lvm_core.io.vectors import l2_normalize
 
@@ -24,7 +25,7 @@ Predictor = Callable[[np.ndarray], np.ndarray]
 DEFAULT_BATCH_SIZE = 1024
 
 
-class PredictionError(ValueError):
+class PredictionError(UserError, ValueError):
     """A predictor is not usable, or returned predictions of the wrong shape or with NaN/inf."""
 
 
@@ -44,7 +45,7 @@ class ModulePredictor:
         try:
             with torch.no_grad():
                 x = torch.from_numpy(np.ascontiguousarray(ctx, dtype=np.float32)).to(device)
-                return module(x).cpu().numpy()
+                return cast(np.ndarray, module(x).cpu().numpy())
         finally:
             module.train(was_training)
 
@@ -56,10 +57,10 @@ def as_predict_fn(predictor: Any, name: str = "predictor") -> Predictor:
     if isinstance(predictor, nn.Module):
         return ModulePredictor(predictor)
     if callable(predictor):
-        return predictor
+        return cast(Predictor, predictor)
     fn = getattr(predictor, "predict", None)
     if callable(fn):
-        return fn
+        return cast(Predictor, fn)
     raise PredictionError(
         f"{name}: expected a torch module, a callable predict(ctx) or an object with .predict, "
         f"got {type(predictor).__name__}"
@@ -73,7 +74,7 @@ def check_predictions(pred: Any, n: int, dim: int, what: str = "predictor output
         raise PredictionError(f"{what}: shape {pred.shape}, expected ({n}, {dim})")
     if finite and not np.isfinite(pred).all():
         raise PredictionError(f"{what}: contains NaN or inf")
-    return pred
+    return cast(np.ndarray, pred)
 
 
 def _run(fn: Predictor, ctx: np.ndarray, finite: bool) -> np.ndarray:

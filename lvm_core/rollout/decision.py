@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from lvm_core.rollout.state import DEFAULT_PLAN, now
 from lvm_core.rollout.stats import VersionStats
@@ -70,7 +71,8 @@ def decide(
             bad.append(f"p99 latency {challenger.p99_latency_s * 1e3:.1f} ms vs champion "
                        f"{champion.p99_latency_s * 1e3:.1f} ms (limit {limit * 1e3:.1f} ms)")
     if t.min_feedback > 0:
-        if champion.cosine_count >= t.min_feedback and challenger.cosine_count >= t.min_feedback:
+        enough_feedback = champion.cosine_count >= t.min_feedback and challenger.cosine_count >= t.min_feedback
+        if enough_feedback and champion.cosine_mean is not None and challenger.cosine_mean is not None:
             drop = float(champion.cosine_mean) - float(challenger.cosine_mean)
             numbers["cosine_drop"] = drop
             if drop > t.max_cosine_drop:
@@ -88,8 +90,7 @@ def decide(
                         + "; ".join(bad), 0.0, numbers, at)
     if missing:
         return Decision("hold", "not enough samples yet: " + "; ".join(missing), share, numbers, at)
-    later = [p for p in plan if p > share]
-    nxt = later[0] if later else 1.0
+    nxt = next((p for p in plan if p > share), 1.0)
     held = (f"error rate {challenger.error_rate:.2%} vs {champion.error_rate:.2%}, p99 "
             f"{_ms(challenger.p99_latency_s)} vs {_ms(champion.p99_latency_s)}")
     if t.min_feedback > 0:
@@ -99,5 +100,5 @@ def decide(
     return Decision("step", f"challenger held against the champion ({held}); step to {nxt:.0%}", nxt, numbers, at)
 
 
-def _ms(v: Optional[float]) -> str:
+def _ms(v: float | None) -> str:
     return "n/a" if v is None else f"{v * 1e3:.1f} ms"

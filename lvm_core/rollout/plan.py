@@ -8,13 +8,9 @@ plan's 1.0 is the registry's `promote` (which re-checks the gates); a rollback o
 from __future__ import annotations
 
 import json
-from typing import Optional, Sequence
+from collections.abc import Iterable, Sequence
 
-from lvm_core.tracking.promotion import PromotionResult, promote
-from lvm_core.tracking.references import resolve_version, current_champion
-from lvm_core.tracking.tags import TAG_INCOMPLETE
-from lvm_core.tracking.gate_outcomes import recorded_gate_outcomes
-from lvm_core.tracking import promotion
+from lvm_core.contracts.gates import failed_gates
 from lvm_core.rollout.decision import Decision
 from lvm_core.rollout.state import (
     ABORTED,
@@ -39,9 +35,14 @@ from lvm_core.rollout.state import (
     require_active,
     write_tags,
 )
+from lvm_core.tracking import promotion
+from lvm_core.tracking.gate_outcomes import recorded_gate_outcomes
+from lvm_core.tracking.promotion import PromotionResult, promote
+from lvm_core.tracking.references import current_champion, resolve_version
+from lvm_core.tracking.tags import TAG_INCOMPLETE
 
 
-def check_plan(plan: Sequence[float]) -> tuple[float, ...]:
+def check_plan(plan: Iterable[float]) -> tuple[float, ...]:
     """Shares strictly increasing in (0, 1], ending at 1.0 (the promotion)."""
     p = tuple(float(x) for x in plan)
     if not p or any(not (0.0 < x <= 1.0) for x in p) or any(b <= a for a, b in zip(p, p[1:])) or p[-1] != 1.0:
@@ -63,7 +64,7 @@ def gate_blockers(name: str, version: int) -> list[str]:
     if outcomes is None:
         blockers.append("no gate results (evaluate it first: lvm evaluate)")
     else:
-        failed = sorted(g for g, o in outcomes.items() if not o.get("passed"))
+        failed = failed_gates(outcomes)
         if failed:
             blockers.append("failed gates " + ", ".join(failed))
     return blockers
@@ -120,6 +121,7 @@ def record_decision(name: str, decision: Decision) -> None:
 def promote_challenger(name: str) -> PromotionResult:
     """The last step: the registry's `promote` makes the challenger champion (gates re-checked there)."""
     state = require_active(name)
+    assert state.challenger is not None  # an active rollout has a challenger
     result = promote(name, state.challenger)
     if not result.promoted:
         raise RolloutError(f"{name} v{state.challenger} was not promoted: {result.message}")
@@ -128,7 +130,7 @@ def promote_challenger(name: str) -> PromotionResult:
     return result
 
 
-def rollback(name: str, reason: str, decision: Optional[Decision] = None, status: str = ROLLED_BACK) -> RolloutState:
+def rollback(name: str, reason: str, decision: Decision | None = None, status: str = ROLLED_BACK) -> RolloutState:
     """Send no more traffic to the challenger and restore the champion alias; records why.
 
     The share goes to 0 first. If the champion alias was moved to the challenger since the start, the
@@ -153,7 +155,7 @@ def abort(name: str, reason: str = "aborted by hand") -> RolloutState:
     return rollback(name, reason, status=ABORTED)
 
 
-def advance(name: str) -> tuple[RolloutState, Optional[PromotionResult]]:
+def advance(name: str) -> tuple[RolloutState, PromotionResult | None]:
     """Step the active rollout by hand to the next share; from the last canary step, promote."""
     state = require_active(name)
     if state.step + 1 >= len(state.plan) - 1:

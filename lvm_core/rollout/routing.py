@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import random
-from typing import Optional
 
 from lvm_core.rollout.state import RolloutState
 
 
-def bucket(client_key: Optional[str], salt: str) -> float:
+def bucket(client_key: str | None, salt: str) -> float:
     """A client key's place in [0, 1): the same key (and salt) always lands at the same place.
 
     A request without a key is placed at random (its version is not sticky). The salt (the model name
@@ -18,7 +17,7 @@ def bucket(client_key: Optional[str], salt: str) -> float:
     """
     if not client_key:
         return random.random()
-    digest = hashlib.sha256(f"{salt}\x00{client_key}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{salt}\x00{client_key}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 

@@ -10,7 +10,8 @@ import dataclasses
 import datetime as _dt
 import json
 import logging
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from lvm_core.contracts.errors import RegistryError
 from lvm_core.tracking.references import require_registered_model
@@ -38,7 +39,7 @@ class RolloutError(RegistryError):
 
 def now() -> str:
     """The timestamp format of the rollout tags and decisions (UTC, milliseconds)."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,14 +48,14 @@ class RolloutState:
 
     name: str
     status: str = NONE
-    challenger: Optional[int] = None
-    champion: Optional[int] = None
+    challenger: int | None = None
+    champion: int | None = None
     share: float = 0.0
     step: int = 0
     plan: tuple[float, ...] = DEFAULT_PLAN
-    started_at: Optional[str] = None
-    step_started_at: Optional[str] = None
-    last_decision: Optional[dict[str, Any]] = None
+    started_at: str | None = None
+    step_started_at: str | None = None
+    last_decision: dict[str, Any] | None = None
 
     @property
     def active(self) -> bool:
@@ -62,7 +63,7 @@ class RolloutState:
         return self.status == ACTIVE and self.challenger is not None
 
     @property
-    def window(self) -> Optional[str]:
+    def window(self) -> str | None:
         """Identity of the current step's stats period; the service resets its live stats when it changes."""
         if not self.active:
             return None
@@ -84,7 +85,7 @@ class RolloutState:
         return d
 
 
-def _int(v: Any) -> Optional[int]:
+def _int(v: Any) -> int | None:
     try:
         return int(v)
     except (TypeError, ValueError):

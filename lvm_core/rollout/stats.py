@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from lvm_core.rollout.state import RolloutState
 
@@ -17,8 +18,8 @@ class VersionStats:
     version: Any
     requests: int = 0  # predict requests answered by this version (any status)
     errors: int = 0  # of which server-side failures (5xx); bad client input is not the model's fault
-    p99_latency_s: Optional[float] = None
-    cosine_mean: Optional[float] = None  # online cosine from /v1/feedback
+    p99_latency_s: float | None = None
+    cosine_mean: float | None = None  # online cosine from /v1/feedback
     cosine_count: int = 0
 
     @property
@@ -29,7 +30,7 @@ class VersionStats:
         return {**dataclasses.asdict(self), "error_rate": self.error_rate}
 
     @classmethod
-    def from_dict(cls, version: Any, d: Mapping[str, Any]) -> "VersionStats":
+    def from_dict(cls, version: Any, d: Mapping[str, Any]) -> VersionStats:
         return cls(version=version, requests=int(d.get("requests", 0)), errors=int(d.get("errors", 0)),
                    p99_latency_s=d.get("p99_latency_s"), cosine_mean=d.get("cosine_mean"),
                    cosine_count=int(d.get("cosine_count", 0)))
@@ -46,7 +47,7 @@ def merge_stats(version: Any, parts: Sequence[VersionStats]) -> VersionStats:
 
 
 def read_service_stats(
-    urls: Sequence[str], state: RolloutState, token: Optional[str] = None, timeout: float = 10.0
+    urls: Sequence[str], state: RolloutState, token: str | None = None, timeout: float = 10.0
 ) -> tuple[VersionStats, VersionStats, list[dict[str, Any]]]:
     """(champion, challenger, per-replica notes) merged from each service's `GET /v1/rollout/stats`.
 

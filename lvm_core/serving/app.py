@@ -14,9 +14,10 @@ shared per-app state (`service`), middleware (`middleware`) and the routers (`ro
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -37,7 +38,7 @@ from lvm_core.serving.window import ContextWindow
 def _follow_holder(holder: ModelHolder, metrics: ServeMetrics, live: LiveStats) -> None:
     """Keep metrics and live stats in step with what the holder serves (swaps, rollout changes, load errors)."""
 
-    def on_swap(old: Optional[Served], new: Served) -> None:
+    def on_swap(old: Served | None, new: Served) -> None:
         metrics.on_swap(old, new)
         metrics.sync(holder)
 
@@ -69,11 +70,11 @@ def _make_service(holder: ModelHolder, settings: ServeSettings) -> Service:
 
 def create_app(
     model_ref: str = DEFAULT_MODEL_REF,
-    data_dir: Optional[Path | str] = None,
+    data_dir: Path | str | None = None,
     *,
-    settings: Optional[ServeSettings] = None,
+    settings: ServeSettings | None = None,
     refresh_s: float = DEFAULT_REFRESH_S,
-    holder: Optional[ModelHolder] = None,
+    holder: ModelHolder | None = None,
 ) -> FastAPI:
     """The service app. Without `holder`, one is made for `model_ref`/`data_dir`; on startup the model is
     loaded in the background (`/readyz` answers 503 until it is) and its alias is re-read every `refresh_s`
@@ -84,7 +85,7 @@ def create_app(
     svc = _make_service(holder, settings)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc.holder.start()
         if svc.window is not None:
             svc.window.start()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import collections
 import threading
 import uuid
-from typing import Optional
 
 import numpy as np
 
@@ -32,7 +31,7 @@ class FeedbackStore:
                 self._items.popitem(last=False)
         return ids
 
-    def take(self, pid: str, dim: int) -> tuple[str, Optional[tuple[str, np.ndarray]]]:
+    def take(self, pid: str, dim: int) -> tuple[str, tuple[str, np.ndarray] | None]:
         """('ok', item) and forget the id; ('unknown', None); ('dim', item) when the dims differ (id kept)."""
         with self._lock:
             item = self._items.get(pid)

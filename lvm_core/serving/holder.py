@@ -17,11 +17,12 @@ import dataclasses
 import datetime as _dt
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
-from lvm_core.rollout.state import RolloutState, read_state
 from lvm_core.rollout.routing import bucket, routing_salt
+from lvm_core.rollout.state import RolloutState, read_state
 from lvm_core.tracking.references import load_registered_model, parse_reference, resolve_version
 from lvm_core.tracking.setup import configure_tracking
 from lvm_core.tracking.tags import ALIAS_CHAMPION
@@ -33,7 +34,7 @@ DEFAULT_REFRESH_S = 10.0
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Served:
 
     model: Any  # lvm_core.tracking.LoadedModel
     ref: str  # what the service was asked to serve (e.g. models:/lvm-amn@champion)
-    alias: Optional[str]  # the alias followed, None for a fixed version or a local folder
+    alias: str | None  # the alias followed, None for a fixed version or a local folder
     loaded_at: str
 
     @property
@@ -79,14 +80,14 @@ class ModelHolder:
     def __init__(
         self,
         model_ref: str = DEFAULT_MODEL_REF,
-        data_dir: Optional[Path | str] = None,
+        data_dir: Path | str | None = None,
         *,
         refresh_s: float = DEFAULT_REFRESH_S,
         device: str = "cpu",
         loader: Callable[..., Any] = load_registered_model,
-        on_swap: Optional[Callable[[Optional[Served], Served], None]] = None,
-        on_load_error: Optional[Callable[[BaseException], None]] = None,
-        on_rollout: Optional[Callable[[Optional[RolloutState]], None]] = None,
+        on_swap: Callable[[Served | None, Served], None] | None = None,
+        on_load_error: Callable[[BaseException], None] | None = None,
+        on_rollout: Callable[[RolloutState | None], None] | None = None,
     ):
         self.model_ref = str(model_ref)
         self.data_dir = Path(data_dir) if data_dir is not None else None
@@ -96,14 +97,14 @@ class ModelHolder:
         self._on_swap = on_swap
         self._on_load_error = on_load_error
         self._on_rollout = on_rollout
-        self._current: Optional[Served] = None
-        self._challenger: Optional[Served] = None  # loaded while a rollout of the followed model is active
-        self._rollout: Optional[RolloutState] = None
+        self._current: Served | None = None
+        self._challenger: Served | None = None  # loaded while a rollout of the followed model is active
+        self._rollout: RolloutState | None = None
         self._swap_lock = threading.Lock()  # one load/swap at a time
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-        self.last_check_at: Optional[str] = None
-        self.last_error: Optional[str] = None
+        self._thread: threading.Thread | None = None
+        self.last_check_at: str | None = None
+        self.last_error: str | None = None
         self.swaps = 0
         self._tracking_ready = False
         self._name, self._alias = self._parse(self.model_ref)
@@ -111,17 +112,17 @@ class ModelHolder:
     # --- what is served ---------------------------------------------------------------------------
 
     @property
-    def current(self) -> Optional[Served]:
+    def current(self) -> Served | None:
         """The snapshot to answer with (read it once per request); None until the first load."""
         return self._current
 
     @property
-    def challenger(self) -> Optional[Served]:
+    def challenger(self) -> Served | None:
         """The challenger of the active rollout, None when there is none (or it is not loaded yet)."""
         return self._challenger
 
     @property
-    def rollout_state(self) -> Optional[RolloutState]:
+    def rollout_state(self) -> RolloutState | None:
         """The rollout state read on the last refresh (None when not following the champion alias)."""
         return self._rollout
 
@@ -132,7 +133,7 @@ class ModelHolder:
             return 0.0
         return st.share
 
-    def route(self, client_key: Optional[str]) -> Optional[Served]:
+    def route(self, client_key: str | None) -> Served | None:
         """The snapshot that answers this client: the challenger for keys inside its share, else the champion."""
         champion = self._current
         st, ch = self._rollout, self._challenger
@@ -161,7 +162,7 @@ class ModelHolder:
         return self._alias is not None
 
     @staticmethod
-    def _parse(ref: str) -> tuple[Optional[str], Optional[str]]:
+    def _parse(ref: str) -> tuple[str | None, str | None]:
         """(registered name, alias) for an alias reference; (name, None) for a fixed version; (None, None) for a folder."""
         local = Path(ref[len("file://"):] if ref.startswith("file://") else ref)
         if not ref.startswith("models:/") and local.exists():
@@ -176,7 +177,7 @@ class ModelHolder:
             configure_tracking(self.data_dir)
         self._tracking_ready = True
 
-    def _install(self, loaded: Any, alias: Optional[str]) -> Served:
+    def _install(self, loaded: Any, alias: str | None) -> Served:
         new = Served(model=loaded, ref=self.model_ref, alias=alias, loaded_at=_now())
         old = self._current
         self._current = new  # the atomic swap: requests that already read `current` keep the old snapshot
@@ -186,7 +187,7 @@ class ModelHolder:
             self._on_swap(old, new)
         return new
 
-    def _target_version(self) -> Optional[int]:
+    def _target_version(self) -> int | None:
         """The version the followed alias points at now (None when not following an alias)."""
         if self._alias is None or self._name is None:
             return None
@@ -210,7 +211,7 @@ class ModelHolder:
             served = self._install(loaded, self._alias)
             try:
                 self._refresh_rollout()
-            except Exception as exc:  # the champion serves; the challenger is retried on the next refresh
+            except Exception as exc:  # noqa: BLE001 - the champion serves; the challenger is retried on the next refresh
                 self._record_error(exc)
             return served
 
@@ -239,7 +240,7 @@ class ModelHolder:
                     self._install(loaded, self._alias)
                     swapped = True
                 self._refresh_rollout()
-            except Exception as exc:  # keep serving what is loaded
+            except Exception as exc:  # noqa: BLE001 - keep serving what is loaded
                 self._record_error(exc)
                 return swapped
             self.last_error = None
@@ -286,7 +287,7 @@ class ModelHolder:
         while not self._stop.is_set():
             try:
                 self.refresh()
-            except Exception:  # the first load failed (recorded in last_error); retried on the next tick
+            except Exception:  # noqa: BLE001 - the first load failed (in last_error); retried on the next tick
                 _log.warning("model %s not loaded: %s; retrying", self.model_ref, self.last_error)
             wait = self.refresh_s if self._current is not None else min(self.refresh_s, 2.0)
             if not self.follows_alias and self._current is not None:

@@ -7,17 +7,18 @@ client gets as `detail`.
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import orjson
 from fastapi import Request
 
+from lvm_core.contracts.errors import UserError
 from lvm_core.io.vectors import row_norms
 from lvm_core.serving.settings import CLIENT_KEY_HEADER, ServeSettings
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """Bad client input: answered with `status` and the message."""
 
     def __init__(self, message: str, status: int = 422):
@@ -130,7 +131,7 @@ def validate_feedback(payload: Any, settings: ServeSettings) -> tuple[str, np.nd
     return pid, target
 
 
-def client_key(request: Request, payload: Any) -> Optional[str]:
+def client_key(request: Request, payload: Any) -> str | None:
     """`X-Client-Key` header, else the body's `client_key` (a string); None routes at random."""
     key = request.headers.get(CLIENT_KEY_HEADER)
     if key:

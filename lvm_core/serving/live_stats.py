@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import datetime as _dt
 import threading
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -37,19 +37,19 @@ class LiveStats:
     def __init__(self, max_latencies: int = 50_000):
         self.max_latencies = int(max_latencies)
         self._lock = threading.Lock()
-        self._window: Optional[str] = None
+        self._window: str | None = None
         self._since = self._now()
         self._versions: dict[str, _Version] = {}
 
     @staticmethod
     def _now() -> str:
-        return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+        return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
 
     @property
-    def window(self) -> Optional[str]:
+    def window(self) -> str | None:
         return self._window
 
-    def reset(self, window: Optional[str]) -> None:
+    def reset(self, window: str | None) -> None:
         """Start a new window (a new rollout step, or none)."""
         with self._lock:
             self._window = window
@@ -62,7 +62,7 @@ class LiveStats:
             v = self._versions[version] = _Version(self.max_latencies)
         return v
 
-    def record_request(self, version: str, latency_s: float, status: int, kind: Optional[str] = None) -> None:
+    def record_request(self, version: str, latency_s: float, status: int, kind: str | None = None) -> None:
         """One predict request answered by `version`; a 5xx counts as an error of the version."""
         with self._lock:
             v = self._get(version)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, Summary
 
 from lvm_core.serving.holder import ModelHolder, Served
@@ -36,7 +34,7 @@ class ServeMetrics:
         self.load_failures = Counter("lvm_serve_model_load_failures", "Failed alias lookups or model loads", registry=r)
         ProcessCollector(registry=r)
 
-    def on_swap(self, old: Optional[Served], new: Served) -> None:
+    def on_swap(self, old: Served | None, new: Served) -> None:
         self.swaps.inc()
 
     def sync(self, holder: ModelHolder) -> None:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
+from lvm_core.contracts.errors import LvmError
 from lvm_core.serving.holder import ModelHolder
 from lvm_core.serving.live_stats import LiveStats
 from lvm_core.serving.metrics import ServeMetrics
@@ -28,7 +29,7 @@ class BodyLimit:
         self.app = app
         self.limit = limit
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -49,14 +50,14 @@ class BodyLimit:
                 return
         seen = 0
 
-        async def limited_receive() -> dict:
+        async def limited_receive() -> dict[str, Any]:
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
                     raise _BodyTooLarge()
-            return message
+            return cast(dict[str, Any], message)
 
         try:
             await self.app(scope, limited_receive, send)
@@ -71,7 +72,7 @@ class BodyLimit:
             if message["type"] != "http.request" or not message.get("more_body", False):
                 return
 
-    async def _reject(self, scope: dict, send: Any, status: int, message: str) -> None:
+    async def _reject(self, scope: dict[str, Any], send: Any, status: int, message: str) -> None:
         scope.setdefault("state", {})["lvm_error"] = "validation"
         body = json.dumps({"error": "validation", "detail": message}).encode()
         await send({"type": "http.response.start", "status": status,
@@ -80,7 +81,7 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-class _BodyTooLarge(Exception):
+class _BodyTooLarge(LvmError):
     pass
 
 
@@ -93,7 +94,7 @@ class Observe:
         self.holder = holder
         self.live = live
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -101,7 +102,7 @@ class Observe:
         start = time.perf_counter()
         status = {"code": 500}
 
-        async def send_wrapper(message: dict) -> None:
+        async def send_wrapper(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
             await send(message)
@@ -111,7 +112,7 @@ class Observe:
         finally:
             self._record(scope.get("path", ""), state, status["code"], time.perf_counter() - start)
 
-    def _record(self, path: str, state: dict, code: int, elapsed: float) -> None:
+    def _record(self, path: str, state: dict[str, Any], code: int, elapsed: float) -> None:
         endpoint = path if path in ENDPOINTS else "other"
         version = state.get("lvm_version")
         if version is None:

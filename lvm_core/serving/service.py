@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, cast
 
 import numpy as np
 import orjson
@@ -49,7 +49,7 @@ class Service:
     live: LiveStats
     feedback: FeedbackStore
     texts: TextSearch
-    window: Optional[ContextWindow]
+    window: ContextWindow | None
 
     def authorized(self, request: Request) -> bool:
         if not self.token:
@@ -62,7 +62,7 @@ class Service:
     def unauthorized(request: Request) -> JSONResponse:
         return error(request, 401, "auth", "missing or wrong token: send 'Authorization: Bearer <token>'")
 
-    async def routed(self, request: Request) -> tuple[Any, Optional[Served], Optional[Response]]:
+    async def routed(self, request: Request) -> tuple[Any, Served | None, Response | None]:
         """(payload, the model version that answers it, None), or (None, None, the 4xx/503 to send)."""
         if not self.authorized(request):
             return None, None, self.unauthorized(request)
@@ -75,6 +75,8 @@ class Service:
         except InputError as exc:
             return None, None, error(request, exc.status, "validation", str(exc))
         served = holder.route(key)  # read once: a swap during this request does not affect it
+        if served is None:  # not reached: a loaded model is swapped, never unloaded
+            return None, None, error(request, 503, "unavailable", holder.last_error or "model not loaded yet")
         request.state.lvm_version = served.version_label
         return payload, served, None
 
@@ -89,12 +91,12 @@ class Service:
         self.metrics.contexts.labels(served.version_label).inc(len(pred))
         if self.window is not None:
             self.window.add(x)
-        return pred
+        return cast(np.ndarray, pred)
 
 
 async def get_service(request: Request) -> Service:
     """The app's `Service` (async: a sync dependency would cost a worker-thread hop per request)."""
-    return request.app.state.service
+    return cast(Service, request.app.state.service)
 
 
 ServiceDep = Annotated[Service, Depends(get_service)]

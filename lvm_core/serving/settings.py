@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional
 
 TOKEN_ENV = "LVM_SERVE_TOKEN"
 CLIENT_KEY_HEADER = "X-Client-Key"
@@ -16,9 +15,9 @@ class ServeSettings:
     max_body_bytes: int = 8 * 1024 * 1024  # checked on Content-Length before reading, and while reading
     unit_norm_tol: float = 1e-3
     feedback_capacity: int = 100_000  # predictions kept for feedback (memory ≈ capacity × D × 4 bytes)
-    token: Optional[str] = None  # None: read LVM_SERVE_TOKEN; "" : no token
+    token: str | None = None  # None: read LVM_SERVE_TOKEN; "" : no token
     max_text_chars: int = 10_000  # per context text of /v1/predict/text
     max_k: int = 50  # neighbours per /v1/predict/text answer
-    contexts_path: Optional[Path] = None  # where the received-context window goes for the drift monitor
+    contexts_path: Path | None = None  # where the received-context window goes for the drift monitor
     contexts_window: int = 5000  # contexts kept in that window
     contexts_flush_s: float = 30.0  # seconds between rewrites of the window file

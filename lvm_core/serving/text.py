@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from lvm_core.tracking.references import training_dataset
-from lvm_core.data.chunking import text_hash
+from lvm_core.contracts.errors import LvmError
 from lvm_core.contracts.layout import DatasetPaths
+from lvm_core.data.chunking import text_hash
 from lvm_core.data.embedding.encoder import load_encoder
 from lvm_core.data.retrieval.bank import ChunkBank
+from lvm_core.tracking.references import training_dataset
 
 
-class TextUnavailable(RuntimeError):
+class TextUnavailable(LvmError, RuntimeError):
     """Texts cannot be served for this model (encoder or dataset missing or of another fingerprint)."""
 
     def __init__(self, message: str, status: int = 503):
@@ -45,16 +47,18 @@ class TextIndex:
     def neighbours(self, predictions: np.ndarray, k: int, context_texts: Sequence[str]) -> list[list[dict[str, Any]]]:
         """The k bank chunks nearest each prediction, leaving out chunks with the context's own texts."""
         hashes = {text_hash(t, self.casefold) for t in context_texts}
-        own = np.flatnonzero(np.isin(self.bank.text_hash, list(hashes))) if self.bank.text_hash is not None else []
+        own: np.ndarray | list[int] = np.flatnonzero(np.isin(self.bank.text_hash, list(hashes))) if self.bank.text_hash is not None else []
         own_rows = np.asarray(own, dtype=np.int64)
         scores, rows = self.bank.search(predictions, k, exclude_rows=[own_rows] * len(predictions))
+        article_ids = self.bank.article_ids
+        assert article_ids is not None  # the text bank is built with the chunks' article ids
         out = []
         for srow, rrow in zip(scores, rows):
             hits = []
             for score, row in zip(srow, rrow):
                 if row < 0:
                     continue
-                aid = int(self.bank.article_ids[row])
+                aid = int(article_ids[row])
                 hits.append({"text": self.texts[row], "title": self.titles.get(aid), "article_id": aid,
                              "chunk_index": int(self.chunk_index[row]), "row": int(row), "score": float(score)})
             out.append(hits)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -34,12 +33,12 @@ class ContextWindow:
         self.capacity = int(capacity)
         self.flush_s = float(flush_s)
         self._lock = threading.Lock()
-        self._buf: Optional[np.ndarray] = None  # (capacity, ctx, D) float32
+        self._buf: np.ndarray | None = None  # (capacity, ctx, D) float32
         self._next = 0  # where the next context goes
         self._size = 0
         self._dirty = False
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
     def add(self, contexts: np.ndarray) -> None:
         """Remember (n, ctx, D) contexts; a new shape (another model answering) starts a new window."""

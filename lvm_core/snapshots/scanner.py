@@ -19,12 +19,12 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from lvm_core.data.ingest.base import IngestError
-from lvm_core.data.ingest.sources import dated_snapshot_id, snapshot_id_for, snapshot_id_prefix
 from lvm_core.data.ingest.download import SnapshotSourceError
+from lvm_core.data.ingest.sources import dated_snapshot_id, snapshot_id_for, snapshot_id_prefix
 from lvm_core.snapshots.snapshot import (
+    ARTICLES_JOBS,
     DATE_FOLDER,
     DUMPSTATUS_FILE,
-    ARTICLES_JOBS,
     ScanResult,
     SkippedEntry,
     Snapshot,
@@ -169,7 +169,9 @@ class _Scanner:
             seen.append(f"{job_name}: {job_status}")
             if job_status != "done":
                 continue
-            files = job.get("files") if isinstance(job.get("files"), dict) else {}
+            files = job.get("files")
+            if not isinstance(files, dict):
+                files = {}
             chosen = pick_job_file(list(files))
             if chosen is None:
                 continue
@@ -250,9 +252,9 @@ def _modified_date(entry: Mapping[str, Any]) -> dt.date | None:
         if value is None:
             continue
         if isinstance(value, dt.datetime):
-            return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc).date()
+            return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).astimezone(dt.UTC).date()
         if isinstance(value, (int, float)):
-            return dt.datetime.fromtimestamp(float(value), tz=dt.timezone.utc).date()
+            return dt.datetime.fromtimestamp(float(value), tz=dt.UTC).date()
         try:
             return dt.datetime.fromisoformat(str(value)).date()
         except ValueError:

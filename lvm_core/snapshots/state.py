@@ -14,12 +14,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lvm_core.contracts.layout import datasets_root, default_data_dir, WATCH_STATE_FILE, READY_MARKER
+from lvm_core.contracts.errors import UserError
+from lvm_core.contracts.layout import READY_MARKER, WATCH_STATE_FILE, datasets_root, default_data_dir
 from lvm_core.io.storage import read_json, write_json
 from lvm_core.snapshots.snapshot import Snapshot, date_of_id, short_error, wiki_of
 
 
-class WatchStateError(ValueError):
+class WatchStateError(UserError, ValueError):
     """`watch_state.json` exists but is not a state file this module wrote."""
 
 
@@ -119,7 +120,7 @@ class BuiltSnapshots:
             snapshot_id=snapshot.snapshot_id,
             date=snapshot.date.isoformat(),
             path=snapshot.path,
-            triggered_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            triggered_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             flow_run_id=flow_run_id,
             deployment=deployment,
         )

@@ -1,7 +1,7 @@
 """Training curves as one PNG: loss, validation cosine (with the baselines as lines) and learning rate per epoch.
 
-Why a module of its own: the figure is logged with every training run (`plots/training_curves.png`) and
-is the only matplotlib code of the tracking layer; drawing stays apart from talking to MLflow.
+The figure is logged with every training run (`plots/training_curves.png`) and is the only matplotlib code
+of the tracking layer, so drawing stays apart from talking to MLflow.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Runs left RUNNING by a process that died: ended KILLED, and the versions they registered marked incomplete.
 
-Why a module of its own: a killed training process cannot end its own MLflow run; the next run started on
-this host proves the owner dead (its pid is gone or reused) and cleans up after it, so a half-trained
-version is never promoted or rolled out.
+A killed training process cannot end its own MLflow run: the next run started on this host proves the owner
+dead (its pid is gone or reused) and cleans up after it, so a half-trained version is never promoted or
+rolled out.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 import math
 
 from lvm_core.runtime.liveness import Owner
-from lvm_core.tracking.setup import client as _client
+from lvm_core.tracking.setup import mlflow_client
 from lvm_core.tracking.tags import (
     ALIAS_CHALLENGER,
     MAX_TAG_VALUE,
@@ -28,7 +28,7 @@ def reap_dead_runs(experiment_id: str) -> list[str]:
     Only a process on this host can be proven dead (its pid is gone or reused); runs of other hosts are
     left alone. Returns one line per run reaped.
     """
-    client = _client()
+    client = mlflow_client()
     done: list[str] = []
     for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000):
         try:

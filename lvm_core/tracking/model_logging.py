@@ -1,8 +1,8 @@
 """Logging a trained model into a run as an MLflow pyfunc model (from code) and registering it as `challenger`.
 
-Why a module of its own: the registered form of a model is a contract with every later reader (the
-platform's loader, `mlflow models serve`, older and newer releases): a folder of plain files inside a
-"models from code" pyfunc model with a tensor signature and pinned requirements, never a pickle.
+The registered form of a model is a contract with every later reader (the platform's loader, `mlflow models
+serve`, older and newer releases): a folder of plain files inside a "models from code" pyfunc model with a
+tensor signature and pinned requirements, never a pickle.
 """
 
 from __future__ import annotations
@@ -13,27 +13,24 @@ import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import mlflow
 import numpy as np
 from mlflow.exceptions import MlflowException
 
 from lvm_core.contracts.errors import RegistryError
+from lvm_core.contracts.gates import failed_gates, gate_outcomes
 from lvm_core.data.embedding.fingerprint import EncoderFingerprint
 from lvm_core.models.loader import PYFUNC_ARTIFACT_KEY, config_dict, save_model_dir
 from lvm_core.runtime.faults import crash_point
-from lvm_core.tracking.gate_outcomes import failed_gates, gate_outcomes
-from lvm_core.tracking.setup import client as _client
-from lvm_core.tracking.setup import is_not_found
+from lvm_core.tracking.gate_outcomes import gate_outcome_tags
+from lvm_core.tracking.setup import is_not_found, mlflow_client
 from lvm_core.tracking.tags import (
     ALIAS_CHALLENGER,
     RUN_TAGS_COPIED_TO_VERSION,
     TAG_ARCH,
     TAG_ENCODER,
-    TAG_FAILED_GATES,
-    TAG_GATE_RESULTS,
-    TAG_GATES_PASSED,
     fingerprint_tags,
     tag_value,
 )
@@ -116,7 +113,7 @@ def log_and_register_model(
     config = config_dict(model_config)
     ctx, dim = _signature_shape(config, fingerprint, signature_ctx, signature_dim)
     run_id = _run_id(run_id)
-    client = _client()
+    client = mlflow_client()
     run = client.get_run(run_id)
     version_tags = _version_tags(config, fingerprint, run.data.tags, gate_report, tags)
     info = _log_pyfunc_model(model, config, fingerprint, run, baselines_dir, ctx, dim)
@@ -157,7 +154,7 @@ def _run_id(run_id: str | None) -> str:
     active = mlflow.active_run()
     if active is None:
         raise RegistryError("log_and_register_model needs run_id or an active MLflow run (TrainingRun)")
-    return active.info.run_id
+    return cast(str, active.info.run_id)
 
 
 def _version_tags(config: dict[str, Any], fingerprint: EncoderFingerprint, run_tags: Mapping[str, str],
@@ -169,11 +166,7 @@ def _version_tags(config: dict[str, Any], fingerprint: EncoderFingerprint, run_t
             version_tags[key] = run_tags[key]
     if gate_report is not None:
         outcomes = gate_outcomes(gate_report)
-        failed = failed_gates(outcomes)
-        version_tags[TAG_GATES_PASSED] = str(not failed).lower()
-        version_tags[TAG_GATE_RESULTS] = tag_value({k: v["passed"] for k, v in outcomes.items()})
-        if failed:
-            version_tags[TAG_FAILED_GATES] = ",".join(failed)
+        version_tags.update(gate_outcome_tags(outcomes, failed_gates(outcomes)))
     for k, v in (tags or {}).items():
         version_tags[str(k)] = tag_value(v)
     return version_tags
@@ -193,7 +186,7 @@ def _log_pyfunc_model(model: Any, config: dict[str, Any], fingerprint: EncoderFi
             "arch": str(config["arch"]),
             "encoder_fingerprint": fingerprint.id,
         }
-        if mlflow.active_run() is None or mlflow.active_run().info.run_id != run_id:
+        if (active := mlflow.active_run()) is None or active.info.run_id != run_id:
             # the logged model's experiment is resolved from the active experiment when no run is active
             mlflow.set_experiment(experiment_id=run.info.experiment_id)
         with warnings.catch_warnings():
@@ -215,7 +208,7 @@ def _log_pyfunc_model(model: Any, config: dict[str, Any], fingerprint: EncoderFi
 
 def _ensure_registered_model(registered_name: str, description: str | None) -> None:
     """Create the registered model on its first version (tolerating another process creating it too)."""
-    client = _client()
+    client = mlflow_client()
     try:
         client.get_registered_model(registered_name)
     except MlflowException as exc:

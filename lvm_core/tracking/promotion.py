@@ -1,6 +1,6 @@
 """Promotion, recorded gate outcomes and rollback: how `champion` moves along a registered model's versions.
 
-Why a module of its own: the life cycle rules live here and nowhere else. `champion` moves only when
+The life cycle rules live here and nowhere else. `champion` moves only when
 every gate passed (or when forced, which is recorded); a failed or incomplete version keeps `challenger`
 and its failed gates as tags; every move is recorded (`previous_champion`, `champion_history`) so that
 `rollback` can restore the previous champion.
@@ -18,24 +18,22 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 
 from lvm_core.contracts.errors import RegistryError
+from lvm_core.contracts.gates import failed_gates, gate_outcomes
 from lvm_core.runtime.faults import crash_point
-from lvm_core.tracking.gate_outcomes import failed_gates, gate_outcomes, recorded_gate_outcomes
+from lvm_core.tracking.gate_outcomes import gate_outcome_tags, recorded_gate_outcomes
 from lvm_core.tracking.references import current_champion, require_registered_model, resolve_version, version_numbers
-from lvm_core.tracking.setup import client as _client
+from lvm_core.tracking.setup import mlflow_client
 from lvm_core.tracking.tags import (
     ALIAS_CHALLENGER,
     ALIAS_CHAMPION,
     TAG_CHAMPION_HISTORY,
     TAG_FAILED_GATES,
     TAG_FORCED,
-    TAG_GATE_RESULTS,
-    TAG_GATES_PASSED,
     TAG_INCOMPLETE,
     TAG_LAST_ROLLBACK,
     TAG_PREVIOUS_CHAMPION,
     TAG_PROMOTED_AT,
     TAG_ROLLED_BACK_AT,
-    tag_value,
 )
 
 _log = logging.getLogger(__name__)
@@ -68,7 +66,7 @@ class PromotionResult:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def _history(rm: Any) -> list[int]:
@@ -84,18 +82,16 @@ def _history(rm: Any) -> list[int]:
 
 
 def _save_history(name: str, history: list[int]) -> None:
-    _client().set_registered_model_tag(name, TAG_CHAMPION_HISTORY, json.dumps(history[-_MAX_HISTORY:]))
+    mlflow_client().set_registered_model_tag(name, TAG_CHAMPION_HISTORY, json.dumps(history[-_MAX_HISTORY:]))
 
 
 def _write_gate_tags(mv: Any, outcomes: Mapping[str, Mapping[str, Any]], failed: Sequence[str]) -> None:
     """The latest gate outcomes on a version, read back by `recorded_gate_outcomes` (promotion, rollout)."""
-    client = _client()
+    client = mlflow_client()
     name, vstr = mv.name, str(mv.version)
-    client.set_model_version_tag(name, vstr, TAG_GATES_PASSED, str(not failed).lower())
-    client.set_model_version_tag(name, vstr, TAG_GATE_RESULTS, tag_value({k: v["passed"] for k, v in outcomes.items()}))
-    if failed:
-        client.set_model_version_tag(name, vstr, TAG_FAILED_GATES, ",".join(failed))
-    elif TAG_FAILED_GATES in (mv.tags or {}):
+    for key, value in gate_outcome_tags(outcomes, failed).items():
+        client.set_model_version_tag(name, vstr, key, value)
+    if not failed and TAG_FAILED_GATES in (mv.tags or {}):
         client.delete_model_version_tag(name, vstr, TAG_FAILED_GATES)
 
 
@@ -159,7 +155,7 @@ def _reject(mv: Any, outcomes: Mapping[str, Mapping[str, Any]], failed: list[str
     name, version = mv.name, int(mv.version)
     _write_gate_tags(mv, outcomes, failed)
     if current != version:
-        _client().set_registered_model_alias(name, ALIAS_CHALLENGER, str(version))
+        mlflow_client().set_registered_model_alias(name, ALIAS_CHALLENGER, str(version))
     return PromotionResult(
         name=name, version=version, action="rejected", promoted=False, champion=current,
         failed_gates=tuple(failed),
@@ -170,7 +166,7 @@ def _reject(mv: Any, outcomes: Mapping[str, Mapping[str, Any]], failed: list[str
 
 def _move_champion(name: str, version: int, current: int | None, failed: list[str], force: bool) -> None:
     """`champion` to `version`, the displaced one recorded in the history and on the version."""
-    client = _client()
+    client = mlflow_client()
     vstr = str(version)
     rm = require_registered_model(name)
     history = _history(rm)
@@ -190,7 +186,7 @@ def _move_champion(name: str, version: int, current: int | None, failed: list[st
 
 def rollback(name: str) -> PromotionResult:
     """Move `champion` back to the previous champion recorded by `promote`; records the rollback."""
-    client = _client()
+    client = mlflow_client()
     rm = require_registered_model(name)
     current = current_champion(name)
     if current is None:

@@ -1,8 +1,8 @@
 """Finding registered models: parse a reference, resolve a version or alias, load it, list versions.
 
-Why a module of its own: the CLI, evaluation, comparison, rollout and the service all name models the same
-ways (`models:/name/3`, `models:/name@alias`, a bare name for its champion, a local folder); one resolver
-gives them the same answers and the same "not found" messages.
+The CLI, evaluation, comparison, rollout and the service all name models the same ways (`models:/name/3`,
+`models:/name@alias`, a bare name for its champion, a local folder); this one resolver gives them the same
+answers and the same "not found" messages.
 """
 
 from __future__ import annotations
@@ -19,14 +19,13 @@ from mlflow.exceptions import MlflowException
 from lvm_core.contracts.errors import DataContractError, ModelNotFoundError
 from lvm_core.data.embedding.fingerprint import EncoderFingerprint
 from lvm_core.models.loader import LoadedModel, load_model_dir
-from lvm_core.tracking.setup import client as _client
-from lvm_core.tracking.setup import is_not_found
+from lvm_core.tracking.setup import is_not_found, mlflow_client
 from lvm_core.tracking.tags import ALIAS_CHAMPION, TAG_DATASET_DIR, TAG_ENCODER, TAG_SPLIT_HASH
 
 
 def require_registered_model(name: str) -> Any:
     try:
-        return _client().get_registered_model(name)
+        return mlflow_client().get_registered_model(name)
     except MlflowException as exc:
         if is_not_found(exc):
             raise ModelNotFoundError(
@@ -37,13 +36,13 @@ def require_registered_model(name: str) -> Any:
 
 def version_numbers(name: str) -> list[int]:
     esc = name.replace("'", "\\'")
-    return sorted(int(mv.version) for mv in _client().search_model_versions(f"name='{esc}'"))
+    return sorted(int(mv.version) for mv in mlflow_client().search_model_versions(f"name='{esc}'"))
 
 
 def resolve_version(name: str, ref: str | int) -> Any:
     """A ModelVersion for a version number, 'latest' or an alias; ModelNotFoundError otherwise."""
     rm = require_registered_model(name)
-    client = _client()
+    client = mlflow_client()
     ref = str(ref)
     if ref.isdigit():
         try:
@@ -143,7 +142,7 @@ def training_dataset(model: LoadedModel) -> tuple[str | None, str | None]:
     """
     run_tags: dict[str, str] = {}
     if model.run_id:
-        run_tags = dict(_client().get_run(model.run_id).data.tags)
+        run_tags = dict(mlflow_client().get_run(model.run_id).data.tags)
     split_hash = (model.tags or {}).get(TAG_SPLIT_HASH) or run_tags.get(TAG_SPLIT_HASH)
     return run_tags.get(TAG_DATASET_DIR) or None, split_hash or None
 
@@ -159,12 +158,12 @@ def current_champion(name: str) -> int | None:
 def list_versions(name: str, metric_keys: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """One row per version, newest first: version, aliases, status, created, run id, tags, run metrics."""
     rm = require_registered_model(name)
-    client = _client()
+    client = mlflow_client()
     by_version: dict[int, list[str]] = {}
     for alias, v in (rm.aliases or {}).items():
         by_version.setdefault(int(v), []).append(alias)
     esc = name.replace("'", "\\'")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for mv in client.search_model_versions(f"name='{esc}'"):
         metrics: dict[str, float] = {}
         if mv.run_id:
@@ -174,7 +173,7 @@ def list_versions(name: str, metric_keys: Sequence[str] | None = None) -> list[d
                 metrics = {}
         if metric_keys is not None:
             metrics = {k: metrics[k] for k in metric_keys if k in metrics}
-        created = _dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, _dt.timezone.utc).isoformat(timespec="seconds")
+        created = _dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, _dt.UTC).isoformat(timespec="seconds")
         rows.append(
             {
                 "version": int(mv.version),

@@ -1,8 +1,8 @@
 """`TrainingRun`: one MLflow run of a flow (training or evaluation) and everything it records.
 
-Why a module of its own: a run records parameters, per-epoch metrics, the dataset manifest (as an MLflow
-dataset input with the manifest's digest), gate results, plots, the model card and the registered model,
-and must end FAILED (with the reason) or KILLED whatever stops the flow; that life cycle lives in one class.
+A run records parameters, per-epoch metrics, the dataset manifest (as an MLflow dataset input with the
+manifest's digest), gate results, plots, the model card and the registered model, and ends FAILED (with the
+reason) or KILLED whatever stops the flow; that life cycle lives in the one class.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import mlflow
 import numpy as np
@@ -26,14 +26,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from lvm_core.contracts.errors import DataContractError, RegistryError
+from lvm_core.contracts.gates import failed_gates, gate_outcomes
 from lvm_core.data.embedding.fingerprint import EncoderFingerprint
 from lvm_core.io import storage
 from lvm_core.runtime.liveness import Owner
 from lvm_core.tracking.dead_runs import reap_dead_runs
-from lvm_core.tracking.gate_outcomes import failed_gates, gate_outcomes
 from lvm_core.tracking.model_logging import ModelVersionInfo, log_and_register_model
-from lvm_core.tracking.setup import DEFAULT_EXPERIMENT, configure_tracking, quiet_mlflow
-from lvm_core.tracking.setup import client as _client
+from lvm_core.tracking.setup import DEFAULT_EXPERIMENT, configure_tracking, mlflow_client, quiet_mlflow
 from lvm_core.tracking.tags import (
     MAX_TAG_VALUE,
     TAG_ARCH,
@@ -163,13 +162,13 @@ class TrainingRun:
         if active is not None and active.info.run_id == self._run_id:
             mlflow.end_run(status=status)
         else:
-            _client().set_terminated(self._run_id, status=status)
+            mlflow_client().set_terminated(self._run_id, status=status)
         self._ended = True
 
     def __enter__(self) -> TrainingRun:
         return self.start()
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         if exc_type is None:
             self.end("FAILED" if self._failure else "FINISHED")
             return False
@@ -184,7 +183,7 @@ class TrainingRun:
     def _set_failure(self, reason: str) -> None:
         self._failure = reason
         try:
-            _client().set_tag(self.run_id, TAG_FAILURE, truncate(reason, MAX_TAG_VALUE))
+            mlflow_client().set_tag(self.run_id, TAG_FAILURE, truncate(reason, MAX_TAG_VALUE))
         except MlflowException as exc:  # never hide the original error behind a tracking error
             _log.warning("could not tag run %s as failed: %s", self._run_id, exc)
 
@@ -199,7 +198,7 @@ class TrainingRun:
     # logging
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        client = _client()
+        client = mlflow_client()
         for k, v in tags.items():
             client.set_tag(self.run_id, str(k), tag_value(v))
 
@@ -207,14 +206,14 @@ class TrainingRun:
         """Log a (nested) config as flat params; returns what was logged."""
         flat = flatten_params(params, prefix)
         items = [Param(k, v) for k, v in flat.items()]
-        client = _client()
+        client = mlflow_client()
         for i in range(0, len(items), 100):
             client.log_batch(self.run_id, params=items[i : i + 100])
         return flat
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Log numeric metrics at `step`; a non-numeric value is an error naming its key."""
-        ts = int(_dt.datetime.now(_dt.timezone.utc).timestamp() * 1000)
+        ts = int(_dt.datetime.now(_dt.UTC).timestamp() * 1000)
         items = []
         for key, value in metrics.items():
             if value is None:
@@ -226,7 +225,7 @@ class TrainingRun:
             except (TypeError, ValueError):
                 raise TypeError(f"metric {key!r} must be a number, got {type(value).__name__}: {value!r}") from None
             items.append(Metric(str(key), number, ts, int(step or 0)))
-        client = _client()
+        client = mlflow_client()
         for i in range(0, len(items), 1000):
             client.log_batch(self.run_id, metrics=items[i : i + 1000])
 
@@ -239,7 +238,7 @@ class TrainingRun:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"artifact to log does not exist: {path}")
-        client = _client()
+        client = mlflow_client()
         if path.is_dir():
             client.log_artifacts(self.run_id, str(path), artifact_path)
         else:
@@ -253,7 +252,7 @@ class TrainingRun:
             self.log_artifact(local, _parent(artifact_file))
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        _client().log_text(self.run_id, text, artifact_file)
+        mlflow_client().log_text(self.run_id, text, artifact_file)
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         """Log a matplotlib figure, or an already written image file, as `artifact_file`."""
@@ -266,7 +265,7 @@ class TrainingRun:
                 shutil.copyfile(src, local)
                 self.log_artifact(local, _parent(artifact_file))
         else:
-            _client().log_figure(self.run_id, figure, artifact_file)
+            mlflow_client().log_figure(self.run_id, figure, artifact_file)
 
     def log_model_card(self, markdown: str, artifact_file: str = "model_card.md") -> None:
         self.log_text(markdown, artifact_file)
@@ -296,13 +295,15 @@ class TrainingRun:
             warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways.*")
             source = resolve_dataset_source(str(dataset_dir))
         ds_name = name or str(manifest.get("snapshot_id") or dataset_dir.name)
-        counts = manifest.get("counts") if isinstance(manifest.get("counts"), dict) else {}
+        counts = manifest.get("counts")
+        if not isinstance(counts, dict):
+            counts = {}
         dataset = _ManifestDataset(source, ds_name, digest[:MAX_DATASET_DIGEST], counts)
         tags = [
             InputTag("mlflow.data.context", context),
             InputTag(TAG_DATASET_DIGEST, digest),
         ]
-        client = _client()
+        client = mlflow_client()
         client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags)])
         client.log_artifact(self.run_id, str(manifest_path), "dataset")
         run_tags = {TAG_DATASET_DIGEST: digest, TAG_DATASET_DIR: str(dataset_dir)}

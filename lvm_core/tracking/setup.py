@@ -1,8 +1,8 @@
 """MLflow set-up: quiet and offline before mlflow is imported, the tracking/registry URI and the experiment.
 
-Why a module of its own: every other tracking module talks to MLflow, and each needs it configured the
-same way (telemetry off, no progress bars, artifacts under the data dir), so the environment is applied
-here, once, before the first `import mlflow` of the package.
+Every other tracking module talks to MLflow configured the same way (telemetry off, no progress bars,
+artifacts under the data dir): the environment is applied here, once, before the package's first
+`import mlflow`; `mlflow_client` is a client for the configured URIs.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def quiet_mlflow() -> None:
         from mlflow.telemetry.client import get_telemetry_client, set_telemetry_client
 
         if get_telemetry_client() is not None:
-            set_telemetry_client()  # re-reads MLFLOW_DISABLE_TELEMETRY and drops the client
+            set_telemetry_client()  # type: ignore[no-untyped-call]  # re-reads MLFLOW_DISABLE_TELEMETRY and drops the client
     except ImportError:  # pragma: no cover - telemetry module layout differs between versions
         pass
     if not os.environ.get("MLFLOW_LOGGING_LEVEL"):
@@ -91,7 +91,7 @@ def _experiment_id(client: MlflowClient, experiment: str, local_data_dir: Path |
         return exp.experiment_id
 
 
-def client() -> MlflowClient:
+def mlflow_client() -> MlflowClient:
     """A client for the configured tracking and registry URIs."""
     return MlflowClient()
 

@@ -1,8 +1,8 @@
 """Names and values of what the platform writes on MLflow runs, model versions and registered models.
 
-Why a module of its own: runs, registration, promotion, rollout and the service all read and write these
-tags; one list of names (and one way of turning a value into a tag or param string, within the stores'
-length limits) keeps them agreeing.
+Runs, registration, promotion, rollout and the service all read and write these tags: one list of names,
+and one way of turning a value into a tag or param string within the stores' length limits, keeps them
+agreeing.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lvm_core.data.embedding.fingerprint import EncoderFingerprint
-from lvm_core.io.plain import to_plain as _plain
+from lvm_core.io.plain import to_plain
 
 ALIAS_CHAMPION = "champion"
 ALIAS_CHALLENGER = "challenger"
@@ -51,7 +51,7 @@ def truncate(text: str, limit: int) -> str:
 
 def tag_value(value: Any) -> str:
     """A tag string: JSON for containers, lower-case booleans, cut to the stores' limit."""
-    value = _plain(value)
+    value = to_plain(value)
     if isinstance(value, (dict, list)):
         text = json.dumps(value, sort_keys=True, default=str)
     elif isinstance(value, bool):
@@ -82,5 +82,5 @@ def flatten_params(params: Any, prefix: str = "") -> dict[str, str]:
             text = str(value)
         out[key] = truncate(text, MAX_PARAM_VALUE)
 
-    walk(_plain(params), prefix)
+    walk(to_plain(params), prefix)
     return out

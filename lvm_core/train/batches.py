@@ -1,9 +1,8 @@
 """Training batches gathered from one shared vector tensor by row index.
 
-Why a module of its own: windows are row indices into one `(n_chunks, D)` vector array; `torch.from_numpy`
-is made once and every batch is gathered with `index_select`, so no `(n, ctx, D)` copy ever exists. The
-shuffled order depends only on the seed and the epoch, which is what makes a resumed run reproduce the
-epochs an uninterrupted run would have produced.
+Windows are row indices into one `(n_chunks, D)` vector array: `torch.from_numpy` is made once and every
+batch is gathered with `index_select`, so no `(n, ctx, D)` copy ever exists. The shuffled order depends only
+on the seed and the epoch, so a resumed run reproduces the epochs an uninterrupted run would have produced.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampl
 from lvm_core.data.windows import check_windows
 
 
-class WindowDataset(Dataset):
+class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Windows as row indices into a shared vector tensor; items and batches are gathered on access.
 
     `dataset[i]` gives one `(ctx (N, D), target (D,))`; `dataset[index_tensor]` and `__getitems__` (used by
@@ -65,14 +64,19 @@ def _batch_collate(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tens
     return batch
 
 
-def make_loader(dataset: WindowDataset, batch_size: int, shuffle: bool, seed: int | None = None) -> DataLoader:
+def make_loader(
+    dataset: WindowDataset, batch_size: int, shuffle: bool, seed: int | None = None
+) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
     """Single-process DataLoader over batch gathers; with `shuffle`, the order depends only on `seed`."""
     if shuffle:
         gen = torch.Generator().manual_seed(int(seed or 0))
         sampler: Any = RandomSampler(dataset, generator=gen)
     else:
         sampler = SequentialSampler(dataset)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=_batch_collate, num_workers=0)
+    # collate_fn is typed for a list of items; here it receives __getitems__'s stacked tuple
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, collate_fn=_batch_collate, num_workers=0  # type: ignore[arg-type]
+    )
 
 
 def as_vector_tensor(vectors: np.ndarray) -> torch.Tensor:

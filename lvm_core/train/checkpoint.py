@@ -25,10 +25,16 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from lvm_core.contracts.layout import CHECKPOINT_BEST_DIR, CHECKPOINT_LAST_DIR, CHECKPOINT_META_FILE, CHECKPOINT_STATE_FILE
-from lvm_core.contracts.errors import DataContractError, ModelNotFoundError
+from lvm_core.contracts.errors import DataContractError, ModelNotFoundError, UserError
+from lvm_core.contracts.layout import (
+    CHECKPOINT_BEST_DIR,
+    CHECKPOINT_LAST_DIR,
+    CHECKPOINT_META_FILE,
+    CHECKPOINT_STATE_FILE,
+    models_dir,
+)
 from lvm_core.data.embedding.fingerprint import EncoderFingerprint
-from lvm_core.io.storage import atomic_dir, read_json, write_json
+from lvm_core.io.storage import atomic_dir, json_digest, read_json, write_json
 from lvm_core.models.config import ModelConfig
 from lvm_core.models.loader import (
     CONFIG_FILE,
@@ -46,7 +52,7 @@ READABLE_FORMATS = frozenset({CHECKPOINT_FORMAT, LEGACY_CHECKPOINT_FORMAT})
 RESUME_MUTABLE_FIELDS = frozenset({"num_threads", "eval_batch_size", "max_grad_norm_explode", "loss_blowup_factor"})
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint folder is missing, incomplete or unreadable (the message names the path)."""
 
 
@@ -143,7 +149,8 @@ def load_training_state(path: Path) -> dict[str, Any]:
     if not state_path.is_file():
         raise CheckpointError(f"{state_path}: missing training state")
     try:
-        return torch.load(state_path, map_location="cpu", weights_only=True)
+        state: dict[str, Any] = torch.load(state_path, map_location="cpu", weights_only=True)
+        return state
     except Exception as exc:
         raise CheckpointError(f"{state_path}: unreadable training state ({exc})") from exc
 
@@ -181,3 +188,27 @@ def check_compatible(
             problems.append(f"encoder {stored.describe()} != requested {fingerprint.describe()}")
     if problems:
         raise CheckpointMismatchError(f"{where}: cannot resume: " + "; ".join(problems))
+
+
+def checkpoint_dir_for(
+    data_dir: Path, dataset_id: str, fingerprint: EncoderFingerprint, model_config: ModelConfig, train_config: BaseModel
+) -> Path:
+    """A training run's checkpoint dir, deterministic per (data, model, optimisation) so `--resume` finds the
+    interrupted run's checkpoints: `<models>/checkpoints/<dataset>-<arch>-<key>`."""
+    key = json_digest([dataset_id, fingerprint.id, model_config.model_dump(), train_config.model_dump()])
+    return models_dir(data_dir) / "checkpoints" / f"{dataset_id}-{model_config.arch}-{key[:12]}"
+
+
+def baselines_dir(checkpoint_dir: Path) -> Path:
+    """Where the run's fitted baselines are saved (and registered with the model), beside its checkpoints."""
+    return checkpoint_dir.parent / f"{checkpoint_dir.name}-baselines"
+
+
+def prepare_checkpoint_dir(checkpoint_dir: Path, resume: bool) -> list[dict[str, Any]] | None:
+    """Ready a checkpoint dir for a run: a fresh run drops an earlier run's checkpoints of the same config;
+    a resumed one gets the epoch history of its `last/` checkpoint (None when there is none to resume from)."""
+    if not resume and checkpoint_dir.exists():
+        shutil.rmtree(checkpoint_dir)
+    if resume and (checkpoint_dir / CHECKPOINT_LAST_DIR).exists():
+        return list(read_checkpoint_meta(checkpoint_dir / CHECKPOINT_LAST_DIR).get("history", []))
+    return None

@@ -1,7 +1,7 @@
 """What a training run is given and what it gives back: `TrainConfig`, `EpochMetrics`, `TrainResult`.
 
-Why a module of its own: the flows, the CLI, checkpoints (`meta.json`) and the tracking run all read these
-types; they carry no torch code, so reading a configuration never pulls in the training loop.
+The flows, the CLI, checkpoints (`meta.json`) and the tracking run all read these types; they carry no torch
+code, so reading a configuration never pulls in the training loop.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """One training epoch and what the loop keeps between epochs: its state, the validation cosine, divergence checks.
 
-Why a module of its own: divergence (non-finite loss, smoothed-loss blow-up, gradient-norm explosion) is
-detected inside the step loop before a bad update is applied; the loop's counters are what a checkpoint
-saves so a resumed run continues exactly where it stopped.
+Divergence (non-finite loss, smoothed-loss blow-up, gradient-norm explosion) is detected inside the step
+loop, before a bad update is applied. The loop's counters are what a checkpoint saves, so a resumed run
+continues exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from lvm_core.contracts.errors import LvmError
 from lvm_core.data.windows import SequenceLike
 from lvm_core.models.predict import iter_predictions
 from lvm_core.runtime.faults import crash_point
@@ -91,7 +92,7 @@ class LoopState:
         self.history = [EpochMetrics(**h) for h in history]
 
 
-class Diverged(Exception):
+class Diverged(LvmError):
     """Training diverged; raised before a bad update is applied and returned by `train` as a status."""
 
 
@@ -129,7 +130,7 @@ def train_epoch(
             if not math.isfinite(value):
                 raise Diverged(f"non-finite loss ({value}) at epoch {epoch} step {step}")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
             norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
             if not math.isfinite(norm) or norm > cfg.max_grad_norm_explode:
                 raise Diverged(

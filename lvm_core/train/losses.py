@@ -1,7 +1,7 @@
 """Training losses between unit predictions and targets (`TrainConfig.loss`).
 
-Why a module of its own: the loss is the one place where the objective is chosen (MSE, cosine, in-batch
-InfoNCE or a weighted mix); benchmarks and tests call it apart from the loop.
+The loss is the one place where the objective is chosen (MSE, cosine, in-batch InfoNCE or a weighted mix);
+benchmarks and tests call it apart from the loop.
 """
 
 from __future__ import annotations

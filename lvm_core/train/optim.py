@@ -1,7 +1,7 @@
 """Optimizer and learning-rate schedule of a training run (AdamW, linear warm-up then cosine/constant, or one-cycle).
 
-Why a module of its own: both are rebuilt identically on resume and their state is saved in `state.pt`;
-keeping them apart from the loop keeps that state's shape in one place.
+Both are rebuilt identically on resume and their state is saved in `state.pt`; the shape of that state is
+fixed here, apart from the loop.
 """
 
 from __future__ import annotations

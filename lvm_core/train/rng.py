@@ -1,8 +1,8 @@
 """Reproducibility of a training run: threads and determinism, seeding, and the RNG states saved in a checkpoint.
 
-Why a module of its own: a resumed run must reproduce the epochs an uninterrupted run would have produced,
-which needs every random generator (torch, numpy, Python) saved and restored exactly; the states are
-plain tensors and numbers so `torch.load(..., weights_only=True)` reads them.
+A resumed run reproduces the epochs an uninterrupted run would have produced because every random
+generator (torch, numpy, Python) is saved and restored exactly; the states are plain tensors and numbers, so
+`torch.load(..., weights_only=True)` reads them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`train`: the training driver — checks, a fresh or resumed start, then epochs with checkpoints and early stopping.
 
-Why a module of its own: the driver decides the run's life cycle and nothing else. Epoch 0, the untrained
+The driver decides the run's life cycle and nothing else. Epoch 0, the untrained
 model, is a candidate like every epoch: its val cosine (`initial_val_cosine`) is the score to beat, its
 weights are written to `best/` before the first epoch, and when no epoch beats it by `min_delta` the run
 returns the untrained weights with `best_epoch == 0`. `best` is committed before `last`, so a crash between
@@ -22,8 +22,8 @@ from torch import nn
 
 from lvm_core.contracts.layout import CHECKPOINT_BEST_DIR, CHECKPOINT_LAST_DIR, CHECKPOINT_META_FILE
 from lvm_core.data.embedding.fingerprint import EncoderFingerprint
-from lvm_core.models.config import ModelConfig
 from lvm_core.models.builder import build_model, count_parameters
+from lvm_core.models.config import ModelConfig
 from lvm_core.models.loader import unrecorded_encoder
 from lvm_core.train.batches import WindowDataset, as_vector_tensor
 from lvm_core.train.checkpoint import (

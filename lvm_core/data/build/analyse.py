@@ -16,18 +16,28 @@ from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
+from pydantic import ValidationError
 
-from lvm_core.contracts.layout import SPLIT_NAMES, EVAL_SPLITS
-from lvm_core.contracts.errors import DataContractError
-from lvm_core.contracts.layout import DatasetPaths
 from lvm_core.contracts.build_options import BuildConfig
-from lvm_core.contracts.manifest import DatasetManifest, parse_manifest, write_manifest
-from lvm_core.data import windows as sequences
-from lvm_core.data.build.embed import EmbedResult
+from lvm_core.contracts.errors import DataContractError
+from lvm_core.contracts.layout import EVAL_SPLITS, SPLIT_NAMES, DatasetPaths
+from lvm_core.contracts.manifest import (
+    CoherenceSummary,
+    Counts,
+    DatasetManifest,
+    EncoderRef,
+    ShardLayout,
+    SourceRef,
+    manifest_error,
+    write_manifest,
+)
+from lvm_core.data import windows
 from lvm_core.data.build.ingest import read_ingest_stats
 from lvm_core.data.build.oracle import measure_oracle
+from lvm_core.data.build.records import EmbedResult
 from lvm_core.data.build.source import SourceInfo
 from lvm_core.data.embedding.fingerprint import EncoderFingerprint
+from lvm_core.data.ingest.duplicates import DuplicateReport
 from lvm_core.io.storage import (
     link_or_copy,
     load_npy,
@@ -56,8 +66,8 @@ def analyse_step(
     articles_path: Path,
     chunks_path: Path,
     embed: EmbedResult,
-    ingest_stats: dict[str, Any] | None = None,
-    shards: dict[str, Any] | None = None,
+    ingest_stats: DuplicateReport | None = None,
+    shards: ShardLayout | None = None,
 ) -> DatasetManifest:
     """Assemble the staging folder and compute coherence, splits, leakage, sequences and the oracle.
 
@@ -79,25 +89,24 @@ def analyse_step(
     split_manifest["parity"] = _parity(splits.split_report(_articles_after_purge(split_df, seqs), split_cfg))
     write_json(paths.splits_manifest, split_manifest)
 
-    crossing = int(sum(sequences.count_crossing_windows(s, chunks.article_ids, chunks.chunk_index)
+    crossing = int(sum(windows.count_crossing_windows(s, chunks.article_ids, chunks.chunk_index)
                        for s in seqs.values()))
-    sequences.save_sequences(paths.sequences, seqs)
+    windows.save_sequences(paths.sequences, seqs)
     crash_point("analyse")
-    direction = sequences.data_direction(chunks.vectors, seqs["train"]) if len(seqs["train"]) else []
+    direction = windows.data_direction(chunks.vectors, seqs["train"]) if len(seqs["train"]) else []
 
     # oracle recall: re-encode a seeded sample of eval target texts, search the stored bank with them
     eval_targets = np.concatenate([seqs[n].target_rows for n in _eval_split_names()])
     oracle = measure_oracle(paths.root, eval_targets, encoder_name=config.encoder, batch_size=config.batch_size)
 
-    if ingest_stats is None:
-        ingest_stats = read_ingest_stats(articles_path)
-    record = _manifest_record(
-        source, config, chunks, n_articles, seqs, ingest_stats, _coherence_summary(coh, edges),
-        split_manifest, leak, crossing, oracle, direction, embed.stats,
-    )
-    if shards is not None:
-        record["shards"] = shards
-    manifest = parse_manifest(record, paths.manifest)
+    ingest = ingest_stats.to_dict() if ingest_stats is not None else read_ingest_stats(articles_path)
+    try:
+        manifest = _manifest(
+            source, config, chunks, n_articles, seqs, ingest, _coherence_summary(coh, edges),
+            split_manifest, leak, crossing, oracle, direction, embed.stats, shards,
+        )
+    except ValidationError as exc:
+        raise manifest_error(paths.manifest, exc) from None
     write_manifest(paths.manifest, manifest)
     return manifest
 
@@ -174,7 +183,7 @@ def _windows(chunks: _Chunks, split_of_article: dict[int, str], ctx: int) -> dic
     seqs: dict[str, Any] = {}
     for name in SPLIT_NAMES:
         members = np.array([a for a, s in split_of_article.items() if s == name], dtype=np.int64)
-        seqs[name] = sequences.build_windows(chunks.article_ids, chunks.chunk_index, context_len=ctx, articles=members)
+        seqs[name] = windows.build_windows(chunks.article_ids, chunks.chunk_index, context_len=ctx, articles=members)
     return seqs
 
 
@@ -213,59 +222,61 @@ def _purge_leakage(
     }
 
 
-def _coherence_summary(coh: Any, edges: Any) -> dict[str, Any]:
+def _coherence_summary(coh: Any, edges: Any) -> CoherenceSummary:
     """The manifest's `coherence` block: mean and spread over the articles that have a coherence, and the bins."""
     coh_values = coh["coherence"].drop_nulls().to_numpy()
-    return {
-        "mean": float(coh_values.mean()) if coh_values.size else None,
-        "std": float(coh_values.std()) if coh_values.size else None,
-        "n_articles": int(coh_values.size),
-        "bin_edges": [float(e) for e in edges],
-        "n_bins": max(len(edges) - 1, 0),
-    }
+    return CoherenceSummary(
+        mean=float(coh_values.mean()) if coh_values.size else None,
+        std=float(coh_values.std()) if coh_values.size else None,
+        n_articles=int(coh_values.size),
+        bin_edges=[float(e) for e in edges],
+        n_bins=max(len(edges) - 1, 0),
+    )
 
 
-def _manifest_record(
+def _manifest(
     source: SourceInfo, config: BuildConfig, chunks: _Chunks, n_articles: int, seqs: dict[str, Any],
-    ingest_stats: dict[str, Any], coherence_summary: dict[str, Any], split_manifest: dict[str, Any],
+    ingest_stats: dict[str, Any], coherence_summary: CoherenceSummary, split_manifest: dict[str, Any],
     leak: dict[str, Any], crossing: int, oracle: dict[str, Any], direction: list[float],
-    embedding_stats: dict[str, Any],
-) -> dict[str, Any]:
-    """The manifest fields of an analysed dataset (without gate results), in the order they are written."""
+    embedding_stats: dict[str, Any], shards: ShardLayout | None,
+) -> DatasetManifest:
+    """The manifest of an analysed dataset (without gate results), its fields in the order they are written."""
     encoder = chunks.encoder
-    return {
-        "dataset_id": source.dataset_id,
-        "snapshot_id": source.snapshot_id,
-        "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "source": source.to_dict(),
-        "encoder": {
-            "name": encoder["model_name"],
-            "dim": int(encoder["dim"]),
-            "fingerprint": EncoderFingerprint.from_dict(encoder).id,
-            "weights_digest": encoder["weights_digest"],
-            "normalized": encoder.get("normalized", True),
-        },
-        "build_config": config.model_dump(mode="json"),
-        "counts": {
-            "articles": n_articles,
-            "chunks": len(chunks.article_ids),
-            "sequences": {k: len(v) for k, v in seqs.items()},
-            "duplicate_ids": ingest_stats.get("duplicate_ids"),
-            "duplicate_rows_dropped": ingest_stats.get("duplicate_rows_dropped"),
-            "duplicate_ids_conflicting": ingest_stats.get("duplicate_ids_conflicting"),
-        },
-        "ingest": ingest_stats,
-        "sequences": {k: len(v) for k, v in seqs.items()},
-        "context_len": config.context_len,
-        "coherence": coherence_summary,
-        "splits": split_manifest,
+    counts = Counts(
+        articles=n_articles,
+        chunks=len(chunks.article_ids),
+        sequences={k: len(v) for k, v in seqs.items()},
+        duplicate_ids=ingest_stats.get("duplicate_ids"),
+        duplicate_rows_dropped=ingest_stats.get("duplicate_rows_dropped"),
+        duplicate_ids_conflicting=ingest_stats.get("duplicate_ids_conflicting"),
+    )
+    return DatasetManifest(
+        dataset_id=source.dataset_id,
+        snapshot_id=source.snapshot_id,
+        created_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        source=SourceRef(**source.to_dict()),
+        encoder=EncoderRef(
+            name=encoder["model_name"],
+            dim=int(encoder["dim"]),
+            fingerprint=EncoderFingerprint.from_dict(encoder).id,
+            weights_digest=encoder["weights_digest"],
+            normalized=encoder.get("normalized", True),
+        ),
+        build_config=config.model_dump(mode="json"),
+        counts=counts,
+        ingest=ingest_stats,
+        sequences={k: len(v) for k, v in seqs.items()},
+        context_len=config.context_len,
+        coherence=coherence_summary,
+        splits=split_manifest,
         **leak,
-        "crossing_windows": crossing,
-        "oracle_recall_at_5": oracle["recall"],
-        "oracle": oracle,
-        "data_direction": [float(x) for x in direction],
-        "embedding": embedding_stats,
-    }
+        crossing_windows=crossing,
+        oracle_recall_at_5=oracle["recall"],
+        oracle=oracle,
+        data_direction=[float(x) for x in direction],
+        embedding=embedding_stats,
+        **({} if shards is None else {"shards": shards}),
+    )
 
 
 def _parity(split_manifest: dict[str, Any]) -> dict[str, dict[str, float | None]]:

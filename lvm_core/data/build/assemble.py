@@ -5,15 +5,33 @@ Also the shard layout a sharded build records in its manifest.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lvm_core.contracts.layout import ARTICLES_FILE, CHUNKS_FILE, EMBEDDINGS_FILE, ENCODER_FILE, ARTICLES_SCHEMA, CHUNKS_SCHEMA, VECTOR_DTYPE_KEY
-from lvm_core.contracts.errors import DataContractError
 from lvm_core.contracts.build_options import BuildConfig
-from lvm_core.data.build.embed import EmbedResult, sum_embed_stats
+from lvm_core.contracts.errors import DataContractError
+from lvm_core.contracts.layout import (
+    ARTICLES_FILE,
+    ARTICLES_SCHEMA,
+    CHUNKS_FILE,
+    CHUNKS_SCHEMA,
+    EMBEDDINGS_FILE,
+    ENCODER_FILE,
+    VECTOR_DTYPE_KEY,
+)
+from lvm_core.contracts.manifest import ShardLayout, ShardStage
+from lvm_core.data.build.embed import sum_embed_stats
+from lvm_core.data.build.records import (
+    AssembledFiles,
+    ChunkedShard,
+    EmbeddedShard,
+    EmbedResult,
+    IngestedShard,
+    KeptArticles,
+)
 from lvm_core.data.build.source import source_name
 from lvm_core.data.build.work import done_record, finish_shard, step_key, work_dir
 from lvm_core.data.embedding.fingerprint import EncoderFingerprint
@@ -27,14 +45,14 @@ from lvm_core.io.storage import atomic_path, load_npy, read_json, write_json
 
 
 def assemble_work_dir(
-    articles: dict[str, Any], chunked: list[dict[str, Any]], embedded: list[dict[str, Any]], config: BuildConfig
+    articles: KeptArticles, chunked: list[ChunkedShard], embedded: list[EmbeddedShard], config: BuildConfig
 ) -> Path:
-    parts = [articles["files"], [c["file"] for c in chunked], [e["file"] for e in embedded], config.vector_dtype]
+    parts = [list(articles.files), [c.file for c in chunked], [e.file for e in embedded], config.vector_dtype]
     return work_dir(config.resolved_data_dir(), "assemble", step_key("assemble", *parts))
 
 
 def assemble_step(
-    articles: dict[str, Any], chunked: list[dict[str, Any]], embedded: list[dict[str, Any]],
+    articles: KeptArticles, chunked: list[ChunkedShard], embedded: list[EmbeddedShard],
     config: BuildConfig, out_dir: Path,
 ) -> tuple[Path, Path, EmbedResult]:
     """One articles.parquet, chunks.parquet and embeddings.npy from the shards, in shard order.
@@ -45,27 +63,27 @@ def assemble_step(
     out_dir = Path(out_dir)
     paths = (out_dir / ARTICLES_FILE, out_dir / CHUNKS_FILE)
     emb_path, enc_path = out_dir / EMBEDDINGS_FILE, out_dir / ENCODER_FILE
-    stats = sum_embed_stats([e["stats"] for e in embedded])
-    done = done_record(out_dir)
+    stats = sum_embed_stats([e.stats for e in embedded])
+    done = done_record(out_dir, AssembledFiles)
     if done is None:
-        n_chunks = sum(int(c["chunks"]) for c in chunked)
+        n_chunks = sum(int(c.chunks) for c in chunked)
         if n_chunks == 0:
             raise DataContractError(f"{source_name(config)}: no chunks produced (all articles empty?)")
-        fingerprints = [read_json(Path(e["encoder_file"])) for e in embedded]
+        fingerprints = [read_json(Path(e.encoder_file)) for e in embedded]
         fp_dict = {k: v for k, v in fingerprints[0].items() if k != VECTOR_DTYPE_KEY}
         for e, other in zip(embedded, fingerprints):
             if {k: v for k, v in other.items() if k != VECTOR_DTYPE_KEY} != fp_dict:
-                raise DataContractError(f"{e['file']}: made by another encoder than {embedded[0]['file']}")
+                raise DataContractError(f"{e.file}: made by another encoder than {embedded[0].file}")
         fp = EncoderFingerprint.from_dict(fp_dict)
-        concat_parquet(articles["files"], paths[0], ARTICLES_SCHEMA)
-        concat_parquet([c["file"] for c in chunked], paths[1], CHUNKS_SCHEMA)
+        concat_parquet(list(articles.files), paths[0], ARTICLES_SCHEMA)
+        concat_parquet([c.file for c in chunked], paths[1], CHUNKS_SCHEMA)
         with atomic_path(emb_path) as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(config.vector_dtype), shape=(n_chunks, fp.dim))
             row = 0
             for e in embedded:
-                part = load_npy(Path(e["file"]))
-                if part.shape[0] != int(e["chunks"]) or part.shape[1] != fp.dim:
-                    raise DataContractError(f"{e['file']}: {part.shape} vectors for {e['chunks']} chunks of dim {fp.dim}")
+                part = load_npy(Path(e.file))
+                if part.shape[0] != int(e.chunks) or part.shape[1] != fp.dim:
+                    raise DataContractError(f"{e.file}: {part.shape} vectors for {e.chunks} chunks of dim {fp.dim}")
                 for a, b in iter_row_blocks(part.shape[0], VALIDATE_BLOCK_ROWS):
                     out[row + a:row + b] = part[a:b]
                 row += part.shape[0]
@@ -73,28 +91,30 @@ def assemble_step(
             validate_embeddings(out, fp, str(emb_path))
             del out
         write_json(enc_path, {**fp.to_dict(), VECTOR_DTYPE_KEY: config.vector_dtype})
-        finish_shard(out_dir, {"files": [str(p) for p in (*paths, emb_path, enc_path)], "chunks": n_chunks})
+        finish_shard(out_dir, AssembledFiles(files=tuple(str(p) for p in (*paths, emb_path, enc_path)), chunks=n_chunks))
     return paths[0], paths[1], EmbedResult(emb_path, enc_path, stats)
 
 
 def shard_layout(
-    plan: list[Any], ingested: list[dict[str, Any]], articles: dict[str, Any],
-    chunked: list[dict[str, Any]], embedded: list[dict[str, Any]],
-) -> dict[str, Any]:
+    plan: list[Any], ingested: list[IngestedShard], articles: KeptArticles,
+    chunked: list[ChunkedShard], embedded: list[EmbeddedShard],
+) -> ShardLayout:
     """How the build was cut (manifest `shards`): shards per stage with their counts and bytes."""
+    return ShardLayout(
+        n=len(plan),
+        source=ShardStage(n=len(plan), kind=plan[0].kind if plan else None,
+                          bytes=int(sum(s.stop - s.start for s in plan))),
+        ingest=_stage(ingested, "articles"),
+        articles=ShardStage(n=len(articles.files), articles=int(articles.articles), read=int(articles.read)),
+        chunk=_stage(chunked, "chunks"),
+        embed=_stage(embedded, "chunks"),
+    )
 
-    def stage(records: list[dict[str, Any]], count: str) -> dict[str, Any]:
-        return {"n": len(records), count: int(sum(int(r.get(count) or 0) for r in records)),
-                "bytes": int(sum(int(r.get("bytes") or 0) for r in records)),
-                "reused": int(sum(1 for r in records if r.get("reused"))),
-                "per_shard": [int(r.get(count) or 0) for r in records]}
 
-    return {
-        "n": len(plan),
-        "source": {"n": len(plan), "kind": plan[0].kind if plan else None,
-                   "bytes": int(sum(s.stop - s.start for s in plan))},
-        "ingest": stage(ingested, "articles"),
-        "articles": {"n": len(articles["files"]), "articles": int(articles["articles"]), "read": int(articles["read"])},
-        "chunk": stage(chunked, "chunks"),
-        "embed": stage(embedded, "chunks"),
-    }
+def _stage(records: Sequence[IngestedShard | ChunkedShard | EmbeddedShard], count: str) -> ShardStage:
+    """One stage's parts: how many, what they hold in all (`count`: articles or chunks), bytes, reused parts."""
+    per_shard = [int(getattr(r, count) or 0) for r in records]
+    return ShardStage.model_validate({
+        "n": len(records), count: int(sum(per_shard)), "bytes": int(sum(int(r.bytes or 0) for r in records)),
+        "reused": int(sum(1 for r in records if r.reused)), "per_shard": per_shard,
+    })

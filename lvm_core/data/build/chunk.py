@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lvm_core.contracts.layout import CHUNKS_FILE, CHUNKS_SCHEMA
 from lvm_core.contracts.build_options import BuildConfig
+from lvm_core.contracts.layout import CHUNKS_FILE, CHUNKS_SCHEMA
 from lvm_core.data import chunking
-from lvm_core.data.embedding.model_folder import encoder_casefolds
-from lvm_core.data.ingest.base import Article
+from lvm_core.data.build.records import ChunkedShard
 from lvm_core.data.build.source import SourceInfo, wiki_language
 from lvm_core.data.build.work import (
     Progress,
@@ -23,6 +21,8 @@ from lvm_core.data.build.work import (
     step_key,
     work_dir,
 )
+from lvm_core.data.embedding.model_folder import encoder_casefolds
+from lvm_core.data.ingest.base import Article
 from lvm_core.data.ingest.shards.plan import ShardError
 from lvm_core.io.storage import atomic_path
 from lvm_core.runtime.faults import crash_point
@@ -37,10 +37,10 @@ def chunk_shard_work_dir(articles_file: str, source: SourceInfo, config: BuildCo
 
 def chunk_shard_step(
     articles_file: str, source: SourceInfo, config: BuildConfig, out_dir: Path, on_progress: Progress | None = None
-) -> dict[str, Any]:
+) -> ChunkedShard:
     """Split one article file into chunks (never across paragraphs or articles) → chunks.parquet."""
     out_dir = Path(out_dir)
-    done = done_record(out_dir)
+    done = done_record(out_dir, ChunkedShard)
     if done is not None:
         return done
     t0 = time.perf_counter()
@@ -66,7 +66,7 @@ def chunk_shard_step(
         except (pa.ArrowException, OSError) as exc:
             raise ShardError(f"{articles_file}: corrupt shard file ({' '.join(str(exc).split())[:200]})") from None
         crash_point("chunk")  # chunks made, the file not yet renamed into place
-    return finish_shard(out_dir, {
-        "file": str(out), "files": [str(out)], "articles": n_articles, "chunks": n_chunks,
-        "bytes": out.stat().st_size, "seconds": round(time.perf_counter() - t0, 3),
-    })
+    return finish_shard(out_dir, ChunkedShard(
+        file=str(out), articles=n_articles, chunks=n_chunks, bytes=out.stat().st_size,
+        seconds=round(time.perf_counter() - t0, 3),
+    ))

@@ -8,18 +8,15 @@ last of repeated ids) can only be applied once every shard is in; this pass read
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lvm_core.contracts.layout import ARTICLES_SCHEMA
 from lvm_core.contracts.build_options import BuildConfig
-from lvm_core.data.ingest.sources import is_tabular
-from lvm_core.data.ingest.duplicates import drop_duplicate_ids
-from lvm_core.data.ingest.base import IngestError, Article
+from lvm_core.contracts.layout import ARTICLES_SCHEMA
 from lvm_core.data.build.ingest import INGEST_STATS_FILE
+from lvm_core.data.build.records import IngestedShard, KeptArticles
 from lvm_core.data.build.source import SourceInfo
 from lvm_core.data.build.work import (
     done_record,
@@ -28,12 +25,15 @@ from lvm_core.data.build.work import (
     step_key,
     work_dir,
 )
+from lvm_core.data.ingest.base import Article, IngestError
+from lvm_core.data.ingest.duplicates import DuplicateReport, drop_duplicate_ids
+from lvm_core.data.ingest.sources import is_tabular
 from lvm_core.io.storage import write_json, write_parquet
 
 
-def dedup_work_dir(ingested: list[dict[str, Any]], source: SourceInfo, config: BuildConfig) -> Path:
+def dedup_work_dir(ingested: list[IngestedShard], source: SourceInfo, config: BuildConfig) -> Path:
     policy = config.on_duplicate if _is_tabular(source) else "first"
-    files = [f for r in ingested for f in r["files"]]
+    files = [f for r in ingested for f in r.files]
     key = step_key("ingest", "dedup", files, config.limit_articles, policy)
     return work_dir(config.resolved_data_dir(), "ingest", key)
 
@@ -43,8 +43,8 @@ def _is_tabular(source: SourceInfo) -> bool:
 
 
 def dedup_articles(
-    ingested: list[dict[str, Any]], source: SourceInfo, config: BuildConfig, out_dir: Path
-) -> dict[str, Any]:
+    ingested: list[IngestedShard], source: SourceInfo, config: BuildConfig, out_dir: Path
+) -> KeptArticles:
     """The global pass over the (article_id, text_sha1) columns of all article files, in source order.
 
     Keeps the first `limit_articles` articles read, then today's rules for repeated ids
@@ -53,10 +53,10 @@ def dedup_articles(
     rewritten into `out_dir`. Returns the final article files and counts.
     """
     out_dir = Path(out_dir)
-    done = done_record(out_dir)
+    done = done_record(out_dir, KeptArticles)
     if done is not None:
         return done
-    files = [Path(f) for r in ingested for f in r["files"]]
+    files = [Path(f) for r in ingested for f in r.files]
     ids: list[int] = []
     shas: list[str] = []
     file_of: list[int] = []
@@ -73,8 +73,7 @@ def dedup_articles(
     policy = config.on_duplicate if _is_tabular(source) else "first"
     # Same rules as ingest.drop_duplicate_ids, over hashes instead of texts (equal hash <=> equal text).
     keyed = [Article(a, "", h) for a, h in zip(ids, shas)]
-    kept_rows = _kept_rows(keyed, policy, Path(source.path).name)
-    report = kept_rows.pop()
+    kept_rows, report = _kept_rows(keyed, policy, Path(source.path).name)
     offsets = np.cumsum([0] + [int(pq.ParquetFile(f).metadata.num_rows) for f in files])
     out_files: list[str] = []
     by_file: dict[int, list[int]] = {}
@@ -90,20 +89,20 @@ def dedup_articles(
         out = out_dir / f"{f.stem}-kept.parquet"
         write_parquet(out, _take_rows(files, offsets, rows))
         out_files.append(str(out))
-    write_json(out_dir / INGEST_STATS_FILE, report)
-    return finish_shard(out_dir, {
-        "files": out_files, "articles": len(kept_rows), "read": n_read, "stats": report,
-    })
+    write_json(out_dir / INGEST_STATS_FILE, report.to_dict())
+    return finish_shard(out_dir, KeptArticles(
+        files=tuple(out_files), articles=len(kept_rows), read=n_read, stats=report,
+    ))
 
 
-def _kept_rows(keyed: list[Any], policy: str, source_name: str) -> list[Any]:
-    """[(first row, row whose content is kept), ..., duplicate report dict] for `dedup_articles`."""
+def _kept_rows(keyed: list[Article], policy: str, source_name: str) -> tuple[list[tuple[int, int]], DuplicateReport]:
+    """[(first row, row whose content is kept), ...] and the duplicate report, for `dedup_articles`."""
     row_of = {id(a): r for r, a in enumerate(keyed)}
     first_row: dict[int, int] = {}
     for r, a in enumerate(keyed):
         first_row.setdefault(a.article_id, r)
     kept, report = drop_duplicate_ids(keyed, on_duplicate=policy, source_name=source_name)
-    return [(first_row[a.article_id], row_of[id(a)]) for a in kept] + [report.to_dict()]
+    return [(first_row[a.article_id], row_of[id(a)]) for a in kept], report
 
 
 def _take_rows(files: list[Path], offsets: np.ndarray, rows: list[int]) -> pa.Table:

@@ -1,21 +1,20 @@
 """Embed step: one chunk file's vectors through the shared (fingerprint, text_hash) cache → embeddings.npy.
 
-Also the numbers a build reports for its embedding (`EmbedResult`, the sum over shards).
+Also the numbers a build reports for its embedding (`sum_embed_stats`, the sum over shards).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lvm_core.contracts.layout import embedding_cache_dir, EMBEDDINGS_FILE, ENCODER_FILE
-from lvm_core.contracts.errors import DataContractError
 from lvm_core.contracts.build_options import BuildConfig
-from lvm_core.data.embedding.encoder import load_encoder
-from lvm_core.data.embedding.embed import embed_texts
+from lvm_core.contracts.errors import DataContractError
+from lvm_core.contracts.layout import EMBEDDINGS_FILE, ENCODER_FILE, embedding_cache_dir
+from lvm_core.data.build.records import EmbeddedShard
 from lvm_core.data.build.work import (
     Progress,
     done_record,
@@ -26,17 +25,10 @@ from lvm_core.data.build.work import (
 )
 from lvm_core.data.chunking import text_hash
 from lvm_core.data.embedding.cache import EmbeddingCache
+from lvm_core.data.embedding.embed import embed_texts
+from lvm_core.data.embedding.encoder import load_encoder
 from lvm_core.data.embedding.onnx import encoder_cache_dir
 from lvm_core.data.vector_files import save_embeddings
-
-
-@dataclass
-class EmbedResult:
-    """The assembled vectors, their encoder record and the build's embedding numbers."""
-
-    embeddings: Path
-    encoder_file: Path
-    stats: dict[str, Any]
 
 
 def _check_hash_casing(texts: list[str], hashes: list[str], casefold: bool, chunks_path: Path, n: int = 256) -> None:
@@ -56,17 +48,17 @@ def embed_shard_work_dir(chunks_file: str, config: BuildConfig) -> Path:
 
 def embed_shard_step(
     chunks_file: str, config: BuildConfig, out_dir: Path, data_dir: Path, on_progress: Progress | None = None
-) -> dict[str, Any]:
+) -> EmbeddedShard:
     """Embed one chunk file through the shared (fingerprint, text_hash) cache → float32 embeddings.npy.
 
     A finished shard is not redone: it reports all its chunks as reused. `on_progress` is told of every
     distinct text found in the cache or newly encoded.
     """
     out_dir = Path(out_dir)
-    done = done_record(out_dir)
+    done = done_record(out_dir, EmbeddedShard)
     if done is not None:
-        n = done["chunks"]
-        return {**done, "stats": {**done["stats"], "n_reused": n, "n_encoded": 0, "n_unique": n}}
+        n = done.chunks
+        return replace(done, stats={**done.stats, "n_reused": n, "n_encoded": 0, "n_unique": n})
     chunks = read_columns(Path(chunks_file), ["text", "text_hash"])
     texts = chunks.column("text").to_pylist()
     hashes = chunks.column("text_hash").to_pylist()
@@ -83,11 +75,10 @@ def embed_shard_step(
         vectors = np.zeros((0, encoder.fingerprint.dim), dtype=np.float32)
         stats_dict = sum_embed_stats([])
     save_embeddings(out_dir, vectors, encoder.fingerprint)
-    return finish_shard(out_dir, {
-        "file": str(out_dir / EMBEDDINGS_FILE), "encoder_file": str(out_dir / ENCODER_FILE),
-        "files": [str(out_dir / EMBEDDINGS_FILE)], "chunks": len(texts),
-        "bytes": (out_dir / EMBEDDINGS_FILE).stat().st_size, "stats": stats_dict,
-    })
+    return finish_shard(out_dir, EmbeddedShard(
+        file=str(out_dir / EMBEDDINGS_FILE), encoder_file=str(out_dir / ENCODER_FILE), chunks=len(texts),
+        bytes=(out_dir / EMBEDDINGS_FILE).stat().st_size, stats=stats_dict,
+    ))
 
 
 class _ReportingCache(EmbeddingCache):

@@ -9,14 +9,14 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from lvm_core.contracts.layout import datasets_root
-from lvm_core.contracts.layout import DatasetPaths
+from lvm_core.contracts.errors import UserError
+from lvm_core.contracts.layout import DatasetPaths, datasets_root
 from lvm_core.contracts.manifest import DatasetManifest, read_manifest
-from lvm_core.data import windows as sequences
+from lvm_core.data import windows
 from lvm_core.data.vector_files import load_embeddings
 
 
-class DatasetNotReadyError(RuntimeError):
+class DatasetNotReadyError(UserError, RuntimeError):
     """The dataset folder is missing, incomplete or did not pass its gates."""
 
 
@@ -72,7 +72,7 @@ def load_dataset(root: Path, require_ready: bool = True) -> Dataset:
     manifest = read_manifest(paths.manifest)  # DataContractError naming the file and field
     vectors, fingerprint = load_embeddings(paths.root)
     chunks = pq.read_table(paths.chunks, columns=["article_id", "chunk_index", "text_hash"])
-    seqs = sequences.load_sequences(paths.sequences)
+    seqs = windows.load_sequences(paths.sequences)
     return Dataset(
         root=paths.root,
         manifest=manifest,
@@ -87,7 +87,7 @@ def load_dataset(root: Path, require_ready: bool = True) -> Dataset:
 
 def list_datasets(data_dir: Path) -> list[dict[str, Any]]:
     """Published datasets with their headline numbers (for `lvm datasets`)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     root = datasets_root(data_dir)
     if not root.exists():
         return rows

@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 
 from lvm_core.contracts.errors import DataContractError
 from lvm_core.contracts.layout import DatasetPaths
-from lvm_core.data.retrieval.oracle import ORACLE_K, ORACLE_SAMPLE_SIZE, ORACLE_SEED, oracle_sample, oracle_hits
 from lvm_core.data.embedding.encoder import load_encoder
+from lvm_core.data.embedding.fingerprint import EncoderFingerprint, FingerprintMismatchError
 from lvm_core.data.retrieval.bank import ChunkBank
-from lvm_core.data.embedding.fingerprint import FingerprintMismatchError, EncoderFingerprint
+from lvm_core.data.retrieval.oracle import ORACLE_K, ORACLE_SAMPLE_SIZE, ORACLE_SEED, oracle_hits, oracle_sample
 from lvm_core.io.storage import read_json
 
 

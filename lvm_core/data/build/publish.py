@@ -16,8 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from lvm_core.contracts.layout import datasets_root, dataset_dir
-from lvm_core.contracts.layout import DatasetPaths
+from lvm_core.contracts.layout import DatasetPaths, dataset_dir, datasets_root
 from lvm_core.contracts.manifest import DatasetManifest, write_manifest
 from lvm_core.io.storage import (
     file_digest,

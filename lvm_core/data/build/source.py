@@ -8,8 +8,8 @@ from pathlib import Path
 
 from lvm_core.contracts.build_options import BuildConfig
 from lvm_core.data.ingest import sources
-from lvm_core.data.ingest.sources import snapshot_id_for
 from lvm_core.data.ingest.download import local_source
+from lvm_core.data.ingest.sources import snapshot_id_for
 from lvm_core.io.storage import file_digest
 
 

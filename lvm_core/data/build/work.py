@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lvm_core.data.build.records import StepRecord
 from lvm_core.data.ingest.shards.plan import ShardError
 from lvm_core.io.storage import json_digest, read_json, write_json
 
@@ -30,28 +31,34 @@ def step_key(step: str, *parts: Any) -> str:
 
 
 # Ingest, chunk and embed work shard by shard, so memory is bounded by a shard and shards can run on
-# other processes or machines (`flows/runners.py`). Each shard's output lives in a work folder keyed by
+# other processes or machines (`flows/infra/runners.py`). Each shard's output lives in a work folder keyed by
 # its inputs and is published atomically with a `done.json` record written last: a rerun redoes only the
-# shards without one. Tasks exchange the small records these steps return (paths and counts), never data.
+# shards without one. Tasks exchange the small records these steps return (paths and counts, `records.py`),
+# never data.
 
 DONE_FILE = "done.json"
 Progress = Callable[[int], None]
+R = TypeVar("R", bound=StepRecord)
 
 
-def done_record(out_dir: Path) -> dict[str, Any] | None:
-    """The record of a finished shard, or None when the shard has to be (re)done."""
+def done_record(out_dir: Path, record_type: type[R]) -> R | None:
+    """The record of a finished shard (`reused`), or None when the shard has to be (re)done."""
     try:
         record = read_json(Path(out_dir) / DONE_FILE)
     except (OSError, ValueError):
         return None
     if not isinstance(record, dict) or not all(Path(f).exists() for f in record.get("files", [])):
         return None
-    return {**record, "reused": True}
+    try:
+        return record_type.from_dict(record, reused=True)
+    except (KeyError, TypeError, ValueError):  # not a record this step writes: redo the shard
+        return None
 
 
-def finish_shard(out_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
-    write_json(Path(out_dir) / DONE_FILE, record)
-    return {**record, "reused": False}
+def finish_shard(out_dir: Path, record: R) -> R:
+    """Write the shard's `done.json` last: from now on a rerun reuses its output."""
+    write_json(Path(out_dir) / DONE_FILE, record.to_dict())
+    return record
 
 
 def read_columns(path: Path, columns: list[str]) -> pa.Table:
@@ -68,3 +75,11 @@ def open_shard_file(path: Path) -> pq.ParquetFile:
         return pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
         raise ShardError(f"{path}: not a readable shard file ({' '.join(str(exc).split())[:200]})") from None
+
+
+def parquet_rows(path: Path) -> int | None:
+    """Rows of a shard file from its footer, or None when it cannot be read (the step then names it)."""
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except Exception:  # noqa: BLE001 - the step itself reports an unreadable file, naming it
+        return None

@@ -26,13 +26,13 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 
-from lvm_core.io import storage
 from lvm_core.contracts.errors import DataContractError
 from lvm_core.data.embedding.fingerprint import (
     EncoderFingerprint,
     FingerprintMismatchError,
     ensure_same_fingerprint,
 )
+from lvm_core.io import storage
 
 __all__ = ["DB_FILE", "EmbeddingCache"]
 

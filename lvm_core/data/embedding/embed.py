@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,6 +17,9 @@ from lvm_core.contracts.errors import DataContractError
 from lvm_core.data.embedding.cache import EmbeddingCache
 from lvm_core.data.embedding.fingerprint import Encoder, EncoderFingerprint, ensure_same_fingerprint
 from lvm_core.runtime.faults import crash_point
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 __all__ = ["EmbedStats", "embed_texts"]
 
@@ -47,7 +50,7 @@ class EmbedStats:
         return out
 
 
-def _block_progress(total: int, enabled: bool):
+def _block_progress(total: int, enabled: bool) -> tqdm[Any] | None:
     if not enabled:
         return None
     from tqdm.auto import tqdm

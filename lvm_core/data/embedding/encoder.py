@@ -16,7 +16,7 @@ import numpy as np
 
 from lvm_core.contracts.errors import DataContractError
 from lvm_core.contracts.layout import default_data_dir
-from lvm_core.data.embedding import onnx as onnx_encoder
+from lvm_core.data.embedding import onnx
 from lvm_core.data.embedding.agreement import AGREEMENT_MIN_MEAN_COSINE, check_agreement, require_agreement
 from lvm_core.data.embedding.fingerprint import (
     REFERENCE_BACKEND,
@@ -249,16 +249,16 @@ def load_encoder(
 
 
 def _default_cache_dir() -> Path:
-    return onnx_encoder.encoder_cache_dir(default_data_dir())
+    return onnx.encoder_cache_dir(default_data_dir())
 
 
 def _load_onnx(
     folder: Path, model_name: str, cache_dir: Path, threads: int | None, settings: dict[str, Any] | None
 ) -> Encoder:
-    settings = onnx_encoder.DEFAULT_EXPORT_SETTINGS if settings is None else settings
+    settings = onnx.DEFAULT_EXPORT_SETTINGS if settings is None else settings
     digest = weights_digest(folder)
     try:
-        export_dir = onnx_encoder.ensure_onnx_export(folder, digest, cache_dir, settings)
+        export_dir = onnx.ensure_onnx_export(folder, digest, cache_dir, settings)
     except Exception as exc:  # noqa: BLE001 - any export failure becomes one clear error
         raise EncoderLoadError(
             f"cannot export encoder {model_name!r} from {folder} to ONNX int8 under {cache_dir}: "
@@ -272,7 +272,7 @@ def _load_onnx(
         normalized=True,
         casefold=encoder_casefolds(folder),
         backend="onnx",
-        precision=onnx_encoder.settings_tag(settings),
+        precision=onnx.settings_tag(settings),
     )
-    return onnx_encoder.OnnxEncoder(folder, export_dir, fingerprint, threads=threads)
+    return onnx.OnnxEncoder(folder, export_dir, fingerprint, threads=threads)
 

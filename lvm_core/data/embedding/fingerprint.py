@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from lvm_core.contracts.errors import DataContractError
+from lvm_core.contracts.errors import DataContractError, UserError
 from lvm_core.io import storage
 
 __all__ = [
@@ -34,11 +34,11 @@ REFERENCE_BACKEND = "torch"
 REFERENCE_PRECISION = "fp32"
 
 
-class FingerprintMismatchError(ValueError):
+class FingerprintMismatchError(UserError, ValueError):
     """An artifact was produced by another encoder than the one expected."""
 
 
-class EncoderLoadError(RuntimeError):
+class EncoderLoadError(UserError, RuntimeError):
     """An encoder cannot be resolved or loaded (missing folder, not in the offline hub cache, bad files)."""
 
 

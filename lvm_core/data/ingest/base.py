@@ -8,17 +8,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from lvm_core.contracts.errors import UserError
 from lvm_core.runtime.progress import progress_enabled
 
 __all__ = ["Article", "IngestError", "one_line", "open_parquet", "progress_bar"]
 
 
-class IngestError(Exception):
+class IngestError(UserError):
     """A source cannot be read as articles; the message is one line naming the file and the problem."""
 
 
@@ -37,7 +39,7 @@ def one_line(exc: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def progress_bar(enabled: bool, desc: str) -> tqdm:
+def progress_bar(enabled: bool, desc: str) -> tqdm[Any]:
     """tqdm bar on stderr, only when asked for and on an interactive terminal outside CI."""
     return tqdm(desc=desc, unit=" pages", disable=not (enabled and progress_enabled()))
 

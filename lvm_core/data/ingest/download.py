@@ -8,26 +8,30 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import cast
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from lvm_core.contracts.errors import UserError
 from lvm_core.contracts.layout import default_data_dir, downloads_dir
 from lvm_core.io.storage import atomic_path
 
 __all__ = ["SnapshotSourceError", "local_source"]
 
 
-class SnapshotSourceError(ValueError):
+class SnapshotSourceError(UserError, ValueError):
     """The snapshot source cannot be listed (missing folder, bad URL, unreadable listing).
 
     `transient` says whether the same call may succeed later: a remote source that did not answer (HTTP
-    reports a refused connection as a missing file), as opposed to a local path that is not there.
+    reports a refused connection as a missing file), as opposed to a local path that is not there; a
+    transient one is retried (`permanent` is its opposite).
     """
 
     def __init__(self, message: str, transient: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
+        self.permanent = not transient
 
 
 def local_source(source: str, data_dir: str | Path | None = None) -> str:
@@ -44,7 +48,7 @@ def local_source(source: str, data_dir: str | Path | None = None) -> str:
     except (ValueError, ImportError) as exc:
         raise SnapshotSourceError(f"snapshot source {source!r}: cannot open ({exc})") from exc
     if isinstance(fs, LocalFileSystem):
-        return path
+        return cast(str, path)
     try:
         info = fs.info(path)
     except FileNotFoundError as exc:

@@ -37,6 +37,17 @@ class DuplicateReport:
             "conflicting_id_examples": list(self.conflicting_examples),
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DuplicateReport:
+        """The report as `to_dict` wrote it (`ingest_stats.json`, a work folder's `done.json`)."""
+        return cls(
+            policy=data["on_duplicate"],
+            duplicate_ids=data["duplicate_ids"],
+            duplicate_rows_dropped=data["duplicate_rows_dropped"],
+            conflicting_ids=data["duplicate_ids_conflicting"],
+            conflicting_examples=list(data["conflicting_id_examples"]),
+        )
+
 
 _DUPLICATE_POLICIES = ("error", "first", "last")
 

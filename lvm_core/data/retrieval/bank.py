@@ -205,20 +205,20 @@ class ChunkBank:
         if excl.size and (excl == true_rows[:, None]).any():
             bad = int(np.flatnonzero((excl == true_rows[:, None]).any(axis=1))[0])
             raise RetrievalError(f"rank_of: query {bad} excludes its own true row {int(true_rows[bad])}")
-        use_hash = same_hash_is_target and self._hash_codes is not None
+        codes = self._hash_codes if same_hash_is_target else None
         ranks = np.ones(q.shape[0], dtype=np.int64)
         for qs in range(0, q.shape[0], self.query_block):
             qe = min(q.shape[0], qs + self.query_block)
             qb, tr, ex = q[qs:qe], true_rows[qs:qe], excl[qs:qe]
             true_s = np.einsum("ij,ij->i", qb, as_float32_block(self.vectors, tr))
             thresh = (true_s - np.float32(tie_eps))[:, None]
-            true_code = self._hash_codes[tr][:, None] if use_hash else None
+            true_code = codes[tr][:, None] if codes is not None else None
             count = np.zeros(qe - qs, dtype=np.int64)
             for bs in range(0, self.n, self.block_rows):
                 be = min(self.n, bs + self.block_rows)
                 ahead = (qb @ self._block(bs, be).T) >= thresh
-                if use_hash:
-                    ahead &= self._hash_codes[bs:be][None, :] != true_code
+                if codes is not None:
+                    ahead &= codes[bs:be][None, :] != true_code
                 else:
                     inb = np.flatnonzero((tr >= bs) & (tr < be))
                     ahead[inb, tr[inb] - bs] = False

@@ -77,6 +77,7 @@ def build_faiss_index(
 
     n, d = int(vectors.shape[0]), int(vectors.shape[1])
     quantizer = None
+    index: Any  # IndexHNSWFlat or IndexIVFFlat, both used through faiss.Index's add
     if kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efSearch = int(ef_search)

@@ -7,6 +7,7 @@ queries with target texts re-encoded by the dataset's encoder over a seeded samp
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
@@ -69,14 +70,14 @@ def oracle_hits(
     if target_hashes is None and bank.text_hash is not None:
         target_hashes = bank.text_hash[target_rows]
     if target_hashes is None:
-        return (rows == target_rows[:, None]).any(axis=1)
+        return cast(np.ndarray, (rows == target_rows[:, None]).any(axis=1))
     expected = np.asarray(target_hashes)
     if expected.shape != target_rows.shape:
         raise RetrievalError(f"target_hashes: shape {expected.shape}, expected {target_rows.shape}")
     if bank.text_hash is None:
         raise RetrievalError("oracle: target_hashes given but the bank has no text_hash")
-    got = np.where(rows >= 0, bank.text_hash[np.clip(rows, 0, None)], None)
-    return (got == expected[:, None]).any(axis=1)
+    got = cast(np.ndarray, np.where(rows >= 0, bank.text_hash[np.clip(rows, 0, None)], None))
+    return cast(np.ndarray, (got == expected[:, None]).any(axis=1))
 
 
 def oracle_recall_at_k(

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from lvm_core.contracts.errors import UserError
 from lvm_core.data.embedding.fingerprint import UNIT_NORM_TOLERANCE
 from lvm_core.data.vector_files import VALIDATE_BLOCK_ROWS, as_float32_block, iter_row_blocks
 from lvm_core.io.vectors import NORM_EPS, l2_normalize, row_norms
@@ -27,7 +28,7 @@ __all__ = [
 ]
 
 
-class RetrievalError(ValueError):
+class RetrievalError(UserError, ValueError):
     """Bad input to the retrieval bank (shape, dtype, row index out of range, missing faiss)."""
 
 

@@ -6,6 +6,8 @@ evaluation averages them and puts the averages beside the trivial baselines'.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from lvm_core.data.windows import SequenceLike
@@ -17,7 +19,7 @@ __all__ = ["cosine_to_target", "margin_vs_last", "mean_or_nan", "rowwise_cosine"
 
 def rowwise_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """cos(a[i], b[i]) per row, in [-1, 1] (float64)."""
-    return np.einsum("ij,ij->i", l2_normalize(a), l2_normalize(b)).astype(np.float64)
+    return cast(np.ndarray, np.einsum("ij,ij->i", l2_normalize(a), l2_normalize(b)).astype(np.float64))
 
 
 def mean_or_nan(x: np.ndarray) -> float:
@@ -37,4 +39,4 @@ def margin_vs_last(pred: np.ndarray, vectors: np.ndarray, seqs: SequenceLike) ->
     to the past; a copy-last predictor scores about cos(ctx[-1], target) - 1 (negative). Higher is better."""
     w = windows_of(seqs)
     pred = checked_predictions(pred, w.n, vectors.shape[1])
-    return rowwise_cosine(pred, vectors[w.target_rows]) - rowwise_cosine(pred, vectors[w.context_rows[:, -1]])
+    return cast(np.ndarray, rowwise_cosine(pred, vectors[w.target_rows]) - rowwise_cosine(pred, vectors[w.context_rows[:, -1]]))

@@ -9,6 +9,7 @@ hash counts as the target (`ChunkBank.rank_of`), so a collapsed predictor cannot
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import cast
 
 import numpy as np
 
@@ -99,4 +100,4 @@ def _article_ranks(
     in_art = (pos_c < rows.size) & (rows[np.minimum(pos_c, rows.size - 1)] == ctx_rows)
     ii, jj = np.nonzero(in_art)
     ahead[ii, pos_c[ii, jj]] = False
-    return 1 + ahead.sum(axis=1)
+    return cast(np.ndarray, 1 + ahead.sum(axis=1))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from lvm_core.evaluation.bootstrap import format_delta, format_interval
 from lvm_core.evaluation.model_card.markdown import cell, table
@@ -84,7 +84,7 @@ class _MetricView:
         return self.by_split[split].get(predictor, {}).get(PRIMARY_METRIC)
 
     def iv(self, predictor: str, split: str) -> Mapping[str, Any] | None:
-        return (self.intervals.get(predictor) or {}).get(split, {}).get(PRIMARY_METRIC)
+        return cast(Mapping[str, Any] | None, (self.intervals.get(predictor) or {}).get(split, {}).get(PRIMARY_METRIC))
 
     def dl(self, predictor: str, split: str) -> Mapping[str, Any] | None:
         return ((self.deltas.get(split) or {}).get(predictor) or {}).get(PRIMARY_METRIC)
@@ -169,7 +169,7 @@ def _baseline_note(view: _MetricView, s: str) -> str | None:
     """The model against the best baseline of split `s` (None without both numbers)."""
     model = view.model_name or ""
     model_v = view.by_split[s].get(model, {}).get(PRIMARY_METRIC)
-    base = [
+    base: list[tuple[str, Any]] = [
         (p, m.get(PRIMARY_METRIC))
         for p, m in view.by_split[s].items()
         if p != view.model_name and isinstance(m.get(PRIMARY_METRIC), (int, float))

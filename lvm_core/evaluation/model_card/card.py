@@ -12,7 +12,7 @@ from typing import Any
 from lvm_core.evaluation.gates import gate_value_text
 from lvm_core.evaluation.model_card.beside_baselines import metrics_section
 from lvm_core.evaluation.model_card.markdown import cell, kv_table, table
-from lvm_core.io.plain import to_plain as _plain
+from lvm_core.io.plain import to_plain
 
 __all__ = ["DEFAULT_INTENDED_USE", "DEFAULT_LIMITATIONS", "render_model_card"]
 
@@ -39,7 +39,7 @@ def _gate_rows(gates: Any) -> list[tuple[str, Any, Any, Any]]:
     """(name, passed, value, threshold) rows from a GateReport, its manifest dict or name -> bool."""
     if hasattr(gates, "results") and not isinstance(gates, Mapping):
         return [(r.name, r.passed, r.value, r.threshold) for r in gates.results]
-    gates = _plain(gates)
+    gates = to_plain(gates)
     rows: list[tuple[str, Any, Any, Any]] = []
 
     def walk(prefix: str, entry: Any) -> None:
@@ -96,7 +96,7 @@ def _title(info: dict[str, Any]) -> list[str]:
 
 
 def _model(info: dict[str, Any]) -> list[str]:
-    model = _plain(info.get("model") or {})
+    model = to_plain(info.get("model") or {})
     if not model:
         return []
     out = ["## Model", ""]
@@ -113,7 +113,7 @@ def _model(info: dict[str, Any]) -> list[str]:
 
 
 def _data(info: dict[str, Any]) -> list[str]:
-    data = _plain(info.get("data") or {})
+    data = to_plain(info.get("data") or {})
     if not data:
         return []
     out = ["## Data", ""]
@@ -129,7 +129,7 @@ def _data(info: dict[str, Any]) -> list[str]:
 
 
 def _encoder(info: dict[str, Any]) -> list[str]:
-    encoder = _plain(info.get("encoder") or {})
+    encoder = to_plain(info.get("encoder") or {})
     if not encoder:
         return []
     out = ["## Encoder", ""]
@@ -138,7 +138,7 @@ def _encoder(info: dict[str, Any]) -> list[str]:
 
 
 def _training(info: dict[str, Any]) -> list[str]:
-    training = _plain(info.get("training") or {})
+    training = to_plain(info.get("training") or {})
     if not training:
         return []
     out = ["## Training", ""]
@@ -168,7 +168,7 @@ def _metrics(info: dict[str, Any]) -> list[str]:
         model_name = info.get("model_name")
     if not metrics:
         return []
-    section = metrics_section(_plain(metrics), model_name, _plain(intervals or {}), _plain(deltas or {}))
+    section = metrics_section(to_plain(metrics), model_name, to_plain(intervals or {}), to_plain(deltas or {}))
     return ["## Metrics beside baselines", "", *section]
 
 
@@ -191,7 +191,7 @@ def _use_and_limitations(info: dict[str, Any]) -> list[str]:
 
 def _other(info: dict[str, Any]) -> list[str]:
     extra = {k: v for k, v in info.items() if k not in _KNOWN_KEYS and v is not None}
-    return ["## Other", "", kv_table(_plain(extra)), ""] if extra else []
+    return ["## Other", "", kv_table(to_plain(extra)), ""] if extra else []
 
 
 #: The card's sections in reading order; each returns its Markdown lines (none when its key is absent).

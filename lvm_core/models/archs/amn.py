@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -51,7 +52,7 @@ class AMN(VectorPredictor):
     def _residual(self, ctx: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         weights = self.attention(ctx)
         mix = torch.einsum("bn,bnd->bd", weights, ctx)
-        return self.mlp(torch.cat([base, mix], dim=-1))
+        return cast(torch.Tensor, self.mlp(torch.cat([base, mix], dim=-1)))
 
 
 class MixAnchoredAMN(AMN):

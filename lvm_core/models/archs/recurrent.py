@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 from torch import nn
@@ -18,7 +18,7 @@ class RecurrentPredictor(VectorPredictor):
     the stronger trivial baseline.
     """
 
-    _rnn_cls: ClassVar[type[nn.RNNBase]]
+    _rnn_cls: ClassVar[type[nn.GRU] | type[nn.LSTM]]
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
@@ -35,7 +35,7 @@ class RecurrentPredictor(VectorPredictor):
 
     def _residual(self, ctx: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         out, _ = self.rnn(ctx)
-        return self.head(self.dropout(self.norm(out[:, -1])))
+        return cast(torch.Tensor, self.head(self.dropout(self.norm(out[:, -1]))))
 
 
 class GRUStack(RecurrentPredictor):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -41,4 +43,4 @@ class CausalTransformer(VectorPredictor):
     def _residual(self, ctx: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         x = self.input(ctx) + self.position
         x = self.encoder(x, mask=self.causal_mask, is_causal=True)
-        return self.head(self.norm(x[:, -1]))
+        return cast(torch.Tensor, self.head(self.norm(x[:, -1])))

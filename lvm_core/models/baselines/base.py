@@ -1,7 +1,7 @@
 """The baselines' interface and their file format: a small `.npz` of a name, JSON meta and plain arrays (no pickle).
 
-Why a module of its own: every baseline shares the interface, the context check and the persistence;
-the loader (`collection.load_baseline`) reads what `SavedBaseline.save` writes.
+Every baseline shares the interface, the context check and the persistence held here; the loader
+(`collection.load_baseline`) reads what `SavedBaseline.save` writes.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
+from lvm_core.contracts.errors import UserError
 from lvm_core.data.windows import SequenceLike
 from lvm_core.io.storage import atomic_path
 
@@ -19,7 +20,7 @@ DEFAULT_BATCH_SIZE = 4096
 BASELINE_FILE_SUFFIX = ".npz"
 
 
-class BaselineFileError(ValueError):
+class BaselineFileError(UserError, ValueError):
     """A saved baseline file is missing, unreadable or names an unknown baseline."""
 
 
@@ -72,7 +73,7 @@ class SavedBaseline:
             **self._arrays(),
         }
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, **payload)
+            np.savez(fh, **payload)  # type: ignore[arg-type]  # the stub reads **payload as if it held allow_pickle
         return path
 
     @classmethod

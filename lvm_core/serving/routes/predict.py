@@ -28,13 +28,14 @@ async def predict(request: Request, svc: ServiceDep) -> Response:
     payload, served, refused = await svc.routed(request)
     if refused is not None:
         return refused
+    assert served is not None  # routed() gives the answering model or a refusal
     try:
         x = validate_contexts(payload, served.model, svc.settings)
     except InputError as exc:
         return error(request, exc.status, "validation", str(exc))
     try:
         pred = await svc.predict_with(served, x)
-    except Exception:
+    except Exception:  # noqa: BLE001 - logged with its traceback, answered as a 500
         _log.exception("prediction failed on %s", served.model.describe())
         return error(request, 500, "internal", "prediction failed (logged on the server)")
     ids = svc.feedback.put(served.version_label, pred)
@@ -47,6 +48,7 @@ async def predict_text(request: Request, svc: ServiceDep) -> Response:
     payload, served, refused = await svc.routed(request)
     if refused is not None:
         return refused
+    assert served is not None  # routed() gives the answering model or a refusal
     try:
         context, k = validate_texts(payload, served.model, svc.settings)
     except InputError as exc:
@@ -59,7 +61,7 @@ async def predict_text(request: Request, svc: ServiceDep) -> Response:
     try:
         pred = await svc.predict_with(served, x[None, :, :].astype(np.float32))
         hits = await run_in_threadpool(index.neighbours, pred, k, context)
-    except Exception:
+    except Exception:  # noqa: BLE001 - logged with its traceback, answered as a 500
         _log.exception("text prediction failed on %s", served.model.describe())
         return error(request, 500, "internal", "prediction failed (logged on the server)")
     [pid] = svc.feedback.put(served.version_label, pred)

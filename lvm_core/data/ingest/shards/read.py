@@ -9,7 +9,7 @@ from __future__ import annotations
 import bz2
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 from lvm_core.data.ingest.base import Article, IngestError, one_line
@@ -83,7 +83,7 @@ class _MultistreamRange(io.RawIOBase):
             self._parts.close()  # closes the dump file
         super().close()
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         while not self._pending:
             try:
                 self._pending = memoryview(next(self._parts))
@@ -94,7 +94,7 @@ class _MultistreamRange(io.RawIOBase):
         self._pending = self._pending[n:]
         return n
 
-    def _generate(self) -> Iterator[bytes]:
+    def _generate(self) -> Generator[bytes, None, None]:
         shard = self._shard
         with open(shard.path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size

@@ -25,7 +25,7 @@ class LVMPyfuncModel(PythonModel):
     """Pyfunc wrapper: context vectors (B, ctx, D) or flattened (B, ctx*D) float32 -> predictions (B, D)."""
 
     def load_context(self, context: Any) -> None:
-        from lvm_core.models.loader import load_model_dir
+        from lvm_core.registry import load_model_dir
 
         self._model = load_model_dir(Path(context.artifacts[ARTIFACT_KEY]))
 
