@@ -9,6 +9,8 @@ from prefect import flow, get_run_logger
 
 from flows.infra.hooks import RUN_HOOKS
 from lvm_core.contracts.layout import default_data_dir, evaluation_reports_dir
+from lvm_core.tracking.evaluation_log import log_evaluation_run, record_contamination
+from lvm_core.tracking.references import recorded_dataset
 from lvm_core.tracking.setup import configure_tracking
 from tasks import evaluate as t
 
@@ -45,14 +47,14 @@ def evaluate_model(
     root = Path(data_dir) if data_dir else default_data_dir()
     configure_tracking(root)
     loaded = t.load_model(model)
-    ds = t.load_eval_dataset(dataset or t.dataset_of(loaded), loaded)
+    ds = t.load_eval_dataset(dataset or recorded_dataset(loaded), loaded)
     contamination = t.check_contamination(loaded, ds, allow_contamination)
     result = t.evaluate(loaded, ds, max_windows)
     gate_report = t.gates(result, ds, thresholds or {})
     reports = evaluation_reports_dir(root, loaded.name, loaded.version)
     paths = t.report(result, loaded, ds, gate_report, reports, contamination)
-    eval_run_id = t.log_evaluation_run(root, loaded, ds, result, paths, gate_report, contamination)
-    t.record_contamination(loaded, contamination)
+    eval_run_id = log_evaluation_run(root, loaded, ds, result, paths, gate_report, contamination)
+    record_contamination(loaded, contamination)
     if promote and not contamination.trusted:
         log.warning("not promoting %s: its evaluation is contaminated (%s)", loaded.describe(), contamination.tag_value())
         promote = False

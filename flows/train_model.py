@@ -11,6 +11,7 @@ from flows.infra.hooks import RUN_HOOKS
 from lvm_core.contracts.layout import default_data_dir
 from lvm_core.models.config import ModelConfig
 from lvm_core.tracking.setup import configure_tracking
+from lvm_core.tracking.training_log import finish_training, log_baseline_scores, training_run
 from lvm_core.train.checkpoint import baselines_dir, checkpoint_dir_for
 from lvm_core.train.config import TrainConfig
 from tasks import train as t
@@ -66,11 +67,11 @@ def train_model(
     model_config = ModelConfig(arch=arch, dim=dataset.dim, context_len=dataset.context_len,
                                hidden=hidden, mlp_hidden=mlp_hidden, dropout=dropout)
     ckpt = checkpoint_dir_for(root, dataset.dataset_id, dataset.fingerprint, model_config, train_config)
-    with t.training_run(root, dataset, model_config, train_config, ckpt, force=force, resume=resume) as run:
+    with training_run(root, dataset, model_config, train_config, ckpt, force=force, resume=resume) as run:
         _, baseline_scores = t.fit_baselines(dataset, baselines_dir(ckpt))
-        t.log_baseline_scores(run, baseline_scores)
+        log_baseline_scores(run, baseline_scores)
         result = t.run_training(dataset, model_config, train_config, ckpt, resume, run)
-        t.finish_training(run, result, ckpt)
+        finish_training(run, result, ckpt)
         info = t.register_model(run, result, model_config, dataset, registered_name or f"lvm-{arch}",
                                 baselines_dir(ckpt), baseline_scores, ckpt)
     return t.publish_training_summary(info, dataset, model_config, result, baseline_scores, ckpt, root)

@@ -30,11 +30,10 @@ from lvm_core.data.build.records import (
 )
 from lvm_core.data.build.source import SourceInfo
 from lvm_core.data.build.work import parquet_rows
-from lvm_core.data.ingest.base import IngestError
 from lvm_core.data.ingest.duplicates import DuplicateReport
 from lvm_core.runtime.faults import crash_point
 from lvm_core.runtime.progress import ShardTicker
-from tasks.common import COMPUTE_RETRIES, HOUR, IO_RETRIES, is_transient
+from tasks.common import COMPUTE_RETRIES, HOUR, IO_RETRIES
 
 
 @task(name="resolve-source", task_run_name="resolve-source-{config.source}", **IO_RETRIES, timeout_seconds=HOUR)
@@ -58,22 +57,7 @@ def clean_abandoned(config: BuildConfig) -> list[str]:
 # --- shard tasks --------------------------------------------------------------------------------------
 
 
-def _retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry a shard that may succeed next time (a lost worker, a full disk); a corrupt shard never will."""
-    try:
-        state.result(raise_on_failure=True)
-    except IngestError:  # ShardError included: names the file, retrying cannot help
-        return False
-    except Exception:  # noqa: BLE001
-        return is_transient(task, task_run, state)
-    return True
-
-
-SHARD_IO_RETRIES = {**IO_RETRIES, "retry_condition_fn": _retry_unless_bad_input}
-SHARD_COMPUTE_RETRIES = {**COMPUTE_RETRIES, "retry_condition_fn": _retry_unless_bad_input}
-
-
-@task(name="plan-shards", task_run_name="plan-shards-{source.dataset_id}", cache_policy=NO_CACHE, **SHARD_IO_RETRIES)
+@task(name="plan-shards", task_run_name="plan-shards-{source.dataset_id}", cache_policy=NO_CACHE, **IO_RETRIES)
 def plan_shards(source: SourceInfo, config: BuildConfig) -> list[Any]:
     """Cut the source into independently readable shards (multistream byte ranges via the index, ...)."""
     plan = ingest.plan_shards(source, config)
@@ -82,7 +66,7 @@ def plan_shards(source: SourceInfo, config: BuildConfig) -> list[Any]:
     return plan
 
 
-@task(name="ingest-shard", task_run_name="ingest-{source.dataset_id}-{shard.index}", cache_policy=NO_CACHE, **SHARD_IO_RETRIES)
+@task(name="ingest-shard", task_run_name="ingest-{source.dataset_id}-{shard.index}", cache_policy=NO_CACHE, **IO_RETRIES)
 def ingest_shard(shard: Any, source: SourceInfo, config: BuildConfig) -> IngestedShard:
     """Parse and clean one source shard (namespace 0, no redirects/disambiguation) into article files."""
     out = ingest_shard_work_dir(shard, source, config)
@@ -92,7 +76,7 @@ def ingest_shard(shard: Any, source: SourceInfo, config: BuildConfig) -> Ingeste
     return record
 
 
-@task(name="dedup-articles", task_run_name="dedup-{source.dataset_id}", cache_policy=NO_CACHE, **SHARD_IO_RETRIES)
+@task(name="dedup-articles", task_run_name="dedup-{source.dataset_id}", cache_policy=NO_CACHE, **IO_RETRIES)
 def dedup_articles(ingested: list[IngestedShard], source: SourceInfo, config: BuildConfig) -> KeptArticles:
     """One pass over the ids and text hashes of all shards: first N articles, repeated-id rules."""
     out = dedup_work_dir(ingested, source, config)
@@ -102,7 +86,7 @@ def dedup_articles(ingested: list[IngestedShard], source: SourceInfo, config: Bu
     return record
 
 
-@task(name="chunk-shard", task_run_name="chunk-{source.dataset_id}", cache_policy=NO_CACHE, **SHARD_COMPUTE_RETRIES)
+@task(name="chunk-shard", task_run_name="chunk-{source.dataset_id}", cache_policy=NO_CACHE, **COMPUTE_RETRIES)
 def chunk_shard(articles_file: str, source: SourceInfo, config: BuildConfig) -> ChunkedShard:
     """Sentence-split one article file and group into bounded chunks, never across paragraphs or articles."""
     out = chunk_shard_work_dir(articles_file, source, config)
@@ -113,7 +97,7 @@ def chunk_shard(articles_file: str, source: SourceInfo, config: BuildConfig) -> 
     return record
 
 
-@task(name="embed-shard", task_run_name="embed-{source.dataset_id}", cache_policy=NO_CACHE, **SHARD_COMPUTE_RETRIES)
+@task(name="embed-shard", task_run_name="embed-{source.dataset_id}", cache_policy=NO_CACHE, **COMPUTE_RETRIES)
 def embed_shard(chunked: ChunkedShard, source: SourceInfo, config: BuildConfig) -> EmbeddedShard:
     """Encode one chunk file; only texts unseen under this encoder fingerprint are encoded."""
     chunks_file = chunked.file
@@ -135,7 +119,7 @@ def _log_reused(record: IngestedShard | ChunkedShard, what: str) -> None:
         get_run_logger().info("%s: already done, output reused", what)
 
 
-@task(name="assemble", task_run_name="assemble-{source.dataset_id}", cache_policy=NO_CACHE, **SHARD_IO_RETRIES)
+@task(name="assemble", task_run_name="assemble-{source.dataset_id}", cache_policy=NO_CACHE, **IO_RETRIES)
 def assemble(
     articles: KeptArticles, chunked: list[ChunkedShard], embedded: list[EmbeddedShard],
     source: SourceInfo, config: BuildConfig,

@@ -3,14 +3,12 @@ write the report, apply the post-training gates and move aliases."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from lvm_core.contracts.errors import RegistryError
 from lvm_core.contracts.gates import GateReport, GateThresholds
 from lvm_core.contracts.layout import EVAL_SPLITS
 from lvm_core.data.build.load import Dataset, load_dataset
@@ -22,27 +20,15 @@ from lvm_core.evaluation.report import write_report
 from lvm_core.evaluation.result import EvaluationResult
 from lvm_core.models.baselines.collection import fit_baselines
 from lvm_core.models.loader import LoadedModel
-from lvm_core.runtime.faults import crash_point
 from lvm_core.tracking import promotion as tracking_promotion
 from lvm_core.tracking.promotion import PromotionResult, record_gate_outcomes
-from lvm_core.tracking.references import load_registered_model, training_dataset
-from lvm_core.tracking.runs import TrainingRun
+from lvm_core.tracking.references import load_registered_model, registered_version, training_dataset
 from tasks.common import COMPUTE_RETRIES, HOUR, IO_RETRIES, gates_markdown, publish_markdown, publish_table
-
-TAG_CONTAMINATION = "contamination"  # on the evaluation run and, after an allowed contaminated run, the version
 
 
 @task(name="load-model", task_run_name="load-model-{model_ref}", cache_policy=NO_CACHE, **IO_RETRIES)
 def load_model(model_ref: str) -> LoadedModel:
     return load_registered_model(model_ref)
-
-
-def dataset_of(model: LoadedModel) -> str:
-    """The dataset folder recorded on the model's training run."""
-    dataset_dir, _ = training_dataset(model)
-    if dataset_dir:
-        return dataset_dir
-    raise ValueError(f"{model.describe()}: no dataset recorded on its run; pass --dataset")
 
 
 @task(name="check-contamination", task_run_name="check-contamination-{model.name}-v{model.version}",
@@ -64,17 +50,6 @@ def check_contamination(model: LoadedModel, ds: Dataset, allow: bool = False) ->
         raise ContaminationError(result.message())
     get_run_logger().warning("evaluating despite contamination (--allow-contamination): %s", result.message())
     return result
-
-
-def record_contamination(model: LoadedModel, result: ContaminationReport) -> None:
-    """Tag the model version `contamination=<n> articles` (or `unchecked: ...`) after an allowed contaminated run."""
-    from mlflow.tracking import MlflowClient
-
-    if result.trusted or not model.name or model.version is None:
-        return
-    client = MlflowClient()
-    client.set_model_version_tag(model.name, str(model.version), TAG_CONTAMINATION, result.tag_value())
-    client.set_model_version_tag(model.name, str(model.version), f"{TAG_CONTAMINATION}_dataset", result.eval_dataset)
 
 
 @task(name="load-eval-dataset", task_run_name="load-dataset-{root}", cache_policy=NO_CACHE, **IO_RETRIES)
@@ -142,46 +117,18 @@ def report(result: EvaluationResult, model: LoadedModel, ds: Dataset, gate_repor
 @task(name="promote", task_run_name="promote-{model.name}-v{model.version}", cache_policy=NO_CACHE, **IO_RETRIES)
 def promote(model: LoadedModel, gate_report: GateReport) -> PromotionResult:
     """All gates passed → `champion` (previous one recorded); otherwise stays `challenger`, tagged."""
-    name, version = _registered_version(model)
+    name, version = registered_version(model)
     return tracking_promotion.promote(name, version, gate_report)
 
 
 @task(name="record-gates", task_run_name="record-gates-{model.name}-v{model.version}", cache_policy=NO_CACHE, **IO_RETRIES)
 def record_gates(model: LoadedModel, gate_report: GateReport) -> list[str]:
     """Gate outcomes on the version without moving an alias (evaluation without promotion)."""
-    name, version = _registered_version(model)
+    name, version = registered_version(model)
     return record_gate_outcomes(name, version, gate_report)
 
 
-def _registered_version(model: LoadedModel) -> tuple[str, int]:
-    """(name, version) of a registered model version: only those are promoted or carry gate outcomes."""
-    if model.name is None or model.version is None:
-        raise RegistryError(f"{model.describe()} is not a registered model version")
-    return model.name, model.version
-
-
-def log_evaluation_run(data_dir: Path, model: LoadedModel, ds: Dataset, result: EvaluationResult,
-                       paths: dict[str, Path], gate_report: GateReport, contamination_report: ContaminationReport) -> str:
-    """An MLflow run of its own for the evaluation: metrics, evaluation.json, the report, the gates; its id."""
-    with TrainingRun(data_dir, run_name=f"evaluate-{model.name}-v{model.version}", arch=model.arch,
-                     snapshot_id=ds.manifest.snapshot_id, encoder_fingerprint=ds.fingerprint,
-                     tags={"evaluates": f"{model.name}/{model.version}", "training_run": model.run_id or "",
-                           "run_type": "evaluation", TAG_CONTAMINATION: contamination_report.tag_value()}) as run:
-        run.log_dataset_manifest(ds.paths.manifest, context="evaluation")
-        for pred, by_split in result.metrics.items():
-            for split, metrics in by_split.items():
-                run.log_metrics({_metric_key(pred, split, k): v for k, v in metrics.items()
-                                 if isinstance(v, (int, float)) and v == v})
-        run.log_json(result.to_dict(), "evaluation.json")
-        for p in paths.values():
-            run.log_artifact(Path(p), "report")
-        crash_point("evaluate")
-        run.log_gate_results(gate_report, stage="post_training")
-        return run.run_id
-
-
-def _metric_key(pred: str, split: str, metric: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.\-/ ]", "_", f"{pred}.{split}.{metric}").replace(" ", "_")
+# --- the flow's result and its Prefect artifacts (no task run of its own) -----------------------------------
 
 
 def publish_evaluation(model: LoadedModel, ds: Dataset, result: EvaluationResult, gate_report: GateReport,

@@ -14,5 +14,6 @@ Works offline with the default tracking URI, a SQLite file in the data dir
 Modules: `setup` (quiet MLflow, tracking URI, experiment), `tags` (tag names and values),
 `gate_outcomes`, `runs` (`TrainingRun`), `dead_runs`, `curves` (training-curve figure), `model_logging`
 (pyfunc logging and registration), `references` (resolve and load registered models), `promotion`
-(promote, record gates, rollback). `pyfunc_model` is the file MLflow copies into every logged model.
+(promote, record gates, rollback), `training_log` and `evaluation_log` (what a training and an evaluation
+record). `pyfunc_model` is the file MLflow copies into every logged model.
 """

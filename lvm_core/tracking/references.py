@@ -16,7 +16,7 @@ from typing import Any
 import mlflow
 from mlflow.exceptions import MlflowException
 
-from lvm_core.contracts.errors import DataContractError, ModelNotFoundError
+from lvm_core.contracts.errors import DataContractError, ModelNotFoundError, RegistryError
 from lvm_core.data.embedding.fingerprint import EncoderFingerprint
 from lvm_core.models.loader import LoadedModel, load_model_dir
 from lvm_core.tracking.setup import is_not_found, mlflow_client
@@ -145,6 +145,21 @@ def training_dataset(model: LoadedModel) -> tuple[str | None, str | None]:
         run_tags = dict(mlflow_client().get_run(model.run_id).data.tags)
     split_hash = (model.tags or {}).get(TAG_SPLIT_HASH) or run_tags.get(TAG_SPLIT_HASH)
     return run_tags.get(TAG_DATASET_DIR) or None, split_hash or None
+
+
+def recorded_dataset(model: LoadedModel) -> str:
+    """The dataset folder recorded on the model's training run."""
+    dataset_dir, _ = training_dataset(model)
+    if dataset_dir:
+        return dataset_dir
+    raise ValueError(f"{model.describe()}: no dataset recorded on its run; pass --dataset")
+
+
+def registered_version(model: LoadedModel) -> tuple[str, int]:
+    """(name, version) of a registered model version: only those are promoted or carry gate outcomes."""
+    if model.name is None or model.version is None:
+        raise RegistryError(f"{model.describe()} is not a registered model version")
+    return model.name, model.version
 
 
 def current_champion(name: str) -> int | None:

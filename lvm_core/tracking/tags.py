@@ -39,6 +39,7 @@ TAG_PROMOTED_AT = "promoted_at"
 TAG_ROLLED_BACK_AT = "rolled_back_at"
 TAG_OWNER = "lvm.owner"  # on a run: JSON of the process that runs it (host, pid, start time)
 TAG_INCOMPLETE = "incomplete"  # on a version: its training run was killed before it finished
+TAG_CONTAMINATION = "contamination"  # on an evaluation run and, after an allowed contaminated run, the version
 RUN_TAGS_COPIED_TO_VERSION = (TAG_SNAPSHOT, TAG_DATASET_ID, TAG_SPLIT_HASH, TAG_DATASET_DIGEST)
 
 MAX_PARAM_VALUE = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH

@@ -21,5 +21,6 @@
 
 Modules: `config` (TrainConfig, EpochMetrics, TrainResult), `batches` (WindowDataset, make_loader),
 `losses`, `optim` (AdamW, warm-up schedules), `rng` (determinism, seeding, RNG states), `epoch` (one
-epoch, loop state, validation cosine), `trainer` (`train`), `checkpoint`, `data` (TrainingData).
+epoch, loop state, validation cosine), `trainer` (`train`), `checkpoint`, `data` (TrainingData), `baselines`
+(the trivial baselines a training is compared with).
 """

@@ -1,4 +1,5 @@
-"""What a training run is given and what it gives back: `TrainConfig`, `EpochMetrics`, `TrainResult`.
+"""What a training run is given and what it gives back: `TrainConfig`, `EpochMetrics`, `TrainResult` (and
+`TrainingDivergedError`, raised where a diverged result stops a flow).
 
 The flows, the CLI, checkpoints (`meta.json`) and the tracking run all read these types; they carry no torch
 code, so reading a configuration never pulls in the training loop.
@@ -13,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from lvm_core.contracts.errors import UserError
 from lvm_core.contracts.layout import CHECKPOINT_BEST_DIR, CHECKPOINT_LAST_DIR, CHECKPOINT_META_FILE
 
 
@@ -63,6 +65,10 @@ class EpochMetrics:
 
 
 TrainStatus = Literal["completed", "early_stopped", "diverged"]
+
+
+class TrainingDivergedError(UserError, RuntimeError):
+    """Training stopped on divergence; the last good checkpoint is kept and nothing is registered."""
 
 
 @dataclass

@@ -178,6 +178,23 @@ def test_evaluation_refuses_articles_the_model_trained_on_unless_allowed(trained
     assert json.loads((small_dataset / "manifest.json").read_text())["counts"]["duplicate_ids"] == 0
 
 
+def test_evaluating_a_model_folder_moves_no_alias(trained, small_dataset: Path, session_data_dir: Path, prefect_harness):
+    """A model folder has no training run to check contamination against and no registered version: refused
+    unless allowed, then evaluated and reported without promotion or recorded gate outcomes."""
+    from flows.cli import app
+    from lvm_core.contracts.layout import CHECKPOINT_BEST_DIR
+
+    folder = Path(trained["checkpoint_dir"]) / CHECKPOINT_BEST_DIR
+    args = ["evaluate", "--model", str(folder), "--dataset", str(small_dataset), "--data-dir", str(session_data_dir)]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 1, refused.output
+    assert "cannot check" in refused.output and "--allow-contamination" in refused.output
+
+    allowed = CliRunner().invoke(app, [*args, "--allow-contamination"])
+    assert allowed.exit_code == 0, allowed.output
+    assert "promotion: skipped" in allowed.output and "not promoted" in allowed.output
+
+
 def test_build_refuses_repeated_ids_with_other_texts(tmp_path: Path, prefect_harness):
     import json
 
