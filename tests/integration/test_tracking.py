@@ -83,6 +83,18 @@ def write_manifest(folder: Path) -> Path:
 # --- runs ------------------------------------------------------------------------------------------
 
 
+def test_each_data_dir_gets_its_own_registry_in_one_process(tmp_path, monkeypatch):
+    """MLflow exports the URI it was given to MLFLOW_TRACKING_URI; a later data dir must not inherit it, while a
+    URI the user sets is still honoured."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert configure_tracking(first) == f"sqlite:///{(first / 'mlflow.db').resolve()}"
+    assert configure_tracking(second) == f"sqlite:///{(second / 'mlflow.db').resolve()}"
+    assert mlflow.get_tracking_uri() == f"sqlite:///{(second / 'mlflow.db').resolve()}"
+    user_uri = f"sqlite:///{(tmp_path / 'server.db').resolve()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", user_uri)
+    assert configure_tracking(first) == user_uri
+
+
 def test_run_records_params_epochs_dataset_gates_and_artifacts(client, tmp_path):
     manifest = write_manifest(tmp_path / "datasets" / "snap")
     history = [{"epoch": e, "train_loss": 1.0 / (e + 1), "val_cosine": 0.5 + 0.02 * e, "lr": 1e-3 * 0.5**e} for e in range(3)]
