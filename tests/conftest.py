@@ -46,20 +46,6 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("PREFECT_API_URL", None)
 
-MLFLOW_URI_ENVS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-
-
-@pytest.fixture(autouse=True)
-def _no_inherited_mlflow_uri():
-    """`mlflow.set_tracking_uri` exports its URI to the environment; a test that configured tracking in this
-    process must not hand that URI to the `lvm` subprocesses of a later test (they would all share one registry)."""
-    for name in MLFLOW_URI_ENVS:
-        os.environ.pop(name, None)
-    yield
-    for name in MLFLOW_URI_ENVS:
-        os.environ.pop(name, None)
-
-
 LEFTOVER_GRACE_S = 15.0  # a server told to stop a moment ago may still be shutting down
 # Helpers of the Python runtime that live exactly as long as the interpreter (and end with it).
 INTERPRETER_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver", "joblib.externals.loky")

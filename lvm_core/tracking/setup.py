@@ -30,8 +30,11 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from lvm_core.contracts.layout import default_tracking_uri  # noqa: E402
 
 DEFAULT_EXPERIMENT = "lvm"
-TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
-_uri_set_here: str | None = None  # what `mlflow.set_tracking_uri` exported the last time this process configured
+# A user's choice of server. MLflow's setters also export what they are given to these variables (for
+# subprocesses); left there, the first data dir configured would pin every later one in this process and in
+# every process it starts, so `configure_tracking` puts back what the user had.
+REGISTRY_URI_ENV = "MLFLOW_REGISTRY_URI"
+URI_ENVS = ("MLFLOW_TRACKING_URI", REGISTRY_URI_ENV)
 
 
 def quiet_mlflow() -> None:
@@ -60,22 +63,26 @@ def configure_tracking(data_dir: Path, experiment: str = DEFAULT_EXPERIMENT) -> 
     stores (MLflow's default would be `./mlruns` in whatever folder the process runs in), makes it the
     active experiment, and returns the tracking URI.
     """
-    global _uri_set_here
     quiet_mlflow()
     data_dir = Path(data_dir)
-    if _uri_set_here is not None and os.environ.get(TRACKING_URI_ENV) == _uri_set_here:
-        # `mlflow.set_tracking_uri` exports its URI to the environment (for subprocesses): that is the last data
-        # dir configured here, not the user's choice, and must not pin every later data dir to it.
-        del os.environ[TRACKING_URI_ENV]
     uri = default_tracking_uri(data_dir)
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    users = {name: os.environ.get(name) for name in URI_ENVS}
     mlflow.set_tracking_uri(uri)
-    _uri_set_here = os.environ.get(TRACKING_URI_ENV)
-    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or uri)
+    mlflow.set_registry_uri(users[REGISTRY_URI_ENV] or uri)
+    _restore(users)
     experiment_id = _experiment_id(MlflowClient(), experiment, None if _is_remote(uri) else data_dir)
     mlflow.set_experiment(experiment_id=experiment_id)
     return uri
+
+
+def _restore(env: dict[str, str | None]) -> None:
+    for name, value in env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def _experiment_id(client: MlflowClient, experiment: str, local_data_dir: Path | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -84,15 +85,21 @@ def write_manifest(folder: Path) -> Path:
 
 
 def test_each_data_dir_gets_its_own_registry_in_one_process(tmp_path, monkeypatch):
-    """MLflow exports the URI it was given to MLFLOW_TRACKING_URI; a later data dir must not inherit it, while a
-    URI the user sets is still honoured."""
+    """MLflow exports the URIs it is given to MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI; neither a later data dir
+    nor a subprocess may inherit them, while URIs the user sets are still honoured."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     first, second = tmp_path / "first", tmp_path / "second"
     assert configure_tracking(first) == f"sqlite:///{(first / 'mlflow.db').resolve()}"
     assert configure_tracking(second) == f"sqlite:///{(second / 'mlflow.db').resolve()}"
-    assert mlflow.get_tracking_uri() == f"sqlite:///{(second / 'mlflow.db').resolve()}"
-    user_uri = f"sqlite:///{(tmp_path / 'server.db').resolve()}"
+    assert mlflow.get_tracking_uri() == mlflow.get_registry_uri() == f"sqlite:///{(second / 'mlflow.db').resolve()}"
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_REGISTRY_URI" not in os.environ
+    user_uri, user_registry = (f"sqlite:///{(tmp_path / name).resolve()}" for name in ("server.db", "registry.db"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", user_uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", user_registry)
     assert configure_tracking(first) == user_uri
+    assert mlflow.get_registry_uri() == user_registry
+    assert os.environ["MLFLOW_TRACKING_URI"] == user_uri
 
 
 def test_run_records_params_epochs_dataset_gates_and_artifacts(client, tmp_path):
