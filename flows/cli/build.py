@@ -40,6 +40,8 @@ def build(
     on_duplicate: OnDuplicateOpt = "error",
     workers: WorkersOpt = None,
     dask_address: DaskAddressOpt = None,
+    cold: Annotated[bool, typer.Option("--cold", help="Full build: reuse nothing from the previous dataset, work folders or embedding cache (every article chunked and encoded again); splits still follow the family's split registry")] = False,
+    previous_dataset: Annotated[str | None, typer.Option(help="Published dataset folder to carry on from (its split registry; unless --cold, its unchanged articles) [default: the newest published dataset of the same family]")] = None,
 ) -> None:
     """Build a gated dataset from a Wikipedia snapshot and print its folder."""
     from lvm_core.contracts.build_options import BuildOptions
@@ -64,6 +66,8 @@ def build(
             thresholds=parse_thresholds(threshold),
             on_duplicate=on_duplicate,
             vector_dtype=vector_dtype,
+            cold=cold,
+            previous_dataset=previous_dataset,
         )
         from flows.build_dataset import build_dataset
         from flows.infra.runners import shard_task_runner

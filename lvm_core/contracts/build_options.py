@@ -44,6 +44,16 @@ class BuildOptions(BaseModel):
         description="Parquet/JSONL rows repeating an id with a different text: fail (error) or keep the first/last row",
     )
     thresholds: dict[str, float | int | bool] = Field(default_factory=dict, description="Gate threshold overrides")
+    cold: bool = Field(
+        False,
+        description="Full build: nothing reused from the family's previous dataset, the work folders or the "
+        "embedding cache (every article chunked and encoded again); splits still follow the family's registry",
+    )
+    previous_dataset: str | None = Field(
+        None,
+        description="Published dataset folder whose articles, vectors and split registry this build carries on "
+        "(default: the newest published dataset of the same family, e.g. enwiki)",
+    )
 
     @field_validator("fractions")
     @classmethod
@@ -71,6 +81,11 @@ class BuildOptions(BaseModel):
 
     def gate_thresholds(self) -> GateThresholds:
         return GateThresholds.from_dict(self.thresholds)
+
+
+# Options that say how a dataset was reached, not what it is: kept out of the manifest's build_config (and
+# so out of its content hash); the manifest's lineage records them instead.
+LINEAGE_OPTIONS = frozenset({"cold", "previous_dataset"})
 
 
 class BuildConfig(BuildOptions):

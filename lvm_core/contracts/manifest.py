@@ -212,6 +212,8 @@ class DatasetManifest(ManifestPart):
     data_direction: list[float] | None = None
     embedding: dict[str, Any] | None = None  # encoding throughput of this run (run-only)
     shards: ShardLayout | None = None
+    # how this dataset was reached (run-only): previous_dataset, previous_content_hash, cold, split_registry, reuse
+    lineage: dict[str, Any] | None = None
     gates: dict[str, GateOutcome] | None = None
     gates_passed: bool | None = None
     gate_docs: str | None = None

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
-from lvm_core.contracts.build_options import BuildConfig
+from lvm_core.contracts.build_options import LINEAGE_OPTIONS, BuildConfig
 from lvm_core.contracts.errors import DataContractError
 from lvm_core.contracts.layout import EVAL_SPLITS, SPLIT_NAMES, DatasetPaths
 from lvm_core.contracts.manifest import (
@@ -262,7 +262,7 @@ def _manifest(
             weights_digest=encoder["weights_digest"],
             normalized=encoder.get("normalized", True),
         ),
-        build_config=config.model_dump(mode="json"),
+        build_config=config.model_dump(mode="json", exclude=set(LINEAGE_OPTIONS)),
         counts=counts,
         ingest=ingest_stats,
         sequences={k: len(v) for k, v in seqs.items()},

@@ -81,7 +81,7 @@ def finalize_manifest(
 
 
 # Manifest fields that say when, where or how fast a build ran, not what the dataset holds.
-_RUN_ONLY_FIELDS = ("created_at", "embedding", "gate_docs", "content_hash", "shards")
+_RUN_ONLY_FIELDS = ("created_at", "embedding", "gate_docs", "content_hash", "shards", "lineage")
 # Build options that say how the work was cut into tasks; the data files hold what came of it.
 _RUN_ONLY_OPTIONS = ("data_dir", "shard_bytes", "shard_articles")
 

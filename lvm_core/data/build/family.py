@@ -1,0 +1,115 @@
+"""Dataset families: the snapshots of one wiki (`enwiki-20240601`, `enwiki-20240701`, ...) and, for a new
+build, the family's previous published dataset it carries on from (its split registry and unchanged articles).
+
+A month's build finds its predecessor by itself, so a scheduled rebuild keeps every article's split and is
+incremental without being told; `--previous-dataset` names one explicitly. `--cold` (`BuildOptions.cold`)
+reuses none of its articles, but the splits still follow its registry.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from lvm_core.contracts.build_options import BuildConfig
+from lvm_core.contracts.errors import UserError
+from lvm_core.contracts.layout import DatasetPaths, datasets_root
+from lvm_core.io.storage import read_json
+
+_DATED = re.compile(r"^(?P<family>.+)-(?P<date>\d{8})$")
+
+
+class FamilyError(UserError, ValueError):
+    """A previous dataset that cannot be carried on from (another family, not published, unreadable)."""
+
+
+@dataclass(frozen=True)
+class PublishedDataset:
+    """A published dataset folder (READY written) and the ids its manifest records."""
+
+    root: Path
+    dataset_id: str
+    snapshot_id: str
+    created_at: str
+
+    @property
+    def family(self) -> str:
+        return dataset_family(self.snapshot_id)
+
+    @property
+    def date(self) -> _dt.date | None:
+        return snapshot_date(self.snapshot_id)
+
+
+def dataset_family(snapshot_id: str) -> str:
+    """The family of a snapshot: its wiki for a dated dump id (`enwiki-20240601` → `enwiki`), else the id
+    without its last `-part` (`sample-3f2a…` → `sample`)."""
+    m = _DATED.match(snapshot_id)
+    if m:
+        return m["family"]
+    return snapshot_id.rsplit("-", 1)[0] if "-" in snapshot_id else snapshot_id
+
+
+def snapshot_date(snapshot_id: str) -> _dt.date | None:
+    m = _DATED.match(snapshot_id)
+    if not m:
+        return None
+    try:
+        return _dt.datetime.strptime(m["date"], "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+def read_published(root: Path) -> PublishedDataset | None:
+    """The published dataset at `root`, or None when it is not one (no READY marker, no readable manifest)."""
+    paths = DatasetPaths(Path(root))
+    if not paths.ready.is_file():
+        return None
+    try:
+        manifest = read_json(paths.manifest)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or not manifest.get("snapshot_id") or not manifest.get("dataset_id"):
+        return None
+    return PublishedDataset(
+        root=Path(root), dataset_id=str(manifest["dataset_id"]), snapshot_id=str(manifest["snapshot_id"]),
+        created_at=str(manifest.get("created_at") or ""),
+    )
+
+
+def published_datasets(data_dir: Path) -> list[PublishedDataset]:
+    """Every published dataset under the data folder, in folder-name order."""
+    root = datasets_root(Path(data_dir))
+    if not root.is_dir():
+        return []
+    found = (read_published(p) for p in sorted(root.iterdir()) if p.is_dir())
+    return [d for d in found if d is not None]
+
+
+def find_previous_dataset(data_dir: Path, snapshot_id: str, dataset_id: str) -> PublishedDataset | None:
+    """The newest published dataset of `snapshot_id`'s family that came before it (by snapshot date when
+    both are dated, else by creation time), other than `dataset_id` itself; None for a family's first build."""
+    family, date = dataset_family(snapshot_id), snapshot_date(snapshot_id)
+    candidates = [d for d in published_datasets(data_dir) if d.family == family and d.dataset_id != dataset_id]
+    if date is not None:
+        candidates = [d for d in candidates if d.date is None or d.date < date]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda d: (d.date or _dt.date.min, d.created_at))
+
+
+def previous_dataset_for(config: BuildConfig, snapshot_id: str, dataset_id: str) -> PublishedDataset | None:
+    """The dataset this build carries on from: the one named by `previous_dataset` (checked: published, same
+    family), else the family's newest earlier one. `cold` is the caller's to apply (splits follow it anyway)."""
+    if config.previous_dataset:
+        named = read_published(Path(config.previous_dataset).expanduser())
+        if named is None:
+            raise FamilyError(f"--previous-dataset {config.previous_dataset}: not a published dataset folder "
+                              "(no READY marker or manifest)")
+        if named.family != dataset_family(snapshot_id):
+            raise FamilyError(f"--previous-dataset {config.previous_dataset}: family {named.family!r}, but this "
+                              f"build is of family {dataset_family(snapshot_id)!r}")
+        return named
+    return find_previous_dataset(config.resolved_data_dir(), snapshot_id, dataset_id)
