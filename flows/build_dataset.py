@@ -14,7 +14,9 @@ from lvm_core.contracts.build_options import BuildConfig, BuildOptions
 from lvm_core.contracts.gates import GateFailedError
 from lvm_core.contracts.manifest import DatasetManifest, ShardLayout
 from lvm_core.data.build.assemble import shard_layout
+from lvm_core.data.build.gc import work_in_use
 from lvm_core.data.build.publish import discard_staging, new_staging_dir
+from lvm_core.data.build.reuse import reuse_lineage, with_reuse_lineage
 from tasks import dataset as t
 from tasks.common import gates_markdown, publish_markdown, publish_table
 
@@ -31,7 +33,9 @@ def build_dataset(
     """Ingest → chunk → embed (each mapped over shards) → coherence/splits/leakage/sequences → data gates
     → publish.
 
-    Returns the published dataset folder. A failed gate stops the flow before anything is published.
+    Unless `options.cold`, the chunks and vectors of articles unchanged since the family's previous dataset are
+    copied from it (`lvm_core.data.build.reuse`); the build holds the data folder's work lock throughout, so
+    `lvm gc` leaves its work folders alone. Returns the published dataset folder. A failed gate stops the flow before anything is published.
     Shards run where the flow's task runner says (`flows.infra.runners`: in process by default, on Dask with
     `build_dataset.with_options(task_runner=shard_task_runner(workers=N))` or LVM_WORKERS /
     LVM_DASK_ADDRESS); the dataset is the same either way.
@@ -47,16 +51,17 @@ def build_dataset(
     config = BuildConfig.from_parts(source, data_dir, limit_articles, snapshot_id, options)
     runner = shard_task_runner()  # LVM_WORKERS / LVM_DASK_ADDRESS: a bad value stops here, in one line
     info = t.resolve_source(config)
-    with exclusive(f"build-{info.dataset_id}"):
+    with exclusive(f"build-{info.dataset_id}"), work_in_use(config.resolved_data_dir()):
         t.clean_abandoned(config)
         get_run_logger().info("shards run in %s", describe(current_runner() or runner))
         progress = BuildProgress(info.dataset_id)
         plan = t.plan_shards(info, config)
         ingested = progress.gather("ingest", t.ingest_shard.map(plan, unmapped(info), unmapped(config)))
         kept = t.dedup_articles(ingested, info, config)
-        chunk_futures = t.chunk_shard.map(list(kept.files), unmapped(info), unmapped(config))
+        reuse = t.plan_reuse(info, config)
+        chunk_futures = t.chunk_shard.map(list(kept.files), unmapped(info), unmapped(config), unmapped(reuse))
         with heavy_cpu_tag():
-            embed_futures = t.embed_shard.map(chunk_futures, unmapped(info), unmapped(config))
+            embed_futures = t.embed_shard.map(chunk_futures, unmapped(info), unmapped(config), unmapped(reuse))
         progress.start("embed", len(embed_futures))
         chunked = progress.gather("chunk", chunk_futures)
         embedded = progress.gather("embed", embed_futures)
@@ -65,6 +70,7 @@ def build_dataset(
         stage = new_staging_dir(config.resolved_data_dir(), info.dataset_id)
         try:
             manifest = t.analyse(stage, config, info, articles, chunks, vectors, kept.stats, layout)
+            manifest = with_reuse_lineage(manifest, reuse_lineage(reuse, config, info.snapshot_id, chunked, embedded))
             report = t.run_data_gates(stage, manifest, info, config)
             summary = _summary_rows(manifest)
             publish_table(summary, f"dataset-{info.dataset_id}", "Dataset build summary")
@@ -102,11 +108,16 @@ def _publish_gates(dataset_id: str, report, docs: str) -> None:
 def _summary_rows(manifest: DatasetManifest) -> list[dict]:
     seq = manifest.sequences
     emb = manifest.embedding or {}
+    reuse = (manifest.lineage or {}).get("reuse") or {}
     return [
         {"what": "articles", "value": manifest.counts.articles},
         {"what": "chunks", "value": manifest.counts.chunks},
         {"what": "sequences train/val/test/ood", "value": "/".join(str(seq.get(k)) for k in ("train", "val", "test", "ood"))},
         {"what": "shards source/chunk/embed (redone)", "value": _shards_cell(manifest.shards)},
+        {"what": "previous dataset (reused from)", "value": reuse.get("previous_dataset") or "none"},
+        {"what": "articles reused / chunked", "value": f"{reuse.get('articles_reused', 0)} / {reuse.get('articles_chunked', 0)}"},
+        {"what": "chunks reused / chunked", "value": f"{reuse.get('chunks_reused', 0)} / {reuse.get('chunks_chunked', 0)}"},
+        {"what": "vectors copied from previous dataset", "value": emb.get("n_copied", 0)},
         {"what": "chunks reused from cache", "value": emb.get("n_reused")},
         {"what": "chunks encoded", "value": emb.get("n_encoded")},
         {"what": "coherence mean", "value": manifest.coherence.mean},

@@ -13,12 +13,14 @@ from lvm_core.contracts.gates import GateReport
 from lvm_core.contracts.manifest import DatasetManifest, ShardLayout
 from lvm_core.data.build import dedup, ingest
 from lvm_core.data.build import publish as build_publish
+from lvm_core.data.build import reuse as build_reuse
 from lvm_core.data.build import source as build_source
 from lvm_core.data.build.analyse import analyse_step
 from lvm_core.data.build.assemble import assemble_step, assemble_work_dir
 from lvm_core.data.build.chunk import chunk_shard_step, chunk_shard_work_dir
 from lvm_core.data.build.dedup import dedup_work_dir
 from lvm_core.data.build.embed import embed_shard_step, embed_shard_work_dir
+from lvm_core.data.build.gc import GcReport, collect_garbage
 from lvm_core.data.build.ingest import ingest_shard_step, ingest_shard_work_dir
 from lvm_core.data.build.publish import clean_abandoned_builds, finalize_manifest, set_aside_failed
 from lvm_core.data.build.records import (
@@ -28,6 +30,7 @@ from lvm_core.data.build.records import (
     IngestedShard,
     KeptArticles,
 )
+from lvm_core.data.build.reuse import ReusePlan
 from lvm_core.data.build.source import SourceInfo
 from lvm_core.data.build.work import parquet_rows
 from lvm_core.data.ingest.duplicates import DuplicateReport
@@ -86,29 +89,52 @@ def dedup_articles(ingested: list[IngestedShard], source: SourceInfo, config: Bu
     return record
 
 
+@task(name="plan-reuse", task_run_name="plan-reuse-{source.dataset_id}", cache_policy=NO_CACHE, **IO_RETRIES)
+def plan_reuse(source: SourceInfo, config: BuildConfig) -> ReusePlan | None:
+    """Find the family's previous dataset (unless cold), check its chunker, index its articles once."""
+    plan = build_reuse.plan_reuse(config, source)
+    log = get_run_logger()
+    if plan is None:
+        log.info("no previous dataset to reuse (%s)", "cold build" if config.cold else "first of its family")
+    else:
+        log.info("unchanged articles reuse %s (content %s…)%s", plan.previous, plan.content_hash[:12],
+                 "" if plan.copy_vectors else "; its vectors are of lower precision: looked up again")
+    return plan
+
+
 @task(name="chunk-shard", task_run_name="chunk-{source.dataset_id}", cache_policy=NO_CACHE, **COMPUTE_RETRIES)
-def chunk_shard(articles_file: str, source: SourceInfo, config: BuildConfig) -> ChunkedShard:
-    """Sentence-split one article file and group into bounded chunks, never across paragraphs or articles."""
-    out = chunk_shard_work_dir(articles_file, source, config)
+def chunk_shard(
+    articles_file: str, source: SourceInfo, config: BuildConfig, reuse: ReusePlan | None = None
+) -> ChunkedShard:
+    """Sentence-split one article file and group into bounded chunks, never across paragraphs or articles
+    (unchanged articles' chunks copied from the previous dataset)."""
+    out = chunk_shard_work_dir(articles_file, source, config, reuse)
     total = parquet_rows(Path(articles_file))
     with ShardTicker(f"chunk {Path(articles_file).name}", "articles", get_run_logger(), total=total) as ticker:
-        record = chunk_shard_step(articles_file, source, config, out, on_progress=ticker.advance)
+        record = chunk_shard_step(articles_file, source, config, out, on_progress=ticker.advance, reuse=reuse)
     _log_reused(record, f"chunk {Path(articles_file).name}")
+    if reuse is not None:
+        get_run_logger().info("chunk %s: %d articles copied, %d chunked", Path(articles_file).name,
+                              record.articles_reused, record.articles - record.articles_reused)
     return record
 
 
 @task(name="embed-shard", task_run_name="embed-{source.dataset_id}", cache_policy=NO_CACHE, **COMPUTE_RETRIES)
-def embed_shard(chunked: ChunkedShard, source: SourceInfo, config: BuildConfig) -> EmbeddedShard:
-    """Encode one chunk file; only texts unseen under this encoder fingerprint are encoded."""
+def embed_shard(
+    chunked: ChunkedShard, source: SourceInfo, config: BuildConfig, reuse: ReusePlan | None = None
+) -> EmbeddedShard:
+    """Encode one chunk file; vectors of unchanged articles are copied from the previous dataset, and only
+    texts unseen under this encoder fingerprint are encoded."""
     chunks_file = chunked.file
     out = embed_shard_work_dir(chunks_file, config)
     log = get_run_logger()
     with ShardTicker(f"embed {Path(chunks_file).parent.name}", "chunks", log, total=int(chunked.chunks)) as ticker:
-        record = embed_shard_step(chunks_file, config, out, config.resolved_data_dir(), on_progress=ticker.advance)
+        record = embed_shard_step(chunks_file, config, out, config.resolved_data_dir(), on_progress=ticker.advance,
+                                  reuse=reuse, previous_rows=chunked.previous_rows)
     s = record.stats
     log.info(
-        "embedded %s chunks: %s reused, %s encoded (%.1f chunks/s)%s", s.get("n_total", record.chunks),
-        s.get("n_reused"), s.get("n_encoded"), s.get("chunks_per_second") or 0.0,
+        "embedded %s chunks: %s copied, %s reused, %s encoded (%.1f chunks/s)%s", s.get("n_total", record.chunks),
+        s.get("n_copied", 0), s.get("n_reused"), s.get("n_encoded"), s.get("chunks_per_second") or 0.0,
         " — shard already done" if record.reused else "",
     )
     return record
@@ -172,3 +198,14 @@ def set_aside(stage_dir: Path, manifest: DatasetManifest, report: GateReport, so
     """Keep a build whose gates failed (with its Data Docs) under datasets/_failed/; nothing is published."""
     finalize_manifest(stage_dir, manifest, report.to_manifest(), False, report.docs_path)
     return set_aside_failed(stage_dir, config.resolved_data_dir(), source.dataset_id)
+
+
+@task(name="collect-garbage", task_run_name="gc-{data_dir}", cache_policy=NO_CACHE, **IO_RETRIES)
+def collect_work_garbage(data_dir: str) -> GcReport:
+    """`lvm gc` after a publish: work folders no running build needs, abandoned staging folders."""
+    report = collect_garbage(Path(data_dir))
+    log = get_run_logger()
+    for line in report.kept:
+        log.info("gc: %s", line)
+    log.info("gc: %d folder(s) removed, %d bytes freed", len(report.removed), report.bytes_freed)
+    return report

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flows.cli import build, datasets, drift, evaluate, pipeline, registry, rollout, serve, train, watch
+from flows.cli import build, datasets, drift, evaluate, gc, pipeline, registry, rollout, serve, train, watch
 from flows.cli.common import app
 
 COMMANDS: list[tuple[str, Callable[..., Any]]] = [
@@ -33,6 +33,7 @@ COMMANDS: list[tuple[str, Callable[..., Any]]] = [
     ("watch", watch.watch),
     ("check", datasets.check),
     ("datasets", datasets.datasets),
+    ("gc", gc.gc),
     ("serve", serve.serve),
 ]
 for _name, _command in COMMANDS:

@@ -40,8 +40,8 @@ def build(
     on_duplicate: OnDuplicateOpt = "error",
     workers: WorkersOpt = None,
     dask_address: DaskAddressOpt = None,
-    cold: Annotated[bool, typer.Option("--cold", help="Full build: reuse nothing from the previous dataset, work folders or embedding cache (every article chunked and encoded again); splits still follow the family's split registry")] = False,
-    previous_dataset: Annotated[str | None, typer.Option(help="Published dataset folder to carry on from (its split registry; unless --cold, its unchanged articles) [default: the newest published dataset of the same family]")] = None,
+    cold: Annotated[bool, typer.Option("--cold", help="Full build: reuse nothing from the previous dataset or the work folders (every article parsed, chunked and looked up again); the embedding cache is still read (exact, so the dataset equals an incremental build's); splits still follow the family's split registry")] = False,
+    previous_dataset: Annotated[str | None, typer.Option(help="Published dataset folder to carry on from (its split registry; unless --cold, the chunks and vectors of its unchanged articles: same chunker and encoder required) [default: the newest published dataset of the same family]")] = None,
 ) -> None:
     """Build a gated dataset from a Wikipedia snapshot and print its folder."""
     from lvm_core.contracts.build_options import BuildOptions

@@ -20,6 +20,13 @@ def print_dataset_summary(path: Path) -> None:
     t.add_row("encoder", f"{m.encoder.name} ({m.encoder.dim}-d)")
     if m.coherence.mean is not None:
         t.add_row("coherence mean", f"{m.coherence.mean:.3f}")
+    reuse = (m.lineage or {}).get("reuse")
+    if reuse:
+        t.add_row("reused from", str(reuse.get("previous_dataset") or ("nothing (cold)" if reuse.get("cold") else "nothing")))
+        t.add_row("articles reused / chunked", f"{reuse.get('articles_reused', 0)} / {reuse.get('articles_chunked', 0)}")
+        t.add_row("chunks reused / chunked", f"{reuse.get('chunks_reused', 0)} / {reuse.get('chunks_chunked', 0)}")
+        t.add_row("vectors copied / from cache / encoded", " / ".join(
+            str(reuse.get(k, 0)) for k in ("vectors_copied", "vectors_from_cache", "vectors_encoded")))
     t.add_row("crossing windows", str(m.crossing_windows))
     t.add_row("oracle recall@5", f"{m.oracle_recall_at_5:.4f}")
     t.add_row("gates", "all passed" if m.gates_passed else "FAILED")
@@ -68,3 +75,18 @@ def gate_cell(v) -> str:
     if isinstance(v, dict):
         return ", ".join(f"{k}={gate_cell(x)}" for k, x in v.items())
     return cell(v)
+
+
+def print_gc_report(report) -> None:
+    """What `lvm gc` removed (or would remove), with sizes, and the bytes freed."""
+    verb = "would remove" if report.dry_run else "removed"
+    t = Table(title=f"gc {report.data_dir}" + (" (dry run)" if report.dry_run else ""))
+    for col in ("folder", "bytes", "why"):
+        t.add_column(col, overflow="fold", justify="right" if col == "bytes" else "left")
+    for item in report.removed:
+        t.add_row(item.path, f"{item.bytes:,}", item.why)
+    err.print(t)
+    for line in (*report.kept, *report.repaired):
+        err.print(line, highlight=False, soft_wrap=True)
+    err.print(f"{verb} {len(report.removed)} folder(s); {report.bytes_freed:,} bytes "
+              f"{'would be ' if report.dry_run else ''}freed", highlight=False, soft_wrap=True)

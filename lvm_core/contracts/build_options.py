@@ -46,13 +46,15 @@ class BuildOptions(BaseModel):
     thresholds: dict[str, float | int | bool] = Field(default_factory=dict, description="Gate threshold overrides")
     cold: bool = Field(
         False,
-        description="Full build: nothing reused from the family's previous dataset, the work folders or the "
-        "embedding cache (every article chunked and encoded again); splits still follow the family's registry",
+        description="Full build: nothing reused from the family's previous dataset or the work folders (every "
+        "article parsed, chunked and looked up again); the embedding cache is still read (its vectors are exact, "
+        "so the dataset equals an incremental build's); splits still follow the family's registry",
     )
     previous_dataset: str | None = Field(
         None,
-        description="Published dataset folder whose articles, vectors and split registry this build carries on "
-        "(default: the newest published dataset of the same family, e.g. enwiki)",
+        description="Published dataset folder whose unchanged articles' chunks and vectors, and split registry, "
+        "this build carries on (default: the newest published dataset of the same family, e.g. enwiki); it must "
+        "have the same chunker settings and encoder fingerprint",
     )
 
     @field_validator("fractions")

@@ -64,7 +64,7 @@ def assemble_step(
     paths = (out_dir / ARTICLES_FILE, out_dir / CHUNKS_FILE)
     emb_path, enc_path = out_dir / EMBEDDINGS_FILE, out_dir / ENCODER_FILE
     stats = sum_embed_stats([e.stats for e in embedded])
-    done = done_record(out_dir, AssembledFiles)
+    done = None if config.cold else done_record(out_dir, AssembledFiles)  # cold: nothing reused from work/
     if done is None:
         n_chunks = sum(int(c.chunks) for c in chunked)
         if n_chunks == 0:

@@ -53,7 +53,7 @@ def dedup_articles(
     rewritten into `out_dir`. Returns the final article files and counts.
     """
     out_dir = Path(out_dir)
-    done = done_record(out_dir, KeptArticles)
+    done = None if config.cold else done_record(out_dir, KeptArticles)  # cold: nothing reused from work/
     if done is not None:
         return done
     files = [Path(f) for r in ingested for f in r.files]

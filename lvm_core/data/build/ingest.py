@@ -64,7 +64,7 @@ def ingest_shard_step(
     keeps the first N of the whole source. Repeated ids are left to that pass too.
     """
     out_dir = Path(out_dir)
-    done = done_record(out_dir, IngestedShard)
+    done = None if config.cold else done_record(out_dir, IngestedShard)  # cold: nothing reused from work/
     if done is not None:
         return done
     t0 = time.perf_counter()

@@ -72,7 +72,9 @@ class KeptArticles:
 
 @dataclass(frozen=True)
 class ChunkedShard:
-    """One article file split into chunks: its chunks.parquet and counts."""
+    """One article file split into chunks: its chunks.parquet and counts. In an incremental build,
+    `previous_rows` (an .npy beside it) gives each chunk's row in the previous dataset (-1: chunked now), and
+    `articles_reused` / `chunks_reused` count the unchanged articles whose rows were copied from there."""
 
     file: str
     articles: int
@@ -80,25 +82,35 @@ class ChunkedShard:
     bytes: int
     seconds: float
     reused: bool = False
+    previous_rows: str | None = None
+    articles_reused: int = 0
+    chunks_reused: int = 0
 
     @property
     def files(self) -> tuple[str, ...]:
-        return (self.file,)
+        return (self.file,) if self.previous_rows is None else (self.file, self.previous_rows)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"file": self.file, "files": list(self.files), "articles": self.articles, "chunks": self.chunks,
-                "bytes": self.bytes, "seconds": self.seconds}
+        out = {"file": self.file, "files": list(self.files), "articles": self.articles, "chunks": self.chunks,
+               "bytes": self.bytes, "seconds": self.seconds}
+        if self.previous_rows is not None:
+            out.update(previous_rows=self.previous_rows, articles_reused=self.articles_reused,
+                       chunks_reused=self.chunks_reused)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], reused: bool = False) -> Self:
         return cls(file=data["file"], articles=data["articles"], chunks=data["chunks"], bytes=data["bytes"],
-                   seconds=data["seconds"], reused=reused)
+                   seconds=data["seconds"], reused=reused, previous_rows=data.get("previous_rows"),
+                   articles_reused=int(data.get("articles_reused") or 0),
+                   chunks_reused=int(data.get("chunks_reused") or 0))
 
 
 @dataclass(frozen=True)
 class EmbeddedShard:
     """One chunk file's vectors (embeddings.npy), their encoder record and the encoding numbers
-    (`lvm_core.data.embedding.embed.EmbedStats` as a dict; a reused shard reports all its chunks reused)."""
+    (`lvm_core.data.embedding.embed.EmbedStats` as a dict, plus `n_copied`: vectors copied from the previous
+    dataset; a reused shard reports all its other chunks reused from the cache)."""
 
     file: str
     encoder_file: str

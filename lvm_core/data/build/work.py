@@ -1,8 +1,9 @@
 """Work folders of the build: step keys, content-addressed folders and the `done.json` records of shards.
 
 Each step writes into a folder keyed by its inputs (`<data_dir>/work/<step>-<key>/`), so an interrupted
-build resumes from the last finished shard and an unchanged snapshot is not recomputed. Kept apart from
-the steps so every stage keys and finishes its work the same way.
+build resumes from the last finished shard and an unchanged snapshot is not recomputed (a `cold` build
+redoes every step instead). Kept apart from the steps so every stage keys and finishes its work the same way.
+`lvm gc` (`gc.py`) removes these folders when no running build needs them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from lvm_core.data.ingest.shards.plan import ShardError
 from lvm_core.io.storage import json_digest, read_json, write_json
 
 # Bump when a step's output for the same inputs changes, so cached work is not reused.
-STEP_VERSIONS = {"ingest": 3, "chunk": 2, "embed": 2, "assemble": 1, "analyse": 1}
+STEP_VERSIONS = {"ingest": 3, "chunk": 2, "embed": 2, "assemble": 1, "analyse": 1, "reuse": 1}
 
 
 def work_dir(data_dir: Path, step: str, key: str) -> Path:
