@@ -207,7 +207,7 @@ def chunk_batch(
     for kind, start, n in segments:
         tables.append(previous.rows(start, n) if kind == "prev" else new.slice(start, n))
         rows.append(np.arange(start, start + n, dtype=np.int64) if kind == "prev" else np.full(n, -1, np.int64))
-    return pa.concat_tables(tables), np.concatenate(rows), sum(1 for k in kept if k is not None)
+    return pa.concat_tables(tables).combine_chunks(), np.concatenate(rows), sum(1 for k in kept if k is not None)
 
 
 def previous_vectors(plan: ReusePlan, rows: np.ndarray, dim: int) -> np.ndarray:
