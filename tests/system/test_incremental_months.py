@@ -4,16 +4,14 @@ mid-build it reruns to that dataset; `lvm gc` keeps every work folder while a bu
 them without breaking a published dataset; a previous dataset with another chunker is refused in one line and
 nothing is published.
 
-Snapshots: the sample's first 6 articles (month 1, enwiki-20260101), then the same with 2 edited, 1 removed and
-2 added (month 2, enwiki-20260201), as JSONL (tests/fixtures/months.py). The session's embedding cache seeds
-the data folder when another test filled it (the same vectors; it only saves encodes).
+Snapshots: the sample's first 10 articles (month 1, enwiki-20260101), then the same with 2 edited, 1 removed and
+2 added (month 2, enwiki-20260201), as JSONL (tests/fixtures/months.py); chunks of 80-160 words.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +25,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lvm_core.contracts.layout import DatasetPaths, datasets_root
-from tests.fixtures.builds import SMALL_BUILD_THRESHOLDS, session_embedding_cache
+from tests.fixtures.builds import SMALL_BUILD_THRESHOLDS
 from tests.fixtures.months import Months, two_months
 from tests.fixtures.paths import REPO
 from tests.fixtures.prefect_server import seed_prefect_db
@@ -35,7 +33,9 @@ from tests.fixtures.prefect_server import seed_prefect_db
 pytestmark = pytest.mark.slow
 
 MONTH1, MONTH2 = "enwiki-20260101", "enwiki-20260201"
+# Longer chunks than the default keep the encoding cheap; parity on a few articles means nothing.
 THRESHOLDS = [x for name, value in SMALL_BUILD_THRESHOLDS.items() for x in ("--threshold", f"{name}={value}")]
+OPTIONS = ["--min-words", "80", "--max-words", "160", *THRESHOLDS]
 MARKER_TIMEOUT_S = 600  # server start and ingest on a busy 2-core machine
 
 
@@ -48,7 +48,7 @@ def _lvm(*args: str) -> tuple[int, str]:
 
 def _build(data_dir: Path, source: Path, snapshot_id: str, *extra: str) -> tuple[int, str]:
     return _lvm("build", "--source", str(source), "--snapshot-id", snapshot_id, "--data-dir", str(data_dir),
-                *THRESHOLDS, *extra)
+                *OPTIONS, *extra)
 
 
 def _manifest(data_dir: Path, dataset_id: str) -> dict:
@@ -75,7 +75,7 @@ def _hung_build(root: Path, months: Months) -> subprocess.Popen:
                PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
                LVM_FAULT_INJECT="hang@chunk", LVM_FAULT_MARKER=str(root / "fault-marker"))
     args = ["build", "--source", str(months.second), "--snapshot-id", MONTH2, "--data-dir", str(root / "data"),
-            *THRESHOLDS]
+            *OPTIONS]
     return subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env,
                             stdout=(root / "hung.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -85,10 +85,7 @@ def months_built(prefect_harness, tmp_path_factory) -> dict:
     """Month 1 built; month 2 hung in its chunk step while `lvm gc` runs, killed, built again, then --cold."""
     root = tmp_path_factory.mktemp("months")
     data_dir = root / "data"
-    months = two_months(root / "snapshots", n=6)
-    cache = session_embedding_cache()
-    if cache is not None:
-        shutil.copytree(cache, data_dir / "cache")
+    months = two_months(root / "snapshots", n=10)
     out: dict = {"root": root, "data_dir": data_dir, "months": months}
     out["month1"] = _build(data_dir, months.first, MONTH1)
     assert out["month1"][0] == 0, out["month1"][1]
@@ -129,7 +126,7 @@ def test_unchanged_articles_are_neither_chunked_nor_encoded_again(months_built: 
     m = months_built["incremental"]
     reuse = m["lineage"]["reuse"]
     assert reuse["previous_dataset"] == MONTH1 and reuse["cold"] is False
-    assert reuse["articles_reused"] == len(months.unchanged) == 3
+    assert reuse["articles_reused"] == len(months.unchanged) == 7
     assert reuse["articles_chunked"] == len(months.edited) + len(months.added) == 4
     first = pq.read_table(DatasetPaths(datasets_root(months_built["data_dir"]) / MONTH1).chunks,
                           columns=["article_id"]).column("article_id").to_numpy()
@@ -138,7 +135,7 @@ def test_unchanged_articles_are_neither_chunked_nor_encoded_again(months_built: 
     emb = m["embedding"]
     assert emb["n_copied"] == reuse["vectors_copied"] == reuse["chunks_reused"]  # not looked up, not encoded
     assert emb["n_reused"] + emb["n_encoded"] <= reuse["chunks_chunked"]
-    assert m["counts"]["articles"] == 7 and m["lineage"]["previous_dataset"] == MONTH1
+    assert m["counts"]["articles"] == 11 and m["lineage"]["previous_dataset"] == MONTH1
 
 
 def test_incremental_month_equals_a_cold_build(months_built: dict):
@@ -173,6 +170,6 @@ def test_previous_dataset_with_another_chunker_is_refused_in_one_line(months_bui
     ready = (datasets_root(data_dir) / MONTH2 / "READY").read_text()
     code, output = _build(data_dir, months_built["months"].second, MONTH2, "--min-words", "60")
     errors = [line for line in output.splitlines() if line.startswith("error:")]
-    assert code == 1 and len(errors) == 1 and "--cold" in errors[0] and "min_words 40 here 60" in errors[0], output
+    assert code == 1 and len(errors) == 1 and "--cold" in errors[0] and "min_words 80 here 60" in errors[0], output
     assert (datasets_root(data_dir) / MONTH2 / "READY").read_text() == ready
     assert not list(datasets_root(data_dir).glob(".staging-*")) and not (datasets_root(data_dir) / "_failed").exists()

@@ -37,7 +37,8 @@ def chunk_shard_work_dir(
 ) -> Path:
     casefold = encoder_casefolds(config.encoder)
     parts = [str(articles_file), config.min_words, config.max_words, wiki_language(source.snapshot_id)]
-    previous = [] if reuse is None else ["previous", reuse.content_hash]  # its rows are copied into the output
+    # its rows are copied into the output; the embed key chains from this folder, so whether its vectors are too
+    previous = [] if reuse is None else ["previous", reuse.content_hash, reuse.copy_vectors]
     key = step_key("chunk", *parts, *([] if casefold else ["cased"]), *previous)
     return work_dir(config.resolved_data_dir(), "chunk", key)
 

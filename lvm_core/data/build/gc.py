@@ -97,12 +97,12 @@ def collect_garbage(data_dir: Path, dry_run: bool = False) -> GcReport:
         except BlockingIOError:
             report.kept.append(f"{work_root(data_dir)}: a build is running (it holds {LOCK_FILE}); work folders kept")
         else:
-            _collect(report, _work_folders(data_dir), "no running build", dry_run)
+            _collect(report, _work_folders(data_dir), dry_run)
     finally:
         os.close(fd)
     if not dry_run:
         report.repaired.extend(f"restored {p}" for p in recover_interrupted_swaps(datasets_root(data_dir)))
-    _collect(report, _abandoned_staging(data_dir), "", dry_run)
+    _collect(report, _abandoned_staging(data_dir), dry_run)
     return report
 
 
@@ -118,7 +118,7 @@ def _work_folders(data_dir: Path) -> list[tuple[Path, str]]:
             continue
         if any(path == p or path in p.parents for p in linked):
             continue
-        out.append((path, "work folder; no published dataset links into it"))
+        out.append((path, "work folder: no build running, no dataset links into it"))
     return out
 
 
@@ -145,9 +145,9 @@ def _abandoned_staging(data_dir: Path) -> list[tuple[Path, str]]:
             for p, why in abandoned_dirs(stages, stale_after=STAGING_STALE_AFTER_S)]
 
 
-def _collect(report: GcReport, folders: list[tuple[Path, str]], prefix: str, dry_run: bool) -> None:
+def _collect(report: GcReport, folders: list[tuple[Path, str]], dry_run: bool) -> None:
     for path, why in folders:
-        report.removed.append(GcItem(str(path), freed_bytes(path), f"{prefix}: {why}" if prefix else why))
+        report.removed.append(GcItem(str(path), freed_bytes(path), why))
         if not dry_run:
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
