@@ -154,9 +154,11 @@ class PreviousChunks:
     """The previous dataset's index rows of one shard's articles, and its chunk rows read by row group."""
 
     def __init__(self, plan: ReusePlan, article_ids: Sequence[int]) -> None:
-        index = pq.read_table(plan.index, filters=[("article_id", "in", list(article_ids))] if article_ids else None)
-        self._entry = {a: (s, start, n) for a, s, start, n in zip(
-            *(index.column(c).to_pylist() for c in ("article_id", "text_sha1", "start", "n")), strict=True)}
+        self._entry: dict[int, tuple[str, int, int]] = {}
+        if article_ids:  # only the index rows of these ids (row-group statistics skip the others)
+            index = pq.read_table(plan.index, filters=[("article_id", "in", list(article_ids))])
+            self._entry = {a: (s, start, n) for a, s, start, n in zip(
+                *(index.column(c).to_pylist() for c in ("article_id", "text_sha1", "start", "n")), strict=True)}
         self._file = pq.ParquetFile(Path(plan.previous) / CHUNKS_FILE)
         meta = self._file.metadata
         self._starts = np.cumsum([0] + [meta.row_group(i).num_rows for i in range(meta.num_row_groups)])
