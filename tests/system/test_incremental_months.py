@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from lvm_core.contracts.layout import DatasetPaths, datasets_root
 from tests.fixtures.builds import SMALL_BUILD_THRESHOLDS
-from tests.fixtures.months import Months, two_months
+from tests.fixtures.month_articles import Months, two_months
 from tests.fixtures.paths import REPO
 from tests.fixtures.prefect_server import seed_prefect_db
 

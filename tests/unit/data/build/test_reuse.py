@@ -16,7 +16,7 @@ from lvm_core.contracts.layout import ARTICLES_SCHEMA, CHUNKS_SCHEMA, DatasetPat
 from lvm_core.data.chunking import ChunkingConfig, chunk_articles
 from lvm_core.data.ingest.base import Article
 from lvm_core.data.ingest.shards.files import text_sha1
-from tests.fixtures.months import edited, sample_articles
+from tests.fixtures.month_articles import edited, sample_articles
 
 CHUNKER = ChunkingConfig(min_words=40, max_words=120)
 
