@@ -52,7 +52,10 @@ def build_dataset(
         get_run_logger().info("shards run in %s", describe(current_runner() or runner))
         progress = BuildProgress(info.dataset_id)
         plan = t.plan_shards(info, config)
-        ingested = progress.gather("ingest", t.ingest_shard.map(plan, unmapped(info), unmapped(config)))
+        known = t.index_previous_articles(info, config)
+        ingested = progress.gather(
+            "ingest", t.ingest_shard.map(plan, unmapped(info), unmapped(config), unmapped(known))
+        )
         kept = t.dedup_articles(ingested, info, config)
         chunk_futures = t.chunk_shard.map(list(kept.files), unmapped(info), unmapped(config))
         with heavy_cpu_tag():
@@ -65,6 +68,7 @@ def build_dataset(
         stage = new_staging_dir(config.resolved_data_dir(), info.dataset_id)
         try:
             manifest = t.analyse(stage, config, info, articles, chunks, vectors, kept.stats, layout)
+            manifest = t.record_ingest(stage, manifest, info, ingested, known)
             report = t.run_data_gates(stage, manifest, info, config)
             summary = _summary_rows(manifest)
             publish_table(summary, f"dataset-{info.dataset_id}", "Dataset build summary")

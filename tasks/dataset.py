@@ -20,6 +20,7 @@ from lvm_core.data.build.chunk import chunk_shard_step, chunk_shard_work_dir
 from lvm_core.data.build.dedup import dedup_work_dir
 from lvm_core.data.build.embed import embed_shard_step, embed_shard_work_dir
 from lvm_core.data.build.ingest import ingest_shard_step, ingest_shard_work_dir
+from lvm_core.data.build.known import KnownArticles, known_articles_for
 from lvm_core.data.build.publish import clean_abandoned_builds, finalize_manifest, set_aside_failed
 from lvm_core.data.build.records import (
     ChunkedShard,
@@ -66,14 +67,42 @@ def plan_shards(source: SourceInfo, config: BuildConfig) -> list[Any]:
     return plan
 
 
+@task(name="index-previous-articles", task_run_name="index-previous-{source.dataset_id}", cache_policy=NO_CACHE,
+      **IO_RETRIES)
+def index_previous_articles(source: SourceInfo, config: BuildConfig) -> KnownArticles | None:
+    """Index the family's previous dataset by (page id, raw text digest): unchanged pages are not cleaned."""
+    known, why = known_articles_for(config, source)
+    get_run_logger().info("ingest: %s", why)
+    return known
+
+
 @task(name="ingest-shard", task_run_name="ingest-{source.dataset_id}-{shard.index}", cache_policy=NO_CACHE, **IO_RETRIES)
-def ingest_shard(shard: Any, source: SourceInfo, config: BuildConfig) -> IngestedShard:
-    """Parse and clean one source shard (namespace 0, no redirects/disambiguation) into article files."""
-    out = ingest_shard_work_dir(shard, source, config)
-    with ShardTicker(f"ingest {shard.label}", "articles", get_run_logger(), total=config.limit_articles) as ticker:
-        record = ingest_shard_step(shard, source, config, out, on_progress=ticker.advance)
+def ingest_shard(
+    shard: Any, source: SourceInfo, config: BuildConfig, known: KnownArticles | None = None
+) -> IngestedShard:
+    """Parse and clean one source shard (namespace 0, no redirects/disambiguation) into article files;
+    pages unchanged since the previous dataset (`known`) take their text from there."""
+    out = ingest_shard_work_dir(shard, source, config, known)
+    log = get_run_logger()
+    with ShardTicker(f"ingest {shard.label}", "articles", log, total=config.limit_articles) as ticker:
+        record = ingest_shard_step(shard, source, config, out, on_progress=ticker.advance, known=known)
     _log_reused(record, f"ingest {shard.label}")
+    log.info("ingest %s: %s articles, %s cleaned, %s taken from previous dataset %s", shard.label, record.articles,
+             record.cleaned, record.reused_articles, known.dataset_id if known is not None else "(none)")
     return record
+
+
+@task(name="record-ingest", task_run_name="record-ingest-{source.dataset_id}", cache_policy=NO_CACHE, **IO_RETRIES)
+def record_ingest(
+    stage_dir: Path, manifest: DatasetManifest, source: SourceInfo, ingested: list[IngestedShard],
+    known: KnownArticles | None,
+) -> DatasetManifest:
+    """Record the cleaner in the manifest and what ingest cleaned or reused (lineage.reuse.ingest)."""
+    manifest = ingest.record_ingest(stage_dir, manifest, source, ingested, known)
+    counts = (manifest.lineage or {})["reuse"]["ingest"]
+    get_run_logger().info("ingest: %s articles cleaned, %s taken from the previous dataset",
+                          counts["articles_cleaned"], counts["articles_reused"])
+    return manifest
 
 
 @task(name="dedup-articles", task_run_name="dedup-{source.dataset_id}", cache_policy=NO_CACHE, **IO_RETRIES)

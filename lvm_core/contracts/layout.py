@@ -19,6 +19,10 @@ ARTICLES_SCHEMA = pa.schema(
         pa.field("text", pa.string(), nullable=False),
         pa.field("snapshot_id", pa.string(), nullable=False),
         pa.field("text_sha1", pa.string(), nullable=False),
+        # sha1 of the raw source text (a dump page's wikitext, a tabular row's text) the text was cleaned
+        # from: an unchanged page of the next snapshot takes its text from here instead of being cleaned
+        # again. Null where unknown (articles not read from a source).
+        pa.field("source_sha1", pa.string(), nullable=True),
     ]
 )
 
