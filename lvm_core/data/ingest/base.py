@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +39,14 @@ class Article:
     """One article: page id, title and cleaned plain text (paragraphs separated by a blank line).
 
     `source_sha1` is the digest of the raw text it was cleaned from (`source_sha1()`), None where the
-    article was not read from a source (tests, hand-made articles).
+    article was not read from a source (tests, hand-made articles). Provenance, not content: left out of
+    equality, so articles compare by id, title and text as before.
     """
 
     article_id: int
     title: str
     text: str
-    source_sha1: str | None = None
+    source_sha1: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,8 @@ import pytest
 
 from lvm_core.contracts.build_options import BuildConfig
 from lvm_core.contracts.layout import ARTICLES_SCHEMA, MANIFEST_FILE, READY_MARKER, DatasetPaths, dataset_dir
-from lvm_core.data.build import known as known_mod
 from lvm_core.data.build.ingest import ingest_reuse, ingest_shard_step, ingest_shard_work_dir, plan_shards
-from lvm_core.data.build.known import KnownLookup, known_articles_for, sha1_code, sha1_codes
+from lvm_core.data.build.known import KnownArticles, KnownLookup, known_articles_for, sha1_code, sha1_codes
 from lvm_core.data.build.source import resolve_source
 from lvm_core.data.ingest import mediawiki
 from lvm_core.data.ingest.shards.files import concat_parquet
@@ -37,7 +36,7 @@ def _config(source: Path, data_dir: Path, snapshot_id: str, **options: object) -
     return BuildConfig(source=str(source), data_dir=str(data_dir), snapshot_id=snapshot_id, **options)
 
 
-def _ingest(config: BuildConfig, known: known_mod.KnownArticles | None = None) -> tuple[pa.Table, dict]:
+def _ingest(config: BuildConfig, known: KnownArticles | None = None) -> tuple[pa.Table, dict]:
     """Every shard of the source through the ingest step; the joined article rows and the counts."""
     source = resolve_source(config)
     records = [
