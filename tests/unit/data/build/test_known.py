@@ -196,3 +196,20 @@ def test_a_previous_file_that_changed_under_the_index_fails_in_one_line(
     with pytest.raises(ShardError, match="changed during this build") as err:
         _ingest(config, known)
     assert "\n" not in str(err.value)
+
+
+def test_a_renamed_page_with_the_same_wikitext_keeps_its_text_and_takes_the_new_title(
+    previous: tuple[Path, pa.Table], months: Months, tmp_path: Path
+):
+    """The title comes from the new dump (a move changes it, not the wikitext): still the cold build's rows."""
+    data, month1 = previous
+    old_title = month1["title"][1].as_py()
+    renamed = tmp_path / "month2-renamed.xml"
+    renamed.write_text(months.second.read_text(encoding="utf-8").replace(
+        f"<title>{old_title}</title>", "<title>Moved title</title>", 1), encoding="utf-8")
+    config = _config(renamed, data, M2)
+    known, _ = known_articles_for(config, resolve_source(config))
+    incremental, counts = _ingest(config, known)
+    cold, _ = _ingest(_config(renamed, data, M2, cold=True))
+    assert incremental.equals(cold) and "Moved title" in incremental["title"].to_pylist()
+    assert counts["articles_reused"] == month1.num_rows - 1
