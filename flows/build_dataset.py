@@ -55,8 +55,9 @@ def build_dataset(
         ingested = progress.gather("ingest", t.ingest_shard.map(plan, unmapped(info), unmapped(config)))
         kept = t.dedup_articles(ingested, info, config)
         chunk_futures = t.chunk_shard.map(list(kept.files), unmapped(info), unmapped(config))
+        pinned = t.pin_encoder(config)  # one fingerprint for every shard, wherever it runs
         with heavy_cpu_tag():
-            embed_futures = t.embed_shard.map(chunk_futures, unmapped(info), unmapped(config))
+            embed_futures = t.embed_shard.map(chunk_futures, unmapped(info), unmapped(config), unmapped(pinned))
         progress.start("embed", len(embed_futures))
         chunked = progress.gather("chunk", chunk_futures)
         embedded = progress.gather("embed", embed_futures)
