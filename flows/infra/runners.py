@@ -59,7 +59,7 @@ class SharedApiDaskTaskRunner(DaskTaskRunner):
         """The flow run works on a copy of its runner: keep the resources on it."""
         copy = super().duplicate()
         copy.embed_resources = self.embed_resources
-        return copy  # type: ignore[no-any-return]
+        return copy
 
     def __enter__(self) -> Self:
         if self.address:
