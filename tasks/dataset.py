@@ -31,6 +31,8 @@ from lvm_core.data.build.records import (
 )
 from lvm_core.data.build.source import SourceInfo
 from lvm_core.data.build.work import parquet_rows
+from lvm_core.data.embedding import pinned as embedding_pinned
+from lvm_core.data.embedding.pinned import PinnedEncoder
 from lvm_core.data.ingest.duplicates import DuplicateReport
 from lvm_core.runtime.faults import crash_point
 from lvm_core.runtime.progress import ShardTicker
@@ -126,14 +128,26 @@ def chunk_shard(articles_file: str, source: SourceInfo, config: BuildConfig) -> 
     return record
 
 
+@task(name="pin-encoder", cache_policy=NO_CACHE, **COMPUTE_RETRIES)
+def pin_encoder(config: BuildConfig) -> PinnedEncoder:
+    """Resolve the encoder spec once (backend, weights digest) for every embed shard of the build."""
+    pinned = embedding_pinned.pin_encoder(config.encoder)
+    get_run_logger().info("encoder of every embed shard: %s as %s", pinned.fingerprint.describe(), pinned.spec)
+    return pinned
+
+
 @task(name="embed-shard", task_run_name="embed-{source.dataset_id}", cache_policy=NO_CACHE, **COMPUTE_RETRIES)
-def embed_shard(chunked: ChunkedShard, source: SourceInfo, config: BuildConfig) -> EmbeddedShard:
-    """Encode one chunk file; only texts unseen under this encoder fingerprint are encoded."""
+def embed_shard(
+    chunked: ChunkedShard, source: SourceInfo, config: BuildConfig, pinned: PinnedEncoder | None = None
+) -> EmbeddedShard:
+    """Encode one chunk file with the build's pinned encoder; only texts unseen under its fingerprint are encoded."""
     chunks_file = chunked.file
-    out = embed_shard_work_dir(chunks_file, config)
+    pinned = pinned or embedding_pinned.pin_encoder(config.encoder)
+    out = embed_shard_work_dir(chunks_file, config, pinned)
     log = get_run_logger()
     with ShardTicker(f"embed {Path(chunks_file).parent.name}", "chunks", log, total=int(chunked.chunks)) as ticker:
-        record = embed_shard_step(chunks_file, config, out, config.resolved_data_dir(), on_progress=ticker.advance)
+        record = embed_shard_step(chunks_file, config, out, config.resolved_data_dir(), on_progress=ticker.advance,
+                                  pinned=pinned)
     s = record.stats
     log.info(
         "embedded %s chunks: %s reused, %s encoded (%.1f chunks/s)%s", s.get("n_total", record.chunks),

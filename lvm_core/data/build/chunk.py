@@ -21,6 +21,7 @@ from lvm_core.data.build.work import (
     step_key,
     work_dir,
 )
+from lvm_core.data.embedding.encoder import parse_encoder_spec
 from lvm_core.data.embedding.model_folder import encoder_casefolds
 from lvm_core.data.ingest.base import Article
 from lvm_core.data.ingest.shards.plan import ShardError
@@ -28,8 +29,13 @@ from lvm_core.io.storage import atomic_path
 from lvm_core.runtime.faults import crash_point
 
 
+def _casefolds(config: BuildConfig) -> bool:
+    """Whether chunk hashes case-fold, from the model of the spec ("<model>[@<backend>]"; the backend has no say)."""
+    return encoder_casefolds(parse_encoder_spec(config.encoder)[0])
+
+
 def chunk_shard_work_dir(articles_file: str, source: SourceInfo, config: BuildConfig) -> Path:
-    casefold = encoder_casefolds(config.encoder)
+    casefold = _casefolds(config)
     parts = [str(articles_file), config.min_words, config.max_words, wiki_language(source.snapshot_id)]
     key = step_key("chunk", *parts, *([] if casefold else ["cased"]))
     return work_dir(config.resolved_data_dir(), "chunk", key)
@@ -46,7 +52,7 @@ def chunk_shard_step(
     t0 = time.perf_counter()
     cfg = chunking.ChunkingConfig(
         min_words=config.min_words, max_words=config.max_words, language=wiki_language(source.snapshot_id),
-        casefold=encoder_casefolds(config.encoder),
+        casefold=_casefolds(config),
     )
     parquet = open_shard_file(Path(articles_file))
     out = out_dir / CHUNKS_FILE
