@@ -92,24 +92,25 @@ def run_whole(dump: Path, out: Path) -> dict[str, int]:
 
     snapshot_id = sources.snapshot_id_for(dump)
     articles, _ = drop_duplicate_ids(read_articles(dump), on_duplicate="first", source_name=dump.name)
-    ids, titles, texts, hashes = [], [], [], []
+    ids, titles, texts, hashes, sources = [], [], [], [], []
     for article in articles:
         ids.append(article.article_id)
         titles.append(article.title)
         texts.append(article.text)
         hashes.append(hashlib.sha1(article.text.encode("utf-8")).hexdigest())
+        sources.append(article.source_sha1)
     table = pa.table(
         {
             "article_id": pa.array(ids, pa.int64()), "title": pa.array(titles, pa.string()),
             "text": pa.array(texts, pa.string()), "snapshot_id": pa.array([snapshot_id] * len(ids), pa.string()),
-            "text_sha1": pa.array(hashes, pa.string()),
+            "text_sha1": pa.array(hashes, pa.string()), "source_sha1": pa.array(sources, pa.string()),
         },
         schema=layout.ARTICLES_SCHEMA,
     )
     write_parquet(out / "articles.parquet", table)
     text_bytes = sum(len(t.encode("utf-8")) for t in texts)
     n_articles = len(ids)
-    del articles, ids, titles, texts, hashes, table
+    del articles, ids, titles, texts, hashes, sources, table
     rows = pq.read_table(out / "articles.parquet", columns=["article_id", "title", "text"]).to_pylist()
     chunks = chunking.chunk_articles(Article(a["article_id"], a["title"], a["text"]) for a in rows)
     write_parquet(out / "chunks.parquet", chunks.cast(layout.CHUNKS_SCHEMA))

@@ -8,7 +8,13 @@ from prefect import flow, get_run_logger, unmapped
 
 from flows.infra.hooks import RUN_HOOKS
 from flows.infra.progress import BuildProgress
-from flows.infra.runners import current_runner, default_runner, describe, heavy_cpu_tag, shard_task_runner
+from flows.infra.runners import (
+    default_runner,
+    describe,
+    embed_placement,
+    flow_runner,
+    heavy_cpu_tag,
+)
 from flows.infra.slots import exclusive
 from lvm_core.contracts.build_options import BuildConfig, BuildOptions
 from lvm_core.contracts.gates import GateFailedError
@@ -49,19 +55,24 @@ def build_dataset(
         options: Chunking, encoder, context length, split mode and fractions, gate thresholds.
     """
     config = BuildConfig.from_parts(source, data_dir, limit_articles, snapshot_id, options)
-    runner = shard_task_runner()  # LVM_WORKERS / LVM_DASK_ADDRESS: a bad value stops here, in one line
+    runner = flow_runner()  # LVM_WORKERS / LVM_DASK_ADDRESS / LVM_EMBED_RESOURCES: a bad value stops here
     info = t.resolve_source(config)
     with exclusive(f"build-{info.dataset_id}"), work_in_use(config.resolved_data_dir()):
         t.clean_abandoned(config)
-        get_run_logger().info("shards run in %s", describe(current_runner() or runner))
+        get_run_logger().info("shards run in %s", describe(runner))
         progress = BuildProgress(info.dataset_id)
         plan = t.plan_shards(info, config)
-        ingested = progress.gather("ingest", t.ingest_shard.map(plan, unmapped(info), unmapped(config)))
+        known = t.index_previous_articles(info, config)
+        ingested = progress.gather(
+            "ingest", t.ingest_shard.map(plan, unmapped(info), unmapped(config), unmapped(known))
+        )
         kept = t.dedup_articles(ingested, info, config)
-        reuse = t.plan_reuse(info, config)
+        pinned = t.pin_encoder(config)  # one fingerprint for every shard, wherever it runs
+        reuse = t.plan_reuse(info, config, pinned)  # unchanged articles' chunks and vectors, from the previous dataset
         chunk_futures = t.chunk_shard.map(list(kept.files), unmapped(info), unmapped(config), unmapped(reuse))
-        with heavy_cpu_tag():
-            embed_futures = t.embed_shard.map(chunk_futures, unmapped(info), unmapped(config), unmapped(reuse))
+        with heavy_cpu_tag(), embed_placement():  # GPU workers, when the runner asks for resources
+            embed_futures = t.embed_shard.map(chunk_futures, unmapped(info), unmapped(config), unmapped(pinned),
+                                              unmapped(reuse))
         progress.start("embed", len(embed_futures))
         chunked = progress.gather("chunk", chunk_futures)
         embedded = progress.gather("embed", embed_futures)
@@ -70,6 +81,7 @@ def build_dataset(
         stage = new_staging_dir(config.resolved_data_dir(), info.dataset_id)
         try:
             manifest = t.analyse(stage, config, info, articles, chunks, vectors, kept.stats, layout)
+            manifest = t.record_ingest(stage, manifest, info, ingested, known)
             manifest = with_reuse_lineage(manifest, reuse_lineage(reuse, config, info.snapshot_id, chunked, embedded))
             report = t.run_data_gates(stage, manifest, info, config)
             summary = _summary_rows(manifest)

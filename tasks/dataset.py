@@ -22,6 +22,7 @@ from lvm_core.data.build.dedup import dedup_work_dir
 from lvm_core.data.build.embed import embed_shard_step, embed_shard_work_dir
 from lvm_core.data.build.gc import GcReport, collect_garbage
 from lvm_core.data.build.ingest import ingest_shard_step, ingest_shard_work_dir
+from lvm_core.data.build.known import KnownArticles, known_articles_for
 from lvm_core.data.build.publish import clean_abandoned_builds, finalize_manifest, set_aside_failed
 from lvm_core.data.build.records import (
     ChunkedShard,
@@ -33,6 +34,8 @@ from lvm_core.data.build.records import (
 from lvm_core.data.build.reuse import ReusePlan
 from lvm_core.data.build.source import SourceInfo
 from lvm_core.data.build.work import parquet_rows
+from lvm_core.data.embedding import pinned as embedding_pinned
+from lvm_core.data.embedding.pinned import PinnedEncoder
 from lvm_core.data.ingest.duplicates import DuplicateReport
 from lvm_core.runtime.faults import crash_point
 from lvm_core.runtime.progress import ShardTicker
@@ -69,14 +72,42 @@ def plan_shards(source: SourceInfo, config: BuildConfig) -> list[Any]:
     return plan
 
 
+@task(name="index-previous-articles", task_run_name="index-previous-{source.dataset_id}", cache_policy=NO_CACHE,
+      **IO_RETRIES)
+def index_previous_articles(source: SourceInfo, config: BuildConfig) -> KnownArticles | None:
+    """Index the family's previous dataset by (page id, raw text digest): unchanged pages are not cleaned."""
+    known, why = known_articles_for(config, source)
+    get_run_logger().info("ingest: %s", why)
+    return known
+
+
 @task(name="ingest-shard", task_run_name="ingest-{source.dataset_id}-{shard.index}", cache_policy=NO_CACHE, **IO_RETRIES)
-def ingest_shard(shard: Any, source: SourceInfo, config: BuildConfig) -> IngestedShard:
-    """Parse and clean one source shard (namespace 0, no redirects/disambiguation) into article files."""
-    out = ingest_shard_work_dir(shard, source, config)
-    with ShardTicker(f"ingest {shard.label}", "articles", get_run_logger(), total=config.limit_articles) as ticker:
-        record = ingest_shard_step(shard, source, config, out, on_progress=ticker.advance)
+def ingest_shard(
+    shard: Any, source: SourceInfo, config: BuildConfig, known: KnownArticles | None = None
+) -> IngestedShard:
+    """Parse and clean one source shard (namespace 0, no redirects/disambiguation) into article files;
+    pages unchanged since the previous dataset (`known`) take their text from there."""
+    out = ingest_shard_work_dir(shard, source, config, known)
+    log = get_run_logger()
+    with ShardTicker(f"ingest {shard.label}", "articles", log, total=config.limit_articles) as ticker:
+        record = ingest_shard_step(shard, source, config, out, on_progress=ticker.advance, known=known)
     _log_reused(record, f"ingest {shard.label}")
+    log.info("ingest %s: %s articles, %s cleaned, %s taken from previous dataset %s", shard.label, record.articles,
+             record.cleaned, record.reused_articles, known.dataset_id if known is not None else "(none)")
     return record
+
+
+@task(name="record-ingest", task_run_name="record-ingest-{source.dataset_id}", cache_policy=NO_CACHE, **IO_RETRIES)
+def record_ingest(
+    stage_dir: Path, manifest: DatasetManifest, source: SourceInfo, ingested: list[IngestedShard],
+    known: KnownArticles | None,
+) -> DatasetManifest:
+    """Record the cleaner in the manifest and what ingest cleaned or reused (lineage.reuse.ingest)."""
+    manifest = ingest.record_ingest(stage_dir, manifest, source, ingested, known)
+    counts = (manifest.lineage or {})["reuse"]["ingest"]
+    get_run_logger().info("ingest: %s articles cleaned, %s taken from the previous dataset",
+                          counts["articles_cleaned"], counts["articles_reused"])
+    return manifest
 
 
 @task(name="dedup-articles", task_run_name="dedup-{source.dataset_id}", cache_policy=NO_CACHE, **IO_RETRIES)
@@ -90,9 +121,9 @@ def dedup_articles(ingested: list[IngestedShard], source: SourceInfo, config: Bu
 
 
 @task(name="plan-reuse", task_run_name="plan-reuse-{source.dataset_id}", cache_policy=NO_CACHE, **IO_RETRIES)
-def plan_reuse(source: SourceInfo, config: BuildConfig) -> ReusePlan | None:
-    """Find the family's previous dataset (unless cold), check its chunker, index its articles once."""
-    plan = build_reuse.plan_reuse(config, source)
+def plan_reuse(source: SourceInfo, config: BuildConfig, pinned: PinnedEncoder | None = None) -> ReusePlan | None:
+    """Find the family's previous dataset (unless cold), check its chunker and encoder, index its articles once."""
+    plan = build_reuse.plan_reuse(config, source, pinned.fingerprint if pinned is not None else None)
     log = get_run_logger()
     if plan is None:
         log.info("no previous dataset to reuse (%s)", "cold build" if config.cold else "first of its family")
@@ -119,18 +150,28 @@ def chunk_shard(
     return record
 
 
+@task(name="pin-encoder", cache_policy=NO_CACHE, **COMPUTE_RETRIES)
+def pin_encoder(config: BuildConfig) -> PinnedEncoder:
+    """Resolve the encoder spec once (backend, weights digest) for every embed shard of the build."""
+    pinned = embedding_pinned.pin_encoder(config.encoder)
+    get_run_logger().info("encoder of every embed shard: %s as %s", pinned.fingerprint.describe(), pinned.spec)
+    return pinned
+
+
 @task(name="embed-shard", task_run_name="embed-{source.dataset_id}", cache_policy=NO_CACHE, **COMPUTE_RETRIES)
 def embed_shard(
-    chunked: ChunkedShard, source: SourceInfo, config: BuildConfig, reuse: ReusePlan | None = None
+    chunked: ChunkedShard, source: SourceInfo, config: BuildConfig, pinned: PinnedEncoder | None = None,
+    reuse: ReusePlan | None = None,
 ) -> EmbeddedShard:
-    """Encode one chunk file; vectors of unchanged articles are copied from the previous dataset, and only
-    texts unseen under this encoder fingerprint are encoded."""
+    """Encode one chunk file with the build's pinned encoder; vectors of unchanged articles are copied from the
+    previous dataset, and only texts unseen under its fingerprint are encoded."""
     chunks_file = chunked.file
-    out = embed_shard_work_dir(chunks_file, config)
+    pinned = pinned or embedding_pinned.pin_encoder(config.encoder)
+    out = embed_shard_work_dir(chunks_file, config, pinned)
     log = get_run_logger()
     with ShardTicker(f"embed {Path(chunks_file).parent.name}", "chunks", log, total=int(chunked.chunks)) as ticker:
         record = embed_shard_step(chunks_file, config, out, config.resolved_data_dir(), on_progress=ticker.advance,
-                                  reuse=reuse, previous_rows=chunked.previous_rows)
+                                  pinned=pinned, reuse=reuse, previous_rows=chunked.previous_rows)
     s = record.stats
     log.info(
         "embedded %s chunks: %s copied, %s reused, %s encoded (%.1f chunks/s)%s", s.get("n_total", record.chunks),

@@ -11,6 +11,7 @@ from flows.cli.common import call, call_flow, console
 from flows.cli.options import (
     DaskAddressOpt,
     DataDirOpt,
+    EmbedResourcesOpt,
     OnDuplicateOpt,
     WorkersOpt,
     data_dir_of,
@@ -40,6 +41,7 @@ def build(
     on_duplicate: OnDuplicateOpt = "error",
     workers: WorkersOpt = None,
     dask_address: DaskAddressOpt = None,
+    embed_resources: EmbedResourcesOpt = None,
     cold: Annotated[bool, typer.Option("--cold", help="Full build: reuse nothing from the previous dataset or the work folders (every article parsed, chunked and looked up again); the embedding cache is still read (exact, so the dataset equals an incremental build's); splits still follow the family's split registry")] = False,
     previous_dataset: Annotated[str | None, typer.Option(help="Published dataset folder to carry on from (its split registry; unless --cold, the chunks and vectors of its unchanged articles: same chunker and encoder required) [default: the newest published dataset of the same family]")] = None,
 ) -> None:
@@ -72,7 +74,7 @@ def build(
         from flows.build_dataset import build_dataset
         from flows.infra.runners import shard_task_runner
 
-        flow = build_dataset.with_options(task_runner=shard_task_runner(workers, dask_address))
+        flow = build_dataset.with_options(task_runner=shard_task_runner(workers, dask_address, embed_resources))
         return flow(source=source, data_dir=data_dir_of(data_dir), limit_articles=limit_articles, snapshot_id=snapshot_id, options=options)
 
     path = call_flow(go)

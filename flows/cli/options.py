@@ -39,6 +39,13 @@ DaskAddressOpt = Annotated[
                  "e.g. tcp://dask-scheduler:8786 (its workers must see the data folder at the same path)"),
 ]
 
+EmbedResourcesOpt = Annotated[
+    str | None,
+    typer.Option("--embed-resources", envvar="LVM_EMBED_RESOURCES", help="Send the embed shards only to the Dask "
+                 "workers declaring these resources, e.g. GPU=1 (workers started with `dask worker --resources "
+                 "GPU=1`); needs --dask-address"),
+]
+
 
 Arch = typer.Option(help="Architecture: amn (baseline), amn_mix (AMN anchored on its attention mix), gru, lstm, transformer")
 

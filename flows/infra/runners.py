@@ -10,32 +10,60 @@
 
 Shard task runs report to the flow's Prefect API wherever they run: without a configured
 PREFECT_API_URL the flow's temporary API is handed to the workers, so a worker never starts one of its own
-(its runs would be invisible and the flow could not follow them).
+(its runs would be invisible and the flow could not follow them). That temporary API listens on this
+machine's loopback only, so a cluster on another machine with no reachable API is refused at once
+(`ClusterSetupError`) instead of its workers failing on a URL that is not theirs.
+
+Embed shards can be held to the workers that declare Dask resources (`resources={"GPU": 1}`,
+`--embed-resources`, `LVM_EMBED_RESOURCES="GPU=1"`; workers started with `dask worker --resources GPU=1`):
+`embed_placement()` annotates the embed map; a cluster none of whose workers declares them is refused.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import socket
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Self
+from urllib.parse import urlparse
 
 from prefect import tags
 from prefect.context import FlowRunContext
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect_dask import DaskTaskRunner
 
+from lvm_core.contracts.errors import UserError
 from tasks.common import HEAVY_CPU_TAG
 
 ADDRESS_ENV = "LVM_DASK_ADDRESS"
 WORKERS_ENV = "LVM_WORKERS"
+RESOURCES_ENV = "LVM_EMBED_RESOURCES"
 _ADDRESS = re.compile(r"^(tcp|tls|ucx|inproc)://[^\s/:]+(:\d{1,5})?$")
 
 
+class ClusterSetupError(UserError, RuntimeError):
+    """The Dask cluster cannot run the build as configured (no reachable Prefect API, no worker with the resources)."""
+
+
 class SharedApiDaskTaskRunner(DaskTaskRunner):
-    """prefect-dask's runner, with the flow's temporary Prefect API URL passed to the workers."""
+    """prefect-dask's runner, with the flow's temporary Prefect API URL passed to the workers, and the Dask
+    resources the embed shards ask for (`embed_resources`)."""
+
+    def __init__(self, *args: Any, embed_resources: dict[str, float] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.embed_resources = embed_resources
+
+    def duplicate(self) -> SharedApiDaskTaskRunner:
+        """The flow run works on a copy of its runner: keep the resources on it."""
+        copy = super().duplicate()
+        copy.embed_resources = self.embed_resources
+        return copy
 
     def __enter__(self) -> Self:
+        if self.address:
+            check_prefect_api_reachable(self.address)
         super().__enter__()
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -58,13 +86,19 @@ class SharedApiDaskTaskRunner(DaskTaskRunner):
         return self
 
 
-def shard_task_runner(workers: int | None = None, address: str | None = None) -> TaskRunner[Any]:
-    """The task runner for a build's shards; arguments left None fall back to LVM_WORKERS / LVM_DASK_ADDRESS.
+def shard_task_runner(
+    workers: int | None = None, address: str | None = None, resources: dict[str, float] | str | None = None
+) -> TaskRunner[Any]:
+    """The task runner for a build's shards; arguments left None fall back to LVM_WORKERS / LVM_DASK_ADDRESS /
+    LVM_EMBED_RESOURCES.
 
-    Raises ValueError (one line) for a bad worker count or address, or when both are given.
+    Raises ValueError (one line) for a bad worker count, address or resources, when both a count and an address
+    are given, or resources without a Dask cluster; `ClusterSetupError` for a cluster on another machine with no
+    Prefect API its workers can reach.
     """
     if address is None:
         address = os.environ.get(ADDRESS_ENV) or None
+    embed_resources = parse_resources(os.environ.get(RESOURCES_ENV) if resources is None else resources)
     if workers is None and os.environ.get(WORKERS_ENV):
         raw = os.environ[WORKERS_ENV]
         try:
@@ -76,14 +110,101 @@ def shard_task_runner(workers: int | None = None, address: str | None = None) ->
     if address:
         if not _ADDRESS.match(address.strip()):
             raise ValueError(f"dask address {address!r}: expected tcp://HOST:PORT, e.g. tcp://dask-scheduler:8786")
-        return SharedApiDaskTaskRunner(address=address.strip())
+        check_prefect_api_reachable(address.strip())
+        return SharedApiDaskTaskRunner(address=address.strip(), embed_resources=embed_resources)
     if workers is not None and workers < 1:
         raise ValueError(f"--workers {workers}: must be >= 1")
+    if embed_resources:  # every worker of this machine shares its devices: there is nothing to route
+        raise ValueError(f"embed resources {_show(embed_resources)}: need an existing Dask cluster (--dask-address)")
     if not workers:
         return in_process_runner()
     return SharedApiDaskTaskRunner(
         cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0"},
     )
+
+
+def parse_resources(value: dict[str, float] | str | None) -> dict[str, float] | None:
+    """Dask worker resources from "GPU=1,MEM=4e9" (or a dict); None when none are asked for."""
+    if isinstance(value, dict):
+        return {str(k): float(v) for k, v in value.items()} or None
+    if not value or not value.strip():
+        return None
+    out: dict[str, float] = {}
+    for item in value.split(","):
+        name, _, amount = (part.strip() for part in item.partition("="))
+        try:
+            out[name] = float(amount)
+        except ValueError:
+            out[name] = 0.0
+        if not name or not out[name] > 0:
+            raise ValueError(f"embed resources {value!r}: expected NAME=AMOUNT[,NAME=AMOUNT], e.g. GPU=1")
+    return out
+
+
+def _show(resources: dict[str, float]) -> str:
+    return ",".join(f"{k}={v:g}" for k, v in resources.items())
+
+
+def _is_this_machine(host: str) -> bool:
+    """Whether a host name or address is this machine (loopback, its own name, one of its addresses)."""
+    if host in ("", "localhost", socket.gethostname(), socket.getfqdn()):
+        return True
+    try:
+        ip = ipaddress.ip_address(socket.gethostbyname(host))
+    except (OSError, ValueError):
+        return False  # not even resolvable here: not this machine
+    if ip.is_loopback:
+        return True
+    import psutil
+
+    return any(a.address == str(ip) for addrs in psutil.net_if_addrs().values() for a in addrs)
+
+
+def check_prefect_api_reachable(address: str) -> None:
+    """Refuse a Dask cluster on another machine when the only Prefect API is one on this machine's loopback."""
+    from prefect.settings import PREFECT_API_URL
+
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    if _is_this_machine(host):
+        return
+    url = PREFECT_API_URL.value()
+    api_host = urlparse(str(url)).hostname if url else None
+    if api_host and not _loopback(api_host):
+        return
+    what = (f"PREFECT_API_URL={url}, on this machine's loopback" if url
+            else "no PREFECT_API_URL (only a temporary API on this machine's loopback)")
+    raise ClusterSetupError(
+        f"dask cluster {address} is on another machine, but there is {what}, which its workers cannot reach: "
+        "run a Prefect server they can reach (prefect server start --host 0.0.0.0) and set PREFECT_API_URL to it, "
+        "e.g. http://prefect-server:4200/api, here and on the workers"
+    )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def embed_placement() -> AbstractContextManager[Any]:
+    """Around the embed map: on a Dask runner with embed resources, the shards go to the workers declaring them
+    (a cluster where none does is refused at once: the shards would wait forever)."""
+    runner = current_runner()
+    resources = getattr(runner, "embed_resources", None)
+    if not isinstance(runner, DaskTaskRunner) or not resources:
+        return nullcontext()
+    import dask
+
+    workers = runner.client.scheduler_info(n_workers=-1).get("workers", {})
+    if not any(all(w.get("resources", {}).get(k, 0) >= v for k, v in resources.items()) for w in workers.values()):
+        raise ClusterSetupError(
+            f"no worker of the Dask cluster ({len(workers)} worker(s)) declares the embed resources {_show(resources)}: "
+            f"start GPU workers with `dask worker --resources {_show(resources)}`, or unset {RESOURCES_ENV}"
+        )
+    return dask.annotate(resources=resources)
 
 
 class InProcessTaskRunner(ThreadPoolTaskRunner):
@@ -119,6 +240,13 @@ def default_runner() -> TaskRunner[Any]:
         return shard_task_runner()
     except ValueError:
         return in_process_runner()
+
+
+def flow_runner() -> TaskRunner[Any]:
+    """Where this flow's shards run: its Dask runner, or the one LVM_WORKERS / LVM_DASK_ADDRESS /
+    LVM_EMBED_RESOURCES ask for (read again here, so a bad value stops the flow in one line)."""
+    active = current_runner()
+    return active if isinstance(active, DaskTaskRunner) else shard_task_runner()
 
 
 def current_runner() -> TaskRunner[Any] | None:

@@ -19,6 +19,10 @@ ARTICLES_SCHEMA = pa.schema(
         pa.field("text", pa.string(), nullable=False),
         pa.field("snapshot_id", pa.string(), nullable=False),
         pa.field("text_sha1", pa.string(), nullable=False),
+        # sha1 of the raw source text (a dump page's wikitext, a tabular row's text) the text was cleaned
+        # from: an unchanged page of the next snapshot takes its text from here instead of being cleaned
+        # again. Null where unknown (articles not read from a source).
+        pa.field("source_sha1", pa.string(), nullable=True),
     ]
 )
 
@@ -97,8 +101,23 @@ def dataset_dir(data_dir: Path, snapshot_id: str) -> Path:
     return datasets_root(data_dir) / snapshot_id
 
 
+CACHE_DIR_ENV = "LVM_CACHE_DIR"
+
+
+def cache_root(data_dir: Path) -> Path:
+    """This machine's caches (SQLite vectors, encoder exports): `LVM_CACHE_DIR`, else `<data dir>/cache`.
+
+    A data folder shared between machines (a network mount) must not hold them: SQLite's WAL needs one
+    machine's shared memory, so each machine sets `LVM_CACHE_DIR` to a folder on its own disk.
+    """
+    import os
+
+    local = os.environ.get(CACHE_DIR_ENV, "").strip()
+    return Path(local).expanduser() if local else Path(data_dir) / "cache"
+
+
 def embedding_cache_dir(data_dir: Path) -> Path:
-    return Path(data_dir) / "cache" / "embeddings"
+    return cache_root(data_dir) / "embeddings"
 
 
 def downloads_dir(data_dir: Path) -> Path:

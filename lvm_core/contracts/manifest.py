@@ -197,6 +197,9 @@ class DatasetManifest(ManifestPart):
     build_config: dict[str, Any]  # BuildConfig.model_dump(mode="json") of the build (older option sets kept as-is)
     counts: Counts
     ingest: dict[str, Any] | None = None
+    # which cleaner made the article text from the raw source, and its version (`wikitext-1`, `tabular-1`):
+    # a next build takes unchanged pages' text from this dataset only when it cleans with the same one
+    cleaner: str | None = None
     sequences: dict[str, int]
     context_len: int | None = None
     coherence: CoherenceSummary

@@ -145,3 +145,25 @@ def json_digest(obj: Any) -> str:
     """Stable sha256 of a JSON-serialisable object (sorted keys)."""
     data = json.dumps(obj, sort_keys=True, default=json_default).encode()
     return hashlib.sha256(data).hexdigest()
+
+
+# Filesystems another machine may also write through: no place for SQLite's WAL (shared memory, byte locks).
+NETWORK_FILESYSTEMS = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "lustre", "gpfs", "beegfs", "9p",
+    "fuse.sshfs", "fuse.s3fs", "fuse.gcsfuse", "fuse.rclone", "fuse.juicefs", "fuse.glusterfs", "fuse.cephfs",
+})
+
+
+def filesystem_type(path: Path) -> str:
+    """The type of the filesystem that holds `path` (or its nearest existing parent), from the mount table."""
+    p = Path(path).expanduser().absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    target, best, kind = str(p.resolve()), "", ""
+    for part in psutil.disk_partitions(all=True):
+        mount = part.mountpoint.rstrip("/") or "/"
+        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):
+            best, kind = mount, part.fstype
+    return kind
+

@@ -35,8 +35,8 @@ KNOWN_INSTRUCTIONS = {
 }
 PROMETHEUS = DOCKER / "prometheus"
 EXPECTED_SERVICES = {
-    "postgres", "prefect-server", "mlflow", "setup", "worker", "dask-scheduler", "dask-worker", "serve",
-    "pushgateway", "prometheus", "alertmanager",
+    "postgres", "prefect-server", "mlflow", "setup", "worker", "dask-scheduler", "dask-worker", "dask-gpu-worker",
+    "serve", "pushgateway", "prometheus", "alertmanager",
 }
 EXPECTED_ALERTS = {
     "LvmServeDown", "LvmServeHighP99Latency", "LvmServeErrorRate", "LvmServeModelLoadFailures",
@@ -329,6 +329,13 @@ def test_dask_cluster_and_builds_pointed_at_it(compose) -> None:
     # The Prefect worker's flow runs (builds) reach the scheduler through LVM_DASK_ADDRESS.
     assert env_of(services["worker"])["LVM_DASK_ADDRESS"] == address
     assert workers["depends_on"]["dask-scheduler"]["condition"] == "service_healthy"
+    # Each host's caches on its own disk, never on the shared data folder; GPU workers declare their resource.
+    gpu = services["dask-gpu-worker"]
+    for svc in (services["worker"], workers, gpu):
+        assert env_of(svc)["LVM_CACHE_DIR"] == "/cache" and "lvm-cache:/cache" in svc["volumes"]
+    assert _command(gpu)[:3] == ["dask", "worker", address] and gpu["profiles"] == ["gpu"]
+    assert _command(gpu)[_command(gpu).index("--resources") + 1] == "GPU=1"
+    assert "LVM_EMBED_RESOURCES" in env_of(services["worker"])
 
 
 def test_prometheus_scrapes_compose_services(compose) -> None:

@@ -24,6 +24,7 @@ from lvm_core.data.build.work import (
     step_key,
     work_dir,
 )
+from lvm_core.data.embedding.encoder import parse_encoder_spec
 from lvm_core.data.embedding.model_folder import encoder_casefolds
 from lvm_core.data.ingest.shards.plan import ShardError
 from lvm_core.io.storage import atomic_path, write_npy
@@ -32,10 +33,15 @@ from lvm_core.runtime.faults import crash_point
 PREVIOUS_ROWS_FILE = "previous_rows.npy"  # int64 per chunk row: its row in the previous dataset, -1 if chunked now
 
 
+def _casefolds(config: BuildConfig) -> bool:
+    """Whether chunk hashes case-fold, from the model of the spec ("<model>[@<backend>]"; the backend has no say)."""
+    return encoder_casefolds(parse_encoder_spec(config.encoder)[0])
+
+
 def chunk_shard_work_dir(
     articles_file: str, source: SourceInfo, config: BuildConfig, reuse: ReusePlan | None = None
 ) -> Path:
-    casefold = encoder_casefolds(config.encoder)
+    casefold = _casefolds(config)
     parts = [str(articles_file), config.min_words, config.max_words, wiki_language(source.snapshot_id)]
     # its rows are copied into the output; the embed key chains from this folder, so whether its vectors are too
     previous = [] if reuse is None else ["previous", reuse.content_hash, reuse.copy_vectors]
@@ -59,7 +65,7 @@ def chunk_shard_step(
     t0 = time.perf_counter()
     cfg = chunking.ChunkingConfig(
         min_words=config.min_words, max_words=config.max_words, language=wiki_language(source.snapshot_id),
-        casefold=encoder_casefolds(config.encoder),
+        casefold=_casefolds(config),
     )
     parquet = open_shard_file(Path(articles_file))
     previous = None if reuse is None else PreviousChunks(reuse, _article_ids(parquet, articles_file))

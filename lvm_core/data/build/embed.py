@@ -28,8 +28,8 @@ from lvm_core.data.build.work import (
 from lvm_core.data.chunking import text_hash
 from lvm_core.data.embedding.cache import EmbeddingCache
 from lvm_core.data.embedding.embed import embed_texts
-from lvm_core.data.embedding.encoder import load_encoder
 from lvm_core.data.embedding.onnx import encoder_cache_dir
+from lvm_core.data.embedding.pinned import PinnedEncoder, load_pinned, pin_encoder
 from lvm_core.data.vector_files import save_embeddings
 from lvm_core.io.storage import load_npy
 
@@ -44,31 +44,34 @@ def _check_hash_casing(texts: list[str], hashes: list[str], casefold: bool, chun
             )
 
 
-def embed_shard_work_dir(chunks_file: str, config: BuildConfig) -> Path:
-    key = step_key("embed", "shard", str(chunks_file), config.encoder or "default")
+def embed_shard_work_dir(chunks_file: str, config: BuildConfig, pinned: PinnedEncoder | None = None) -> Path:
+    """Keyed by the encoder's fingerprint (weights, backend), not its name: new weights are new work."""
+    pinned = pinned or pin_encoder(config.encoder)
+    key = step_key("embed", "shard", str(chunks_file), pinned.fingerprint.id)
     return work_dir(config.resolved_data_dir(), "embed", key)
 
 
 def embed_shard_step(
     chunks_file: str, config: BuildConfig, out_dir: Path, data_dir: Path, on_progress: Progress | None = None,
-    reuse: ReusePlan | None = None, previous_rows: str | None = None,
+    pinned: PinnedEncoder | None = None, reuse: ReusePlan | None = None, previous_rows: str | None = None,
 ) -> EmbeddedShard:
     """Embed one chunk file through the shared (fingerprint, text_hash) cache → float32 embeddings.npy.
 
     With a reuse plan, the vectors of chunks copied from the previous dataset (`previous_rows` ≥ 0) are copied
     from its embeddings.npy (`n_copied`); only the others go through the cache and the encoder. A finished shard
     is not redone (unless `cold`): it reports its other chunks as reused. `on_progress` is told of every copied
-    vector and every distinct text found in the cache or newly encoded.
+    vector and every distinct text found in the cache or newly encoded. The encoder is the build's `pinned` one
+    (default: `config.encoder` resolved here); a worker that cannot produce it fails before reading anything.
     """
     out_dir = Path(out_dir)
     done = None if config.cold else done_record(out_dir, EmbeddedShard)
     if done is not None:
         n = done.chunks - int(done.stats.get("n_copied") or 0)
         return replace(done, stats={**done.stats, "n_reused": n, "n_encoded": 0, "n_unique": n})
+    encoder = load_pinned(pinned or pin_encoder(config.encoder), cache_dir=encoder_cache_dir(data_dir))
     chunks = read_columns(Path(chunks_file), ["text", "text_hash"])
     texts = chunks.column("text").to_pylist()
     hashes = chunks.column("text_hash").to_pylist()
-    encoder = load_encoder(config.encoder, cache_dir=encoder_cache_dir(data_dir))
     _check_hash_casing(texts, hashes, encoder.fingerprint.casefold, Path(chunks_file))
     if reuse is not None:
         check_fingerprint(reuse, encoder.fingerprint)

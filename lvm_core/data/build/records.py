@@ -39,15 +39,20 @@ class IngestedShard:
     input_bytes: int
     seconds: float
     reused: bool = False
+    # of `articles`: pages cleaned, and pages whose text came from the previous dataset (raw text unchanged)
+    cleaned: int | None = None
+    reused_articles: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"shard": self.shard, "index": self.index, "files": list(self.files), "articles": self.articles,
-                "bytes": self.bytes, "input_bytes": self.input_bytes, "seconds": self.seconds}
+                "bytes": self.bytes, "input_bytes": self.input_bytes, "seconds": self.seconds,
+                "cleaned": self.cleaned, "reused_articles": self.reused_articles}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], reused: bool = False) -> Self:
         return cls(shard=data["shard"], index=data["index"], files=tuple(data["files"]), articles=data["articles"],
-                   bytes=data["bytes"], input_bytes=data["input_bytes"], seconds=data["seconds"], reused=reused)
+                   bytes=data["bytes"], input_bytes=data["input_bytes"], seconds=data["seconds"], reused=reused,
+                   cleaned=data.get("cleaned"), reused_articles=data.get("reused_articles"))
 
 
 @dataclass(frozen=True)

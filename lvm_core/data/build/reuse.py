@@ -73,9 +73,12 @@ def chunker_settings(config: BuildConfig, snapshot_id: str) -> dict[str, Any]:
             "casefold": encoder_casefolds(model), "version": STEP_VERSIONS["chunk"]}
 
 
-def plan_reuse(config: BuildConfig, source: SourceInfo) -> ReusePlan | None:
+def plan_reuse(
+    config: BuildConfig, source: SourceInfo, fingerprint: EncoderFingerprint | None = None
+) -> ReusePlan | None:
     """The reuse plan of a build: None when cold or the family has no previous dataset; refuses (one line) a
-    previous dataset with another chunker. Its article index is built once into a work folder."""
+    previous dataset with another chunker, or another encoder than the build's pinned `fingerprint` (each embed
+    shard checks its own again). Its article index is built once into a work folder."""
     if config.cold:
         return None
     previous = previous_dataset_for(config, source.snapshot_id, source.dataset_id)
@@ -90,11 +93,14 @@ def plan_reuse(config: BuildConfig, source: SourceInfo) -> ReusePlan | None:
     if not index.exists():
         build_article_index(previous.root, index)
     stored = str(encoder.get("vector_dtype") or "float32")
-    return ReusePlan(
+    plan = ReusePlan(
         previous=str(previous.root), dataset_id=previous.dataset_id, content_hash=content_hash, index=str(index),
         fingerprint=EncoderFingerprint.from_dict({k: v for k, v in encoder.items() if k != "vector_dtype"}).id,
         copy_vectors=stored in ("float32", config.vector_dtype),
     )
+    if fingerprint is not None:
+        check_fingerprint(plan, fingerprint)
+    return plan
 
 
 def _check_chunker(
@@ -249,10 +255,11 @@ def reuse_lineage(
 
 
 def with_reuse_lineage(manifest: DatasetManifest, reuse: dict[str, Any]) -> DatasetManifest:
-    """The manifest with lineage["reuse"] set (and the previous dataset and `cold` where no one set them yet)."""
+    """The manifest with the chunk/embed reuse in lineage["reuse"] (and the previous dataset and `cold` where no
+    one set them yet)."""
     lineage = dict(manifest.lineage or {})
     lineage.setdefault("previous_dataset", reuse["previous_dataset"])
     lineage.setdefault("previous_content_hash", reuse["previous_content_hash"])
     lineage.setdefault("cold", reuse["cold"])
-    lineage["reuse"] = reuse
+    lineage["reuse"] = {**dict(lineage.get("reuse") or {}), **reuse}  # beside what ingest recorded (`ingest`)
     return manifest.with_fields(lineage=lineage)

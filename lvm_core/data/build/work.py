@@ -20,7 +20,7 @@ from lvm_core.data.ingest.shards.plan import ShardError
 from lvm_core.io.storage import json_digest, read_json, write_json
 
 # Bump when a step's output for the same inputs changes, so cached work is not reused.
-STEP_VERSIONS = {"ingest": 3, "chunk": 2, "embed": 2, "assemble": 1, "analyse": 1, "reuse": 1}
+STEP_VERSIONS = {"ingest": 4, "chunk": 2, "embed": 2, "assemble": 1, "analyse": 1, "reuse": 1}
 
 
 def work_dir(data_dir: Path, step: str, key: str) -> Path:

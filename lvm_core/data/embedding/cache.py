@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 
-from lvm_core.contracts.errors import DataContractError
+from lvm_core.contracts.errors import DataContractError, UserError
+from lvm_core.contracts.layout import CACHE_DIR_ENV
 from lvm_core.data.embedding.fingerprint import (
     EncoderFingerprint,
     FingerprintMismatchError,
@@ -34,7 +35,7 @@ from lvm_core.data.embedding.fingerprint import (
 )
 from lvm_core.io import storage
 
-__all__ = ["DB_FILE", "EmbeddingCache"]
+__all__ = ["DB_FILE", "CacheLocationError", "EmbeddingCache"]
 
 DB_FILE = "vectors.sqlite"
 SCHEMA_VERSION = 1
@@ -51,6 +52,10 @@ _INSERT_SQL = "INSERT OR IGNORE INTO vectors (hash, vec) VALUES (?, ?)"
 _INHERITED: list[sqlite3.Connection] = []  # connections a forked child got from its parent (SQLite: do not touch)
 
 
+class CacheLocationError(UserError, OSError):
+    """The cache folder is on a network filesystem, where SQLite's WAL is not safe."""
+
+
 class EmbeddingCache:
     """Vectors keyed by (encoder fingerprint, text hash), kept across builds so a rebuild encodes only new text.
 
@@ -63,6 +68,11 @@ class EmbeddingCache:
     def __init__(self, root: Path, fingerprint: EncoderFingerprint):
         self.fingerprint = fingerprint
         self.root = Path(root)
+        if (fs := storage.filesystem_type(self.root)) in storage.NETWORK_FILESYSTEMS:
+            raise CacheLocationError(
+                f"embedding cache {self.root} is on a network filesystem ({fs}), where SQLite is not safe: "
+                f"set {CACHE_DIR_ENV} to a folder on this machine's own disk"
+            )
         self.dir = self.root / fingerprint.id
         self.dir.mkdir(parents=True, exist_ok=True)
         self._check_fingerprint_file()

@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "default_model_path",
     "encoder_casefolds",
+    "output_dim",
     "resolve_model_folder",
     "weights_digest",
 ]
@@ -138,6 +139,28 @@ def encoder_casefolds(name_or_path: str | Path | None = None) -> bool:
         if _normalizer_lowercases(_read_json_object(d / "tokenizer.json").get("normalizer")):
             return True
     return False
+
+
+def output_dim(folder: Path) -> int:
+    """The vector size a model folder gives, read from its files (last Dense layer, else pooling, else the
+    transformer's hidden size), so a build can name its encoder's fingerprint before any worker loads it."""
+    dim = None
+    for module in _read_json_list(Path(folder) / "modules.json"):
+        if not isinstance(module, dict):
+            continue
+        kind = str(module.get("type", ""))
+        cfg = _read_json_object(Path(folder) / str(module.get("path") or "") / "config.json")
+        if kind.endswith("models.Pooling") and cfg.get("word_embedding_dimension"):
+            modes = sum(1 for k, v in cfg.items() if k.startswith("pooling_mode_") and v is True)
+            dim = int(cfg["word_embedding_dimension"]) * max(modes, 1)
+        elif kind.endswith("models.Dense") and cfg.get("out_features"):
+            dim = int(cfg["out_features"])
+    if dim is None:
+        hidden = _read_json_object(Path(folder) / "config.json").get("hidden_size")
+        if not hidden:
+            raise EncoderLoadError(f"model folder {folder}: no config.json says its output dimension (hidden_size)")
+        dim = int(hidden)
+    return dim
 
 
 def _read_json_list(path: Path) -> list[Any]:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from lvm_core.contracts.layout import cache_root
 from lvm_core.io import storage
 
 __all__ = [
@@ -57,8 +58,8 @@ DEFAULT_EXPORT_SETTINGS: dict[str, Any] = {
 
 
 def encoder_cache_dir(data_dir: Path) -> Path:
-    """Where encoder exports (and their agreement checks) are kept: `<data dir>/cache/encoders`."""
-    return Path(data_dir) / "cache" / "encoders"
+    """Where encoder exports (and their agreement checks) are kept: `<cache root>/encoders` (`layout.cache_root`)."""
+    return cache_root(data_dir) / "encoders"
 
 
 def export_key(weights_digest: str, settings: dict[str, Any]) -> str:

@@ -5,8 +5,9 @@ Kept apart so that the readers (MediaWiki, tabular) and the shard planner depend
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,16 @@ from tqdm import tqdm
 from lvm_core.contracts.errors import UserError
 from lvm_core.runtime.progress import progress_enabled
 
-__all__ = ["Article", "IngestError", "one_line", "open_parquet", "progress_bar"]
+__all__ = [
+    "Article",
+    "IngestError",
+    "KnownPage",
+    "KnownRow",
+    "one_line",
+    "open_parquet",
+    "progress_bar",
+    "source_sha1",
+]
 
 
 class IngestError(UserError):
@@ -26,11 +36,39 @@ class IngestError(UserError):
 
 @dataclass(frozen=True)
 class Article:
-    """One article: page id, title and cleaned plain text (paragraphs separated by a blank line)."""
+    """One article: page id, title and cleaned plain text (paragraphs separated by a blank line).
+
+    `source_sha1` is the digest of the raw text it was cleaned from (`source_sha1()`), None where the
+    article was not read from a source (tests, hand-made articles). Provenance, not content: left out of
+    equality, so articles compare by id, title and text as before.
+    """
 
     article_id: int
     title: str
     text: str
+    source_sha1: str | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class KnownPage:
+    """A page whose raw text the previous dataset holds already cleaned (row `row` of its articles file):
+    kept by the same filters, its text is taken from there instead of being cleaned again."""
+
+    article_id: int
+    title: str
+    source_sha1: str
+    row: int
+
+
+# Where a known page's cleaned text is: (page id, digest of its raw text) -> row of the previous
+# dataset's articles file, or None for a page to clean.
+KnownRow = Callable[[int, str], "int | None"]
+
+
+def source_sha1(raw: str) -> str:
+    """`source_sha1` column of ARTICLES_SCHEMA: sha1 hex of the raw source text's UTF-8 bytes (a dump's
+    wikitext, a tabular row's text), computed here rather than taken from the dump's <sha1> element."""
+    return hashlib.sha1(raw.encode("utf-8")).hexdigest()
 
 
 def one_line(exc: BaseException, limit: int = 200) -> str:

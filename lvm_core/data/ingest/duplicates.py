@@ -11,7 +11,7 @@ from typing import Any
 
 from lvm_core.data.ingest.base import Article, IngestError
 
-__all__ = ["DuplicateIdError", "DuplicateReport", "drop_duplicate_ids"]
+__all__ = ["DUPLICATE_POLICIES", "DuplicateIdError", "DuplicateReport", "drop_duplicate_ids"]
 
 
 class DuplicateIdError(IngestError):
@@ -49,7 +49,7 @@ class DuplicateReport:
         )
 
 
-_DUPLICATE_POLICIES = ("error", "first", "last")
+DUPLICATE_POLICIES = ("error", "first", "last")
 
 
 def drop_duplicate_ids(
@@ -61,8 +61,8 @@ def drop_duplicate_ids(
     `on_duplicate` decides: "first" or "last" keeps that row's title and text (at the id's first
     position); "error" raises `DuplicateIdError` naming how many ids conflict and some of them.
     """
-    if on_duplicate not in _DUPLICATE_POLICIES:
-        raise ValueError(f"on_duplicate={on_duplicate!r}: expected one of {', '.join(_DUPLICATE_POLICIES)}")
+    if on_duplicate not in DUPLICATE_POLICIES:
+        raise ValueError(f"on_duplicate={on_duplicate!r}: expected one of {', '.join(DUPLICATE_POLICIES)}")
     kept: list[Article] = []
     position: dict[int, int] = {}
     repeated: set[int] = set()

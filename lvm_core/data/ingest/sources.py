@@ -15,10 +15,12 @@ from pathlib import Path
 from lvm_core.data.ingest.base import Article, IngestError
 from lvm_core.data.ingest.mediawiki import read_xml_file
 from lvm_core.data.ingest.tabular import read_jsonl_articles, read_parquet_articles
+from lvm_core.data.ingest.wikitext import CLEANER_VERSION
 from lvm_core.io.storage import file_digest
 
 __all__ = [
     "SAMPLE_FILES",
+    "cleaner_id",
     "dated_snapshot_id",
     "is_tabular",
     "read_articles",
@@ -162,6 +164,12 @@ def _reader_for(path: Path) -> Callable[[Path, bool], Iterator[Article]]:
     if kind == "parquet":
         return lambda p, progress: read_parquet_articles(p, progress=progress)
     return lambda p, progress: read_jsonl_articles(p, progress=progress)
+
+
+def cleaner_id(path: str | os.PathLike[str]) -> str:
+    """Which cleaner makes a source's article text, and its version (`wikitext-1`, `tabular-1`): a dataset
+    records it in its manifest (`cleaner`), and only a previous dataset with the same one is reused."""
+    return f"{'tabular' if is_tabular(path) else 'wikitext'}-{CLEANER_VERSION}"
 
 
 def is_tabular(path: str | os.PathLike[str]) -> bool:

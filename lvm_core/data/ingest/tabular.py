@@ -13,7 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from lvm_core.data.ingest.base import Article, IngestError, one_line, open_parquet, progress_bar
+from lvm_core.data.ingest.base import Article, IngestError, one_line, open_parquet, progress_bar, source_sha1
 from lvm_core.data.ingest.wikitext import normalize_paragraphs
 
 __all__ = ["read_jsonl_articles", "read_parquet_articles"]
@@ -26,10 +26,11 @@ def _tabular_article(path: Path, where: str, raw_id: Any, title: Any, text: Any)
         article_id = int(raw_id)
     except (TypeError, ValueError):
         raise IngestError(f"{path.name}: {where}: id {raw_id!r} is not an integer") from None
-    cleaned = normalize_paragraphs(str(text or ""))
+    raw = str(text or "")
+    cleaned = normalize_paragraphs(raw)
     if not cleaned:
         return None
-    return Article(article_id, "" if title is None else str(title), cleaned)
+    return Article(article_id, "" if title is None else str(title), cleaned, source_sha1(raw))
 
 
 def read_parquet_articles(

@@ -24,7 +24,12 @@ from mwparserfromhell.nodes import (
 )
 from mwparserfromhell.wikicode import Wikicode
 
-__all__ = ["clean_code", "clean_wikitext", "is_disambiguation", "normalize_paragraphs", "ns_key"]
+__all__ = ["CLEANER_VERSION", "clean_code", "clean_wikitext", "is_disambiguation", "normalize_paragraphs", "ns_key"]
+
+# Version of the text the readers make of a raw page or row (this module's cleaning, `normalize_paragraphs`,
+# the readers' filters). Bump it whenever the same raw text could come out differently: a previous dataset
+# recorded with another version is never reused (`lvm_core.data.build.known`), and ingest work is keyed by it.
+CLEANER_VERSION = 1
 
 # Disambiguation and set-index templates (lower case, spaces): a page carrying one is a list of links.
 _DISAMBIG_TEMPLATES = frozenset(

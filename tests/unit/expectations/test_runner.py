@@ -101,6 +101,7 @@ def make_dataset(root: Path) -> dict[str, Any]:
                 "text": texts,
                 "snapshot_id": ["synthetic"] * N_ARTICLES,
                 "text_sha1": [hashlib.sha1(t.encode()).hexdigest() for t in texts],
+                "source_sha1": [None] * N_ARTICLES,
             },
             schema=ARTICLES_SCHEMA,
         ),

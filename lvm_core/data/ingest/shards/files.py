@@ -145,6 +145,7 @@ class _ArticleFileSeries:
                 "text": article.text,
                 "snapshot_id": self.snapshot_id,
                 "text_sha1": text_sha1(article.text),
+                "source_sha1": article.source_sha1,
             },
             size,
         )

@@ -12,12 +12,12 @@ import os
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
-from lvm_core.data.ingest.base import Article, IngestError, one_line
-from lvm_core.data.ingest.mediawiki import open_xml, read_xml_stream
+from lvm_core.data.ingest.base import Article, IngestError, KnownPage, KnownRow, one_line
+from lvm_core.data.ingest.mediawiki import open_xml, read_xml_pages
 from lvm_core.data.ingest.shards.plan import READ_BYTES, ShardError, SourceShard
 from lvm_core.data.ingest.tabular import read_jsonl_articles, read_parquet_articles
 
-__all__ = ["read_shard"]
+__all__ = ["read_shard", "read_shard_pages"]
 
 
 def read_shard(shard: SourceShard, progress: bool = False) -> Iterator[Article]:
@@ -26,6 +26,16 @@ def read_shard(shard: SourceShard, progress: bool = False) -> Iterator[Article]:
     A shard whose pages are all redirects or otherwise filtered yields nothing (no error): whether a
     whole source has any article is for the caller to judge over all its shards.
     """
+    for item in read_shard_pages(shard, progress=progress):
+        assert isinstance(item, Article)  # no `known`: every page is cleaned
+        yield item
+
+
+def read_shard_pages(
+    shard: SourceShard, progress: bool = False, known: KnownRow | None = None
+) -> Iterator[Article | KnownPage]:
+    """As `read_shard`; a dump page that `known` finds in the previous dataset comes as a `KnownPage`
+    instead of being cleaned (tabular rows are only normalised, which costs less than a lookup)."""
     path = Path(shard.path)
     if not path.is_file():
         raise ShardError(f"{shard.label}: {path} no longer exists")
@@ -41,13 +51,13 @@ def read_shard(shard: SourceShard, progress: bool = False) -> Iterator[Article]:
         except OSError as exc:
             raise ShardError(f"{path.name}: cannot read file ({one_line(exc)})") from None
         with fh:
-            yield from read_xml_stream(
-                fh, path.name, progress=progress, compressed=path.suffix.lower() == ".bz2"
+            yield from read_xml_pages(
+                fh, path.name, progress=progress, compressed=path.suffix.lower() == ".bz2", known=known
             )
     elif shard.kind == "xml-multistream":
         raw = _MultistreamRange(shard)
         with io.BufferedReader(raw, buffer_size=READ_BYTES) as fh:
-            yield from read_xml_stream(fh, shard.label, progress=progress, compressed=True)
+            yield from read_xml_pages(fh, shard.label, progress=progress, compressed=True, known=known)
     else:
         raise ShardError(f"{shard.label}: unknown shard kind {shard.kind!r}")
 

@@ -241,6 +241,9 @@ def test_write_article_shards_bounds_files_and_keeps_source_order(whole, tmp_pat
     assert table.column("text").to_pylist() == [a.text for a in whole]
     assert set(table.column("snapshot_id").to_pylist()) == {"snap"}
     assert table.column("text_sha1").to_pylist() == [text_sha1(a.text) for a in whole]
+    sources = table.column("source_sha1").to_pylist()  # of the raw wikitext, not the cleaned text
+    assert sources == [a.source_sha1 for a in whole] and all(sources) and set(sources).isdisjoint(
+        table.column("text_sha1").to_pylist())
     monkeypatch.setattr(shards_files, "_CONCAT_BATCH_BYTES", 20_000)  # row groups copied in several batches
     assert pq.read_table(concat_parquet(files, tmp_path / "all" / "small.parquet", ARTICLES_SCHEMA)).equals(table)
 
