@@ -73,8 +73,9 @@ def chunk_shard_step(
     counts, rows = Counter[str](), []
     with atomic_path(out) as tmp, pq.ParquetWriter(tmp, CHUNKS_SCHEMA) as writer:
         try:
-            for batch in parquet.iter_batches(batch_size=256, columns=["article_id", "text", "text_sha1"]):
-                articles = list(zip(*(batch.column(i).to_pylist() for i in range(3)), strict=True))
+            for batch in parquet.iter_batches(batch_size=256, columns=["article_id", "text", *_digest(previous)]):
+                digests = batch.column(2).to_pylist() if previous is not None else [""] * batch.num_rows
+                articles = list(zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), digests, strict=True))
                 table, previous_rows, n_copied = chunk_batch(articles, cfg, previous)
                 writer.write_table(table.cast(CHUNKS_SCHEMA))
                 rows.append(previous_rows)
@@ -93,6 +94,11 @@ def chunk_shard_step(
         seconds=round(time.perf_counter() - t0, 3), previous_rows=None if rows_file is None else str(rows_file),
         articles_reused=counts["articles_reused"], chunks_reused=counts["chunks_reused"],
     ))
+
+
+def _digest(previous: PreviousChunks | None) -> list[str]:
+    """The text digest column, read only to compare with the previous dataset's."""
+    return [] if previous is None else ["text_sha1"]
 
 
 def _article_ids(parquet: pq.ParquetFile, articles_file: str) -> list[int]:

@@ -29,7 +29,8 @@ def _published(root: Path, articles: list[Article], snapshot_id: str = "enwiki-2
     pq.write_table(pa.table({
         "article_id": [a.article_id for a in articles], "title": [a.title for a in articles],
         "text": [a.text for a in articles], "snapshot_id": [snapshot_id] * len(articles),
-        "text_sha1": [text_sha1(a.text) for a in articles]}, schema=ARTICLES_SCHEMA), paths.articles)
+        "text_sha1": [text_sha1(a.text) for a in articles], "source_sha1": [None] * len(articles)},
+        schema=ARTICLES_SCHEMA), paths.articles)
     chunks = chunk_articles(articles, CHUNKER)
     pq.write_table(chunks, paths.chunks, row_group_size=7)
     rng = np.random.default_rng(0)
