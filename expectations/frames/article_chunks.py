@@ -77,7 +77,7 @@ def article_summaries(article: np.ndarray, index: np.ndarray, known: np.ndarray)
     breaks[1:] &= index[1:] <= index[:-1]
     starts = np.flatnonzero(new_run)
     del new_run
-    run_breaks = np.add.reduceat(breaks.astype(np.int64), starts) if n else np.zeros(0, np.int64)
+    run_breaks = np.add.reduceat(breaks, starts, dtype=np.int64) if n else np.zeros(0, np.int64)
     del breaks
     run_min = np.minimum.reduceat(index, starts) if n else np.zeros(0, np.int64)
     run_max = np.maximum.reduceat(index, starts) if n else np.zeros(0, np.int64)

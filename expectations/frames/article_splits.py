@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from expectations.frames.common import require_file
+from expectations.frames.npz_blocks import Header, SequenceArrays
 from expectations.frames.sample import SampleSpec
 from lvm_core.contracts.errors import DataContractError
 from lvm_core.contracts.layout import SPLIT_NAMES
@@ -48,18 +49,18 @@ def read_splits(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 
 def article_splits_frames(
-    splits_table: tuple[np.ndarray, np.ndarray, list[str]], sequences: dict[str, np.ndarray | str], sample: SampleSpec
+    splits_table: tuple[np.ndarray, np.ndarray, list[str]], sequences: SequenceArrays, sample: SampleSpec
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(the sampled articles' rows, the exact one-row counts) over the split table and the window arrays."""
     table_ids, table_codes, names = splits_table
     names = list(names)
     ids, codes = [table_ids], [table_codes]
     for split in SPLIT_NAMES:
-        arr = sequences.get(f"{split}_article_ids")
-        if isinstance(arr, np.ndarray) and arr.ndim == 1 and np.issubdtype(arr.dtype, np.integer):
+        head = sequences.header(f"{split}_article_ids")
+        if isinstance(head, Header) and len(head.shape) == 1 and np.issubdtype(head.dtype, np.integer):
             if split not in names:
                 names.append(split)
-            uniq = np.unique(arr).astype(np.int64)
+            uniq = sequences.unique(f"{split}_article_ids").astype(np.int64)
             ids.append(uniq)
             codes.append(np.full(len(uniq), names.index(split), dtype=np.int64))
     pairs = np.unique(np.stack([np.concatenate(ids), np.concatenate(codes)], axis=1), axis=0)

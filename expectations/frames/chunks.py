@@ -106,7 +106,12 @@ def scan_chunks(path: Path, sample: SampleSpec) -> ChunkScan:
 
 def _id_hashes(ids: pa.Array) -> np.ndarray:
     """64-bit hashes of the non-null chunk ids of a batch (nulls are counted, not compared)."""
-    return pl.Series(ids).drop_nulls().hash(seed=_HASH_SEED).to_numpy()
+    return _hash(pl.Series(ids).drop_nulls()).to_numpy()
+
+
+def _hash(ids: pl.Series) -> pl.Series:
+    """The 64-bit hash both passes use (stable within a process, which is all they need)."""
+    return ids.hash(seed=_HASH_SEED)
 
 
 def _count_batch(batch: pa.RecordBatch, counts: dict[str, int]) -> pa.Array:
@@ -154,6 +159,6 @@ def _duplicates(hashes: np.ndarray, reader: pq.ParquetFile) -> int:
     seen: list[pl.Series] = []
     for batch in reader.iter_batches(batch_size=BATCH_ROWS, columns=["chunk_id"], use_threads=False):
         ids = pl.Series(batch.column("chunk_id")).drop_nulls()
-        seen.append(ids.filter(ids.hash(seed=_HASH_SEED).is_in(suspects)))
+        seen.append(ids.filter(_hash(ids).is_in(suspects)))
     ids = pl.concat(seen)
     return len(ids) - ids.n_unique()
