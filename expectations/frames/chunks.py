@@ -7,10 +7,9 @@ chunk index (4 B, both needed by the window recount) and the chunk_id hash (8 B,
 duplicates; equal hashes are confirmed on the ids themselves in a second pass over chunk_id, so a hash
 collision never fails the gate). The rows of the seeded sample keep every column the ``chunks`` suite checks.
 
-Measured on 10^6 synthetic chunks (bench/bench_gate_frames.py, docs/scale.md): this pass keeps the Arrow
-pool at ~31 MB at any size; a polars streaming query is faster but its exact `n_unique` holds every
-chunk_id (~0.4 KB per chunk), and reading whole row groups holds one row group's text (1.2 GB for a
-million-row group).
+Measured on 10^6 synthetic chunks (docs/data-gates.md): this reader keeps the Arrow pool at ~31 MB at
+any size; a polars streaming query is faster but its exact `n_unique` holds every chunk_id (~0.4 KB per
+chunk), and reading whole row groups holds one row group's text (1.2 GB for a million-row group).
 """
 
 from __future__ import annotations
