@@ -154,10 +154,10 @@ def _duplicates(hashes: np.ndarray, reader: pq.ParquetFile) -> int:
     equal = hashes[1:] == hashes[:-1]
     if not equal.any():
         return 0
-    suspects = pl.Series(np.unique(hashes[1:][equal]))
+    suspects = np.unique(hashes[1:][equal])
     seen: list[pl.Series] = []
     for batch in reader.iter_batches(batch_size=BATCH_ROWS, columns=["chunk_id"], use_threads=False):
         ids = pl.Series(batch.column("chunk_id")).drop_nulls()
-        seen.append(ids.filter(_hash(ids).is_in(suspects)))
+        seen.append(ids.filter(pl.Series(np.isin(_hash(ids).to_numpy(), suspects))))
     ids = pl.concat(seen)
     return len(ids) - ids.n_unique()
