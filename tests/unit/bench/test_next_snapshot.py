@@ -3,28 +3,16 @@ and removals recorded by article id, read back by the build's own reader and sha
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 
 import pytest
 
+from bench import make_scaled_dump as gen
 from lvm_core.data.ingest.shards.plan import plan_source_shards
 from lvm_core.data.ingest.shards.read import read_shard
 from lvm_core.data.ingest.sources import read_articles, snapshot_id_for
 from lvm_core.io.storage import file_digest
-from tests.fixtures.paths import REPO as ROOT
 
-
-def _load_generator():
-    spec = importlib.util.spec_from_file_location("make_scaled_dump", ROOT / "bench" / "make_scaled_dump.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("make_scaled_dump", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _load_generator()
 FRACTIONS = {"edit": 0.25, "add": 0.2, "remove": 0.15}
 
 
