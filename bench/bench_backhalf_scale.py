@@ -2,8 +2,9 @@
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_backhalf_scale.py [--small 100000] [--large 1000000]
 
-Two dumps of about `--small` and `--large` chunks are written by `make_scaled_dump.py` (copies of the
-enwiki sample, ~9,150 chunks each), and each is built from scratch by `lvm build` in a data folder of its
+Two dumps of about `--small` and `--large` chunks are written by `make_scaled_dump.py --distinct` (copies
+of the enwiki sample, ~10,000 chunks each, every line marked so that no chunk text repeats: repeated
+texts would fail the leakage gates and flatter the cache), and each is built from scratch by `lvm build` in a data folder of its
 own, with the hash test encoder (`--encoder hash-test`: unit vectors from a seeded hash of the text, so
 encoding costs microseconds and what is measured is the platform; the real encoder's rate is measured by
 bench_encoders.py and bench_incremental.py). The `lvm build` process is the coordinator (the flow and,
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.buildrun import BuildRun, print_stages, run_build  # noqa: E402
 from bench.make_scaled_dump import DEFAULT_NAME, make_scaled_dump  # noqa: E402
 
-CHUNKS_PER_COPY = 9_150  # the sample's chunks at the default chunker settings
+CHUNKS_PER_COPY = 10_000  # chunks per marked copy of the sample (the sample itself has 9,150)
 FULL_ENWIKI_CHUNKS = 6.6e7
 TARGET_RSS, TARGET_TIME = 1.3, 1.2
 
@@ -40,7 +41,7 @@ def _build(chunks: int, work: Path, encoder: str) -> BuildRun:
     dump_dir, data_dir = work / f"dump-x{factor}", work / f"data-x{factor}"
     dump = dump_dir / f"{DEFAULT_NAME}.xml.bz2"
     if not dump.exists():
-        make_scaled_dump(dump_dir, factor)
+        make_scaled_dump(dump_dir, factor, distinct=True)
     shutil.rmtree(data_dir, ignore_errors=True)
     print(f"building {factor}x the sample ({dump.stat().st_size / 2**20:.0f} MiB bz2) ...", flush=True)
     run = run_build(dump, data_dir, work / f"build-x{factor}.log", encoder=encoder)

@@ -1,11 +1,12 @@
 """An incremental month against a cold build of the same month: cost, same dataset, splits that stay.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_incremental.py [--factor 11] [--work DIR]
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_incremental.py [--factor 10] [--work DIR]
 
 Two consecutive synthetic snapshots from `make_scaled_dump.py` (month 1: `--factor` copies of the enwiki
-sample, ~9,150 chunks each, dated 2026-01-01; month 2: `--next-of` it, ~5 % of articles edited, ~2 % added,
-~1 % removed, dated 2026-02-01). All builds are `lvm build` subprocesses with the hash test encoder
-(`--encoder hash-test`), so encoding is not the cost:
+sample, ~10,000 chunks each, every line of a copy marked so no chunk text repeats, dated 2026-01-01;
+month 2: `--next-of` it, ~5 % of articles edited, ~2 % added, ~1 % removed, dated 2026-02-01). All
+builds are `lvm build` subprocesses with the hash test encoder (`--encoder hash-test`), so encoding is
+not the cost:
 
 1. month 1 into data folder A; A is then copied to B (same published month 1, so the same split registry;
    same work folders and cache, which a cold build must not use);
@@ -44,7 +45,7 @@ def _snapshots(work: Path, factor: int, seed: int) -> tuple[Path, Path, dict[str
     folder = work / f"dumps-x{factor}-seed{seed}"
     first = folder / f"{DEFAULT_NAME}.xml.bz2"
     if not first.exists():
-        make_scaled_dump(folder, factor)
+        make_scaled_dump(folder, factor, distinct=True)
     second, _, changes = make_next_snapshot(first, folder, seed=seed)
     print(f"month 2: {len(changes['edited'])} edited, {len(changes['added'])} added, "
           f"{len(changes['removed'])} removed pages ({second.name})", flush=True)
@@ -127,7 +128,7 @@ def _report(month1: BuildRun, inc: BuildRun, cold: BuildRun, rate: float | None)
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--factor", type=int, default=11, help="copies of the sample in month 1 (11: ~1e5 chunks)")
+    parser.add_argument("--factor", type=int, default=10, help="copies of the sample in month 1 (10: ~1e5 chunks)")
     parser.add_argument("--seed", type=int, default=0, help="seed of month 2's edits, additions and removals")
     parser.add_argument("--work", type=Path, help="folder for dumps, data folders and logs (kept; dumps reused)")
     parser.add_argument("--real-chunks", type=int, default=256, help="chunks for the real encoder's rate (0: skip)")

@@ -93,6 +93,26 @@ def shuffle_sentences(wikitext: str, rng: random.Random) -> str:
     return "\n".join(lines)
 
 
+_UNMARKED = ("{|", "=")
+_LIST_MARKERS = re.compile(r"^[*#:;]*\s*")
+MARK_EVERY = 6  # words: a chunk has at least 40, so every chunk of a marked copy holds the mark
+
+
+def mark_lines(wikitext: str, word: str) -> str:
+    """`word` put at the start of every text line and after every `MARK_EVERY` words on it (tables and
+    headings left alone), so that no chunk of a copy equals a chunk of the original."""
+    lines = wikitext.split("\n")
+    for i, line in enumerate(lines):
+        if not line.strip() or line.startswith(_UNMARKED):
+            continue
+        head = _LIST_MARKERS.match(line)[0]  # type: ignore[index]
+        words = line[len(head):].split(" ")
+        marked = [w for j in range(0, len(words), MARK_EVERY) for w in (word, *words[j:j + MARK_EVERY])]
+        markup_first = not head.strip() and words[0].startswith(("{", "<", "}", "[[", "|", "!"))
+        lines[i] = head + " ".join(marked[1:] if markup_first else marked)
+    return "\n".join(lines)
+
+
 def _copy_title(title: str, copy: int | str) -> str:
     """`Title` → `Title 3`; a trailing qualifier stays last: `X (disambiguation)` → `X 3 (disambiguation)`."""
     match = re.fullmatch(r"(.*?)( \([^()]*\))?", title, re.DOTALL)
@@ -111,13 +131,14 @@ def _mediawiki_sha1(text: str) -> str:
     return out.rjust(31, "0")
 
 
-def _copy_page(page: str, copy: int, id_stride: int) -> tuple[str, int, str]:
+def _copy_page(page: str, copy: int, id_stride: int, distinct: bool = False) -> tuple[str, int, str]:
     """The page XML for copy `copy` (copy 0 unchanged), its page id and its (unescaped) title."""
     title = _page_title(page)
     page_id = _page_id(page)
     if copy == 0:
         return page, page_id, title
-    return _renamed_page(page, page_id + copy * id_stride, str(copy), f"{copy}:{page_id}")
+    mark = f"copy{copy}" if distinct else None
+    return _renamed_page(page, page_id + copy * id_stride, str(copy), f"{copy}:{page_id}", mark)
 
 
 def _page_title(page: str) -> str:
@@ -128,8 +149,9 @@ def _page_id(page: str) -> int:
     return int(_PAGE_ID.search(page)[2])  # type: ignore[index]
 
 
-def _renamed_page(page: str, new_id: int, tag: str, rng_key: str) -> tuple[str, int, str]:
-    """The page under a new id and title (`Title <tag>`), its prose sentences shuffled by `rng_key`."""
+def _renamed_page(page: str, new_id: int, tag: str, rng_key: str, mark: str | None = None) -> tuple[str, int, str]:
+    """The page under a new id and title (`Title <tag>`), its prose sentences shuffled by `rng_key` and,
+    with `mark`, that word put on every line and after every sentence (`mark_lines`)."""
     new_title = _copy_title(_page_title(page), tag)
     page = _TITLE.sub(lambda m: f"<title>{escape(new_title, _XML_ENTITIES)}</title>", page, count=1)
     page = _PAGE_ID.sub(lambda m: f"{m[1]}{new_id}{m[3]}", page, count=1)
@@ -138,6 +160,8 @@ def _renamed_page(page: str, new_id: int, tag: str, rng_key: str) -> tuple[str, 
         page, count=1,
     )
     page = _with_text(page, lambda text: shuffle_sentences(text, random.Random(rng_key)))
+    if mark is not None:
+        page = _with_text(page, lambda text: mark_lines(text, mark))
     return page, new_id, new_title
 
 
@@ -175,9 +199,12 @@ def make_scaled_dump(
     max_pages: int | None = None,
     name: str = DEFAULT_NAME,
     source: Path | None = None,
+    distinct: bool = False,
 ) -> tuple[Path, Path]:
     """Write `<out_dir>/<name>.xml.bz2` and `<name>-index.txt.bz2`: `factor` copies of the sample's
-    pages (the first `max_pages` of them when given); returns (dump, index)."""
+    pages (the first `max_pages` of them when given); returns (dump, index). Copies share many chunk
+    texts with the original (single-sentence lines, lists); `distinct` marks every line and sentence of
+    a copy with a word of its own, so that no chunk repeats (else the leakage gates of a build fail)."""
     if factor < 1 or pages_per_stream < 1:
         raise ValueError(f"factor={factor}, pages_per_stream={pages_per_stream}: both must be >= 1")
     out_dir = Path(out_dir)
@@ -190,7 +217,7 @@ def make_scaled_dump(
     def copies() -> Iterator[tuple[str, int, str]]:
         for copy in range(factor):
             for page in pages:
-                yield _copy_page(page, copy, id_stride)
+                yield _copy_page(page, copy, id_stride, distinct)
 
     return _write_multistream(out_dir, name, header, copies(), footer, pages_per_stream)
 
@@ -300,7 +327,7 @@ def make_next_snapshot(
 ) -> tuple[Path, Path, dict[str, object]]:
     """The next month of a multistream dump: of its content pages (namespace 0, not redirects), about
     `remove` left out, `edit` revised (one sentence added) and `add` copied in as new articles (new ids
-    above the largest, new titles, sentences shuffled), chosen by seeded hashes of the page ids. The
+    above the largest, new titles, sentences shuffled and marked by `mark_lines`), chosen by seeded hashes of the page ids. The
     dump's date moves on a month (or to `date`), so snapshot ids follow: enwiki-20260101 → enwiki-20260201.
     Writes `<name>-changes.json` (the edited, added and removed page ids = article ids) beside the dump.
     Returns (dump, index, changes)."""
@@ -342,7 +369,8 @@ def make_next_snapshot(
                 xml = _with_text(xml, lambda t, line=line: _edit_text(t, line))
             yield xml, page_id, _page_title(xml)
         for i, xml in enumerate(sources):
-            new = _renamed_page(xml, max_id + 1 + i, f"new {i}", f"add:{seed}:{name}:{_page_id(xml)}")
+            new_id = max_id + 1 + i
+            new = _renamed_page(xml, new_id, f"new {i}", f"add:{seed}:{name}:{_page_id(xml)}", f"new{new_id}")
             changes["added"].append(new[1])
             yield new
 
@@ -370,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--pages-per-stream", type=int, default=100)
     parser.add_argument("--name", default=DEFAULT_NAME, help="file name stem (dated, so the snapshot id is stable)")
+    parser.add_argument("--distinct", action="store_true",
+                        help="mark every line and sentence of a copy with a word of its own: no chunk repeats")
     parser.add_argument("--edit", type=float, default=0.05, help="--next-of: fraction of articles revised")
     parser.add_argument("--add", type=float, default=0.02, help="--next-of: fraction of articles added (copies)")
     parser.add_argument("--remove", type=float, default=0.01, help="--next-of: fraction of articles removed")
@@ -387,7 +417,9 @@ def main(argv: list[str] | None = None) -> int:
         counts = ", ".join(f"{len(changes[k])} {k}" for k in ("edited", "added", "removed"))  # type: ignore[arg-type]
         print(f"changes: {counts} (page ids in {dump.name.split('.')[0]}-changes.json)")
     else:
-        dump, index = make_scaled_dump(args.out, args.factor, pages_per_stream=args.pages_per_stream, name=args.name)
+        dump, index = make_scaled_dump(
+            args.out, args.factor, pages_per_stream=args.pages_per_stream, name=args.name, distinct=args.distinct
+        )
     print(
         f"{dump} ({dump.stat().st_size / 2**20:.1f} MiB), {index.name}; "
         f"{time.perf_counter() - started:.1f} s"

@@ -67,3 +67,18 @@ def test_same_seed_same_month_other_seed_other_choices(months, tmp_path) -> None
     assert other["edited"] != changes["edited"]
     with pytest.raises(ValueError, match="--edit 1.5"):
         gen.make_next_snapshot(first, tmp_path / "c", edit=1.5)
+
+
+def test_distinct_copies_share_no_chunk_text(tmp_path) -> None:
+    from lvm_core.data.chunking import chunk_articles
+
+    dump, _ = gen.make_scaled_dump(tmp_path, 2, pages_per_stream=10, max_pages=40, distinct=True)
+    articles = list(read_articles(dump))
+    originals = {a.article_id for a in read_articles(dump, limit=len(articles) // 2)}
+    hashes = chunk_articles(articles).to_pydict()
+    copy0 = {h for a, h in zip(hashes["article_id"], hashes["text_hash"]) if a in originals}
+    copy1 = [h for a, h in zip(hashes["article_id"], hashes["text_hash"]) if a not in originals]
+    assert copy1 and sum(h in copy0 for h in copy1) <= 0.01 * len(copy1)
+    assert gen.mark_lines("* [[A]]\n{{t}} one two three four five six seven\n{| x\n== H ==", "m1") == (
+        "* m1 [[A]]\n{{t}} one two three four five m1 six seven\n{| x\n== H =="
+    )
