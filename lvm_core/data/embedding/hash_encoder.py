@@ -10,6 +10,7 @@ the algorithm and its version — and is reached only by the explicit spec `hash
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,6 +26,9 @@ __all__ = [
     "HashTestEncoder",
     "is_hash_test_spec",
 ]
+
+log = logging.getLogger(__name__)
+_announced: list[bool] = []  # warned once per process
 
 HASH_TEST_SPEC = "hash-test"
 HASH_TEST_DIM = 384
@@ -53,6 +57,12 @@ class HashTestEncoder:
 
     agreement = None  # not a backend of real weights: nothing to agree with
     casefold = True
+
+    def __init__(self) -> None:
+        if not _announced:
+            _announced.append(True)
+            log.warning("encoder %s: the hash test encoder for benchmarks; its vectors carry no meaning",
+                        HASH_TEST_FINGERPRINT.describe())
 
     @property
     def fingerprint(self) -> EncoderFingerprint:

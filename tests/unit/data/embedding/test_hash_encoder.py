@@ -74,3 +74,15 @@ def test_embed_texts_caches_under_the_test_fingerprint(tmp_path) -> None:
         cache.close()
     assert stats.n_encoded == 3 and stats2.n_encoded == 0
     np.testing.assert_array_equal(first, again)
+
+
+def test_loading_it_says_so(caplog, monkeypatch) -> None:
+    from lvm_core.data.embedding import hash_encoder
+
+    monkeypatch.setattr(hash_encoder, "_announced", [])
+    with caplog.at_level("WARNING", logger=hash_encoder.__name__):
+        load_encoder("hash-test")
+        load_encoder("hash-test")
+    assert [r.getMessage() for r in caplog.records if "hash test encoder" in r.getMessage()] == [
+        f"encoder {HASH_TEST_FINGERPRINT.describe()}: the hash test encoder for benchmarks; its vectors carry no meaning"
+    ]
