@@ -95,6 +95,8 @@ def shuffle_sentences(wikitext: str, rng: random.Random) -> str:
 
 _UNMARKED = ("{|", "=")
 _LIST_MARKERS = re.compile(r"^[*#:;]*\s*")
+# A line starting so may render to nothing: a mark at its start would make a chunk of its own.
+_NOT_RENDERED = ("{", "<", "}", "|", "!", "__", "[[File:", "[[Image:", "[[Category:")
 MARK_EVERY = 6  # words: a chunk has at least 40, so every chunk of a marked copy holds the mark
 
 
@@ -108,8 +110,7 @@ def mark_lines(wikitext: str, word: str) -> str:
         head = _LIST_MARKERS.match(line)[0]  # type: ignore[index]
         words = line[len(head):].split(" ")
         marked = [w for j in range(0, len(words), MARK_EVERY) for w in (word, *words[j:j + MARK_EVERY])]
-        markup_first = not head.strip() and words[0].startswith(("{", "<", "}", "[[", "|", "!"))
-        lines[i] = head + " ".join(marked[1:] if markup_first else marked)
+        lines[i] = head + " ".join(marked[1:] if words[0].startswith(_NOT_RENDERED) else marked)
     return "\n".join(lines)
 
 

@@ -79,6 +79,6 @@ def test_distinct_copies_share_no_chunk_text(tmp_path) -> None:
     copy0 = {h for a, h in zip(hashes["article_id"], hashes["text_hash"]) if a in originals}
     copy1 = [h for a, h in zip(hashes["article_id"], hashes["text_hash"]) if a not in originals]
     assert copy1 and sum(h in copy0 for h in copy1) <= 0.01 * len(copy1)
-    assert gen.mark_lines("* [[A]]\n{{t}} one two three four five six seven\n{| x\n== H ==", "m1") == (
-        "* m1 [[A]]\n{{t}} one two three four five m1 six seven\n{| x\n== H =="
+    assert gen.mark_lines("* [[A]]\n{{t}} one two three four five six seven\n{| x\n== H ==\n* {{Commons}}", "m1") == (
+        "* m1 [[A]]\n{{t}} one two three four five m1 six seven\n{| x\n== H ==\n* {{Commons}}"
     )
