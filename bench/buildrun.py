@@ -119,7 +119,8 @@ def stage_times(log_text: str, dataset_id: str) -> tuple[float | None, dict[str,
             begin = t if begin is None and message.startswith("Beginning flow run") else begin
             end = t if message.startswith("Finished in state") else end
         elif message.startswith("Finished in state"):
-            stage = re.sub(r"-\d+$", "", name.replace(f"-{dataset_id}", ""))
+            # "ingest-<dataset>-3", "resolve-source-/path/dump.xml.bz2", "clean-abandoned-builds-10e" -> the task
+            stage = re.sub(r"-(/.*|\d+|[0-9a-f]{3})$", "", name.replace(f"-{dataset_id}", ""))
             last_finish[stage] = t
     stages: dict[str, float] = {}
     mark = begin

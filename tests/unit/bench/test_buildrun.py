@@ -15,6 +15,8 @@ from bench.buildrun import BuildRun, stage_times
 LOG = """\
 23:59:58.000 | INFO    | prefect - Starting temporary server on http://127.0.0.1:8047
 23:59:59.000 | INFO    | Flow run 'build-x' - Beginning flow run 'build-x' for flow 'build_dataset'
+23:59:59.200 | INFO    | Task run 'resolve-source-/tmp/d/enwiki-20260101-pages.xml.bz2' - Finished in state Completed()
+23:59:59.300 | INFO    | Task run 'clean-abandoned-builds-10e' - Finished in state Completed()
 23:59:59.500 | INFO    | Task run 'plan-shards-enwiki-20260101' - Finished in state Completed()
 00:00:02.000 | INFO    | Task run 'ingest-enwiki-20260101-0' - ingest shard 1/2
 00:00:03.000 | INFO    | Task run 'ingest-enwiki-20260101-0' - Finished in state Completed()
@@ -28,7 +30,8 @@ LOG = """\
 def test_stage_times_run_from_the_end_of_the_stage_before_across_midnight() -> None:
     flow, stages = stage_times(LOG, "enwiki-20260101")
     assert flow == pytest.approx(11.0)
-    assert stages == pytest.approx({"plan-shards": 0.5, "ingest": 5.0, "dedup": 0.5, "analyse": 4.0})
+    assert stages == pytest.approx({"resolve-source": 0.2, "clean-abandoned-builds": 0.1, "plan-shards": 0.2,
+                                    "ingest": 5.0, "dedup": 0.5, "analyse": 4.0})
 
 
 def _run(root: Path, splits: dict[int, str], content_hash: str, lineage: dict | None) -> BuildRun:
