@@ -47,6 +47,8 @@ class BuildRun:
 def build_env() -> dict[str, str]:
     """The environment of a build subprocess: offline, no analytics, this checkout first on the path."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    # the temporary Prefect server gets 20 s to start by default: too short on a loaded machine (not build time)
+    env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     return env
 
