@@ -38,6 +38,7 @@ class BuildRun:
     peak_rss_mib: float
     tree_maxrss_mib: float  # ru_maxrss of wait4: the largest process of the tree (a cross-check)
     stages: dict[str, float] = field(default_factory=dict)
+    stage_peak_rss_mib: dict[str, float] = field(default_factory=dict)  # polled VmRSS within each stage
 
     @property
     def chunks(self) -> int:
@@ -53,15 +54,23 @@ def build_env() -> dict[str, str]:
     return env
 
 
-def _vm_hwm_kib(pid: int) -> int:
+def _vm_kib(pid: int) -> tuple[int, int]:
+    """(VmHWM, VmRSS) of a live process in KiB; zeros once it is gone."""
+    found = {}
     try:
         with open(f"/proc/{pid}/status") as fh:
             for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
+                if line.startswith(("VmHWM:", "VmRSS:")):
+                    found[line[:5]] = int(line.split()[1])
     except OSError:
         pass
-    return 0
+    return found.get("VmHWM", 0), found.get("VmRSS", 0)
+
+
+def _seconds_of_day(epoch: float) -> float:
+    """Local time of day in seconds, as the Prefect log's HH:MM:SS.mmm stamps read."""
+    t = time.localtime(epoch)
+    return t.tm_hour * 3600 + t.tm_min * 60 + t.tm_sec + (epoch % 1)
 
 
 def run_build(source: Path, data_dir: Path, log: Path, *args: str, encoder: str = "hash-test") -> BuildRun:
@@ -72,13 +81,16 @@ def run_build(source: Path, data_dir: Path, log: Path, *args: str, encoder: str 
     cmd = [sys.executable, "-m", "flows.cli", "build", "--source", str(source), "--data-dir", str(data_dir),
            "--encoder", encoder, *args]
     peak = [0]
+    samples: list[tuple[float, int]] = []  # (epoch, VmRSS KiB)
     with open(log, "w") as out:
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=ROOT, env=build_env(), stdout=out, stderr=subprocess.STDOUT)
 
         def poll() -> None:
             while proc.returncode is None:
-                peak[0] = max(peak[0], _vm_hwm_kib(proc.pid))
+                hwm, rss = _vm_kib(proc.pid)
+                peak[0] = max(peak[0], hwm)
+                samples.append((time.time(), rss))
                 time.sleep(0.05)
 
         poller = threading.Thread(target=poll, daemon=True)
@@ -97,12 +109,15 @@ def run_build(source: Path, data_dir: Path, log: Path, *args: str, encoder: str 
     dataset = Path(ready[1])
     manifest = json.loads((dataset / "manifest.json").read_text())
     flow_s, stages = stage_times(text, dataset.name)
+    stage_peaks = _stage_peaks(text, dataset.name, samples)
     cpu = usage.ru_utime + usage.ru_stime
-    return BuildRun(dataset, manifest, wall, flow_s or wall, cpu, peak[0] / 1024, usage.ru_maxrss / 1024, stages)
+    return BuildRun(dataset, manifest, wall, flow_s or wall, cpu, peak[0] / 1024, usage.ru_maxrss / 1024, stages,
+                    stage_peaks)
 
 
-def stage_times(log_text: str, dataset_id: str) -> tuple[float | None, dict[str, float]]:
-    """(flow seconds, {stage: seconds}) from Prefect log lines; stages in the order they finished."""
+def stage_windows(log_text: str, dataset_id: str) -> tuple[tuple[float, float] | None, dict[str, tuple[float, float]]]:
+    """The flow's (start, end) and each stage's, in seconds of the day of the first log line; a stage runs
+    from the end of the stage before it to the end of its last task, stages in the order they finished."""
     begin = end = None
     last_finish: dict[str, float] = {}
     day = 0.0
@@ -124,18 +139,37 @@ def stage_times(log_text: str, dataset_id: str) -> tuple[float | None, dict[str,
             # "ingest-<dataset>-3", "resolve-source-/path/dump.xml.bz2", "clean-abandoned-builds-10e" -> the task
             stage = re.sub(r"-(/.*|\d+|[0-9a-f]{3})$", "", name.replace(f"-{dataset_id}", ""))
             last_finish[stage] = t
-    stages: dict[str, float] = {}
+    windows: dict[str, tuple[float, float]] = {}
     mark = begin
     for stage, t in sorted(last_finish.items(), key=lambda kv: kv[1]):
-        stages[stage] = t - mark if mark is not None else 0.0
+        windows[stage] = (mark if mark is not None else t, t)
         mark = t
-    flow = end - begin if begin is not None and end is not None else None
-    return flow, stages
+    return ((begin, end) if begin is not None and end is not None else None), windows
+
+
+def stage_times(log_text: str, dataset_id: str) -> tuple[float | None, dict[str, float]]:
+    """(flow seconds, {stage: seconds}) from Prefect log lines (`stage_windows`)."""
+    flow, windows = stage_windows(log_text, dataset_id)
+    return (flow[1] - flow[0] if flow else None), {k: b - a for k, (a, b) in windows.items()}
+
+
+def _stage_peaks(log_text: str, dataset_id: str, samples: list[tuple[float, int]]) -> dict[str, float]:
+    """Highest polled RSS (MiB) of the coordinator within each stage's window."""
+    if not samples:
+        return {}
+    _, windows = stage_windows(log_text, dataset_id)
+    offset = samples[0][0] - _seconds_of_day(samples[0][0])  # the first day's midnight (no DST change assumed)
+    peaks = {}
+    for stage, (a, b) in windows.items():
+        inside = [rss for t, rss in samples if a - 0.05 <= t - offset <= b + 0.05]
+        peaks[stage] = max(inside) / 1024 if inside else 0.0
+    return peaks
 
 
 def print_stages(runs: dict[str, BuildRun]) -> None:
-    """One row per stage, one column per run (seconds from the Prefect log)."""
+    """One row per stage, per run: seconds (from the Prefect log) and the coordinator's highest RSS in it."""
     names = list(dict.fromkeys(s for r in runs.values() for s in r.stages))
-    print(f"{'stage (s, from the log)':<26}" + "".join(f"{k:>14}" for k in runs))
+    print(f"{'stage: s / peak RSS MiB':<26}" + "".join(f"{k:>18}" for k in runs))
     for stage in names:
-        print(f"{stage:<26}" + "".join(f"{r.stages.get(stage, 0.0):>14.1f}" for r in runs.values()))
+        cells = (f"{r.stages.get(stage, 0.0):.1f} / {r.stage_peak_rss_mib.get(stage, 0.0):.0f}" for r in runs.values())
+        print(f"{stage:<26}" + "".join(f"{c:>18}" for c in cells))

@@ -3,6 +3,7 @@ checks failing with a message on the builds they exist to catch."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -10,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from bench.bench_incremental import _checks
-from bench.buildrun import BuildRun, stage_times
+from bench.buildrun import BuildRun, _stage_peaks, stage_times
 
 LOG = """\
 23:59:58.000 | INFO    | prefect - Starting temporary server on http://127.0.0.1:8047
@@ -32,6 +33,13 @@ def test_stage_times_run_from_the_end_of_the_stage_before_across_midnight() -> N
     assert flow == pytest.approx(11.0)
     assert stages == pytest.approx({"resolve-source": 0.2, "clean-abandoned-builds": 0.1, "plan-shards": 0.2,
                                     "ingest": 5.0, "dedup": 0.5, "analyse": 4.0})
+
+
+def test_stage_peaks_take_the_polled_rss_within_each_stage() -> None:
+    start = time.mktime((2026, 1, 1, 23, 59, 58, 0, 0, -1))  # local time, as the log's stamps
+    samples = [(start + 1.0, 100 * 1024), (start + 4.0, 500 * 1024), (start + 9.0, 300 * 1024)]
+    peaks = _stage_peaks(LOG, "enwiki-20260101", samples)
+    assert peaks["ingest"] == 500 and peaks["analyse"] == 300 and peaks["dedup"] == 0
 
 
 def _run(root: Path, splits: dict[int, str], content_hash: str, lineage: dict | None) -> BuildRun:
