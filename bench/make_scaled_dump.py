@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pages-per-stream", type=int, default=100)
     parser.add_argument("--name", default=DEFAULT_NAME, help="file name stem (dated, so the snapshot id is stable)")
     parser.add_argument("--distinct", action="store_true",
-                        help="mark every line and sentence of a copy with a word of its own: no chunk repeats")
+                        help="mark every line of a copy, and every 6 words, with a word of its own: no chunk repeats")
     parser.add_argument("--edit", type=float, default=0.05, help="--next-of: fraction of articles revised")
     parser.add_argument("--add", type=float, default=0.02, help="--next-of: fraction of articles added (copies)")
     parser.add_argument("--remove", type=float, default=0.01, help="--next-of: fraction of articles removed")
