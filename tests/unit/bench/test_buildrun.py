@@ -42,19 +42,25 @@ def test_stage_peaks_take_the_polled_rss_within_each_stage() -> None:
     assert peaks["ingest"] == 500 and peaks["analyse"] == 300 and peaks["dedup"] == 0
 
 
-def _run(root: Path, splits: dict[int, str], content_hash: str, lineage: dict | None) -> BuildRun:
+def _run(root: Path, splits: dict[int, str], content_hash: str, lineage: dict | None, reused: int = 0) -> BuildRun:
     root.mkdir(parents=True)
     pq.write_table(pa.table({"article_id": list(splits), "split": list(splits.values())}), root / "splits.parquet")
-    manifest = {"counts": {"chunks": 10}, "content_hash": content_hash, "lineage": lineage}
+    manifest = {"counts": {"chunks": 10}, "content_hash": content_hash, "lineage": lineage,
+                "embedding": {"n_reused": reused}}
     return BuildRun(root, manifest, 1.0, 1.0, 1.0, 1.0, 1.0)
 
 
 def test_incremental_checks_name_missing_lineage_moved_splits_and_other_datasets(tmp_path) -> None:
     lineage = {"reuse": {}, "split_registry": {}}
     month1 = _run(tmp_path / "m1", {1: "train", 2: "test", 3: "val"}, "h1", None)
-    good = _run(tmp_path / "inc", {1: "train", 2: "test", 4: "ood"}, "h2", lineage)
-    cold = _run(tmp_path / "cold", {1: "train", 2: "test", 4: "ood"}, "h2", lineage)
+    good = _run(tmp_path / "inc", {1: "train", 2: "test", 4: "ood"}, "h2", {**lineage, "cold": False}, reused=9)
+    cold = _run(tmp_path / "cold", {1: "train", 2: "test", 4: "ood"}, "h2", {**lineage, "cold": True})
     assert _checks(month1, good, cold) == []
+    warm = _run(tmp_path / "warm", {1: "train", 2: "test", 4: "ood"}, "h2", {**lineage, "cold": False}, reused=3)
+    assert _checks(month1, good, warm) == [
+        "the --cold build took 3 vectors from the embedding cache; a cold build reuses nothing",
+        "lineage['cold'] does not say which month-2 build was cold",
+    ]
 
     bare = _run(tmp_path / "bare", {1: "train", 2: "val"}, "h3", None)
     problems = _checks(month1, bare, cold)
