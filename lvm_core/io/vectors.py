@@ -42,8 +42,9 @@ def release_pages(vectors: np.ndarray, first_row: int = 0, end_row: int | None =
     """
     import mmap as _mmap
 
-    mm = getattr(vectors, "_mmap", None)
-    if not isinstance(mm, _mmap.mmap) or getattr(vectors, "base", None) is not mm or not hasattr(mm, "madvise"):
+    mm: Any = getattr(vectors, "_mmap", None)
+    owns_map = id(getattr(vectors, "base", None)) == id(mm)  # the map's own array, not a view of it
+    if not isinstance(mm, _mmap.mmap) or not owns_map or not hasattr(mm, "madvise"):
         return
 
     row_bytes = int(vectors.strides[0]) if vectors.ndim else 0
@@ -61,14 +62,28 @@ def release_pages(vectors: np.ndarray, first_row: int = 0, end_row: int | None =
         mm.madvise(_mmap.MADV_DONTNEED, start, stop - start)
 
 
-def float32_rows(vectors: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
+def float32_rows(vectors: np.ndarray, rows: slice | np.ndarray, gather_block: int = 4096) -> np.ndarray:
     """Rows of a (possibly memory-mapped, possibly float16) matrix as an in-memory float32 copy; the
-    mapped pages read for it are released (`release_pages`), so streaming a file costs one block."""
-    out = np.array(vectors[rows], dtype=np.float32)
+    mapped pages read for it are released (`release_pages`), so streaming a file costs one block.
+
+    Scattered rows of a large map each touch their own pages, so an index array is gathered
+    `gather_block` rows at a time, releasing the pages after each: at most a few MiB of the file are
+    mapped at once whatever the number of rows asked for.
+    """
     if isinstance(rows, slice):
+        out = np.array(vectors[rows], dtype=np.float32)
         start, stop, _ = rows.indices(int(vectors.shape[0]))
         release_pages(vectors, start, stop)
-    elif np.size(rows):
-        idx = np.asarray(rows)
-        release_pages(vectors, int(idx.min()), int(idx.max()) + 1)
+        return out
+    idx = np.asarray(rows)
+    if getattr(vectors, "_mmap", None) is None or idx.ndim != 1 or idx.size <= gather_block:
+        out = np.array(vectors[idx], dtype=np.float32)
+        if idx.size:
+            release_pages(vectors, int(idx.min()), int(idx.max()) + 1)
+        return out
+    out = np.empty((idx.size, *vectors.shape[1:]), dtype=np.float32)
+    for s in range(0, idx.size, gather_block):
+        part = idx[s : s + gather_block]
+        out[s : s + part.size] = vectors[part]
+        release_pages(vectors, int(part.min()), int(part.max()) + 1)
     return out

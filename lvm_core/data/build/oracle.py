@@ -21,6 +21,9 @@ from lvm_core.data.retrieval.bank import ChunkBank
 from lvm_core.data.retrieval.oracle import ORACLE_K, ORACLE_SAMPLE_SIZE, ORACLE_SEED, oracle_hits, oracle_sample
 from lvm_core.io.storage import read_json
 
+#: Rows per block when the oracle checks and searches the bank (16k x 384 float32 = 24 MiB).
+_BLOCK_ROWS = 16384
+
 
 def measure_oracle(
     root: Path,
@@ -64,7 +67,8 @@ def measure_oracle(
         return out
     texts = read_rows(paths.chunks, rows, "text")
     vectors = np.load(paths.embeddings, mmap_mode="r", allow_pickle=False)
-    bank = ChunkBank(vectors, text_hash=read_hash_codes(paths.chunks), check_block=16384)
+    bank = ChunkBank(vectors, text_hash=read_hash_codes(paths.chunks), check_block=_BLOCK_ROWS)
+    bank.faiss_block_rows = _BLOCK_ROWS  # 24 MiB float32 blocks: the search streams the bank, holds one
     fresh = encoder.encode(texts, batch_size=batch_size)
     hits = oracle_hits(bank, rows, k, target_vectors=fresh)
     out.update(hits=int(hits.sum()), recall=float(hits.mean()))

@@ -160,16 +160,20 @@ def _centroids(vectors: np.ndarray, bank: np.ndarray, nlist: int, seed: int) -> 
 
 
 def _nearest_lists(vectors: np.ndarray, rows: np.ndarray, centroids: np.ndarray, k: int) -> np.ndarray:
-    """(len(rows), k) int32: the k centroids of highest cosine per row (score blocks of <= 64 MiB)."""
+    """(len(rows), k) int32: the k centroids of highest cosine per row (score blocks of <= 16 MiB)."""
     nlist = centroids.shape[0]
     out = np.empty((rows.size, k), dtype=np.int32)
-    block = max(256, min(16384, (1 << 24) // max(nlist, 1)))
+    block = max(256, min(16384, (1 << 22) // max(nlist, 1)))
     for s in range(0, rows.size, block):
         scores = as_float32_block(vectors, rows[s : s + block]) @ centroids.T
-        if k >= nlist:
-            out[s : s + scores.shape[0]] = np.argsort(-scores, axis=1)[:, :k]
+        e = s + scores.shape[0]
+        if k == 1:
+            out[s:e, 0] = scores.argmax(axis=1)
+        elif k >= nlist:
+            out[s:e] = np.argsort(-scores, axis=1)[:, :k]
         else:
-            out[s : s + scores.shape[0]] = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            np.negative(scores, out=scores)
+            out[s:e] = np.argpartition(scores, k - 1, axis=1)[:, :k]
     return out
 
 
@@ -197,9 +201,11 @@ def _score_lists(
         for j in range(lo, hi):
             qj = inv[q_start[j] - q_start[lo] : q_start[j + 1] - q_start[lo]]
             bj = bank_block[b_start[j] - b_start[lo] : b_start[j + 1] - b_start[lo]]
-            if qj.size and bj.shape[0]:
-                local[qj] = np.maximum(local[qj], (q_block[qj] @ bj.T).max(axis=1))
-                pairs += int(qj.size) * int(bj.shape[0])
+            step = max(1, (1 << 22) // max(bj.shape[0], 1))  # score blocks of <= 16 MiB, whatever the list size
+            for c in range(0, qj.size if bj.shape[0] else 0, step):
+                qc = qj[c : c + step]
+                local[qc] = np.maximum(local[qc], (q_block[qc] @ bj.T).max(axis=1))
+            pairs += int(qj.size) * int(bj.shape[0])
         np.maximum(best[queries], local, out=local)
         best[queries] = local
         lo = hi
