@@ -137,7 +137,7 @@ def analyse(folder: Path) -> dict:
     import matplotlib.figure  # noqa: F401  # imports the step makes anyway, before the baseline reading
     import scipy.stats  # noqa: F401
 
-    import lvm_core.data.build.oracle as oracle_mod
+    import lvm_core.data.build.oracle as build_oracle
     from lvm_core.contracts.build_options import BuildConfig
     from lvm_core.data import coherence, leakage, splits  # noqa: F401
     from lvm_core.data.build.analyse import analyse_step
@@ -145,7 +145,7 @@ def analyse(folder: Path) -> dict:
     from lvm_core.data.build.source import SourceInfo
     from lvm_core.data.ingest.duplicates import DuplicateReport
 
-    oracle_mod.load_encoder = lambda *a, **k: StoredRowEncoder(folder)  # type: ignore[assignment]
+    build_oracle.load_encoder = lambda *a, **k: StoredRowEncoder(folder)  # type: ignore[assignment]
     config = BuildConfig(source="synthetic", data_dir=str(folder))
     source = SourceInfo(path=folder, snapshot_id="synthetic", digest="0" * 64, dataset_id="synthetic")
     embed = EmbedResult(folder / "embeddings.npy", folder / "encoder.json", {"rows": "synthetic"})
