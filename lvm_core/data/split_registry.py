@@ -226,9 +226,10 @@ def carry_splits(
 
 def _pick(prev: pl.DataFrame, col: str, at: np.ndarray, known: np.ndarray, default: object) -> np.ndarray:
     """The parent's `col` for each of this build's articles (`default` where the parent does not know it)."""
-    if not prev.height:
-        return np.full(at.shape[0], default, dtype=object)
-    return np.where(known, prev[col].to_numpy().astype(object)[at], default)
+    out = np.full(at.shape[0], default, dtype=object)
+    if prev.height:
+        out[known] = prev[col].to_numpy().astype(object)[at][known]
+    return out
 
 
 def _next_rows(

@@ -209,7 +209,8 @@ def _train_articles(train_splits: Path) -> np.ndarray:
     splits = pq.read_table(train_splits, columns=["article_id", "split"])
     ids = np.asarray(splits.column("article_id").to_numpy(), dtype=np.int64)
     names = np.asarray(splits.column("split").to_pylist(), dtype=object)
-    return ids[names == "train"]
+    train: np.ndarray = ids[names == "train"]
+    return train
 
 
 def _count_overlap(report: ContaminationReport, eval_root: Path, train_ids: np.ndarray, eval_sequences: dict[str, Any]) -> None:

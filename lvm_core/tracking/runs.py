@@ -314,7 +314,8 @@ class TrainingRun:
             run_tags[TAG_SNAPSHOT] = str(snapshot)
         if manifest.get("dataset_id") and TAG_DATASET_ID not in existing:
             run_tags[TAG_DATASET_ID] = str(manifest["dataset_id"])
-        splits = manifest.get("splits") if isinstance(manifest.get("splits"), dict) else {}
+        block = manifest.get("splits")
+        splits: dict[str, Any] = block if isinstance(block, dict) else {}
         for tag, key in ((TAG_SPLIT_HASH, "content_hash"), (TAG_SPLIT_REGISTRY, "registry_hash")):
             if splits.get(key) and tag not in existing:
                 run_tags[tag] = str(splits[key])

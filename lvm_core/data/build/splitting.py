@@ -58,16 +58,23 @@ def split_step(paths: DatasetPaths, coh_binned: pl.DataFrame, config: BuildConfi
     title_of = dict(zip(articles.column("article_id").to_pylist(), articles.column("title").to_pylist()))
     titles = pl.Series("title", [title_of.get(a, "") for a in coh_binned["article_id"].to_list()])
     split_cfg = split_config(config)
-    family = dataset_family(source.snapshot_id)
-    previous = previous_dataset_for(config, source.snapshot_id, source.dataset_id)
-    parent = parent_registry(previous, family) if previous is not None else None
+    previous, parent = carried_registry(config, source)
     carried = carry_splits(coh_binned, split_cfg, titles, parent,
-                           RegistryHeader(family, source.snapshot_id, source.dataset_id))
+                           RegistryHeader(dataset_family(source.snapshot_id), source.snapshot_id, source.dataset_id))
     write_parquet(paths.splits, splits_table(carried.splits))
     write_registry(paths.split_registry, carried.registry)
     report = split_report(carried.splits, split_cfg)
     report["registry_hash"] = carried.registry.hash
     return SplitOutcome(int(articles.num_rows), carried.splits, split_cfg, report, _lineage(previous, carried))
+
+
+def carried_registry(config: BuildConfig, source: SourceInfo) -> tuple[PublishedDataset | None, SplitRegistry | None]:
+    """The previous dataset of the family and the registry this build carries on from (None, None for a
+    family's first build). Also called before any work, so a bad registry stops a build at once."""
+    previous = previous_dataset_for(config, source.snapshot_id, source.dataset_id)
+    if previous is None:
+        return None, None
+    return previous, parent_registry(previous, dataset_family(source.snapshot_id))
 
 
 def parent_registry(previous: PublishedDataset, family: str) -> SplitRegistry:
