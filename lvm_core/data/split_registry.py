@@ -106,7 +106,8 @@ class CarriedSplits:
 
 
 def registry_hash(header: RegistryHeader, rows: pl.DataFrame) -> str:
-    """sha256 over the header (without the parent's dataset id, informative only) and every row in id order."""
+    """sha256 over the header (without the parent's dataset id, informative only) and every row in id order;
+    a text column as its sorted distinct values and each row's code into them (few values, many rows)."""
     h = hashlib.sha256()
     ident = {k: v for k, v in asdict(header).items() if k != "parent_dataset"}
     h.update(json.dumps({**ident, "ancestors": list(header.ancestors), "format": _FORMAT}, sort_keys=True).encode())
@@ -115,7 +116,10 @@ def registry_hash(header: RegistryHeader, rows: pl.DataFrame) -> str:
     for col in ("first_generation", "split_generation"):
         h.update(rows[col].to_numpy().astype("<i4").tobytes())
     for col in ("split", "first_snapshot", "last_snapshot", "moved_from"):
-        h.update(b"\x00" + "\n".join(rows[col].fill_null("-").to_list()).encode())
+        values = rows[col].fill_null("\x00")
+        distinct = sorted(values.unique().to_list())
+        codes = values.replace_strict(distinct, list(range(len(distinct))), return_dtype=pl.UInt32)
+        h.update(json.dumps(distinct).encode() + codes.to_numpy().astype("<u4").tobytes())
     return h.hexdigest()
 
 
@@ -198,10 +202,11 @@ def carry_splits(
         return CarriedSplits(splits, registry, {"kept": 0, "new": splits.height, "removed": 0, "returned": 0,
                                                 "moved": 0, "new_assigned_by": "stratified"})
     prev = parent.rows
-    prev_ids = prev["article_id"].to_numpy().astype(np.int64)
-    at = np.clip(np.searchsorted(prev_ids, ids), 0, max(prev_ids.shape[0] - 1, 0))
-    known = (prev_ids[at] == ids) if prev_ids.size else np.zeros(ids.shape[0], dtype=bool)
-    known_split = _pick(prev, "split", at, known, "")
+    cur = (pl.DataFrame({"article_id": ids}, schema={"article_id": pl.Int64}).with_row_index("pos")
+           .join(prev.rename({c: f"p_{c}" for c in _COLUMNS if c != "article_id"}), on="article_id", how="left")
+           .sort("pos"))
+    known = cur["p_split"].is_not_null().to_numpy()
+    known_split = cur["p_split"].fill_null("").to_numpy().astype(object)
     held_ood = assign == "ood"
     assign[known & ~held_ood] = known_split[known & ~held_ood]
     new_pool = pool & ~known
@@ -213,8 +218,8 @@ def carry_splits(
     splits = split_frame(coh_binned, assign)
     child = RegistryHeader(header.family, header.snapshot_id, header.dataset_id, parent.header.generation + 1,
                            parent.hash, parent.header.dataset_id, (*parent.header.ancestors, parent.hash))
-    rows = _next_rows(prev, ids, splits["split"].to_numpy(), known, at, moved, child)
-    was_present = _pick(prev, "present", at, known, False).astype(bool)
+    rows = _next_rows(prev, cur.with_columns(split=splits["split"], moved=pl.Series(moved)), child)
+    was_present = cur["p_present"].fill_null(False).to_numpy()
     counts: dict[str, int | str] = {
         "kept": int(known.sum()), "new": int((~known).sum()),
         "removed": int(prev["present"].sum()) - int(was_present.sum()),
@@ -224,32 +229,20 @@ def carry_splits(
     return CarriedSplits(splits, SplitRegistry.of(child, rows), counts)
 
 
-def _pick(prev: pl.DataFrame, col: str, at: np.ndarray, known: np.ndarray, default: object) -> np.ndarray:
-    """The parent's `col` for each of this build's articles (`default` where the parent does not know it)."""
-    out = np.full(at.shape[0], default, dtype=object)
-    if prev.height:
-        out[known] = prev[col].to_numpy().astype(object)[at][known]
-    return out
-
-
-def _next_rows(
-    prev: pl.DataFrame, ids: np.ndarray, split: np.ndarray, known: np.ndarray, at: np.ndarray, moved: np.ndarray,
-    child: RegistryHeader,
-) -> pl.DataFrame:
-    """The child registry's rows: this build's articles (carried, moved or new) and the parent's absent ones."""
-    gen = child.generation
-    current = pl.DataFrame({
-        "article_id": ids,
-        "split": split.astype(str),
-        "present": np.ones(ids.shape[0], dtype=bool),
-        "first_snapshot": _pick(prev, "first_snapshot", at, known, child.snapshot_id).astype(str),
-        "last_snapshot": np.full(ids.shape[0], child.snapshot_id, dtype=object).astype(str),
-        "first_generation": _pick(prev, "first_generation", at, known, gen).astype(np.int32),
-        "split_generation": np.where(moved, gen, _pick(prev, "split_generation", at, known, gen)).astype(np.int32),
-        "moved_from": pl.Series(np.where(moved, _pick(prev, "split", at, known, None),
-                                         _pick(prev, "moved_from", at, known, None)).tolist(), dtype=pl.Utf8),
-    }, schema_overrides={"article_id": pl.Int64})
-    here = pl.DataFrame({"article_id": ids}, schema={"article_id": pl.Int64})
+def _next_rows(prev: pl.DataFrame, cur: pl.DataFrame, child: RegistryHeader) -> pl.DataFrame:
+    """The child registry's rows: this build's articles (`cur`: id, split, moved, and the parent's `p_` columns,
+    null where new) carried, moved or new, and the parent's articles absent from this build."""
+    gen, snap = child.generation, child.snapshot_id
+    moved = pl.col("moved")
+    current = cur.select(
+        "article_id", "split", pl.lit(True).alias("present"),
+        pl.coalesce("p_first_snapshot", pl.lit(snap)).alias("first_snapshot"), pl.lit(snap).alias("last_snapshot"),
+        pl.coalesce("p_first_generation", pl.lit(gen)).cast(pl.Int32).alias("first_generation"),
+        pl.when(moved).then(pl.lit(gen)).otherwise(pl.coalesce("p_split_generation", pl.lit(gen)))
+        .cast(pl.Int32).alias("split_generation"),
+        pl.when(moved).then(pl.col("p_split")).otherwise(pl.col("p_moved_from")).alias("moved_from"),
+    )
+    here = cur.select("article_id")
     absent = prev.join(here, on="article_id", how="anti").with_columns(pl.lit(False).alias("present"))
     return pl.concat([current.select(_COLUMNS), absent.select(_COLUMNS)], how="vertical_relaxed")
 
