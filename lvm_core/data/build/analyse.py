@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -43,9 +43,11 @@ from lvm_core.io.storage import (
     load_npy,
     read_json,
     write_json,
-    write_parquet,
 )
 from lvm_core.runtime.faults import crash_point
+
+if TYPE_CHECKING:
+    from lvm_core.data.build.splitting import SplitOutcome
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,8 @@ def analyse_step(
     chunks = _read_chunks(paths)
     ctx = config.context_len
     coh, coh_binned, edges = _coherence(chunks, config, paths, source.dataset_id)
-    n_articles, split_df, split_cfg, split_manifest = _split(paths, coh_binned, config)
+    split = _split(paths, coh_binned, config, source)
+    n_articles, split_df, split_cfg, split_manifest = split.n_articles, split.splits, split.config, split.report
     row_split = _row_split(chunks.article_ids, split_df)
     seqs = _windows(chunks, split_df, ctx)
     leak = _purge_leakage(seqs, chunks, row_split, config.near_dup_threshold)
@@ -106,6 +109,7 @@ def analyse_step(
             source, config, chunks, n_articles, seqs, ingest, _coherence_summary(coh, edges),
             split_manifest, leak, crossing, oracle, direction, embed.stats, shards,
         )
+        manifest = manifest.with_fields(lineage={**(manifest.lineage or {}), **split.lineage})
     except ValidationError as exc:
         raise manifest_error(paths.manifest, exc) from None
     write_manifest(paths.manifest, manifest)
@@ -161,29 +165,14 @@ def _coherence(chunks: _Chunks, config: BuildConfig, paths: DatasetPaths, datase
     return coh, coh_binned, edges
 
 
-def _split(paths: DatasetPaths, coh_binned: Any, config: BuildConfig) -> tuple[int, Any, Any, dict[str, Any]]:
-    """Split the binned articles, write splits.parquet; the article count, split frame, split config and
-    the split report with parity."""
-    import polars as pl
+def _split(paths: DatasetPaths, coh_binned: Any, config: BuildConfig, source: SourceInfo) -> SplitOutcome:
+    """Split the binned articles along the family's split registry (`build.splitting`): splits.parquet,
+    split_registry.parquet, the split report with parity, and the lineage of the registry."""
+    from lvm_core.data.build.splitting import split_step
 
-    from lvm_core.data import splits
-
-    articles = pq.read_table(paths.articles, columns=["article_id", "title"])
-    title_of = dict(zip(articles.column("article_id").to_pylist(), articles.column("title").to_pylist()))
-    titles = pl.Series("title", [title_of.get(a, "") for a in coh_binned["article_id"].to_list()])
-    split_cfg = splits.SplitConfig(
-        mode=config.split_mode,
-        fractions=tuple(config.fractions),
-        seed=config.seed,
-        ood_ranges=config.exclude_articles,
-        val_ranges=config.val_articles,
-        holdout_titles=config.holdout_titles,
-    )
-    split_df = splits.split_articles(coh_binned, split_cfg, titles=titles)
-    write_parquet(paths.splits, splits.splits_table(split_df))
-    split_manifest = splits.split_report(split_df, split_cfg)
-    split_manifest["parity"] = _parity(split_manifest)
-    return int(articles.num_rows), split_df, split_cfg, split_manifest
+    outcome = split_step(paths, coh_binned, config, source)
+    outcome.report["parity"] = _parity(outcome.report)
+    return outcome
 
 
 def _row_split(article_ids: np.ndarray, split_df: Any) -> np.ndarray:
