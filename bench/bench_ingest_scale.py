@@ -1,16 +1,21 @@
-"""Peak memory and throughput of sharded ingest + chunking on a 1x and an Nx multistream dump.
+"""Peak memory and throughput of the build's own ingest, dedup and chunk steps on a 1x and an Nx dump.
 
 Two paths, each run in a fresh subprocess per dump (its peak RSS is that process's own maximum, from
-`resource.getrusage(RUSAGE_SELF)` at its end, cross-checked by the parent's `RUSAGE_CHILDREN`):
+`resource.getrusage(RUSAGE_SELF)` taken right after the steps, cross-checked by the parent's
+`RUSAGE_CHILDREN`):
 
-- sharded: `lvm_core.data.ingest.shards` — plan byte-range shards from the dump's index, read each shard, write
-  bounded article files, chunk each file, concatenate articles and chunks (one core, shard after shard);
+- build: the steps as the build's tasks call them (`tasks/dataset.py`), one after the other in one
+  process: `lvm_core.data.build.source.resolve_source`, `ingest.plan_shards`, `ingest.ingest_shard_step`
+  per source shard, `dedup.dedup_articles` (the global pass: limit, repeated ids), `chunk.chunk_shard_step`
+  per kept article file, each into the work folder the task would use (a fresh data folder per run);
 - whole (baseline): the whole-snapshot path builds took before they were sharded —
-  every article collected into lists, one articles table, `to_pylist`, `chunk_articles`, one chunks table.
+  every article collected into lists, repeated ids dropped, one articles table, `to_pylist`,
+  `chunk_articles`, one chunks table.
 
-Target: sharded peak RSS at Nx / at 1x <= 1.3. Also printed: MB/s of clean article text per core (text
-bytes / child CPU seconds) for both paths. The dumps come from bench/make_scaled_dump.py (copies of the
-embedded sample: for throughput and memory only, never quality).
+Target: build-path peak RSS at Nx / at 1x <= 1.3. Also printed: MB/s of clean article text per core (text
+bytes / child CPU seconds) for both paths, the CPU seconds of ingest, dedup and chunk, and whether both
+paths give the same chunk count. The dumps come from bench/make_scaled_dump.py (copies of the embedded
+sample: for throughput and memory only, never quality).
 
     .venv/bin/python bench/bench_ingest_scale.py [--factor 16] [--work DIR] [--target-bytes 1048576] [--json out.json]
 """
@@ -34,45 +39,44 @@ sys.path.insert(0, str(ROOT / "bench"))
 TARGET_RATIO = 1.3
 
 
-def run_sharded(dump: Path, out: Path, target_bytes: int, max_articles: int) -> dict[str, int]:
-    """The sharded path, shard after shard in this process."""
-    from lvm_core.contracts.layout import ARTICLES_SCHEMA, CHUNKS_SCHEMA
-    from lvm_core.data.chunking import ChunkingConfig
-    from lvm_core.data.ingest.shards.files import chunk_article_file, concat_parquet, write_article_shards
-    from lvm_core.data.ingest.shards.plan import plan_source_shards
-    from lvm_core.data.ingest.shards.read import read_shard
-    from lvm_core.data.ingest.sources import snapshot_id_for
+def run_build_steps(dump: Path, out: Path, target_bytes: int, max_articles: int) -> dict[str, float]:
+    """The build's ingest, dedup and chunk steps, called as its tasks call them, shard after shard."""
+    from lvm_core.contracts.build_options import BuildConfig, BuildOptions
+    from lvm_core.data.build.chunk import chunk_shard_step, chunk_shard_work_dir
+    from lvm_core.data.build.dedup import dedup_articles, dedup_work_dir
+    from lvm_core.data.build.ingest import ingest_shard_step, ingest_shard_work_dir, plan_shards
+    from lvm_core.data.build.source import resolve_source
 
-    snapshot_id = snapshot_id_for(dump)
-    plan = plan_source_shards(dump, target_bytes=target_bytes)
-    text_bytes = n_articles = 0
-    article_files: list[Path] = []
+    options = BuildOptions(shard_bytes=target_bytes, shard_articles=max_articles)
+    config = BuildConfig.from_parts(str(dump), str(out), None, None, options)
+    info = resolve_source(config)
+    cpu = [time.process_time()]
 
-    def counted(articles):
-        nonlocal text_bytes, n_articles
-        for article in articles:
-            text_bytes += len(article.text.encode("utf-8"))
-            n_articles += 1
-            yield article
+    def lap() -> float:
+        cpu.append(time.process_time())
+        return cpu[-1] - cpu[-2]
 
-    for shard in plan:
-        article_files += write_article_shards(
-            counted(read_shard(shard)), out / "articles", snapshot_id=snapshot_id,
-            max_articles=max_articles, prefix=f"articles-{shard.index:05d}",
-        )
-    config = ChunkingConfig()
-    chunk_files = [
-        chunk_article_file(f, out / "chunks" / f.name.replace("articles-", "chunks-"), config)
-        for f in article_files
-    ]
-    concat_parquet(article_files, out / "articles.parquet", ARTICLES_SCHEMA)
-    chunks = concat_parquet(chunk_files, out / "chunks.parquet", CHUNKS_SCHEMA)
+    plan = plan_shards(info, config)
+    ingested = [ingest_shard_step(s, info, config, ingest_shard_work_dir(s, info, config)) for s in plan]
+    ingest_s = lap()
+    kept = dedup_articles(ingested, info, config, dedup_work_dir(ingested, info, config))
+    dedup_s = lap()
+    chunked = [chunk_shard_step(f, info, config, chunk_shard_work_dir(f, info, config)) for f in kept.files]
+    chunk_s = lap()
+    return {
+        "shards": len(plan), "article_files": len(kept.files), "articles": kept.articles,
+        "chunks": sum(c.chunks for c in chunked), "ingest_cpu_s": ingest_s, "dedup_cpu_s": dedup_s,
+        "chunk_cpu_s": chunk_s, "files": list(kept.files),
+    }
+
+
+def _text_bytes(article_files: list[str]) -> int:
+    """Clean text bytes of the kept articles, one file at a time."""
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    return {
-        "shards": len(plan), "article_files": len(article_files), "articles": n_articles,
-        "chunks": pq.ParquetFile(chunks).metadata.num_rows, "text_bytes": text_bytes,
-    }
+    return sum(int(pc.sum(pc.binary_length(pq.read_table(f, columns=["text"]).column("text"))).as_py() or 0)
+               for f in article_files)
 
 
 def run_whole(dump: Path, out: Path) -> dict[str, int]:
@@ -120,11 +124,13 @@ def run_whole(dump: Path, out: Path) -> dict[str, int]:
 def child(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     out = Path(args.out)
-    if args.child == "sharded":
-        result = run_sharded(Path(args.dump), out, args.target_bytes, args.max_articles)
+    if args.child == "build":
+        result = run_build_steps(Path(args.dump), out, args.target_bytes, args.max_articles)
     else:
         result = run_whole(Path(args.dump), out)
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # before counting text bytes: the steps' own peak
+    if args.child == "build":
+        result["text_bytes"] = _text_bytes(result.pop("files"))
     result.update(
         wall_s=time.perf_counter() - started, cpu_s=usage.ru_utime + usage.ru_stime,
         peak_rss_bytes=usage.ru_maxrss * 1024,
@@ -155,13 +161,13 @@ def measure(method: str, dump: Path, work: Path, args: argparse.Namespace) -> di
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--factor", type=int, default=16)
     parser.add_argument("--work", type=Path, default=None, help="folder for the dumps (kept, reused) and outputs")
     parser.add_argument("--target-bytes", type=int, default=1 << 20, help="compressed bytes per source shard")
     parser.add_argument("--max-articles", type=int, default=2000, help="articles per article file")
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--child", choices=("sharded", "whole"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("build", "whole"), help=argparse.SUPPRESS)
     parser.add_argument("--dump", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -182,10 +188,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"generated {factor}x dump: {dump.stat().st_size / 2**20:.1f} MiB in {time.perf_counter() - started:.0f} s")
         dumps[factor] = dump
 
-    results: dict[str, dict[int, dict[str, float]]] = {"sharded": {}, "whole": {}}
+    results: dict[str, dict[int, dict[str, float]]] = {"build": {}, "whole": {}}
     # Smallest first, so the parent's RUSAGE_CHILDREN maximum grows run by run and confirms each child's.
     for factor in (1, args.factor):
-        for method in ("sharded", "whole"):
+        for method in ("build", "whole"):
             r = measure(method, dumps[factor], work, args)
             results[method][factor] = r
             print(
@@ -193,18 +199,20 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['text_bytes'] / 1e6:7.1f} MB text  peak RSS {r['peak_rss_bytes'] / 2**20:7.1f} MiB  "
                 f"CPU {r['cpu_s']:6.1f} s  wall {r['wall_s']:6.1f} s  "
                 f"{r['text_bytes'] / 1e6 / r['cpu_s']:.2f} MB/s/core"
-                + (f"  ({r['shards']} shards, {r['article_files']} article files)" if method == "sharded" else "")
+                + (f"  ({r['shards']} shards, {r['article_files']} article files; CPU ingest "
+                   f"{r['ingest_cpu_s']:.1f} s, dedup {r['dedup_cpu_s']:.2f} s, chunk {r['chunk_cpu_s']:.1f} s)"
+                   if method == "build" else "")
             )
 
     n = args.factor
     ratio = {m: results[m][n]["peak_rss_bytes"] / results[m][1]["peak_rss_bytes"] for m in results}
     speed = {m: results[m][n]["text_bytes"] / 1e6 / results[m][n]["cpu_s"] for m in results}
-    same = results["sharded"][n]["chunks"] == results["whole"][n]["chunks"]
-    passed = ratio["sharded"] <= TARGET_RATIO
-    print(f"peak RSS {n}x/1x: sharded {ratio['sharded']:.3f} (target <= {TARGET_RATIO}) "
+    same = results["build"][n]["chunks"] == results["whole"][n]["chunks"]
+    passed = ratio["build"] <= TARGET_RATIO
+    print(f"peak RSS {n}x/1x: build {ratio['build']:.3f} (target <= {TARGET_RATIO}) "
           f"{'PASS' if passed else 'FAIL'}; whole-snapshot baseline {ratio['whole']:.3f}")
-    print(f"clean text per core at {n}x: sharded {speed['sharded']:.2f} MB/s, whole {speed['whole']:.2f} MB/s "
-          f"(sharded/whole {speed['sharded'] / speed['whole']:.3f}); same chunk count: {same}")
+    print(f"clean text per core at {n}x: build {speed['build']:.2f} MB/s, whole {speed['whole']:.2f} MB/s "
+          f"(build/whole {speed['build'] / speed['whole']:.3f}); same chunk count: {same}")
     load = os.getloadavg()[0]
     if load > (os.cpu_count() or 1):
         print(f"note: load average {load:.1f} > {os.cpu_count()} cores; CPU-time speeds are steadier than wall")

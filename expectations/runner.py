@@ -10,6 +10,11 @@ parquet asset of one pandas data source: an in-memory dataframe asset takes its 
 checkpoint's ``batch_parameters``, which a single ``Checkpoint.run`` shares between all validation
 definitions, so several frames cannot go through one checkpoint that way. The parquet frames also keep
 the validated numbers beside the Data Docs.
+
+Row-level suites run on a seeded sample and their ``*_exact`` partners on counts over every row
+(`expectations.frames.build`); the sample (size, seed, rows drawn of how many) is written into those
+suites' meta, hence the Data Docs, into ``validation_result.json`` and into the detail of every gate
+that has a sampled expectation, hence the manifest's gate outcomes.
 """
 
 from __future__ import annotations
@@ -17,21 +22,22 @@ from __future__ import annotations
 import json
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import great_expectations as gx
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 from great_expectations.checkpoint import UpdateDataDocsAction
 from great_expectations.checkpoint.checkpoint import CheckpointResult
 from great_expectations.core.expectation_validation_result import ExpectationValidationResult
+from great_expectations.core.run_identifier import RunIdentifier
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
 from expectations.frames.build import FRAME_NAMES, build_gate_frames
+from expectations.frames.sample import SampleSpec
+from expectations.measures import GATE_DETAIL, GATE_MEASURES, no_measure
 from lvm_core.contracts.errors import UserError
 from lvm_core.contracts.gates import GateFailedError, GateReport, GateResult, GateThresholds
 from lvm_core.contracts.layout import GX_DIR
@@ -48,6 +54,13 @@ DOCS_SITE_NAME = "local_site"
 DOCS_SITE_DIR = "uncommitted/data_docs/local_site/"
 DOCS_INDEX_RELPATH = DOCS_SITE_DIR + "index.html"  # relative to docs_dir: survives the staging-dir rename
 FRAMES_SUBDIR = "frames"
+# sampled suite -> (the exact frame holding its population size, that column, what a row is)
+SAMPLED_SUITES: dict[str, tuple[str, str, str]] = {
+    "chunks": ("chunks_exact", "n_rows", "rows"),
+    "vectors": ("vectors_exact", "n_rows", "rows"),
+    "article_chunks": ("article_chunks_exact", "n_articles", "articles"),
+    "article_splits": ("article_splits_exact", "n_articles", "articles"),
+}
 VALIDATION_RESULT_FILE = "validation_result.json"
 
 
@@ -110,17 +123,20 @@ def run_pre_training_gates(
     thresholds: GateThresholds = GateThresholds(),
     docs_dir: Path | None = None,
     data_docs: bool = True,
+    sample: SampleSpec = SampleSpec(),
 ) -> GateReport:
     """Validate a built dataset folder; Data Docs and ``validation_result.json`` land in `docs_dir`.
 
     `manifest` is the manifest as the build holds it (None reads ``manifest.json``). `docs_dir` is the
     GX project root (default ``<dataset_dir>/gx``). `data_docs=False` skips rendering the HTML site
-    (most of a run's time; `docs_path` is then None) for quick re-checks. Gate failures are reported,
-    not raised: call `raise_for_failures` to stop a flow.
+    (most of a run's time; `docs_path` is then None) for quick re-checks. `sample` bounds the rows the
+    row-level expectations see; counts always cover every row. Gate failures are reported, not raised:
+    call `raise_for_failures` to stop a flow.
     """
     dataset_dir = Path(dataset_dir)
     docs_dir = Path(docs_dir) if docs_dir is not None else dataset_dir / GX_DIR
-    frames = build_gate_frames(dataset_dir, manifest)
+    frames = build_gate_frames(dataset_dir, manifest, sample)
+    drawn = sample_record(frames, sample)
     docs_dir.mkdir(parents=True, exist_ok=True)
 
     frame_paths = {}
@@ -134,7 +150,11 @@ def run_pre_training_gates(
     for name in SUITE_NAMES:
         asset = datasource.add_parquet_asset(name=name, path=frame_paths[name].resolve())
         batch = asset.add_batch_definition_whole_dataframe(name)
-        suite = context.suites.add_or_update(load_suite(name))
+        suite = load_suite(name)
+        if name in drawn["frames"]:
+            suite.meta = {**(suite.meta or {}), "sample": {**sample.to_dict(), **drawn["frames"][name]}}
+            suite.notes = f"{suite.notes or ''} This run: {_sample_note(drawn, [name])}.".strip()
+        suite = context.suites.add_or_update(suite)
         definitions.append(
             context.validation_definitions.add_or_update(
                 gx.ValidationDefinition(name=f"{STAGE}_{name}", data=batch, suite=suite)
@@ -149,9 +169,10 @@ def run_pre_training_gates(
         )
     )
     params = suite_parameters(thresholds)
-    result = checkpoint.run(expectation_parameters=params)
+    # the run name carries the sample into every validation page of the Data Docs
+    result = checkpoint.run(expectation_parameters=params, run_id=RunIdentifier(run_name=run_name(sample)))
 
-    report = _build_report(result, frames, thresholds)
+    report = _build_report(result, frames, thresholds, drawn)
     report.docs_path = str(_docs_index(context, docs_dir)) if data_docs else None
     storage.write_json(
         docs_dir / VALIDATION_RESULT_FILE,
@@ -165,11 +186,25 @@ def run_pre_training_gates(
             "docs_path": report.docs_path,
             "thresholds": thresholds.to_dict(),
             "suite_parameters": params,
+            "sample": drawn,
             "gates": report.to_manifest(),
             "validation_results": [vr.to_json_dict() for vr in result.run_results.values()],
         },
     )
     return report
+
+
+def run_name(sample: SampleSpec) -> str:
+    """GX run name of a checkpoint run: the sample it drew, e.g. ``sample-10000-seed-0``."""
+    return f"sample-{sample.rows}-seed-{sample.seed}"
+
+
+def sample_record(frames: dict[str, pd.DataFrame], sample: SampleSpec) -> dict[str, Any]:
+    """The sample as results record it: size, seed and, per sampled suite, rows drawn of how many."""
+    per_frame = {}
+    for name, (exact, column, unit) in SAMPLED_SUITES.items():
+        per_frame[name] = {"sampled": len(frames[name]), "of": int(frames[exact][column].iloc[0]), "unit": unit}
+    return {**sample.to_dict(), "frames": per_frame}
 
 
 def raise_for_failures(report: GateReport) -> None:
@@ -217,23 +252,31 @@ def _docs_index(context: Any, root: Path) -> Path:
 # --- report ----------------------------------------------------------------------------------------
 
 
-def _build_report(result: CheckpointResult, frames: dict[str, pd.DataFrame], thresholds: GateThresholds) -> GateReport:
+def _build_report(
+    result: CheckpointResult, frames: dict[str, pd.DataFrame], thresholds: GateThresholds, drawn: dict[str, Any]
+) -> GateReport:
     by_suite = {vr.suite_name: vr for vr in result.run_results.values()}
     grouped: dict[str, list[ExpectationValidationResult]] = {}
+    sampled: dict[str, list[str]] = {}
     for name in SUITE_NAMES:
         for er in by_suite[name].results:
-            grouped.setdefault(_expectation(er).meta["gate"], []).append(er)
+            gate = _expectation(er).meta["gate"]
+            grouped.setdefault(gate, []).append(er)
+            if name in drawn["frames"] and name not in sampled.setdefault(gate, []):
+                sampled[gate].append(name)
 
     report = GateReport(stage=STAGE)
     for gate, results in grouped.items():
         failed = [er for er in results if not er.success]
-        value, threshold = _GATE_MEASURES.get(gate, _no_measure)(frames, thresholds)
+        value, threshold = GATE_MEASURES.get(gate, no_measure)(frames, thresholds)
         detail = "; ".join(_describe(er) for er in failed) if failed else f"{len(results)} expectation(s) passed"
-        extra = _GATE_DETAIL.get(gate)
+        extra = GATE_DETAIL.get(gate)
         if failed and extra:
             text = str(frames["dataset_metrics"][extra].iloc[0] or "")
             if text:
                 detail = f"{text} | {detail}"
+        if sampled.get(gate):
+            detail = f"{detail} ({_sample_note(drawn, sampled[gate])})"
         report.results.append(
             GateResult(
                 name=gate,
@@ -244,6 +287,12 @@ def _build_report(result: CheckpointResult, frames: dict[str, pd.DataFrame], thr
             )
         )
     return report
+
+
+def _sample_note(drawn: dict[str, Any], suites: list[str]) -> str:
+    """How much a gate's row-level expectations saw, e.g. "row checks on a seeded sample: chunks 10000 of 9150 rows"."""
+    parts = [f"{s} {drawn['frames'][s]['sampled']} of {drawn['frames'][s]['of']} {drawn['frames'][s]['unit']}" for s in suites]
+    return f"counts over every row; row checks on a sample (seed {drawn['seed']}): {', '.join(parts)}"
 
 
 def _expectation(er: ExpectationValidationResult) -> ExpectationConfiguration:
@@ -265,111 +314,3 @@ def _describe(er: ExpectationValidationResult) -> str:
         sample = list(res.get("partial_unexpected_list") or [])[:5]
         return f"{head}: {res['unexpected_count']} unexpected of {res.get('element_count')}, e.g. {sample}"
     return f"{head}: observed {res.get('observed_value')}"
-
-
-_Measure = Callable[[dict[str, pd.DataFrame], GateThresholds], tuple[Any, Any]]
-
-
-def _no_measure(frames: dict[str, pd.DataFrame], t: GateThresholds) -> tuple[Any, Any]:
-    return None, None
-
-
-def _metric(frames: dict[str, pd.DataFrame], column: str) -> Any:
-    return frames["dataset_metrics"][column].iloc[0]
-
-
-def _whole(value: Any) -> Any:
-    """An integral float read back from a frame as int (NaN stays as is)."""
-    return int(value) if isinstance(value, (int, float, np.number)) and float(value).is_integer() else value
-
-
-def _count(mask: pd.Series) -> int:
-    return int(mask.sum())
-
-
-def _per_split(frames: dict[str, pd.DataFrame], column: str) -> dict[str, Any]:
-    """{split: value} of an eval_splits column (raw leakage rates, purged fraction)."""
-    e = frames["eval_splits"]
-    return {str(s): to_plain(float(v), nan_to_none=True) for s, v in zip(e["split"], e[column])}
-
-
-def _chunk_ids(frames: dict[str, pd.DataFrame], t: GateThresholds) -> tuple[Any, Any]:
-    ids = frames["chunks"]["chunk_id"]
-    bad = ids.isna() | (ids.fillna("").astype(str).str.len() == 0) | ids.duplicated()
-    return _count(bad), 0
-
-
-def _chunk_text(frames: dict[str, pd.DataFrame], t: GateThresholds) -> tuple[Any, Any]:
-    c = frames["chunks"]
-    return _count((c["text_chars"] < 1) | (c["n_words"] < 1)), 0
-
-
-def _unit_norm(frames: dict[str, pd.DataFrame], t: GateThresholds) -> tuple[Any, Any]:
-    norms = frames["vectors"]["norm"].dropna()
-    worst = float((norms - 1.0).abs().max()) if len(norms) else None
-    return worst, t.unit_norm_tolerance
-
-
-def _vector_dim(frames: dict[str, pd.DataFrame], t: GateThresholds) -> tuple[Any, Any]:
-    meta = frames["vector_meta"].iloc[0]
-    expected = meta["expected_dim"]
-    return int(meta["dim"]), None if pd.isna(expected) else int(expected)
-
-
-def _contiguous(frames: dict[str, pd.DataFrame], t: GateThresholds) -> tuple[Any, Any]:
-    a = frames["article_chunks"]
-    bad = (a["min_index"] != 0) | (a["n_distinct_index"] != a["n_chunks"]) | (a["span"] != a["n_chunks"])
-    return _count(bad), 0
-
-
-def _parity(split: str) -> _Measure:
-    def measure(frames: dict[str, pd.DataFrame], t: GateThresholds) -> tuple[Any, Any]:
-        value = {"ks": _metric(frames, f"ks_{split}"), "abs_mean_diff": _metric(frames, f"abs_mean_diff_{split}")}
-        return value, {"ks": t.max_split_ks, "abs_mean_diff": t.max_split_mean_diff}
-
-    return measure
-
-
-# gate name -> (observed value, threshold) for the report; pass/fail always comes from GX.
-_GATE_MEASURES: dict[str, _Measure] = {
-    "chunk_ids_unique": _chunk_ids,
-    "chunk_text_nonempty": _chunk_text,
-    "vectors_finite": lambda f, t: (_count(~f["vectors"]["is_finite"]), 0),
-    "unit_norm": _unit_norm,
-    "vector_dim": _vector_dim,
-    "vector_dtype": lambda f, t: (
-        str(f["vector_meta"]["dtype"].iloc[0]),
-        str(f["vector_meta"]["expected_dtype"].iloc[0]),
-    ),
-    "vectors_aligned": lambda f, t: (
-        int(f["vector_meta"]["n_rows"].iloc[0]),
-        int(f["vector_meta"]["n_chunks"].iloc[0]),
-    ),
-    "chunk_index_contiguous": _contiguous,
-    "chunk_rows_ordered": lambda f, t: (_count(~f["article_chunks"]["rows_in_order"]), 0),
-    "chunk_articles_known": lambda f, t: (_count(~f["article_chunks"]["in_articles"]), 0),
-    "splits_disjoint": lambda f, t: (
-        _count((f["article_splits"]["n_splits"] > 1) | (f["article_splits"]["n_split_rows"] > 1)),
-        0,
-    ),
-    "sequence_articles_assigned": lambda f, t: (_count(~f["article_splits"]["in_split_table"]), 0),
-    "leakage_zero": lambda f, t: (
-        {
-            "article_overlap": _whole(_metric(f, "article_overlap")),
-            "text_hash_overlap_rate": _per_split(f, "text_hash_overlap_rate"),
-        },
-        {"article_overlap": 0, "text_hash_overlap_rate": t.max_leakage_rate},
-    ),
-    "near_duplicates_zero": lambda f, t: (_per_split(f, "near_duplicate_rate"), t.max_near_duplicate_rate),
-    "purged_fraction": lambda f, t: (_per_split(f, "purged_fraction"), t.max_purged_fraction),
-    "crossing_windows_zero": lambda f, t: (int(_metric(f, "crossing_windows")), t.max_crossing_windows),
-    "sequences_aligned": lambda f, t: (int(_metric(f, "misaligned_windows")), 0),
-    "split_parity_val": _parity("val"),
-    "split_parity_test": _parity("test"),
-    "split_parity_ood": _parity("ood"),
-    "oracle_recall_at_5": lambda f, t: (_metric(f, "oracle_recall_at_5"), t.min_oracle_recall_at_5),
-    "manifest_consistent": lambda f, t: (int(_metric(f, "n_manifest_problems")), 0),
-}
-
-# gates whose failure detail starts with a text column of dataset_metrics
-_GATE_DETAIL = {"manifest_consistent": "manifest_problems", "sequences_aligned": "sequence_problems"}

@@ -59,6 +59,7 @@ def build_dataset(
     info = t.resolve_source(config)
     with exclusive(f"build-{info.dataset_id}"), work_in_use(config.resolved_data_dir()):
         t.clean_abandoned(config)
+        t.check_split_registry(info, config)  # a bad registry or previous dataset stops the build before any work
         get_run_logger().info("shards run in %s", describe(runner))
         progress = BuildProgress(info.dataset_id)
         plan = t.plan_shards(info, config)

@@ -60,6 +60,22 @@ def clean_abandoned(config: BuildConfig) -> list[str]:
     return done
 
 
+@task(name="check-split-registry", task_run_name="check-split-registry-{source.dataset_id}", cache_policy=NO_CACHE,
+      **IO_RETRIES)
+def check_split_registry(source: SourceInfo, config: BuildConfig) -> str | None:
+    """Read and check the family's split registry before any work: a bad one stops the build here, in one line."""
+    from lvm_core.data.build.splitting import carried_registry  # polars/scipy: imported when a build runs
+
+    previous, registry = carried_registry(config, source)
+    log = get_run_logger()
+    if previous is None or registry is None:
+        log.info("first build of its family: a fresh split registry")
+        return None
+    log.info("splits follow the registry of %s (generation %d, %s articles, hash %s…)", previous.dataset_id,
+             registry.header.generation, registry.rows.height, registry.hash[:12])
+    return registry.hash
+
+
 # --- shard tasks --------------------------------------------------------------------------------------
 
 

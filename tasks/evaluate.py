@@ -22,7 +22,12 @@ from lvm_core.models.baselines.collection import fit_baselines
 from lvm_core.models.loader import LoadedModel
 from lvm_core.tracking import promotion as tracking_promotion
 from lvm_core.tracking.promotion import PromotionResult, record_gate_outcomes
-from lvm_core.tracking.references import load_registered_model, registered_version, training_dataset
+from lvm_core.tracking.references import (
+    load_registered_model,
+    registered_version,
+    training_dataset,
+    training_registry_hash,
+)
 from tasks.common import COMPUTE_RETRIES, HOUR, IO_RETRIES, gates_markdown, publish_markdown, publish_table
 
 
@@ -41,7 +46,7 @@ def check_contamination(model: LoadedModel, ds: Dataset, allow: bool = False) ->
     train_dir, split_hash = training_dataset(model)
     result = contamination.check_contamination(
         ds.root, ds.sequences, model=model.describe(), training_dataset=train_dir, training_split_hash=split_hash,
-        eval_split_hash=ds.manifest.splits.content_hash,
+        eval_split_hash=ds.manifest.splits.content_hash, training_registry_hash=training_registry_hash(model),
     )
     if result.trusted:
         get_run_logger().info("%s", result.message())

@@ -48,6 +48,24 @@ SPLITS_SCHEMA = pa.schema(
     ]
 )
 
+# The split registry of a dataset family (split_registry.parquet): every article the family has seen, with the
+# split it keeps for life; rows sorted by article_id, the header (family, generation, lineage, hash) in the
+# Parquet schema metadata under SPLIT_REGISTRY_META_KEY. `present`: in this dataset; `moved_from`: the split an
+# explicit ood holdout took the article from (at `split_generation`), else null.
+SPLIT_REGISTRY_SCHEMA = pa.schema(
+    [
+        pa.field("article_id", pa.int64(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("present", pa.bool_(), nullable=False),
+        pa.field("first_snapshot", pa.string(), nullable=False),
+        pa.field("last_snapshot", pa.string(), nullable=False),
+        pa.field("first_generation", pa.int32(), nullable=False),
+        pa.field("split_generation", pa.int32(), nullable=False),
+        pa.field("moved_from", pa.string(), nullable=True),
+    ]
+)
+SPLIT_REGISTRY_META_KEY = b"lvm.split_registry"
+
 # Split roles: `train` fits; `val` is for every selection (early stopping, sweeps, architecture choice);
 # `test` is what is reported and gated, never read by selection; `ood` is a shift (title/range hold-out),
 # or in stratified mode a second in-distribution sample, labelled so. Datasets built before the test
@@ -78,6 +96,7 @@ DEFAULT_VECTOR_DTYPE = "float32"
 VECTOR_DTYPE_KEY = "vector_dtype"
 SPLITS_FILE = "splits.parquet"
 SPLITS_MANIFEST_FILE = "splits.json"
+SPLIT_REGISTRY_FILE = "split_registry.parquet"  # article id -> split for life within the family (SPLIT_REGISTRY_SCHEMA)
 SEQUENCES_FILE = "sequences.npz"  # per split: {split}_context_rows, {split}_target_rows, ...
 MANIFEST_FILE = "manifest.json"
 GX_DIR = "gx"  # Great Expectations results + Data Docs
@@ -170,6 +189,10 @@ class DatasetPaths:
     @property
     def splits(self) -> Path:
         return self.root / SPLITS_FILE
+
+    @property
+    def split_registry(self) -> Path:
+        return self.root / SPLIT_REGISTRY_FILE
 
     @property
     def splits_manifest(self) -> Path:

@@ -116,6 +116,7 @@ class SplitsRecord(ManifestPart):
     splits: dict[str, dict[str, Any]] | None = None
     per_bin: dict[str, dict[str, int]] | None = None
     content_hash: str | None = None
+    registry_hash: str | None = None  # the family's split registry this assignment follows (split_registry.parquet)
     parity: dict[str, SplitParity] | None = None
     parity_before_purge: dict[str, SplitParity] | None = None
 

@@ -18,6 +18,7 @@ from scipy import stats
 from lvm_core.contracts.errors import DataContractError
 from lvm_core.data.chunk_layout import check_chunk_order
 from lvm_core.io.storage import atomic_path
+from lvm_core.io.vectors import float32_rows
 
 COHERENCE_SCHEMA: dict[str, type[pl.DataType]] = {
     "article_id": pl.Int64,
@@ -27,22 +28,23 @@ COHERENCE_SCHEMA: dict[str, type[pl.DataType]] = {
 }
 
 
-def consecutive_cosines(vectors: np.ndarray, block: int = 1 << 16) -> np.ndarray:
+def consecutive_cosines(vectors: np.ndarray, block: int = 1 << 14) -> np.ndarray:
     """cos(v_i, v_{i+1}) for every pair of adjacent rows, (n-1,) float64.
 
-    Works in row blocks so that a memory-mapped matrix is streamed once and no (n, D) temporary exists.
+    Works in row blocks so that a memory-mapped matrix is streamed once and no (n, D) temporary exists;
+    the pages of each block are released after use, so the process never holds the file.
     """
     n = vectors.shape[0]
     out = np.empty(max(n - 1, 0), dtype=np.float64)
     for s in range(0, n - 1, block):
         e = min(s + block, n - 1)
-        slab = np.asarray(vectors[s : e + 1], dtype=np.float32)  # e-s+1 rows: pairs s..e-1
+        slab = float32_rows(vectors, slice(s, e + 1))  # e-s+1 rows: pairs s..e-1; mapped pages released
         out[s:e] = np.einsum("ij,ij->i", slab[:-1], slab[1:])  # float32 dot, stored as float64
     return out
 
 
 def article_coherence(
-    vectors: np.ndarray, article_ids: np.ndarray, chunk_index: np.ndarray, block: int = 1 << 16
+    vectors: np.ndarray, article_ids: np.ndarray, chunk_index: np.ndarray, block: int = 1 << 14
 ) -> pl.DataFrame:
     """Per-article coherence in dataset order (vectors streamed in row blocks: a memory-mapped float32 or
     float16 matrix is read once, cast to float32 one block at a time).

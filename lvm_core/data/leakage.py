@@ -8,12 +8,15 @@ Three checks (DESIGN "Leakage", all must end at 0):
 3. ``near_duplicates``: val/ood chunk vectors with cosine >= threshold (default 0.995) to some train chunk.
    Exact text duplicates embed identically, so they are counted here too; both numbers are reported.
 
-At scale (10^8 chunks) nothing here holds the vectors in memory: the text-hash check compares 64-bit
-codes of the hashes with numpy (sorted train codes, ``searchsorted``) and confirms the few matches on the
-strings; the near-duplicate check streams gathered row blocks of the (memory-mapped, float32 or float16)
-matrix through `retrieval.max_cosine` — exact numpy below `retrieval.FAISS_AUTO_THRESHOLD` train rows,
-exact ``faiss.knn`` above it, and an IVF candidate search with exact re-scoring from
-`retrieval.APPROX_MAX_COSINE_THRESHOLD` train rows (the report names the backend).
+At scale (10^8 chunks) nothing here holds the vectors or the hash strings in memory: the build passes
+the text hashes as 64-bit codes (`hash_codes`; sorted train codes, ``searchsorted``; hash strings, as
+tests pass them, are matched on 64-bit codes and confirmed on the strings), the split of each row is an
+int8 code (`SPLIT_CODES`), and the near-duplicate check streams gathered row blocks of the
+(memory-mapped, float32 or float16) matrix through `retrieval.max_cosine` — exact while the scan stays
+within `retrieval.EXACT_PAIR_BUDGET` (val/ood x train) pairs (numpy, or ``faiss.knn`` from
+`retrieval.FAISS_AUTO_THRESHOLD` train rows), above it the bounded IVF scan, whose cost
+(``near_duplicates.search``) and recall against an exact scan of a seeded sample
+(``near_duplicates.near_dup_recall``) are in the report.
 
 Real Wikipedia repeats boilerplate sentences across articles ("This article is a stub", list
 intros, coordinates lines), so a clean article split still has a few val/ood chunks whose text also sits
@@ -26,16 +29,43 @@ text are dropped.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
 import polars as pl
 
 from lvm_core.contracts.errors import DataContractError
-from lvm_core.contracts.layout import EVAL_SPLITS
-from lvm_core.data.retrieval.nearest import max_cosine, max_cosine_backend
+from lvm_core.contracts.layout import EVAL_SPLITS, SPLIT_NAMES
+from lvm_core.data.retrieval.nearest import (
+    ivf_plan,
+    max_cosine,
+    max_cosine_backend,
+    max_cosine_ivf,
+    max_cosine_recall,
+)
 from lvm_core.data.windows import SequenceSet
+
+#: Split of each row as an int8 code (`SPLIT_NAMES` order); `UNSPLIT` for rows of no split.
+SPLIT_CODES: dict[str, int] = {name: i for i, name in enumerate(SPLIT_NAMES)}
+UNSPLIT = -1
+_EVAL_CODES = np.array([SPLIT_CODES[s] for s in EVAL_SPLITS], dtype=np.int8)
+
+
+def split_codes(row_split: Any) -> np.ndarray:
+    """(n,) int8 split code per row from split names ("" = no split) or codes; refuses unknown names."""
+    arr = np.asarray(row_split)
+    if np.issubdtype(arr.dtype, np.integer):
+        codes = arr.astype(np.int8, copy=False)
+        if codes.size and (codes.min() < UNSPLIT or codes.max() >= len(SPLIT_NAMES)):
+            raise DataContractError(f"row_split has unknown split code(s) outside {UNSPLIT}..{len(SPLIT_NAMES) - 1}")
+        return codes
+    names, inverse = np.unique(arr.astype(str), return_inverse=True)
+    unknown = set(names.tolist()) - {"", *SPLIT_NAMES}
+    if unknown:
+        raise DataContractError(f"row_split has unknown split name(s) {sorted(unknown)}")
+    table = np.array([SPLIT_CODES.get(str(x), UNSPLIT) for x in names], dtype=np.int8)
+    return table[inverse.reshape(arr.shape)]
 
 
 @dataclass
@@ -43,14 +73,18 @@ class LeakageScan:
     """Per-row leakage of one split assignment (:func:`scan_leakage`): compute once, then read the counts
     (:meth:`report`) and the row mask (:attr:`leaking_rows`) from it."""
 
-    row_split: np.ndarray  # (n,) split name per row, "" for unsplit rows
+    row_split: np.ndarray  # (n,) int8 split code per row (`SPLIT_CODES`; names are converted), -1 unsplit
     text_leak: np.ndarray  # (n,) bool: val/ood row whose text hash occurs in train
     near_leak: np.ndarray  # (n,) bool: val/ood row with max cos to train >= threshold
     max_train_cos: np.ndarray  # (n,) float32: max cos to any train row (NaN for non-val/ood rows)
     article_overlap: int
     overlapping_articles: list[int]
     threshold: float
-    backend: str = "exact"  # near-duplicate search: exact, faiss-flat (exact) or faiss-ivf (approximate)
+    backend: str = "exact"  # near-duplicate search: exact, faiss-flat (exact) or ivf (bounded, approximate)
+    search: dict[str, Any] = field(default_factory=dict)  # cost bound and measured recall of the search
+
+    def __post_init__(self) -> None:
+        self.row_split = split_codes(self.row_split)
 
     @property
     def leaking_rows(self) -> np.ndarray:
@@ -58,13 +92,15 @@ class LeakageScan:
         return cast(np.ndarray, self.text_leak | self.near_leak)
 
     def report(self) -> dict[str, Any]:
-        counts = {s: int((self.row_split == s).sum()) for s in ("train", *EVAL_SPLITS)}
+        counts = {s: int(np.count_nonzero(self.row_split == SPLIT_CODES[s])) for s in SPLIT_NAMES}
         n_eval = sum(counts[s] for s in EVAL_SPLITS)
-        text = {s: int((self.text_leak & (self.row_split == s)).sum()) for s in EVAL_SPLITS}
-        near = {s: int((self.near_leak & (self.row_split == s)).sum()) for s in EVAL_SPLITS}
-        either = {s: int((self.leaking_rows & (self.row_split == s)).sum()) for s in EVAL_SPLITS}
-        evalmask = np.isin(self.row_split, EVAL_SPLITS)
-        finite = self.max_train_cos[evalmask]
+        text, near, either = {}, {}, {}
+        for s in EVAL_SPLITS:
+            rows = np.flatnonzero(self.row_split == SPLIT_CODES[s])
+            text[s] = int(np.count_nonzero(self.text_leak[rows]))
+            near[s] = int(np.count_nonzero(self.near_leak[rows]))
+            either[s] = int(np.count_nonzero(self.text_leak[rows] | self.near_leak[rows]))
+        finite = self.max_train_cos[np.isin(self.row_split, _EVAL_CODES)]
         finite = finite[np.isfinite(finite)]
         return {
             "rows": counts,
@@ -77,6 +113,7 @@ class LeakageScan:
                 "threshold": self.threshold,
                 "max_cos": float(finite.max()) if finite.size else None,
                 "backend": self.backend,
+                **self.search,
             },
             "leaking_rows": {**either, "rate": _rate(sum(either.values()), n_eval)},
         }
@@ -94,30 +131,37 @@ def scan_leakage(
 ) -> LeakageScan:
     """Run all three checks. Near duplicates use blockwise matrix products of (query_block x train_block)
     similarities over gathered row blocks, so memory stays at ~(query_block + train_block) x D floats
-    plus one similarity block (64 MiB at the defaults) for any table size. `use_faiss` None picks the
-    backend by the number of train rows (`retrieval.max_cosine_backend`); True/False force it.
+    plus one similarity block (64 MiB at the defaults) for any table size; above
+    `retrieval.EXACT_PAIR_BUDGET` pairs the bounded IVF scan (its cost and recall go in the report).
+    `use_faiss` None picks the backend by size (`retrieval.max_cosine_backend`); True/False force an exact
+    scan with/without FAISS. `text_hash`: uint64 codes (`hash_codes`) or hash strings; `row_split`: split
+    names or int8 codes (`split_codes`).
     """
     article_ids = np.asarray(article_ids)
-    row_split = np.asarray(row_split).astype(str)
-    hashes = _as_hash_series(text_hash)
-    _check_inputs(article_ids, hashes, vectors, row_split)
+    codes = split_codes(row_split)
+    _check_inputs(article_ids, text_hash, vectors, codes)
 
     # 1. articles carrying more than one split
-    overlapping = _overlapping_articles(article_ids, row_split)
+    overlapping = _overlapping_articles(article_ids, codes)
 
-    train = row_split == "train"
-    evalmask = np.isin(row_split, EVAL_SPLITS)
+    train = codes == SPLIT_CODES["train"]
+    evalmask = np.isin(codes, _EVAL_CODES)
 
     # 2. text hash of a val/ood chunk also present in train
-    text_leak = text_hash_leaks(hashes, train, evalmask)
+    if isinstance(text_hash, np.ndarray) and np.issubdtype(text_hash.dtype, np.integer):
+        text_leak = code_leaks(text_hash, train, evalmask)
+    else:
+        text_leak = text_hash_leaks(_as_hash_series(text_hash), train, evalmask)
 
     # 3. near-duplicate vectors
-    max_cos, backend = _max_train_cosine(vectors, train, evalmask, use_faiss, query_block, train_block)
+    max_cos, backend, search = _max_train_cosine(
+        vectors, train, evalmask, use_faiss, query_block, train_block, near_dup_threshold
+    )
     with np.errstate(invalid="ignore"):
         near_leak = evalmask & (max_cos >= near_dup_threshold)
 
     return LeakageScan(
-        row_split=row_split,
+        row_split=codes,
         text_leak=text_leak,
         near_leak=near_leak,
         max_train_cos=max_cos,
@@ -125,50 +169,79 @@ def scan_leakage(
         overlapping_articles=[int(x) for x in overlapping],
         threshold=float(near_dup_threshold),
         backend=backend,
+        search=search,
     )
 
 
-def _check_inputs(article_ids: np.ndarray, hashes: pl.Series, vectors: np.ndarray, row_split: np.ndarray) -> None:
-    """Refuse inputs that are not aligned row for row, or split names outside the contract."""
+def _check_inputs(article_ids: np.ndarray, text_hash: Any, vectors: np.ndarray, row_split: np.ndarray) -> None:
+    """Refuse inputs that are not aligned row for row."""
     n = article_ids.shape[0]
-    if vectors.ndim != 2 or vectors.shape[0] != n or row_split.shape != (n,) or hashes.len() != n:
+    n_hash = len(text_hash)
+    if vectors.ndim != 2 or vectors.shape[0] != n or row_split.shape != (n,) or n_hash != n:
         raise DataContractError(
-            f"leakage inputs are not aligned: article_ids {n} rows, text_hash {hashes.len()}, "
+            f"leakage inputs are not aligned: article_ids {n} rows, text_hash {n_hash}, "
             f"vectors {vectors.shape}, row_split {row_split.shape}"
         )
-    unknown = set(np.unique(row_split).tolist()) - {"", "train", *EVAL_SPLITS}
-    if unknown:
-        raise DataContractError(f"row_split has unknown split name(s) {sorted(unknown)}")
 
 
 def _overlapping_articles(article_ids: np.ndarray, row_split: np.ndarray) -> list[Any]:
     """Ids of the articles whose rows carry more than one split, ascending."""
     per_article = (
-        pl.DataFrame({"article_id": article_ids.astype(np.int64), "split": row_split})
-        .filter(pl.col("split") != "")
+        pl.DataFrame({"article_id": article_ids.astype(np.int64, copy=False), "split": row_split})
+        .lazy()
+        .filter(pl.col("split") != UNSPLIT)
         .group_by("article_id")
         .agg(pl.col("split").n_unique().alias("n_splits"))
         .filter(pl.col("n_splits") > 1)
         .sort("article_id")
+        .collect()
     )
     return per_article["article_id"].to_list()
 
 
 def _max_train_cosine(
     vectors: np.ndarray, train: np.ndarray, evalmask: np.ndarray, use_faiss: bool | None,
-    query_block: int, train_block: int,
-) -> tuple[np.ndarray, str]:
-    """Max cosine of each val/ood row to any train row (NaN elsewhere) and the search backend used."""
+    query_block: int, train_block: int, threshold: float,
+) -> tuple[np.ndarray, str, dict[str, Any]]:
+    """Max cosine of each val/ood row to any train row (NaN elsewhere), the backend, and for the bounded
+    scan its cost bound and measured recall (``search`` and ``near_dup_recall`` of the report)."""
     max_cos = np.full(train.shape[0], np.nan, dtype=np.float32)
     eval_rows = np.flatnonzero(evalmask)
     train_rows = np.flatnonzero(train)
-    backend = max_cosine_backend(int(train_rows.size), use_faiss)
-    if eval_rows.size:
+    backend = max_cosine_backend(int(train_rows.size), use_faiss, n_query=int(eval_rows.size))
+    search: dict[str, Any] = {}  # an exact scan (within EXACT_PAIR_BUDGET) needs no bound and has recall 1
+    if backend == "ivf":
+        plan = ivf_plan(eval_rows.size, train_rows.size)
+        best, pairs = max_cosine_ivf(vectors, eval_rows, train_rows, plan)
+        search = {
+            "search": {**plan.to_dict(), "pairs_scored": pairs},
+            "near_dup_recall": max_cosine_recall(vectors, eval_rows, train_rows, best, threshold),
+        }
+        max_cos[eval_rows] = np.where(np.isfinite(best), best, np.nan)
+    elif eval_rows.size:
         best = max_cosine(
             vectors, eval_rows, train_rows, backend=backend, query_block=query_block, bank_block=train_block
         )
         max_cos[eval_rows] = np.where(np.isfinite(best), best, np.nan)
-    return max_cos, backend
+    return max_cos, backend, search
+
+
+def code_leaks(codes: np.ndarray, train: np.ndarray, evalmask: np.ndarray) -> np.ndarray:
+    """(n,) bool: eval rows whose 64-bit text-hash code (`hash_codes`) occurs in a train row.
+
+    Sorted unique train codes + searchsorted: 8 bytes a train row. Equal texts always match; two texts
+    collide with probability 2^-64 a pair (see `hash_codes`), which could only flag one row too many.
+    """
+    codes = np.asarray(codes).astype(np.uint64, copy=False)
+    out = np.zeros(codes.shape[0], dtype=bool)
+    eval_rows = np.flatnonzero(evalmask)
+    train_codes = np.unique(codes[train])
+    if eval_rows.size == 0 or train_codes.size == 0:
+        return out
+    ev = codes[eval_rows]
+    pos = np.minimum(np.searchsorted(train_codes, ev), train_codes.size - 1)
+    out[eval_rows[train_codes[pos] == ev]] = True
+    return out
 
 
 def _as_hash_series(text_hash: Any) -> pl.Series:

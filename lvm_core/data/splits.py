@@ -13,6 +13,10 @@ Splitting is by article, never by window, so no article's text is on both sides.
 
 Articles with a null bin (too short for a window) go to train in the stratified draw: they contribute no
 windows, but their chunks belong to the retrieval bank.
+
+This is a family's first build. Later builds follow the family's split registry
+(:mod:`lvm_core.data.split_registry`), which draws only the new articles with these same pieces
+(:func:`explicit_assignment`, :func:`stratified_draw`).
 """
 
 from __future__ import annotations
@@ -131,30 +135,43 @@ def split_articles(
     Deterministic for a given seed and input; the draw within a bin depends on the article ids, not on
     row order.
     """
+    ids, bins = split_inputs(coh_binned)
+    assign, pool, fracs = explicit_assignment(ids.shape[0], config, titles)
+    if pool.any():
+        assign[pool] = stratified_draw(ids[pool], bins[pool], fracs, config.seed)
+    return split_frame(coh_binned, assign)
+
+
+def split_inputs(coh_binned: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The article ids and coherence bins (-1 for none) of a split input; refuses missing columns and repeated ids."""
     for col in ("article_id", "n_chunks", "coherence", "coherence_bin"):
         if col not in coh_binned.columns:
             raise DataContractError(f"split input lacks column {col!r} (has {coh_binned.columns})")
     ids = coh_binned["article_id"].to_numpy().astype(np.int64)
     if np.unique(ids).shape[0] != ids.shape[0]:
         raise DataContractError("split input has duplicate article_id rows")
-    n = ids.shape[0]
-    bins = coh_binned["coherence_bin"].fill_null(-1).to_numpy().astype(np.int64)
-    assign = np.full(n, "", dtype=object)
-    train_f, val_f, test_f, ood_f = config.fractions
+    return ids, coh_binned["coherence_bin"].fill_null(-1).to_numpy().astype(np.int64)
 
+
+def explicit_assignment(
+    n: int, config: SplitConfig, titles: pl.Series | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the mode decides by itself (ood ranges / titles, val ranges) as split names ("" elsewhere), the
+    pool of articles left to the stratified draw and the fractions of that draw."""
+    assign = np.full(n, "", dtype=object)
     if config.mode == "stratified":
-        pool = np.ones(n, dtype=bool)
-        fracs = np.array([train_f, val_f, test_f, ood_f])
-    elif config.mode == "ranges":
+        return assign, np.ones(n, dtype=bool), np.array(config.fractions, dtype=np.float64)
+    if config.mode == "ranges":
         pool, fracs = _assign_ranges(assign, config)
     else:  # titles
         pool, fracs = _assign_titles(assign, config, titles)
+    return assign, pool, fracs
 
-    if pool.any():
-        assign[pool] = _stratified(ids[pool], bins[pool], fracs, config.seed)
 
+def split_frame(coh_binned: pl.DataFrame, assign: np.ndarray) -> pl.DataFrame:
+    """The split frame (SPLITS_SCHEMA columns, input order) of the articles of ``coh_binned`` and their splits."""
     out = coh_binned.select("article_id", "n_chunks", "coherence", "coherence_bin").with_columns(
-        pl.Series("split", assign.astype(str), dtype=pl.Utf8)
+        pl.Series("split", np.asarray(assign).astype(str), dtype=pl.Utf8)
     )
     return out.select(
         pl.col("article_id").cast(pl.Int64),
@@ -313,7 +330,7 @@ def _check_ordinal_ranges(ranges: list[tuple[int, int]], n_articles: int) -> Non
             )
 
 
-def _stratified(ids: np.ndarray, bins: np.ndarray, fracs: np.ndarray, seed: int) -> np.ndarray:
+def stratified_draw(ids: np.ndarray, bins: np.ndarray, fracs: np.ndarray, seed: int) -> np.ndarray:
     """Per-bin seeded shuffle -> split names; null bins (-1) go to train.
 
     Counts follow the fractions of the *running total* over bins (rounded half up), so each bin keeps

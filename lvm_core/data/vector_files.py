@@ -24,6 +24,7 @@ from lvm_core.contracts.layout import (
 )
 from lvm_core.data.embedding.fingerprint import UNIT_NORM_TOLERANCE, EncoderFingerprint, ensure_same_fingerprint
 from lvm_core.io import storage
+from lvm_core.io.vectors import float32_rows
 
 __all__ = [
     "VALIDATE_BLOCK_ROWS",
@@ -48,8 +49,9 @@ def iter_row_blocks(n_rows: int, block: int) -> Iterator[tuple[int, int]]:
 
 
 def as_float32_block(vectors: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
-    """Rows of a (possibly memory-mapped, possibly float16) matrix as an in-memory float32 array."""
-    return np.asarray(vectors[rows], dtype=np.float32)
+    """Rows of a (possibly memory-mapped, possibly float16) matrix as an in-memory float32 copy; the pages
+    of a memory map read for it are released, so a pass over the file never holds the file in RSS."""
+    return float32_rows(vectors, rows)
 
 
 def _dtype_name(dtype: np.dtype | str) -> str:

@@ -23,6 +23,7 @@ import numpy as np
 from lvm_core.contracts.errors import DataContractError
 from lvm_core.data.chunk_layout import check_chunk_order
 from lvm_core.io.storage import atomic_path
+from lvm_core.io.vectors import float32_rows
 
 SEQUENCE_KEYS: tuple[str, ...] = ("context_rows", "target_rows", "article_ids", "target_chunk_index")
 _KEY_DTYPES: dict[str, type] = {
@@ -280,26 +281,26 @@ def data_direction(vectors: np.ndarray, seqs: SequenceSet, block: int = 4096) ->
         if nz.size == 0:
             continue
         if nz.size * 4 >= e - s0:  # dense block: stream it
-            slab = np.asarray(vectors[s0 - ctx : e], dtype=np.float32)
+            slab = float32_rows(vectors, slice(s0 - ctx, e))
             tgt = slab[ctx:]
             for j in range(ctx):
                 dots = np.einsum("ij,ij->i", slab[j : j + e - s0], tgt)
                 sums[j] += float(np.dot(dots.astype(np.float64), w))
         else:
             rows = s0 + nz
-            tgt = np.asarray(vectors[rows], dtype=np.float32)
+            tgt = float32_rows(vectors, rows)
             wz = w[nz].astype(np.float64)
             for j in range(ctx):
-                c = np.asarray(vectors[rows - ctx + j], dtype=np.float32)
+                c = float32_rows(vectors, rows - ctx + j)
                 sums[j] += float(np.dot(np.einsum("ij,ij->i", c, tgt).astype(np.float64), wz))
 
     # any other windows: gather context and target slabs
     other = np.flatnonzero(~contiguous)
     for s0 in range(0, other.size, block):
         idx = other[s0 : s0 + block]
-        tgt = np.asarray(vectors[seqs.target_rows[idx]], dtype=np.float32)
+        tgt = float32_rows(vectors, seqs.target_rows[idx])
         for j in range(ctx):
-            c = np.asarray(vectors[seqs.context_rows[idx, j]], dtype=np.float32)
+            c = float32_rows(vectors, seqs.context_rows[idx, j])
             sums[j] += float(np.einsum("ij,ij->i", c, tgt).sum(dtype=np.float64))
     return [float(x) for x in sums / n]
 

@@ -8,7 +8,11 @@ every evaluation split B reports (the splits other than train that have windows)
 
 Evaluating on the training dataset itself (the same split assignment, by its content hash) is never
 contaminated. When the training split cannot be read (the folder is gone or was rebuilt with other
-splits, or the model records no training dataset) the check cannot vouch for the numbers and says so.
+splits, or the model records no training dataset), the family's split registry decides if it can: when the
+evaluation dataset's registry (split_registry.parquet) descends from the registry the model was trained with
+(its hash is in the evaluation registry's lineage), the registry says which articles were train at that
+generation, moved ones included, so a model trained on month N is checked against month N+1 without month N's
+folder. Otherwise the check cannot vouch for the numbers and says so.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import pyarrow.parquet as pq
 
 from lvm_core.contracts.errors import UserError
 from lvm_core.contracts.layout import DatasetPaths
+from lvm_core.data.split_registry import SplitRegistryError, read_registry
 from lvm_core.io.storage import read_json
 
 __all__ = ["ContaminationError", "ContaminationReport", "check_contamination", "evaluation_articles"]
@@ -44,6 +49,7 @@ class ContaminationReport:
     by_split: dict[str, int] = field(default_factory=dict)
     examples: list[dict[str, Any]] = field(default_factory=list)  # [{"article_id", "title", "split"}]
     reason: str = ""  # why unchecked
+    checked_by: str = ""  # "training splits" (the training folder's splits.parquet) or "split registry"
 
     @property
     def trusted(self) -> bool:
@@ -87,6 +93,7 @@ class ContaminationReport:
             "by_split": dict(self.by_split),
             "examples": list(self.examples),
             "reason": self.reason,
+            "checked_by": self.checked_by,
             "tag": self.tag_value(),
         }
 
@@ -126,22 +133,49 @@ def check_contamination(
     training_dataset: str | None,
     training_split_hash: str | None = None,
     eval_split_hash: str | None = None,
+    training_registry_hash: str | None = None,
 ) -> ContaminationReport:
     """Compare the evaluation articles of `eval_root` with the train articles of the model's training dataset.
 
     `training_split_hash` is the split content hash recorded when the model was trained (registry tag
-    `split_hash`); `eval_split_hash` that of the evaluation dataset (read from its manifest if None).
+    `split_hash`); `eval_split_hash` that of the evaluation dataset (read from its manifest if None);
+    `training_registry_hash` the hash of the training dataset's split registry (tag `split_registry`), used
+    when the training folder cannot answer.
     """
     eval_root = Path(eval_root)
     if eval_split_hash is None:
         eval_split_hash = _split_hash(eval_root)
     report = ContaminationReport(status="clean", model=model, eval_dataset=str(eval_root), training_dataset=training_dataset)
     status, reason = _decided_without_overlap(eval_root, training_dataset, training_split_hash, eval_split_hash)
-    if status is not None:
-        report.status, report.reason = status, reason
+    train_ids: np.ndarray | None = None
+    if status is None:
+        train_ids, report.checked_by = _train_articles(DatasetPaths(Path(str(training_dataset))).splits), "training splits"
+    elif status == "unchecked" and training_registry_hash:
+        train_ids, why = _registry_train_articles(eval_root, training_registry_hash)
+        report.checked_by = "split registry" if train_ids is not None else ""
+        reason = f"{reason}, and {why}" if why else reason
+    if train_ids is None:
+        report.status, report.reason = str(status), reason
         return report
-    _count_overlap(report, eval_root, DatasetPaths(Path(str(training_dataset))).splits, eval_sequences)
+    _count_overlap(report, eval_root, train_ids, eval_sequences)
     return report
+
+
+def _registry_train_articles(eval_root: Path, training_registry_hash: str) -> tuple[np.ndarray | None, str]:
+    """The model's train articles as the evaluation dataset's registry knows them, when it descends from the
+    training registry; else (None, why not)."""
+    path = DatasetPaths(eval_root).split_registry
+    if not path.is_file():
+        return None, f"the evaluation dataset has no split registry ({path.name}) to follow"
+    try:
+        registry = read_registry(path)
+    except SplitRegistryError as exc:
+        return None, str(exc)
+    generation = registry.generation_of(training_registry_hash)
+    if generation is None:
+        return None, (f"the evaluation dataset's split registry {registry.hash[:12]} does not descend from the "
+                      f"training registry {training_registry_hash[:12]}")
+    return registry.train_articles_at(generation), ""
 
 
 def _decided_without_overlap(
@@ -170,12 +204,17 @@ def _decided_without_overlap(
     return None, ""
 
 
-def _count_overlap(report: ContaminationReport, eval_root: Path, train_splits: Path, eval_sequences: dict[str, Any]) -> None:
-    """Evaluation articles per split that were `train` articles in `train_splits`; examples with titles."""
+def _train_articles(train_splits: Path) -> np.ndarray:
+    """The `train` article ids of a splits.parquet."""
     splits = pq.read_table(train_splits, columns=["article_id", "split"])
     ids = np.asarray(splits.column("article_id").to_numpy(), dtype=np.int64)
     names = np.asarray(splits.column("split").to_pylist(), dtype=object)
-    train_ids = ids[names == "train"]
+    train: np.ndarray = ids[names == "train"]
+    return train
+
+
+def _count_overlap(report: ContaminationReport, eval_root: Path, train_ids: np.ndarray, eval_sequences: dict[str, Any]) -> None:
+    """Evaluation articles per split that are among `train_ids`; examples with titles."""
     by_split: dict[str, int] = {}
     overlap_split: dict[int, str] = {}
     n_eval = 0

@@ -45,7 +45,7 @@ class Chunks:
     article_ids: np.ndarray
     chunk_index: np.ndarray
     text_hash: np.ndarray
-    texts: np.ndarray
+    texts: Sequence[str] | np.ndarray  # indexed by row; a ColumnRows reads only the rows asked for
     bank: ChunkBank
 
 
@@ -263,16 +263,17 @@ def _checked_chunks(
         "article_ids": np.asarray(article_ids).astype(np.int64, copy=False),
         "chunk_index": np.asarray(chunk_index).astype(np.int64, copy=False),
         "text_hash": np.asarray(text_hash),
-        "texts": np.asarray(texts, dtype=object),
     }
     for name, arr in columns.items():
         if arr.shape != (n_rows,):
             raise EvaluationError(f"{name}: shape {arr.shape}, expected ({n_rows},) to match vectors")
+    if len(texts) != n_rows:  # texts stay as given: a lazy column is never materialised here
+        raise EvaluationError(f"texts: {len(texts)} rows, expected {n_rows} to match vectors")
     if bank is None:
         bank = ChunkBank(vectors, columns["article_ids"], columns["text_hash"])
     elif bank.n != n_rows or bank.dim != vectors.shape[1]:
         raise EvaluationError(f"bank: {bank.n}x{bank.dim} does not match vectors {vectors.shape}")
-    return Chunks(vectors=vectors, bank=bank, **columns)
+    return Chunks(vectors=vectors, bank=bank, texts=texts, **columns)
 
 
 def _new_result(

@@ -30,3 +30,60 @@ def l2_normalize(
     arr = x if out is not None else np.asarray(x, dtype=dtype)
     norm = row_norms(arr)[..., None]
     return cast(np.ndarray, np.divide(arr, np.where(norm < eps, 1, norm), out=out))
+
+
+def release_pages(vectors: np.ndarray, first_row: int = 0, end_row: int | None = None) -> None:
+    """Drop this process's mapped pages of rows ``first_row..end_row`` of a read-only memory map.
+
+    Pages of a mapped file that a process has touched count in its RSS until they are unmapped, so a
+    pass over a 10^8-row `embeddings.npy` would otherwise end up "holding" the whole file. After
+    ``madvise(MADV_DONTNEED)`` the pages stay in the OS page cache (a later read is a cheap minor fault);
+    only this process's mapping of them goes. A no-op for in-memory arrays and views of a map.
+    """
+    import mmap as _mmap
+
+    mm: Any = getattr(vectors, "_mmap", None)
+    owns_map = id(getattr(vectors, "base", None)) == id(mm)  # the map's own array, not a view of it
+    if not isinstance(mm, _mmap.mmap) or not owns_map or not hasattr(mm, "madvise"):
+        return
+
+    row_bytes = int(vectors.strides[0]) if vectors.ndim else 0
+    n_rows = int(vectors.shape[0]) if vectors.ndim else 0
+    end_row = n_rows if end_row is None else min(int(end_row), n_rows)
+    if row_bytes <= 0 or end_row <= first_row:
+        return
+    # np.memmap maps from the allocation-granularity boundary below the array's file offset
+    lead = int(vectors.offset) % _mmap.ALLOCATIONGRANULARITY  # type: ignore[attr-defined]
+    start = lead + int(first_row) * row_bytes
+    stop = min(lead + end_row * row_bytes, len(mm))
+    page = _mmap.PAGESIZE
+    start -= start % page
+    if stop > start:
+        mm.madvise(_mmap.MADV_DONTNEED, start, stop - start)
+
+
+def float32_rows(vectors: np.ndarray, rows: slice | np.ndarray, gather_block: int = 4096) -> np.ndarray:
+    """Rows of a (possibly memory-mapped, possibly float16) matrix as an in-memory float32 copy; the
+    mapped pages read for it are released (`release_pages`), so streaming a file costs one block.
+
+    Scattered rows of a large map each touch their own pages, so an index array is gathered
+    `gather_block` rows at a time, releasing the pages after each: at most a few MiB of the file are
+    mapped at once whatever the number of rows asked for.
+    """
+    if isinstance(rows, slice):
+        out = np.array(vectors[rows], dtype=np.float32)
+        start, stop, _ = rows.indices(int(vectors.shape[0]))
+        release_pages(vectors, start, stop)
+        return out
+    idx = np.asarray(rows)
+    if getattr(vectors, "_mmap", None) is None or idx.ndim != 1 or idx.size <= gather_block:
+        out = np.array(vectors[idx], dtype=np.float32)
+        if idx.size:
+            release_pages(vectors, int(idx.min()), int(idx.max()) + 1)
+        return out
+    out = np.empty((idx.size, *vectors.shape[1:]), dtype=np.float32)
+    for s in range(0, idx.size, gather_block):
+        part = idx[s : s + gather_block]
+        out[s : s + part.size] = vectors[part]
+        release_pages(vectors, int(part.min()), int(part.max()) + 1)
+    return out

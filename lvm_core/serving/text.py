@@ -38,7 +38,7 @@ class TextIndex:
 
     encoder: Any
     bank: ChunkBank
-    texts: list[str]
+    texts: Sequence[str]  # by row; a ColumnRows reads only the rows of the hits
     titles: dict[int, str]
     chunk_index: np.ndarray
     casefold: bool
@@ -52,6 +52,9 @@ class TextIndex:
         scores, rows = self.bank.search(predictions, k, exclude_rows=[own_rows] * len(predictions))
         article_ids = self.bank.article_ids
         assert article_ids is not None  # the text bank is built with the chunks' article ids
+        found = sorted({int(r) for r in np.asarray(rows).ravel() if r >= 0})
+        take = getattr(self.texts, "take", None)
+        text_of = dict(zip(found, take(found) if callable(take) else [self.texts[r] for r in found]))
         out = []
         for srow, rrow in zip(scores, rows):
             hits = []
@@ -59,7 +62,7 @@ class TextIndex:
                 if row < 0:
                     continue
                 aid = int(article_ids[row])
-                hits.append({"text": self.texts[row], "title": self.titles.get(aid), "article_id": aid,
+                hits.append({"text": text_of[int(row)], "title": self.titles.get(aid), "article_id": aid,
                              "chunk_index": int(self.chunk_index[row]), "row": int(row), "score": float(score)})
             out.append(hits)
         return out
@@ -98,6 +101,7 @@ class TextSearch:
         import pyarrow.parquet as pq
 
         from lvm_core.data.vector_files import load_embeddings
+        from lvm_core.io.parquet_rows import ColumnRows
 
         fp = model.fingerprint
         try:
@@ -115,7 +119,8 @@ class TextSearch:
         paths = DatasetPaths(root)
         try:
             vectors, _ = load_embeddings(root, expected=fp, mmap=True)
-            chunks = pq.read_table(paths.chunks, columns=["article_id", "chunk_index", "text_hash", "text"])
+            chunks = pq.read_table(paths.chunks, columns=["article_id", "chunk_index", "text_hash"])
+            texts = ColumnRows(paths.chunks, "text")  # the hits' texts are read when asked for
             articles = pq.read_table(paths.articles, columns=["article_id", "title"])
         except Exception as exc:  # noqa: BLE001 - gone, unreadable or another encoder's vectors
             raise TextUnavailable(f"the dataset of {model.describe()} ({root}) cannot be used: "
@@ -123,7 +128,7 @@ class TextSearch:
         bank = ChunkBank(vectors, chunks.column("article_id").to_numpy(),
                          np.asarray(chunks.column("text_hash").to_pylist()))
         titles = dict(zip(articles.column("article_id").to_pylist(), articles.column("title").to_pylist()))
-        index = TextIndex(encoder=encoder, bank=bank, texts=chunks.column("text").to_pylist(), titles=titles,
+        index = TextIndex(encoder=encoder, bank=bank, texts=texts, titles=titles,
                           chunk_index=chunks.column("chunk_index").to_numpy(), casefold=fp.casefold, dataset=str(root))
         self._by_dataset[(str(root), fp.id)] = index
         return index

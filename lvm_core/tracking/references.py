@@ -20,7 +20,7 @@ from lvm_core.contracts.errors import DataContractError, ModelNotFoundError, Reg
 from lvm_core.data.embedding.fingerprint import EncoderFingerprint
 from lvm_core.models.loader import LoadedModel, load_model_dir
 from lvm_core.tracking.setup import is_not_found, mlflow_client
-from lvm_core.tracking.tags import ALIAS_CHAMPION, TAG_DATASET_DIR, TAG_ENCODER, TAG_SPLIT_HASH
+from lvm_core.tracking.tags import ALIAS_CHAMPION, TAG_DATASET_DIR, TAG_ENCODER, TAG_SPLIT_HASH, TAG_SPLIT_REGISTRY
 
 
 def require_registered_model(name: str) -> Any:
@@ -145,6 +145,15 @@ def training_dataset(model: LoadedModel) -> tuple[str | None, str | None]:
         run_tags = dict(mlflow_client().get_run(model.run_id).data.tags)
     split_hash = (model.tags or {}).get(TAG_SPLIT_HASH) or run_tags.get(TAG_SPLIT_HASH)
     return run_tags.get(TAG_DATASET_DIR) or None, split_hash or None
+
+
+def training_registry_hash(model: LoadedModel) -> str | None:
+    """The hash of the split registry a registered model's training dataset followed (tag `split_registry`),
+    None for a model trained before registries or loaded from a folder."""
+    tags = dict(model.tags or {})
+    if TAG_SPLIT_REGISTRY not in tags and model.run_id:
+        tags = dict(mlflow_client().get_run(model.run_id).data.tags)
+    return tags.get(TAG_SPLIT_REGISTRY) or None
 
 
 def recorded_dataset(model: LoadedModel) -> str:

@@ -44,6 +44,7 @@ from lvm_core.tracking.tags import (
     TAG_OWNER,
     TAG_SNAPSHOT,
     TAG_SPLIT_HASH,
+    TAG_SPLIT_REGISTRY,
     fingerprint_tags,
     flatten_params,
     tag_value,
@@ -313,9 +314,11 @@ class TrainingRun:
             run_tags[TAG_SNAPSHOT] = str(snapshot)
         if manifest.get("dataset_id") and TAG_DATASET_ID not in existing:
             run_tags[TAG_DATASET_ID] = str(manifest["dataset_id"])
-        split_hash = (manifest.get("splits") or {}).get("content_hash") if isinstance(manifest.get("splits"), dict) else None
-        if split_hash and TAG_SPLIT_HASH not in existing:
-            run_tags[TAG_SPLIT_HASH] = str(split_hash)
+        block = manifest.get("splits")
+        splits: dict[str, Any] = block if isinstance(block, dict) else {}
+        for tag, key in ((TAG_SPLIT_HASH, "content_hash"), (TAG_SPLIT_REGISTRY, "registry_hash")):
+            if splits.get(key) and tag not in existing:
+                run_tags[tag] = str(splits[key])
         self.set_tags(run_tags)
         return {"name": ds_name, "digest": digest, "source": str(dataset_dir)}
 

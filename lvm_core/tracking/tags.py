@@ -22,6 +22,7 @@ TAG_ARCH = "arch"
 TAG_SNAPSHOT = "snapshot_id"
 TAG_DATASET_ID = "dataset_id"
 TAG_SPLIT_HASH = "split_hash"
+TAG_SPLIT_REGISTRY = "split_registry"  # hash of the training dataset's split registry (its family lineage)
 TAG_ENCODER = "encoder_fingerprint"
 TAG_ENCODER_MODEL = "encoder_model"
 TAG_ENCODER_DIM = "encoder_dim"
@@ -40,7 +41,7 @@ TAG_ROLLED_BACK_AT = "rolled_back_at"
 TAG_OWNER = "lvm.owner"  # on a run: JSON of the process that runs it (host, pid, start time)
 TAG_INCOMPLETE = "incomplete"  # on a version: its training run was killed before it finished
 TAG_CONTAMINATION = "contamination"  # on an evaluation run and, after an allowed contaminated run, the version
-RUN_TAGS_COPIED_TO_VERSION = (TAG_SNAPSHOT, TAG_DATASET_ID, TAG_SPLIT_HASH, TAG_DATASET_DIGEST)
+RUN_TAGS_COPIED_TO_VERSION = (TAG_SNAPSHOT, TAG_DATASET_ID, TAG_SPLIT_HASH, TAG_SPLIT_REGISTRY, TAG_DATASET_DIGEST)
 
 MAX_PARAM_VALUE = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
 MAX_TAG_VALUE = 5000  # below every store's limit for run and registry tags

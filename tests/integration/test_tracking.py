@@ -40,6 +40,7 @@ from lvm_core.tracking.tags import (
     TAG_PREVIOUS_CHAMPION,
     TAG_SNAPSHOT,
     TAG_SPLIT_HASH,
+    TAG_SPLIT_REGISTRY,
 )
 from tests.fixtures.model_records import CTX, DIM, FAIL, FP, OTHER_FP, PASS, tiny_model
 from tests.fixtures.vectors import random_unit
@@ -75,7 +76,7 @@ def write_manifest(folder: Path) -> Path:
         "snapshot_id": "enwiki-sample-1",
         "dataset_id": "ds-1",
         "counts": {"articles": 14, "chunks": 900, "sequences": {"train": 600, "val": 80, "ood": 70}},
-        "splits": {"content_hash": "feedbeef"},
+        "splits": {"content_hash": "feedbeef", "registry_hash": "cafe0123"},
     }
     storage.write_json(folder / "manifest.json", manifest)
     return folder / "manifest.json"
@@ -143,6 +144,7 @@ def test_run_records_params_epochs_dataset_gates_and_artifacts(client, tmp_path)
     t = r.data.tags
     assert t["arch"] == "amn" and t[TAG_ENCODER] == FP.id and t[TAG_ENCODER_DIM] == str(DIM)
     assert t[TAG_SNAPSHOT] == "enwiki-sample-1" and t[TAG_SPLIT_HASH] == "feedbeef"
+    assert t[TAG_SPLIT_REGISTRY] == "cafe0123"  # what a later month's contamination check follows
     assert t["gates.model.passed"] == "false" and t["gates.model.failed"] == "ood_val_gap"
     assert outcomes["ood_val_gap"] == {"passed": False, "value": 0.07, "threshold": 0.05}
     assert r.data.metrics["gate.val_cosine"] == pytest.approx(0.56)

@@ -54,8 +54,8 @@ LAYERS = {
 # Rank of each unit of lvm_core/data/ (a sub-package or a module; a module belongs to the longest unit
 # that holds it, so `ingest.shards` is a unit of its own, above `chunking`, which reads `ingest` articles).
 DATA_LAYERS = {
-    "ingest": 0, "splits": 0, "chunk_layout": 0,
-    "chunking": 1, "windows": 1, "coherence": 1, "npz_compat": 1,
+    "ingest": 0, "splits": 0, "chunk_layout": 0, "hash_codes": 0,
+    "chunking": 1, "windows": 1, "coherence": 1, "npz_compat": 1, "split_registry": 1,
     "ingest.shards": 2, "embedding": 2,
     "vector_files": 3,
     "retrieval": 4,

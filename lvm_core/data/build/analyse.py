@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -43,19 +43,21 @@ from lvm_core.io.storage import (
     load_npy,
     read_json,
     write_json,
-    write_parquet,
 )
 from lvm_core.runtime.faults import crash_point
+
+if TYPE_CHECKING:
+    from lvm_core.data.build.splitting import SplitOutcome
 
 
 @dataclass(frozen=True)
 class _Chunks:
     """The staged chunk rows the analysis reads, aligned with the vectors."""
 
-    article_ids: np.ndarray
-    chunk_index: np.ndarray
-    text_hash: np.ndarray
-    vectors: np.ndarray
+    article_ids: np.ndarray  # (n,) int64
+    chunk_index: np.ndarray  # (n,) int32
+    text_hash: np.ndarray  # (n,) uint64 codes of the text hashes (`hash_codes`), not the strings
+    vectors: np.ndarray  # memory-mapped; read in blocks whose pages are released
     encoder: dict[str, Any]
 
 
@@ -80,10 +82,12 @@ def analyse_step(
     chunks = _read_chunks(paths)
     ctx = config.context_len
     coh, coh_binned, edges = _coherence(chunks, config, paths, source.dataset_id)
-    n_articles, split_df, split_cfg, split_manifest = _split(paths, coh_binned, config)
-    split_of_article = dict(zip(split_df["article_id"].to_list(), split_df["split"].to_list()))
-    seqs = _windows(chunks, split_of_article, ctx)
-    leak = _purge_leakage(seqs, chunks, split_of_article, config.near_dup_threshold)
+    split = _split(paths, coh_binned, config, source)
+    n_articles, split_df, split_cfg, split_manifest = split.n_articles, split.splits, split.config, split.report
+    row_split = _row_split(chunks.article_ids, split_df)
+    seqs = _windows(chunks, split_df, ctx)
+    leak = _purge_leakage(seqs, chunks, row_split, config.near_dup_threshold)
+    del row_split
     # parity is gated on the articles that still have windows after the purge; the pre-purge one is kept beside it
     split_manifest["parity_before_purge"] = split_manifest["parity"]
     split_manifest["parity"] = _parity(splits.split_report(_articles_after_purge(split_df, seqs), split_cfg))
@@ -105,6 +109,7 @@ def analyse_step(
             source, config, chunks, n_articles, seqs, ingest, _coherence_summary(coh, edges),
             split_manifest, leak, crossing, oracle, direction, embed.stats, shards,
         )
+        manifest = manifest.with_fields(lineage={**(manifest.lineage or {}), **split.lineage})
     except ValidationError as exc:
         raise manifest_error(paths.manifest, exc) from None
     write_manifest(paths.manifest, manifest)
@@ -126,12 +131,19 @@ def _stage_inputs(stage_dir: Path, articles_path: Path, chunks_path: Path, embed
 
 
 def _read_chunks(paths: DatasetPaths) -> _Chunks:
-    """The staged chunk columns, vectors and encoder record; refuses vectors not aligned with the chunks."""
-    chunks = pq.read_table(paths.chunks, columns=["article_id", "chunk_index", "text_hash"])
+    """The staged chunk columns, vectors and encoder record; refuses vectors not aligned with the chunks.
+
+    Held per row: article id, chunk index and a 64-bit code of the text hash (20 bytes); the vectors stay
+    a memory map.
+    """
+    from lvm_core.data.hash_codes import read_hash_codes
+
+    chunks = pq.read_table(paths.chunks, columns=["article_id", "chunk_index"])
     article_ids = chunks.column("article_id").to_numpy()
     chunk_index = chunks.column("chunk_index").to_numpy()
-    text_hash = np.asarray(chunks.column("text_hash").to_pylist())
-    vectors = load_npy(paths.embeddings)
+    del chunks
+    text_hash = read_hash_codes(paths.chunks)
+    vectors = load_npy(paths.embeddings, mmap=True)
     encoder = read_json(paths.encoder)
     if vectors.shape[0] != len(article_ids):
         raise DataContractError(
@@ -153,65 +165,66 @@ def _coherence(chunks: _Chunks, config: BuildConfig, paths: DatasetPaths, datase
     return coh, coh_binned, edges
 
 
-def _split(paths: DatasetPaths, coh_binned: Any, config: BuildConfig) -> tuple[int, Any, Any, dict[str, Any]]:
-    """Split the binned articles, write splits.parquet; the article count, split frame, split config and
-    the split report with parity."""
-    import polars as pl
+def _split(paths: DatasetPaths, coh_binned: Any, config: BuildConfig, source: SourceInfo) -> SplitOutcome:
+    """Split the binned articles along the family's split registry (`build.splitting`): splits.parquet,
+    split_registry.parquet, the split report with parity, and the lineage of the registry."""
+    from lvm_core.data.build.splitting import split_step
 
-    from lvm_core.data import splits
-
-    articles = pq.read_table(paths.articles, columns=["article_id", "title"])
-    title_of = dict(zip(articles.column("article_id").to_pylist(), articles.column("title").to_pylist()))
-    titles = pl.Series("title", [title_of.get(a, "") for a in coh_binned["article_id"].to_list()])
-    split_cfg = splits.SplitConfig(
-        mode=config.split_mode,
-        fractions=tuple(config.fractions),
-        seed=config.seed,
-        ood_ranges=config.exclude_articles,
-        val_ranges=config.val_articles,
-        holdout_titles=config.holdout_titles,
-    )
-    split_df = splits.split_articles(coh_binned, split_cfg, titles=titles)
-    write_parquet(paths.splits, splits.splits_table(split_df))
-    split_manifest = splits.split_report(split_df, split_cfg)
-    split_manifest["parity"] = _parity(split_manifest)
-    return int(articles.num_rows), split_df, split_cfg, split_manifest
+    outcome = split_step(paths, coh_binned, config, source)
+    outcome.report["parity"] = _parity(outcome.report)
+    return outcome
 
 
-def _windows(chunks: _Chunks, split_of_article: dict[int, str], ctx: int) -> dict[str, Any]:
+def _row_split(article_ids: np.ndarray, split_df: Any) -> np.ndarray:
+    """(n,) int8 split code of each chunk row (`leakage.SPLIT_CODES`; -1 for an article without a split)."""
+    from lvm_core.data.leakage import UNSPLIT, split_codes
+
+    ids = split_df["article_id"].to_numpy().astype(np.int64, copy=False)
+    codes = split_codes(split_df["split"].to_numpy())
+    order = np.argsort(ids, kind="stable")
+    ids, codes = ids[order], codes[order]
+    if ids.size == 0:
+        return np.full(article_ids.shape[0], UNSPLIT, dtype=np.int8)
+    pos = np.minimum(np.searchsorted(ids, article_ids), ids.size - 1)
+    return np.where(ids[pos] == article_ids, codes[pos], UNSPLIT).astype(np.int8, copy=False)
+
+
+def _windows(chunks: _Chunks, split_df: Any, ctx: int) -> dict[str, Any]:
     """The windows of each split, strictly inside articles."""
+    ids = split_df["article_id"].to_numpy().astype(np.int64, copy=False)
+    split = split_df["split"].to_numpy()
     seqs: dict[str, Any] = {}
     for name in SPLIT_NAMES:
-        members = np.array([a for a, s in split_of_article.items() if s == name], dtype=np.int64)
+        members = ids[split == name]
         seqs[name] = windows.build_windows(chunks.article_ids, chunks.chunk_index, context_len=ctx, articles=members)
     return seqs
 
 
 def _purge_leakage(
-    seqs: dict[str, Any], chunks: _Chunks, split_of_article: dict[int, str], near_dup_threshold: float
+    seqs: dict[str, Any], chunks: _Chunks, row_split: np.ndarray, near_dup_threshold: float
 ) -> dict[str, Any]:
     """Leakage raw over val/ood articles, then purge leaking val/ood windows (in `seqs`) and measure again.
 
-    Returns the manifest's leakage fields, in manifest order.
+    `row_split` is the int8 split code of each row (`_row_split`). Returns the manifest's leakage fields,
+    in manifest order.
     """
     from lvm_core.data import leakage
 
-    row_split = np.array([split_of_article.get(int(a), "") for a in chunks.article_ids], dtype=object)
     scan = leakage.scan_leakage(
-        chunks.article_ids, chunks.text_hash, chunks.vectors, row_split.astype(str),
-        near_dup_threshold=near_dup_threshold,
+        chunks.article_ids, chunks.text_hash, chunks.vectors, row_split, near_dup_threshold=near_dup_threshold
     )
     leakage_raw, leaking = scan.report(), scan.leaking_rows
     purged: dict[str, int] = {}
     windows_before = {name: len(seqs[name]) for name in _eval_split_names()}
     for name in EVAL_SPLITS:
         seqs[name], purged[name] = leakage.purge_leaking_windows(seqs[name], leaking)
-    used_split = np.where(np.isin(row_split.astype(str), list(EVAL_SPLITS)), "", row_split.astype(str))
+    eval_codes = [leakage.SPLIT_CODES[name] for name in EVAL_SPLITS]
+    used_split = np.where(np.isin(row_split, eval_codes), np.int8(leakage.UNSPLIT), row_split).astype(np.int8)
     for name in EVAL_SPLITS:
         rows = np.unique(np.concatenate([seqs[name].context_rows.ravel(), seqs[name].target_rows]))
-        used_split[rows] = name
+        used_split[rows] = leakage.SPLIT_CODES[name]
     # Train rows are unchanged, so each row's leak flags stand; only the val/ood rows still in use count.
-    leakage_post = replace(scan, row_split=used_split.astype(str)).report()
+    leakage_post = replace(scan, row_split=used_split).report()
     purged_fraction = {n: purged[n] / windows_before[n] if windows_before.get(n) else 0.0 for n in purged}
     return {
         "leakage": leakage_post,
@@ -298,5 +311,6 @@ def _articles_after_purge(split_df: Any, seqs: dict[str, Any]) -> Any:
     """The split table without the evaluation articles that have no window left after the purge."""
     import polars as pl
 
-    kept = {int(a) for name, s in seqs.items() if name != "train" for a in np.unique(s.article_ids)}
-    return split_df.filter((pl.col("split") == "train") | pl.col("article_id").is_in(sorted(kept)))
+    kept = np.unique(np.concatenate([s.article_ids for name, s in seqs.items() if name != "train"] or [np.zeros(0)]))
+    kept_ids = pl.Series("kept", kept.astype(np.int64, copy=False))
+    return split_df.filter((pl.col("split") == "train") | pl.col("article_id").is_in(kept_ids.implode()))

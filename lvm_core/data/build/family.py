@@ -44,12 +44,11 @@ class PublishedDataset:
 
 
 def dataset_family(snapshot_id: str) -> str:
-    """The family of a snapshot: its wiki for a dated dump id (`enwiki-20240601` → `enwiki`), else the id
-    without its last `-part` (`sample-3f2a…` → `sample`)."""
+    """The family of a snapshot: its wiki for a dated dump id (`enwiki-20240601` → `enwiki`). An undated id
+    (`enwiki-a53f4648dec4`, named by its digest: the embedded sample, a "latest" dump) is a family of its own,
+    so a month of a real wiki never carries on from the sample's articles and splits."""
     m = _DATED.match(snapshot_id)
-    if m:
-        return m["family"]
-    return snapshot_id.rsplit("-", 1)[0] if "-" in snapshot_id else snapshot_id
+    return m["family"] if m else snapshot_id
 
 
 def snapshot_date(snapshot_id: str) -> _dt.date | None:
@@ -94,7 +93,7 @@ def find_previous_dataset(data_dir: Path, snapshot_id: str, dataset_id: str) -> 
     family, date = dataset_family(snapshot_id), snapshot_date(snapshot_id)
     candidates = [d for d in published_datasets(data_dir) if d.family == family and d.dataset_id != dataset_id]
     if date is not None:
-        candidates = [d for d in candidates if d.date is None or d.date < date]
+        candidates = [d for d in candidates if d.date is not None and d.date < date]
     if not candidates:
         return None
     return max(candidates, key=lambda d: (d.date or _dt.date.min, d.created_at))

@@ -14,6 +14,7 @@ from lvm_core.contracts.layout import DatasetPaths, datasets_root
 from lvm_core.contracts.manifest import DatasetManifest, read_manifest
 from lvm_core.data import windows
 from lvm_core.data.vector_files import load_embeddings
+from lvm_core.io.parquet_rows import ColumnRows
 
 
 class DatasetNotReadyError(UserError, RuntimeError):
@@ -32,7 +33,7 @@ class Dataset:
     chunk_index: np.ndarray
     text_hash: np.ndarray
     sequences: dict[str, Any]
-    _texts: list[str] | None = field(default=None, repr=False)
+    _texts: ColumnRows | None = field(default=None, repr=False)
 
     @property
     def paths(self) -> DatasetPaths:
@@ -48,9 +49,10 @@ class Dataset:
         return int(self.vectors.shape[1])
 
     @property
-    def texts(self) -> list[str]:
+    def texts(self) -> ColumnRows:
+        """Chunk texts by row, read on demand (only the rows asked for, by row group): never the whole column."""
         if self._texts is None:
-            self._texts = pq.read_table(self.paths.chunks, columns=["text"]).column("text").to_pylist()
+            self._texts = ColumnRows(self.paths.chunks, "text")
         return self._texts
 
     def article_bins(self) -> dict[int, int]:

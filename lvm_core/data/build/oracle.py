@@ -16,9 +16,13 @@ from lvm_core.contracts.errors import DataContractError
 from lvm_core.contracts.layout import DatasetPaths
 from lvm_core.data.embedding.encoder import load_encoder
 from lvm_core.data.embedding.fingerprint import EncoderFingerprint, FingerprintMismatchError
+from lvm_core.data.hash_codes import read_hash_codes
 from lvm_core.data.retrieval.bank import ChunkBank
 from lvm_core.data.retrieval.oracle import ORACLE_K, ORACLE_SAMPLE_SIZE, ORACLE_SEED, oracle_hits, oracle_sample
 from lvm_core.io.storage import read_json
+
+#: Rows per block when the oracle checks and searches the bank (16k x 384 float32 = 24 MiB).
+_BLOCK_ROWS = 16384
 
 
 def measure_oracle(
@@ -61,13 +65,31 @@ def measure_oracle(
     }
     if rows.size == 0:
         return out
-    chunks = pq.read_table(paths.chunks, columns=["article_id", "text_hash", "text"])
-    texts = chunks.column("text").take(pa.array(rows)).to_pylist()
+    texts = read_rows(paths.chunks, rows, "text")
     vectors = np.load(paths.embeddings, mmap_mode="r", allow_pickle=False)
-    bank = ChunkBank(
-        vectors, chunks.column("article_id").to_numpy(), np.asarray(chunks.column("text_hash").to_pylist())
-    )
+    bank = ChunkBank(vectors, text_hash=read_hash_codes(paths.chunks), check_block=_BLOCK_ROWS)
+    bank.faiss_block_rows = _BLOCK_ROWS  # 24 MiB float32 blocks: the search streams the bank, holds one
     fresh = encoder.encode(texts, batch_size=batch_size)
     hits = oracle_hits(bank, rows, k, target_vectors=fresh)
     out.update(hits=int(hits.sum()), recall=float(hits.mean()))
+    return out
+
+
+def read_rows(path: Path, rows: np.ndarray, column: str, batch_rows: int = 1 << 16) -> list[Any]:
+    """Values of one column at sorted, distinct `rows` of a Parquet file, read batch by batch from only the
+    row groups that hold them (the oracle's 500 texts, not the whole text column)."""
+    pf = pq.ParquetFile(path)
+    rows = np.asarray(rows, dtype=np.int64)
+    sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
+    bounds = np.cumsum([0, *sizes])
+    if rows.size and (rows.min() < 0 or rows.max() >= bounds[-1]):
+        raise DataContractError(f"{path}: rows {int(rows.min())}..{int(rows.max())} outside its {int(bounds[-1])} rows")
+    out: list[Any] = []
+    for g in np.unique(np.searchsorted(bounds, rows, side="right") - 1):
+        pos = int(bounds[g])
+        for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[int(g)], columns=[column]):
+            local = rows[(rows >= pos) & (rows < pos + batch.num_rows)] - pos
+            if local.size:
+                out.extend(batch.column(0).take(pa.array(local)).to_pylist())
+            pos += batch.num_rows
     return out

@@ -98,6 +98,8 @@ def content_hash(manifest: DatasetManifest, root: Path) -> str:
     body["source"] = {k: v for k, v in dict(body.get("source") or {}).items() if k != "path"}
     body["build_config"] = {k: v for k, v in dict(body.get("build_config") or {}).items() if k not in _RUN_ONLY_OPTIONS}
     files = [paths.articles, paths.chunks, paths.embeddings, paths.encoder, paths.splits, paths.sequences]
+    if manifest.splits.registry_hash:  # datasets published before split registries have none
+        files.append(paths.split_registry)
     return json_digest([body, {f.name: _data_digest(f) for f in files}])
 
 

@@ -25,6 +25,7 @@ from lvm_core.data.embedding.fingerprint import (
     EncoderFingerprint,
     EncoderLoadError,
 )
+from lvm_core.data.embedding.hash_encoder import HashTestEncoder, is_hash_test_spec
 from lvm_core.data.embedding.model_folder import (
     DEFAULT_MODEL,
     encoder_casefolds,
@@ -219,10 +220,12 @@ def load_encoder(
     export, the result kept under `cache_dir`, default `<LVM_DATA_DIR>/cache/encoders`) and refused
     with `EncoderAgreementError` below `min_agreement` mean cosine. `threads` (onnx-int8) defaults to
     `OMP_NUM_THREADS`, else the usable CPUs. Loading takes seconds, so callers in a process share one
-    instance per (model, backend, device).
+    instance per (model, backend, device). The spec `hash-test` (benchmarks only) gives `HashTestEncoder`.
     """
     if isinstance(name_or_path, EncoderFingerprint):
         name_or_path = name_or_path.spec
+    if is_hash_test_spec(name_or_path):
+        return HashTestEncoder()
     name, backend_spec = parse_encoder_spec(None if name_or_path is None else str(name_or_path))
     folder, model_name = resolve_model_folder(name)
     backend, precision, device = _resolve_backend(backend_spec, device)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lvm_core.data.embedding.fingerprint import EncoderLoadError
+from lvm_core.data.embedding.hash_encoder import is_hash_test_spec
 from lvm_core.io import storage
 
 __all__ = [
@@ -118,8 +119,10 @@ def encoder_casefolds(name_or_path: str | Path | None = None) -> bool:
     different vectors, so they must not share one cache entry. Read from the sentence-transformers
     Transformer module (`sentence_bert_config.json` `do_lower_case`) and its tokenizer
     (`tokenizer_config.json` `do_lower_case`, else the `tokenizer.json` normaliser). Nothing that says
-    it lower-cases means cased. The packaged all-MiniLM-L6-v2 is uncased.
+    it lower-cases means cased. The packaged all-MiniLM-L6-v2 is uncased, and so is the `hash-test` encoder.
     """
+    if is_hash_test_spec(name_or_path):
+        return True
     if isinstance(name_or_path, Path) and name_or_path.is_dir():
         folder = name_or_path.resolve()
     else:

@@ -17,6 +17,7 @@ from pathlib import Path
 from lvm_core.data.embedding import onnx
 from lvm_core.data.embedding.encoder import BACKENDS, load_encoder, parse_encoder_spec
 from lvm_core.data.embedding.fingerprint import Encoder, EncoderFingerprint, EncoderLoadError
+from lvm_core.data.embedding.hash_encoder import HASH_TEST_FINGERPRINT, HASH_TEST_SPEC, is_hash_test_spec
 from lvm_core.data.embedding.model_folder import encoder_casefolds, output_dim, resolve_model_folder, weights_digest
 
 __all__ = ["PinnedEncoder", "PinnedEncoderError", "load_pinned", "pin_encoder", "worker_name"]
@@ -46,6 +47,8 @@ def pin_encoder(spec: str | None, device: str | None = None) -> PinnedEncoder:
     "auto" is decided once, by this process's device (`device`, else CUDA when present): workers then
     load that backend whatever their own hardware.
     """
+    if is_hash_test_spec(spec):  # benchmarks only: no model files, one fingerprint everywhere
+        return PinnedEncoder(spec=HASH_TEST_SPEC, fingerprint=HASH_TEST_FINGERPRINT)
     name, backend = parse_encoder_spec(spec)
     if backend == "auto":
         cuda = device.startswith("cuda") if device else _cuda_available()

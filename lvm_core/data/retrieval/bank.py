@@ -47,7 +47,7 @@ class ChunkBank:
         self,
         vectors: np.ndarray,
         article_ids: np.ndarray | None = None,
-        text_hash: Sequence[str] | np.ndarray | None = None,
+        text_hash: Sequence[str] | np.ndarray | None = None,  # strings, or uint64 codes (8 bytes a row)
         use_faiss: bool | None = None,
         *,
         faiss_index: FaissKind = "flat",
@@ -71,8 +71,11 @@ class ChunkBank:
             self.text_hash = np.asarray(text_hash)
             if self.text_hash.shape != (n,):
                 raise RetrievalError(f"ChunkBank text_hash: shape {self.text_hash.shape}, expected ({n},)")
-            _, codes = np.unique(self.text_hash, return_inverse=True)
-            self._hash_codes = codes.astype(np.int64).reshape(n)
+            if np.issubdtype(self.text_hash.dtype, np.integer):  # 64-bit codes (`hash_codes`): used as they are
+                self._hash_codes = self.text_hash
+            else:
+                _, codes = np.unique(self.text_hash, return_inverse=True)
+                self._hash_codes = codes.astype(np.int64).reshape(n)
         if block_rows < 1 or query_block < 1:
             raise RetrievalError("ChunkBank: block_rows and query_block must be >= 1")
         self.block_rows = int(block_rows)

@@ -76,8 +76,8 @@ def oracle_hits(
         raise RetrievalError(f"target_hashes: shape {expected.shape}, expected {target_rows.shape}")
     if bank.text_hash is None:
         raise RetrievalError("oracle: target_hashes given but the bank has no text_hash")
-    got = cast(np.ndarray, np.where(rows >= 0, bank.text_hash[np.clip(rows, 0, None)], None))
-    return cast(np.ndarray, (got == expected[:, None]).any(axis=1))
+    same = bank.text_hash[np.clip(rows, 0, None)] == expected[:, None]  # strings, or 64-bit codes
+    return cast(np.ndarray, (same & (rows >= 0)).any(axis=1))
 
 
 def oracle_recall_at_k(

@@ -36,9 +36,8 @@ def neighbor_table(
     """
     w = windows_of(seqs)
     pred = checked_predictions(pred, w.n, bank.dim)
-    texts = np.asarray(texts, dtype=object)
-    if texts.shape != (bank.n,):
-        raise EvaluationError(f"neighbor_table: texts has shape {texts.shape}, expected ({bank.n},)")
+    if len(texts) != bank.n:
+        raise EvaluationError(f"neighbor_table: texts has {len(texts)} rows, expected {bank.n}")
     if w.n == 0 or n_samples < 1:
         return []
     rng = np.random.default_rng(seed)
@@ -47,6 +46,7 @@ def neighbor_table(
     scores, rows = bank.search(pred[pick], k, sub.context_rows)
     ranks = bank.rank_of(pred[pick], sub.target_rows, sub.context_rows)
     cos = rowwise_cosine(pred[pick], bank.vectors[sub.target_rows])
+    text_of = _texts_of(texts, np.concatenate([sub.context_rows[:, -1], sub.target_rows, rows[rows >= 0]]))
     out = []
     for i, win in enumerate(pick):
         out.append(
@@ -54,18 +54,26 @@ def neighbor_table(
                 "window": int(win),
                 "article_id": int(sub.article_ids[i]),
                 "target_chunk_index": int(sub.target_chunk_index[i]),
-                "context_last": str(texts[int(sub.context_rows[i, -1])]),
-                "target": str(texts[int(sub.target_rows[i])]),
+                "context_last": text_of[int(sub.context_rows[i, -1])],
+                "target": text_of[int(sub.target_rows[i])],
                 "cosine_to_target": float(cos[i]),
                 "target_rank": int(ranks[i]),
-                "neighbors": _neighbors(scores[i], rows[i], int(sub.target_rows[i]), bank, texts),
+                "neighbors": _neighbors(scores[i], rows[i], int(sub.target_rows[i]), bank, text_of),
             }
         )
     return out
 
 
+def _texts_of(texts: Sequence[str] | np.ndarray, rows: np.ndarray) -> dict[int, str]:
+    """{row: text} for `rows`, in one read when `texts` reads lazily (`ColumnRows.take`)."""
+    wanted = sorted({int(r) for r in rows})
+    take = getattr(texts, "take", None)
+    values = take(wanted) if callable(take) and not isinstance(texts, np.ndarray) else [texts[r] for r in wanted]
+    return {r: str(v) for r, v in zip(wanted, values)}
+
+
 def _neighbors(
-    scores: np.ndarray, rows: np.ndarray, target: int, bank: ChunkBank, texts: np.ndarray
+    scores: np.ndarray, rows: np.ndarray, target: int, bank: ChunkBank, texts: dict[int, str]
 ) -> list[dict[str, Any]]:
     """One window's search hits as {row, score, text, is_target} (a same-text-hash chunk is the target)."""
     codes = bank.hash_codes
@@ -74,7 +82,7 @@ def _neighbors(
         if r < 0:
             continue
         same = r == target or (codes is not None and codes[r] == codes[target])
-        neigh.append({"row": int(r), "score": float(s), "text": str(texts[r]), "is_target": bool(same)})
+        neigh.append({"row": int(r), "score": float(s), "text": texts[int(r)], "is_target": bool(same)})
     return neigh
 
 

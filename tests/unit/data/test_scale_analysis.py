@@ -19,7 +19,7 @@ from lvm_core.data.embedding.fingerprint import EncoderFingerprint
 from lvm_core.data.leakage import scan_leakage
 from lvm_core.data.retrieval import faiss_index
 from lvm_core.data.retrieval.bank import ChunkBank
-from lvm_core.data.retrieval.nearest import max_cosine
+from lvm_core.data.retrieval.nearest import ivf_plan, max_cosine
 from lvm_core.data.retrieval.oracle import oracle_recall_at_k, oracle_sample
 from lvm_core.data.vector_files import load_embeddings, save_embeddings
 from lvm_core.data.windows import build_windows, data_direction
@@ -173,10 +173,10 @@ def test_faiss_and_exact_near_duplicate_scans_flag_the_same_rows(tmp_path: Path)
     np.testing.assert_allclose(exact.max_train_cos, flat.max_train_cos, atol=1e-5)
     assert exact.report()["near_duplicates"]["backend"] == "exact"
 
-    # the approximate IVF backend (used from APPROX_MAX_COSINE_THRESHOLD train rows): candidates are
-    # rescored exactly, so a reported cosine is never above the exact one; near-duplicate recall >= 0.99
+    # the bounded IVF backend (used above EXACT_PAIR_BUDGET pairs): candidates are scored exactly, so a
+    # reported cosine is never above the exact one; near-duplicate recall >= 0.99
     ev_rows, tr_rows = np.flatnonzero(split == "val"), np.flatnonzero(split == "train")
-    ivf = max_cosine(mm, ev_rows, tr_rows, backend="faiss-ivf", bank_block=500, ivf_nprobe=8)
+    ivf = max_cosine(mm, ev_rows, tr_rows, backend="ivf", plan=ivf_plan(ev_rows.size, tr_rows.size, list_rows=200))
     ref = exact.max_train_cos[ev_rows]
     assert (ivf <= ref + 1e-6).all()
     found = (ivf >= 0.995)[ref >= 0.995]

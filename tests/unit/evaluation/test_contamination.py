@@ -90,3 +90,74 @@ def test_evaluation_articles_skip_train_and_empty_splits():
     }
     got = evaluation_articles(seqs)
     assert list(got) == ["val"] and got["val"].tolist() == [4, 6]
+
+
+# --- datasets of a family: the split registry answers when the training folder cannot ----------------------
+
+
+def _month(root: Path, ids: list[int], parent, month: int, config=None, titles=None):
+    """A dataset folder of month `month` whose splits follow `parent`'s registry; one window per article."""
+    from lvm_core.data.split_registry import RegistryHeader, carry_splits, write_registry
+    from lvm_core.data.splits import SplitConfig
+
+    frame = pl.DataFrame({"article_id": ids, "n_chunks": [9] * len(ids), "coherence": [0.5] * len(ids),
+                          "coherence_bin": [i % 3 for i in ids]}, schema_overrides={"coherence_bin": pl.Int32})
+    sid = f"enwiki-2026{month:02d}01"
+    carried = carry_splits(frame, config or SplitConfig(), titles, parent, RegistryHeader("enwiki", sid, sid))
+    assignment = dict(carried.splits.select("article_id", "split").iter_rows())
+    root, seqs, h = _folder(root, assignment)
+    write_registry(root / "split_registry.parquet", carried.registry)
+    test_ids = np.array([a for a, s in assignment.items() if s == "test"], dtype=np.int64)
+    seqs["test"] = SequenceSet(np.zeros((len(test_ids), 2), np.int64), np.zeros(len(test_ids), np.int64), test_ids,
+                               np.zeros(len(test_ids), np.int32))
+    return root, seqs, h, carried
+
+
+def test_next_month_is_clean_by_the_registry_when_the_training_folder_is_gone(tmp_path: Path):
+    m1_root, _, m1_hash, m1 = _month(tmp_path / "m1", list(range(60)), None, 1)
+    m2_root, m2_seqs, _, m2 = _month(tmp_path / "m2", list(range(10, 80)), m1.registry, 2)
+    # with the folder: the training splits answer (clean: every shared article kept its split)
+    r = check_contamination(m2_root, m2_seqs, model="m", training_dataset=str(m1_root), training_split_hash=m1_hash,
+                            training_registry_hash=m1.registry.hash)
+    assert (r.status, r.checked_by) == ("clean", "training splits")
+    shutil.rmtree(m1_root)
+    r = check_contamination(m2_root, m2_seqs, model="m", training_dataset=str(m1_root), training_split_hash=m1_hash,
+                            training_registry_hash=m1.registry.hash)
+    assert (r.status, r.checked_by, r.n_overlap) == ("clean", "split registry", 0) and r.n_eval_articles > 0
+    # two months on, still descended
+    m3_root, m3_seqs, _, _ = _month(tmp_path / "m3", list(range(20, 90)), m2.registry, 3)
+    r = check_contamination(m3_root, m3_seqs, model="m", training_dataset=str(m1_root), training_split_hash=m1_hash,
+                            training_registry_hash=m1.registry.hash)
+    assert r.status == "clean" and r.checked_by == "split registry"
+    # without a registry hash the old answer stands
+    r = check_contamination(m2_root, m2_seqs, model="m", training_dataset=str(m1_root), training_split_hash=m1_hash)
+    assert r.status == "unchecked" and "no longer exists" in r.reason
+
+
+def test_a_training_article_moved_into_evaluation_is_caught_by_the_registry(tmp_path: Path):
+    from lvm_core.data.splits import SplitConfig
+
+    m1_root, _, m1_hash, m1 = _month(tmp_path / "m1", list(range(60)), None, 1)
+    ids = list(range(10, 80))
+    train_article = next(a for a, s in m1.splits.select("article_id", "split").iter_rows() if s == "train" and a in ids)
+    titles = pl.Series([f"Title {a}" for a in ids])
+    held = SplitConfig(mode="titles", holdout_titles=[f"^Title {train_article}$"])
+    m2_root, m2_seqs, _, _ = _month(tmp_path / "m2", ids, m1.registry, 2, config=held, titles=titles)
+    shutil.rmtree(m1_root)
+    r = check_contamination(m2_root, m2_seqs, model="m", training_dataset=str(m1_root), training_split_hash=m1_hash,
+                            training_registry_hash=m1.registry.hash)
+    assert (r.status, r.n_overlap, r.by_split.get("ood")) == ("contaminated", 1, 1)
+    assert r.examples[0]["article_id"] == train_article and r.checked_by == "split registry"
+
+
+def test_a_registry_of_another_lineage_cannot_vouch(tmp_path: Path):
+    m1_root, _, m1_hash, m1 = _month(tmp_path / "m1", list(range(60)), None, 1)
+    fresh_root, fresh_seqs, _, _ = _month(tmp_path / "fresh", list(range(10, 80)), None, 2)  # started over
+    shutil.rmtree(m1_root)
+    r = check_contamination(fresh_root, fresh_seqs, model="m", training_dataset=str(m1_root),
+                            training_split_hash=m1_hash, training_registry_hash=m1.registry.hash)
+    assert r.status == "unchecked" and "does not descend from the training registry" in r.message()
+    (fresh_root / "split_registry.parquet").write_bytes(b"junk")
+    r = check_contamination(fresh_root, fresh_seqs, model="m", training_dataset=str(m1_root),
+                            training_split_hash=m1_hash, training_registry_hash=m1.registry.hash)
+    assert r.status == "unchecked" and "unreadable split registry" in r.reason and "\n" not in r.message()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from lvm_core.data.retrieval.bank import ChunkBank
@@ -19,6 +21,7 @@ from lvm_core.evaluation.metrics.offsets import offset_sweep
 from lvm_core.evaluation.metrics.retrieval import retrieval_metrics, within_article_metrics
 from lvm_core.evaluation.metrics.rollout import rollout, rollout_mask
 from lvm_core.evaluation.result import INTERVAL_METRICS, EvaluationResult, reporting_split
+from lvm_core.io.parquet_rows import ColumnRows
 from lvm_core.io.vectors import l2_normalize
 from lvm_core.models.predict import predict_windows
 from tests.fixtures.vectors import chunk_table
@@ -239,6 +242,19 @@ def test_neighbor_table_rows(data):
     assert [r["window"] for r in rows] == [
         r["window"] for r in neighbor_table(pred, bank, texts, seqs, 4, 3, seed=1)
     ]
+
+
+def test_neighbor_table_reads_only_the_texts_it_shows(data, tmp_path):
+    # the texts as evaluation gets them from a dataset: a lazy column of chunks.parquet, 4 rows per row group
+    v, aids, _, hashes, texts, seqs = data
+    path = tmp_path / "chunks.parquet"
+    pq.write_table(pa.table({"text": list(texts)}), path, row_group_size=4)
+    lazy = ColumnRows(path, "text")
+    bank = ChunkBank(v, aids, hashes)
+    pred = predict_windows(make_shift(v), v, seqs, unit=True)
+    assert neighbor_table(pred, bank, lazy, seqs, 4, 3, seed=1) == neighbor_table(pred, bank, texts, seqs, 4, 3, seed=1)
+    n_groups = pq.ParquetFile(path).metadata.num_row_groups
+    assert 0 < lazy.reads < n_groups and len(lazy._cache) <= 4 * (2 + 3)  # a few rows, not the column
 
 
 def test_bad_inputs(data):

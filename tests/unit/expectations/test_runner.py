@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -25,25 +24,20 @@ from expectations.runner import (
 from lvm_core.contracts.errors import DataContractError
 from lvm_core.contracts.gates import GateFailedError, GateThresholds
 from lvm_core.contracts.layout import (
-    ARTICLES_SCHEMA,
+    ARTICLES_FILE,
     CHUNKS_FILE,
-    CHUNKS_SCHEMA,
     EMBEDDINGS_FILE,
     ENCODER_FILE,
     GX_DIR,
     MANIFEST_FILE,
     SEQUENCES_FILE,
-    SPLIT_NAMES,
     SPLITS_FILE,
     SPLITS_MANIFEST_FILE,
-    SPLITS_SCHEMA,
     VECTOR_DTYPE_KEY,
-    DatasetPaths,
 )
 from lvm_core.io import storage
+from tests.fixtures.gate_dataset import DIM, N_ARTICLES, N_CHUNKS, make_dataset
 
-N_ARTICLES, N_CHUNKS, DIM, CTX = 12, 10, 16, 3
-SPLIT_OF = ["train"] * 8 + ["val"] * 2 + ["ood"] * 2
 ALL_GATES = {
     "chunk_ids_unique",
     "chunk_text_nonempty",
@@ -68,113 +62,6 @@ ALL_GATES = {
     "manifest_consistent",
     "purged_fraction",
 }
-
-
-def make_dataset(root: Path) -> dict[str, Any]:
-    """Write a small valid dataset folder (12 articles x 10 chunks, 16-d unit vectors, ctx 3); return its manifest."""
-    rng = np.random.default_rng(0)
-    paths = DatasetPaths(root)
-    root.mkdir(parents=True, exist_ok=True)
-    article_ids = 1000 + np.arange(N_ARTICLES, dtype=np.int64)
-
-    rows: dict[str, list] = {k: [] for k in CHUNKS_SCHEMA.names}
-    texts = []
-    for a in article_ids:
-        body = []
-        for j in range(N_CHUNKS):
-            text = f"Article {a} chunk {j} says something distinct about topic {a * 31 + j}."
-            body.append(text)
-            rows["chunk_id"].append(f"{a}:{j}")
-            rows["article_id"].append(int(a))
-            rows["chunk_index"].append(j)
-            rows["text"].append(text)
-            rows["text_hash"].append(hashlib.sha1(text.lower().encode()).hexdigest())
-            rows["n_words"].append(len(text.split()))
-        texts.append("\n\n".join(body))
-    storage.write_parquet(paths.chunks, pa.Table.from_pydict(rows, schema=CHUNKS_SCHEMA))
-    storage.write_parquet(
-        paths.articles,
-        pa.Table.from_pydict(
-            {
-                "article_id": article_ids.tolist(),
-                "title": [f"Article {a}" for a in article_ids],
-                "text": texts,
-                "snapshot_id": ["synthetic"] * N_ARTICLES,
-                "text_sha1": [hashlib.sha1(t.encode()).hexdigest() for t in texts],
-                "source_sha1": [None] * N_ARTICLES,
-            },
-            schema=ARTICLES_SCHEMA,
-        ),
-    )
-
-    vectors = rng.normal(size=(N_ARTICLES * N_CHUNKS, DIM)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    storage.write_npy(paths.embeddings, vectors)
-    storage.write_json(
-        paths.encoder,
-        {"model_name": "synthetic", "weights_digest": "0" * 64, "dim": DIM, "normalized": True, "id": "test"},
-    )
-
-    coherence = rng.uniform(0.3, 0.6, size=N_ARTICLES)
-    storage.write_parquet(
-        paths.splits,
-        pa.Table.from_pydict(
-            {
-                "article_id": article_ids.tolist(),
-                "split": SPLIT_OF,
-                "n_chunks": [N_CHUNKS] * N_ARTICLES,
-                "coherence": coherence.tolist(),
-                "coherence_bin": [i % 3 for i in range(N_ARTICLES)],
-            },
-            schema=SPLITS_SCHEMA,
-        ),
-    )
-    # the shape lvm_core.data.splits.split_report writes (parity per eval split, vs train)
-    per_split: dict[str, dict[str, Any]] = {s: {"articles": SPLIT_OF.count(s)} for s in SPLIT_NAMES}
-    per_split["val"].update(ks_statistic_vs_train=0.25, mean_diff_vs_train=-0.02)
-    per_split["ood"].update(ks_statistic_vs_train=0.3, mean_diff_vs_train=0.03)
-    splits_report = {"mode": "stratified", "seed": 0, "n_articles": N_ARTICLES, "splits": per_split}
-    storage.write_json(paths.splits_manifest, splits_report)
-
-    arrays: dict[str, np.ndarray] = {}
-    n_seq = {}
-    for split in SPLIT_NAMES:
-        ctx_rows, targets, arts, tidx = [], [], [], []
-        for i, a in enumerate(article_ids):
-            if SPLIT_OF[i] != split:
-                continue
-            first = i * N_CHUNKS
-            for t in range(CTX, N_CHUNKS):
-                ctx_rows.append([first + t - CTX + k for k in range(CTX)])
-                targets.append(first + t)
-                arts.append(int(a))
-                tidx.append(t)
-        arrays[f"{split}_context_rows"] = np.asarray(ctx_rows, dtype=np.int64).reshape(-1, CTX)
-        arrays[f"{split}_target_rows"] = np.asarray(targets, dtype=np.int64)
-        arrays[f"{split}_article_ids"] = np.asarray(arts, dtype=np.int64)
-        arrays[f"{split}_target_chunk_index"] = np.asarray(tidx, dtype=np.int32)
-        n_seq[split] = len(targets)
-    np.savez(paths.sequences, **arrays)
-
-    leakage = {
-        "rows": {s: SPLIT_OF.count(s) * N_CHUNKS for s in ("train", "val", "ood")},
-        "article_overlap": 0,
-        "text_hash_overlap": {"val": 0, "ood": 0, "rate": 0.0},
-        "near_duplicates": {"val": 0, "ood": 0, "rate": 0.0, "threshold": 0.995},
-    }
-    manifest = {
-        "snapshot_id": "synthetic",
-        "counts": {"articles": N_ARTICLES, "chunks": N_ARTICLES * N_CHUNKS},
-        "sequences": n_seq,
-        "leakage": leakage,
-        "leakage_raw": json.loads(json.dumps(leakage)),
-        "purged_windows": {"val": 0, "ood": 0},
-        "crossing_windows": 0,
-        "splits": splits_report,
-        "oracle_recall_at_5": 0.98,
-    }
-    storage.write_json(paths.manifest, manifest)
-    return manifest
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +147,7 @@ def test_a_second_run_in_the_same_folder_reuses_the_gx_project(dataset: Path) ->
 
 def test_frames_hold_per_row_summaries_not_vector_components(dataset: Path) -> None:
     frames = build_gate_frames(dataset, None)
-    assert set(frames["vectors"].columns) == {"norm", "is_finite"}
+    assert set(frames["vectors"].columns) == {"row", "norm", "is_finite"}
     assert len(frames["vectors"]) == N_ARTICLES * N_CHUNKS
     assert "text" not in frames["chunks"].columns
     assert len(frames["article_chunks"]) == N_ARTICLES
@@ -339,6 +226,52 @@ def _chunk_index_gap(root: Path) -> None:
     pq.write_table(table.set_column(col, table.schema.field(col), pa.array(idx, pa.int32())), path)
 
 
+def _edit_chunks(root: Path, column: str, edit: Callable[[list], None]) -> None:
+    path = root / CHUNKS_FILE
+    table = pq.read_table(path)
+    values = table[column].to_pylist()
+    edit(values)
+    col = table.schema.get_field_index(column)
+    pq.write_table(table.set_column(col, table.schema.field(col), pa.array(values, table.schema.field(col).type)), path)
+
+
+def _whitespace_text(root: Path) -> None:
+    _edit_chunks(root, "text", lambda v: v.__setitem__(17, " \n\t "))
+
+
+def _no_words(root: Path) -> None:
+    _edit_chunks(root, "n_words", lambda v: v.__setitem__(17, 0))
+
+
+def _duplicate_chunk_id(root: Path) -> None:
+    _edit_chunks(root, "chunk_id", lambda v: v.__setitem__(17, v[40]))
+
+
+def _empty_chunk_id(root: Path) -> None:
+    _edit_chunks(root, "chunk_id", lambda v: v.__setitem__(17, ""))
+
+
+def _rows_out_of_order(root: Path) -> None:
+    # the first article's rows 0 and 1 swap places (chunk_index 1, 0, 2, ...): the windows over them cross too
+    path = root / CHUNKS_FILE
+    table = pq.read_table(path)
+    order = np.arange(table.num_rows)
+    order[[0, 1]] = [1, 0]
+    pq.write_table(table.take(pa.array(order)), path)
+
+
+def _article_missing_from_articles(root: Path) -> None:
+    path = root / ARTICLES_FILE
+    table = pq.read_table(path)
+    pq.write_table(table.slice(1), path)  # the manifest still counts 12 articles
+
+
+def _window_article_missing_from_splits(root: Path) -> None:
+    path = root / SPLITS_FILE
+    table = pq.read_table(path)
+    pq.write_table(table.filter(pc.not_equal(table["article_id"], 1008)), path)  # a val article
+
+
 def _manifest_bad_json(root: Path) -> None:
     (root / MANIFEST_FILE).write_text('{"counts": {"articles": 12,')
 
@@ -407,6 +340,13 @@ FAULTS: list[tuple[Callable[[Path], None], set[str]]] = [
     # the manifest still claims 0 crossing windows, so it is inconsistent too
     (_crossing_window, {"crossing_windows_zero", "manifest_consistent"}),
     (_chunk_index_gap, {"chunk_index_contiguous", "crossing_windows_zero", "sequences_aligned", "manifest_consistent"}),
+    (_whitespace_text, {"chunk_text_nonempty"}),
+    (_no_words, {"chunk_text_nonempty"}),
+    (_duplicate_chunk_id, {"chunk_ids_unique"}),
+    (_empty_chunk_id, {"chunk_ids_unique"}),
+    (_rows_out_of_order, {"chunk_rows_ordered", "crossing_windows_zero", "manifest_consistent"}),
+    (_article_missing_from_articles, {"chunk_articles_known", "manifest_consistent"}),
+    (_window_article_missing_from_splits, {"sequence_articles_assigned"}),
     (_manifest_bad_json, MANIFEST_GATES),
     (_manifest_wrong_chunk_count, {"manifest_consistent"}),
     (_manifest_wrong_sequence_count, {"manifest_consistent"}),

@@ -69,3 +69,13 @@ def test_embed_step_refuses_another_fingerprint_before_writing(tmp_path: Path, m
     with pytest.raises(PinnedEncoderError):
         embed_shard_step(str(chunks), config, out, tmp_path / "data", pinned=pinned)
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_the_hash_test_encoder_pins_to_its_own_fingerprint_without_model_files():
+    """Benchmarks build with `--encoder hash-test`: no model folder to read, and workers load the same encoder."""
+    from lvm_core.data.embedding.encoder import load_encoder
+    from lvm_core.data.embedding.hash_encoder import HASH_TEST_FINGERPRINT
+    from lvm_core.data.embedding.pinned import pin_encoder
+
+    pinned = pin_encoder("hash-test")
+    assert pinned.fingerprint == HASH_TEST_FINGERPRINT == load_encoder(pinned.spec).fingerprint

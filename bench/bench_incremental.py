@@ -1,0 +1,162 @@
+"""An incremental month against a cold build of the same month: cost, same dataset, splits that stay.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_incremental.py [--factor 10] [--work DIR]
+
+Two consecutive synthetic snapshots from `make_scaled_dump.py` (month 1: `--factor` copies of the enwiki
+sample, ~10,000 chunks each, every line of a copy marked so no chunk text repeats, dated 2026-01-01;
+month 2: `--next-of` it, ~5 % of articles edited, ~2 % added, ~1 % removed, dated 2026-02-01). All
+builds are `lvm build` subprocesses with the hash test encoder (`--encoder hash-test`), so encoding is
+not the cost:
+
+1. month 1 into data folder A; A is then copied to B (same published month 1, so the same split registry;
+   same work folders and cache, which a cold build must not use);
+2. month 2 into A: incremental (the build finds month 1 by itself);
+3. month 2 into B with `--cold`.
+
+Targets: flow wall time incremental/cold <= 0.15 (moonshot <= 0.10); both month-2 datasets have the same
+`content_hash` (lineage is run-only, outside the hash); every article present in both months keeps its
+split (splits.parquet of month 1 vs month 2); the cold build takes no vector from the cache. The
+manifests must record `lineage["reuse"]` and
+`lineage["split_registry"]`; a build without them fails the run with a message saying so. The real
+encoder's rate is measured separately on a few chunks (`--real-chunks`, 0 to skip), so a reader can
+project what encoding would add to each build. Exit status 1 when a target or a check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.buildrun import BuildRun, build_env, print_stages, run_build  # noqa: E402
+from bench.make_scaled_dump import DEFAULT_NAME, make_next_snapshot, make_scaled_dump  # noqa: E402
+
+TARGET, MOONSHOT = 0.15, 0.10
+
+
+def _snapshots(work: Path, factor: int, seed: int) -> tuple[Path, Path, dict[str, Any]]:
+    """Month 1 and month 2 dumps (reused when present) and month 2's recorded changes."""
+    folder = work / f"dumps-x{factor}-seed{seed}"
+    first = folder / f"{DEFAULT_NAME}.xml.bz2"
+    if not first.exists():
+        make_scaled_dump(folder, factor, distinct=True)
+    second, _, changes = make_next_snapshot(first, folder, seed=seed)
+    print(f"month 2: {len(changes['edited'])} edited, {len(changes['added'])} added, "
+          f"{len(changes['removed'])} removed pages ({second.name})", flush=True)
+    return first, second, changes
+
+
+def _splits(run: BuildRun) -> dict[int, str]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(run.dataset / "splits.parquet", columns=["article_id", "split"])
+    return dict(zip(table.column("article_id").to_pylist(), table.column("split").to_pylist()))
+
+
+def _checks(month1: BuildRun, inc: BuildRun, cold: BuildRun) -> list[str]:
+    """What must hold besides the cost; each failure as one line."""
+    problems = []
+    for name, run in (("incremental", inc), ("cold", cold)):
+        lineage = run.manifest.get("lineage") or {}
+        for key in ("reuse", "split_registry"):
+            if key not in lineage:
+                problems.append(f"{name} month-2 manifest has no lineage[{key!r}] ({run.dataset}/manifest.json): "
+                                "the build lacks incremental months / the split registry this benchmark measures")
+    reused = int((cold.manifest.get("embedding") or {}).get("n_reused") or 0)
+    if reused:
+        problems.append(f"the --cold build took {reused:,} vectors from the embedding cache; a cold build reuses nothing")
+    if (cold.manifest.get("lineage") or {}).get("cold") is False or (inc.manifest.get("lineage") or {}).get("cold"):
+        problems.append("lineage['cold'] does not say which month-2 build was cold")
+    if inc.manifest["content_hash"] != cold.manifest["content_hash"]:
+        problems.append(f"content_hash differs: incremental {inc.manifest['content_hash'][:16]} vs "
+                        f"cold {cold.manifest['content_hash'][:16]}")
+    before, after = _splits(month1), _splits(inc)
+    moved = [a for a in before.keys() & after.keys() if before[a] != after[a]]
+    print(f"splits: {len(before.keys() & after.keys()):,} articles in both months, {len(moved):,} moved")
+    if moved:
+        problems.append(f"{len(moved)} article(s) changed split from month 1 to month 2, e.g. {sorted(moved)[:5]}")
+    if _splits(cold) != after:
+        problems.append("the cold and incremental month-2 builds assign different splits")
+    return problems
+
+
+def _real_encoder_rate(chunks_file: Path, n: int, spec: str | None) -> float | None:
+    """Chunks/s of the real encoder on the first `n` chunk texts (after a warm-up), or None when n is 0."""
+    if n <= 0:
+        return None
+    import os
+
+    import pyarrow.parquet as pq
+
+    os.environ.update({k: v for k, v in build_env().items() if k.startswith(("HF_", "PREFECT_"))})
+    from lvm_core.data.embedding.encoder import load_encoder
+
+    texts = pq.read_table(chunks_file, columns=["text"]).column("text").to_pylist()[:n]
+    encoder = load_encoder(spec)
+    encoder.encode(texts[:16])
+    started = time.perf_counter()
+    encoder.encode(texts)
+    rate = len(texts) / (time.perf_counter() - started)
+    print(f"real encoder {encoder.fingerprint.describe()}: {rate:.1f} chunks/s on {len(texts)} chunks (measured)")
+    return rate
+
+
+def _report(month1: BuildRun, inc: BuildRun, cold: BuildRun, rate: float | None) -> float:
+    """Print costs, reuse and the ratio against its target; return the ratio (flow wall time)."""
+    print(f"\n{'':<24}{'month 1':>12}{'incremental':>14}{'cold':>12}")
+    runs = {"month 1": month1, "incremental": inc, "cold": cold}
+    for label, get in (("chunks", lambda r: f"{r.chunks:,}"), ("flow wall s", lambda r: f"{r.flow_s:.1f}"),
+                       ("CPU s (process tree)", lambda r: f"{r.cpu_s:.1f}"),
+                       ("chunks encoded", lambda r: f"{(r.manifest.get('embedding') or {}).get('n_encoded', '?')}"),
+                       ("peak RSS MiB", lambda r: f"{r.peak_rss_mib:.0f}")):
+        print(f"{label:<24}" + "".join(f"{get(r):>{w}}" for r, w in zip(runs.values(), (12, 14, 12))))
+    print()
+    print_stages(runs)
+    print(f"\nincremental lineage: {json.dumps((inc.manifest.get('lineage') or {}), default=str)[:600]}")
+    ratio, cpu_ratio = inc.flow_s / cold.flow_s, inc.cpu_s / cold.cpu_s
+    verdict = "PASS (moonshot)" if ratio <= MOONSHOT else "PASS" if ratio <= TARGET else "FAIL"
+    print(f"\nmeasured: cost incremental/cold = {ratio:.3f} flow wall (target <= {TARGET}, moonshot <= {MOONSHOT}) "
+          f"{verdict}; {cpu_ratio:.3f} by CPU time")
+    if rate:
+        enc = [int((r.manifest.get("embedding") or {}).get("n_encoded") or 0) for r in (inc, cold)]
+        projected = (inc.flow_s + enc[0] / rate) / (cold.flow_s + enc[1] / rate)
+        print(f"assumed: with the real encoder at {rate:.1f} chunks/s adding n_encoded/rate seconds, "
+              f"incremental/cold ~ {projected:.3f} ({enc[0]:,} vs {enc[1]:,} chunks encoded)")
+    return ratio
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--factor", type=int, default=10, help="copies of the sample in month 1 (10: ~1e5 chunks)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of month 2's edits, additions and removals")
+    parser.add_argument("--work", type=Path, help="folder for dumps, data folders and logs (kept; dumps reused)")
+    parser.add_argument("--real-chunks", type=int, default=256, help="chunks for the real encoder's rate (0: skip)")
+    parser.add_argument("--real-encoder", default=None, help="real encoder spec (default: the packaged default)")
+    args = parser.parse_args(argv)
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-incremental-"))
+    work.mkdir(parents=True, exist_ok=True)
+    first, second, _ = _snapshots(work, args.factor, args.seed)
+    a, b = work / "data-a", work / "data-b"
+    for folder in (a, b):
+        shutil.rmtree(folder, ignore_errors=True)
+    month1 = run_build(first, a, work / "month1.log")
+    shutil.copytree(a, b)
+    inc = run_build(second, a, work / "month2-incremental.log")
+    cold = run_build(second, b, work / "month2-cold.log", "--cold")
+    problems = _checks(month1, inc, cold)
+    ratio = _report(month1, inc, cold, _real_encoder_rate(Path(month1.dataset / "chunks.parquet"),
+                                                          args.real_chunks, args.real_encoder))
+    for problem in problems:
+        print(f"FAIL: {problem}")
+    return 0 if ratio <= TARGET and not problems else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
