@@ -42,6 +42,7 @@ from lvm_core.data.vector_files import (
     validate_embeddings,
 )
 from lvm_core.io.storage import atomic_path, load_npy, read_json, write_json
+from lvm_core.io.vectors import release_pages
 
 
 def assemble_work_dir(
@@ -86,6 +87,9 @@ def assemble_step(
                     raise DataContractError(f"{e.file}: {part.shape} vectors for {e.chunks} chunks of dim {fp.dim}")
                 for a, b in iter_row_blocks(part.shape[0], VALIDATE_BLOCK_ROWS):
                     out[row + a:row + b] = part[a:b]
+                    out.flush()  # the pages of both maps stay in the page cache, not in this process's RSS
+                    release_pages(out, row + a, row + b)
+                    release_pages(part, a, b)
                 row += part.shape[0]
             out.flush()
             validate_embeddings(out, fp, str(emb_path))

@@ -14,14 +14,20 @@ import numpy as np
 
 from lvm_core.contracts.build_options import BuildConfig
 from lvm_core.contracts.errors import DataContractError
-from lvm_core.contracts.layout import EMBEDDINGS_FILE, ENCODER_FILE, embedding_cache_dir
+from lvm_core.contracts.layout import (
+    DEFAULT_VECTOR_DTYPE,
+    EMBEDDINGS_FILE,
+    ENCODER_FILE,
+    VECTOR_DTYPE_KEY,
+    embedding_cache_dir,
+)
 from lvm_core.data.build.records import EmbeddedShard
 from lvm_core.data.build.reuse import ReusePlan, check_fingerprint, previous_vectors
 from lvm_core.data.build.work import (
     Progress,
     done_record,
     finish_shard,
-    read_columns,
+    open_shard_file,
     step_key,
     work_dir,
 )
@@ -30,8 +36,9 @@ from lvm_core.data.embedding.cache import EmbeddingCache
 from lvm_core.data.embedding.embed import embed_texts
 from lvm_core.data.embedding.onnx import encoder_cache_dir
 from lvm_core.data.embedding.pinned import PinnedEncoder, load_pinned, pin_encoder
-from lvm_core.data.vector_files import save_embeddings
-from lvm_core.io.storage import load_npy
+from lvm_core.data.vector_files import validate_embeddings
+from lvm_core.io.storage import atomic_path, load_npy, write_json
+from lvm_core.io.vectors import release_pages
 
 
 def _check_hash_casing(texts: list[str], hashes: list[str], casefold: bool, chunks_path: Path, n: int = 256) -> None:
@@ -42,6 +49,11 @@ def _check_hash_casing(texts: list[str], hashes: list[str], casefold: bool, chun
                 f"{chunks_path}: chunk text hashes were not made with this encoder's normalisation "
                 f"({'case-folded' if casefold else 'cased'}); rebuild the chunks for this encoder"
             )
+
+
+# Rows of a chunk file embedded at a time: ~25 MB of vectors and a few MB of text in memory; a multiple of
+# the encoder's flush block (512), so a shard without repeats encodes in the same groups as one pass would.
+EMBED_BLOCK_ROWS = 16_384
 
 
 def embed_shard_work_dir(chunks_file: str, config: BuildConfig, pinned: PinnedEncoder | None = None) -> Path:
@@ -69,13 +81,64 @@ def embed_shard_step(
         n = done.chunks - int(done.stats.get("n_copied") or 0)
         return replace(done, stats={**done.stats, "n_reused": n, "n_encoded": 0, "n_unique": n})
     encoder = load_pinned(pinned or pin_encoder(config.encoder), cache_dir=encoder_cache_dir(data_dir))
-    chunks = read_columns(Path(chunks_file), ["text", "text_hash"])
-    texts = chunks.column("text").to_pylist()
-    hashes = chunks.column("text_hash").to_pylist()
-    _check_hash_casing(texts, hashes, encoder.fingerprint.casefold, Path(chunks_file))
     if reuse is not None:
         check_fingerprint(reuse, encoder.fingerprint)
-    rows = _previous_rows(reuse, previous_rows, len(texts))
+    parquet = open_shard_file(Path(chunks_file))
+    n = int(parquet.metadata.num_rows)
+    rows = _previous_rows(reuse, previous_rows, n)
+    cache = (_ReportingCache(embedding_cache_dir(data_dir), encoder.fingerprint, on_progress)
+             if (rows < 0).any() else None)
+    try:
+        parts = _embed_blocks(parquet, Path(chunks_file), rows, encoder, cache, reuse, config, out_dir, on_progress)
+    finally:
+        if cache is not None:
+            cache.close()
+    stats_dict = sum_embed_stats(parts)  # every chunk copied, or no chunk at all: zeros
+    stats_dict.update(n_total=n, n_copied=int(np.count_nonzero(rows >= 0)))
+    return finish_shard(out_dir, EmbeddedShard(
+        file=str(out_dir / EMBEDDINGS_FILE), encoder_file=str(out_dir / ENCODER_FILE), chunks=n,
+        bytes=(out_dir / EMBEDDINGS_FILE).stat().st_size, stats=stats_dict,
+    ))
+
+
+def _embed_blocks(
+    parquet: Any, chunks_path: Path, rows: np.ndarray, encoder: Any, cache: EmbeddingCache | None,
+    reuse: ReusePlan | None, config: BuildConfig, out_dir: Path, on_progress: Progress | None,
+) -> list[dict[str, Any]]:
+    """Vectors of the chunk file, `EMBED_BLOCK_ROWS` rows at a time, into a memory-mapped embeddings.npy.
+
+    A shard holds up to `shard_articles` articles (~10^6 chunks at the default): read whole, its texts and
+    vectors would be GBs in the process that runs it. Block by block, memory is one block of texts and
+    vectors whatever the shard, and the written pages are released as they go. Returns each block's stats.
+    """
+    fp = encoder.fingerprint
+    parts: list[dict[str, Any]] = []
+    with atomic_path(out_dir / EMBEDDINGS_FILE) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(rows.shape[0], fp.dim))
+        start = 0
+        for batch in parquet.iter_batches(batch_size=EMBED_BLOCK_ROWS, columns=["text", "text_hash"]):
+            texts, hashes = batch.column(0).to_pylist(), batch.column(1).to_pylist()
+            if start == 0:
+                _check_hash_casing(texts, hashes, fp.casefold, chunks_path)
+            end = start + len(texts)
+            vectors, stats = _embed_block(texts, hashes, rows[start:end], encoder, cache, reuse, config, on_progress)
+            validate_embeddings(vectors, fp, f"embeddings for {out_dir / EMBEDDINGS_FILE}")
+            out[start:end] = vectors
+            out.flush()
+            release_pages(out, start, end)
+            parts.append(stats)
+            start = end
+        del out
+    write_json(out_dir / ENCODER_FILE, {**fp.to_dict(), VECTOR_DTYPE_KEY: DEFAULT_VECTOR_DTYPE})
+    return parts
+
+
+def _embed_block(
+    texts: list[str], hashes: list[str], rows: np.ndarray, encoder: Any, cache: EmbeddingCache | None,
+    reuse: ReusePlan | None, config: BuildConfig, on_progress: Progress | None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """One block's vectors: rows copied from the previous dataset (`rows` >= 0), the others through the cache
+    and the encoder; and the block's stats (zeros when every row was copied)."""
     vectors = np.empty((len(texts), encoder.fingerprint.dim), dtype=np.float32)
     copied = np.flatnonzero(rows >= 0)
     if copied.size:
@@ -84,22 +147,11 @@ def embed_shard_step(
         if on_progress is not None:
             on_progress(int(copied.size))
     new = np.flatnonzero(rows < 0)
-    if new.size:
-        cache = _ReportingCache(embedding_cache_dir(data_dir), encoder.fingerprint, on_progress)
-        try:
-            vectors[new], stats = embed_texts([texts[i] for i in new], [hashes[i] for i in new], encoder, cache,
-                                              batch_size=config.batch_size)
-        finally:
-            cache.close()
-        stats_dict = {k: (float(v) if isinstance(v, float) else v) for k, v in vars(stats).items()}
-    else:  # every chunk copied, or an article file whose articles gave no chunk
-        stats_dict = sum_embed_stats([])
-    stats_dict.update(n_total=len(texts), n_copied=int(copied.size))
-    save_embeddings(out_dir, vectors, encoder.fingerprint)
-    return finish_shard(out_dir, EmbeddedShard(
-        file=str(out_dir / EMBEDDINGS_FILE), encoder_file=str(out_dir / ENCODER_FILE), chunks=len(texts),
-        bytes=(out_dir / EMBEDDINGS_FILE).stat().st_size, stats=stats_dict,
-    ))
+    if not new.size:
+        return vectors, {}
+    vectors[new], stats = embed_texts([texts[i] for i in new], [hashes[i] for i in new], encoder, cache,
+                                      batch_size=config.batch_size)
+    return vectors, {k: (float(v) if isinstance(v, float) else v) for k, v in vars(stats).items()}
 
 
 def _previous_rows(reuse: ReusePlan | None, previous_rows: str | None, n: int) -> np.ndarray:

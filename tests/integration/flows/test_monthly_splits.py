@@ -66,7 +66,7 @@ def test_articles_keep_their_split_and_the_lineage_is_recorded(months):
     m2 = json.loads(DatasetPaths(second).manifest.read_text())
     reg1, reg2 = read_registry(DatasetPaths(first).split_registry), read_registry(DatasetPaths(second).split_registry)
     assert m1["splits"]["registry_hash"] == reg1.hash and m2["splits"]["registry_hash"] == reg2.hash
-    assert m1["lineage"]["split_registry"]["generation"] == 0 and "previous_dataset" not in m1["lineage"]
+    assert m1["lineage"]["split_registry"]["generation"] == 0 and m1["lineage"].get("previous_dataset") is None
     lineage = m2["lineage"]
     assert lineage["previous_dataset"] == MONTH1 and lineage["previous_content_hash"] == m1["content_hash"]
     got = lineage["split_registry"]
