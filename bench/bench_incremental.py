@@ -16,7 +16,7 @@ not the cost:
 
 Targets: flow wall time incremental/cold <= 0.15 (moonshot <= 0.10); both month-2 datasets have the same
 `content_hash` (lineage is run-only, outside the hash); every article present in both months keeps its
-split (splits.parquet of month 1 vs month 2); the cold build takes no vector from the cache. The
+split (splits.parquet of month 1 vs month 2); the cold build takes nothing from the previous dataset. The
 manifests must record `lineage["reuse"]` and
 `lineage["split_registry"]`; a build without them fails the run with a message saying so. The real
 encoder's rate is measured separately on a few chunks (`--real-chunks`, 0 to skip), so a reader can
@@ -71,9 +71,10 @@ def _checks(month1: BuildRun, inc: BuildRun, cold: BuildRun) -> list[str]:
             if key not in lineage:
                 problems.append(f"{name} month-2 manifest has no lineage[{key!r}] ({run.dataset}/manifest.json): "
                                 "the build lacks incremental months / the split registry this benchmark measures")
-    reused = int((cold.manifest.get("embedding") or {}).get("n_reused") or 0)
-    if reused:
-        problems.append(f"the --cold build took {reused:,} vectors from the embedding cache; a cold build reuses nothing")
+    cold_reuse = (cold.manifest.get("lineage") or {}).get("reuse") or {}
+    copied = int(cold_reuse.get("vectors_copied") or 0) + int(cold_reuse.get("articles_reused") or 0)
+    if copied:
+        problems.append(f"the --cold build took {copied:,} articles/vectors from the previous dataset; it must take none")
     if (cold.manifest.get("lineage") or {}).get("cold") is False or (inc.manifest.get("lineage") or {}).get("cold"):
         problems.append("lineage['cold'] does not say which month-2 build was cold")
     if inc.manifest["content_hash"] != cold.manifest["content_hash"]:

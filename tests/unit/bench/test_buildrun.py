@@ -56,9 +56,10 @@ def test_incremental_checks_name_missing_lineage_moved_splits_and_other_datasets
     good = _run(tmp_path / "inc", {1: "train", 2: "test", 4: "ood"}, "h2", {**lineage, "cold": False}, reused=9)
     cold = _run(tmp_path / "cold", {1: "train", 2: "test", 4: "ood"}, "h2", {**lineage, "cold": True})
     assert _checks(month1, good, cold) == []
-    warm = _run(tmp_path / "warm", {1: "train", 2: "test", 4: "ood"}, "h2", {**lineage, "cold": False}, reused=3)
+    warm_lineage = {"reuse": {"vectors_copied": 2, "articles_reused": 1}, "split_registry": {}, "cold": False}
+    warm = _run(tmp_path / "warm", {1: "train", 2: "test", 4: "ood"}, "h2", warm_lineage, reused=3)
     assert _checks(month1, good, warm) == [
-        "the --cold build took 3 vectors from the embedding cache; a cold build reuses nothing",
+        "the --cold build took 3 articles/vectors from the previous dataset; it must take none",
         "lineage['cold'] does not say which month-2 build was cold",
     ]
 
