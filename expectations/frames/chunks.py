@@ -1,6 +1,6 @@
 """Frames of the ``chunks`` and ``chunks_exact`` suites, from one streaming pass over chunks.parquet.
 
-The file is read in record batches with pre-buffering off (`open_parquet`), so the reader holds a few MB
+The file is read in record batches with pre-buffering off (`lvm_core.data.ingest.base.open_parquet`), so the reader holds a few MB
 whatever the file or row-group size. Each batch is reduced before the next is read: the text to its
 stripped length, the chunk_id to a 64-bit hash. What is kept per chunk is numeric: its article id (8 B),
 chunk index (4 B, both needed by the window recount) and the chunk_id hash (8 B, sorted once to count
@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from expectations.frames.common import require_file
 from expectations.frames.sample import SampleSpec
 from lvm_core.contracts.errors import DataContractError
+from lvm_core.data.ingest.base import open_parquet
 
 CHUNK_COLUMNS = ("chunk_id", "article_id", "chunk_index", "text", "n_words")
 SAMPLE_COLUMNS = ("row", "chunk_id", "article_id", "chunk_index", "n_words", "text_chars")
@@ -58,22 +59,10 @@ class ChunkScan:
         return len(self.article_id)
 
 
-def open_parquet(path: Path, columns: tuple[str, ...]) -> pq.ParquetFile:
-    """A streaming reader of `path` that refuses a file without `columns`."""
-    require_file(path)
-    try:
-        reader = pq.ParquetFile(path, pre_buffer=False, buffer_size=_READ_BUFFER)
-    except (pa.ArrowException, OSError) as exc:
-        raise DataContractError(f"{path}: cannot read parquet file: {exc}") from exc
-    missing = [c for c in columns if c not in reader.schema_arrow.names]
-    if missing:
-        raise DataContractError(f"{path}: missing column(s) {', '.join(missing)}")
-    return reader
-
-
 def scan_chunks(path: Path, sample: SampleSpec) -> ChunkScan:
     """One pass over chunks.parquet: exact counts over every row, the sampled rows, per-chunk numbers."""
-    reader = open_parquet(path, CHUNK_COLUMNS)
+    require_file(path)
+    reader = open_parquet(path, CHUNK_COLUMNS, error=DataContractError, pre_buffer=False, buffer_size=_READ_BUFFER)
     n = reader.metadata.num_rows
     picks = sample.positions(n)
     article = np.empty(n, dtype=np.int64)

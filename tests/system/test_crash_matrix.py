@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 
 from lvm_core.data.embedding.embed import embed_texts
@@ -52,6 +51,7 @@ from tests.fixtures.builds import (
 )
 from tests.fixtures.paths import REPO
 from tests.fixtures.prefect_server import PrefectServer, seed_prefect_db, start_server, stop_process
+from tests.fixtures.processes import end_session
 from tests.fixtures.scenarios import explained_by, outcome_of, run_side_by_side
 
 pytestmark = pytest.mark.slow
@@ -149,17 +149,6 @@ def _env(root: Path, fault: str | None, api_url: str | None) -> dict[str, str]:
     return env
 
 
-def _end_session(sid: int) -> None:
-    """Kill whatever is left of the job's session (a temporary API server lives in a group of its own)."""
-    left = []
-    for p in psutil.process_iter():
-        try:
-            if os.getsid(p.pid) == sid:
-                p.kill()
-                left.append(p)
-        except (OSError, psutil.Error):
-            pass
-    psutil.wait_procs(left, timeout=10)
 
 
 def _lvm(root: Path, args: list[str], api_url: str | None, fault: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -174,7 +163,7 @@ def _lvm(root: Path, args: list[str], api_url: str | None, fault: str | None = N
         out, _ = proc.communicate()
         out += f"\n[test] killed after {RUN_TIMEOUT_S} s"
     finally:
-        _end_session(proc.pid)
+        end_session(proc.pid)
     with (root / RUNS_LOG).open("a") as log:
         log.write(f"\n===== lvm {' '.join(args)} (fault {fault}): exit {proc.returncode} =====\n{out}")
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -29,6 +28,7 @@ from tests.fixtures.builds import SMALL_BUILD_THRESHOLDS
 from tests.fixtures.month_articles import Months, two_months
 from tests.fixtures.paths import REPO
 from tests.fixtures.prefect_server import seed_prefect_db
+from tests.fixtures.processes import end_session
 
 pytestmark = pytest.mark.slow
 
@@ -55,16 +55,6 @@ def _manifest(data_dir: Path, dataset_id: str) -> dict:
     return json.loads(DatasetPaths(datasets_root(data_dir) / dataset_id).manifest.read_text())
 
 
-def _end_session(sid: int) -> None:
-    left = []
-    for p in psutil.process_iter():
-        try:
-            if os.getsid(p.pid) == sid:
-                p.kill()
-                left.append(p)
-        except (OSError, psutil.Error):
-            pass
-    psutil.wait_procs(left, timeout=10)
 
 
 def _hung_build(root: Path, months: Months) -> subprocess.Popen:
@@ -102,7 +92,7 @@ def months_built(prefect_harness, tmp_path_factory) -> dict:
     finally:
         os.killpg(hung.pid, signal.SIGKILL)  # a killed incremental build, as an OOM kill leaves it
         hung.wait()
-        _end_session(hung.pid)
+        end_session(hung.pid)
     out["published_after_kill"] = (datasets_root(data_dir) / MONTH2).exists()
     out["month2"] = _build(data_dir, months.second, MONTH2)
     assert out["month2"][0] == 0, out["month2"][1]

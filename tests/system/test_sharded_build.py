@@ -19,29 +19,19 @@ import pytest
 
 from lvm_core.contracts.build_options import BuildOptions
 from lvm_core.contracts.layout import MANIFEST_FILE, READY_MARKER, DatasetPaths, datasets_root
-from tests.fixtures.builds import SMALL_BUILD_THRESHOLDS
+from tests.fixtures.builds import SHARDED_BUILD_ARTICLES, SHARDED_BUILD_OPTIONS
 
 pytestmark = pytest.mark.slow
 
-LIMIT = 10
-# Longer chunks than the default keep the encoding cheap; parity on a few articles means nothing.
-OPTIONS = {"thresholds": SMALL_BUILD_THRESHOLDS, "min_words": 80, "max_words": 160, "shard_bytes": 1,
-           "shard_articles": 3}
 
-
-@pytest.fixture(scope="module")
-def dump(tmp_path_factory) -> Path:
-    from bench.make_scaled_dump import make_scaled_dump
-
-    out, _ = make_scaled_dump(tmp_path_factory.mktemp("dump"), 1, pages_per_stream=40)
-    return out
 
 
 def _build(dump: Path, data_dir: Path, runner=None, **kw):
     from flows.build_dataset import build_dataset
 
     flow = build_dataset if runner is None else build_dataset.with_options(task_runner=runner)
-    return flow(source=str(dump), data_dir=str(data_dir), limit_articles=LIMIT, options=BuildOptions(**OPTIONS), **kw)
+    return flow(source=str(dump), data_dir=str(data_dir), limit_articles=SHARDED_BUILD_ARTICLES,
+                options=BuildOptions(**SHARDED_BUILD_OPTIONS), **kw)
 
 
 def _manifest(path: Path | str) -> dict:
@@ -89,7 +79,7 @@ def test_rerun_after_a_failure_redoes_only_missing_shards(default_build: dict):
     first = shards["embed"]["per_shard"][0]
     assert m["embedding"]["n_total"] == m["counts"]["chunks"] == shards["chunk"]["chunks"]
     assert m["embedding"]["n_reused"] >= first and m["embedding"]["n_encoded"] <= m["counts"]["chunks"] - first
-    assert m["counts"]["articles"] == LIMIT == shards["articles"]["articles"]
+    assert m["counts"]["articles"] == SHARDED_BUILD_ARTICLES == shards["articles"]["articles"]
 
 
 def test_sharded_build_keeps_source_order_and_first_n(default_build: dict, dump: Path):
@@ -97,7 +87,7 @@ def test_sharded_build_keeps_source_order_and_first_n(default_build: dict, dump:
 
     from lvm_core.data.ingest.sources import read_articles
 
-    expected = [a.article_id for a in read_articles(dump, limit=LIMIT)]
+    expected = [a.article_id for a in read_articles(dump, limit=SHARDED_BUILD_ARTICLES)]
     got = pq.read_table(DatasetPaths(default_build["path"]).articles).column("article_id").to_pylist()
     assert got == expected
 

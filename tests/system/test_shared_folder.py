@@ -15,28 +15,19 @@ import pytest
 
 from lvm_core.contracts.build_options import BuildOptions
 from lvm_core.contracts.layout import MANIFEST_FILE
-from tests.fixtures.builds import SMALL_BUILD_THRESHOLDS
+from tests.fixtures.builds import SHARDED_BUILD_ARTICLES, SHARDED_BUILD_OPTIONS
 
 pytestmark = pytest.mark.slow
 
-LIMIT = 10
-OPTIONS = {"thresholds": SMALL_BUILD_THRESHOLDS, "min_words": 80, "max_words": 160, "shard_bytes": 1,
-           "shard_articles": 3}
 
-
-@pytest.fixture(scope="module")
-def dump(tmp_path_factory) -> Path:
-    from bench.make_scaled_dump import make_scaled_dump
-
-    out, _ = make_scaled_dump(tmp_path_factory.mktemp("dump"), 1, pages_per_stream=40)
-    return out
 
 
 def _build(dump: Path, data_dir: Path, runner=None) -> dict:
     from flows.build_dataset import build_dataset
 
     flow = build_dataset if runner is None else build_dataset.with_options(task_runner=runner)
-    path = flow(source=str(dump), data_dir=str(data_dir), limit_articles=LIMIT, options=BuildOptions(**OPTIONS))
+    path = flow(source=str(dump), data_dir=str(data_dir), limit_articles=SHARDED_BUILD_ARTICLES,
+                options=BuildOptions(**SHARDED_BUILD_OPTIONS))
     return json.loads((Path(path) / MANIFEST_FILE).read_text())
 
 

@@ -83,12 +83,16 @@ def progress_bar(enabled: bool, desc: str) -> tqdm[Any]:
 
 
 def open_parquet(
-    path: Path, columns: Sequence[str], error: type[IngestError] = IngestError, label: str | None = None, hint: str = ""
+    path: Path, columns: Sequence[str], error: type[Exception] = IngestError, label: str | None = None, hint: str = "",
+    **read_options: Any,
 ) -> pq.ParquetFile:
-    """A Parquet file that opens and has `columns`; else `error` naming it (`label`, default the path) in one line."""
+    """A Parquet file that opens and has `columns`; else `error` naming it (`label`, default the path) in one line.
+
+    `read_options` go to `pq.ParquetFile` (e.g. `pre_buffer=False` for a pass that must stay a few MB).
+    """
     label = str(path) if label is None else label
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(path, **read_options)
     except (pa.ArrowException, OSError) as exc:
         raise error(f"{label}: not a readable Parquet file ({one_line(exc)})") from None
     missing = [c for c in columns if c not in parquet.schema_arrow.names]
