@@ -142,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, help="folder for dumps, data folders and logs (kept; dumps reused)")
     parser.add_argument("--real-chunks", type=int, default=256, help="chunks for the real encoder's rate (0: skip)")
     parser.add_argument("--real-encoder", default=None, help="real encoder spec (default: the packaged default)")
+    parser.add_argument("--encoder", default="hash-test",
+                        help="encoder of the three builds: 'hash-test' (default: encoding is not the cost), "
+                             "'shipped' (no --encoder: the build's default model, ~30 chunks/s on 2 cores, so use "
+                             "--factor 1) or any --encoder spec")
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-incremental-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -149,13 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     a, b = work / "data-a", work / "data-b"
     for folder in (a, b):
         shutil.rmtree(folder, ignore_errors=True)
-    month1 = run_build(first, a, work / "month1.log")
+    encoder = None if args.encoder == "shipped" else args.encoder
+    month1 = run_build(first, a, work / "month1.log", encoder=encoder)
     shutil.copytree(a, b)
     # --cold rebuilds every step but reads the embedding cache (exact, keyed by text and fingerprint); the
     # baseline here is a full build, so B's cache goes and the cold month encodes every chunk itself
     shutil.rmtree(embedding_cache_dir(b), ignore_errors=True)
-    inc = run_build(second, a, work / "month2-incremental.log")
-    cold = run_build(second, b, work / "month2-cold.log", "--cold")
+    inc = run_build(second, a, work / "month2-incremental.log", encoder=encoder)
+    cold = run_build(second, b, work / "month2-cold.log", "--cold", encoder=encoder)
     problems = _checks(month1, inc, cold)
     ratio = _report(month1, inc, cold, _real_encoder_rate(Path(month1.dataset / "chunks.parquet"),
                                                           args.real_chunks, args.real_encoder))

@@ -73,13 +73,14 @@ def _seconds_of_day(epoch: float) -> float:
     return t.tm_hour * 3600 + t.tm_min * 60 + t.tm_sec + (epoch % 1)
 
 
-def run_build(source: Path, data_dir: Path, log: Path, *args: str, encoder: str = "hash-test") -> BuildRun:
-    """`lvm build --source SOURCE --data-dir DATA_DIR --encoder ENCODER ARGS…`, its output in `log`.
+def run_build(source: Path, data_dir: Path, log: Path, *args: str, encoder: str | None = "hash-test") -> BuildRun:
+    """`lvm build --source SOURCE --data-dir DATA_DIR --encoder ENCODER ARGS…`, its output in `log`
+    (`encoder=None`: no `--encoder`, the build's shipped default).
 
     Raises SystemExit naming the log when the build fails.
     """
     cmd = [sys.executable, "-m", "flows.cli", "build", "--source", str(source), "--data-dir", str(data_dir),
-           "--encoder", encoder, *args]
+           *(["--encoder", encoder] if encoder is not None else []), *args]
     peak = [0]
     samples: list[tuple[float, int]] = []  # (epoch, VmRSS KiB)
     with open(log, "w") as out:

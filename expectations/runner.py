@@ -28,7 +28,6 @@ from typing import Any
 import great_expectations as gx
 import pandas as pd
 import pyarrow as pa
-from great_expectations.checkpoint import UpdateDataDocsAction
 from great_expectations.checkpoint.checkpoint import CheckpointResult
 from great_expectations.core.expectation_validation_result import ExpectationValidationResult
 from great_expectations.core.run_identifier import RunIdentifier
@@ -164,7 +163,7 @@ def run_pre_training_gates(
         gx.Checkpoint(
             name=CHECKPOINT_NAME,
             validation_definitions=definitions,
-            actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[DOCS_SITE_NAME])] if data_docs else [],
+            actions=[],  # Data Docs are built once below: an UpdateDataDocsAction rebuilds the whole site per suite
             result_format={"result_format": "SUMMARY", "partial_unexpected_count": 10},
         )
     )
@@ -172,6 +171,8 @@ def run_pre_training_gates(
     # the run name carries the sample into every validation page of the Data Docs
     result = checkpoint.run(expectation_parameters=params, run_id=RunIdentifier(run_name=run_name(sample)))
 
+    if data_docs:
+        context.build_data_docs(site_names=[DOCS_SITE_NAME])
     report = _build_report(result, frames, thresholds, drawn)
     report.docs_path = str(_docs_index(context, docs_dir)) if data_docs else None
     storage.write_json(
