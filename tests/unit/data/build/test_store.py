@@ -82,3 +82,30 @@ def test_a_worker_keeps_its_own_data_folder_only_with_a_store(tmp_path: Path, mo
     shared = BuildConfig.from_parts("sample", str(tmp_path / "data"), None, None, BuildOptions())
     assert shared.work_url == f"file://{tmp_path / 'store'}" and shared.work_data_dir() == tmp_path / "local"
     assert shared.resolved_data_dir() == tmp_path / "data"
+
+
+def _published(root: Path, content_hash: str) -> Path:
+    root.mkdir(parents=True)
+    (root / "manifest.json").write_text(json.dumps({"dataset_id": root.name, "snapshot_id": "enwiki-20260101",
+                                                    "content_hash": content_hash, "created_at": "x"}))
+    (root / "articles.parquet").write_bytes(b"articles")
+    (root / "READY").write_text("now\n")
+    return root
+
+
+def test_a_machine_reads_the_previous_dataset_from_the_store(tmp_path: Path):
+    from lvm_core.data.build.family import FamilyError, ensure_stored, find_previous_dataset, local_dataset
+
+    store = WorkStore(f"file://{tmp_path / 'store'}")
+    root = _published(tmp_path / "flow" / "datasets" / "enwiki-20260101", "h1")
+    ensure_stored(root, root.name, "h1", store)
+    assert (tmp_path / "store" / "datasets" / root.name / STORED_MARKER).is_file()
+    worker = tmp_path / "worker"
+    got = local_dataset(root, root.name, "h1", worker, store)
+    assert got == worker / "datasets" / root.name and (got / "articles.parquet").read_bytes() == b"articles"
+    with pytest.raises(FamilyError, match="neither"):
+        local_dataset(root, root.name, "another content", tmp_path / "third", store)
+    # a new machine's build of the next month finds it on the store and downloads it
+    previous = find_previous_dataset(tmp_path / "fresh", "enwiki-20260201", "enwiki-20260201", store)
+    assert previous is not None and previous.root == tmp_path / "fresh" / "datasets" / root.name
+    assert (previous.root / "READY").is_file()
