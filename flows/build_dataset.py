@@ -56,8 +56,9 @@ def build_dataset(
     """
     config = BuildConfig.from_parts(source, data_dir, limit_articles, snapshot_id, options)
     runner = flow_runner()  # LVM_WORKERS / LVM_DASK_ADDRESS / LVM_EMBED_RESOURCES: a bad value stops here
+    t.open_work_store(config)  # LVM_WORK_URL / --work-url: a bad or unreachable store stops here
     info = t.resolve_source(config)
-    with exclusive(f"build-{info.dataset_id}"), work_in_use(config.resolved_data_dir()):
+    with exclusive(f"build-{info.dataset_id}"), work_in_use(config.work_data_dir()):
         t.clean_abandoned(config)
         t.check_split_registry(info, config)  # a bad registry or previous dataset stops the build before any work
         get_run_logger().info("shards run in %s", describe(runner))

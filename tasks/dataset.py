@@ -20,6 +20,7 @@ from lvm_core.data.build.assemble import assemble_step, assemble_work_dir
 from lvm_core.data.build.chunk import chunk_shard_step, chunk_shard_work_dir
 from lvm_core.data.build.dedup import dedup_work_dir
 from lvm_core.data.build.embed import embed_shard_step, embed_shard_work_dir
+from lvm_core.data.build.family import store_dataset
 from lvm_core.data.build.gc import GcReport, collect_garbage
 from lvm_core.data.build.ingest import ingest_shard_step, ingest_shard_work_dir
 from lvm_core.data.build.known import KnownArticles, known_articles_for
@@ -33,6 +34,7 @@ from lvm_core.data.build.records import (
 )
 from lvm_core.data.build.reuse import ReusePlan
 from lvm_core.data.build.source import SourceInfo
+from lvm_core.data.build.store import open_store
 from lvm_core.data.build.work import parquet_rows
 from lvm_core.data.embedding import pinned as embedding_pinned
 from lvm_core.data.embedding.pinned import PinnedEncoder
@@ -48,6 +50,18 @@ def resolve_source(config: BuildConfig) -> SourceInfo:
     info = build_source.resolve_source(config)
     get_run_logger().info("source %s → snapshot %s (sha256 %s…)", info.path, info.snapshot_id, info.digest[:12])
     return info
+
+
+@task(name="open-work-store", cache_policy=NO_CACHE, **IO_RETRIES)
+def open_work_store(config: BuildConfig) -> str | None:
+    """Check the work store (`--work-url`) before any work: a bad URL or an unreachable store stops here."""
+    store = open_store(config.work_url)
+    if store is None:
+        return None
+    store.check()
+    get_run_logger().info("work folders and published datasets shared through %s; this machine's data folder: %s",
+                          store.url, config.work_data_dir())
+    return store.url
 
 
 @task(name="clean-abandoned-builds", cache_policy=NO_CACHE, **IO_RETRIES)
@@ -186,7 +200,7 @@ def embed_shard(
     out = embed_shard_work_dir(chunks_file, config, pinned)
     log = get_run_logger()
     with ShardTicker(f"embed {Path(chunks_file).parent.name}", "chunks", log, total=int(chunked.chunks)) as ticker:
-        record = embed_shard_step(chunks_file, config, out, config.resolved_data_dir(), on_progress=ticker.advance,
+        record = embed_shard_step(chunks_file, config, out, config.work_data_dir(), on_progress=ticker.advance,
                                   pinned=pinned, reuse=reuse, previous_rows=chunked.previous_rows)
     s = record.stats
     log.info(
@@ -247,7 +261,9 @@ def run_data_gates(stage_dir: Path, manifest: DatasetManifest, source: SourceInf
 def publish(stage_dir: Path, manifest: DatasetManifest, report: GateReport, source: SourceInfo, config: BuildConfig) -> Path:
     """Write READY and rename the staged folder onto the dataset folder (the old one goes only then)."""
     finalize_manifest(stage_dir, manifest, report.to_manifest(), True, report.docs_path)
-    return build_publish.publish(stage_dir, config.resolved_data_dir(), source.dataset_id)
+    published = build_publish.publish(stage_dir, config.resolved_data_dir(), source.dataset_id)
+    store_dataset(published, source.dataset_id, open_store(config.work_url))  # the next month's build, elsewhere
+    return published
 
 
 @task(name="set-aside-failed-build", task_run_name="set-aside-{source.dataset_id}", **IO_RETRIES)

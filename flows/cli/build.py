@@ -14,6 +14,7 @@ from flows.cli.options import (
     EmbedResourcesOpt,
     OnDuplicateOpt,
     WorkersOpt,
+    WorkUrlOpt,
     data_dir_of,
     parse_thresholds,
     ranges_or_none,
@@ -42,6 +43,7 @@ def build(
     workers: WorkersOpt = None,
     dask_address: DaskAddressOpt = None,
     embed_resources: EmbedResourcesOpt = None,
+    work_url: WorkUrlOpt = None,
     cold: Annotated[bool, typer.Option("--cold", help="Full build: reuse nothing from the previous dataset or the work folders (every article parsed, chunked and looked up again); the embedding cache is still read (exact, so the dataset equals an incremental build's); splits still follow the family's split registry")] = False,
     previous_dataset: Annotated[str | None, typer.Option(help="Published dataset folder to carry on from (its split registry; unless --cold, the chunks and vectors of its unchanged articles: same chunker and encoder required) [default: the newest published dataset of the same family]")] = None,
 ) -> None:
@@ -70,6 +72,7 @@ def build(
             vector_dtype=vector_dtype,
             cold=cold,
             previous_dataset=previous_dataset,
+            work_url=work_url,
         )
         from flows.build_dataset import build_dataset
         from flows.infra.runners import shard_task_runner

@@ -36,7 +36,15 @@ WorkersOpt = Annotated[
 DaskAddressOpt = Annotated[
     str | None,
     typer.Option("--dask-address", envvar="LVM_DASK_ADDRESS", help="Run the shards on an existing Dask cluster, "
-                 "e.g. tcp://dask-scheduler:8786 (its workers must see the data folder at the same path)"),
+                 "e.g. tcp://dask-scheduler:8786 (its workers must see the data folder at the same path, or share --work-url)"),
+]
+
+WorkUrlOpt = Annotated[
+    str | None,
+    typer.Option("--work-url", envvar="LVM_WORK_URL", help="Share finished work folders and published datasets "
+                 "through this fsspec URL (file:///mnt/shared/lvm, s3://bucket/lvm, ...) instead of a data folder "
+                 "mounted on every machine: each worker keeps its own data folder (LVM_LOCAL_DATA_DIR) and takes "
+                 "the shards any machine finished from there [default: none]"),
 ]
 
 EmbedResourcesOpt = Annotated[

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lvm_core.contracts.gates import GateThresholds
-from lvm_core.contracts.layout import DEFAULT_FRACTIONS, default_data_dir, split_fractions
+from lvm_core.contracts.layout import DEFAULT_FRACTIONS, LOCAL_DATA_DIR_ENV, default_data_dir, split_fractions
 
 
 class BuildOptions(BaseModel):
@@ -50,6 +51,12 @@ class BuildOptions(BaseModel):
         "article parsed, chunked and looked up again); the embedding cache is still read (its vectors are exact, "
         "so the dataset equals an incremental build's); splits still follow the family's registry",
     )
+    work_url: str | None = Field(
+        None,
+        description="Shared storage for finished work folders and published datasets, as an fsspec URL "
+        "(file:///mnt/shared/lvm, s3://bucket/lvm, ...): each machine keeps its own local data folder and takes "
+        "the shards any other one finished from there (default: $LVM_WORK_URL; none: the data folder alone)",
+    )
     previous_dataset: str | None = Field(
         None,
         description="Published dataset folder whose unchanged articles' chunks and vectors, and split registry, "
@@ -86,8 +93,9 @@ class BuildOptions(BaseModel):
 
 
 # Options that say how a dataset was reached, not what it is: kept out of the manifest's build_config (and
-# so out of its content hash); the manifest's lineage records them instead.
-LINEAGE_OPTIONS = frozenset({"cold", "previous_dataset"})
+# so out of its content hash); the manifest's lineage records how it was reached instead.
+LINEAGE_OPTIONS = frozenset({"cold", "previous_dataset", "work_url"})
+WORK_URL_ENV = "LVM_WORK_URL"
 
 
 class BuildConfig(BuildOptions):
@@ -111,7 +119,14 @@ class BuildConfig(BuildOptions):
         options: BuildOptions | None,
     ) -> BuildConfig:
         base = (options or BuildOptions()).model_dump()
+        base["work_url"] = base.get("work_url") or os.environ.get(WORK_URL_ENV, "").strip() or None
         return cls(source=source, data_dir=data_dir, limit_articles=limit_articles, snapshot_id=snapshot_id, **base)
 
     def resolved_data_dir(self) -> Path:
         return Path(self.data_dir).expanduser() if self.data_dir else default_data_dir()
+
+    def work_data_dir(self) -> Path:
+        """This machine's folder for work folders and caches: with a work store, a machine's own
+        `LVM_LOCAL_DATA_DIR` where set (a worker's local disk); else the build's data folder."""
+        local = os.environ.get(LOCAL_DATA_DIR_ENV, "").strip() if self.work_url else ""
+        return Path(local).expanduser() if local else self.resolved_data_dir()

@@ -121,6 +121,9 @@ def dataset_dir(data_dir: Path, snapshot_id: str) -> Path:
 
 
 CACHE_DIR_ENV = "LVM_CACHE_DIR"
+# A machine's own data folder in a build whose work is shared through a work store (`BuildOptions.work_url`):
+# its work folders and caches; the datasets are published by the flow into the build's data folder.
+LOCAL_DATA_DIR_ENV = "LVM_LOCAL_DATA_DIR"
 
 
 def cache_root(data_dir: Path) -> Path:

@@ -33,7 +33,7 @@ from lvm_core.data.build.records import (
     KeptArticles,
 )
 from lvm_core.data.build.source import source_name
-from lvm_core.data.build.work import done_record, finish_shard, step_key, work_dir
+from lvm_core.data.build.work import done_record, finish_shard, local_record, step_key, work_dir, work_ref, work_store
 from lvm_core.data.embedding.fingerprint import EncoderFingerprint
 from lvm_core.data.ingest.shards.files import concat_parquet
 from lvm_core.data.vector_files import (
@@ -48,8 +48,9 @@ from lvm_core.io.vectors import release_pages
 def assemble_work_dir(
     articles: KeptArticles, chunked: list[ChunkedShard], embedded: list[EmbeddedShard], config: BuildConfig
 ) -> Path:
-    parts = [list(articles.files), [c.file for c in chunked], [e.file for e in embedded], config.vector_dtype]
-    return work_dir(config.resolved_data_dir(), "assemble", step_key("assemble", *parts))
+    parts = [[work_ref(f) for f in articles.files], [work_ref(c.file) for c in chunked],
+             [work_ref(e.file) for e in embedded], config.vector_dtype]
+    return work_dir(config.work_data_dir(), "assemble", step_key("assemble", *parts))
 
 
 def assemble_step(
@@ -67,6 +68,11 @@ def assemble_step(
     stats = sum_embed_stats([e.stats for e in embedded])
     done = None if config.cold else done_record(out_dir, AssembledFiles)  # cold: nothing reused from work/
     if done is None:
+        # the shards' files as this machine's, fetched from the work store where another machine made them
+        store, here = work_store(config), config.work_data_dir()
+        articles = local_record(articles, here, store)
+        chunked = [local_record(c, here, store) for c in chunked]
+        embedded = [local_record(e, here, store) for e in embedded]
         n_chunks = sum(int(c.chunks) for c in chunked)
         if n_chunks == 0:
             raise DataContractError(f"{source_name(config)}: no chunks produced (all articles empty?)")

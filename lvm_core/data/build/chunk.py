@@ -14,15 +14,18 @@ from lvm_core.contracts.build_options import BuildConfig
 from lvm_core.contracts.layout import CHUNKS_FILE, CHUNKS_SCHEMA
 from lvm_core.data import chunking
 from lvm_core.data.build.records import ChunkedShard
-from lvm_core.data.build.reuse import PreviousChunks, ReusePlan, chunk_batch
+from lvm_core.data.build.reuse import PreviousChunks, ReusePlan, chunk_batch, local_reuse
 from lvm_core.data.build.source import SourceInfo, wiki_language
 from lvm_core.data.build.work import (
     Progress,
     done_record,
     finish_shard,
+    local_work_file,
     open_shard_file,
     step_key,
     work_dir,
+    work_ref,
+    work_store,
 )
 from lvm_core.data.embedding.encoder import parse_encoder_spec
 from lvm_core.data.embedding.model_folder import encoder_casefolds
@@ -42,11 +45,11 @@ def chunk_shard_work_dir(
     articles_file: str, source: SourceInfo, config: BuildConfig, reuse: ReusePlan | None = None
 ) -> Path:
     casefold = _casefolds(config)
-    parts = [str(articles_file), config.min_words, config.max_words, wiki_language(source.snapshot_id)]
+    parts = [work_ref(articles_file), config.min_words, config.max_words, wiki_language(source.snapshot_id)]
     # its rows are copied into the output; the embed key chains from this folder, so whether its vectors are too
     previous = [] if reuse is None else ["previous", reuse.content_hash, reuse.copy_vectors]
     key = step_key("chunk", *parts, *([] if casefold else ["cased"]), *previous)
-    return work_dir(config.resolved_data_dir(), "chunk", key)
+    return work_dir(config.work_data_dir(), "chunk", key)
 
 
 def chunk_shard_step(
@@ -58,10 +61,12 @@ def chunk_shard_step(
     With a reuse plan, unchanged articles' rows are copied from the previous dataset (`reuse.chunk_batch`) and
     each row's previous row goes to previous_rows.npy, for the embed step. `cold` redoes a finished shard.
     """
-    out_dir = Path(out_dir)
-    done = None if config.cold else done_record(out_dir, ChunkedShard)
+    out_dir, store = Path(out_dir), work_store(config)
+    done = None if config.cold else done_record(out_dir, ChunkedShard, store)
     if done is not None:
         return done
+    articles_file = str(local_work_file(articles_file, config.work_data_dir(), store))  # maybe made elsewhere
+    reuse = local_reuse(reuse, config, store)
     t0 = time.perf_counter()
     cfg = chunking.ChunkingConfig(
         min_words=config.min_words, max_words=config.max_words, language=wiki_language(source.snapshot_id),
@@ -93,7 +98,7 @@ def chunk_shard_step(
         file=str(out), articles=counts["articles"], chunks=counts["chunks"], bytes=out.stat().st_size,
         seconds=round(time.perf_counter() - t0, 3), previous_rows=None if rows_file is None else str(rows_file),
         articles_reused=counts["articles_reused"], chunks_reused=counts["chunks_reused"],
-    ))
+    ), store)
 
 
 def _digest(previous: PreviousChunks | None) -> list[str]:

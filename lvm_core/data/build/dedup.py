@@ -22,9 +22,12 @@ from lvm_core.data.build.source import SourceInfo
 from lvm_core.data.build.work import (
     done_record,
     finish_shard,
+    local_record,
     read_columns,
     step_key,
     work_dir,
+    work_ref,
+    work_store,
 )
 from lvm_core.data.ingest.base import IngestError
 from lvm_core.data.ingest.duplicates import DUPLICATE_POLICIES, DuplicateIdError, DuplicateReport
@@ -34,9 +37,9 @@ from lvm_core.io.storage import write_json, write_parquet
 
 def dedup_work_dir(ingested: list[IngestedShard], source: SourceInfo, config: BuildConfig) -> Path:
     policy = config.on_duplicate if _is_tabular(source) else "first"
-    files = [f for r in ingested for f in r.files]
+    files = [work_ref(f) for r in ingested for f in r.files]
     key = step_key("ingest", "dedup", files, config.limit_articles, policy)
-    return work_dir(config.resolved_data_dir(), "ingest", key)
+    return work_dir(config.work_data_dir(), "ingest", key)
 
 
 def _is_tabular(source: SourceInfo) -> bool:
@@ -57,10 +60,11 @@ def dedup_articles(
     article, against ~700 as Python objects, so the pass fits a coordinator at full enwiki size (6.9M
     articles ≈ 170 MB). Hashes are only compared within one id, where a 64-bit collision is negligible.
     """
-    out_dir = Path(out_dir)
-    done = None if config.cold else done_record(out_dir, KeptArticles)  # cold: nothing reused from work/
+    out_dir, store = Path(out_dir), work_store(config)
+    done = None if config.cold else done_record(out_dir, KeptArticles, store)  # cold: nothing reused from work/
     if done is not None:
         return done
+    ingested = [local_record(r, config.work_data_dir(), store) for r in ingested]  # made on other machines
     files = [Path(f) for r in ingested for f in r.files]
     rows = _id_rows(files)
     n_read = rows.height
@@ -75,7 +79,7 @@ def dedup_articles(
     write_json(out_dir / INGEST_STATS_FILE, report.to_dict())
     return finish_shard(out_dir, KeptArticles(
         files=tuple(out_files), articles=int(kept.height), read=n_read, stats=report,
-    ))
+    ), store)
 
 
 def _id_rows(files: list[Path]) -> pl.DataFrame:

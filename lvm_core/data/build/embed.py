@@ -22,14 +22,17 @@ from lvm_core.contracts.layout import (
     embedding_cache_dir,
 )
 from lvm_core.data.build.records import EmbeddedShard
-from lvm_core.data.build.reuse import ReusePlan, check_fingerprint, previous_vectors
+from lvm_core.data.build.reuse import ReusePlan, check_fingerprint, local_reuse, previous_vectors
 from lvm_core.data.build.work import (
     Progress,
     done_record,
     finish_shard,
+    local_work_file,
     open_shard_file,
     step_key,
     work_dir,
+    work_ref,
+    work_store,
 )
 from lvm_core.data.chunking import text_hash
 from lvm_core.data.embedding.cache import EmbeddingCache
@@ -59,8 +62,8 @@ EMBED_BLOCK_ROWS = 16_384
 def embed_shard_work_dir(chunks_file: str, config: BuildConfig, pinned: PinnedEncoder | None = None) -> Path:
     """Keyed by the encoder's fingerprint (weights, backend), not its name: new weights are new work."""
     pinned = pinned or pin_encoder(config.encoder)
-    key = step_key("embed", "shard", str(chunks_file), pinned.fingerprint.id)
-    return work_dir(config.resolved_data_dir(), "embed", key)
+    key = step_key("embed", "shard", work_ref(chunks_file), pinned.fingerprint.id)
+    return work_dir(config.work_data_dir(), "embed", key)
 
 
 def embed_shard_step(
@@ -75,11 +78,15 @@ def embed_shard_step(
     vector and every distinct text found in the cache or newly encoded. The encoder is the build's `pinned` one
     (default: `config.encoder` resolved here); a worker that cannot produce it fails before reading anything.
     """
-    out_dir = Path(out_dir)
-    done = None if config.cold else done_record(out_dir, EmbeddedShard)
+    out_dir, store = Path(out_dir), work_store(config)
+    done = None if config.cold else done_record(out_dir, EmbeddedShard, store)
     if done is not None:
         n = done.chunks - int(done.stats.get("n_copied") or 0)
         return replace(done, stats={**done.stats, "n_reused": n, "n_encoded": 0, "n_unique": n})
+    chunks_file = str(local_work_file(chunks_file, config.work_data_dir(), store))  # maybe chunked elsewhere
+    if previous_rows is not None:
+        previous_rows = str(local_work_file(previous_rows, config.work_data_dir(), store))
+    reuse = local_reuse(reuse, config, store)
     encoder = load_pinned(pinned or pin_encoder(config.encoder), cache_dir=encoder_cache_dir(data_dir))
     if reuse is not None:
         check_fingerprint(reuse, encoder.fingerprint)
@@ -98,7 +105,7 @@ def embed_shard_step(
     return finish_shard(out_dir, EmbeddedShard(
         file=str(out_dir / EMBEDDINGS_FILE), encoder_file=str(out_dir / ENCODER_FILE), chunks=n,
         bytes=(out_dir / EMBEDDINGS_FILE).stat().st_size, stats=stats_dict,
-    ))
+    ), store)
 
 
 def _embed_blocks(

@@ -1,6 +1,10 @@
 """Dataset families: the snapshots of one wiki (`enwiki-20240601`, `enwiki-20240701`, ...) and, for a new
 build, the family's previous published dataset it carries on from (its split registry and unchanged articles).
 
+With a work store (`store.py`) a published dataset is also stored under `datasets/<id>/` at the store's URL:
+a build on a machine that does not hold the family's previous dataset finds it there and downloads it, and a
+worker reads the previous dataset a build carries on from as its own copy (`local_dataset`).
+
 A month's build finds its predecessor by itself, so a scheduled rebuild keeps every article's split and is
 incremental without being told; `--previous-dataset` names one explicitly. `--cold` (`BuildOptions.cold`)
 reuses none of its articles, but the splits still follow its registry.
@@ -15,8 +19,11 @@ from pathlib import Path
 
 from lvm_core.contracts.build_options import BuildConfig
 from lvm_core.contracts.errors import UserError
-from lvm_core.contracts.layout import DatasetPaths, datasets_root
+from lvm_core.contracts.layout import MANIFEST_FILE, DatasetPaths, dataset_dir, datasets_root
+from lvm_core.data.build.store import WorkStore, open_store
 from lvm_core.io.storage import read_json
+
+DATASETS = "datasets"  # published datasets under a work store's URL
 
 _DATED = re.compile(r"^(?P<family>.+)-(?P<date>\d{8})$")
 
@@ -70,6 +77,10 @@ def read_published(root: Path) -> PublishedDataset | None:
         manifest = read_json(paths.manifest)
     except (OSError, ValueError):
         return None
+    return _published(Path(root), manifest)
+
+
+def _published(root: Path, manifest: object) -> PublishedDataset | None:
     if not isinstance(manifest, dict) or not manifest.get("snapshot_id") or not manifest.get("dataset_id"):
         return None
     return PublishedDataset(
@@ -87,16 +98,78 @@ def published_datasets(data_dir: Path) -> list[PublishedDataset]:
     return [d for d in found if d is not None]
 
 
-def find_previous_dataset(data_dir: Path, snapshot_id: str, dataset_id: str) -> PublishedDataset | None:
+def stored_datasets(store: WorkStore, data_dir: Path) -> list[PublishedDataset]:
+    """The datasets published on the work store (from their manifests), each with the folder of this machine's
+    data folder it is downloaded into (`fetch_stored_dataset`)."""
+    found = (_published(dataset_dir(data_dir, name), store.read_json(f"{DATASETS}/{name}", MANIFEST_FILE))
+             for name in store.names(DATASETS))
+    return [d for d in found if d is not None]
+
+
+def store_dataset(root: Path, dataset_id: str, store: WorkStore | None) -> None:
+    """Put a published dataset on the work store (again, when it was published anew), READY after its files."""
+    if store is not None:
+        store.upload(Path(root), f"{DATASETS}/{dataset_id}", replace=True)
+
+
+def ensure_stored(root: Path, dataset_id: str, content_hash: str, store: WorkStore | None) -> None:
+    """Put the dataset a build carries on from on the work store unless the store holds this very one, so the
+    workers can read it."""
+    if store is None:
+        return
+    stored = store.read_json(f"{DATASETS}/{dataset_id}", MANIFEST_FILE)
+    if not isinstance(stored, dict) or stored.get("content_hash") != content_hash:
+        store_dataset(Path(root), dataset_id, store)
+
+
+def local_dataset(root: str | Path, dataset_id: str, content_hash: str, data_dir: Path, store: WorkStore | None) -> Path:
+    """The dataset a build carries on from (published at `root` on the flow's machine), as a folder this machine
+    reads: its own copy when it holds this content, else the work store's (downloaded into its data folder),
+    else `root` itself (a folder every machine mounts). Refused in one line when none holds it."""
+    if store is None:
+        return Path(root)
+    local = dataset_dir(data_dir, dataset_id)
+    if _holds(local, content_hash):
+        return local
+    if store.download(f"{DATASETS}/{dataset_id}", local) and _holds(local, content_hash):
+        return local
+    if _holds(Path(root), content_hash):
+        return Path(root)
+    raise FamilyError(f"previous dataset {dataset_id} (content {content_hash[:12]}…) is neither in {data_dir} nor "
+                      f"on the work store {store.url}: build it again, or pass --cold")
+
+
+def _holds(root: Path, content_hash: str) -> bool:
+    if read_published(root) is None:
+        return False
+    try:
+        return bool(read_json(DatasetPaths(root).manifest).get("content_hash") == content_hash)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def find_previous_dataset(
+    data_dir: Path, snapshot_id: str, dataset_id: str, store: WorkStore | None = None
+) -> PublishedDataset | None:
     """The newest published dataset of `snapshot_id`'s family that came before it (by snapshot date when
-    both are dated, else by creation time), other than `dataset_id` itself; None for a family's first build."""
+    both are dated, else by creation time), other than `dataset_id` itself; None for a family's first build.
+
+    With a work store, its datasets count too: one this machine does not hold is downloaded when chosen.
+    """
     family, date = dataset_family(snapshot_id), snapshot_date(snapshot_id)
-    candidates = [d for d in published_datasets(data_dir) if d.family == family and d.dataset_id != dataset_id]
+    local = published_datasets(data_dir)
+    held = {d.dataset_id for d in local}
+    stored = [d for d in stored_datasets(store, data_dir) if d.dataset_id not in held] if store is not None else []
+    candidates = [d for d in (*local, *stored) if d.family == family and d.dataset_id != dataset_id]
     if date is not None:
         candidates = [d for d in candidates if d.date is not None and d.date < date]
     if not candidates:
         return None
-    return max(candidates, key=lambda d: (d.date or _dt.date.min, d.created_at))
+    chosen = max(candidates, key=lambda d: (d.date or _dt.date.min, d.created_at))
+    if store is not None and chosen in stored:
+        store.download(f"{DATASETS}/{chosen.dataset_id}", chosen.root)
+        return read_published(chosen.root)
+    return chosen
 
 
 def previous_dataset_for(config: BuildConfig, snapshot_id: str, dataset_id: str) -> PublishedDataset | None:
@@ -111,4 +184,4 @@ def previous_dataset_for(config: BuildConfig, snapshot_id: str, dataset_id: str)
             raise FamilyError(f"--previous-dataset {config.previous_dataset}: family {named.family!r}, but this "
                               f"build is of family {dataset_family(snapshot_id)!r}")
         return named
-    return find_previous_dataset(config.resolved_data_dir(), snapshot_id, dataset_id)
+    return find_previous_dataset(config.resolved_data_dir(), snapshot_id, dataset_id, open_store(config.work_url))

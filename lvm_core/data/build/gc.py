@@ -19,6 +19,9 @@ What needs what:
   build's own clean-up does); a publish cut between its two renames is finished or undone first.
 
 The embedding cache, downloads, models, published datasets and set-aside failed builds are never touched.
+Neither is a work store (`--work-url`, `store.py`): gc frees a machine's local data folder only (a folder it
+removes is downloaded again when a build needs it); the store's `work/` is left to the storage's own tools.
+A worker with its own data folder (`LVM_LOCAL_DATA_DIR`) holds no build's lock: run gc there between builds.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from typing import Any
 from lvm_core.contracts.build_options import BuildConfig
 from lvm_core.contracts.layout import DatasetPaths
 from lvm_core.contracts.manifest import DatasetManifest, write_manifest
-from lvm_core.data.build.known import KnownArticles, KnownLookup, with_known_texts
+from lvm_core.data.build.known import KnownArticles, KnownLookup, local_known, with_known_texts
 from lvm_core.data.build.records import IngestedShard
 from lvm_core.data.build.source import SourceInfo
 from lvm_core.data.build.work import (
@@ -24,6 +24,7 @@ from lvm_core.data.build.work import (
     finish_shard,
     step_key,
     work_dir,
+    work_store,
 )
 from lvm_core.data.ingest.base import Article, KnownPage
 from lvm_core.data.ingest.shards.files import write_article_shards
@@ -64,7 +65,7 @@ def ingest_shard_work_dir(
     key = step_key("ingest", "shard", source.digest, shard_key(shard), source.snapshot_id,
                    config.limit_articles, config.shard_articles, cleaner_id(source.path),
                    known.identity if known is not None else None)
-    return work_dir(config.resolved_data_dir(), "ingest", key)
+    return work_dir(config.work_data_dir(), "ingest", key)
 
 
 def ingest_shard_step(
@@ -78,10 +79,11 @@ def ingest_shard_step(
     previous dataset's index, `known.py`) a dump page whose raw text is unchanged is not cleaned: its text
     comes from the previous dataset, so the files are the same as a cleaning would write.
     """
-    out_dir = Path(out_dir)
-    done = None if config.cold else done_record(out_dir, IngestedShard)  # cold: nothing reused from work/
+    out_dir, store = Path(out_dir), work_store(config)
+    done = None if config.cold else done_record(out_dir, IngestedShard, store)  # cold: nothing reused from work/
     if done is not None:
         return done
+    known = local_known(known, config, store)
     t0 = time.perf_counter()
     counted = {"articles": 0, "cleaned": 0, "reused": 0}
     lookup = KnownLookup(known) if known is not None else None
@@ -106,7 +108,7 @@ def ingest_shard_step(
         articles=counted["articles"], bytes=sum(f.stat().st_size for f in files),
         input_bytes=shard.stop - shard.start, seconds=round(time.perf_counter() - t0, 3),
         cleaned=counted["cleaned"], reused_articles=counted["reused"],
-    ))
+    ), store)
 
 
 def ingest_reuse(ingested: list[IngestedShard], known: KnownArticles | None) -> dict[str, Any]:

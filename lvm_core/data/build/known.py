@@ -18,7 +18,7 @@ at once (both files are in dump order, so one window's rows are mostly one or tw
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +27,10 @@ import pyarrow.parquet as pq
 
 from lvm_core.contracts.build_options import BuildConfig
 from lvm_core.contracts.layout import DatasetPaths
-from lvm_core.data.build.family import dataset_family, previous_dataset_for
+from lvm_core.data.build.family import dataset_family, ensure_stored, local_dataset, previous_dataset_for
 from lvm_core.data.build.source import SourceInfo
-from lvm_core.data.build.work import step_key, work_dir
+from lvm_core.data.build.store import WorkStore
+from lvm_core.data.build.work import local_work_file, step_key, upload_work_dir, work_dir, work_store
 from lvm_core.data.ingest.base import Article, KnownPage, one_line
 from lvm_core.data.ingest.shards.plan import ShardError
 from lvm_core.data.ingest.sources import cleaner_id
@@ -102,11 +103,24 @@ def known_articles_for(config: BuildConfig, source: SourceInfo) -> tuple[KnownAr
         return None, (f"previous dataset {name} has no source_sha1 column (built before raw digests were "
                       "recorded): every page is cleaned")
     key = step_key("ingest", "known", content_hash, cleaner, INDEX_FORMAT)
-    folder = work_dir(config.resolved_data_dir(), "ingest", key)
+    folder = work_dir(config.work_data_dir(), "ingest", key)
     n = ensure_index(paths.articles, folder)
+    store = work_store(config)  # workers with their own data folders take the index and the dataset from there
+    upload_work_dir(folder, store)
+    ensure_stored(previous.root, name, str(content_hash), store)
     known = KnownArticles(folder=str(folder), articles=str(paths.articles), dataset_id=name,
                           content_hash=str(content_hash), cleaner=cleaner, n=n)
     return known, f"{n} articles of previous dataset {name} indexed: pages with unchanged wikitext are not cleaned"
+
+
+def local_known(known: KnownArticles | None, config: BuildConfig, store: WorkStore | None) -> KnownArticles | None:
+    """The index as files of this machine (a worker with its own data folder fetches them from the work store)."""
+    if known is None or store is None:
+        return known
+    here = config.work_data_dir()
+    root = local_dataset(Path(known.articles).parent, known.dataset_id, known.content_hash, here, store)
+    return replace(known, folder=str(local_work_file(known.folder, here, store)),
+                   articles=str(DatasetPaths(root).articles))
 
 
 def ensure_index(articles: Path, folder: Path) -> int:

@@ -3,16 +3,20 @@
 Each record is also the `done.json` of its work folder: `to_dict()` gives that JSON (keys in the order
 they have always been written) and `from_dict()` reads it back, so resumed work folders and the dataset's
 content hash do not change. `reused` says whether the step found its work already done; it is not
-written. Plain frozen dataclasses: they travel to and from Dask workers as they are.
+written. Plain frozen dataclasses: they travel to and from Dask workers as they are. Their paths are where
+the files were written; `relocated()` maps them onto another machine's data folder (`work.local_record`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, Self
 
 from lvm_core.data.ingest.duplicates import DuplicateReport
+
+Where = Callable[[str], str]  # a path written on some machine -> the same file on this one
 
 
 class StepRecord(Protocol):
@@ -25,6 +29,8 @@ class StepRecord(Protocol):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], reused: bool = False) -> Self: ...
+
+    def relocated(self, where: Where) -> Self: ...
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,9 @@ class IngestedShard:
                    bytes=data["bytes"], input_bytes=data["input_bytes"], seconds=data["seconds"], reused=reused,
                    cleaned=data.get("cleaned"), reused_articles=data.get("reused_articles"))
 
+    def relocated(self, where: Where) -> Self:
+        return replace(self, files=tuple(where(f) for f in self.files))
+
 
 @dataclass(frozen=True)
 class KeptArticles:
@@ -73,6 +82,9 @@ class KeptArticles:
     def from_dict(cls, data: dict[str, Any], reused: bool = False) -> Self:
         return cls(files=tuple(data["files"]), articles=data["articles"], read=data["read"],
                    stats=DuplicateReport.from_dict(data["stats"]), reused=reused)
+
+    def relocated(self, where: Where) -> Self:
+        return replace(self, files=tuple(where(f) for f in self.files))
 
 
 @dataclass(frozen=True)
@@ -110,6 +122,10 @@ class ChunkedShard:
                    articles_reused=int(data.get("articles_reused") or 0),
                    chunks_reused=int(data.get("chunks_reused") or 0))
 
+    def relocated(self, where: Where) -> Self:
+        rows = None if self.previous_rows is None else where(self.previous_rows)
+        return replace(self, file=where(self.file), previous_rows=rows)
+
 
 @dataclass(frozen=True)
 class EmbeddedShard:
@@ -137,6 +153,9 @@ class EmbeddedShard:
         return cls(file=data["file"], encoder_file=data["encoder_file"], chunks=data["chunks"], bytes=data["bytes"],
                    stats=dict(data["stats"]), reused=reused)
 
+    def relocated(self, where: Where) -> Self:
+        return replace(self, file=where(self.file), encoder_file=where(self.encoder_file))
+
 
 @dataclass(frozen=True)
 class AssembledFiles:
@@ -152,6 +171,9 @@ class AssembledFiles:
     @classmethod
     def from_dict(cls, data: dict[str, Any], reused: bool = False) -> Self:
         return cls(files=tuple(data["files"]), chunks=data["chunks"], reused=reused)
+
+    def relocated(self, where: Where) -> Self:
+        return replace(self, files=tuple(where(f) for f in self.files))
 
 
 @dataclass(frozen=True)

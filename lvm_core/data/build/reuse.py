@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +34,18 @@ from lvm_core.contracts.errors import UserError
 from lvm_core.contracts.layout import CHUNKS_FILE, CHUNKS_SCHEMA, DatasetPaths
 from lvm_core.contracts.manifest import DatasetManifest
 from lvm_core.data import chunking
-from lvm_core.data.build.family import PublishedDataset, previous_dataset_for
+from lvm_core.data.build.family import PublishedDataset, ensure_stored, local_dataset, previous_dataset_for
 from lvm_core.data.build.records import ChunkedShard, EmbeddedShard
 from lvm_core.data.build.source import SourceInfo, wiki_language
-from lvm_core.data.build.work import STEP_VERSIONS, step_key, work_dir
+from lvm_core.data.build.store import WorkStore
+from lvm_core.data.build.work import (
+    STEP_VERSIONS,
+    local_work_file,
+    step_key,
+    upload_work_dir,
+    work_dir,
+    work_store,
+)
 from lvm_core.data.embedding.encoder import parse_encoder_spec
 from lvm_core.data.embedding.fingerprint import EncoderFingerprint
 from lvm_core.data.embedding.model_folder import encoder_casefolds
@@ -88,10 +96,13 @@ def plan_reuse(
     manifest, encoder = read_json(paths.manifest), read_json(paths.encoder)
     _check_chunker(previous, manifest, encoder, chunker_settings(config, source.snapshot_id))
     content_hash = str(manifest.get("content_hash") or "")
-    out = work_dir(config.resolved_data_dir(), "reuse", step_key("reuse", content_hash, str(previous.root)))
+    out = work_dir(config.work_data_dir(), "reuse", step_key("reuse", content_hash, str(previous.root)))
     index = out / INDEX_FILE
     if not index.exists():
         build_article_index(previous.root, index)
+    store = work_store(config)  # workers with their own data folders take the index and the dataset from there
+    upload_work_dir(out, store)
+    ensure_stored(previous.root, previous.dataset_id, content_hash, store)
     stored = str(encoder.get("vector_dtype") or "float32")
     plan = ReusePlan(
         previous=str(previous.root), dataset_id=previous.dataset_id, content_hash=content_hash, index=str(index),
@@ -118,6 +129,15 @@ def _check_chunker(
             f"previous dataset {previous.root} was chunked with other settings ({'; '.join(differ)}): pass --cold "
             "to build without it, or --previous-dataset to name another"
         )
+
+
+def local_reuse(plan: ReusePlan | None, config: BuildConfig, store: WorkStore | None) -> ReusePlan | None:
+    """The plan as files of this machine (a worker with its own data folder fetches them from the work store)."""
+    if plan is None or store is None:
+        return plan
+    here = config.work_data_dir()
+    root = local_dataset(plan.previous, plan.dataset_id, plan.content_hash, here, store)
+    return replace(plan, index=str(local_work_file(plan.index, here, store)), previous=str(root))
 
 
 def check_fingerprint(plan: ReusePlan, fingerprint: EncoderFingerprint) -> None:
