@@ -39,6 +39,7 @@ from lvm_core.data.embedding.pinned import PinnedEncoder, load_pinned, pin_encod
 from lvm_core.data.vector_files import validate_embeddings
 from lvm_core.io.storage import atomic_path, load_npy, write_json
 from lvm_core.io.vectors import release_pages
+from lvm_core.runtime.memory import return_freed_memory
 
 
 def _check_hash_casing(texts: list[str], hashes: list[str], casefold: bool, chunks_path: Path, n: int = 256) -> None:
@@ -80,6 +81,7 @@ def embed_shard_step(
     if done is not None:
         n = done.chunks - int(done.stats.get("n_copied") or 0)
         return replace(done, stats={**done.stats, "n_reused": n, "n_encoded": 0, "n_unique": n})
+    return_freed_memory()  # a shard's batches come and go: what is freed goes back to the OS, not to a pool
     encoder = load_pinned(pinned or pin_encoder(config.encoder), cache_dir=encoder_cache_dir(data_dir))
     if reuse is not None:
         check_fingerprint(reuse, encoder.fingerprint)
