@@ -36,13 +36,14 @@ from lvm_core.data.build.source import source_name
 from lvm_core.data.build.work import done_record, finish_shard, local_record, step_key, work_dir, work_ref, work_store
 from lvm_core.data.embedding.fingerprint import EncoderFingerprint
 from lvm_core.data.ingest.shards.files import concat_parquet
-from lvm_core.data.vector_files import (
-    VALIDATE_BLOCK_ROWS,
-    iter_row_blocks,
-    validate_embeddings,
-)
+from lvm_core.data.vector_files import iter_row_blocks, validate_embeddings
 from lvm_core.io.storage import atomic_path, load_npy, read_json, write_json
 from lvm_core.io.vectors import release_pages
+from lvm_core.runtime.memory import return_freed_memory
+
+#: Vector rows copied and checked at a time (16,384 x 384 float32 = 24 MiB): a 64k-row block held ~340 MiB
+#: at once (its float32 copy, the checks' temporaries and the mapped pages of both files).
+_COPY_BLOCK_ROWS = 16_384
 
 
 def assemble_work_dir(
@@ -62,6 +63,7 @@ def assemble_step(
     Parquet is joined batch by batch; vectors are copied block by block into a memory-mapped
     embeddings.npy, so memory stays bounded whatever the snapshot.
     """
+    return_freed_memory()  # the coordinator's steps from here on free what they read as they go
     out_dir = Path(out_dir)
     paths = (out_dir / ARTICLES_FILE, out_dir / CHUNKS_FILE)
     emb_path, enc_path = out_dir / EMBEDDINGS_FILE, out_dir / ENCODER_FILE
@@ -91,14 +93,14 @@ def assemble_step(
                 part = load_npy(Path(e.file))
                 if part.shape[0] != int(e.chunks) or part.shape[1] != fp.dim:
                     raise DataContractError(f"{e.file}: {part.shape} vectors for {e.chunks} chunks of dim {fp.dim}")
-                for a, b in iter_row_blocks(part.shape[0], VALIDATE_BLOCK_ROWS):
+                for a, b in iter_row_blocks(part.shape[0], _COPY_BLOCK_ROWS):
                     out[row + a:row + b] = part[a:b]
                     out.flush()  # the pages of both maps stay in the page cache, not in this process's RSS
                     release_pages(out, row + a, row + b)
                     release_pages(part, a, b)
                 row += part.shape[0]
             out.flush()
-            validate_embeddings(out, fp, str(emb_path))
+            validate_embeddings(out, fp, str(emb_path), block=_COPY_BLOCK_ROWS)
             del out
         write_json(enc_path, {**fp.to_dict(), VECTOR_DTYPE_KEY: config.vector_dtype})
         finish_shard(out_dir, AssembledFiles(files=tuple(str(p) for p in (*paths, emb_path, enc_path)), chunks=n_chunks))

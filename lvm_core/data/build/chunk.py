@@ -32,6 +32,7 @@ from lvm_core.data.embedding.model_folder import encoder_casefolds
 from lvm_core.data.ingest.shards.plan import ShardError
 from lvm_core.io.storage import atomic_path, write_npy
 from lvm_core.runtime.faults import crash_point
+from lvm_core.runtime.memory import return_freed_memory
 
 PREVIOUS_ROWS_FILE = "previous_rows.npy"  # int64 per chunk row: its row in the previous dataset, -1 if chunked now
 
@@ -67,6 +68,7 @@ def chunk_shard_step(
         return done
     articles_file = str(local_work_file(articles_file, config.work_data_dir(), store))  # maybe made elsewhere
     reuse = local_reuse(reuse, config, store)
+    return_freed_memory()  # a shard's batches come and go: what is freed goes back to the OS, not to a pool
     t0 = time.perf_counter()
     cfg = chunking.ChunkingConfig(
         min_words=config.min_words, max_words=config.max_words, language=wiki_language(source.snapshot_id),

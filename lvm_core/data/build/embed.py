@@ -42,6 +42,7 @@ from lvm_core.data.embedding.pinned import PinnedEncoder, load_pinned, pin_encod
 from lvm_core.data.vector_files import validate_embeddings
 from lvm_core.io.storage import atomic_path, load_npy, write_json
 from lvm_core.io.vectors import release_pages
+from lvm_core.runtime.memory import return_freed_memory
 
 
 def _check_hash_casing(texts: list[str], hashes: list[str], casefold: bool, chunks_path: Path, n: int = 256) -> None:
@@ -87,6 +88,7 @@ def embed_shard_step(
     if previous_rows is not None:
         previous_rows = str(local_work_file(previous_rows, config.work_data_dir(), store))
     reuse = local_reuse(reuse, config, store)
+    return_freed_memory()  # a shard's batches come and go: what is freed goes back to the OS, not to a pool
     encoder = load_pinned(pinned or pin_encoder(config.encoder), cache_dir=encoder_cache_dir(data_dir))
     if reuse is not None:
         check_fingerprint(reuse, encoder.fingerprint)

@@ -34,6 +34,7 @@ def measure_oracle(
     sample_size: int | None = None,
     seed: int | None = None,
     batch_size: int = 64,
+    text_hash: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Oracle Recall@K of a dataset folder (DESIGN "Oracle Recall@K").
 
@@ -41,7 +42,8 @@ def measure_oracle(
     from its chunk *texts* with the dataset's own encoder (`encoder_name`, default the model named by
     ``encoder.json``; one whose fingerprint differs is refused) and searched in the bank of the stored
     vectors; a hit is the target row or a row with the same text hash in the top k. Vectors permuted
-    against ``chunks.parquet`` score near 0. Only reads the folder.
+    against ``chunks.parquet`` score near 0. Only reads the folder. `text_hash`: the 64-bit codes of
+    ``chunks.parquet``'s text hashes (`hash_codes`), when the caller holds them already (else they are read).
     """
     paths = DatasetPaths(Path(root))
     k = ORACLE_K if k is None else int(k)
@@ -67,7 +69,8 @@ def measure_oracle(
         return out
     texts = read_rows(paths.chunks, rows, "text")
     vectors = np.load(paths.embeddings, mmap_mode="r", allow_pickle=False)
-    bank = ChunkBank(vectors, text_hash=read_hash_codes(paths.chunks), check_block=_BLOCK_ROWS)
+    codes = read_hash_codes(paths.chunks) if text_hash is None else text_hash
+    bank = ChunkBank(vectors, text_hash=codes, check_block=_BLOCK_ROWS)
     bank.faiss_block_rows = _BLOCK_ROWS  # 24 MiB float32 blocks: the search streams the bank, holds one
     fresh = encoder.encode(texts, batch_size=batch_size)
     hits = oracle_hits(bank, rows, k, target_vectors=fresh)
@@ -92,4 +95,5 @@ def read_rows(path: Path, rows: np.ndarray, column: str, batch_rows: int = 1 << 
             if local.size:
                 out.extend(batch.column(0).take(pa.array(local)).to_pylist())
             pos += batch.num_rows
+    pa.default_memory_pool().release_unused()  # the text batches' pages, kept by the pool otherwise
     return out

@@ -61,3 +61,14 @@ def test_a_pass_over_a_mapped_file_does_not_keep_its_pages_in_rss(tmp_path: Path
     release_pages(mm)
     assert _rss_file_kib() - before < 8 * 1024
     assert total > 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RssFile is read from /proc")
+def test_gathers_of_scattered_rows_leave_no_pages_mapped(tmp_path: Path) -> None:
+    """A fault maps the cached pages around it too (fault-around): a release that covered only the rows
+    read left those mapped, a few per gathered block, adding up over a pass of many small gathers."""
+    mm = _file(tmp_path, 32768, 384)  # 48 MiB float32, in the page cache
+    before = _rss_file_kib()
+    for start in range(0, mm.shape[0] - 16, 64):  # 512 gathers of a few rows 96 KiB apart
+        float32_rows(mm, np.arange(start, start + 10, 3))
+    assert _rss_file_kib() - before < 4 * 1024
