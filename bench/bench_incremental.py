@@ -115,8 +115,11 @@ def _vector_difference(a: BuildRun, b: BuildRun) -> str:
 
     pa_, pb = DatasetPaths(a.dataset), DatasetPaths(b.dataset)
     names = ("articles", "chunks", "embeddings", "splits", "split_registry", "sequences")
-    differ = [n for n in names if file_digest(getattr(pa_, n)) != file_digest(getattr(pb, n))]
-    va, vb = np.load(pa_.embeddings, mmap_mode="r"), np.load(pb.embeddings, mmap_mode="r")
+    try:
+        differ = [n for n in names if file_digest(getattr(pa_, n)) != file_digest(getattr(pb, n))]
+        va, vb = np.load(pa_.embeddings, mmap_mode="r"), np.load(pb.embeddings, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        return f"files not compared: {exc}"
     worst = max((float(np.abs(va[s:s + 65536].astype(np.float32) - vb[s:s + 65536].astype(np.float32)).max())
                  for s in range(0, va.shape[0], 65536)), default=0.0) if va.shape == vb.shape else float("nan")
     return f"files that differ: {', '.join(differ) or 'none'}; vectors max |difference| {worst:.2e}"
