@@ -8,45 +8,23 @@ shard from the store.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from lvm_core.contracts.build_options import BuildOptions
-from lvm_core.contracts.layout import MANIFEST_FILE
 from lvm_core.data.build.store import STORED_MARKER
-from tests.fixtures.builds import SHARDED_BUILD_ARTICLES, SHARDED_BUILD_OPTIONS
+from tests.fixtures.cluster import sharded_build, worker_cluster
 
 pytestmark = pytest.mark.slow
-
-
-def _build(dump: Path, data_dir: Path, runner=None, work_url: str | None = None) -> dict:
-    from flows.build_dataset import build_dataset
-
-    flow = build_dataset if runner is None else build_dataset.with_options(task_runner=runner)
-    path = flow(source=str(dump), data_dir=str(data_dir), limit_articles=SHARDED_BUILD_ARTICLES,
-                options=BuildOptions(**SHARDED_BUILD_OPTIONS, work_url=work_url))
-    return json.loads((Path(path) / MANIFEST_FILE).read_text())
 
 
 @pytest.fixture
 def two_machines(tmp_path: Path, prefect_harness) -> Iterator[tuple[str, dict[str, Path]]]:
     """A cluster of two worker processes, each with its own local data folder (as on two machines)."""
-    from distributed import LocalCluster, Nanny
-    from prefect.settings import PREFECT_API_URL
-
     local_dirs = {name: tmp_path / f"machine-{name}" for name in ("a", "b")}
-    with LocalCluster(n_workers=0, processes=True, threads_per_worker=1, dashboard_address=":0", host="127.0.0.1") as local:
-        for name, folder in local_dirs.items():
-            env = {"LVM_LOCAL_DATA_DIR": str(folder), "PREFECT_API_URL": str(PREFECT_API_URL.value()),
-                   "HF_HUB_OFFLINE": "1", "LVM_TEST_SESSION": os.environ["LVM_TEST_SESSION"]}
-            local.worker_spec[name] = {"cls": Nanny, "options": {"nthreads": 1, "name": name, "env": env}}
-        local.sync(local._correct_state)
-        local.wait_for_workers(2)
-        yield local.scheduler_address, local_dirs
+    with worker_cluster({name: {"LVM_LOCAL_DATA_DIR": str(folder)} for name, folder in local_dirs.items()}) as address:
+        yield address, local_dirs
 
 
 def _stored(store: Path, step: str) -> set[str]:
@@ -62,11 +40,11 @@ def test_workers_sharing_only_a_url_build_the_in_process_dataset(two_machines, d
     from flows.infra.runners import shard_task_runner
 
     address, machines = two_machines
-    plain = _build(dump, tmp_path / "plain")
+    plain = sharded_build(dump, tmp_path / "plain")
     store = tmp_path / "store"
     url = f"file://{store}"
     coordinator = tmp_path / "coordinator"
-    shared = _build(dump, coordinator, runner=shard_task_runner(address=address), work_url=url)
+    shared = sharded_build(dump, coordinator, runner=shard_task_runner(address=address), work_url=url)
     assert shared["content_hash"] == plain["content_hash"]
     assert shared["shards"]["embed"]["reused"] == 0 and shared["embedding"]["n_encoded"] > 0
     # every shard was made on a machine's own folder and went through the store; none in the coordinator's
@@ -82,7 +60,7 @@ def test_workers_sharing_only_a_url_build_the_in_process_dataset(two_machines, d
 
     # a fresh coordinator folder and cache: every shard is taken from the store, nothing encoded again
     monkeypatch.setenv("LVM_WORK_URL", url)
-    again = _build(dump, tmp_path / "fresh")
+    again = sharded_build(dump, tmp_path / "fresh")
     for step in ("ingest", "chunk", "embed"):
         assert again["shards"][step]["reused"] == again["shards"][step]["n"] > 1, step
     assert again["embedding"]["n_encoded"] == 0 and again["content_hash"] == plain["content_hash"]
