@@ -25,6 +25,7 @@ from typing import Any
 import fsspec
 
 from lvm_core.contracts.errors import UserError
+from lvm_core.data.ingest.base import one_line
 from lvm_core.io.storage import atomic_dir
 
 STORED_MARKER = "STORED"
@@ -47,7 +48,7 @@ class WorkStore:
         try:
             fs, root = fsspec.core.url_to_fs(self.url)
         except (ValueError, ImportError) as exc:
-            raise WorkStoreError(f"work store {self.url!r}: cannot open ({_one_line(exc)})") from None
+            raise WorkStoreError(f"work store {self.url!r}: cannot open ({one_line(exc)})") from None
         return fs, str(root).rstrip("/")
 
     def check(self) -> None:
@@ -59,7 +60,7 @@ class WorkStore:
             fs.pipe_file(probe, b"ok")
             fs.rm_file(probe)
         except Exception as exc:  # noqa: BLE001 - any backend's failure to write is the same user error
-            raise WorkStoreError(f"work store {self.url!r}: not writable from this machine ({_one_line(exc)})") from None
+            raise WorkStoreError(f"work store {self.url!r}: not writable from this machine ({one_line(exc)})") from None
 
     def has(self, name: str) -> bool:
         """Whether the folder `name` (e.g. work/chunk-<key>) is fully stored."""
@@ -97,7 +98,7 @@ class WorkStore:
         except FileNotFoundError:
             return False
         except (ValueError, KeyError, TypeError) as exc:
-            raise WorkStoreError(f"{self.url}/{name}/{STORED_MARKER}: unreadable marker ({_one_line(exc)})") from None
+            raise WorkStoreError(f"{self.url}/{name}/{STORED_MARKER}: unreadable marker ({one_line(exc)})") from None
         with atomic_dir(Path(local)) as staging:
             for rel in files:
                 (staging / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -128,10 +129,6 @@ class WorkStore:
 def open_store(url: str | None) -> WorkStore | None:
     """The work store of a URL (None without one)."""
     return WorkStore(url.strip()) if url and url.strip() else None
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 def _token() -> str:
