@@ -6,6 +6,7 @@ product of unit rows, so they all normalise here and agree to the last bit.
 
 from __future__ import annotations
 
+import os
 from typing import Any, cast
 
 import numpy as np
@@ -71,34 +72,76 @@ def release_pages(vectors: np.ndarray, first_row: int = 0, end_row: int | None =
         mm.madvise(_mmap.MADV_DONTNEED, start, stop - start)
 
 
-#: Scattered rows of a memory map gathered between two page releases. The kernel maps up to 16 cached
-#: pages around each faulting one ("fault-around", 64 KiB), so each scattered row can put 64 KiB of the
-#: file in RSS: 4096 rows mapped ~256 MiB of a 1.5 GiB embeddings.npy at once; 256 rows map <= 16 MiB.
-GATHER_BLOCK_ROWS = 256
+def _file_source(vectors: np.ndarray) -> tuple[str, int] | None:
+    """(file name, byte offset of row 0) of a C-ordered memory map that owns its map, else None."""
+    import mmap as _mmap
+
+    mm: Any = getattr(vectors, "_mmap", None)
+    filename = getattr(vectors, "filename", None)
+    if not isinstance(mm, _mmap.mmap) or id(getattr(vectors, "base", None)) != id(mm) or not filename:
+        return None
+    if vectors.ndim != 2 or not vectors.flags.c_contiguous or not hasattr(os, "preadv"):
+        return None
+    return str(filename), int(vectors.offset)
 
 
-def float32_rows(vectors: np.ndarray, rows: slice | np.ndarray, gather_block: int = GATHER_BLOCK_ROWS) -> np.ndarray:
-    """Rows of a (possibly memory-mapped, possibly float16) matrix as an in-memory float32 copy; the
-    mapped pages read for it are released (`release_pages`), so streaming a file costs one block.
+def _pread_into(fd: int, buf: np.ndarray, offset: int) -> None:
+    """Fill `buf` (contiguous) from `fd` at `offset`; a short read means the file is shorter than its header says."""
+    view = memoryview(buf).cast("B")
+    done = 0
+    while done < view.nbytes:
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got <= 0:
+            raise OSError(f"vector file ends {view.nbytes - done} bytes early at byte {offset + done}")
+        done += got
 
-    Scattered rows of a large map each touch their own pages (and the pages the kernel maps around
-    them), so an index array is gathered `gather_block` rows at a time, releasing the pages after each:
-    at most ~16 MiB of the file are mapped at once whatever the number of rows asked for.
+
+def float32_rows(vectors: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
+    """Rows of a (possibly memory-mapped, possibly float16) matrix as an in-memory float32 copy.
+
+    From a memory map the rows are read from its file with ``preadv`` (one read per run of consecutive
+    rows), not through the map: a page fault maps more of the file than the row it reads (the cached
+    pages around it, and the whole folio on kernels that keep files in large folios, up to 2 MiB), so
+    scattered gathers through the map held hundreds of MiB of the file in RSS even when released after
+    every 256 rows. Read this way the file stays in the page cache and out of this process's RSS.
+    In-memory arrays (and views of a map) are copied as they are.
     """
-    if isinstance(rows, slice):
+    source = _file_source(vectors)
+    if source is None:
         out = np.array(vectors[rows], dtype=np.float32)
-        start, stop, _ = rows.indices(int(vectors.shape[0]))
-        release_pages(vectors, start, stop)
+        if isinstance(rows, slice):
+            start, stop, _ = rows.indices(int(vectors.shape[0]))
+            release_pages(vectors, start, stop)
         return out
-    idx = np.asarray(rows)
-    if getattr(vectors, "_mmap", None) is None or idx.ndim != 1 or idx.size <= gather_block:
-        out = np.array(vectors[idx], dtype=np.float32)
-        if idx.size:
-            release_pages(vectors, int(idx.min()), int(idx.max()) + 1)
-        return out
-    out = np.empty((idx.size, *vectors.shape[1:]), dtype=np.float32)
-    for s in range(0, idx.size, gather_block):
-        part = idx[s : s + gather_block]
-        out[s : s + part.size] = vectors[part]
-        release_pages(vectors, int(part.min()), int(part.max()) + 1)
-    return out
+    n_rows = int(vectors.shape[0])
+    if isinstance(rows, slice):
+        start, stop, step = rows.indices(n_rows)
+        if step != 1:
+            return float32_rows(vectors, np.arange(start, stop, step))
+        wanted = np.arange(start, max(start, stop), dtype=np.int64)
+    else:
+        wanted = np.asarray(rows)
+        if wanted.ndim != 1:
+            raise IndexError(f"float32_rows: row indices must be 1-D, got shape {wanted.shape}")
+        wanted = wanted.astype(np.int64, copy=False)
+        if wanted.size and (int(wanted.min()) < -n_rows or int(wanted.max()) >= n_rows):
+            raise IndexError(f"float32_rows: row index out of range for {n_rows} rows")
+        wanted = np.where(wanted < 0, wanted + n_rows, wanted)
+    dim = int(vectors.shape[1])
+    row_bytes = int(vectors.strides[0])
+    ordered = wanted.size < 2 or bool((np.diff(wanted) > 0).all())
+    unique, inverse = (wanted, None) if ordered else np.unique(wanted, return_inverse=True)
+    buf = np.empty((unique.size, dim), dtype=vectors.dtype)
+    if unique.size:
+        filename, offset = source
+        breaks = np.flatnonzero(np.diff(unique) != 1) + 1
+        run_starts = np.concatenate([[0], breaks])
+        run_ends = np.concatenate([breaks, [unique.size]])
+        fd = os.open(filename, os.O_RDONLY)
+        try:
+            for a, b in zip(run_starts.tolist(), run_ends.tolist(), strict=True):
+                _pread_into(fd, buf[a:b], offset + int(unique[a]) * row_bytes)
+        finally:
+            os.close(fd)
+    out = buf if inverse is None else buf[inverse.reshape(-1)]
+    return out.astype(np.float32, copy=False)

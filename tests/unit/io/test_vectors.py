@@ -64,11 +64,38 @@ def test_a_pass_over_a_mapped_file_does_not_keep_its_pages_in_rss(tmp_path: Path
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RssFile is read from /proc")
-def test_gathers_of_scattered_rows_leave_no_pages_mapped(tmp_path: Path) -> None:
-    """A fault maps the cached pages around it too (fault-around): a release that covered only the rows
-    read left those mapped, a few per gathered block, adding up over a pass of many small gathers."""
+def test_gathers_read_the_file_and_map_none_of_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fault maps more of the file than the row it reads (fault-around, whole large folios), so gathers
+    through the map held up to 2 MiB per scattered row until the next release. Rows are read from the
+    file instead: with releases switched off, a pass of scattered gathers leaves nothing mapped."""
+    import lvm_core.io.vectors as vectors_module
+
     mm = _file(tmp_path, 32768, 384)  # 48 MiB float32, in the page cache
+    monkeypatch.setattr(vectors_module, "release_pages", lambda *a, **k: None)
     before = _rss_file_kib()
-    for start in range(0, mm.shape[0] - 16, 64):  # 512 gathers of a few rows 96 KiB apart
-        float32_rows(mm, np.arange(start, start + 10, 3))
-    assert _rss_file_kib() - before < 4 * 1024
+    rows = np.arange(0, mm.shape[0], 43)  # one row in every 64 KiB of the file
+    got = float32_rows(mm, rows)
+    blocks = [float32_rows(mm, slice(s, s + 4096)) for s in range(0, mm.shape[0], 4096)]
+    assert _rss_file_kib() - before < 1024
+    np.testing.assert_array_equal(got, np.asarray(mm[rows], dtype=np.float32))
+    np.testing.assert_array_equal(np.concatenate(blocks), np.asarray(mm, dtype=np.float32))
+
+
+def test_gathers_in_any_order_with_repeats_and_negative_rows(tmp_path: Path) -> None:
+    mm = _file(tmp_path, 300, 8, "float16")
+    for rows in ([5, 4, 3], [7, 7, 2, 299, 0], [-1, 10, 11, 12, -300], [], [42]):
+        idx = np.array(rows, dtype=np.int64)
+        np.testing.assert_array_equal(float32_rows(mm, idx), np.asarray(mm[idx], dtype=np.float32))
+    np.testing.assert_array_equal(float32_rows(mm, slice(290, 400, 3)), np.asarray(mm[290:400:3], dtype=np.float32))
+    with pytest.raises(IndexError, match="out of range"):
+        float32_rows(mm, np.array([300]))
+
+
+def test_a_vector_file_shorter_than_its_header_is_named(tmp_path: Path) -> None:
+    mm = _file(tmp_path, 100, 8)
+    path = Path(mm.filename)
+    size = path.stat().st_size
+    with open(path, "r+b") as fh:  # the map keeps its length; the file behind it loses its last rows
+        fh.truncate(size - 8 * 4 * 10)
+    with pytest.raises(OSError, match="ends .* bytes early"):
+        float32_rows(mm, np.array([1, 95]))
