@@ -82,12 +82,12 @@ def _file_source(vectors: np.ndarray) -> tuple[str, int] | None:
         return None
     if vectors.ndim != 2 or not vectors.flags.c_contiguous or not hasattr(os, "preadv"):
         return None
-    return str(filename), int(vectors.offset)
+    return str(filename), int(getattr(vectors, "offset", 0))
 
 
 def _pread_into(fd: int, buf: np.ndarray, offset: int) -> None:
     """Fill `buf` (contiguous) from `fd` at `offset`; a short read means the file is shorter than its header says."""
-    view = memoryview(buf).cast("B")
+    view = memoryview(cast(Any, buf)).cast("B")
     done = 0
     while done < view.nbytes:
         got = os.preadv(fd, [view[done:]], offset + done)
