@@ -153,7 +153,7 @@ def _interrupt(root: Path, signum: int, fault: str, to_group: bool = False) -> N
             assert "Traceback" not in out, "a traceback in the output"
 
             # nothing of the job is left: not the temporary Prefect API server either
-            left = _session_gone(proc.pid, within_s=10)
+            left = _session_gone(proc.pid, within_s=30)  # the API server stops after the CLI; slowly on a busy machine
             assert not left, [(p.pid, " ".join(p.cmdline()[:6])) for p in left]
 
             runs, slots = _prefect_db(root)

@@ -68,10 +68,10 @@ def test_gathers_read_the_file_and_map_none_of_it(tmp_path: Path, monkeypatch: p
     """A fault maps more of the file than the row it reads (fault-around, whole large folios), so gathers
     through the map held up to 2 MiB per scattered row until the next release. Rows are read from the
     file instead: with releases switched off, a pass of scattered gathers leaves nothing mapped."""
-    import lvm_core.io.vectors as vectors_module
+    from lvm_core.io import vectors
 
     mm = _file(tmp_path, 32768, 384)  # 48 MiB float32, in the page cache
-    monkeypatch.setattr(vectors_module, "release_pages", lambda *a, **k: None)
+    monkeypatch.setattr(vectors, "release_pages", lambda *a, **k: None)
     before = _rss_file_kib()
     rows = np.arange(0, mm.shape[0], 43)  # one row in every 64 KiB of the file
     got = float32_rows(mm, rows)
