@@ -38,7 +38,7 @@ def consecutive_cosines(vectors: np.ndarray, block: int = 1 << 14) -> np.ndarray
     out = np.empty(max(n - 1, 0), dtype=np.float64)
     for s in range(0, n - 1, block):
         e = min(s + block, n - 1)
-        slab = float32_rows(vectors, slice(s, e + 1))  # e-s+1 rows: pairs s..e-1; mapped pages released
+        slab = float32_rows(vectors, slice(s, e + 1))  # e-s+1 rows: pairs s..e-1; read from the file, not mapped
         out[s:e] = np.einsum("ij,ij->i", slab[:-1], slab[1:])  # float32 dot, stored as float64
     return out
 

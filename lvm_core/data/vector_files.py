@@ -49,8 +49,8 @@ def iter_row_blocks(n_rows: int, block: int) -> Iterator[tuple[int, int]]:
 
 
 def as_float32_block(vectors: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
-    """Rows of a (possibly memory-mapped, possibly float16) matrix as an in-memory float32 copy; the pages
-    of a memory map read for it are released, so a pass over the file never holds the file in RSS."""
+    """Rows of a (possibly memory-mapped, possibly float16) matrix as an in-memory float32 copy; a memory
+    map's rows are read from its file (`float32_rows`), so a pass over the file never holds it in RSS."""
     return float32_rows(vectors, rows)
 
 
