@@ -18,7 +18,7 @@ temporary-server case. The model chain's first run builds and publishes the data
 that dataset is the clean build the other folders' datasets must equal. The build chain's cache holds only the
 first encoding block of the vectors, so its `embed` kill meets a real encode of the next blocks and the next run
 resumes a half-filled cache; the other folders start from a full cache. Both come from the session's embedding
-cache (the same vectors; it only saves encodes) when another test filled it; without it every folder starts cold.
+cache (the same vectors; it only saves encodes), which the session's small dataset (the same articles) fills first.
 (No `model` stage can be selected away: `-k ingest` still runs the model chain, for its clean build.)
 """
 
@@ -271,7 +271,9 @@ class Matrix:
 
 
 @pytest.fixture(scope="module")
-def matrix(tmp_path_factory: pytest.TempPathFactory):
+def matrix(tmp_path_factory: pytest.TempPathFactory, small_dataset: Path):
+    # small_dataset: the session's build of the same articles fills the embedding cache the lanes start from
+    # (the longest file of the suite; without it, run first on a test worker, every lane encoded cold)
     roots = [tmp_path_factory.mktemp(f"crash-lane-{i}") for i in range(LANES)]
     with ThreadPoolExecutor(max_workers=LANES) as pool:
         starting = [pool.submit(start_server, root) for root in roots]
