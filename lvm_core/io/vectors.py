@@ -7,6 +7,8 @@ product of unit rows, so they all normalise here and agree to the last bit.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 import numpy as np
@@ -85,6 +87,15 @@ def _file_source(vectors: np.ndarray) -> tuple[str, int] | None:
     return str(filename), int(getattr(vectors, "offset", 0))
 
 
+@contextmanager
+def _opened(filename: str) -> Iterator[int]:
+    fd = os.open(filename, os.O_RDONLY)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
 def _pread_into(fd: int, buf: np.ndarray, offset: int) -> None:
     """Fill `buf` (contiguous) from `fd` at `offset`; a short read means the file is shorter than its header says."""
     view = memoryview(cast(Any, buf)).cast("B")
@@ -114,34 +125,33 @@ def float32_rows(vectors: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
             release_pages(vectors, start, stop)
         return out
     n_rows = int(vectors.shape[0])
+    filename, offset = source
+    row_bytes = int(vectors.strides[0])
     if isinstance(rows, slice):
         start, stop, step = rows.indices(n_rows)
         if step != 1:
             return float32_rows(vectors, np.arange(start, stop, step))
-        wanted = np.arange(start, max(start, stop), dtype=np.int64)
-    else:
-        wanted = np.asarray(rows)
-        if wanted.ndim != 1:
-            raise IndexError(f"float32_rows: row indices must be 1-D, got shape {wanted.shape}")
-        wanted = wanted.astype(np.int64, copy=False)
-        if wanted.size and (int(wanted.min()) < -n_rows or int(wanted.max()) >= n_rows):
-            raise IndexError(f"float32_rows: row index out of range for {n_rows} rows")
-        wanted = np.where(wanted < 0, wanted + n_rows, wanted)
+        block = np.empty((max(stop - start, 0), int(vectors.shape[1])), dtype=vectors.dtype)
+        with _opened(filename) as fd:
+            _pread_into(fd, block, offset + start * row_bytes)
+        return block.astype(np.float32, copy=False)
+    wanted = np.asarray(rows)
+    if wanted.ndim != 1:
+        raise IndexError(f"float32_rows: row indices must be 1-D, got shape {wanted.shape}")
+    wanted = wanted.astype(np.int64, copy=False)
+    if wanted.size and (int(wanted.min()) < -n_rows or int(wanted.max()) >= n_rows):
+        raise IndexError(f"float32_rows: row index out of range for {n_rows} rows")
+    wanted = np.where(wanted < 0, wanted + n_rows, wanted)
     dim = int(vectors.shape[1])
-    row_bytes = int(vectors.strides[0])
     ordered = wanted.size < 2 or bool((np.diff(wanted) > 0).all())
     unique, inverse = (wanted, None) if ordered else np.unique(wanted, return_inverse=True)
     buf = np.empty((unique.size, dim), dtype=vectors.dtype)
     if unique.size:
-        filename, offset = source
         breaks = np.flatnonzero(np.diff(unique) != 1) + 1
         run_starts = np.concatenate([[0], breaks])
         run_ends = np.concatenate([breaks, [unique.size]])
-        fd = os.open(filename, os.O_RDONLY)
-        try:
+        with _opened(filename) as fd:
             for a, b in zip(run_starts.tolist(), run_ends.tolist(), strict=True):
                 _pread_into(fd, buf[a:b], offset + int(unique[a]) * row_bytes)
-        finally:
-            os.close(fd)
     out = buf if inverse is None else buf[inverse.reshape(-1)]
     return out.astype(np.float32, copy=False)
