@@ -143,16 +143,58 @@ def session_data_dir() -> Path:
     return d
 
 
+def _xdist_shared_folder(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    """The folder every parallel test worker of this run sees (None without workers)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return None
+    return tmp_path_factory.getbasetemp().parent
+
+
 @pytest.fixture(scope="session")
-def small_dataset(prefect_harness, session_data_dir) -> Path:
-    """A real dataset built by the build flow from the first articles of the embedded sample."""
+def small_dataset(prefect_harness, session_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real dataset built by the build flow from the first articles of the embedded sample.
+
+    With parallel test workers one worker builds it (and fills the embedding cache beside it) and every
+    worker copies that data folder into its own: the same dataset, one cold encode per run.
+    """
+    from filelock import FileLock
+
+    shared = _xdist_shared_folder(tmp_path_factory)
+    if shared is None:
+        return _build_small_dataset(session_data_dir)
+    built = shared / "small-dataset"
+    with FileLock(str(shared / "small-dataset.lock")):
+        if not (built / "BUILT").exists():
+            shutil.rmtree(built, ignore_errors=True)
+            dataset = _build_small_dataset(built)
+            (built / "BUILT").write_text(dataset.name)
+    name = (built / "BUILT").read_text()
+    shutil.copytree(built, session_data_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns("BUILT", "*.lock"))
+    return session_data_dir / "datasets" / name
+
+
+def _build_small_dataset(data_dir: Path) -> Path:
     from flows.build_dataset import build_dataset
     from lvm_core.contracts.build_options import BuildOptions
 
     path = build_dataset(
         source="sample",
-        data_dir=str(session_data_dir),
+        data_dir=str(data_dir),
         limit_articles=SMALL_BUILD_ARTICLES,
         options=BuildOptions(thresholds=SMALL_BUILD_THRESHOLDS),
     )
     return Path(path)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Parallel workers take whole test files (a file's fixtures are built once), or whole `xdist_group`s
+    of files that share a costly session fixture (one real Prefect server with its worker)."""
+    def file_of(item: pytest.Item) -> str:
+        return item.nodeid.split("::")[0]
+
+    on_the_server = {file_of(item) for item in items if "deployed_server" in getattr(item, "fixturenames", ())}
+    for item in items:
+        if not any(item.iter_markers("xdist_group")):
+            group = "deployed-server" if file_of(item) in on_the_server else file_of(item)
+            item.add_marker(pytest.mark.xdist_group(group))

@@ -120,7 +120,8 @@ class Submitted:
 
 
 @pytest.fixture(scope="module")
-def submitted(deployed_server: PrefectServer) -> Submitted:
+def submitted(deployed_server: PrefectServer, small_dataset: Path) -> Submitted:
+    # small_dataset: its build of the same articles fills the session's embedding cache the pipeline starts from
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 

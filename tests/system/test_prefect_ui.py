@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures.builds import session_embedding_cache
 from tests.fixtures.prefect_server import (
     REPO,
     PrefectServer,
@@ -86,9 +88,11 @@ def _submit_like_a_user(page, attempts: int = 5) -> dict:
     return info.value.json()
 
 
-def test_custom_run_from_the_ui(deployed_server: PrefectServer, page) -> None:
+def test_custom_run_from_the_ui(deployed_server: PrefectServer, page, small_dataset: Path) -> None:
     server = deployed_server
     data_dir = server.root / "lvm-data"
+    if (cache := session_embedding_cache()) is not None and not (data_dir / "cache").exists():
+        shutil.copytree(cache, data_dir / "cache")  # the small build's vectors of these articles: no cold encode
     params = {
         "source": "sample",
         "data_dir": str(data_dir),

@@ -222,9 +222,11 @@ CASES = {"ctrl_c": _ctrl_c_case, "sigterm": _sigterm_case}
 
 
 @pytest.fixture(scope="module")
-def stopped(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+def stopped(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+            small_dataset: Path) -> dict[str, object]:
     """The selected cases, run at once (each mostly waits on its own job and its temporary API server): None
-    for a case that passed, else what it raised (with its job's log tail), raised again by its test."""
+    for a case that passed, else what it raised (with its job's log tail), raised again by its test.
+    (small_dataset: its build of the same articles fills the session's embedding cache the cases start from.)"""
     names = [item.name for item in request.session.items if item.module is request.module]
     selected = [case for case in CASES if any(case in name for name in names)]
     return run_side_by_side({case: functools.partial(CASES[case], tmp_path_factory.mktemp(f"signals-{case}"))

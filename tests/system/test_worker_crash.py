@@ -161,7 +161,8 @@ def _wait_for_alert(server: PrefectServer, flow_run_id: str, timeout: float) -> 
 
 @pytest.mark.server
 @pytest.mark.timeout(900)
-def test_killed_worker_run_is_crashed_alerted_and_rerun_completes(deployed_server: PrefectServer, tmp_path: Path) -> None:
+def test_killed_worker_run_is_crashed_alerted_and_rerun_completes(deployed_server: PrefectServer, tmp_path: Path,
+                                                                  small_dataset: Path) -> None:
     server = deployed_server
     timings: dict[str, float] = {}
     t0 = time.monotonic()

@@ -29,7 +29,8 @@ def _build(data_dir: Path, source: Path, snapshot_id: str, *extra: str) -> dict:
     return json.loads(DatasetPaths(dataset_dir(data_dir, snapshot_id)).manifest.read_text())
 
 
-def test_second_month_cleans_only_changed_pages_and_equals_a_cold_build(tmp_path: Path, prefect_harness):
+def test_second_month_cleans_only_changed_pages_and_equals_a_cold_build(tmp_path: Path, prefect_harness,
+                                                                       small_dataset: Path):
     months = write_months(tmp_path / "dumps", pages=80)
     data = tmp_path / "data"
     if (cache := session_embedding_cache()) is not None:
