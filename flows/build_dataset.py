@@ -21,7 +21,7 @@ from lvm_core.contracts.gates import GateFailedError
 from lvm_core.contracts.manifest import DatasetManifest, ShardLayout
 from lvm_core.data.build.assemble import shard_layout
 from lvm_core.data.build.gc import work_in_use
-from lvm_core.data.build.publish import discard_staging, new_staging_dir
+from lvm_core.data.build.publish import build_key, discard_staging, new_staging_dir, with_build_key
 from lvm_core.data.build.reuse import reuse_lineage, with_reuse_lineage
 from tasks import dataset as t
 from tasks.common import gates_markdown, publish_markdown, publish_table
@@ -39,9 +39,11 @@ def build_dataset(
     """Ingest → chunk → embed (each mapped over shards) → coherence/splits/leakage/sequences → data gates
     → publish.
 
-    Unless `options.cold`, the chunks and vectors of articles unchanged since the family's previous dataset are
-    copied from it (`lvm_core.data.build.reuse`); the build holds the data folder's work lock throughout, so
-    `lvm gc` leaves its work folders alone. Returns the published dataset folder. A failed gate stops the flow before anything is published.
+    Unless `options.cold`, the chunks and vectors of articles unchanged since the family's previous dataset
+    are copied from it (`lvm_core.data.build.reuse`), and a dataset already published by a build with the
+    same inputs, options and code (its `build_key`) is returned as it is. The build holds the data folder's
+    work lock throughout, so `lvm gc` leaves its work folders alone. Returns the published dataset folder.
+    A failed gate stops the flow before anything is published.
     Shards run where the flow's task runner says (`flows.infra.runners`: in process by default, on Dask with
     `build_dataset.with_options(task_runner=shard_task_runner(workers=N))` or LVM_WORKERS /
     LVM_DASK_ADDRESS); the dataset is the same either way.
@@ -60,7 +62,7 @@ def build_dataset(
     info = t.resolve_source(config)
     with exclusive(f"build-{info.dataset_id}"), work_in_use(config.work_data_dir()):
         t.clean_abandoned(config)
-        t.check_split_registry(info, config)  # a bad registry or previous dataset stops the build before any work
+        parent_registry = t.check_split_registry(info, config)  # a bad one stops the build before any work
         get_run_logger().info("shards run in %s", describe(runner))
         progress = BuildProgress(info.dataset_id)
         plan = t.plan_shards(info, config)
@@ -79,12 +81,16 @@ def build_dataset(
         chunked = progress.gather("chunk", chunk_futures)
         embedded = progress.gather("embed", embed_futures)
         articles, chunks, vectors = t.assemble(kept, chunked, embedded, info, config)
+        key = build_key(Path(articles).parent, config, parent_registry)
+        if (published := t.published_from_same_inputs(key, info, config)) is not None:
+            return published  # a retried pipeline: the analysis, gates and publication are done already
         layout = shard_layout(plan, ingested, kept, chunked, embedded)
         stage = new_staging_dir(config.resolved_data_dir(), info.dataset_id)
         try:
             manifest = t.analyse(stage, config, info, articles, chunks, vectors, kept.stats, layout)
             manifest = t.record_ingest(stage, manifest, info, ingested, known)
             manifest = with_reuse_lineage(manifest, reuse_lineage(reuse, config, info.snapshot_id, chunked, embedded))
+            manifest = with_build_key(manifest, key)
             report = t.run_data_gates(stage, manifest, info, config)
             summary = _summary_rows(manifest)
             publish_table(summary, f"dataset-{info.dataset_id}", "Dataset build summary")

@@ -24,7 +24,7 @@ from lvm_core.data.build.family import store_dataset
 from lvm_core.data.build.gc import GcReport, collect_garbage
 from lvm_core.data.build.ingest import ingest_shard_step, ingest_shard_work_dir
 from lvm_core.data.build.known import KnownArticles, known_articles_for
-from lvm_core.data.build.publish import clean_abandoned_builds, finalize_manifest, set_aside_failed
+from lvm_core.data.build.publish import clean_abandoned_builds, finalize_manifest, published_with_key, set_aside_failed
 from lvm_core.data.build.records import (
     ChunkedShard,
     EmbeddedShard,
@@ -224,6 +224,17 @@ def assemble(
     """Join the shards: articles.parquet, chunks.parquet and a memory-mapped embeddings.npy, in shard order."""
     out = assemble_work_dir(articles, chunked, embedded, config)
     return assemble_step(articles, chunked, embedded, config, out)
+
+
+@task(name="find-published-build", task_run_name="find-published-{source.dataset_id}", cache_policy=NO_CACHE,
+      **IO_RETRIES)
+def published_from_same_inputs(key: str, source: SourceInfo, config: BuildConfig) -> str | None:
+    """The dataset this build would publish, when a build with the same key published it (never for `--cold`)."""
+    found = None if config.cold else published_with_key(config.resolved_data_dir(), source.dataset_id, key)
+    if found is not None:
+        get_run_logger().info("dataset %s was published from the same inputs, options and code (build key %s…): "
+                              "not analysed, gated or published again (--cold rebuilds it)", found, key[:12])
+    return None if found is None else str(found)
 
 
 @task(name="analyse", task_run_name="analyse-{source.dataset_id}", timeout_seconds=6 * HOUR, **COMPUTE_RETRIES)

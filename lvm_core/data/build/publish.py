@@ -16,11 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from lvm_core import __version__
+from lvm_core.contracts.build_options import BuildConfig
 from lvm_core.contracts.layout import DatasetPaths, dataset_dir, datasets_root
 from lvm_core.contracts.manifest import DatasetManifest, write_manifest
 from lvm_core.io.storage import (
     file_digest,
     json_digest,
+    read_json,
     recover_interrupted_swaps,
     replace_dir,
 )
@@ -101,6 +104,38 @@ def content_hash(manifest: DatasetManifest, root: Path) -> str:
     if manifest.splits.registry_hash:  # datasets published before split registries have none
         files.append(paths.split_registry)
     return json_digest([body, {f.name: _data_digest(f) for f in files}])
+
+
+def build_key(assembled_dir: Path, config: BuildConfig, parent_registry: str | None) -> str:
+    """What the analysis, gates and publication of a build depend on: its assembled shards (their work key
+    chains from the snapshot's digest, the chunking and the encoder's fingerprint), every build option that
+    is not about where or how the work ran, the split registry it carries on from, and this code's version.
+
+    A rerun with the same key would publish the same dataset (`published_with_key`): a pipeline retried after
+    its training died does not redo hours of analysis over a full snapshot.
+    """
+    options = {k: v for k, v in config.model_dump(mode="json").items() if k not in (*_RUN_ONLY_OPTIONS, "work_url")}
+    return json_digest(["dataset", __version__, Path(assembled_dir).name, options, parent_registry])
+
+
+def published_with_key(data_dir: Path, dataset_id: str, key: str) -> Path | None:
+    """The published dataset folder of `dataset_id` when a build with this `build_key` made it and its gates
+    passed; None when there is none, or it came from other inputs, options or code."""
+    paths = DatasetPaths(dataset_dir(data_dir, dataset_id))
+    if not paths.ready.is_file():
+        return None
+    try:
+        manifest = read_json(paths.manifest)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("gates_passed") is not True:
+        return None
+    return paths.root if (manifest.get("lineage") or {}).get("build_key") == key else None
+
+
+def with_build_key(manifest: DatasetManifest, key: str) -> DatasetManifest:
+    """The manifest with its `build_key` in the run-only lineage (it names inputs, not content)."""
+    return manifest.with_fields(lineage={**(manifest.lineage or {}), "build_key": key})
 
 
 def _data_digest(path: Path) -> str:

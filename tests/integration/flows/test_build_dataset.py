@@ -55,18 +55,26 @@ def test_no_redirect_titles_in_articles(small_dataset: Path):
     assert not redirect_titles & set(titles)
 
 
-def test_rebuild_reuses_every_embedding(small_dataset: Path, session_data_dir: Path):
+def test_the_same_build_again_returns_the_published_dataset_and_a_cold_one_encodes_nothing(
+        small_dataset: Path, session_data_dir: Path):
     from flows.build_dataset import build_dataset
 
     before = (small_dataset / READY_MARKER).read_text()
-    path = build_dataset(
-        source="sample", data_dir=str(session_data_dir), limit_articles=SMALL_BUILD_ARTICLES,
-        options=BuildOptions(thresholds=SMALL_BUILD_THRESHOLDS),
-    )
-    m = json.loads((Path(path) / MANIFEST_FILE).read_text())
+    published = json.loads((small_dataset / MANIFEST_FILE).read_text())
+    assert published["lineage"]["build_key"]
+    args = {"source": "sample", "data_dir": str(session_data_dir), "limit_articles": SMALL_BUILD_ARTICLES}
+
+    # the same inputs, options and code (a retried pipeline): the published dataset, not analysed or published again
+    again = build_dataset(**args, options=BuildOptions(thresholds=SMALL_BUILD_THRESHOLDS))
+    assert Path(again) == small_dataset and (small_dataset / READY_MARKER).read_text() == before
+
+    # --cold builds it again: every vector from the embedding cache, the same content
+    cold = build_dataset(**args, options=BuildOptions(thresholds=SMALL_BUILD_THRESHOLDS, cold=True))
+    m = json.loads((Path(cold) / MANIFEST_FILE).read_text())
+    assert (Path(cold) / READY_MARKER).read_text() != before  # republished
     assert m["embedding"]["n_encoded"] == 0
     assert m["embedding"]["n_reused"] == m["counts"]["chunks"] or m["embedding"]["n_reused"] == m["embedding"]["n_unique"]
-    assert (Path(path) / READY_MARKER).read_text() != before  # republished
+    assert m["content_hash"] == published["content_hash"]
 
 
 def test_failed_gate_publishes_nothing_and_keeps_data_docs(small_dataset: Path, session_data_dir: Path):
