@@ -25,7 +25,7 @@ lint: $(STAMP)
 # Two worker processes (TEST_WORKERS=1 for one), a test file each: a file's tests share its fixtures.
 TEST_WORKERS ?= 2
 test: lint
-	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(STAMP)
 	for b in bench/bench_*.py; do $(VENV)/bin/python $$b || exit 1; done

@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -186,15 +187,37 @@ def _build_small_dataset(data_dir: Path) -> Path:
     return Path(path)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Parallel workers take whole test files (a file's fixtures are built once), or whole `xdist_group`s
-    of files that share a costly session fixture (one real Prefect server with its worker)."""
-    def file_of(item: pytest.Item) -> str:
-        return item.nodeid.split("::")[0]
+# Test files that share the session's deployed Prefect server (its start, deployments and worker cost a minute):
+# parallel workers run them on one worker, one after the other.
+DEPLOYED_SERVER_FILES = frozenset({
+    "tests/system/test_prefect_server.py",
+    "tests/system/test_prefect_ui.py",
+    "tests/system/test_worker_crash.py",
+})
 
-    on_the_server = {file_of(item) for item in items if "deployed_server" in getattr(item, "fixturenames", ())}
-    for item in items:
-        if not any(item.iter_markers("xdist_group")):
-            group = "deployed-server" if file_of(item) in on_the_server else file_of(item)
-            item.add_marker(pytest.mark.xdist_group(group))
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadfile`, except that the files of `DEPLOYED_SERVER_FILES` are one unit of work.
+
+    (xdist's own `loadgroup` cannot do this here: the group suffix it puts on test ids does not reach the
+    scheduler with this pytest.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class FilesSharingTheServer(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0]
+            return "deployed-server" if file in DEPLOYED_SERVER_FILES else file
+
+    return FilesSharingTheServer(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test file that uses the deployed server must be listed in DEPLOYED_SERVER_FILES (else a parallel
+    run starts a second server for it)."""
+    unlisted = sorted({item.nodeid.split("::", 1)[0] for item in items
+                       if "deployed_server" in getattr(item, "fixturenames", ())} - DEPLOYED_SERVER_FILES)
+    if unlisted:
+        raise pytest.UsageError(f"{', '.join(unlisted)} use(s) deployed_server: add to DEPLOYED_SERVER_FILES in "
+                                "tests/conftest.py")
