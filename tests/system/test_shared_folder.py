@@ -6,6 +6,7 @@ Two Dask worker processes stand for two machines: the same data folder, a local 
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +38,8 @@ def test_shared_data_folder_local_caches_and_reuse_from_shared_work(two_machines
     assert not list(shared.glob("cache/embeddings/*/*")), "a SQLite cache was written on the shared folder"
     assert [db for c in caches.values() for db in c.glob("embeddings/*/vectors.sqlite")]
     # a third machine, its own empty cache: every shard comes from the shared work folder, nothing is encoded
+    # (the published dataset goes first, else the build would return it as it is: same inputs, same build key)
+    shutil.rmtree(shared / "datasets")
     monkeypatch.setenv("LVM_CACHE_DIR", str(tmp_path / "local-c"))
     again = sharded_build(dump, shared)
     embed = again["shards"]["embed"]
