@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -12,30 +11,28 @@ import pytest
 from typer.testing import CliRunner
 
 from lvm_core.contracts.layout import DatasetPaths, dataset_dir
-from tests.fixtures.builds import SMALL_BUILD_THRESHOLDS, session_embedding_cache
+from tests.fixtures.builds import SMALL_BUILD_THRESHOLDS
 from tests.fixtures.months import write_months
 
 pytestmark = pytest.mark.slow
 
 THRESHOLDS = [arg for name, value in SMALL_BUILD_THRESHOLDS.items() for arg in ("--threshold", f"{name}={value}")]
+# The subject is the ingest, not the encoding: the named test encoder (its own fingerprint, the same embed steps).
+ENCODER = ["--encoder", "hash-test"]
 
 
 def _build(data_dir: Path, source: Path, snapshot_id: str, *extra: str) -> dict:
     from flows.cli import app
 
     result = CliRunner().invoke(app, ["build", "--source", str(source), "--data-dir", str(data_dir),
-                                      "--snapshot-id", snapshot_id, *THRESHOLDS, *extra])
+                                      "--snapshot-id", snapshot_id, *ENCODER, *THRESHOLDS, *extra])
     assert result.exit_code == 0, result.output
     return json.loads(DatasetPaths(dataset_dir(data_dir, snapshot_id)).manifest.read_text())
 
 
-def test_second_month_cleans_only_changed_pages_and_equals_a_cold_build(tmp_path: Path, prefect_harness,
-                                                                       small_dataset: Path):
+def test_second_month_cleans_only_changed_pages_and_equals_a_cold_build(tmp_path: Path, prefect_harness):
     months = write_months(tmp_path / "dumps", pages=80)
     data = tmp_path / "data"
-    if (cache := session_embedding_cache()) is not None:
-        shutil.copytree(cache, data / "cache")  # the subject is the ingest, not the encoding
-
     first = _build(data, months.first, "enwiki-20260101")
     n_first = first["counts"]["articles"]
     assert first["cleaner"] == "wikitext-1"
