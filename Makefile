@@ -22,10 +22,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-# Two worker processes (TEST_WORKERS=1 for one), a test file each: a file's tests share its fixtures.
+# ruff, then mypy beside the tests (its report comes after theirs; either failing fails the target). Two worker
+# processes (TEST_WORKERS=1 for one), a test file each: a file's tests share its fixtures.
 TEST_WORKERS ?= 2
-test: lint
-	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	@$(VENV)/bin/mypy > $(VENV)/mypy-report.txt 2>&1 & types=$$!; \
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile; tests=$$?; \
+	wait $$types; typed=$$?; echo "mypy:"; cat $(VENV)/mypy-report.txt; \
+	test $$tests -eq 0 && test $$typed -eq 0
 
 bench: $(STAMP)
 	for b in bench/bench_*.py; do $(VENV)/bin/python $$b || exit 1; done
