@@ -22,9 +22,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-# ruff, then mypy beside the tests (its report comes after theirs; either failing fails the target). Two worker
-# processes (TEST_WORKERS=1 for one), a test file each: a file's tests share its fixtures.
-TEST_WORKERS ?= 2
+# ruff, then mypy beside the tests (its report comes after theirs; either failing fails the target). Three worker
+# processes (TEST_WORKERS=1 for one), a test file each: a file's tests share its fixtures. Three on two cores,
+# because the system tests spend part of their time waiting on servers and subprocesses.
+TEST_WORKERS ?= 3
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	@$(VENV)/bin/mypy > $(VENV)/mypy-report.txt 2>&1 & types=$$!; \

@@ -33,21 +33,17 @@ def _write_month(path: Path, articles: list) -> Path:
 
 
 @pytest.fixture(scope="module")
-def months(prefect_harness, small_dataset: Path, tmp_path_factory) -> tuple[Path, Path, Path]:
-    """Month 1: the sample's first 12 articles; month 2: month 1 less two, plus two new ones. Built in a fresh
-    data folder with the session's embedding cache (the chunks are those of the small build's articles)."""
+def months(prefect_harness, tmp_path_factory) -> tuple[Path, Path, Path]:
+    """Month 1: the sample's first 12 articles; month 2: month 1 less two, plus two new ones. Encoded by the
+    named `hash-test` encoder: the subject is which split each article keeps, not the vectors."""
     from flows.build_dataset import build_dataset
-    from tests.fixtures.builds import session_embedding_cache
 
     tmp = tmp_path_factory.mktemp("months")
     data_dir = tmp / "data"
-    cache = session_embedding_cache()
-    if cache is not None:
-        shutil.copytree(cache, data_dir / "cache")
     articles = list(read_articles("sample", limit=SMALL_BUILD_ARTICLES))
     m1 = _write_month(tmp / "month1.jsonl", articles[:12])
     m2 = _write_month(tmp / "month2.jsonl", articles[2:SMALL_BUILD_ARTICLES])
-    options = BuildOptions(thresholds=SMALL_BUILD_THRESHOLDS)
+    options = BuildOptions(thresholds=SMALL_BUILD_THRESHOLDS, encoder="hash-test")
     first = build_dataset(source=str(m1), data_dir=str(data_dir), snapshot_id=MONTH1, options=options)
     second = build_dataset(source=str(m2), data_dir=str(data_dir), snapshot_id=MONTH2, options=options)
     return Path(first), Path(second), data_dir
