@@ -107,8 +107,12 @@ def test_killed_training_resumes_from_its_last_checkpoint(small_dataset: Path, t
 
     data_dir = tmp_path / "data"
     args = ["--data", str(small_dataset), "--epochs", "12", "--patience", "50", "--data-dir", str(data_dir)]
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "train", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
+    log = tmp_path / "train.log"
+    # its temporary Prefect API may take long to start while the other test workers keep both cores busy
+    env = {**os.environ, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "train", *args],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
     deadline = time.time() + 300
     killed_after = None
     try:
@@ -125,7 +129,8 @@ def test_killed_training_resumes_from_its_last_checkpoint(small_dataset: Path, t
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-    assert killed_after is not None, "training finished or never checkpointed before it could be killed"
+    assert killed_after is not None, (f"training finished or never checkpointed before it could be killed "
+                                      f"(exit {proc.returncode}):\n{log.read_text()[-3000:]}")
     ckpt = next((data_dir / "models" / "checkpoints").glob("*/last")).parent
     done = read_checkpoint_meta(ckpt / "last")["epoch"]
     assert 2 <= done < 12
