@@ -68,16 +68,23 @@ def snapshot_date(snapshot_id: str) -> _dt.date | None:
         return None
 
 
-def read_published(root: Path) -> PublishedDataset | None:
-    """The published dataset at `root`, or None when it is not one (no READY marker, no readable manifest)."""
+def published_manifest(root: Path) -> object | None:
+    """The manifest (as read from JSON) of the published dataset at `root`; None without a READY marker or a
+    readable manifest."""
     paths = DatasetPaths(Path(root))
     if not paths.ready.is_file():
         return None
     try:
-        manifest = read_json(paths.manifest)
+        manifest: object = read_json(paths.manifest)
     except (OSError, ValueError):
         return None
-    return _published(Path(root), manifest)
+    return manifest
+
+
+def read_published(root: Path) -> PublishedDataset | None:
+    """The published dataset at `root`, or None when it is not one (no READY marker, no readable manifest)."""
+    manifest = published_manifest(root)
+    return None if manifest is None else _published(Path(root), manifest)
 
 
 def _published(root: Path, manifest: object) -> PublishedDataset | None:

@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 
 from lvm_core import __version__
-from lvm_core.contracts.build_options import BuildConfig
+from lvm_core.contracts.build_options import LINEAGE_OPTIONS, BuildConfig
 from lvm_core.contracts.layout import DatasetPaths, dataset_dir, datasets_root
 from lvm_core.contracts.manifest import DatasetManifest, write_manifest
+from lvm_core.data.build.family import published_manifest
 from lvm_core.io.storage import (
     file_digest,
     json_digest,
-    read_json,
     recover_interrupted_swaps,
     replace_dir,
 )
@@ -114,23 +114,19 @@ def build_key(assembled_dir: Path, config: BuildConfig, parent_registry: str | N
     A rerun with the same key would publish the same dataset (`published_with_key`): a pipeline retried after
     its training died does not redo hours of analysis over a full snapshot.
     """
-    options = {k: v for k, v in config.model_dump(mode="json").items() if k not in (*_RUN_ONLY_OPTIONS, "work_url")}
+    skipped = {*_RUN_ONLY_OPTIONS, *LINEAGE_OPTIONS}  # `cold` and the previous dataset make the same dataset
+    options = {k: v for k, v in config.model_dump(mode="json").items() if k not in skipped}
     return json_digest(["dataset", __version__, Path(assembled_dir).name, options, parent_registry])
 
 
 def published_with_key(data_dir: Path, dataset_id: str, key: str) -> Path | None:
     """The published dataset folder of `dataset_id` when a build with this `build_key` made it and its gates
     passed; None when there is none, or it came from other inputs, options or code."""
-    paths = DatasetPaths(dataset_dir(data_dir, dataset_id))
-    if not paths.ready.is_file():
-        return None
-    try:
-        manifest = read_json(paths.manifest)
-    except (OSError, ValueError):
-        return None
+    root = dataset_dir(data_dir, dataset_id)
+    manifest = published_manifest(root)
     if not isinstance(manifest, dict) or manifest.get("gates_passed") is not True:
         return None
-    return paths.root if (manifest.get("lineage") or {}).get("build_key") == key else None
+    return root if (manifest.get("lineage") or {}).get("build_key") == key else None
 
 
 def with_build_key(manifest: DatasetManifest, key: str) -> DatasetManifest:
