@@ -9,7 +9,6 @@ from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
-from prometheus_client.utils import floatToGoString
 
 from lvm_core.serving.holder import ModelHolder, Served
 
@@ -64,7 +63,7 @@ class CosineHistogram:
             cumulative = 0
             for bound, n in zip(self.bounds, counts[version], strict=True):
                 cumulative += n
-                hist.add_sample(f"{self.name}_bucket", {"version": version, "le": floatToGoString(bound)}, cumulative)
+                hist.add_sample(f"{self.name}_bucket", {"version": version, "le": _le(bound)}, cumulative)
             hist.add_sample(f"{self.name}_count", {"version": version}, cumulative)
             total.add_metric([version], plus_one[version])
         yield hist
@@ -73,6 +72,11 @@ class CosineHistogram:
     def describe(self) -> Iterator[Metric]:
         yield Metric(self.name, self.documentation, "histogram")
         yield CounterMetricFamily(f"{self.name}_plus_one", "", labels=["version"])
+
+
+def _le(bound: float) -> str:
+    """A bucket bound as prometheus_client writes `le` ("0.5", "-1.0", "+Inf")."""
+    return "+Inf" if math.isinf(bound) else repr(float(bound))
 
 
 class _CosineChild:
