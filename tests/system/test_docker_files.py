@@ -1,9 +1,10 @@
 """Static checks of docker/: the compose file's wiring, the Dockerfiles' syntax and inputs, and the
 monitoring configuration (Prometheus scrape config and alert rules, Alertmanager to PagerDuty).
 
-No Docker engine is needed; `docker compose config` runs too when the compose client is installed, and
+No Docker engine is needed; `docker compose config` runs too when the compose client is installed.
 `promtool` / `amtool` (Debian: `apt-get install prometheus prometheus-alertmanager`) check the monitoring
-files and run the alert rules' unit tests (docker/prometheus/alerts_test.yml) when they are installed.
+files, run the alert rules' unit tests (docker/prometheus/alerts_test.yml) and test the Alertmanager routes;
+without them those tests skip, except in CI (`CI=true`, .ci/run installs them), where they fail.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest
 import yaml
 
 from lvm_core.runtime.environment import FLOW_RUN_HEARTBEAT_S
+from tests.fixtures.monitoring import in_ci, render_alertmanager, tool
 from tests.fixtures.paths import REPO
 
 dockerfile_parse = pytest.importorskip("dockerfile_parse", reason="pip install dockerfile-parse")
@@ -42,6 +44,8 @@ EXPECTED_ALERTS = {
     "LvmServeDown", "LvmServeHighP99Latency", "LvmServeErrorRate", "LvmServeModelLoadFailures",
     "LvmOnlineCosineDrop", "LvmServeMemoryHigh", "LvmDriftDetected", "LvmDriftMonitorStale", "LvmDaskWorkersMissing",
 }
+# `critical` pages at any hour, `warning` in business hours, `info` never (Alertmanager's null receiver).
+SEVERITIES = {"critical", "warning", "info"}
 _INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
 REQUIRED = "<required>"
 
@@ -374,7 +378,7 @@ def rule_problems(path: Path) -> list[str]:
         return ["no rule groups"]
     for group in groups:
         for rule in group.get("rules") or []:
-            name = rule.get("alert", "?")
+            name = rule.get("alert") or rule.get("record") or "?"
             expr = str(rule.get("expr", "")).strip()
             if not expr:
                 problems.append(f"{name}: no expr")
@@ -385,8 +389,10 @@ def rule_problems(path: Path) -> list[str]:
                     break
             if depth != 0:
                 problems.append(f"{name}: unbalanced brackets in expr")
-            if (rule.get("labels") or {}).get("severity") not in {"critical", "warning"}:
-                problems.append(f"{name}: severity must be critical or warning")
+            if "record" in rule:
+                continue
+            if (rule.get("labels") or {}).get("severity") not in SEVERITIES:
+                problems.append(f"{name}: severity must be one of {sorted(SEVERITIES)}")
             if not (rule.get("annotations") or {}).get("summary"):
                 problems.append(f"{name}: no summary annotation")
             if "for" in rule and not re.fullmatch(r"\d+[smhd]", str(rule["for"])):
@@ -394,24 +400,32 @@ def rule_problems(path: Path) -> list[str]:
     return problems
 
 
-def _promtool(*args: str, cwd: Path = PROMETHEUS) -> subprocess.CompletedProcess[str] | None:
-    tool = shutil.which("promtool")
-    if tool is None:
-        return None
-    return subprocess.run([tool, *args], capture_output=True, text=True, timeout=120, cwd=cwd, check=False)
+def _promtool(*args: str, cwd: Path = PROMETHEUS) -> subprocess.CompletedProcess[str]:
+    """promtool's answer; skips without promtool (fails in CI)."""
+    return subprocess.run([tool("promtool"), *args], capture_output=True, text=True, timeout=120, cwd=cwd, check=False)
+
+
+def test_monitoring_tools_skip_only_outside_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where CI=true a missing promtool / amtool / prometheus / alertmanager fails the test that needs it."""
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setenv("CI", "true")
+    assert in_ci()
+    with pytest.raises(pytest.fail.Exception, match="CI must run the monitoring tests"):
+        tool("promtool")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        tool("amtool")
 
 
 def test_alert_rules_are_valid_and_fire_on_what_they_catch() -> None:
     rules = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())
-    names = {r["alert"] for g in rules["groups"] for r in g["rules"]}
+    names = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
     assert names == EXPECTED_ALERTS
     assert rule_problems(PROMETHEUS / "alerts.yml") == []
     tested = {t["alertname"] for case in yaml.safe_load((PROMETHEUS / "alerts_test.yml").read_text())["tests"]
               for t in case["alert_rule_test"] if t.get("exp_alerts")}
     assert tested == EXPECTED_ALERTS, f"rules without a firing test: {EXPECTED_ALERTS - tested}"
     checked = _promtool("check", "config", "prometheus.yml")
-    if checked is None:
-        pytest.skip("promtool not installed: structure checked, PromQL and rule tests not run")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     tests = _promtool("test", "rules", "alerts_test.yml")
     assert tests.returncode == 0, tests.stdout + tests.stderr
@@ -427,25 +441,14 @@ def test_a_broken_rule_file_is_refused(tmp_path: Path) -> None:
     unlabelled.write_text(good.replace("labels:\n          severity: critical", "labels:\n          severity: page", 1))
     assert any("severity" in p for p in rule_problems(unlabelled))
     checked = _promtool("check", "rules", str(broken), cwd=tmp_path)
-    if checked is None:
-        pytest.skip("promtool not installed")
     assert checked.returncode != 0 and "alerts.yml" in checked.stdout + checked.stderr
-
-
-def _render_alertmanager(compose: dict[str, Any], env: dict[str, str]) -> str:
-    """alertmanager.yml as the compose service's start command renders it."""
-    script = " ".join(_command(compose["services"]["alertmanager"])[2:])
-    text = (PROMETHEUS / "alertmanager.yml").read_text()
-    for placeholder, var in re.findall(r's\|(@\w+@)\|\$\$\{(\w+)\}\|', script):
-        text = text.replace(placeholder, env[var])
-    return text
 
 
 def test_alertmanager_pages_pagerduty_with_the_platform_routing_key(compose, tmp_path: Path) -> None:
     am = compose["services"]["alertmanager"]
     env = env_of(am)
     assert urlsplit(env["LVM_ALERT_WEBHOOK_URL"]).path == "/v2/enqueue"  # Events API v2 by default
-    rendered = _render_alertmanager(compose, {"LVM_ALERT_ROUTING_KEY": "R0UTING", "LVM_ALERT_WEBHOOK_URL": "https://pd.example/v2/enqueue"})
+    rendered = render_alertmanager({"LVM_ALERT_ROUTING_KEY": "R0UTING", "LVM_ALERT_WEBHOOK_URL": "https://pd.example/v2/enqueue"})
     assert "@" not in re.sub(r"#.*", "", rendered), "a placeholder was left unrendered"
     config = yaml.safe_load(rendered)
     [receiver] = [r for r in config["receivers"] if r["name"] == config["route"]["receiver"]]
@@ -456,10 +459,29 @@ def test_alertmanager_pages_pagerduty_with_the_platform_routing_key(compose, tmp
     targets = [t for a in prom_config["alerting"]["alertmanagers"] for sc in a["static_configs"] for t in sc["targets"]]
     port = published_ports(am)
     assert targets == [f"alertmanager:{next(iter(port))}"]
-    amtool = shutil.which("amtool")
-    if amtool is None:
-        pytest.skip("amtool not installed")
+    amtool = tool("amtool")
     (tmp_path / "am.yml").write_text(rendered)
     proc = subprocess.run([amtool, "check-config", str(tmp_path / "am.yml")], capture_output=True, text=True, timeout=60,
                           check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_rule_routes_by_its_severity(tmp_path: Path) -> None:
+    """`amtool config routes test` on each rule's labels: critical and warning reach PagerDuty, info nobody.
+
+    The drift flow pages drift itself, so LvmDriftDetected (info) must not page a second time."""
+    rendered = render_alertmanager({"LVM_ALERT_ROUTING_KEY": "R0UTING", "LVM_ALERT_WEBHOOK_URL": "https://pd.example/v2/enqueue"})
+    config = yaml.safe_load(rendered)
+    null = [r for r in config["receivers"] if not any(k.endswith("_configs") for k in r)]
+    assert [r["name"] for r in null] == ["null"]
+    rules = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())
+    alerts = {r["alert"]: r["labels"]["severity"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    assert alerts["LvmDriftDetected"] == "info" and alerts["LvmDriftMonitorStale"] == "warning"
+    (tmp_path / "am.yml").write_text(rendered)
+    amtool = tool("amtool")
+    for name, severity in sorted(alerts.items()):
+        proc = subprocess.run([amtool, "config", "routes", "test", f"--config.file={tmp_path / 'am.yml'}",
+                               f"alertname={name}", f"severity={severity}"], capture_output=True, text=True,
+                              timeout=60, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert proc.stdout.split() == (["null"] if severity == "info" else ["pagerduty"]), (name, proc.stdout)
