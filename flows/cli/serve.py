@@ -20,14 +20,16 @@ def serve(
     max_body_mb: Annotated[float, typer.Option(help="Largest request body in MB")] = 8.0,
     record_contexts: Annotated[Path | None, typer.Option("--record-contexts", envvar="LVM_SERVED_CONTEXTS", help="Keep the last received contexts in this .npy (rewritten every 30 s) for `lvm monitor-drift` and the drift-monitor deployment [default: none kept]")] = None,
     contexts_window: Annotated[int, typer.Option(min=1, help="Contexts kept in the --record-contexts window")] = 5000,
+    shutdown_drain: Annotated[float, typer.Option(min=1, help="Seconds requests in flight get to finish after SIGTERM/SIGINT before they are cut")] = 20.0,
+    torch_threads: Annotated[int, typer.Option(min=0, help="Torch threads per prediction (0: torch's default, one per core)")] = 1,
+    access_log: Annotated[bool, typer.Option(help="One JSON line per request on stdout (request id, status, latency, version)")] = True,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Serve predictions over HTTP (FastAPI + uvicorn); set LVM_SERVE_TOKEN to require a bearer token on /v1/*."""
+    """Serve predictions over HTTP (FastAPI + uvicorn); set LVM_SERVE_TOKEN to require a bearer token on /v1/*.
+    API docs at /docs (schema at /openapi.json)."""
     import os
 
-    import uvicorn
-
-    from lvm_core.serving.app import create_app
+    from lvm_core.serving.app import create_app, run
     from lvm_core.serving.holder import ModelHolder
     from lvm_core.serving.settings import TOKEN_ENV, ServeSettings
 
@@ -37,7 +39,9 @@ def serve(
         err.print(f"[bold yellow]warning:[/] listening on {host} without {TOKEN_ENV}: anyone who reaches it can use it",
                   highlight=False, soft_wrap=True)
     settings = ServeSettings(max_batch=max_batch, max_body_bytes=int(max_body_mb * 1024 * 1024),
-                             contexts_path=record_contexts, contexts_window=contexts_window)
+                             contexts_path=record_contexts, contexts_window=contexts_window,
+                             shutdown_drain_s=shutdown_drain, access_log=access_log,
+                             torch_threads=torch_threads)
     app_ = create_app(model, holder=holder, settings=settings, refresh_s=refresh)
     err.print(f"serving {served.model.describe()} on http://{host}:{port}", highlight=False, soft_wrap=True)
-    uvicorn.run(app_, host=host, port=port, log_level="info")
+    run(app_, host=host, port=port)

@@ -1,14 +1,20 @@
-"""Pure ASGI middleware of the service: the request body limit and the per-endpoint/per-version observation.
+"""Pure ASGI middleware of the service: the request body limit, and the request id, access log and
+per-endpoint/per-version observation.
 
-Pure ASGI (not `BaseHTTPMiddleware`) so a body over the limit is refused before it is read, and so the
-observer sees every answer, the body limit's 413s included.
+Pure ASGI (not `BaseHTTPMiddleware`) so a body over the limit is refused before it is read, so the
+observer sees every answer, the body limit's 413s included, and so the hot path pays for no extra task.
 """
 
 from __future__ import annotations
 
-import json
+import itertools
+import logging
+import os
+import re
 import time
 from typing import Any, cast
+
+import orjson
 
 from lvm_core.contracts.errors import LvmError
 from lvm_core.serving.holder import ModelHolder
@@ -18,23 +24,30 @@ from lvm_core.serving.metrics import ServeMetrics
 ENDPOINTS = {"/v1/predict", "/v1/predict/text", "/v1/feedback", "/v1/models", "/v1/rollout/stats", "/healthz",
              "/readyz", "/metrics"}
 PREDICT_ENDPOINTS = {"/v1/predict", "/v1/predict/text"}  # what rollout stats count per version
+REQUEST_ID_HEADER = "X-Request-ID"
+ACCESS_LOGGER = "lvm.serve.access"
 
-_DRAIN_FACTOR = 8
+_REQUEST_ID_RAW = REQUEST_ID_HEADER.lower().encode()
+_GOOD_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")  # what a client may name its request (else one is made)
+_access = logging.getLogger(ACCESS_LOGGER)
 
 
 class BodyLimit:
-    """Pure ASGI middleware: 413 for a body over `limit` bytes, by Content-Length before reading, else while reading."""
+    """Pure ASGI middleware: 413 for a body over `limit` bytes, by Content-Length before reading, else while
+    reading (a chunked body). Past the limit at most `drain` more bytes are read and dropped, so a client
+    still sending reads the 413 instead of a reset, and the connection is then closed: an endless body
+    costs the server a bounded read, never an unbounded one."""
 
-    def __init__(self, app: Any, limit: int):
+    def __init__(self, app: Any, limit: int, drain: int = 1024 * 1024):
         self.app = app
         self.limit = limit
+        self.drain = drain
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        raw = headers.get(b"content-length")
+        raw = next((v for k, v in scope.get("headers") or () if k == b"content-length"), None)
         if raw is not None:
             try:
                 length = int(raw)
@@ -42,10 +55,7 @@ class BodyLimit:
                 await self._reject(scope, send, 400, "invalid Content-Length header")
                 return
             if length > self.limit:
-                # Refused unread: the body is drained without being kept (so the client, still sending, reads
-                # the answer instead of a reset connection), up to a bound past which the connection is dropped.
-                if length <= self.limit * _DRAIN_FACTOR:
-                    await self._drain(receive)
+                await self._drain(receive)
                 await self._reject(scope, send, 413, f"body of {length} bytes is over the limit of {self.limit} bytes")
                 return
         seen = 0
@@ -62,19 +72,23 @@ class BodyLimit:
         try:
             await self.app(scope, limited_receive, send)
         except _BodyTooLarge:
-            await self._drain(receive)  # bounded by the server's own read loop; nothing is kept
+            await self._drain(receive)
             await self._reject(scope, send, 413, f"body is over the limit of {self.limit} bytes")
 
-    @staticmethod
-    async def _drain(receive: Any) -> None:
-        while True:
+    async def _drain(self, receive: Any) -> None:
+        """Read and drop the rest of the body, at most `drain` bytes of it."""
+        left = self.drain
+        while left > 0:
             message = await receive()
-            if message["type"] != "http.request" or not message.get("more_body", False):
+            if message["type"] != "http.request":
+                return
+            left -= len(message.get("body", b""))
+            if not message.get("more_body", False):
                 return
 
     async def _reject(self, scope: dict[str, Any], send: Any, status: int, message: str) -> None:
         scope.setdefault("state", {})["lvm_error"] = "validation"
-        body = json.dumps({"error": "validation", "detail": message}).encode()
+        body = orjson.dumps({"error": "validation", "detail": message})
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
@@ -86,13 +100,26 @@ class _BodyTooLarge(LvmError):
 
 
 class Observe:
-    """Pure ASGI middleware: request count, latency and errors per endpoint and model version."""
+    """Pure ASGI middleware: a request id (the client's `X-Request-ID` when it is a plain token, else a new
+    one) echoed in the answer's header; request count, latency and errors per endpoint and model version;
+    and, with `access_log`, one JSON line per request on the `lvm.serve.access` logger."""
 
-    def __init__(self, app: Any, metrics: ServeMetrics, holder: ModelHolder, live: LiveStats):
+    def __init__(self, app: Any, metrics: ServeMetrics, holder: ModelHolder, live: LiveStats, access_log: bool = True):
         self.app = app
         self.metrics = metrics
         self.holder = holder
         self.live = live
+        self.access_log = access_log
+        self._prefix = os.urandom(4).hex()  # ids are unique across restarts and processes, and cheap to make
+        self._next = itertools.count(1)
+
+    def request_id(self, scope: dict[str, Any]) -> str:
+        for k, v in scope.get("headers") or ():
+            if k == _REQUEST_ID_RAW:
+                if _GOOD_ID.fullmatch(v):
+                    return cast(str, v.decode())
+                break
+        return f"{self._prefix}-{next(self._next):x}"
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -100,19 +127,23 @@ class Observe:
             return
         state = scope.setdefault("state", {})
         start = time.perf_counter()
+        rid = state["request_id"] = self.request_id(scope)
+        id_header = (_REQUEST_ID_RAW, rid.encode())
         status = {"code": 500}
 
         async def send_wrapper(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            self._record(scope.get("path", ""), state, status["code"], time.perf_counter() - start)
+            self._record(scope, state, status["code"], time.perf_counter() - start)
 
-    def _record(self, path: str, state: dict[str, Any], code: int, elapsed: float) -> None:
+    def _record(self, scope: dict[str, Any], state: dict[str, Any], code: int, elapsed: float) -> None:
+        path = scope.get("path", "")
         endpoint = path if path in ENDPOINTS else "other"
         version = state.get("lvm_version")
         if version is None:
@@ -125,4 +156,10 @@ class Observe:
             kind = state.get("lvm_error") or ("auth" if code == 401 else "internal" if code >= 500 else "validation")
             self.metrics.errors.labels(kind, endpoint, version).inc()
         if endpoint in PREDICT_ENDPOINTS and state.get("lvm_version") is not None:
-            self.live.record_request(version, elapsed, code, kind)
+            self.live.record_request(version, elapsed, code, kind, client=state.get("lvm_client"))
+        if self.access_log and _access.isEnabledFor(logging.INFO):
+            client = scope.get("client")
+            _access.info(orjson.dumps({
+                "ts": round(time.time(), 3), "request_id": state["request_id"], "method": scope.get("method"),
+                "path": path, "status": code, "ms": round(elapsed * 1e3, 3), "version": version, "error": kind,
+                "client": client[0] if client else None}).decode())

@@ -21,3 +21,10 @@ class ServeSettings:
     contexts_path: Path | None = None  # where the received-context window goes for the drift monitor
     contexts_window: int = 5000  # contexts kept in that window
     contexts_flush_s: float = 30.0  # seconds between rewrites of the window file
+    inline_body_bytes: int = 128 * 1024  # larger bodies are parsed and checked off the event loop (~0.5 ms of JSON)
+    drain_body_bytes: int = 1024 * 1024  # read and dropped past the limit so the client sees the 413, then closed
+    max_text_indexes: int = 4  # text indexes (encoder + chunk bank) kept, least recently used dropped first
+    shutdown_drain_s: float = 20.0  # on SIGTERM: seconds in-flight requests get to finish before they are cut
+    access_log: bool = True  # one JSON line per request on the `lvm.serve.access` logger
+    torch_threads: int = 1  # torch intra-op threads of a served process (batches are small; see docs/architecture.md)
+    docs: bool = True  # /openapi.json and /docs (Swagger UI, its assets from a CDN; the schema itself is local)

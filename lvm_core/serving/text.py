@@ -3,13 +3,17 @@
 A model predicts in the vector space of the encoder it was trained with, so the context texts must be
 encoded by exactly that encoder (same fingerprint) and the prediction searched among the chunks of the
 model's own dataset (the folder recorded on its training run). Both are loaded on first use, once per
-model version, and refused with a reason (`TextUnavailable`, answered 503) when they cannot be had.
+model version, and refused with a reason (`TextUnavailable`, answered 503) when they cannot be had. At most
+`max_indexes` are kept (least recently used dropped first): a service following an alias for months sees
+many versions, and each index holds an encoder and a chunk bank.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import threading
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -78,24 +82,34 @@ def dataset_dir_of(model: Any) -> Path:
 
 
 class TextSearch:
-    """Loads and keeps a `TextIndex` per model version, on first use (seconds: encoder + bank)."""
+    """Loads and keeps a `TextIndex` per model version, on first use (seconds: encoder + bank); the
+    `max_indexes` most recently used are kept."""
 
-    def __init__(self, device: str = "cpu"):
+    def __init__(self, device: str = "cpu", max_indexes: int = 4):
         self.device = device
-        self._indexes: dict[tuple[Any, Any, str], TextIndex] = {}  # per model version
-        self._by_dataset: dict[tuple[str, str], TextIndex] = {}  # per (dataset folder, encoder fingerprint id)
+        self.max_indexes = max(1, int(max_indexes))
+        # per model version, least recently used first
+        self._indexes: collections.OrderedDict[tuple[Any, Any, str], TextIndex] = collections.OrderedDict()
+        # per (dataset folder, encoder fingerprint id), while a kept version uses it
+        self._by_dataset: weakref.WeakValueDictionary[tuple[str, str], TextIndex] = weakref.WeakValueDictionary()
         self._lock = threading.Lock()
 
     def index_for(self, model: Any) -> TextIndex:
         key = (model.name, model.version, model.source)
-        index = self._indexes.get(key)
-        if index is not None:
-            return index
         with self._lock:  # one load at a time; others wait and then find it
             index = self._indexes.get(key)
             if index is None:
                 index = self._indexes[key] = self._load(model)
+                while len(self._indexes) > self.max_indexes:
+                    self._indexes.popitem(last=False)
+            else:
+                self._indexes.move_to_end(key)
         return index
+
+    def cached(self) -> list[tuple[Any, Any, str]]:
+        """The kept versions' keys (name, version, source), least recently used first."""
+        with self._lock:
+            return list(self._indexes)
 
     def _load(self, model: Any) -> TextIndex:
         import pyarrow.parquet as pq
