@@ -29,8 +29,9 @@ def serve(
     API docs at /docs (schema at /openapi.json)."""
     import os
 
-    from lvm_core.serving.app import create_app, run
+    from lvm_core.serving.app import create_app
     from lvm_core.serving.holder import ModelHolder
+    from lvm_core.serving.server import run
     from lvm_core.serving.settings import TOKEN_ENV, ServeSettings
 
     holder = ModelHolder(model, Path(data_dir_of(data_dir)), refresh_s=refresh)

@@ -8,8 +8,7 @@ Bodies are JSON, or raw float32 (`application/octet-stream`) for /v1/predict, ne
 bounded in bytes before parsing and in contexts after; bad input gets a 4xx whose `detail` says what was
 wrong. Every answer carries an `X-Request-ID` (the client's, or a new one), also in the JSON access log
 line. Metrics live in the app's own Prometheus `CollectorRegistry`. /openapi.json and /docs describe the
-API (open like /healthz: they show its shape, never data). `run` serves an app with uvicorn and, on SIGTERM,
-lets requests in flight finish for `shutdown_drain_s` seconds.
+API (open like /healthz: they show its shape, never data). `server.run` serves it.
 
 This module only assembles: settings (`settings`), input checks (`inputs`), metrics (`metrics`), the
 shared per-app state (`service`), middleware (`middleware`) and the routers (`routes/`).
@@ -29,7 +28,7 @@ from lvm_core.serving.feedback_store import FeedbackStore
 from lvm_core.serving.holder import DEFAULT_MODEL_REF, DEFAULT_REFRESH_S, ModelHolder, Served
 from lvm_core.serving.live_stats import LiveStats
 from lvm_core.serving.metrics import ServeMetrics
-from lvm_core.serving.middleware import ACCESS_LOGGER, BodyLimit, Observe
+from lvm_core.serving.middleware import BodyLimit, Observe
 from lvm_core.serving.routes.feedback import router as feedback_router
 from lvm_core.serving.routes.predict import router as predict_router
 from lvm_core.serving.routes.status import router as status_router
@@ -114,40 +113,10 @@ def create_app(
     app.state.live_stats = svc.live
     app.state.texts = svc.texts
     app.state.context_window = svc.window
-    for router in (status_router, predict_router, feedback_router):
+    for router in (predict_router, feedback_router, status_router):  # the hot path matched first
         app.include_router(router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, drain=settings.drain_body_bytes)
     app.add_middleware(Observe, metrics=svc.metrics, holder=holder, live=svc.live,  # outermost: sees the 413s too
                        access_log=settings.access_log)
     return app
 
-
-def log_config(level: str = "info") -> dict[str, Any]:
-    """uvicorn's logging plus the JSON access lines on stdout (uvicorn's own text access log is left off:
-    ours carries the request id and the version that answered)."""
-    from uvicorn.config import LOGGING_CONFIG
-
-    config: dict[str, Any] = {**LOGGING_CONFIG, "formatters": {**LOGGING_CONFIG["formatters"],
-                                                               "line": {"format": "%(message)s"}}}
-    config["handlers"] = {**LOGGING_CONFIG["handlers"],
-                          "lvm_access": {"class": "logging.StreamHandler", "formatter": "line",
-                                         "stream": "ext://sys.stdout"}}
-    config["loggers"] = {**LOGGING_CONFIG["loggers"],
-                         ACCESS_LOGGER: {"handlers": ["lvm_access"], "level": level.upper(), "propagate": False}}
-    return config
-
-
-def run(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "info") -> None:
-    """Serve `app` until SIGINT/SIGTERM; then stop accepting, let requests in flight finish for the settings'
-    `shutdown_drain_s` (cut after that), run the shutdown (window flushed, holder stopped) and return.
-
-    Torch gets `torch_threads` intra-op threads: a served batch is a few contexts, where a second thread
-    only adds its hand-off (and, on a busy machine, waits for a core): see docs/architecture.md."""
-    import torch
-    import uvicorn
-
-    settings: ServeSettings = app.state.settings
-    if settings.torch_threads > 0:
-        torch.set_num_threads(settings.torch_threads)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, log_config=log_config(log_level),
-                timeout_graceful_shutdown=max(1, round(settings.shutdown_drain_s)))

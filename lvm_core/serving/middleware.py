@@ -12,14 +12,16 @@ import logging
 import os
 import re
 import time
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
 from lvm_core.contracts.errors import LvmError
-from lvm_core.serving.holder import ModelHolder
-from lvm_core.serving.live_stats import LiveStats
-from lvm_core.serving.metrics import ServeMetrics
+
+if TYPE_CHECKING:  # annotations only: a server runner imports this module without the model code
+    from lvm_core.serving.holder import ModelHolder
+    from lvm_core.serving.live_stats import LiveStats
+    from lvm_core.serving.metrics import ServeMetrics
 
 ENDPOINTS = {"/v1/predict", "/v1/predict/text", "/v1/feedback", "/v1/models", "/v1/rollout/stats", "/healthz",
              "/readyz", "/metrics"}
@@ -34,11 +36,11 @@ _access = logging.getLogger(ACCESS_LOGGER)
 
 class BodyLimit:
     """Pure ASGI middleware: 413 for a body over `limit` bytes, by Content-Length before reading, else while
-    reading (a chunked body). Past the limit at most `drain` more bytes are read and dropped, so a client
-    still sending reads the 413 instead of a reset, and the connection is then closed: an endless body
-    costs the server a bounded read, never an unbounded one."""
+    reading (a chunked body). At most `drain` bytes past the limit are read and dropped, so a client still
+    sending reads the 413 instead of a reset, and the connection is then closed: an endless body costs the
+    server a bounded read, never an unbounded one."""
 
-    def __init__(self, app: Any, limit: int, drain: int = 1024 * 1024):
+    def __init__(self, app: Any, limit: int, drain: int = 8 * 1024 * 1024):
         self.app = app
         self.limit = limit
         self.drain = drain
@@ -55,7 +57,8 @@ class BodyLimit:
                 await self._reject(scope, send, 400, "invalid Content-Length header")
                 return
             if length > self.limit:
-                await self._drain(receive)
+                if length <= self.limit + self.drain:  # else closed unread: the client may see a reset
+                    await self._drain(receive, length)
                 await self._reject(scope, send, 413, f"body of {length} bytes is over the limit of {self.limit} bytes")
                 return
         seen = 0
@@ -72,12 +75,13 @@ class BodyLimit:
         try:
             await self.app(scope, limited_receive, send)
         except _BodyTooLarge:
-            await self._drain(receive)
+            await self._drain(receive, self.drain)
             await self._reject(scope, send, 413, f"body is over the limit of {self.limit} bytes")
 
-    async def _drain(self, receive: Any) -> None:
-        """Read and drop the rest of the body, at most `drain` bytes of it."""
-        left = self.drain
+    @staticmethod
+    async def _drain(receive: Any, budget: int) -> None:
+        """Read and drop the rest of the body, at most `budget` bytes of it."""
+        left = budget
         while left > 0:
             message = await receive()
             if message["type"] != "http.request":

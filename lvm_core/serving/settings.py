@@ -22,7 +22,7 @@ class ServeSettings:
     contexts_window: int = 5000  # contexts kept in that window
     contexts_flush_s: float = 30.0  # seconds between rewrites of the window file
     inline_body_bytes: int = 128 * 1024  # larger bodies are parsed and checked off the event loop (~0.5 ms of JSON)
-    drain_body_bytes: int = 1024 * 1024  # read and dropped past the limit so the client sees the 413, then closed
+    drain_body_bytes: int = 8 * 1024 * 1024  # past the limit: read and dropped (the client sees the 413), then closed
     max_text_indexes: int = 4  # text indexes (encoder + chunk bank) kept, least recently used dropped first
     shutdown_drain_s: float = 20.0  # on SIGTERM: seconds in-flight requests get to finish before they are cut
     access_log: bool = True  # one JSON line per request on the `lvm.serve.access` logger

@@ -108,10 +108,14 @@ def test_malformed_payloads_get_4xx_with_a_reason_and_serving_goes_on(server):
         "too many": ({"contexts": random_unit(0, 9, m.context_len, m.dim).tolist()}, 413, "limit of 8"),
         "not json": ("this is not json", 400, "JSON"),
         "oversized": ("[" + "0.1," * 300_000 + "0.1]", 413, "over the limit"),
+        "huge integer": ('{"contexts": ' + "1" * 5000 + "}", 400, "JSON"),
+        "deep nesting": ("[" * 200_000 + "]" * 200_000, 400, "JSON"),
+        "binary, not whole contexts": (b"\0" * 4 * (m.context_len * m.dim + 1), 422, "whole number"),
     }
     for what, (payload, status, words) in cases.items():
         kw = {"json": payload} if isinstance(payload, dict) else {"content": payload}
-        res = client.post("/v1/predict", headers={**AUTH, "Content-Type": "application/json"}, **kw)
+        kind = "application/octet-stream" if isinstance(payload, bytes) else "application/json"
+        res = client.post("/v1/predict", headers={**AUTH, "Content-Type": kind}, **kw)
         assert res.status_code == status, (what, res.status_code, res.text)
         assert words in res.json()["detail"], (what, res.json())
         ok = client.post("/v1/predict", json={"contexts": good.tolist()}, headers=AUTH)
@@ -120,8 +124,40 @@ def test_malformed_payloads_get_4xx_with_a_reason_and_serving_goes_on(server):
     assert 'lvm_serve_errors_total{endpoint="/v1/predict",kind="validation",version=' in metrics
 
 
+def test_binary_large_and_concurrent_bodies_get_the_loaders_predictions(server, versions):
+    from lvm_core.tracking.references import load_registered_model
+
+    client, app = server
+    ref = load_registered_model(f"models:/{NAME}/{versions[0]}")
+    x = random_unit(6, 8, ref.context_len, ref.dim)  # 8 contexts of JSON: parsed off the event loop
+    expected = ref.predict(x)
+    as_json = client.post("/v1/predict", json={"contexts": x.tolist()}, headers={**AUTH, "X-Request-ID": "req-1"})
+    assert as_json.status_code == 200, as_json.text
+    assert as_json.headers["x-request-id"] == "req-1"
+    as_binary = client.post("/v1/predict", content=x.astype("<f4").tobytes(),
+                            headers={**AUTH, "Content-Type": "application/octet-stream"})
+    assert as_binary.status_code == 200, as_binary.text
+    for res in (as_json, as_binary):
+        assert np.allclose(np.asarray(res.json()["predictions"], dtype=np.float32), expected, atol=1e-6)
+
+    def one(i: int) -> bool:  # small requests at once: predicted together, each answered with its own rows
+        r = client.post("/v1/predict", json={"contexts": x[i : i + 1].tolist()}, headers=AUTH)
+        return bool(np.allclose(np.asarray(r.json()["predictions"], dtype=np.float32), expected[i : i + 1], atol=1e-6))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert all(pool.map(one, list(range(8)) * 4))
+
+
+def test_openapi_docs_are_served(server):
+    client, _ = server
+    spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
+    assert {"application/json", "application/octet-stream"} <= set(body)
+    assert client.get("/docs").status_code == 200
+
+
 def test_received_contexts_reach_the_drift_monitors_window_file(server, session_data_dir: Path):
-    from lvm_core.drift import load_current_contexts
+    from lvm_core.serving.window import read_window
 
     client, app = server
     m = _served(app)
@@ -131,13 +167,13 @@ def test_received_contexts_reach_the_drift_monitors_window_file(server, session_
         assert client.post("/v1/predict", json={"contexts": sent[i : i + 4].tolist()}, headers=AUTH).status_code == 200
     deadline = time.monotonic() + 10
     while True:  # rewritten every 0.2 s; wait for the write that holds the last batch
-        got = np.load(path) if path.exists() else None
+        got = np.array(read_window(path)[0]) if path.exists() else None
         if got is not None and len(got) == WINDOW and np.array_equal(got[-1], sent[-1]):
             break
         assert time.monotonic() < deadline, "the window file never held the last contexts"
         time.sleep(0.1)
     assert np.array_equal(got, sent[-WINDOW:])  # the newest WINDOW contexts, oldest first
-    assert load_current_contexts(path, max_windows=None).shape == (WINDOW, m.context_len, m.dim)
+    assert got.shape == (WINDOW, m.context_len, m.dim)
 
 
 def test_token_is_required_on_v1_only(server):
