@@ -41,13 +41,15 @@ class ModulePredictor:
         param = next(module.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
         was_training = module.training
-        module.eval()
+        if was_training:  # eval()/train() walk every submodule: a served model, already in eval, skips both
+            module.eval()
         try:
             with torch.no_grad():
                 x = torch.from_numpy(np.ascontiguousarray(ctx, dtype=np.float32)).to(device)
                 return cast(np.ndarray, module(x).cpu().numpy())
         finally:
-            module.train(was_training)
+            if was_training:
+                module.train(True)
 
     predict = __call__
 
