@@ -23,8 +23,8 @@ Run from the repository root:
    prediction (not in the predict latencies; its failures count as errors). It follows
    `models:/<name>@champion` (alias re-read every second). Closed loop, keep-alive connections: 1, then
    --concurrency, then 16 connections. With --baseline-ref, the service of that git revision (its
-   lvm_core/ and flows/, same data, same options it knows) is measured first in the same run, and each
-   figure is printed with its ratio to it. The CPU the load client itself used is printed beside each
+   lvm_core/ and flows/, same data, same options, --baseline-env for its environment) is measured first
+   in the same run, and each figure is printed with its ratio to it. The CPU the load client itself used is printed beside each
    figure (on two cores, the client and the service share the machine).
    Targets: 1 connection p99 <= 2 ms; --concurrency connections >= 1,000 req/s with p99 <= 10 ms; the
    moonshot service / in-process p50 <= 2x is printed, not judged.
@@ -496,9 +496,10 @@ def baseline_tree(ref: str, into: Path) -> Path:
     return root
 
 
-def start_service(name: str, data_dir: Path, port: int, log_path: Path, code: Path = REPO) -> subprocess.Popen:
+def start_service(name: str, data_dir: Path, port: int, log_path: Path, code: Path = REPO,
+                  env_extra: dict[str, str] | None = None) -> subprocess.Popen:
     """`lvm serve` as docker/compose.yaml runs it (token, --record-contexts), from the tree at `code`."""
-    env = {**os.environ, "LVM_SERVE_TOKEN": TOKEN, "PYTHONPATH": str(code)}
+    env = {**os.environ, "LVM_SERVE_TOKEN": TOKEN, "PYTHONPATH": str(code), **(env_extra or {})}
     cmd = [sys.executable, "-m", "flows.cli", "serve", "--model", f"models:/{name}@champion", "--port", str(port),
            "--refresh", "1", "--data-dir", str(data_dir),
            "--record-contexts", str(data_dir / "served" / f"contexts-{port}.npy")]
@@ -647,6 +648,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--bodies", type=int, default=64, help="Distinct real contexts the requests cycle through")
     ap.add_argument("--feedback-every", type=int, default=5, help="Send feedback after every n-th prediction (0: none)")
     ap.add_argument("--baseline-ref", help="Also measure the service of this git revision (e.g. HEAD~1) in the same run")
+    ap.add_argument("--baseline-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="Environment of the baseline service (e.g. OMP_NUM_THREADS=1: one torch thread like the "
+                    "current service, to compare the code alone)")
     ap.add_argument("--json", type=Path, help="Also write the numbers here")
     return ap.parse_args()
 
@@ -700,12 +704,14 @@ def main() -> int:
     if args.baseline_ref:
         port = free_port()
         proc = start_service(args.name, data_dir, port, data_dir / "bench-serve-baseline.log",
-                             code=baseline_tree(args.baseline_ref, data_dir))
+                             code=baseline_tree(args.baseline_ref, data_dir),
+                             env_extra=dict(kv.split("=", 1) for kv in args.baseline_env))
         try:
             base = measure(port, bodies, args, proc.pid)
         finally:
             stop(proc)
-        report(f"baseline {args.baseline_ref}", base, None)
+        report(f"baseline {args.baseline_ref}{' ' + ' '.join(args.baseline_env) if args.baseline_env else ''}",
+               base, None)
         results["baseline"] = {k: r.summary() for k, r in base.items()}
 
     port = free_port()
