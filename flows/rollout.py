@@ -7,6 +7,10 @@ few samples yet), or roll back. A rollback sets the share to 0, restores the cha
 decision on the registered model and sends a PagerDuty Events v2 `trigger` to `$LVM_ALERT_WEBHOOK_URL`.
 Every decision is a markdown artifact of its step. A flow that fails mid-rollout rolls back first.
 A rollout aborted or stepped by hand (`lvm rollout abort|promote`) is followed, not fought.
+
+The rollout holds a lease on the registered model, renewed at every look: if this flow dies, the services
+stop routing the challenger once the lease is past, and the next rollout run ends the stale one as `expired`
+and alerts. A service that cannot be reached (a restart) is tolerated for `service_outage_seconds`.
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ from prefect import flow, get_run_logger
 
 from flows.infra.hooks import RUN_HOOKS, pagerduty_event, send_alert
 from lvm_core.contracts.layout import default_data_dir
-from lvm_core.rollout.decision import Decision, Thresholds, decide
-from lvm_core.rollout.plan import rollback
-from lvm_core.rollout.state import DEFAULT_PLAN, PROMOTED, ROLLED_BACK, RolloutState, read_state
+from lvm_core.rollout.decision import Decision, StepWatch, Thresholds
+from lvm_core.rollout.plan import default_owner, rollback
+from lvm_core.rollout.state import DEFAULT_LEASE_S, DEFAULT_PLAN, PROMOTED, ROLLED_BACK, RolloutState, now, read_state
 from lvm_core.runtime.environment import ALERT_URL_ENV
 from lvm_core.tracking.references import current_champion
 from lvm_core.tracking.setup import configure_tracking
@@ -78,6 +82,8 @@ def staged_rollout(
     max_holds: int = 3,
     thresholds: Thresholds = Thresholds(),
     data_dir: str | None = None,
+    lease_seconds: float = DEFAULT_LEASE_S,
+    service_outage_seconds: float = 120.0,
 ) -> dict[str, Any]:
     """Roll `challenger` out against the champion of `name`; returns the outcome and every decision.
 
@@ -92,17 +98,31 @@ def staged_rollout(
         max_holds: Extra periods a step may wait for enough samples before the rollout is rolled back.
         thresholds: When the challenger holds (minimum samples, error rate, p99 latency, online cosine).
         data_dir: Data folder of the MLflow registry (default $LVM_DATA_DIR or ./lvm-data).
+        lease_seconds: How long the services keep routing the challenger without hearing from this flow
+            (renewed at every look; at least 2 × check_seconds).
+        service_outage_seconds: How long the services may be unreachable (a restart) before rolling back.
     """
+    from prefect.runtime import flow_run
+
     log = get_run_logger()
+    if lease_seconds < 2 * min(float(check_seconds), float(step_seconds)):
+        raise ValueError(f"lease_seconds {lease_seconds} must be at least twice check_seconds {check_seconds}")
     configure_tracking(Path(data_dir) if data_dir else default_data_dir())
     urls = list(service_urls or [os.environ.get(SERVICE_URL_ENV) or DEFAULT_SERVICE_URL])
-    state = t.start(name, challenger, plan)
+    owner = f"flow-run:{flow_run.id}" if flow_run.id else default_owner()
+    stale = t.expire_stale(name)
+    if stale is not None and stale.challenger is not None:
+        reason = f"the previous rollout of v{stale.challenger} (owner {stale.owner}) stopped renewing its lease"
+        log.warning("%s; ended it as expired, champion v%s restored", reason, stale.champion)
+        _alert(name, stale.challenger, Decision("rollback", reason, 0.0, {"stale": stale.to_dict()}, now()), log)
+    state = t.start(name, challenger, plan, owner, lease_seconds)
     log.info("rollout of %s v%s against champion v%s started at %.0f%%", name, challenger, state.champion,
              state.share * 100)
     decisions: list[dict[str, Any]] = []
     try:
         outcome = _run_steps(name, challenger, urls, state, step_seconds, check_seconds, max_holds, thresholds,
-                             decisions, log)
+                             decisions, log, owner=owner, lease_seconds=lease_seconds,
+                             outage_seconds=service_outage_seconds)
     except BaseException as exc:
         # a failed or interrupted flow leaves nobody watching: take the challenger out of traffic first
         reason = f"rollout flow stopped: {type(exc).__name__}: {str(exc).strip()[:300]}"
@@ -120,41 +140,54 @@ def staged_rollout(
 
 def _run_steps(name: str, challenger: int, urls: list[str], state: RolloutState, step_seconds: float,
                check_seconds: float, max_holds: int, thresholds: Thresholds,
-               decisions: list[dict[str, Any]], log: Any) -> str:
-    """The step loop; returns the outcome: promoted, rolled_back, or a status set by hand (aborted, ...)."""
+               decisions: list[dict[str, Any]], log: Any, *, owner: str, lease_seconds: float,
+               outage_seconds: float) -> str:
+    """The step loop; returns the outcome: promoted, rolled_back, or a status set by hand (aborted, ...).
+
+    Each step is a `StepWatch`: stats are read every `check_seconds`; a rollback may happen at any look (the
+    tests are confidence sequences, valid however often they are looked at), a step only at a period's end.
+    """
     check = max(0.05, min(float(check_seconds), float(step_seconds)))
-    holds = 0
+    watch = _watch(state, thresholds, step_seconds, max_holds)
+    unreachable_since: float | None = None
     while True:
-        deadline = time.monotonic() + float(step_seconds)
-        decision: Decision | None = None
-        while True:
-            time.sleep(max(0.0, min(check, deadline - time.monotonic())))
-            current = t.read_state(name)
-            if not current.active or current.challenger != challenger:
-                log.warning("rollout of %s v%s is %s (changed by hand); stopping", name, challenger, current.status)
-                return current.status
-            if current.window != state.window:  # stepped by hand: watch the new step from now
-                state, deadline, holds = current, time.monotonic() + float(step_seconds), 0
-                continue
+        time.sleep(max(0.0, min(check, watch.deadline - time.monotonic())))
+        current = t.read_state(name)
+        if not current.active or current.challenger != challenger or current.owner != owner:
+            log.warning("rollout of %s v%s is %s (changed by hand); stopping", name, challenger, current.status)
+            return current.status
+        t.renew_lease(name, owner, lease_seconds)
+        if current.window != state.window:  # stepped by hand: watch the new step from now
+            state = current
+            watch = _watch(state, thresholds, step_seconds, max_holds)
+            continue
+        try:
             stats = t.read_stats(urls, state)
-            decision = decide(stats["champion"], stats["challenger"], thresholds, share=state.share,
-                                      plan=state.plan)
-            decision.numbers["replicas"] = stats["replicas"]
-            if decision.action == "rollback" or time.monotonic() >= deadline:
-                break
-        if decision.action == "hold":
-            holds += 1
-            if holds <= max_holds:
-                log.info("step %d (%.0f%%): hold %d/%d: %s", state.step, state.share * 100, holds, max_holds,
-                         decision.reason)
-                t.record(name, challenger, state.step, decision)
-                decisions.append(decision.to_dict())
+        except httpx.HTTPError as exc:
+            unreachable_since = unreachable_since if unreachable_since is not None else time.monotonic()
+            down = time.monotonic() - unreachable_since
+            if down <= outage_seconds:
+                log.warning("service unreachable for %.0f s of the %.0f s tolerated: %s", down, outage_seconds, exc)
+                watch.started += check  # the step's clock does not run while nobody can be measured
                 continue
-            decision = Decision("rollback", f"{decision.reason} after {max_holds} extra periods", 0.0,
-                                        decision.numbers, decision.at)
+            outage = Decision("rollback", f"the service was unreachable for {down:.0f} s (more than the "
+                              f"{outage_seconds:.0f} s tolerated): {exc}", 0.0, {"share": state.share}, now())
+            decisions.append(outage.to_dict())
+            t.record(name, challenger, state.step, outage)
+            t.rollback(name, outage.reason, outage)
+            _alert(name, challenger, outage, log)
+            return ROLLED_BACK
+        unreachable_since = None
+        looked = watch.look(stats["champion"], stats["challenger"], time.monotonic())
+        if looked is None:
+            continue
+        decision = looked
+        decision.numbers["replicas"] = stats["replicas"]
         decisions.append(decision.to_dict())
         t.record(name, challenger, state.step, decision)
         log.info("step %d (%.0f%%): %s: %s", state.step, state.share * 100, decision.action, decision.reason)
+        if decision.action == "hold":
+            continue
         if decision.action == "rollback":
             t.rollback(name, decision.reason, decision)
             _alert(name, challenger, decision, log)
@@ -164,4 +197,9 @@ def _run_steps(name: str, challenger: int, urls: list[str], state: RolloutState,
             log.info("%s", result["message"])
             return PROMOTED
         state = t.set_step(name, state.step + 1)
-        holds = 0
+        watch = _watch(state, thresholds, step_seconds, max_holds)
+
+
+def _watch(state: RolloutState, thresholds: Thresholds, step_seconds: float, max_holds: int) -> StepWatch:
+    return StepWatch(thresholds=thresholds, share=state.share, plan=state.plan, step_seconds=float(step_seconds),
+                     max_holds=max_holds, started=time.monotonic())

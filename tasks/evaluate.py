@@ -121,9 +121,10 @@ def report(result: EvaluationResult, model: LoadedModel, ds: Dataset, gate_repor
 
 @task(name="promote", task_run_name="promote-{model.name}-v{model.version}", cache_policy=NO_CACHE, **IO_RETRIES)
 def promote(model: LoadedModel, gate_report: GateReport) -> PromotionResult:
-    """All gates passed → `champion` (previous one recorded); otherwise stays `challenger`, tagged."""
+    """All gates passed → `champion` (previous one recorded); otherwise stays `challenger`, tagged. During an
+    active staged rollout nothing moves: the gates are recorded and the result says "deferred"."""
     name, version = registered_version(model)
-    return tracking_promotion.promote(name, version, gate_report)
+    return tracking_promotion.promote(name, version, gate_report, defer_during_rollout=True)
 
 
 @task(name="record-gates", task_run_name="record-gates-{model.name}-v{model.version}", cache_policy=NO_CACHE, **IO_RETRIES)

@@ -25,6 +25,9 @@ def print_rollout(state) -> None:
         t.add_row("challenger / champion at start", f"v{state.challenger} / v{state.champion}")
         t.add_row("share", f"{state.share:.0%} (step {state.step} of plan {', '.join(f'{p:.0%}' for p in state.plan)})")
         t.add_row("started / step started", f"{state.started_at} / {state.step_started_at}")
+        if state.active:
+            t.add_row("owner / lease until", f"{state.owner} / {state.lease_until}"
+                      + (" (EXPIRED: services route champion only)" if state.lease_expired() else ""))
     d = state.last_decision or {}
     if d:
         t.add_row("last decision", f"{d.get('action')} at {d.get('at')}: {d.get('reason')}")
@@ -42,24 +45,33 @@ def rollout_start(
     max_holds: Annotated[int, typer.Option(min=0, help="Extra periods a step may wait for enough samples before rolling back")] = 3,
     min_requests: Annotated[int, typer.Option(min=1, help="Requests per version before any step")] = 100,
     min_feedback: Annotated[int, typer.Option(min=0, help="Feedback cosines per version before any step (0: do not judge cosine)")] = 30,
-    max_error_rate_increase: Annotated[float, typer.Option(help="Largest challenger − champion server error rate")] = 0.01,
-    max_p99_ratio: Annotated[float, typer.Option(help="Largest challenger / champion p99 latency (plus --p99-slack-ms)")] = 1.5,
+    min_clients: Annotated[int, typer.Option(min=2, help="Distinct client keys per version before a test gives a verdict")] = 20,
+    cosine_margin: Annotated[float, typer.Option(min=0.0, help="Non-inferiority margin of the online cosine: roll back when the challenger is surely worse by more, step only when surely not")] = 0.015,
+    error_rate_margin: Annotated[float, typer.Option(min=0.0, help="Non-inferiority margin of the server error rate (challenger − champion)")] = 0.005,
+    alpha: Annotated[float, typer.Option(min=1e-6, max=0.5, help="Level of each test's confidence sequence, valid over every look of a step")] = 0.05,
+    max_p99_ratio: Annotated[float, typer.Option(help="Roll back when the challenger's p99 is surely above ratio × champion p99 (plus --p99-slack-ms)")] = 1.5,
     p99_slack_ms: Annotated[float, typer.Option(help="Latency slack added to the p99 limit, in ms")] = 10.0,
-    max_cosine_drop: Annotated[float, typer.Option(help="Largest champion − challenger online cosine")] = 0.02,
+    lease_seconds: Annotated[float, typer.Option(min=1.0, help="Services route champion-only when this flow has not renewed its lease for this long")] = 120.0,
+    service_outage_seconds: Annotated[float, typer.Option(min=0.0, help="How long the services may be unreachable (a restart) before rolling back")] = 120.0,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Run the staged rollout flow; exit 1 when it rolled back (the alert goes to LVM_ALERT_WEBHOOK_URL)."""
+    """Run the staged rollout flow; exit 1 when it rolled back (the alert goes to LVM_ALERT_WEBHOOK_URL).
+
+    Each step is decided by sequential non-inferiority tests over clients (docs/monitoring.md): a rollback may
+    happen at any look, a step only at the end of a period.
+    """
     from flows.rollout import staged_rollout
     from lvm_core.rollout.decision import Thresholds
     from lvm_core.rollout.plan import check_plan
 
     shares = call(lambda: list(check_plan(float(x) for x in plan.split(","))))
-    thresholds = Thresholds(min_requests=min_requests, min_feedback=min_feedback,
-                            max_error_rate_increase=max_error_rate_increase, max_p99_ratio=max_p99_ratio,
-                            p99_slack_s=p99_slack_ms / 1e3, max_cosine_drop=max_cosine_drop)
+    thresholds = Thresholds(min_requests=min_requests, min_feedback=min_feedback, min_clients=min_clients,
+                            cosine_margin=cosine_margin, error_rate_margin=error_rate_margin, alpha=alpha,
+                            max_p99_ratio=max_p99_ratio, p99_slack_s=p99_slack_ms / 1e3)
     out = call_flow(staged_rollout, name=name, challenger=version, service_urls=service_url or None,
                     step_seconds=step_seconds, check_seconds=check_seconds, plan=shares, max_holds=max_holds,
-                    thresholds=thresholds, data_dir=data_dir_of(data_dir))
+                    thresholds=thresholds, data_dir=data_dir_of(data_dir), lease_seconds=lease_seconds,
+                    service_outage_seconds=service_outage_seconds)
     t = Table("share", "decision", "reason", title=f"rollout of {name} v{version}: {out['outcome']}")
     for d in out["decisions"]:
         t.add_row(f"{d['numbers'].get('share', 0):.0%}", d["action"], d["reason"])

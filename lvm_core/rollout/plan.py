@@ -8,20 +8,25 @@ plan's 1.0 is the registry's `promote` (which re-checks the gates); a rollback o
 from __future__ import annotations
 
 import json
+import os
+import socket
 from collections.abc import Iterable, Sequence
 
-from lvm_core.contracts.gates import failed_gates
 from lvm_core.rollout.decision import Decision
 from lvm_core.rollout.state import (
     ABORTED,
     ACTIVE,
+    DEFAULT_LEASE_S,
     DEFAULT_PLAN,
+    EXPIRED,
     NONE,
     PROMOTED,
     ROLLED_BACK,
     TAG_CHALLENGER,
     TAG_CHAMPION,
     TAG_DECISION,
+    TAG_LEASE_UNTIL,
+    TAG_OWNER,
     TAG_PLAN,
     TAG_SHARE,
     TAG_STARTED_AT,
@@ -30,16 +35,17 @@ from lvm_core.rollout.state import (
     TAG_STEP_STARTED_AT,
     RolloutError,
     RolloutState,
+    StartTicket,
+    later,
     now,
     read_state,
     require_active,
     write_tags,
 )
 from lvm_core.tracking import promotion
-from lvm_core.tracking.gate_outcomes import recorded_gate_outcomes
+from lvm_core.tracking.gate_outcomes import version_blockers
 from lvm_core.tracking.promotion import PromotionResult, promote
 from lvm_core.tracking.references import current_champion, resolve_version
-from lvm_core.tracking.tags import TAG_INCOMPLETE
 
 
 def check_plan(plan: Iterable[float]) -> tuple[float, ...]:
@@ -53,28 +59,26 @@ def check_plan(plan: Iterable[float]) -> tuple[float, ...]:
 def gate_blockers(name: str, version: int) -> list[str]:
     """Why `version` may not be rolled out (empty: it may): failed offline gates, no gate results, killed run.
 
-    The same checks `registry.promote` applies, read from the version's recorded gate tags.
+    The checks `registry.promote` applies, read from the version's recorded tags; the service applies the
+    same before it routes a challenger any traffic.
     """
-    mv = resolve_version(name, str(version))
-    tags = dict(mv.tags or {})
-    blockers: list[str] = []
-    if TAG_INCOMPLETE in tags:
-        blockers.append("incomplete training run")
-    outcomes = recorded_gate_outcomes(mv)
-    if outcomes is None:
-        blockers.append("no gate results (evaluate it first: lvm evaluate)")
-    else:
-        failed = failed_gates(outcomes)
-        if failed:
-            blockers.append("failed gates " + ", ".join(failed))
-    return blockers
+    return version_blockers(resolve_version(name, str(version)), allow_forced=False)
 
 
-def start(name: str, version: int, plan: Sequence[float] = DEFAULT_PLAN) -> RolloutState:
+def default_owner() -> str:
+    """Who runs a rollout when no flow run names itself: host and process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def start(name: str, version: int, plan: Sequence[float] = DEFAULT_PLAN, *, owner: str | None = None,
+          lease_seconds: float = DEFAULT_LEASE_S) -> RolloutState:
     """Start rolling out `version` against the current champion at the plan's first share.
 
     Refused (RolloutError) for a version whose offline gates failed or were never run, an incomplete
-    one, the champion itself, a model without a champion, or while another rollout is active.
+    one, the champion itself, a model without a champion, while another rollout is active (with a live
+    lease), or while another start is in progress: of two concurrent starts exactly one wins
+    (`StartTicket`). An active rollout whose lease expired (its flow died) is ended as `expired` first.
+    The rollout holds a lease of `lease_seconds` that its flow must renew (`renew_lease`).
     """
     p = check_plan(plan)
     if len(p) < 2:
@@ -83,21 +87,49 @@ def start(name: str, version: int, plan: Sequence[float] = DEFAULT_PLAN) -> Roll
     blockers = gate_blockers(name, version)
     if blockers:
         raise RolloutError(f"{name} v{version} cannot be rolled out: {'; '.join(blockers)}")
-    champion = current_champion(name)
-    if champion is None:
-        raise RolloutError(f"{name} has no champion to roll out against; promote one first (lvm promote)")
-    if champion == version:
-        raise RolloutError(f"{name} v{version} is already the champion")
-    current = read_state(name)
-    if current.active:
-        raise RolloutError(f"{name}: the rollout of v{current.challenger} is still active "
-                           f"(share {current.share:.0%}); abort it first (lvm rollout abort)")
-    at = now()
-    # share last: until it is written, a replica reading the new status still routes nothing to the challenger
-    write_tags(name, [(TAG_SHARE, "0"), (TAG_CHALLENGER, str(version)), (TAG_CHAMPION, str(champion)),
-                  (TAG_PLAN, list(p)), (TAG_STEP, "0"), (TAG_STARTED_AT, at), (TAG_STEP_STARTED_AT, at),
-                  (TAG_DECISION, ""), (TAG_STATUS, ACTIVE), (TAG_SHARE, repr(p[0]))])
+    owner = owner or default_owner()
+    with StartTicket(name, owner):
+        expire_stale(name)
+        current = read_state(name)
+        if current.active:
+            raise RolloutError(f"{name}: the rollout of v{current.challenger} is still active "
+                               f"(share {current.share:.0%}, owner {current.owner}); abort it first (lvm rollout abort)")
+        champion = current_champion(name)
+        if champion is None:
+            raise RolloutError(f"{name} has no champion to roll out against; promote one first (lvm promote)")
+        if champion == version:
+            raise RolloutError(f"{name} v{version} is already the champion")
+        at = now()
+        # share last: until it is written, a replica reading the new status still routes nothing to the challenger
+        write_tags(name, [(TAG_SHARE, "0"), (TAG_CHALLENGER, str(version)), (TAG_CHAMPION, str(champion)),
+                          (TAG_PLAN, list(p)), (TAG_STEP, "0"), (TAG_STARTED_AT, at), (TAG_STEP_STARTED_AT, at),
+                          (TAG_DECISION, ""), (TAG_OWNER, owner), (TAG_LEASE_UNTIL, later(lease_seconds)),
+                          (TAG_STATUS, ACTIVE), (TAG_SHARE, repr(p[0]))])
     return read_state(name)
+
+
+def renew_lease(name: str, owner: str, lease_seconds: float = DEFAULT_LEASE_S) -> RolloutState:
+    """Extend the active rollout's lease; RolloutError when it is no longer this owner's active rollout."""
+    state = require_active(name)
+    if state.owner != owner:
+        raise RolloutError(f"{name}: the active rollout belongs to {state.owner}, not {owner}")
+    write_tags(name, [(TAG_LEASE_UNTIL, later(lease_seconds))])
+    return state
+
+
+def expire_stale(name: str) -> RolloutState | None:
+    """End an active rollout whose lease expired (its flow stopped): status `expired`, champion restored.
+
+    Returns the state as it was (for the caller's alert), or None when there was nothing to clean up.
+    Services already route champion-only once the lease is past; this records it and frees the model.
+    """
+    state = read_state(name)
+    if not state.active or not state.lease_expired():
+        return None
+    reason = (f"the rollout of v{state.challenger} stopped renewing its lease (owner {state.owner}, lease until "
+              f"{state.lease_until}): its flow died; traffic went back to the champion")
+    rollback(name, reason, status=EXPIRED)
+    return state
 
 
 def set_step(name: str, step: int) -> RolloutState:
@@ -122,7 +154,7 @@ def promote_challenger(name: str) -> PromotionResult:
     """The last step: the registry's `promote` makes the challenger champion (gates re-checked there)."""
     state = require_active(name)
     assert state.challenger is not None  # an active rollout has a challenger
-    result = promote(name, state.challenger)
+    result = promote(name, state.challenger, by_rollout=True)
     if not result.promoted:
         raise RolloutError(f"{name} v{state.challenger} was not promoted: {result.message}")
     write_tags(name, [(TAG_STEP, str(len(state.plan) - 1)), (TAG_STEP_STARTED_AT, now()), (TAG_SHARE, "1.0"),
@@ -142,7 +174,7 @@ def rollback(name: str, reason: str, decision: Decision | None = None, status: s
     write_tags(name, [(TAG_SHARE, "0")])
     champion = current_champion(name)
     if state.challenger is not None and champion == state.challenger and state.champion not in (None, champion):
-        promotion.rollback(name)
+        promotion.rollback(name, by_rollout=True)
     d = decision or Decision(action="rollback", reason=reason, share=0.0, numbers={}, at=now())
     record_decision(name, d)
     write_tags(name, [(TAG_STATUS, status)])

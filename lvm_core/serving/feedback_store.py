@@ -12,26 +12,32 @@ import uuid
 
 import numpy as np
 
+Item = tuple[str, np.ndarray, str | None]  # version, prediction, client key (None: the request had none)
+
 
 class FeedbackStore:
-    """The last `capacity` predictions (id → version, vector) and the online cosine per version."""
+    """The last `capacity` predictions (id → version, vector, client key) and the online cosine per version.
+
+    The client key goes with the prediction so that its feedback counts for the client that was answered
+    (the rollout compares versions client by client), whoever sends the feedback.
+    """
 
     def __init__(self, capacity: int):
         self.capacity = max(1, int(capacity))
-        self._items: collections.OrderedDict[str, tuple[str, np.ndarray]] = collections.OrderedDict()
+        self._items: collections.OrderedDict[str, Item] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._sums: dict[str, list[float]] = {}  # version -> [sum, count]
 
-    def put(self, version: str, predictions: np.ndarray) -> list[str]:
+    def put(self, version: str, predictions: np.ndarray, client: str | None = None) -> list[str]:
         ids = [uuid.uuid4().hex for _ in range(len(predictions))]
         with self._lock:
             for pid, vec in zip(ids, predictions):
-                self._items[pid] = (version, np.array(vec, dtype=np.float32, copy=True))
+                self._items[pid] = (version, np.array(vec, dtype=np.float32, copy=True), client)
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
         return ids
 
-    def take(self, pid: str, dim: int) -> tuple[str, tuple[str, np.ndarray] | None]:
+    def take(self, pid: str, dim: int) -> tuple[str, Item | None]:
         """('ok', item) and forget the id; ('unknown', None); ('dim', item) when the dims differ (id kept)."""
         with self._lock:
             item = self._items.get(pid)

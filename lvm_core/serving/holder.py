@@ -9,6 +9,11 @@ model is freed once the last such request drops it. Loading always goes through
 While a staged rollout of the followed model is active (`lvm_core.rollout`, tags re-read on every
 refresh), the holder also keeps the challenger loaded, and `route(client_key)` answers with it for
 the clients whose key falls inside the challenger's share.
+
+Tags are not trusted on their own: a version is only served when its recorded gates allow it
+(`version_blockers`: a challenger needs passed gates; a champion needs them too unless it was promoted with
+`force`, which is recorded), and the challenger only while its rollout's lease is live — a rollout flow that
+died leaves the champion answering everyone once the lease is past.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lvm_core.contracts.errors import RegistryError
 from lvm_core.rollout.routing import bucket, routing_salt
 from lvm_core.rollout.state import RolloutState, read_state
+from lvm_core.tracking.gate_outcomes import version_blockers
 from lvm_core.tracking.references import load_registered_model, parse_reference, resolve_version
 from lvm_core.tracking.setup import configure_tracking
 from lvm_core.tracking.tags import ALIAS_CHAMPION
@@ -100,6 +107,7 @@ class ModelHolder:
         self._current: Served | None = None
         self._challenger: Served | None = None  # loaded while a rollout of the followed model is active
         self._rollout: RolloutState | None = None
+        self.challenger_blocked: str | None = None  # why the rollout's challenger is not routed, if it is not
         self._swap_lock = threading.Lock()  # one load/swap at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -127,9 +135,9 @@ class ModelHolder:
         return self._rollout
 
     def challenger_share(self) -> float:
-        """Share of keys the challenger answers now (0 unless it is loaded and its rollout active)."""
+        """Share of keys the challenger answers now (0 unless it is loaded, its rollout active and its lease live)."""
         st, ch, cur = self._rollout, self._challenger, self._current
-        if st is None or not st.active or ch is None or cur is None or ch.model.version == cur.model.version:
+        if st is None or not st.routable or ch is None or cur is None or ch.model.version == cur.model.version:
             return 0.0
         return st.share
 
@@ -188,10 +196,19 @@ class ModelHolder:
         return new
 
     def _target_version(self) -> int | None:
-        """The version the followed alias points at now (None when not following an alias)."""
+        """The version the followed alias points at now (None when not following an alias).
+
+        RegistryError when that version's recorded gates do not allow it to serve: the alias was moved by
+        hand to a version that failed its gates; the version being served stays.
+        """
         if self._alias is None or self._name is None:
             return None
-        return int(resolve_version(self._name, self._alias).version)
+        mv = resolve_version(self._name, self._alias)
+        blockers = version_blockers(mv, allow_forced=True)
+        if blockers:
+            raise RegistryError(f"{self._name}@{self._alias} points at v{mv.version}, which may not serve: "
+                                f"{'; '.join(blockers)}")
+        return int(mv.version)
 
     def load(self) -> Served:
         """Load the model now (blocking) and serve it; raises the loader's error (e.g. ModelNotFoundError)."""
@@ -255,7 +272,14 @@ class ModelHolder:
             return
         state = read_state(self._name)
         old = self._rollout
+        blocked = None
         if state.active and state.challenger is not None:
+            blockers = version_blockers(resolve_version(self._name, str(state.challenger)), allow_forced=False)
+            blocked = f"challenger v{state.challenger} not routed: {'; '.join(blockers)}" if blockers else None
+        if blocked != self.challenger_blocked and blocked is not None:
+            _log.warning("rollout of %s: %s", self._name, blocked)
+        self.challenger_blocked = blocked
+        if state.active and state.challenger is not None and blocked is None:
             ch = self._challenger
             if ch is None or ch.model.version != state.challenger:
                 loaded = self._loader(f"models:/{self._name}/{state.challenger}", device=self.device)
@@ -319,4 +343,5 @@ class ModelHolder:
             "swaps": self.swaps,
             "ready": cur is not None,
             "rollout": self._rollout.to_dict() if self._rollout is not None else None,
+            "challenger_blocked": self.challenger_blocked,
         }

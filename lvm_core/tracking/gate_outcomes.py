@@ -10,8 +10,15 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lvm_core.contracts.gates import gate_outcome, gate_outcomes
-from lvm_core.tracking.tags import TAG_FAILED_GATES, TAG_GATE_RESULTS, TAG_GATES_PASSED, tag_value
+from lvm_core.contracts.gates import failed_gates, gate_outcome, gate_outcomes
+from lvm_core.tracking.tags import (
+    TAG_FAILED_GATES,
+    TAG_FORCED,
+    TAG_GATE_RESULTS,
+    TAG_GATES_PASSED,
+    TAG_INCOMPLETE,
+    tag_value,
+)
 
 
 def gate_outcome_tags(outcomes: Mapping[str, Mapping[str, Any]], failed: Sequence[str]) -> dict[str, str]:
@@ -39,3 +46,26 @@ def recorded_gate_outcomes(mv: Any) -> dict[str, dict[str, Any]] | None:
             return {"all": gate_outcome(True)}
         return {g: gate_outcome(False) for g in failed or ["unknown"]}
     return None
+
+
+def version_blockers(mv: Any, *, allow_forced: bool) -> list[str]:
+    """Why a model version may not answer traffic (empty: it may), from its recorded tags.
+
+    Failed offline gates, no gate results at all, or a killed training run block it. `allow_forced`: a
+    version promoted with `force` (recorded as a tag) may still serve as champion, because an operator
+    chose that explicitly; a rollout's challenger never gets that exception.
+    """
+    tags = mv.tags or {}
+    if allow_forced and TAG_FORCED in tags:
+        return []
+    blockers: list[str] = []
+    if TAG_INCOMPLETE in tags:
+        blockers.append("incomplete training run")
+    outcomes = recorded_gate_outcomes(mv)
+    if outcomes is None:
+        blockers.append("no gate results (evaluate it first: lvm evaluate)")
+    else:
+        failed = failed_gates(outcomes)
+        if failed:
+            blockers.append("failed gates " + ", ".join(failed))
+    return blockers

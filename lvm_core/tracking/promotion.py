@@ -26,6 +26,7 @@ from lvm_core.tracking.setup import mlflow_client
 from lvm_core.tracking.tags import (
     ALIAS_CHALLENGER,
     ALIAS_CHAMPION,
+    ROLLOUT_ACTIVE,
     TAG_CHAMPION_HISTORY,
     TAG_FAILED_GATES,
     TAG_FORCED,
@@ -34,6 +35,8 @@ from lvm_core.tracking.tags import (
     TAG_PREVIOUS_CHAMPION,
     TAG_PROMOTED_AT,
     TAG_ROLLED_BACK_AT,
+    TAG_ROLLOUT_CHALLENGER,
+    TAG_ROLLOUT_STATUS,
 )
 
 _log = logging.getLogger(__name__)
@@ -43,6 +46,24 @@ _MAX_HISTORY = 200
 
 class PromotionError(RegistryError):
     """A promotion or rollback cannot be decided (no gate results, nothing to roll back to)."""
+
+
+class RolloutActiveError(PromotionError):
+    """`champion` cannot move by hand or by a pipeline while a staged rollout is deciding it."""
+
+
+def refuse_during_rollout(name: str, what: str) -> None:
+    """Raise RolloutActiveError while a staged rollout of `name` is active (it owns the champion alias then).
+
+    A rollout compares its challenger with the champion it started against; moving `champion` under it
+    would make its decision compare the wrong versions. Abort the rollout first (`lvm rollout abort`, or
+    `--abort-rollout` on `lvm promote` / `lvm rollback`).
+    """
+    tags = dict(require_registered_model(name).tags or {})
+    if tags.get(TAG_ROLLOUT_STATUS) == ROLLOUT_ACTIVE:
+        raise RolloutActiveError(
+            f"{name}: {what} refused: the staged rollout of v{tags.get(TAG_ROLLOUT_CHALLENGER, '?')} is active; "
+            f"let it finish or abort it first (lvm rollout abort, or --abort-rollout)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,8 +132,14 @@ def record_gate_outcomes(name: str, version: int | str, gate_report: Any) -> lis
 
 
 
-def promote(name: str, version: int | str, gate_report: Any = None, force: bool = False) -> PromotionResult:
+def promote(name: str, version: int | str, gate_report: Any = None, force: bool = False,
+            by_rollout: bool = False, defer_during_rollout: bool = False) -> PromotionResult:
     """Make `version` the champion if every gate passed (or `force`, recorded as a tag).
+
+    Refused (RolloutActiveError) while a staged rollout is active, unless `by_rollout` (the rollout's own
+    last step). `force` does not override that: a forced promotion must abort the rollout first. With
+    `defer_during_rollout` (the pipeline's promotion), the gate outcomes are recorded and the result is
+    "deferred" instead of an error: the version can be rolled out once the active rollout has ended.
 
     Gates come from `gate_report` or, when it is None, from the gate tags recorded at registration.
     A failed gate leaves `champion` where it is, gives the version `challenger` and a `failed_gates` tag.
@@ -121,6 +148,15 @@ def promote(name: str, version: int | str, gate_report: Any = None, force: bool 
     """
     mv = resolve_version(name, str(version))
     version = int(mv.version)
+    if not by_rollout:
+        try:
+            refuse_during_rollout(name, f"promoting v{version}")
+        except RolloutActiveError as exc:
+            if not defer_during_rollout:
+                raise
+            failed = record_gate_outcomes(name, version, gate_report) if gate_report is not None else []
+            return PromotionResult(name=name, version=version, action="deferred", promoted=False,
+                                   champion=current_champion(name), failed_gates=tuple(failed), message=str(exc))
     outcomes = gate_outcomes(gate_report) if gate_report is not None else recorded_gate_outcomes(mv)
     if outcomes is None and not force:
         raise PromotionError(
@@ -184,8 +220,13 @@ def _move_champion(name: str, version: int, current: int | None, failed: list[st
         client.delete_registered_model_alias(name, ALIAS_CHALLENGER)
 
 
-def rollback(name: str) -> PromotionResult:
-    """Move `champion` back to the previous champion recorded by `promote`; records the rollback."""
+def rollback(name: str, by_rollout: bool = False) -> PromotionResult:
+    """Move `champion` back to the previous champion recorded by `promote`; records the rollback.
+
+    Refused (RolloutActiveError) while a staged rollout is active, unless `by_rollout`.
+    """
+    if not by_rollout:
+        refuse_during_rollout(name, "rolling back the champion")
     client = mlflow_client()
     rm = require_registered_model(name)
     current = current_champion(name)

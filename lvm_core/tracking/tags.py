@@ -17,6 +17,12 @@ from lvm_core.io.plain import to_plain
 ALIAS_CHAMPION = "champion"
 ALIAS_CHALLENGER = "challenger"
 
+# The staged rollout's status on the registered model (the other lvm.rollout.* tags: lvm_core.rollout.state).
+# Here because promotion (this layer) refuses to move `champion` while a rollout is active.
+TAG_ROLLOUT_STATUS = "lvm.rollout.status"
+TAG_ROLLOUT_CHALLENGER = "lvm.rollout.challenger"
+ROLLOUT_ACTIVE = "active"
+
 # Tag keys on runs and model versions.
 TAG_ARCH = "arch"
 TAG_SNAPSHOT = "snapshot_id"

@@ -373,3 +373,28 @@ def test_recorded_gates_without_promotion_are_what_a_later_promotion_or_rollout_
     assert record_gate_outcomes(name, 2, PASS) == []
     assert TAG_FAILED_GATES not in client.get_model_version(name, "2").tags
     assert gate_blockers(name, 2) == []
+
+
+def test_promotion_and_rollback_refuse_during_an_active_rollout_and_the_pipeline_defers(client):
+    from lvm_core.rollout.plan import abort, start
+    from lvm_core.rollout.state import read_state
+    from lvm_core.tracking.promotion import RolloutActiveError
+
+    name = "lvm-during-rollout"
+    register(name, 40, gate_report=PASS)
+    register(name, 41, gate_report=PASS)
+    register(name, 42)
+    promote(name, 1)
+    start(name, 2)
+    with pytest.raises(RolloutActiveError, match="rollout of v2 is active"):
+        promote(name, 2)
+    with pytest.raises(RolloutActiveError):
+        promote(name, 2, force=True)  # force overrides gates, not a rollout in progress
+    with pytest.raises(RolloutActiveError):
+        rollback(name)
+    deferred = promote(name, 3, FAIL, defer_during_rollout=True)  # what the pipeline's evaluation does
+    assert (deferred.action, deferred.promoted, deferred.champion) == ("deferred", False, 1)
+    assert client.get_model_version(name, "3").tags[TAG_FAILED_GATES] == "ood_val_gap"  # gates still recorded
+    assert current_champion(name) == 1
+    abort(name, "test over")
+    assert not read_state(name).active and promote(name, 2).promoted

@@ -25,7 +25,7 @@ async def give_feedback(request: Request, svc: ServiceDep) -> JSONResponse:
     if item is None:
         return error(request, 404, "not_found", f"unknown prediction_id {pid!r} (never issued, already "
                      f"answered, or older than the last {feedback.capacity} predictions)")
-    version, pred = item
+    version, pred, client = item
     request.state.lvm_version = version
     if outcome == "dim":
         return error(request, 422, "validation", f"'target' has dim {target.shape[0]}, the prediction has dim "
@@ -33,7 +33,7 @@ async def give_feedback(request: Request, svc: ServiceDep) -> JSONResponse:
     cos = float(np.dot(pred.astype(np.float64), target.astype(np.float64))
                 / (np.linalg.norm(pred) * np.linalg.norm(target)))
     mean = feedback.record(version, cos)
-    svc.live.record_cosine(version, cos)
+    svc.live.record_cosine(version, cos, client=client)
     svc.metrics.online_cosine.labels(version).observe(cos)
     svc.metrics.online_cosine_mean.labels(version).set(mean)
     return JSONResponse({"prediction_id": pid, "version": int(version) if version.isdigit() else version,
