@@ -1,15 +1,18 @@
-"""Flow: are the contexts the service receives still like the model's training contexts?
+"""Flow: are the contexts the service receives still like the contexts of the model's snapshot?
 
 Meant to run on a schedule (the `drift-monitor` deployment of prefect.yaml, or `lvm monitor-drift`) against
-the service's rolling window of received contexts (an .npy file of shape (n, ctx, D); `current`, or
-`$LVM_SERVED_CONTEXTS` on the worker). The reference is the training data of a dataset, of a registered
-model (its `dataset_id` tag), or of the model a running service answers with. It publishes a markdown
-artifact with the verdict, logs the scores and, on drift, sends a PagerDuty Events API v2 `trigger` to
-`$LVM_ALERT_WEBHOOK_URL` (severity `warning`, one dedup key per reference dataset and current source, so
-repeated scheduled runs add to one open incident instead of opening new ones); a run that finds no drift
-sends the matching `resolve`. With `$LVM_PUSHGATEWAY_URL` set, the scores also go to a Prometheus
-Pushgateway (`lvm_drift_*`), where the alert rules of docker/prometheus/alerts.yml read them. See
-docs/monitoring.md.
+the service's window of received contexts (`current`, or `$LVM_SERVED_CONTEXTS` on the worker: a window
+file, or a folder with one `contexts-<replica>.npy` per replica, all read together). The reference is the
+held-out (val) windows of a dataset, of a registered model (its `dataset_id` tag), or of the model a
+running service answers with. The unit of every test is the article / client session, not the window
+(lvm_core/drift.py); below `min_groups` of them on a side the verdict is "insufficient data": no alert.
+
+Alerting is per drift *episode*: the first drifted run sends one PagerDuty Events API v2 `trigger`
+(severity `warning`) with a dedup key stable for the monitored window (`drift_dedup_key`), later drifted
+runs send nothing, and the first run that finds no drift sends the `resolve`; whether an episode is open is
+kept in a Prefect Variable (`drift_episode_variable`). With `$LVM_PUSHGATEWAY_URL` set, the scores also go to
+a Prometheus Pushgateway (`lvm_drift_*`) for dashboards; the page is this flow's, not a Prometheus rule's.
+See docs/monitoring.md.
 """
 
 from __future__ import annotations
@@ -120,7 +123,8 @@ def push_drift_metrics(report: drift.DriftReport, *, dataset_id: str, model: str
     """Scores as `lvm_drift_*` gauges to a Prometheus Pushgateway (`url` or `$LVM_PUSHGATEWAY_URL`).
 
     One group per reference dataset (job `lvm_drift`), replaced by each run, so the latest verdict is what
-    Prometheus scrapes. False without a URL; a Pushgateway that cannot be reached raises OSError.
+    Prometheus scrapes. With insufficient data the AUC and p-value are left out (there are none) and
+    `lvm_drift_insufficient_data` is 1. False without a URL; a Pushgateway that cannot be reached raises OSError.
     """
     from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 
@@ -129,24 +133,44 @@ def push_drift_metrics(report: drift.DriftReport, *, dataset_id: str, model: str
         return False
     reg = CollectorRegistry()
     labels = {"reference_dataset": dataset_id, "model": model, "features": report.features}
-    for name, doc, value in (
-        ("lvm_drift_auc", "Domain-classifier ROC-AUC of served vs training contexts (0.5 = alike)", report.auc),
-        ("lvm_drift_auc_threshold", "AUC above which the monitor reports drift", report.threshold_auc),
-        ("lvm_drift_mmd_p_value", "MMD permutation-test p-value of served vs training contexts", report.mmd_p_value),
-        ("lvm_drift_alpha", "p-value below which the monitor reports drift", report.alpha),
+    gauges: list[tuple[str, str, float | None]] = [
+        ("lvm_drift_auc", "Grouped domain-classifier ROC-AUC of served vs held-out contexts (0.5 = alike)", report.auc),
+        ("lvm_drift_auc_threshold", "AUC above which (with MMD p < alpha) the monitor reports drift",
+         report.threshold_auc),
+        ("lvm_drift_mmd_p_value", "MMD group-permutation p-value of served vs held-out contexts", report.mmd_p_value),
+        ("lvm_drift_alpha", "MMD p-value below which (with a large AUC) the monitor reports drift", report.alpha),
         ("lvm_drift_drifted", "1 when the last drift check found drift", float(report.drifted)),
+        ("lvm_drift_insufficient_data", "1 when the last drift check had too few articles/sessions for a verdict",
+         float(report.insufficient)),
         ("lvm_drift_current_rows", "Served contexts in the last drift check", float(report.n_current)),
+        ("lvm_drift_current_groups", "Client sessions in the last drift check", float(report.n_current_groups)),
+        ("lvm_drift_reference_groups", "Reference articles in the last drift check", float(report.n_reference_groups)),
+        ("lvm_drift_min_groups", "Sessions / articles each side needs before a verdict", float(report.min_groups)),
         ("lvm_drift_last_run_timestamp_seconds", "Unix time of the last drift check", time.time()),
-    ):
-        Gauge(name, doc, list(labels), registry=reg).labels(**labels).set(value)
+    ]
+    for name, doc, value in gauges:
+        if value is not None:
+            Gauge(name, doc, list(labels), registry=reg).labels(**labels).set(value)
     push_to_gateway(url, job=PUSH_JOB, grouping_key={"reference_dataset": dataset_id}, registry=reg, timeout=10)
     return True
 
 
-def drift_dedup_key(dataset_id: str, current: str) -> str:
-    """One incident per (reference dataset, current source) for as long as the drift lasts."""
-    digest = hashlib.sha1(str(Path(current).resolve()).encode()).hexdigest()[:10]
-    return f"lvm-drift-{dataset_id}-{digest}"
+def _stream_digest(current: str) -> str:
+    return hashlib.sha1(str(Path(current).resolve()).encode()).hexdigest()[:12]
+
+
+def drift_dedup_key(current: str) -> str:
+    """The PagerDuty dedup key of drift on one monitored window (file, folder or pattern of the served contexts).
+
+    It does not name the reference dataset: when a new champion on a newer snapshot ends the drift, the
+    same incident is resolved instead of the old one staying open forever.
+    """
+    return f"lvm-drift-{_stream_digest(current)}"
+
+
+def drift_episode_variable(current: str) -> str:
+    """The Prefect Variable that holds the open drift episode of a monitored window (absent: none open)."""
+    return f"lvm_drift_episode_{_stream_digest(current)}"
 
 
 def drift_event(report: drift.DriftReport, *, dataset_id: str, current: str, action: str = "trigger") -> dict[str, Any]:
@@ -162,8 +186,9 @@ def drift_event(report: drift.DriftReport, *, dataset_id: str, current: str, act
         message=report.summary(),
     )
     event["event_action"] = action
-    event["dedup_key"] = drift_dedup_key(dataset_id, current)
-    event["payload"]["summary"] = f"LVM served contexts drifted from {dataset_id}: {report.summary()}"[:1024]
+    event["dedup_key"] = drift_dedup_key(current)
+    what = "drifted from" if action == "trigger" else "no longer drift from"
+    event["payload"]["summary"] = f"LVM served contexts {what} {dataset_id}: {report.summary()}"[:1024]
     event["payload"]["severity"] = DRIFT_SEVERITY
     event["payload"]["custom_details"].update(reference_dataset=dataset_id, current=str(current), drift=report.to_dict())
     return event
@@ -186,67 +211,71 @@ def monitor_drift(
     service: str | None = None,
     threshold_auc: float = drift.DEFAULT_THRESHOLD_AUC,
     alpha: float = drift.DEFAULT_ALPHA,
+    min_groups: int = drift.DEFAULT_MIN_GROUPS,
     fail_on_drift: bool = False,
-    max_windows: int = 2000,
-    max_rows: int = drift.DEFAULT_MAX_ROWS,
-    n_permutations: int = 200,
+    max_groups: int = drift.DEFAULT_MAX_GROUPS,
+    max_per_group: int = drift.DEFAULT_MAX_PER_GROUP,
+    n_permutations: int = drift.DEFAULT_PERMUTATIONS,
     features: drift.Features = drift.DEFAULT_FEATURES,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Compare served contexts with the training contexts of the model's dataset; alert on drift.
+    """Compare served contexts with the held-out contexts of the model's dataset; one incident per drift episode.
 
-    Returns the report: `DriftReport.to_dict()` plus `reference_dataset`, `reference` (what it stands
-    for: the dataset id, or "name vN" of the model), `current`, `alert` (the PagerDuty action delivered:
-    "trigger", "resolve", or None without a webhook URL or when it failed) and `pushed` (scores sent to
-    the Pushgateway).
+    Returns the report: `DriftReport.to_dict()` (`verdict`: "drift", "no drift" or "insufficient data")
+    plus `reference_dataset`, `reference` (the dataset id, or "name vN" of the model), `current`, `alert`
+    (the PagerDuty action delivered by this run: "trigger" when an episode opens, "resolve" when it ends,
+    None otherwise), `episode` ("opened", "ongoing", "resolved" or None) and `pushed`.
 
     Args:
         reference_dataset: The model's dataset folder, or its id under `<data_dir>/datasets/`.
-        current: .npy of received contexts (n, ctx, D), or a second dataset folder (its test/ood windows);
-            default `$LVM_SERVED_CONTEXTS`.
+        current: The served contexts: a window file, a folder of window files (one per replica) or a glob
+            pattern; or a second dataset folder (its test/ood windows). Default `$LVM_SERVED_CONTEXTS`.
         data_dir: Data folder for dataset ids and the registry (default $LVM_DATA_DIR or ./lvm-data).
         model: Instead of `reference_dataset`: a registered model (`models:/lvm-amn@champion`, `.../3`)
             whose `dataset_id` tag names the reference.
         service: Instead of either: the URL of a running `lvm serve`; the model it serves is the
             reference (token from `$LVM_SERVE_TOKEN`).
-        threshold_auc: Drift when the domain-classifier ROC-AUC is above this (0.5 = indistinguishable).
-        alpha: Drift when the MMD permutation p-value is below this.
+        threshold_auc: Drift needs the grouped domain-classifier ROC-AUC above this (0.5 = indistinguishable).
+        alpha: Drift needs the MMD group-permutation p-value below this.
+        min_groups: Articles (reference) and client sessions (current) each side needs before any verdict.
         fail_on_drift: End the run Failed on drift (the failure hook then alerts too, as a separate
-            `error` incident); by default the run completes and the drift alert is the signal.
-        max_windows: Windows sampled from each side before the tests (the window of the check).
-        max_rows: Rows per side the tests use (the MMD kernel matrix is at most 2·max_rows square).
-        n_permutations: Permutations of the MMD test (smallest p-value 1/(n+1)).
+            `error` incident); by default the run completes and the drift episode's incident is the signal.
+        max_groups: Groups sampled from each side.
+        max_per_group: Windows sampled from each group.
+        n_permutations: Group permutations of the MMD test (smallest p-value 1/(n+1)).
         features: Rows compared: mean (normalised mean of the context), last (last vector) or mean_last.
         seed: Sampling, cross-validation and permutation seed.
     """
     log = get_run_logger()
     current = current or os.environ.get(CURRENT_ENV)
     if not current:
-        raise ValueError(f"no served contexts to check: pass `current` (an .npy of (n, ctx, D)) or set {CURRENT_ENV}")
+        raise ValueError(f"no served contexts to check: pass `current` (a window file or folder) or set {CURRENT_ENV}")
     root, label = resolve_reference(reference_dataset, model, service, data_dir)
     dataset_id = root.name
-    ref = t.reference_rows(str(root), dataset_id, features, max_windows, seed)
-    cur = t.current_rows(current, features, max_windows, seed)
-    report = t.drift_tests(ref, cur, threshold_auc, alpha, seed, n_permutations, max_rows, features)
-    alert, pushed = _announce(report, dataset_id, current, label, log)
+    ref = t.reference_sample(str(root), dataset_id, max_groups, max_per_group, seed)
+    cur = t.current_sample(current, max_groups, max_per_group, seed)
+    report = t.drift_tests(ref, cur, threshold_auc, alpha, min_groups, seed, n_permutations, features)
+    alert, episode, pushed = _announce(report, dataset_id, current, label, log)
     result = {**report.to_dict(), "reference_dataset": str(root), "reference": label, "current": str(current),
-              "alert": alert, "pushed": pushed}
+              "alert": alert, "episode": episode, "pushed": pushed}
     if report.drifted and fail_on_drift:
         raise DriftDetectedError(f"served contexts drifted from {dataset_id}: {report.summary()}")
     return result
 
 
-def _announce(report: drift.DriftReport, dataset_id: str, current: str, label: str, log: Any) -> tuple[str | None, bool]:
-    """Log the scores, publish the report artifact, alert (PagerDuty) and push the scores; (alert, pushed)."""
-    log.info("drift %s vs %s: auc=%.4f mmd2=%.6g p=%.4g drifted=%s", dataset_id, current, report.auc,
-             report.mmd2, report.mmd_p_value, report.drifted)
+def _announce(report: drift.DriftReport, dataset_id: str, current: str, label: str,
+              log: Any) -> tuple[str | None, str | None, bool]:
+    """Log the scores, publish the report artifact, manage the episode's incident and push the scores."""
+    log.info("drift %s vs %s: %s", dataset_id, current, report.summary())
+    for note in report.notes:
+        log.warning("%s", note)
     publish_markdown(report.markdown(f"Drift of served contexts — {dataset_id}") + f"\n\nCurrent: `{current}`",
-                     f"drift-{dataset_id}", "Served contexts against training contexts")
-    alert = _alert(report, dataset_id, current, log)
+                     f"drift-{dataset_id}", "Served contexts against the model's held-out contexts")
+    alert, episode = _alert(report, dataset_id, current, log)
     pushed = _push(report, dataset_id, label, log)
     if report.drifted:
         log.warning("%s", report.summary())
-    return alert, pushed
+    return alert, episode, pushed
 
 
 def _push(report: drift.DriftReport, dataset_id: str, label: str, log: Any) -> bool:
@@ -261,17 +290,39 @@ def _push(report: drift.DriftReport, dataset_id: str, label: str, log: Any) -> b
     return pushed
 
 
-def _alert(report: drift.DriftReport, dataset_id: str, current: str, log: Any) -> str | None:
-    """Trigger on drift, resolve otherwise; no URL → log only. A lost alert is logged, never raised."""
+def _alert(report: drift.DriftReport, dataset_id: str, current: str, log: Any) -> tuple[str | None, str | None]:
+    """(action delivered, episode) for one verdict: trigger when an episode opens, resolve when it ends.
+
+    An episode is open while the Prefect Variable `drift_episode_variable(current)` exists; it is set only
+    once the trigger was delivered and removed only once the resolve was, so a lost event is retried by the
+    next run. "insufficient data" changes nothing (a restart or a quiet night does not end an episode).
+    No webhook URL: log only, no episode kept. A lost alert is logged, never raised.
+    """
+    from prefect.variables import Variable
+
     if not os.environ.get(ALERT_URL_ENV):
         if report.drifted:
             log.warning("no %s set: drift alert logged only", ALERT_URL_ENV)
-        return None
+        return None, None
+    name = drift_episode_variable(current)
+    episode = Variable.get(name, default=None)
+    if report.insufficient:
+        log.info("insufficient data: no verdict, the drift episode stays %s", "open" if episode else "closed")
+        return None, "ongoing" if episode else None
+    if report.drifted == bool(episode):
+        return None, "ongoing" if episode else None
     action = "trigger" if report.drifted else "resolve"
     try:
         sent = send_alert(drift_event(report, dataset_id=dataset_id, current=current, action=action))
     except httpx.HTTPError as exc:
-        log.warning("drift %s for %s not delivered: %s", action, dataset_id, exc)
-        return None
-    log.info("drift %s sent for %s", action, dataset_id)
-    return action if sent else None
+        log.warning("drift %s for %s not delivered (retried by the next run): %s", action, dataset_id, exc)
+        return None, "ongoing" if episode else None
+    if not sent:
+        return None, None
+    if report.drifted:
+        Variable.set(name, {"since": time.time(), "reference_dataset": dataset_id, "dedup_key": drift_dedup_key(current)},
+                     overwrite=True)
+    else:
+        Variable.unset(name)
+    log.info("drift %s sent for %s (dedup key %s)", action, dataset_id, drift_dedup_key(current))
+    return action, "opened" if report.drifted else "resolved"

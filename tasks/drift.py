@@ -1,8 +1,7 @@
-"""Prefect tasks of drift monitoring: sample reference and current contexts, run both tests."""
+"""Prefect tasks of drift monitoring: sample reference and current contexts by group, run both tests."""
 
 from __future__ import annotations
 
-import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -11,25 +10,26 @@ from tasks.common import COMPUTE_RETRIES, IO_RETRIES
 
 
 @task(name="reference-contexts", task_run_name="reference-contexts-{dataset_id}", cache_policy=NO_CACHE, **IO_RETRIES)
-def reference_rows(root: str, dataset_id: str, features: drift.Features, max_windows: int, seed: int) -> np.ndarray:
-    """Feature rows (≤ max_windows, F) of a seeded sample of the dataset's training windows."""
-    return drift.context_features(drift.load_reference_contexts(root, ("train",), max_windows, seed), features)
+def reference_sample(root: str, dataset_id: str, max_groups: int, max_per_group: int, seed: int) -> drift.GroupedSample:
+    """The model's held-out (val) windows, grouped by article."""
+    return drift.load_reference_sample(root, ("val",), max_groups, max_per_group, seed)
 
 
 @task(name="current-contexts", cache_policy=NO_CACHE, **IO_RETRIES)
-def current_rows(current: str, features: drift.Features, max_windows: int, seed: int) -> np.ndarray:
-    """Feature rows of the contexts the service received (.npy) or of a dataset folder's test/ood windows."""
-    return drift.context_features(drift.load_current_contexts(current, max_windows, seed), features)
+def current_sample(current: str, max_groups: int, max_per_group: int, seed: int) -> drift.GroupedSample:
+    """Every replica's received contexts grouped by session, or a dataset folder's test/ood windows by article."""
+    return drift.load_current_sample(current, max_groups, max_per_group, seed)
 
 
 @task(name="drift-tests", cache_policy=NO_CACHE, **COMPUTE_RETRIES)
-def drift_tests(reference: np.ndarray, current: np.ndarray, threshold_auc: float, alpha: float, seed: int,
-                n_permutations: int, max_rows: int, features: str) -> drift.DriftReport:
-    """Domain-classifier AUC and MMD permutation test on the two row samples."""
-    if reference.shape[1] != current.shape[1]:
-        raise ValueError(f"current contexts have {current.shape[1]} features per row, the reference "
-                         f"{reference.shape[1]}: another embedding dimension (another encoder?)")
-    report = drift.drift_report(reference, current, threshold_auc=threshold_auc, alpha=alpha, seed=seed,
-                                n_permutations=n_permutations, max_rows=max_rows)
-    report.features = features
+def drift_tests(reference: drift.GroupedSample, current: drift.GroupedSample, threshold_auc: float, alpha: float,
+                min_groups: int, seed: int, n_permutations: int, features: drift.Features) -> drift.DriftReport:
+    """Grouped domain-classifier AUC and group-permutation MMD, or "insufficient data" below min_groups."""
+    if reference.contexts.shape[2] != current.contexts.shape[2]:
+        raise ValueError(f"current contexts have dimension {current.contexts.shape[2]}, the reference "
+                         f"{reference.contexts.shape[2]}: another encoder?")
+    report = drift.drift_report(reference.contexts, current.contexts, reference.groups, current.groups,
+                                threshold_auc=threshold_auc, alpha=alpha, min_groups=min_groups, seed=seed,
+                                n_permutations=n_permutations, features=features)
+    report.notes = [*reference.notes, *current.notes, *report.notes]
     return report

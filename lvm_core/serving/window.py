@@ -1,15 +1,31 @@
 """The window of contexts the service received, kept on disk for the drift monitor.
 
-The drift flow (flows/drift.py) compares what the service is asked with the champion's training
-contexts; it reads an .npy of shape (n, ctx, D). The service keeps the last `capacity` contexts in a ring
-buffer and rewrites that file atomically every `flush_s` seconds (and when it stops), so a reader never
-sees a half-written window and the file never grows past `capacity` contexts.
+The drift flow (flows/drift.py) compares what the service is asked with the champion's held-out
+contexts. Its sampling unit is the *client*, not the context: the windows one client sends while reading
+an article overlap and are nearly copies of each other, so each context is stored beside the group it
+came from. The file is one ``.npy`` of a structured dtype (:func:`window_dtype`): field ``group`` (uint64:
+a digest of the client key, never the key itself; 0 = the request had no key) and field ``context``
+(float32, ``(ctx, D)``). :func:`read_window` also reads the old plain ``(n, ctx, D)`` file, as ungrouped.
+
+The service keeps the last ``capacity`` contexts and rewrites the file atomically every ``flush_s``
+seconds (and when it stops); a reader never sees a half-written window. The request path only appends a
+reference under the lock; the flush copies and writes outside it (the arrays it reads are never changed
+after they are added), so a 38 MB window no longer stalls requests. On start the window reloads the file,
+so a restart does not begin with an empty window.
+
+With several replicas, give a folder instead of a file: each replica writes ``contexts-<replica>.npy``
+there (``$LVM_REPLICA``, else the host name), and the drift monitor reads every window file in it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import re
+import socket
 import threading
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -19,67 +35,162 @@ from lvm_core.io import storage
 _log = logging.getLogger(__name__)
 
 CONTEXTS_ENV = "LVM_SERVED_CONTEXTS"
+REPLICA_ENV = "LVM_REPLICA"
 DEFAULT_CAPACITY = 5000
 DEFAULT_FLUSH_S = 30.0
+ANONYMOUS = 0  # the group of a context whose request carried no client key
+
+
+def client_group(key: str | None) -> int:
+    """The stored group of a client key: an 8-byte BLAKE2b digest (never 0), or 0 without a key.
+
+    A digest, not the key: the window file on a shared volume should not hold client identifiers, and
+    grouping only needs equality.
+    """
+    if not key:
+        return ANONYMOUS
+    digest = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+    return digest or 1
+
+
+def window_dtype(ctx: int, dim: int) -> np.dtype:
+    """The record of one received context: its group and its ``(ctx, dim)`` float32 vectors."""
+    return np.dtype([("group", "<u8"), ("context", "<f4", (ctx, dim))])
+
+
+def replica_name() -> str:
+    """This replica's name in its window file: ``$LVM_REPLICA``, else the host name (file-name safe)."""
+    name = os.environ.get(REPLICA_ENV) or socket.gethostname() or "replica"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def window_file(path: Path | str, replica: str | None = None) -> Path:
+    """The file a replica writes: ``path`` itself when it names an ``.npy`` file, else
+    ``path/contexts-<replica>.npy`` (a folder shared by every replica)."""
+    p = Path(path)
+    if p.suffix == ".npy":
+        return p
+    return p / f"contexts-{replica or replica_name()}.npy"
+
+
+def read_window(path: Path | str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(contexts ``(n, ctx, D)``, groups ``(n,)`` uint64 or None) of a window file, memory-mapped.
+
+    Groups are None for a file written before groups were recorded (a plain ``(n, ctx, D)`` array): the
+    caller decides how to group those. Never unpickles. Raises ValueError for any other layout.
+    """
+    arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    if arr.dtype.names is not None:
+        if set(arr.dtype.names) != {"group", "context"} or arr.ndim != 1 or arr.dtype["context"].ndim != 2:
+            raise ValueError(f"{path}: not a context window (fields {arr.dtype.names}, shape {arr.shape})")
+        return arr["context"], arr["group"]
+    if arr.ndim != 3:
+        raise ValueError(f"{path}: expected contexts of shape (n, ctx, D), got {arr.shape}")
+    return arr, None
 
 
 class ContextWindow:
-    """The most recent `capacity` received contexts of one shape, oldest first when written."""
+    """The most recent `capacity` received contexts of one shape and their groups, oldest first when written."""
 
     def __init__(self, path: Path | str, capacity: int = DEFAULT_CAPACITY, flush_s: float = DEFAULT_FLUSH_S):
         if capacity < 1:
             raise ValueError(f"context window capacity {capacity}: must be >= 1")
-        self.path = Path(path)
+        self.path = window_file(path)
         self.capacity = int(capacity)
         self.flush_s = float(flush_s)
-        self._lock = threading.Lock()
-        self._buf: np.ndarray | None = None  # (capacity, ctx, D) float32
-        self._next = 0  # where the next context goes
-        self._size = 0
+        self._lock = threading.Lock()  # the request path's lock: held only to append or list references
+        self._write_lock = threading.Lock()  # one writer at a time (the timer thread and stop)
+        # (contexts (k, ctx, D) float32, groups (k,) uint64) in arrival order; never modified once added
+        self._chunks: deque[tuple[np.ndarray, np.ndarray]] = deque()
+        self._shape: tuple[int, ...] | None = None
+        self._size = 0  # contexts held in _chunks (may exceed capacity by less than the oldest chunk)
         self._dirty = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._reload()
 
-    def add(self, contexts: np.ndarray) -> None:
-        """Remember (n, ctx, D) contexts; a new shape (another model answering) starts a new window."""
-        x = np.asarray(contexts, dtype=np.float32)
+    def add(self, contexts: np.ndarray, client: str | None | np.ndarray = None) -> None:
+        """Remember (n, ctx, D) contexts; a new shape (another model answering) starts a new window.
+
+        ``client``: the request's client key (``X-Client-Key`` / body ``client_key``; None: no key), or, for
+        contexts of several requests predicted together, one group per context (:func:`client_group` of
+        each key). Without it the drift monitor groups the contexts by their shared chunks instead.
+        """
+        x = np.array(contexts, dtype=np.float32)  # our own copy: it is read later without the lock
         if x.ndim != 3 or not len(x):
             return
-        x = x[-self.capacity :]
+        if isinstance(client, np.ndarray):
+            if client.shape != (len(x),):
+                raise ValueError(f"{len(x)} contexts but {client.shape} client groups")
+            g = client.astype(np.uint64)
+        else:
+            g = np.full(len(x), client_group(client), dtype=np.uint64)
+        x, g = x[-self.capacity :], g[-self.capacity :]
         with self._lock:
-            if self._buf is None or self._buf.shape[1:] != x.shape[1:]:
-                self._buf = np.zeros((self.capacity, *x.shape[1:]), dtype=np.float32)
-                self._next = self._size = 0
-            end = self._next + len(x)
-            if end <= self.capacity:
-                self._buf[self._next : end] = x
-            else:
-                head = self.capacity - self._next
-                self._buf[self._next :] = x[:head]
-                self._buf[: end - self.capacity] = x[head:]
-            self._next = end % self.capacity
-            self._size = min(self._size + len(x), self.capacity)
+            self._append(x, g)
             self._dirty = True
 
-    def snapshot(self) -> np.ndarray:
-        """The window's contexts, oldest first (a copy)."""
+    def _append(self, x: np.ndarray, g: np.ndarray) -> None:
+        if self._shape != x.shape[1:]:
+            self._chunks.clear()
+            self._size = 0
+            self._shape = x.shape[1:]
+        self._chunks.append((x, g))
+        self._size += len(x)
+        while self._size - len(self._chunks[0][0]) >= self.capacity:
+            self._size -= len(self._chunks.popleft()[0])
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+        """(contexts (n, ctx, D), groups (n,) uint64) of the window, oldest first (copies)."""
         with self._lock:
-            if self._buf is None or not self._size:
-                return np.zeros((0, 0, 0), dtype=np.float32)
-            if self._size < self.capacity:
-                return self._buf[: self._size].copy()
-            return np.concatenate([self._buf[self._next :], self._buf[: self._next]])
+            chunks = list(self._chunks)  # references only: the copy happens below, without the lock
+        if not chunks:
+            return np.zeros((0, 0, 0), dtype=np.float32), np.zeros(0, dtype=np.uint64)
+        ctx = np.concatenate([c for c, _ in chunks])[-self.capacity :]
+        groups = np.concatenate([g for _, g in chunks])[-self.capacity :]
+        return ctx, groups
 
     def flush(self) -> bool:
-        """Write the window if it changed since the last write; True when written."""
-        with self._lock:
-            if not self._dirty:
+        """Write the window if it changed since the last write; True when written. The request-path lock is
+        held only to read the dirty flag and list the chunks, never during the copy or the write."""
+        with self._write_lock:
+            with self._lock:
+                if not self._dirty:
+                    return False
+                self._dirty = False
+            ctx, groups = self.snapshot()
+            if not len(ctx):
                 return False
-            self._dirty = False
-        data = self.snapshot()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        storage.write_npy(self.path, data)
-        return True
+            try:
+                records = np.empty(len(ctx), dtype=window_dtype(*ctx.shape[1:]))
+                records["context"] = ctx
+                records["group"] = groups
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                storage.write_npy(self.path, records)
+            except BaseException:
+                with self._lock:
+                    self._dirty = True  # retried at the next flush
+                raise
+            return True
+
+    def _reload(self) -> None:
+        """Start from the file a previous run of this replica left (a restart keeps its window)."""
+        if not self.path.is_file():
+            return
+        try:
+            ctx, groups = read_window(self.path)
+            ctx = np.array(ctx[-self.capacity :], dtype=np.float32)
+            g = (np.full(len(ctx), ANONYMOUS, np.uint64) if groups is None
+                 else np.array(groups[-self.capacity :], dtype=np.uint64))
+        except (OSError, ValueError) as exc:
+            _log.warning("served-context window %s not reloaded (starting empty): %s", self.path, exc)
+            return
+        if groups is None:
+            _log.warning("served-context window %s has no groups (written by an older version): its %d contexts "
+                         "are kept as requests without a client key", self.path, len(ctx))
+        if ctx.ndim == 3 and len(ctx):
+            self._append(ctx, g)
+            _log.info("served-context window reloaded from %s: %d contexts", self.path, len(ctx))
 
     def start(self) -> None:
         """Flush every `flush_s` seconds in a daemon thread until `stop`."""
