@@ -79,13 +79,13 @@ def main() -> None:
         return ctx, seqs.article_ids[rows]
 
     def run(name: str, draw, g: int) -> None:
-        alerts, aucs, t0 = 0, [], time.perf_counter()
+        alerts, aucs, t0 = 0, list[float](), time.perf_counter()
         for i in range(args.draws):
             rng = np.random.default_rng(i)
             (ref, rg), (cur, cg) = draw(rng, g)
             r = drift.drift_report(ref, cur, rg, cg, seed=i)
             alerts += r.drifted
-            aucs.append(r.auc)
+            aucs.append(float(r.auc or 0.0))
         q = np.quantile(aucs, [0.5, 0.95, 0.99])
         print(f"{name:<34} G={g:<3} drift {interval(alerts, args.draws)}; AUC median {q[0]:.3f}, "
               f"q95 {q[1]:.3f}, q99 {q[2]:.3f}, max {max(aucs):.3f}  [{(time.perf_counter() - t0) / args.draws:.2f} s/draw]")
@@ -110,7 +110,7 @@ def main() -> None:
 
     # the old analysis on the same kind of draw: every window a unit, all windows of each article
     g = args.groups[0]
-    alerts, aucs = 0, []
+    alerts, old_aucs = 0, list[float]()
     for i in range(args.old_draws):
         rng = np.random.default_rng(i)
         pick = rng.choice(ids, 2 * g, replace=False)
@@ -118,15 +118,15 @@ def main() -> None:
         cur, _ = gather(ds.vectors, seqs, np.flatnonzero(np.isin(seqs.article_ids, pick[g:])))
         r = drift.drift_report(ref, cur, seed=i, n_permutations=200, max_groups=500, max_per_group=None)
         alerts += r.drifted
-        aucs.append(r.auc)
+        old_aucs.append(float(r.auc or 0.0))
     print(f"{'row-level (old), same snapshot':<34} G={g:<3} drift {interval(alerts, args.old_draws)}; AUC median "
-          f"{np.median(aucs):.3f}, min {min(aucs):.3f}")
+          f"{np.median(old_aucs):.3f}, min {min(old_aucs):.3f}")
 
     # the monitor as `lvm monitor-drift --current <dataset folder> --dataset <dataset folder>` runs it
-    ref = drift.load_reference_sample(args.dataset, require_ready=False)
-    cur = drift.load_current_sample(args.dataset)
-    print("val vs test+ood of the dataset:", drift.drift_report(ref.contexts, cur.contexts, ref.groups,
-                                                                 cur.groups).summary())
+    val = drift.load_reference_sample(args.dataset, require_ready=False)
+    held = drift.load_current_sample(args.dataset)
+    print("val vs test+ood of the dataset:", drift.drift_report(val.contexts, held.contexts, val.groups,
+                                                                 held.groups).summary())
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ def test_context_window_keeps_the_newest_of_one_shape(tmp_path: Path):
     assert np.array_equal(ctx, a[-5:])
     assert groups.tolist() == [client_group("alice")] + [0] * 4
     assert w.flush() and not w.flush()  # unchanged since: not rewritten
-    ctx, groups = read_window(tmp_path / "w.npy")
-    assert np.array_equal(ctx, a[-5:]) and groups is not None and groups[0] == client_group("alice") != 0
+    on_disk, disk_groups = read_window(tmp_path / "w.npy")
+    assert np.array_equal(on_disk, a[-5:]) and disk_groups is not None and disk_groups[0] == client_group("alice") != 0
     assert b"alice" not in (tmp_path / "w.npy").read_bytes()  # a digest is stored, never the key
     b = random_unit(2, 2, 3, 4)  # another model's shape starts a new window
     w.add(b, client=np.array([client_group("x"), client_group("y")], dtype=np.uint64))
@@ -49,8 +49,8 @@ def test_restart_reloads_the_window_and_old_files_read_as_ungrouped(tmp_path: Pa
     assert not again.flush()  # reloaded, not changed: not rewritten
 
     np.save(tmp_path / "old.npy", a)  # a window written before groups were recorded
-    ctx, groups = read_window(tmp_path / "old.npy")
-    assert groups is None and np.array_equal(ctx, a)
+    plain, no_groups = read_window(tmp_path / "old.npy")
+    assert no_groups is None and np.array_equal(plain, a)
     old = ContextWindow(tmp_path / "old.npy", capacity=10, flush_s=60)
     assert "no groups" in caplog.text
     ctx, groups = old.snapshot()
@@ -84,7 +84,7 @@ def test_the_flush_copies_and_writes_without_the_request_lock(tmp_path: Path, mo
         assert release.wait(10)
         real_write(path, array)
 
-    monkeypatch.setattr(window_mod.storage, "write_npy", slow_write)
+    monkeypatch.setattr(storage, "write_npy", slow_write)  # the module the window writes through
     flusher = threading.Thread(target=w.flush)
     flusher.start()
     assert writing.wait(10)
