@@ -18,6 +18,7 @@ See docs/monitoring.md.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from pathlib import Path
@@ -123,10 +124,13 @@ def push_drift_metrics(report: drift.DriftReport, *, dataset_id: str, model: str
     """Scores as `lvm_drift_*` gauges to a Prometheus Pushgateway (`url` or `$LVM_PUSHGATEWAY_URL`).
 
     One group per reference dataset (job `lvm_drift`), replaced by each run, so the latest verdict is what
-    Prometheus scrapes. With insufficient data the AUC and p-value are left out (there are none) and
+    Prometheus scrapes; the groups of earlier references (a champion since replaced) are deleted after the
+    push, so no alert reads a retired reference's scores. With insufficient data the AUC and p-value are left out (there are none) and
     `lvm_drift_insufficient_data` is 1. False without a URL; a Pushgateway that cannot be reached raises OSError.
     """
     from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+
+    from lvm_core.io.pushgateway import retire_groups
 
     url = url or os.environ.get(PUSHGATEWAY_ENV)
     if not url:
@@ -152,6 +156,10 @@ def push_drift_metrics(report: drift.DriftReport, *, dataset_id: str, model: str
         if value is not None:
             Gauge(name, doc, list(labels), registry=reg).labels(**labels).set(value)
     push_to_gateway(url, job=PUSH_JOB, grouping_key={"reference_dataset": dataset_id}, registry=reg, timeout=10)
+    try:  # the push is done; a group left behind is only a stale dashboard entry (its alert reads the newest group)
+        retire_groups(url, PUSH_JOB, keep={"reference_dataset": dataset_id}, timeout=10)
+    except (OSError, ValueError) as exc:
+        logging.getLogger(__name__).warning("old drift groups not retired from %s: %s", url, exc)
     return True
 
 

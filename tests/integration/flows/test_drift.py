@@ -181,7 +181,8 @@ def test_monitor_drift_command(small_dataset, prefect_harness, reference_train_a
     assert "no drift" in ok.output and "pushed to Prometheus: yes" in ok.output
     assert "11 reference articles vs 9 current" in ok.output
     assert few.exit_code == INSUFFICIENT_EXIT and "insufficient data" in few.output and "no alert" in few.output
-    (method, path, body, _), (_, _, few_body, _) = gateway.requests
+    (method, path, body, _), (_, _, few_body, _) = [r for r in gateway.requests if r[0] == "PUT"]  # pushes
+    assert any(r[0] == "GET" and r[1] == "/api/v1/metrics" for r in gateway.requests)  # then old groups retired
     assert method == "PUT" and path == f"/metrics/job/lvm_drift/reference_dataset/{small_dataset.name}"
     text = body.decode()
     assert f'lvm_drift_auc{{features="mean_last",model="{small_dataset.name}",reference_dataset="{small_dataset.name}"}}' in text
