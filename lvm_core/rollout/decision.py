@@ -88,31 +88,14 @@ def decide(
     elif errors.verdict != "non_inferior":
         missing.append(_describe(errors, "{:.2%}"))
 
-    cosine: Comparison | None = None
-    if t.min_feedback > 0:
-        cosine = compare("online cosine", challenger.cosine_totals(), champion.cosine_totals(),
-                         margin=t.cosine_margin, alpha=t.alpha, higher_is_better=True, min_clients=t.min_clients)
+    cosine = _cosine(champion, challenger, t, bad, missing) if t.min_feedback > 0 else None
+    if cosine is not None:
         numbers["tests"]["online_cosine"] = cosine.to_dict()
-        enough_feedback = champion.cosine_count >= t.min_feedback and challenger.cosine_count >= t.min_feedback
-        if cosine.verdict == "worse" and enough_feedback:
-            bad.append(_describe(cosine, "{:.4f}"))
-        elif not enough_feedback:
-            missing.append(f"feedback {challenger.cosine_count}/{champion.cosine_count} (challenger/champion) "
-                           f"< {t.min_feedback}")
-        elif cosine.verdict != "non_inferior":
-            missing.append(_describe(cosine, "{:.4f}"))
 
-    latency: dict[str, Any] = {"challenger_p99_s": challenger.p99_latency_s, "challenger_p99_lower_s":
-                               challenger.p99_lower_s, "champion_p99_s": champion.p99_latency_s, "limit_s": None,
-                               "worse": False}
-    if enough_requests and champion.p99_latency_s is not None and challenger.p99_lower_s is not None:
-        limit = champion.p99_latency_s * t.max_p99_ratio + t.p99_slack_s
-        latency["limit_s"] = limit
-        if challenger.p99_lower_s > limit:
-            latency["worse"] = True
-            bad.append(f"p99 latency {_ms(challenger.p99_latency_s)} (surely above {_ms(challenger.p99_lower_s)}) "
-                       f"vs champion {_ms(champion.p99_latency_s)} (limit {_ms(limit)})")
+    latency = _latency(champion, challenger, t, judged=enough_requests)
     numbers["tests"]["p99_latency"] = latency
+    if latency["worse"]:
+        bad.append(latency["why"])
 
     at = now()
     if bad:
@@ -127,6 +110,35 @@ def decide(
     if nxt >= 1.0:
         return Decision("promote", f"challenger non-inferior to the champion ({held}); promote", 1.0, numbers, at)
     return Decision("step", f"challenger non-inferior to the champion ({held}); step to {nxt:.0%}", nxt, numbers, at)
+
+
+def _cosine(champion: VersionStats, challenger: VersionStats, t: Thresholds, bad: list[str],
+            missing: list[str]) -> Comparison:
+    """The online-cosine test; adds why the challenger is worse to `bad`, or why undecided to `missing`."""
+    cosine = compare("online cosine", challenger.cosine_totals(), champion.cosine_totals(), margin=t.cosine_margin,
+                     alpha=t.alpha, higher_is_better=True, min_clients=t.min_clients)
+    enough_feedback = champion.cosine_count >= t.min_feedback and challenger.cosine_count >= t.min_feedback
+    if cosine.verdict == "worse" and enough_feedback:
+        bad.append(_describe(cosine, "{:.4f}"))
+    elif not enough_feedback:
+        missing.append(f"feedback {challenger.cosine_count}/{champion.cosine_count} (challenger/champion) "
+                       f"< {t.min_feedback}")
+    elif cosine.verdict != "non_inferior":
+        missing.append(_describe(cosine, "{:.4f}"))
+    return cosine
+
+
+def _latency(champion: VersionStats, challenger: VersionStats, t: Thresholds, judged: bool) -> dict[str, Any]:
+    """The p99 rule: worse when the challenger's p99 lower bound exceeds ratio × champion p99 + slack."""
+    out: dict[str, Any] = {"challenger_p99_s": challenger.p99_latency_s, "challenger_p99_lower_s": challenger.p99_lower_s,
+                           "champion_p99_s": champion.p99_latency_s, "limit_s": None, "worse": False}
+    if judged and champion.p99_latency_s is not None and challenger.p99_lower_s is not None:
+        limit = out["limit_s"] = champion.p99_latency_s * t.max_p99_ratio + t.p99_slack_s
+        if challenger.p99_lower_s > limit:
+            out["worse"] = True
+            out["why"] = (f"p99 latency {_ms(challenger.p99_latency_s)} (surely above {_ms(challenger.p99_lower_s)}) "
+                          f"vs champion {_ms(champion.p99_latency_s)} (limit {_ms(limit)})")
+    return out
 
 
 @dataclasses.dataclass
