@@ -3,7 +3,7 @@ how often does a real shift?
 
 Each draw compares two disjoint random sets of articles of the dataset (every split: all are articles of one
 snapshot), each read as the monitor reads them (``max_per_group`` windows per article), with the monitor's
-defaults (lvm_core.drift.drift_report). Shifts: a topic held out by title (the current side's articles all
+defaults (lvm_core.drift.report.drift_report). Shifts: a topic held out by title (the current side's articles all
 match ``--topic``, the reference's none), and every vector of the current side rotated by ``--angle`` degrees
 towards a fixed random direction (what another encoder or a broken preprocessing does). The row-level
 analysis the monitor used before (every window a unit, row-level CV and permutations) is run on the same
@@ -26,9 +26,12 @@ import numpy as np
 import pyarrow.parquet as pq
 from scipy.stats import beta
 
-from lvm_core import drift
 from lvm_core.data.build.load import load_dataset
 from lvm_core.data.windows import SequenceSet, gather
+from lvm_core.drift.features import DEFAULT_MAX_PER_GROUP, sample_groups
+from lvm_core.drift.mmd import DEFAULT_PERMUTATIONS
+from lvm_core.drift.report import DEFAULT_ALPHA, DEFAULT_THRESHOLD_AUC, drift_report
+from lvm_core.drift.samples import load_current_sample, load_reference_sample
 from lvm_core.io.vectors import l2_normalize
 
 GEOGRAPHY = (r"Angola|Alabama|Alaska|Algeria|Andorra|Albania|Afghanistan|Azerbaijan|Aruba|Alberta|^Asia$|"
@@ -55,7 +58,7 @@ def main() -> None:
     ap.add_argument("dataset", type=Path)
     ap.add_argument("--draws", type=int, default=200)
     ap.add_argument("--groups", type=int, nargs="+", default=[10, 20], help="articles per side")
-    ap.add_argument("--per-group", type=int, default=drift.DEFAULT_MAX_PER_GROUP)
+    ap.add_argument("--per-group", type=int, default=DEFAULT_MAX_PER_GROUP)
     ap.add_argument("--angle", type=float, default=30.0)
     ap.add_argument("--topic", default=GEOGRAPHY, help="title regex of the held-out topic")
     ap.add_argument("--old-draws", type=int, default=30, help="draws of the row-level analysis (slower)")
@@ -69,12 +72,12 @@ def main() -> None:
     topic = np.array([a for a in ids if re.search(args.topic, titles.get(int(a), ""))])
     others = np.setdiff1d(ids, topic)
     print(f"{args.dataset.name}: {len(ids)} articles with windows, {len(topic)} match the topic; "
-          f"{args.per_group} windows per article, threshold AUC {drift.DEFAULT_THRESHOLD_AUC}, alpha "
-          f"{drift.DEFAULT_ALPHA}, {drift.DEFAULT_PERMUTATIONS} permutations")
+          f"{args.per_group} windows per article, threshold AUC {DEFAULT_THRESHOLD_AUC}, alpha "
+          f"{DEFAULT_ALPHA}, {DEFAULT_PERMUTATIONS} permutations")
 
     def sample(articles: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         rows = np.flatnonzero(np.isin(seqs.article_ids, articles))
-        rows = rows[drift.sample_groups(seqs.article_ids[rows], None, args.per_group, rng)]
+        rows = rows[sample_groups(seqs.article_ids[rows], None, args.per_group, rng)]
         ctx, _ = gather(ds.vectors, seqs, rows)
         return ctx, seqs.article_ids[rows]
 
@@ -83,7 +86,7 @@ def main() -> None:
         for i in range(args.draws):
             rng = np.random.default_rng(i)
             (ref, rg), (cur, cg) = draw(rng, g)
-            r = drift.drift_report(ref, cur, rg, cg, seed=i)
+            r = drift_report(ref, cur, rg, cg, seed=i)
             alerts += r.drifted
             aucs.append(float(r.auc or 0.0))
         q = np.quantile(aucs, [0.5, 0.95, 0.99])
@@ -116,16 +119,16 @@ def main() -> None:
         pick = rng.choice(ids, 2 * g, replace=False)
         ref, _ = gather(ds.vectors, seqs, np.flatnonzero(np.isin(seqs.article_ids, pick[:g])))
         cur, _ = gather(ds.vectors, seqs, np.flatnonzero(np.isin(seqs.article_ids, pick[g:])))
-        r = drift.drift_report(ref, cur, seed=i, n_permutations=200, max_groups=500, max_per_group=None)
+        r = drift_report(ref, cur, seed=i, n_permutations=200, max_groups=500, max_per_group=None)
         alerts += r.drifted
         old_aucs.append(float(r.auc or 0.0))
     print(f"{'row-level (old), same snapshot':<34} G={g:<3} drift {interval(alerts, args.old_draws)}; AUC median "
           f"{np.median(old_aucs):.3f}, min {min(old_aucs):.3f}")
 
     # the monitor as `lvm monitor-drift --current <dataset folder> --dataset <dataset folder>` runs it
-    val = drift.load_reference_sample(args.dataset, require_ready=False)
-    held = drift.load_current_sample(args.dataset)
-    print("val vs test+ood of the dataset:", drift.drift_report(val.contexts, held.contexts, val.groups,
+    val = load_reference_sample(args.dataset, require_ready=False)
+    held = load_current_sample(args.dataset)
+    print("val vs test+ood of the dataset:", drift_report(val.contexts, held.contexts, val.groups,
                                                                  held.groups).summary())
 
 

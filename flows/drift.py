@@ -5,7 +5,7 @@ the service's window of received contexts (`current`, or `$LVM_SERVED_CONTEXTS` 
 file, or a folder with one `contexts-<replica>.npy` per replica, all read together). The reference is the
 held-out (val) windows of a dataset, of a registered model (its `dataset_id` tag), or of the model a
 running service answers with. The unit of every test is the article / client session, not the window
-(lvm_core/drift.py); below `min_groups` of them on a side the verdict is "insufficient data": no alert.
+(lvm_core/drift/); below `min_groups` of them on a side the verdict is "insufficient data": no alert.
 
 Alerting is per drift *episode*: the first drifted run sends one PagerDuty Events API v2 `trigger`
 (severity `warning`) with a dedup key stable for the monitored window (`drift_dedup_key`), later drifted
@@ -28,9 +28,11 @@ import httpx
 from prefect import flow, get_run_logger
 
 from flows.infra.hooks import RUN_HOOKS, pagerduty_event, send_alert
-from lvm_core import drift
 from lvm_core.contracts.errors import LvmError
 from lvm_core.contracts.layout import dataset_dir, default_data_dir
+from lvm_core.drift.features import DEFAULT_FEATURES, DEFAULT_MAX_GROUPS, DEFAULT_MAX_PER_GROUP, Features
+from lvm_core.drift.mmd import DEFAULT_PERMUTATIONS
+from lvm_core.drift.report import DEFAULT_ALPHA, DEFAULT_MIN_GROUPS, DEFAULT_THRESHOLD_AUC, DriftReport
 from lvm_core.runtime.environment import ALERT_URL_ENV
 from tasks import drift as t
 from tasks.common import publish_markdown
@@ -120,7 +122,7 @@ def resolve_reference(reference_dataset: str | None, model: str | None, service:
     return resolve_dataset(dataset_id, data_dir), label
 
 
-def push_drift_metrics(report: drift.DriftReport, *, dataset_id: str, model: str, url: str | None = None) -> bool:
+def push_drift_metrics(report: DriftReport, *, dataset_id: str, model: str, url: str | None = None) -> bool:
     """Scores as `lvm_drift_*` gauges to a Prometheus Pushgateway (`url` or `$LVM_PUSHGATEWAY_URL`).
 
     One group per reference dataset (job `lvm_drift`), replaced by each run, so the latest verdict is what
@@ -181,7 +183,7 @@ def drift_episode_variable(current: str) -> str:
     return f"lvm_drift_episode_{_stream_digest(current)}"
 
 
-def drift_event(report: drift.DriftReport, *, dataset_id: str, current: str, action: str = "trigger") -> dict[str, Any]:
+def drift_event(report: DriftReport, *, dataset_id: str, current: str, action: str = "trigger") -> dict[str, Any]:
     """The PagerDuty Events v2 body for a drift verdict (`trigger`, or `resolve` once it is gone)."""
     from prefect.runtime import deployment, flow_run
 
@@ -217,14 +219,14 @@ def monitor_drift(
     data_dir: str | None = None,
     model: str | None = None,
     service: str | None = None,
-    threshold_auc: float = drift.DEFAULT_THRESHOLD_AUC,
-    alpha: float = drift.DEFAULT_ALPHA,
-    min_groups: int = drift.DEFAULT_MIN_GROUPS,
+    threshold_auc: float = DEFAULT_THRESHOLD_AUC,
+    alpha: float = DEFAULT_ALPHA,
+    min_groups: int = DEFAULT_MIN_GROUPS,
     fail_on_drift: bool = False,
-    max_groups: int = drift.DEFAULT_MAX_GROUPS,
-    max_per_group: int = drift.DEFAULT_MAX_PER_GROUP,
-    n_permutations: int = drift.DEFAULT_PERMUTATIONS,
-    features: drift.Features = drift.DEFAULT_FEATURES,
+    max_groups: int = DEFAULT_MAX_GROUPS,
+    max_per_group: int = DEFAULT_MAX_PER_GROUP,
+    n_permutations: int = DEFAULT_PERMUTATIONS,
+    features: Features = DEFAULT_FEATURES,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Compare served contexts with the held-out contexts of the model's dataset; one incident per drift episode.
@@ -271,7 +273,7 @@ def monitor_drift(
     return result
 
 
-def _announce(report: drift.DriftReport, dataset_id: str, current: str, label: str,
+def _announce(report: DriftReport, dataset_id: str, current: str, label: str,
               log: Any) -> tuple[str | None, str | None, bool]:
     """Log the scores, publish the report artifact, manage the episode's incident and push the scores."""
     log.info("drift %s vs %s: %s", dataset_id, current, report.summary())
@@ -286,7 +288,7 @@ def _announce(report: drift.DriftReport, dataset_id: str, current: str, label: s
     return alert, episode, pushed
 
 
-def _push(report: drift.DriftReport, dataset_id: str, label: str, log: Any) -> bool:
+def _push(report: DriftReport, dataset_id: str, label: str, log: Any) -> bool:
     """Scores to the Pushgateway when one is configured; a lost push is logged, never raised."""
     try:
         pushed = push_drift_metrics(report, dataset_id=dataset_id, model=label)
@@ -298,7 +300,7 @@ def _push(report: drift.DriftReport, dataset_id: str, label: str, log: Any) -> b
     return pushed
 
 
-def _alert(report: drift.DriftReport, dataset_id: str, current: str, log: Any) -> tuple[str | None, str | None]:
+def _alert(report: DriftReport, dataset_id: str, current: str, log: Any) -> tuple[str | None, str | None]:
     """(action delivered, episode) for one verdict: trigger when an episode opens, resolve when it ends.
 
     An episode is open while the Prefect Variable `drift_episode_variable(current)` exists; it is set only

@@ -19,6 +19,7 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from lvm_core.io.context_window_file import client_group
 from lvm_core.serving.feedback_store import FeedbackStore
 from lvm_core.serving.holder import ModelHolder, Served
 from lvm_core.serving.inputs import InputError, body_client_key, parse_json
@@ -26,7 +27,7 @@ from lvm_core.serving.live_stats import LiveStats
 from lvm_core.serving.metrics import ServeMetrics
 from lvm_core.serving.settings import CLIENT_KEY_HEADER, ServeSettings
 from lvm_core.serving.text import TextSearch
-from lvm_core.serving.window import ContextWindow, client_group
+from lvm_core.serving.window import ContextWindow
 
 _INLINE_CONTEXTS = 8  # predict batches up to this size on the event loop (well under a millisecond)
 

@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 from scipy.stats import beta
 
-from lvm_core import drift
+from lvm_core.drift.features import DEFAULT_MAX_PER_GROUP, sample_groups
+from lvm_core.drift.report import drift_report
 from lvm_core.io.vectors import l2_normalize
 
 NULL_DRAWS = 93  # one alert allowed: the 95 % Clopper-Pearson bound of 1/93 is 4.9994 %
@@ -43,7 +44,7 @@ def articles(small_dataset: Path) -> tuple[np.ndarray, np.ndarray]:
 
     ds = load_dataset(small_dataset)
     seqs = SequenceSet.concat([s for s in ds.sequences.values() if len(s)])
-    idx = drift.sample_groups(seqs.article_ids, None, drift.DEFAULT_MAX_PER_GROUP, np.random.default_rng(0))
+    idx = sample_groups(seqs.article_ids, None, DEFAULT_MAX_PER_GROUP, np.random.default_rng(0))
     ctx, _ = gather(ds.vectors, seqs, idx)
     return ctx, seqs.article_ids[idx]
 
@@ -58,7 +59,7 @@ def _draws(articles: tuple[np.ndarray, np.ndarray], draws: int, shift=None) -> t
         ref_articles = rng.choice(unique, len(unique) // 2, replace=False)
         ref, cur = np.isin(ids, ref_articles), ~np.isin(ids, ref_articles)
         current = ctx[cur] if shift is None else shift(ctx[cur])
-        report = drift.drift_report(ctx[ref], current, ids[ref], ids[cur], min_groups=MIN_GROUPS, seed=seed,
+        report = drift_report(ctx[ref], current, ids[ref], ids[cur], min_groups=MIN_GROUPS, seed=seed,
                                     n_permutations=500)
         drifted += report.drifted
         aucs.append(float(report.auc or 0.0))

@@ -157,7 +157,7 @@ def test_openapi_docs_are_served(server):
 
 
 def test_received_contexts_reach_the_drift_monitors_window_file(server, session_data_dir: Path):
-    from lvm_core.serving.window import read_window
+    from lvm_core.io.context_window_file import read_window
 
     client, app = server
     m = _served(app)

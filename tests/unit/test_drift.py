@@ -12,16 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lvm_core.drift import (
-    context_features,
-    domain_classifier_auc,
-    drift_report,
-    group_served,
-    link_shared_chunks,
-    load_current_sample,
-    mmd_permutation_test,
-    sample_groups,
-)
+from lvm_core.drift.classifier import domain_classifier_auc
+from lvm_core.drift.features import context_features, group_served, link_shared_chunks, sample_groups
+from lvm_core.drift.mmd import mmd_permutation_test
+from lvm_core.drift.report import drift_report
+from lvm_core.drift.samples import load_current_sample
 from lvm_core.io.vectors import l2_normalize
 
 D, CTX = 16, 4
@@ -137,7 +132,7 @@ def test_sample_groups_caps_groups_and_windows_per_group() -> None:
 def test_served_contexts_group_by_client_and_by_shared_chunks() -> None:
     """Keyed requests group by key; requests without a key by the chunks their windows share (re-encoding
     noise does not break the link); a context sharing nothing is its own group."""
-    from lvm_core.serving.window import client_group
+    from lvm_core.io.context_window_file import client_group
 
     rng = np.random.default_rng(0)
     a, _ = articles(rng, 1, 6, np.zeros(D))  # one reader, six overlapping windows, no key

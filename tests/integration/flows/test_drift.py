@@ -20,20 +20,21 @@ def reference_train_and_val(monkeypatch) -> None:
     """The small dataset's val split has 2 articles, too few for any verdict: these tests of the flow's
     mechanics read train + val windows as the reference (the rates on held-out articles are tested in
     tests/integration/test_drift_real_data.py)."""
-    from lvm_core import drift
+    from lvm_core.drift import samples
 
-    real = drift.load_reference_sample
+    real = samples.load_reference_sample
 
     def train_and_val(root, splits=("val",), *args, **kwargs):
         return real(root, ("train", "val") if tuple(splits) == ("val",) else splits, *args, **kwargs)
 
-    monkeypatch.setattr(drift, "load_reference_sample", train_and_val)
+    monkeypatch.setattr(samples, "load_reference_sample", train_and_val)
 
 
 def write_windows(folder, contexts: np.ndarray, clients: list[str], monkeypatch, replicas: int = 2) -> None:
     """The served contexts as the service writes them: each context under its client key, the requests spread
     over `replicas` replicas (one contexts-<replica>.npy each) of one shared folder."""
-    from lvm_core.serving.window import REPLICA_ENV, ContextWindow
+    from lvm_core.io.context_window_file import REPLICA_ENV
+    from lvm_core.serving.window import ContextWindow
 
     for old in folder.glob("*.npy"):
         old.unlink()

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from lvm_core.io.context_window_file import client_group
 from lvm_core.serving.service import MicroBatcher
-from lvm_core.serving.window import client_group
 
 
 def test_requests_arriving_together_share_one_call_and_get_their_own_rows():

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_context_window_keeps_the_newest_of_one_shape(tmp_path: Path):
-    from lvm_core.serving.window import ContextWindow, client_group, read_window
+    from lvm_core.io.context_window_file import client_group, read_window
+    from lvm_core.serving.window import ContextWindow
 
     w = ContextWindow(tmp_path / "w.npy", capacity=5, flush_s=60)
     a = random_unit(1, 7, 2, 4)
@@ -37,7 +38,8 @@ def test_context_window_keeps_the_newest_of_one_shape(tmp_path: Path):
 
 
 def test_restart_reloads_the_window_and_old_files_read_as_ungrouped(tmp_path: Path, caplog):
-    from lvm_core.serving.window import ContextWindow, read_window
+    from lvm_core.io.context_window_file import read_window
+    from lvm_core.serving.window import ContextWindow
 
     a = random_unit(3, 6, 2, 4)
     w = ContextWindow(tmp_path / "w.npy", capacity=10, flush_s=60)
@@ -60,7 +62,8 @@ def test_restart_reloads_the_window_and_old_files_read_as_ungrouped(tmp_path: Pa
 
 
 def test_a_folder_gets_one_file_per_replica(tmp_path: Path, monkeypatch):
-    from lvm_core.serving.window import REPLICA_ENV, ContextWindow
+    from lvm_core.io.context_window_file import REPLICA_ENV
+    from lvm_core.serving.window import ContextWindow
 
     monkeypatch.setenv(REPLICA_ENV, "serve-1")
     w = ContextWindow(tmp_path / "served", capacity=5, flush_s=60)
@@ -72,9 +75,10 @@ def test_a_folder_gets_one_file_per_replica(tmp_path: Path, monkeypatch):
 def test_the_flush_copies_and_writes_without_the_request_lock(tmp_path: Path, monkeypatch):
     """While a flush is writing (held here until released), requests still add contexts at once."""
     from lvm_core.io import storage
-    from lvm_core.serving import window as window_mod
+    from lvm_core.io.context_window_file import read_window
+    from lvm_core.serving.window import ContextWindow
 
-    w = window_mod.ContextWindow(tmp_path / "w.npy", capacity=1000, flush_s=60)
+    w = ContextWindow(tmp_path / "w.npy", capacity=1000, flush_s=60)
     w.add(random_unit(4, 500, 5, 16))
     writing, release = threading.Event(), threading.Event()
     real_write = storage.write_npy
@@ -93,6 +97,6 @@ def test_the_flush_copies_and_writes_without_the_request_lock(tmp_path: Path, mo
     assert time.perf_counter() - t0 < 1.0 and not w._lock.locked()
     release.set()
     flusher.join(10)
-    ctx, _ = window_mod.read_window(tmp_path / "w.npy")
+    ctx, _ = read_window(tmp_path / "w.npy")
     assert len(ctx) == 500  # the flush wrote the window as it was when it started
-    assert w.flush() and len(window_mod.read_window(tmp_path / "w.npy")[0]) == 503  # the new contexts follow
+    assert w.flush() and len(read_window(tmp_path / "w.npy")[0]) == 503  # the new contexts follow
