@@ -19,6 +19,7 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from lvm_core.contracts.errors import LvmError
 from lvm_core.io.context_window_file import client_group
 from lvm_core.serving.feedback_store import FeedbackStore
 from lvm_core.serving.holder import ModelHolder, Served
@@ -99,7 +100,7 @@ class MicroBatcher:
 _Pending = tuple[np.ndarray, str | None, "asyncio.Future[np.ndarray]"]
 
 
-class Unavailable(Exception):
+class Unavailable(LvmError):
     """No model to answer with yet (answered 503)."""
 
 
