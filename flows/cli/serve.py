@@ -18,7 +18,7 @@ def serve(
     refresh: Annotated[float, typer.Option(help="Seconds between re-reads of the alias (a moved alias is loaded and swapped in)")] = 10.0,
     max_batch: Annotated[int, typer.Option(help="Most contexts per request")] = 256,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body in MB")] = 8.0,
-    record_contexts: Annotated[Path | None, typer.Option("--record-contexts", envvar="LVM_SERVED_CONTEXTS", help="Keep the last received contexts in this .npy (rewritten every 30 s) for `lvm monitor-drift` and the drift-monitor deployment [default: none kept]")] = None,
+    record_contexts: Annotated[Path | None, typer.Option("--record-contexts", envvar="LVM_SERVED_CONTEXTS", help="Keep the last received contexts and their client sessions in this .npy (rewritten every 30 s; a path without .npy is a folder shared by replicas, one file each) for `lvm monitor-drift` and the drift-monitor deployment [default: none kept]")] = None,
     contexts_window: Annotated[int, typer.Option(min=1, help="Contexts kept in the --record-contexts window")] = 5000,
     shutdown_drain: Annotated[float, typer.Option(min=1, help="Seconds requests in flight get to finish after SIGTERM/SIGINT before they are cut")] = 20.0,
     torch_threads: Annotated[int, typer.Option(min=0, help="Torch threads per prediction (0: torch's default, one per core)")] = 1,
