@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
+from scipy.stats import binomtest  # noqa: E402
 
 from lvm_core.rollout.decision import StepWatch, Thresholds  # noqa: E402
 from lvm_core.rollout.routing import bucket  # noqa: E402
@@ -201,11 +202,9 @@ def scenario(articles: list[np.ndarray], shift: float, rule: str, args: argparse
             "median_minutes": float(np.median([o.seconds for o in outcomes])) / 60.0}
 
 
-def wilson_lower(k: int, n: int, z: float = 1.96) -> float:
-    p = k / n
-    centre = p + z * z / (2 * n)
-    spread = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return float((centre - spread) / (1 + z * z / n))
+def wilson_lower(k: int, n: int) -> float:
+    """Lower end of the 95% Wilson interval of k successes in n."""
+    return float(binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson").low)
 
 
 def main() -> int:

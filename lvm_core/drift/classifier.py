@@ -13,7 +13,6 @@ from lvm_core.drift.features import _check_pair, _pooled_groups
 
 __all__ = [
     "ClassifierResult",
-    "domain_classifier_auc",
     "domain_classifier_test",
 ]
 
@@ -78,16 +77,3 @@ def domain_classifier_test(
     u = mannwhitneyu(group_score[g_ref:], group_score[:g_ref], alternative="greater")
     return ClassifierResult(auc=float(u.statistic) / (g_ref * g_cur), p_value=float(u.pvalue), n_reference=g_ref,
                             n_current=g_cur)
-
-
-def domain_classifier_auc(
-    reference: np.ndarray,
-    current: np.ndarray,
-    reference_groups: np.ndarray | None = None,
-    current_groups: np.ndarray | None = None,
-    seed: int = 0,
-    folds: int = 5,
-    C: float = 0.1,
-) -> float:
-    """The AUC of :func:`domain_classifier_test`."""
-    return domain_classifier_test(reference, current, reference_groups, current_groups, seed, folds, C).auc

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lvm_core.drift.classifier import domain_classifier_auc
+from lvm_core.drift.classifier import domain_classifier_test
 from lvm_core.drift.features import context_features, group_served, link_shared_chunks, sample_groups
 from lvm_core.drift.mmd import mmd_permutation_test
 from lvm_core.drift.report import drift_report
@@ -108,11 +108,11 @@ def test_tests_separately_and_their_limits() -> None:
     res = mmd_permutation_test(r, s, ref_ids, shifted_ids, n_permutations=200)
     assert (res.n_reference, res.n_current) == (12, 12)  # counted in groups
     assert res.p_value == pytest.approx(1 / 201) and res.mmd2 > 0 and res.bandwidth > 0
-    assert domain_classifier_auc(r, s, ref_ids, shifted_ids) > 0.9
+    assert domain_classifier_test(r, s, ref_ids, shifted_ids).auc > 0.9
     with pytest.raises(ValueError, match="5-fold"):
-        domain_classifier_auc(r[:24], s, ref_ids[:24], shifted_ids)  # 3 reference articles
+        domain_classifier_test(r[:24], s, ref_ids[:24], shifted_ids)  # 3 reference articles
     with pytest.raises(ValueError, match="features"):
-        domain_classifier_auc(r, s[:, :D])
+        domain_classifier_test(r, s[:, :D])
     # a difference in spread only (same centre, topics ten times wider): the group-level MMD sees it
     center = l2_normalize(rng.standard_normal(D), dtype=None)
     narrow, narrow_ids = articles(rng, 30, 4, center, spread=0.1)
