@@ -156,7 +156,7 @@ def _run_steps(name: str, challenger: int, urls: list[str], state: RolloutState,
         if not current.active or current.challenger != challenger or current.owner != owner:
             log.warning("rollout of %s v%s is %s (changed by hand); stopping", name, challenger, current.status)
             return current.status
-        t.renew_lease(name, owner, lease_seconds)
+        t.renew_lease(name, owner, lease_seconds, current)
         if current.window != state.window:  # stepped by hand: watch the new step from now
             state = current
             watch = _watch(state, thresholds, step_seconds, max_holds)

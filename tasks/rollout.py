@@ -31,8 +31,8 @@ def expire_stale(name: str) -> RolloutState | None:
 
 
 @task(name="rollout-renew-lease", cache_policy=NO_CACHE, **IO_RETRIES)
-def renew_lease(name: str, owner: str, lease_seconds: float) -> RolloutState:
-    return rollout_plan.renew_lease(name, owner, lease_seconds)
+def renew_lease(name: str, owner: str, lease_seconds: float, current: RolloutState) -> RolloutState:
+    return rollout_plan.renew_lease(name, owner, lease_seconds, current)
 
 
 @task(name="rollout-read-state", cache_policy=NO_CACHE, **IO_RETRIES)

@@ -108,9 +108,13 @@ def start(name: str, version: int, plan: Sequence[float] = DEFAULT_PLAN, *, owne
     return read_state(name)
 
 
-def renew_lease(name: str, owner: str, lease_seconds: float = DEFAULT_LEASE_S) -> RolloutState:
-    """Extend the active rollout's lease; RolloutError when it is no longer this owner's active rollout."""
-    state = require_active(name)
+def renew_lease(name: str, owner: str, lease_seconds: float = DEFAULT_LEASE_S,
+                current: RolloutState | None = None) -> RolloutState:
+    """Extend the active rollout's lease; RolloutError when it is no longer this owner's active rollout.
+
+    `current`: the state the caller has just read (the rollout flow, at each look), so it is not read twice.
+    """
+    state = current if current is not None and current.active else require_active(name)
     if state.owner != owner:
         raise RolloutError(f"{name}: the active rollout belongs to {state.owner}, not {owner}")
     write_tags(name, [(TAG_LEASE_UNTIL, later(lease_seconds))])
