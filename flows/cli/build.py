@@ -20,6 +20,7 @@ from flows.cli.options import (
     ranges_or_none,
 )
 from flows.cli.tables import print_dataset_summary
+from lvm_core.contracts.layout import DEFAULT_SPLIT_SEED
 
 
 def build(
@@ -32,7 +33,7 @@ def build(
     context_len: Annotated[int, typer.Option(help="Chunks of context per training sequence")] = 5,
     min_words: Annotated[int, typer.Option(help="Minimum words per chunk")] = 40,
     max_words: Annotated[int, typer.Option(help="Maximum words per chunk")] = 120,
-    seed: Annotated[int, typer.Option(help="Seed of the stratified split")] = 1234,
+    seed: Annotated[int, typer.Option(help="Seed of the stratified split (a family's first build)")] = DEFAULT_SPLIT_SEED,
     fractions: Annotated[str, typer.Option(help="train,val,test,ood article fractions (val selects, test reports; three values = train,val,ood with no test split)")] = "0.7,0.1,0.1,0.1",
     exclude_articles: Annotated[str | None, typer.Option(help="Hold out these article ranges as OOD, e.g. 1500-1999,4000-4499")] = None,
     val_articles: Annotated[str | None, typer.Option(help="Use these article ranges as validation")] = None,

@@ -9,7 +9,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lvm_core.contracts.gates import GateThresholds
-from lvm_core.contracts.layout import DEFAULT_FRACTIONS, LOCAL_DATA_DIR_ENV, default_data_dir, split_fractions
+from lvm_core.contracts.layout import (
+    DEFAULT_FRACTIONS,
+    DEFAULT_SPLIT_SEED,
+    LOCAL_DATA_DIR_ENV,
+    default_data_dir,
+    split_fractions,
+)
 
 
 class BuildOptions(BaseModel):
@@ -27,7 +33,7 @@ class BuildOptions(BaseModel):
     fractions: tuple[float, ...] = Field(
         DEFAULT_FRACTIONS, description="train/val/test/ood fractions (three values: train/val/ood, no test split)"
     )
-    seed: int = 1234
+    seed: int = DEFAULT_SPLIT_SEED
     exclude_articles: str | None = Field(None, description="OOD article ranges, e.g. '1500-1999,4000-4499' (split_mode=ranges)")
     val_articles: str | None = Field(None, description="Validation article ranges (split_mode=ranges)")
     holdout_titles: list[str] | None = Field(None, description="Title regexes held out as OOD (split_mode=titles)")

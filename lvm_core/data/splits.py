@@ -34,7 +34,7 @@ import pyarrow as pa
 from scipy import stats
 
 from lvm_core.contracts.errors import DataContractError
-from lvm_core.contracts.layout import DEFAULT_FRACTIONS, SPLIT_NAMES, SPLITS_SCHEMA, split_fractions
+from lvm_core.contracts.layout import DEFAULT_FRACTIONS, DEFAULT_SPLIT_SEED, SPLIT_NAMES, SPLITS_SCHEMA, split_fractions
 
 SplitMode = Literal["stratified", "ranges", "titles"]
 _MODES = ("stratified", "ranges", "titles")
@@ -83,7 +83,7 @@ class SplitConfig:
 
     mode: SplitMode = "stratified"
     fractions: tuple[float, ...] = DEFAULT_FRACTIONS  # train, val, test, ood
-    seed: int = 1234
+    seed: int = DEFAULT_SPLIT_SEED
     ood_ranges: str | None = None
     val_ranges: str | None = None
     holdout_titles: Sequence[str] | None = None  # stored as a tuple so the config stays hashable

@@ -9,7 +9,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from lvm_core.contracts.layout import SPLITS_SCHEMA
+from lvm_core.contracts.layout import DEFAULT_SPLIT_SEED, SPLITS_SCHEMA
 from lvm_core.data.coherence import assign_bins
 from lvm_core.data.splits import SplitConfig, parse_ranges, split_articles, split_report, splits_table
 
@@ -141,7 +141,7 @@ def test_report_and_parquet_table(tmp_path) -> None:
     sp = split_articles(coh, cfg)
     rep = split_report(sp, cfg)
     json.dumps(rep)  # the report is splits.json
-    assert rep["seed"] == 1234 and rep["mode"] == "stratified"
+    assert rep["seed"] == DEFAULT_SPLIT_SEED and rep["mode"] == "stratified"
     assert rep["fractions"] == {"train": 0.7, "val": 0.1, "test": 0.1, "ood": 0.1}
     assert rep["ood_kind"] == "in_distribution"  # stratified: ood is a second in-distribution sample
     assert split_report(sp, SplitConfig(mode="ranges", ood_ranges="0-9"))["ood_kind"] == "shift"
