@@ -25,6 +25,7 @@ from lvm_core.data.embedding.fingerprint import EncoderFingerprint
 from lvm_core.models.builder import build_model, count_parameters
 from lvm_core.models.config import ModelConfig
 from lvm_core.models.loader import unrecorded_encoder
+from lvm_core.train.baselines import fit_anchor
 from lvm_core.train.batches import WindowDataset, as_vector_tensor
 from lvm_core.train.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -77,7 +78,8 @@ def train(
     root, has_last = _checkpoint_root(Path(checkpoint_dir), resume)
     with torch_runtime(tc):
         seed_everything(tc.seed)
-        run = _Run.start(mc, tc, fingerprint, vec_t, val_seqs, len(train_ds), root, resume and has_last)
+        run = _Run.start(mc, tc, fingerprint, vectors, train_seqs, vec_t, val_seqs, len(train_ds), root,
+                         resume and has_last)
         if run.loop.status in ("completed", "early_stopped"):
             return run.result(run.loop.status, "checkpoint already finished")  # type: ignore[arg-type]
         for epoch in range(run.loop.epoch + 1, tc.epochs + 1):
@@ -145,9 +147,10 @@ class _Run:
         return self.root / CHECKPOINT_BEST_DIR
 
     @classmethod
-    def start(cls, mc: ModelConfig, tc: TrainConfig, fingerprint: EncoderFingerprint | None, vec_t: torch.Tensor,
-              val_seqs: Any, n_train: int, root: Path, resuming: bool) -> _Run:
-        """A fresh run (epoch 0 scored and written as `best`) or the interrupted one continued from `last`."""
+    def start(cls, mc: ModelConfig, tc: TrainConfig, fingerprint: EncoderFingerprint | None, vectors: np.ndarray,
+              train_seqs: Any, vec_t: torch.Tensor, val_seqs: Any, n_train: int, root: Path, resuming: bool) -> _Run:
+        """A fresh run (anchor fitted on train, epoch 0 scored and written as `best`) or the interrupted one
+        continued from `last`."""
         meta: dict[str, Any] = {}
         if resuming:
             meta = read_checkpoint_meta(root / CHECKPOINT_LAST_DIR)
@@ -155,6 +158,7 @@ class _Run:
             model = load_checkpoint(root / CHECKPOINT_LAST_DIR)[0]  # rebuilt by load_model_dir, like any model
         else:
             model = build_model(mc)
+            fit_anchor(model, vectors, train_seqs, seed=tc.seed)  # no global RNG draw: resume stays exact
         model.train()
         optimizer = make_optimizer(model, tc)
         steps_per_epoch = math.ceil(n_train / tc.batch_size)

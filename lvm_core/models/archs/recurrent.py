@@ -14,8 +14,7 @@ from lvm_core.models.config import ModelConfig
 class RecurrentPredictor(VectorPredictor):
     """GRU/LSTM stack over the context; the last hidden state (after LayerNorm) gives the residual.
 
-    Residual target: the context *mean* (not ctx[-1]), same as AMN, so every architecture starts from
-    the stronger trivial baseline.
+    Like every architecture, it adds that residual to the recency-weighted mean (`VectorPredictor`).
     """
 
     _rnn_cls: ClassVar[type[nn.GRU] | type[nn.LSTM]]
@@ -39,14 +38,14 @@ class RecurrentPredictor(VectorPredictor):
 
 
 class GRUStack(RecurrentPredictor):
-    """Stacked GRU (`num_layers`, width `hidden`); residual on the context mean."""
+    """Stacked GRU (`num_layers`, width `hidden`); residual on the recency-weighted mean."""
 
     arch = "gru"
     _rnn_cls = nn.GRU
 
 
 class LSTMModel(RecurrentPredictor):
-    """Stacked LSTM (`num_layers`, width `hidden`); residual on the context mean."""
+    """Stacked LSTM (`num_layers`, width `hidden`); residual on the recency-weighted mean."""
 
     arch = "lstm"
     _rnn_cls = nn.LSTM

@@ -15,7 +15,7 @@ class CausalTransformer(VectorPredictor):
     """Small pre-norm Transformer encoder with a causal mask; predicts from the last position.
 
     Width `hidden`, feed-forward `mlp_hidden`, `num_layers` layers (2 by default), `num_heads` heads,
-    learned position embedding; residual on the context mean.
+    learned position embedding; residual on the recency-weighted mean.
     """
 
     arch = "transformer"

@@ -10,8 +10,9 @@ the models' own path, `lvm_core.models.predict`.
 - `ContextMean`: mean of the context.
 - `RecencyWeightedMean`: one weight per context slot, fitted on train to maximise the mean cosine
   (least-squares start, then L-BFGS on the exact mean cosine using per-window slot Gram matrices).
-- `RidgeBaseline`: ridge regression from the flattened context to the target, alpha chosen on a held-out
-  slice of train articles (or fixed), solved in closed form in the primal or the dual, whichever is smaller.
+- `RidgeBaseline`: ridge regression from the flattened context to the residual of the recency-weighted mean
+  (target − recency mean), alpha chosen on a held-out slice of train articles (or fixed), solved in closed
+  form in the primal or the dual, whichever is smaller; strong shrinkage gives the recency mean back.
 
 Modules: `base` (the interface, `.npz` persistence), `simple` (copy-last, context mean), `recency`,
 `ridge`, `collection` (fit all, save all, load one).

@@ -1,4 +1,5 @@
-"""`RidgeBaseline`: ridge regression from the flattened context to the target, alpha chosen on held-out articles."""
+"""`RidgeBaseline`: ridge regression from the flattened context to the residual of the recency-weighted mean
+(target − recency mean), alpha chosen on held-out articles."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import scipy.linalg
 from lvm_core.data.windows import SequenceLike, check_windows, iter_gathered
 from lvm_core.io.vectors import l2_normalize
 from lvm_core.models.baselines.base import DEFAULT_BATCH_SIZE, SavedBaseline, check_ctx
+from lvm_core.models.baselines.recency import RecencyWeightedMean
 
 
 class _PrimalStats:
@@ -46,7 +48,13 @@ class _PrimalStats:
 
 
 class RidgeBaseline(SavedBaseline):
-    """Ridge regression from the flattened context (N·D features) to the target vector; output normalised.
+    """Ridge regression from the flattened context (N·D features) to the residual of the recency-weighted
+    mean: prediction = L2norm(Σ_j w_j·ctx_j + ridge(ctx)), w the `RecencyWeightedMean` weights.
+
+    Shrinking the coefficients therefore shrinks toward the recency-weighted mean (the best trivial
+    baseline), not toward the average target, so a strong alpha gives that baseline back (the intercept is
+    the mean train residual). `anchor_weights` reuses an already fitted recency mean; None fits one on the
+    same windows. Files saved before the anchor load with a zero anchor, as they were fitted.
 
     `alpha=None` (default) picks alpha from `alphas` by mean cosine on a held-out slice of the training
     windows — whole articles when `seqs.article_ids` exists (windows of one article overlap, so a random
@@ -60,12 +68,13 @@ class RidgeBaseline(SavedBaseline):
     def __init__(
         self,
         alpha: float | None = None,
-        alphas: Sequence[float] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0),
+        alphas: Sequence[float] = (0.1, 1.0, 10.0, 100.0, 1000.0, 10_000.0, 100_000.0),
         holdout_fraction: float = 0.1,
         fit_intercept: bool = True,
         batch_size: int = DEFAULT_BATCH_SIZE,
         seed: int = 0,
         max_holdout_windows: int = 20_000,
+        anchor_weights: np.ndarray | None = None,
     ):
         if alpha is not None and alpha < 0:
             raise ValueError(f"ridge alpha must be >= 0, got {alpha}")
@@ -80,6 +89,7 @@ class RidgeBaseline(SavedBaseline):
         self.batch_size = batch_size
         self.seed = seed
         self.max_holdout_windows = max_holdout_windows
+        self.anchor_weights = None if anchor_weights is None else np.asarray(anchor_weights, dtype=np.float32)
         self.coef: np.ndarray | None = None  # (N*D, D)
         self.intercept: np.ndarray | None = None  # (D,)
         self.context_len: int | None = None
@@ -138,13 +148,22 @@ class RidgeBaseline(SavedBaseline):
         if primal:
             stats = _PrimalStats(p, d)
             for ctx, tgt in iter_gathered(vectors, windows, self.batch_size, idx):
-                stats.add(ctx.reshape(ctx.shape[0], -1), tgt)
+                stats.add(ctx.reshape(ctx.shape[0], -1), self._residual_target(ctx, tgt))
             return stats, None
         xs, ys = [], []
         for ctx, tgt in iter_gathered(vectors, windows, self.batch_size, idx):
             xs.append(ctx.reshape(ctx.shape[0], -1))
-            ys.append(tgt)
+            ys.append(self._residual_target(ctx, tgt))
         return np.concatenate(xs), np.concatenate(ys)
+
+    def _anchor(self, ctx: np.ndarray) -> np.ndarray:
+        """The recency-weighted mean of each context, (B, D) (zeros for a file saved before the anchor)."""
+        if self.anchor_weights is None:
+            return np.zeros((ctx.shape[0], ctx.shape[2]), dtype=np.float32)
+        return np.asarray(np.einsum("bjd,j->bd", ctx, self.anchor_weights), dtype=np.float32)
+
+    def _residual_target(self, ctx: np.ndarray, tgt: np.ndarray) -> np.ndarray:
+        return np.asarray(tgt - self._anchor(ctx))
 
     def fit(self, vectors: np.ndarray, seqs: SequenceLike) -> RidgeBaseline:
         windows = check_windows(seqs, vectors, what="seqs", allow_empty=False)
@@ -152,6 +171,12 @@ class RidgeBaseline(SavedBaseline):
         d = vectors.shape[1]
         p = slots * d
         self.context_len, self.dim = slots, d
+        if self.anchor_weights is None:
+            weights = RecencyWeightedMean(batch_size=self.batch_size, seed=self.seed).fit(vectors, seqs).weights
+            self.anchor_weights = np.asarray(weights, dtype=np.float32)
+        elif self.anchor_weights.shape != (slots,):
+            raise ValueError(f"ridge anchor_weights must have one weight per context slot ({slots}), "
+                             f"got shape {self.anchor_weights.shape}")
         all_idx = np.arange(n)
         alpha = self.alpha
         self.holdout_scores = {}
@@ -171,9 +196,9 @@ class RidgeBaseline(SavedBaseline):
                 sums = np.zeros(len(self.alphas))
                 for ctx, tgt in iter_gathered(vectors, windows, self.batch_size, score_idx):
                     x = ctx.reshape(ctx.shape[0], -1).astype(np.float64)
-                    t = l2_normalize(tgt)
+                    t, base = l2_normalize(tgt), self._anchor(ctx)
                     for i, (w, b) in enumerate(solutions):
-                        sums[i] += float((l2_normalize(x @ w + b) * t).sum())
+                        sums[i] += float((l2_normalize(base + x @ w + b) * t).sum())
                 scores = sums / score_idx.size
                 self.holdout_scores = {repr(a): float(s) for a, s in zip(self.alphas, scores)}
                 alpha = self.alphas[int(np.argmax(scores))]
@@ -199,12 +224,15 @@ class RidgeBaseline(SavedBaseline):
         if self.coef is None or self.intercept is None:
             raise RuntimeError(f"{self.name} is not fitted; call fit(vectors, seqs) first")
         ctx = check_ctx(ctx, self.name, self.context_len, self.dim)
-        return l2_normalize(ctx.reshape(ctx.shape[0], -1) @ self.coef + self.intercept)
+        return l2_normalize(self._anchor(ctx) + ctx.reshape(ctx.shape[0], -1) @ self.coef + self.intercept)
 
     def _arrays(self) -> dict[str, np.ndarray]:
         if self.coef is None or self.intercept is None:
             raise RuntimeError(f"{self.name} is not fitted; nothing to save")
-        return {"coef": self.coef, "intercept": self.intercept}
+        arrays = {"coef": self.coef, "intercept": self.intercept}
+        if self.anchor_weights is not None:
+            arrays["anchor_weights"] = self.anchor_weights
+        return arrays
 
     def _meta(self) -> dict[str, Any]:
         return {
@@ -223,6 +251,8 @@ class RidgeBaseline(SavedBaseline):
         obj = cls(alpha=meta.get("alpha"), fit_intercept=bool(meta.get("fit_intercept", True)), seed=int(meta.get("seed", 0)))
         obj.coef = np.asarray(arrays["coef"], dtype=np.float32)
         obj.intercept = np.asarray(arrays["intercept"], dtype=np.float32)
+        if "anchor_weights" in arrays:  # absent from files saved before the anchor: no anchor, as fitted
+            obj.anchor_weights = np.asarray(arrays["anchor_weights"], dtype=np.float32)
         obj.chosen_alpha = meta.get("alpha")
         obj.holdout_scores = dict(meta.get("holdout_scores") or {})
         obj.context_len = meta.get("context_len")

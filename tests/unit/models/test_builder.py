@@ -22,8 +22,8 @@ def unit_ctx(b: int, n: int, d: int, seed: int = 0) -> torch.Tensor:
 def test_amn_parameter_count_at_768() -> None:
     model = build_model(ModelConfig(arch="amn", dim=768, context_len=5, hidden=256, mlp_hidden=512))
     n = count_parameters(model)
-    # 2 x (768*256+256) + 5*768 + (1536*512+512) + 2*512 + (512*256+256) + 2*256 + (256*768+768)
-    assert n == 1_514_752
+    # 5 anchor weights + 2 x (768*256+256) + 5*768 + (1536*512+512) + 2*512 + (512*256+256) + 2*256 + (256*768+768)
+    assert n == 1_514_757
     assert 1.4e6 < n < 1.6e6
 
 
@@ -44,6 +44,7 @@ def test_amn_position_embedding_makes_it_order_sensitive() -> None:
     with torch.no_grad():  # give the residual branch a non-zero output, as after training
         last.weight.normal_(0.0, 0.5)
         last.bias.normal_(0.0, 0.1)
+        model.query.weight.normal_(0.0, 1.0)  # the query starts at zero: uniform attention ignores order
         model.position.zero_()
     ctx = unit_ctx(6, 4, 16, seed=2)
     reversed_ctx = ctx.flip(dims=[1])
@@ -77,7 +78,7 @@ def test_forward_shape_and_unit_norm(arch: str) -> None:
 
 
 @pytest.mark.parametrize("arch", ["gru", "lstm", "transformer"])
-def test_untrained_alternatives_also_start_at_the_mean(arch: str) -> None:
+def test_untrained_alternatives_start_at_their_anchor_the_mean_until_fitted(arch: str) -> None:
     model = build_model(ModelConfig(arch=arch, dim=16, context_len=3, hidden=8, mlp_hidden=16, num_heads=2))
     ctx = unit_ctx(4, 3, 16, seed=5)
     torch.testing.assert_close(model(ctx), F.normalize(ctx.mean(dim=1), dim=-1), atol=1e-6, rtol=0)
@@ -128,14 +129,22 @@ def test_model_config_validation() -> None:
     assert ModelConfig.model_validate(cfg.model_dump()) == cfg
 
 
-def test_untrained_mix_anchored_amn_outputs_its_attention_mix() -> None:
-    """amn_mix's zero residual leaves L2norm(attention-weighted context): a learned weighted mean."""
+def test_mix_anchored_amn_adds_its_attention_mix_and_loads_as_before() -> None:
+    """amn_mix = anchor + (mix - mean) + MLP: untrained (uniform attention) it is its anchor; with uniform anchor
+    weights (how models saved before the anchor load) it is L2norm(mix + MLP([mean, mix])), what it was then."""
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch="amn_mix", dim=16, context_len=5, hidden=8, mlp_hidden=12)).eval()
     ctx = torch.nn.functional.normalize(torch.randn(4, 5, 16), dim=-1)
+    anchor = torch.tensor([0.1, 0.1, 0.2, 0.2, 0.4])
+    model.set_anchor(anchor)
     with torch.no_grad():
+        torch.testing.assert_close(model.attention(ctx), torch.full((4, 5), 0.2))
+        torch.testing.assert_close(model(ctx), F.normalize(torch.einsum("bnd,n->bd", ctx, anchor), dim=-1))
+        model.query.weight.normal_(0.0, 1.0)
+        model.mlp[-1].weight.normal_(0.0, 0.3)
+        model.set_anchor(torch.full((5,), 0.2))
         weights = model.attention(ctx)
-        expected = torch.nn.functional.normalize(torch.einsum("bn,bnd->bd", weights, ctx), dim=-1)
-        out = model(ctx)
-    torch.testing.assert_close(out, expected)
+        mix = torch.einsum("bn,bnd->bd", weights, ctx)
+        expected = F.normalize(mix + model.mlp(torch.cat([ctx.mean(dim=1), mix], dim=-1)), dim=-1)
+        torch.testing.assert_close(model(ctx), expected)
     assert not torch.allclose(weights, torch.full_like(weights, 0.2))  # attention is not a plain mean

@@ -11,10 +11,12 @@ import torch
 
 from lvm_core.contracts.layout import CHECKPOINT_META_FILE, CHECKPOINT_STATE_FILE
 from lvm_core.data.windows import SequenceSet
+from lvm_core.models.baselines.recency import RecencyWeightedMean
 from lvm_core.models.baselines.simple import CopyLast
 from lvm_core.models.config import ModelConfig
 from lvm_core.models.loader import CONFIG_FILE, ENCODER_FILE, WEIGHTS_FILE
 from lvm_core.models.predict import mean_cosine, predict_contexts, predict_windows
+from lvm_core.train.baselines import fit_anchor
 from lvm_core.train.batches import WindowDataset, make_loader
 from lvm_core.train.checkpoint import (
     CheckpointExistsError,
@@ -62,8 +64,10 @@ def test_training_improves_val_cosine_and_checkpoints_load(data, tmp_path) -> No
     assert [m.epoch for m in seen] == [1, 2, 3, 4] == [m.epoch for m in result.history]
     assert all(np.isfinite(m.train_loss) and m.grad_norm > 0 and m.epoch_seconds > 0 for m in seen)
     assert seen[0].lr > seen[-2].lr > seen[-1].lr > 0  # cosine decay after warm-up
-    # Untrained = mean of context; training must clearly beat it and copy-last.
-    assert result.best_val_cosine > result.initial_val_cosine + 0.15
+    # Untrained = the recency-weighted mean fitted on train; training must clearly beat it and copy-last.
+    recency = RecencyWeightedMean().fit(vectors, train_seqs)
+    assert result.initial_val_cosine == pytest.approx(mean_cosine(recency, vectors, val_seqs), abs=1e-6)
+    assert result.best_val_cosine > result.initial_val_cosine + 0.08
     assert result.best_val_cosine > mean_cosine(CopyLast(), vectors, val_seqs) + 0.05
     assert evaluate_cosine(result.model, vectors, val_seqs) == pytest.approx(result.best_val_cosine, abs=1e-6)
 
@@ -133,7 +137,8 @@ def test_epoch_zero_ships_when_no_epoch_beats_the_untrained_model(data, tmp_path
     torch.manual_seed(cfg.seed)
     from lvm_core.models.builder import build_model
 
-    untrained = build_model(MODEL).eval()  # what train() starts from: same seed, same init
+    untrained = build_model(MODEL).eval()  # what train() starts from: same seed, same init, same anchor
+    fit_anchor(untrained, vectors, train_seqs, seed=cfg.seed)
     result = train(MODEL, cfg, vectors, train_seqs, val_seqs, tmp_path, fault_hook=_away_from_target)
     assert result.status == "completed" and [m.epoch for m in result.history] == [1, 2, 3]
     assert all(m.val_cosine < result.initial_val_cosine for m in result.history)
