@@ -59,7 +59,8 @@ class RidgeBaseline(SavedBaseline):
     `alpha=None` (default) picks alpha from `alphas` by mean cosine on a held-out slice of the training
     windows — whole articles when `seqs.article_ids` exists (windows of one article overlap, so a random
     window split would favour too little regularisation), else the last `holdout_fraction` of windows —
-    then refits on all training windows. A float fixes alpha. With more windows than features the primal
+    taking the strongest alpha within one per-article standard error of the best, then refits on all
+    training windows. A float fixes alpha. With more windows than features the primal
     statistics X^T X / X^T Y are accumulated batch by batch; otherwise the (smaller) dual is solved.
     """
 
@@ -115,6 +116,34 @@ class RidgeBaseline(SavedBaseline):
         if 0 < k < n:
             mask[n - k :] = True
         return mask
+
+    @staticmethod
+    def _groups(seqs: SequenceLike, idx: np.ndarray) -> np.ndarray:
+        """Article of each scored window (each window its own group when articles are not known)."""
+        article_ids = getattr(seqs, "article_ids", None)
+        if article_ids is not None and len(article_ids) > int(idx.max(initial=-1)):
+            return np.asarray(article_ids)[idx]
+        return np.arange(idx.size)
+
+    def _one_se_choice(self, cosines: np.ndarray, groups: np.ndarray) -> int:
+        """The strongest alpha whose held-out cosine is within one standard error of the best one's.
+
+        The standard error is that of the paired per-article difference to the best alpha (the
+        one-standard-error rule, by article): on few held-out articles, differences smaller than that are
+        noise, and the stronger shrinkage — toward the recency-weighted mean — is the safer choice.
+        """
+        scores = cosines.mean(axis=0)
+        best = int(np.argmax(scores))
+        uniq, inverse = np.unique(groups, return_inverse=True)
+        if uniq.size < 2:
+            return best
+        per_article = np.zeros((uniq.size, cosines.shape[1]))
+        np.add.at(per_article, inverse, cosines)
+        per_article /= np.bincount(inverse)[:, None]
+        diff = per_article - per_article[:, [best]]
+        se = diff.std(axis=0, ddof=1) / np.sqrt(uniq.size)
+        ok = [i for i in range(len(self.alphas)) if scores[i] >= scores[best] - se[i]]
+        return max(ok, key=lambda i: self.alphas[i])
 
     def _solve(self, x_or_stats: Any, y: np.ndarray | None, alphas: Sequence[float]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Ridge solutions (W, b) for each alpha, from primal stats or from materialised (X, Y)."""
@@ -193,15 +222,14 @@ class RidgeBaseline(SavedBaseline):
                 if score_idx.size > self.max_holdout_windows:
                     rng = np.random.default_rng(self.seed)
                     score_idx = np.sort(rng.choice(held_idx, self.max_holdout_windows, replace=False))
-                sums = np.zeros(len(self.alphas))
+                parts = []
                 for ctx, tgt in iter_gathered(vectors, windows, self.batch_size, score_idx):
                     x = ctx.reshape(ctx.shape[0], -1).astype(np.float64)
                     t, base = l2_normalize(tgt), self._anchor(ctx)
-                    for i, (w, b) in enumerate(solutions):
-                        sums[i] += float((l2_normalize(base + x @ w + b) * t).sum())
-                scores = sums / score_idx.size
-                self.holdout_scores = {repr(a): float(s) for a, s in zip(self.alphas, scores)}
-                alpha = self.alphas[int(np.argmax(scores))]
+                    parts.append(np.stack([(l2_normalize(base + x @ w + b) * t).sum(axis=1) for w, b in solutions], 1))
+                cosines = np.concatenate(parts)  # (windows, alphas)
+                self.holdout_scores = {repr(a): float(s) for a, s in zip(self.alphas, cosines.mean(axis=0))}
+                alpha = self.alphas[self._one_se_choice(cosines, self._groups(seqs, score_idx))]
                 if primal and all_idx.size > p:
                     # Reuse the fit-part statistics: add only the held-out windows.
                     held_stats, _ = self._gather(vectors, windows, held_idx, True)

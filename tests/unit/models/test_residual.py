@@ -52,3 +52,16 @@ def test_ridge_on_the_residual_shrinks_to_the_recency_mean(data) -> None:
     chosen = RidgeBaseline(anchor_weights=recency.weights).fit(vectors, train_seqs)
     # this data's target is a rotation of the context mean: linear, so the residual ridge beats the anchor
     assert mean_cosine(chosen, vectors, val_seqs) > mean_cosine(recency, vectors, val_seqs) + 0.05
+
+
+def test_ridge_alpha_choice_takes_the_strongest_alpha_within_one_standard_error() -> None:
+    ridge = RidgeBaseline(alphas=(1.0, 10.0, 100.0))
+    groups = np.repeat(np.arange(4), 5)
+    noise = np.random.default_rng(0).normal(0, 0.05, size=(20, 1))
+    # alpha 10 is best by 0.001, far inside the article-to-article noise: the strongest (100) is taken
+    cosines = 0.5 + noise + np.array([[0.0, 0.001, 0.0]]) + np.random.default_rng(1).normal(0, 0.01, size=(20, 3))
+    assert ridge._one_se_choice(cosines, groups) == 2
+    # a clear gain for the weakest alpha is kept
+    clear = 0.5 + noise + np.array([[0.2, 0.0, -0.1]])
+    assert ridge._one_se_choice(clear, groups) == 0
+    assert ridge._one_se_choice(cosines, np.zeros(20)) == int(np.argmax(cosines.mean(axis=0)))  # one article: argmax
