@@ -122,7 +122,7 @@ class RidgeBaseline(SavedBaseline):
         """Article of each scored window (each window its own group when articles are not known)."""
         article_ids = getattr(seqs, "article_ids", None)
         if article_ids is not None and len(article_ids) > int(idx.max(initial=-1)):
-            return np.asarray(article_ids)[idx]
+            return np.asarray(np.asarray(article_ids)[idx])
         return np.arange(idx.size)
 
     def _one_se_choice(self, cosines: np.ndarray, groups: np.ndarray) -> int:
