@@ -29,11 +29,18 @@ def serve(
     API docs at /docs (schema at /openapi.json)."""
     import os
 
+    from lvm_core.contracts.layout import default_tracking_uri
     from lvm_core.serving.app import create_app
     from lvm_core.serving.holder import ModelHolder
     from lvm_core.serving.server import run
     from lvm_core.serving.settings import TOKEN_ENV, ServeSettings
+    from lvm_core.tracking.auth import is_production, load_secret_files, require_registry_account, require_secret
 
+    # Secrets from the environment or <NAME>_FILE; in production no token or no registry account is no start.
+    call(load_secret_files)
+    if is_production():
+        call(lambda: require_secret(TOKEN_ENV, "the service"))
+        call(lambda: require_registry_account(default_tracking_uri(Path(data_dir_of(data_dir)))))
     holder = ModelHolder(model, Path(data_dir_of(data_dir)), refresh_s=refresh)
     served = call(holder.load)
     if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get(TOKEN_ENV):

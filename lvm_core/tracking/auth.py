@@ -127,14 +127,14 @@ def provision(tracking_uri: str, admin: tuple[str, str], passwords: Mapping[str,
     Idempotent: existing roles keep their id, missing grants are added, existing accounts get the given
     password, so rotating a password is running this again.
     """
-    from mlflow.server.auth.client import AuthServiceClient
-
     unknown = set(passwords) - set(ROLES)
     if unknown or set(ROLES) - set(passwords):
         raise CredentialsError(f"passwords needed for exactly the roles {sorted(ROLES)}, got {sorted(passwords)}")
     short = [role for role, pw in passwords.items() if len(pw) < MIN_PASSWORD_CHARS]
     if short:
         raise CredentialsError(f"the passwords of {short} are shorter than {MIN_PASSWORD_CHARS} characters")
+    from mlflow.server.auth.client import AuthServiceClient  # the server package: only where accounts are made
+
     saved = {k: os.environ.get(k) for k in (USERNAME_ENV, PASSWORD_ENV)}
     os.environ[USERNAME_ENV], os.environ[PASSWORD_ENV] = admin
     done: list[str] = []

@@ -28,6 +28,10 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from lvm_core.contracts.layout import default_tracking_uri  # noqa: E402
+from lvm_core.tracking.auth import load_secret_files, require_registry_account  # noqa: E402
+
+# A registry password given as MLFLOW_TRACKING_PASSWORD_FILE (a mounted secret) where MLflow's client reads it.
+load_secret_files()
 
 DEFAULT_EXPERIMENT = "lvm"
 # A user's choice of server. MLflow's setters also export what they are given to these variables (for
@@ -66,6 +70,7 @@ def configure_tracking(data_dir: Path, experiment: str = DEFAULT_EXPERIMENT) -> 
     quiet_mlflow()
     data_dir = Path(data_dir)
     uri = default_tracking_uri(data_dir)
+    require_registry_account(uri)
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     users = {name: os.environ.get(name) for name in URI_ENVS}
@@ -107,7 +112,8 @@ def _experiment_id(client: MlflowClient, experiment: str, local_data_dir: Path |
 
 
 def mlflow_client() -> MlflowClient:
-    """A client for the configured tracking and registry URIs."""
+    """A client for the configured tracking and registry URIs (with an account, in production)."""
+    require_registry_account(mlflow.get_tracking_uri())
     return MlflowClient()
 
 
