@@ -35,7 +35,8 @@ def evaluate_model(
         model: models:/NAME/VERSION, models:/NAME@ALIAS or a model folder.
         dataset: Dataset folder (default: the one the model was trained on).
         data_dir: Data folder (default $LVM_DATA_DIR or ./lvm-data).
-        thresholds: Gate threshold overrides, e.g. {"min_val_cosine": 0.6}.
+        thresholds: Gate threshold overrides, e.g. {"min_test_cosine": 0.6, "max_test_evaluations": 10}
+            (the old names min_val_cosine and max_ood_val_gap still work).
         promote: Move `champion` to this version when every gate passes.
         max_windows: Evaluate on at most this many windows per split (seeded sample).
         allow_contamination: Evaluate even when evaluation articles of `dataset` were training articles of
@@ -50,10 +51,12 @@ def evaluate_model(
     ds = t.load_eval_dataset(dataset or recorded_dataset(loaded), loaded)
     contamination = t.check_contamination(loaded, ds, allow_contamination)
     result = t.evaluate(loaded, ds, max_windows)
-    gate_report = t.gates(result, ds, thresholds or {})
+    looks = t.count_test_evaluations(ds, result)  # every look at test is counted, per split hash
+    gate_report = t.gates(result, ds, thresholds or {}, looks)
     reports = evaluation_reports_dir(root, loaded.name, loaded.version)
     paths = t.report(result, loaded, ds, gate_report, reports, contamination)
-    eval_run_id = log_evaluation_run(root, loaded, ds, result, paths, gate_report, contamination)
+    eval_run_id = log_evaluation_run(root, loaded, ds, result, paths, gate_report, contamination,
+                                     t.protocol(result, thresholds or {}, ds, looks))
     record_contamination(loaded, contamination)
     if promote and not contamination.trusted:
         log.warning("not promoting %s: its evaluation is contaminated (%s)", loaded.describe(), contamination.tag_value())

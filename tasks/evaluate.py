@@ -15,11 +15,12 @@ from lvm_core.data.build.load import Dataset, load_dataset
 from lvm_core.evaluation import contamination
 from lvm_core.evaluation.contamination import ContaminationError, ContaminationReport
 from lvm_core.evaluation.evaluate import evaluate_predictors
-from lvm_core.evaluation.gates import post_training_gates
+from lvm_core.evaluation.gates import post_training_gates, primary_baseline
 from lvm_core.evaluation.report import write_report
 from lvm_core.evaluation.result import EvaluationResult
 from lvm_core.models.baselines.collection import fit_baselines
 from lvm_core.models.loader import LoadedModel
+from lvm_core.tracking import evaluation_log
 from lvm_core.tracking import promotion as tracking_promotion
 from lvm_core.tracking.promotion import PromotionResult, record_gate_outcomes
 from lvm_core.tracking.references import (
@@ -81,7 +82,7 @@ def evaluate(model: LoadedModel, ds: Dataset, max_windows: int | None = None) ->
         get_run_logger().warning("%s has no test split (built before split roles): val is reported", ds.root)
     result = evaluate_predictors(
         predictors, ds.vectors, ds.sequences, ds.article_ids, ds.chunk_index, ds.text_hash, ds.texts,
-        splits=splits, max_windows=max_windows, article_bins=ds.article_bins(),
+        splits=splits, max_windows=max_windows, article_bins=ds.article_bins(), ood_kind=ds.manifest.splits.ood_kind,
     )
     log = get_run_logger()
     for row in result.summary_table():
@@ -90,15 +91,45 @@ def evaluate(model: LoadedModel, ds: Dataset, max_windows: int | None = None) ->
     return result
 
 
+@task(name="count-test-evaluations", cache_policy=NO_CACHE, **IO_RETRIES)
+def count_test_evaluations(ds: Dataset, result: EvaluationResult) -> int | None:
+    """Evaluations of this test split (split hash) recorded so far, this one included; None when test is not reported."""
+    if result.reporting_split != "test" or not ds.manifest.splits.content_hash:
+        return None
+    return evaluation_log.count_test_evaluations(ds.manifest.splits.content_hash) + 1
+
+
 @task(name="post-training-gates", cache_policy=NO_CACHE)
-def gates(result: EvaluationResult, ds: Dataset, thresholds: dict[str, Any]) -> GateReport:
+def gates(result: EvaluationResult, ds: Dataset, thresholds: dict[str, Any],
+          test_evaluations: int | None = None) -> GateReport:
     # the whole result: beats_best_baseline reads its bootstrap deltas on the reporting split
-    report = post_training_gates(result, result.model_name, ds.manifest.to_dict(), GateThresholds.from_dict(thresholds))
+    limits = GateThresholds.from_dict(thresholds)
+    report = post_training_gates(result, result.model_name, ds.manifest.to_dict(), limits,
+                                 test_evaluations=test_evaluations)
     log = get_run_logger()
     for r in report.results:
         (log.info if r.passed else log.warning)("gate %-20s %s value=%s threshold=%s", r.name,
                                                 "PASS" if r.passed else "FAIL", r.value, r.threshold)
+    if test_evaluations is not None and test_evaluations > limits.warn_test_evaluations:
+        log.warning("the test split of %s has been evaluated %d times (warning above %d, failing above %d)",
+                    ds.root, test_evaluations, limits.warn_test_evaluations, limits.max_test_evaluations)
     return report
+
+
+def protocol(result: EvaluationResult, thresholds: dict[str, Any], ds: Dataset,
+             test_evaluations: int | None) -> dict[str, Any]:
+    """The promotion protocol as the model card shows it: the primary comparison and the test-evaluation count."""
+    limits = GateThresholds.from_dict(thresholds)
+    baseline = primary_baseline(result.metrics, result.model_name)
+    return {
+        "primary_comparison": (f"{result.model_name} − {baseline} (the best trivial baseline by val cosine), cosine "
+                               f"on {result.reporting_split}: the lower bound of its article-bootstrap interval must "
+                               f"exceed {limits.beats_baseline_margin:+.4f} (gate beats_best_baseline)"),
+        "test_evaluations": test_evaluations,
+        "warn_test_evaluations": limits.warn_test_evaluations,
+        "max_test_evaluations": limits.max_test_evaluations,
+        "split_hash": ds.manifest.splits.content_hash,
+    }
 
 
 @task(name="write-report", cache_policy=NO_CACHE, **IO_RETRIES)

@@ -120,6 +120,22 @@ class SplitsRecord(ManifestPart):
     parity: dict[str, SplitParity] | None = None
     parity_before_purge: dict[str, SplitParity] | None = None
 
+    @property
+    def ood_is_shift(self) -> bool:
+        """Is `ood` a real shift (`ood_kind` "shift")? Stratified ood is a second in-distribution test sample;
+        manifests written before `ood_kind` existed say it by their mode."""
+        return ood_is_shift(self.model_dump())
+
+
+def ood_is_shift(splits: Any) -> bool:
+    """`ood_kind == "shift"` of a splits record (its dict or splits.json); without `ood_kind`, a mode other
+    than "stratified" (ranges or titles held out) is a shift. Gates and reports decide "shift or not" here only."""
+    splits = splits if isinstance(splits, dict) else {}
+    kind = splits.get("ood_kind")
+    if kind is not None:
+        return str(kind) == "shift"
+    return str(splits.get("mode") or "stratified") != "stratified"
+
 
 class LeakageReport(ManifestPart):
     """Train/eval overlap: shared articles, exact text repeats and near duplicates per split, with rates."""

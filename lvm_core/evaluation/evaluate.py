@@ -18,7 +18,6 @@ from typing import Any, cast
 import numpy as np
 
 from lvm_core.data.retrieval.bank import ChunkBank
-from lvm_core.data.retrieval.oracle import oracle_recall_at_k
 from lvm_core.data.retrieval.rows import unit_rows
 from lvm_core.data.windows import SequenceLike, SequenceSet, data_direction
 from lvm_core.evaluation.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES
@@ -211,6 +210,7 @@ def evaluate_predictors(
     batch_size: int = 1024,
     n_resamples: int = DEFAULT_RESAMPLES,
     interval_level: float = DEFAULT_LEVEL,
+    ood_kind: str | None = None,
 ) -> EvaluationResult:
     """Every metric for every predictor on the same windows of each split.
 
@@ -219,7 +219,8 @@ def evaluate_predictors(
     exact ChunkBank over `vectors`. A split with no windows is recorded with n_windows = 0.
     Every metric in INTERVAL_METRICS gets an article-bootstrap interval (`n_resamples` seeded with `seed`,
     the same article draws for every predictor of a split), and so does every model − baseline delta;
-    `n_resamples=0` skips them.
+    `n_resamples=0` skips them. `ood_kind` (the manifest's "shift" or "in_distribution") is recorded in
+    `config` so the report, the card and the gates label and gate the ood split for what it is.
     """
     if not predictors:
         raise EvaluationError("evaluate_predictors: no predictors given")
@@ -229,6 +230,7 @@ def evaluate_predictors(
         raise EvaluationError(f"evaluate_predictors: no sequences for split(s) {', '.join(missing)}")
     opts = Options(seed, horizon, max_negatives, batch_size, n_neighbor_samples, neighbor_k, article_bins)
     res = _new_result(list(predictors), splits, chunks, opts, max_windows, n_resamples, interval_level)
+    res.config["ood_kind"] = ood_kind
     for split in splits:
         w = check_windows(seqs_by_split[split], chunks.article_ids, chunks.chunk_index)
         w = subsample_windows(w, max_windows, seed)
@@ -316,10 +318,8 @@ def _new_result(
 
 
 def _record_split_facts(res: EvaluationResult, s: Split) -> None:
-    """What a split says about the data, not a predictor: oracle recall@5 and the data direction."""
-    res.oracle_recall[s.name] = oracle_recall_at_k(
-        s.chunks.bank, s.w.target_rows, 5, target_vectors=s.targets, target_hashes=s.target_hashes
-    )
+    """What a split says about the data, not a predictor: the data direction. (Querying the bank with its own
+    target rows cannot fail, so no oracle is recorded here: the data gate re-encodes target texts.)"""
     res.data_direction[s.name] = data_direction(s.vectors, s.w)
 
 

@@ -1,6 +1,8 @@
-"""The post-training (model) gates computed from an evaluation result: cosine floors on the reporting split,
-the ood gap, leakage and oracle recall re-read from the dataset manifest, and "beats the best trivial
-baseline" on the bootstrap interval; and `gate_value_text`, how that last gate's interval value is shown.
+"""The post-training (model) gates computed from an evaluation result: the cosine floor on the reporting
+split, the ood floor and gap where ood is a real shift, leakage and oracle recall re-read from the dataset
+manifest, the primary comparison (beats the best trivial baseline chosen on val, on the bootstrap
+interval) and how often the test split has been evaluated; and `gate_value_text`, how a delta gate's
+value is shown.
 
 Only the computation lives here: the thresholds, the result and report types and the outcome record are
 `lvm_core.contracts.gates`, shared with the data gates.
@@ -13,10 +15,22 @@ from collections.abc import Mapping
 from typing import Any
 
 from lvm_core.contracts.gates import GateReport, GateResult, GateThresholds
+from lvm_core.contracts.manifest import ood_is_shift
 from lvm_core.evaluation.bootstrap import format_delta
-from lvm_core.evaluation.result import EvaluationResult, reporting_split
+from lvm_core.evaluation.result import SELECTION_SPLIT, EvaluationResult, reporting_split, select_baseline
 
-__all__ = ["gate_value_text", "post_training_gates"]
+__all__ = ["PRIMARY_METRIC", "gate_value_text", "post_training_gates", "primary_baseline"]
+
+#: The metric of the one pre-declared primary comparison (model − best trivial baseline chosen on val).
+PRIMARY_METRIC = "cosine"
+
+
+def primary_baseline(metrics: Mapping[str, Any], model: str | None) -> str:
+    """The baseline of the primary comparison: the best trivial baseline by val cosine (selection happens on
+    val, never on the split being reported); "none" when no baseline has a val number. The gate, the report
+    and the model card all compare against this one."""
+    found = select_baseline(metrics, model, SELECTION_SPLIT, PRIMARY_METRIC)
+    return "none" if found is None else found[0]
 
 
 def post_training_gates(
@@ -26,15 +40,20 @@ def post_training_gates(
     thresholds: GateThresholds = GateThresholds(),
     *,
     deltas: dict[str, Any] | None = None,
+    test_evaluations: int | None = None,
 ) -> GateReport:
-    """The plan's model gates, plus: beats the best trivial baseline — on the interval, not the point.
+    """The plan's model gates, plus the primary comparison decided on the interval, not the point.
 
     `metrics` is an `EvaluationResult` (or its `to_dict()`), whose `deltas` carry the bootstrap
     intervals, or a plain `metrics[predictor][split][metric]` dict with the intervals passed as
     `deltas[split][baseline]["cosine"] = {"delta", "low", "high"}` (model − baseline, same windows).
-    `beats_best_baseline` picks the best baseline by val cosine (selection happens on val) and passes
-    only when the lower bound of model − that baseline on the reporting split ("test" when evaluated,
-    else "val") exceeds `thresholds.beats_baseline_margin`; without an interval it fails.
+    `beats_best_baseline` is the one pre-declared primary comparison: model − `primary_baseline` (best by
+    val cosine) on the reporting split ("test" when evaluated, else "val"); it passes only when the lower
+    bound exceeds `thresholds.beats_baseline_margin`; without an interval it fails.
+    `ood_cosine` and the ood gap are gated only where the manifest says ood is a shift (`ood_kind`); a
+    stratified ood is a second in-distribution test sample. `test_evaluations` (evaluations recorded on this
+    test split hash, this one included) adds the `test_evaluations` gate: above
+    `thresholds.max_test_evaluations` it fails, above `warn_test_evaluations` its detail warns.
     Data gates (leakage, oracle recall) are re-read from the dataset manifest so the model's gate
     report is complete on its own.
     """
@@ -44,23 +63,23 @@ def post_training_gates(
         v = metrics.get(pred, {}).get(split, {}).get("cosine")
         return float("nan") if v is None else float(v)
 
-    # the plan's cosine gates read the reporting split (test; val only for datasets without one)
-    reported, ood = cos(model, report_split), cos(model, "ood")
-    gap = abs(ood - reported)
-    baselines = {p: cos(p, "val") for p in metrics if p != model}
-    best_name, best_val = (
-        max(baselines.items(), key=lambda kv: -math.inf if math.isnan(kv[1]) else kv[1])
-        if baselines
-        else ("none", float("nan"))
-    )
+    reported = cos(model, report_split)
     leak_rate = _leak_rate(manifest)
     oracle = manifest.get("oracle_recall_at_5")
     results = [
-        GateResult(f"{report_split}_cosine", reported >= thresholds.min_val_cosine, reported, thresholds.min_val_cosine,
-                   detail=f"model cosine on the {report_split} split"),
-        GateResult("ood_cosine", ood >= thresholds.min_ood_cosine, ood, thresholds.min_ood_cosine),
-        GateResult(f"ood_{report_split}_gap", gap <= thresholds.max_ood_val_gap, gap, thresholds.max_ood_val_gap,
-                   detail=f"|ood − {report_split}| model cosine"),
+        GateResult(f"{report_split}_cosine", reported >= thresholds.min_test_cosine, reported,
+                   thresholds.min_test_cosine, detail=f"model cosine on the {report_split} split"),
+    ]
+    if ood_is_shift(manifest.get("splits")):
+        ood = cos(model, "ood")
+        gap = abs(ood - reported)
+        results += [
+            GateResult("ood_cosine", ood >= thresholds.min_ood_cosine, ood, thresholds.min_ood_cosine,
+                       detail="model cosine on the held-out (shifted) ood split"),
+            GateResult(f"ood_{report_split}_gap", gap <= thresholds.max_ood_test_gap, gap, thresholds.max_ood_test_gap,
+                       detail=f"|ood − {report_split}| model cosine"),
+        ]
+    results += [
         GateResult("leakage", leak_rate <= thresholds.max_leakage_rate, leak_rate, thresholds.max_leakage_rate),
         GateResult(
             "oracle_recall_at_5",
@@ -70,11 +89,28 @@ def post_training_gates(
         ),
     ]
     if thresholds.must_beat_best_baseline:
-        results.append(_beats_best_baseline(deltas, best_name, report_split, thresholds.beats_baseline_margin))
+        baseline = primary_baseline(metrics, model)
+        results.append(_beats_best_baseline(deltas, baseline, report_split, thresholds.beats_baseline_margin))
+    if test_evaluations is not None and report_split == "test":
+        results.append(_test_evaluations(int(test_evaluations), thresholds))
     for r in results:  # NaN never passes
         if isinstance(r.value, float) and math.isnan(r.value):
             r.passed = False
     return GateReport(stage="post_training", results=results)
+
+
+def _test_evaluations(n: int, thresholds: GateThresholds) -> GateResult:
+    """How often this test split (by split hash) has been evaluated, this evaluation included."""
+    limit, warn = int(thresholds.max_test_evaluations), int(thresholds.warn_test_evaluations)
+    passed = n <= limit
+    if not passed:
+        detail = (f"the test split has been evaluated {n} times (limit {limit}): every look spends it, and retrying "
+                  "until a version passes is fishing; build a dataset with a new split seed for a fresh test split")
+    elif n > warn:
+        detail = f"WARNING: the test split has been evaluated {n} times (warning above {warn}, failing above {limit})"
+    else:
+        detail = f"evaluation {n} of this test split (warning above {warn}, failing above {limit})"
+    return GateResult("test_evaluations", passed, n, limit, detail=detail)
 
 
 def _metrics_and_deltas(metrics: Any, deltas: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any], str]:
@@ -114,7 +150,7 @@ def _beats_best_baseline(deltas: dict[str, Any], baseline: str, split: str, marg
                   f"the gate needs one (evaluate with n_resamples > 0 and at least 2 articles)")
         return GateResult("beats_best_baseline", False, value, margin, detail=detail)
     passed = low > margin
-    detail = (f"cosine Δ (model − {baseline}, best trivial baseline on val) on {split}: "
+    detail = (f"primary comparison: cosine Δ (model − {baseline}, the best trivial baseline on val) on {split}: "
               f"{delta:+.4f} [{low:+.4f}, {high:+.4f}]; lower bound {'>' if passed else '<='} margin {margin:+.4f}")
     return GateResult("beats_best_baseline", passed, value, margin, detail=detail)
 

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from lvm_core.evaluation.bootstrap import format_delta, format_interval
-from lvm_core.evaluation.gates import gate_value_text
-from lvm_core.evaluation.result import INTERVAL_METRICS, EvaluationResult
+from lvm_core.evaluation.gates import gate_value_text, primary_baseline
+from lvm_core.evaluation.result import INTERVAL_METRICS, EvaluationResult, split_label
 
 TEXT_LIMIT = 240  # characters of chunk text shown per table cell
 DELTA_METRICS = (("cosine", "cosine"), ("margin", "margin"), ("r@5", "R@5"), ("mrr", "MRR"), ("contrastive_acc", "contrastive acc"))
@@ -115,7 +115,8 @@ def summary_table(res: EvaluationResult) -> Table:
     for r in res.summary_table():
         p, s = r["predictor"], r["split"]
         rows.append(
-            [p, s, r["n_windows"]] + [_cell(res, p, s, k) for k in ("cosine", "margin", "r@5", "mrr", "contrastive_acc")]
+            [p, split_label(s, res.ood_kind), r["n_windows"]]
+            + [_cell(res, p, s, k) for k in ("cosine", "margin", "r@5", "mrr", "contrastive_acc")]
         )
     return Table(["predictor", "split", "windows", "cosine", "margin", "R@5", "MRR", "contrastive acc"], rows)
 
@@ -134,7 +135,7 @@ def delta_table(res: EvaluationResult) -> Table | None:
             for key, _ in DELTA_METRICS:
                 e = d.get(key) or {}
                 cells.append(format_delta(_num(e.get("delta")), _num(e.get("low")), _num(e.get("high"))))
-            rows.append([s, b] + cells)
+            rows.append([split_label(s, res.ood_kind), b] + cells)
     if not rows:
         return None
     return Table(["split", "baseline"] + [f"Δ {label}" for _, label in DELTA_METRICS], rows)
@@ -151,7 +152,20 @@ def interval_note(res: EvaluationResult) -> str:
         f"articles, seed {boot.get('seed')}; articles per split: {arts}). Reported split: {res.reporting_split}"
         + ("" if res.reporting_split == "test" else " (this dataset has no test split)")
         + "; val is the split used for selection."
+        + ood_note(res)
     )
+
+
+def ood_note(res: EvaluationResult) -> str:
+    """What the ood split is, from the manifest's `ood_kind` (empty when the evaluation has no ood split)."""
+    if "ood" not in res.splits:
+        return ""
+    if res.ood_kind == "in_distribution":
+        return (" ood is a second in-distribution test sample (stratified split, `ood_kind: in_distribution`): "
+                "its numbers are a second look at test, not a shift, and are not gated as one.")
+    if res.ood_kind == "shift":
+        return " ood is a real shift (articles held out by range or title): its cosine and gap are gated."
+    return " What ood is was not recorded (`ood_kind` unknown)."
 
 
 def metric_table(res: EvaluationResult, keys: Sequence[str], labels: Sequence[str] | None = None) -> Table:
@@ -191,10 +205,10 @@ def bins_table(res: EvaluationResult) -> Table | None:
 
 
 def data_table(res: EvaluationResult) -> Table | None:
-    if not res.oracle_recall and not res.data_direction:
+    if not res.data_direction:
         return None
-    rows = [[s, res.oracle_recall.get(s), res.data_direction.get(s)] for s in res.splits]
-    return Table(["split", "oracle R@5", "data direction cos(ctx[j], target), j = 0.."], rows)
+    rows = [[split_label(s, res.ood_kind), res.data_direction.get(s)] for s in res.splits]
+    return Table(["split", "data direction cos(ctx[j], target), j = 0.."], rows)
 
 
 def neighbor_tables(res: EvaluationResult) -> list[tuple[str, Table]]:
@@ -237,28 +251,32 @@ def neighbor_tables(res: EvaluationResult) -> list[tuple[str, Table]]:
 
 
 def baseline_lines(res: EvaluationResult) -> list[str]:
+    """The model against the ONE baseline of the primary comparison (best trivial baseline on val) per split,
+    the reported split first; the gate and the model card compare against the same baseline."""
     lines: list[str] = []
     if len(res.predictors) < 2:
+        return lines
+    name = primary_baseline(res.metrics, res.model_name)
+    if name == "none":
         return lines
     report = res.reporting_split
     for s in sorted(res.splits, key=lambda x: x != report):  # the reporting split first
         try:
-            name, val = res.best_baseline(s, "cosine")
+            val = res.metric(name, s, "cosine")
             model = res.metric(res.model_name, s, "cosine")
         except ValueError:
             continue
         d = res.delta(name, s)
         delta = format_delta(d["delta"], d["low"], d["high"]) if math.isfinite(d["delta"]) else format_delta(model - val)
-        role = " (reported)" if s == report else ""
+        role = " (reported; primary comparison)" if s == report else ""
         lines.append(
-            f"{s}{role}: {res.model_name} cosine {_cell(res, res.model_name, s, 'cosine')} vs best baseline {name} "
-            f"{_cell(res, name, s, 'cosine')}: {delta}"
+            f"{split_label(s, res.ood_kind)}{role}: {res.model_name} cosine {_cell(res, res.model_name, s, 'cosine')} "
+            f"vs {name} (best trivial baseline on val) {_cell(res, name, s, 'cosine')}: {delta}"
         )
-    if "val" in res.splits and "ood" in res.splits:
+    if res.ood_kind == "shift" and report in res.splits and "ood" in res.splits:
         try:
-            lines.append(f"|ood − val| cosine of {res.model_name}: {_fmt(res.ood_val_gap())}")
+            gap = abs(res.metric(res.model_name, "ood", "cosine") - res.metric(res.model_name, report, "cosine"))
+            lines.append(f"|ood − {report}| cosine of {res.model_name}: {_fmt(gap)}")
         except ValueError:
             pass
     return lines
-
-

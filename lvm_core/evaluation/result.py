@@ -19,9 +19,12 @@ __all__ = [
     "INTERVAL_METRICS",
     "LOWER_IS_BETTER",
     "REPORTING_SPLITS",
+    "SELECTION_SPLIT",
     "SUMMARY_METRICS",
     "EvaluationResult",
     "reporting_split",
+    "select_baseline",
+    "split_label",
 ]
 
 #: Metrics where a lower value is better (everything else: higher is better).
@@ -34,6 +37,38 @@ INTERVAL_METRICS = (
 )
 #: Split whose numbers are reported and gated: `test` where the evaluation has it, else `val` (older datasets).
 REPORTING_SPLITS = ("test", "val")
+#: Split on which the best trivial baseline is chosen, once, for the gate, the report and the model card.
+SELECTION_SPLIT = "val"
+
+
+def select_baseline(
+    metrics: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    model: str | None,
+    split: str = SELECTION_SPLIT,
+    metric: str = "cosine",
+    exclude: Iterable[str] = (),
+) -> tuple[str, float] | None:
+    """(name, value) of the best predictor but `model` (and `exclude`) on `split` by `metric` from
+    `metrics[predictor][split][metric]`; None when none has a finite value. Choosing on val, not on the
+    split being reported, keeps the comparison honest: the report, the card and the gate all call this."""
+    cands = []
+    for p, by_split in metrics.items():
+        if p == model or p in set(exclude) or not isinstance(by_split, Mapping):
+            continue
+        v = (by_split.get(split) or {}).get(metric)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v)):
+            cands.append((str(p), float(v)))
+    if not cands:
+        return None
+    pick = min if metric in LOWER_IS_BETTER else max
+    return pick(cands, key=lambda c: c[1])
+
+
+def split_label(split: str, ood_kind: str | None) -> str:
+    """How a split is named in reports: a stratified (in-distribution) ood is a second test sample, not a shift."""
+    if split == "ood" and ood_kind == "in_distribution":
+        return "ood (2nd in-distribution test sample)"
+    return split
 
 
 def reporting_split(source: Any) -> str:
@@ -77,7 +112,8 @@ class EvaluationResult:
 
     metrics[predictor][split][metric]; offset_sweep[predictor][split][k] = mean cosine, with
     offset_counts[split][k] windows; neighbors[split] for the model; metrics_by_bin[predictor][split][bin]
-    = mean cosine with bin_counts[split][bin]; oracle_recall[split] at K=5; data_direction[split][j].
+    = mean cosine with bin_counts[split][bin]; data_direction[split][j]. (No oracle here: the self-query
+    oracle cannot fail; the data gate's oracle re-encodes texts, `lvm_core.data.build.oracle`.)
 
     Intervals (article-level bootstrap, settings in config["bootstrap"]):
     intervals[predictor][split][metric] = {"mean", "low", "high"} for every metric in INTERVAL_METRICS;
@@ -92,7 +128,6 @@ class EvaluationResult:
     neighbors: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     metrics_by_bin: dict[str, dict[str, dict[Any, float]]] = field(default_factory=dict)
     bin_counts: dict[str, dict[Any, int]] = field(default_factory=dict)
-    oracle_recall: dict[str, float] = field(default_factory=dict)
     data_direction: dict[str, list[float]] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     intervals: dict[str, dict[str, dict[str, dict[str, float]]]] = field(default_factory=dict)
@@ -124,21 +159,20 @@ class EvaluationResult:
             raise EvaluationError(f"no metric {name!r} for predictor {predictor!r} on split {split!r}") from exc
 
     def best_baseline(
-        self, split: str = "val", metric: str = "cosine", exclude: str | Iterable[str] | None = None
+        self, split: str = SELECTION_SPLIT, metric: str = "cosine", exclude: str | Iterable[str] | None = None
     ) -> tuple[str, float]:
-        """(name, value) of the best predictor other than `exclude` (default: the model)."""
+        """(name, value) of the best predictor other than `exclude` (default: the model) on `split`."""
         excl = {self.model_name} if exclude is None else ({exclude} if isinstance(exclude, str) else set(exclude))
-        cands = []
-        for p in self.predictors:
-            if p in excl:
-                continue
-            v = self.metrics.get(p, {}).get(split, {}).get(metric)
-            if v is not None and math.isfinite(float(v)):
-                cands.append((p, float(v)))
-        if not cands:
+        found = select_baseline(self.metrics, None, split, metric, exclude=excl)
+        if found is None:
             raise EvaluationError(f"best_baseline: no baseline has metric {metric!r} on split {split!r}")
-        pick = min if metric in LOWER_IS_BETTER else max
-        return pick(cands, key=lambda c: c[1])
+        return found
+
+    @property
+    def ood_kind(self) -> str | None:
+        """What the ood split is ("shift" or "in_distribution"), as the dataset's manifest said; None if unknown."""
+        kind = self.config.get("ood_kind")
+        return None if kind is None else str(kind)
 
     def ood_val_gap(self, predictor: str | None = None, metric: str = "cosine") -> float:
         """|ood - val| of a metric (default: the model's cosine)."""
@@ -169,7 +203,6 @@ class EvaluationResult:
                 "neighbors": self.neighbors,
                 "metrics_by_bin": self.metrics_by_bin,
                 "bin_counts": self.bin_counts,
-                "oracle_recall": self.oracle_recall,
                 "data_direction": self.data_direction,
                 "config": self.config,
                 "intervals": self.intervals,
@@ -183,7 +216,8 @@ class EvaluationResult:
     def from_dict(cls, data: Mapping[str, Any]) -> EvaluationResult:
         """Inverse of `to_dict`: a stored evaluation.json as a result again (the model gates accept either).
 
-        Bin keys stay strings and None stays None; results written before intervals existed load with none.
+        Bin keys stay strings and None stays None; results written before intervals existed load with none; an old
+        self-query `oracle_recall` entry is ignored.
         """
         return cls(
             predictors=list(data["predictors"]),
@@ -194,7 +228,6 @@ class EvaluationResult:
             neighbors=data.get("neighbors", {}),
             metrics_by_bin=data.get("metrics_by_bin", {}),
             bin_counts=data.get("bin_counts", {}),
-            oracle_recall=data.get("oracle_recall", {}),
             data_direction=data.get("data_direction", {}),
             config=data.get("config", {}),
             intervals=data.get("intervals", {}),

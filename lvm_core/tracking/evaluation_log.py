@@ -1,10 +1,13 @@
-"""What an evaluation records in MLflow: a run of its own (metrics, evaluation.json, the report, the gates) and,
-after an allowed contaminated evaluation, the contamination tags on the model version."""
+"""What an evaluation records in MLflow: a run of its own (metrics, evaluation.json, the report, the gates, a
+model card with the promotion protocol) tagged with the split hash and the reported split, so that
+`count_test_evaluations` can say how often a test split has been looked at; and, after an allowed
+contaminated evaluation, the contamination tags on the model version."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from lvm_core.contracts.gates import GateReport
 from lvm_core.data.build.load import Dataset
@@ -16,14 +19,46 @@ from lvm_core.tracking.runs import TrainingRun
 from lvm_core.tracking.setup import mlflow_client
 from lvm_core.tracking.tags import TAG_CONTAMINATION
 
+#: Tags of an evaluation run, set when it starts (a run that crashed later still counts as a look at test).
+TAG_RUN_TYPE = "run_type"
+TAG_EVAL_SPLIT_HASH = "eval_split_hash"
+TAG_REPORTED_SPLIT = "reported_split"
+
+
+def count_test_evaluations(split_hash: str) -> int:
+    """Evaluation runs recorded so far, of any model, whose reported split was the test split of `split_hash`.
+
+    Every look at a test split spends it: the post-training gate `test_evaluations` warns and then fails past
+    a configurable count (`GateThresholds.warn_test_evaluations` / `max_test_evaluations`).
+    """
+    client = mlflow_client()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return 0
+    query = (f"tags.{TAG_RUN_TYPE} = 'evaluation' and tags.{TAG_EVAL_SPLIT_HASH} = '{split_hash}' "
+             f"and tags.{TAG_REPORTED_SPLIT} = 'test'")
+    n, token = 0, None
+    while True:
+        page = client.search_runs(experiments, filter_string=query, max_results=1000, page_token=token)
+        n += len(page)
+        token = page.token
+        if not token:
+            return n
+
 
 def log_evaluation_run(data_dir: Path, model: LoadedModel, ds: Dataset, result: EvaluationResult,
-                       paths: dict[str, Path], gate_report: GateReport, contamination_report: ContaminationReport) -> str:
-    """An MLflow run of its own for the evaluation: metrics, evaluation.json, the report, the gates; its id."""
+                       paths: dict[str, Path], gate_report: GateReport, contamination_report: ContaminationReport,
+                       protocol: dict[str, Any] | None = None) -> str:
+    """An MLflow run of its own for the evaluation: metrics, evaluation.json, the report, the gates and a model
+    card (metrics beside baselines, the promotion `protocol`, gates); its id."""
+    from lvm_core.evaluation.model_card.card import render_model_card
+
     with TrainingRun(data_dir, run_name=f"evaluate-{model.name}-v{model.version}", arch=model.arch,
                      snapshot_id=ds.manifest.snapshot_id, encoder_fingerprint=ds.fingerprint,
                      tags={"evaluates": f"{model.name}/{model.version}", "training_run": model.run_id or "",
-                           "run_type": "evaluation", TAG_CONTAMINATION: contamination_report.tag_value()}) as run:
+                           TAG_RUN_TYPE: "evaluation", TAG_CONTAMINATION: contamination_report.tag_value(),
+                           TAG_EVAL_SPLIT_HASH: ds.manifest.splits.content_hash or "",
+                           TAG_REPORTED_SPLIT: result.reporting_split}) as run:
         run.log_dataset_manifest(ds.paths.manifest, context="evaluation")
         for pred, by_split in result.metrics.items():
             for split, metrics in by_split.items():
@@ -32,6 +67,12 @@ def log_evaluation_run(data_dir: Path, model: LoadedModel, ds: Dataset, result: 
         run.log_json(result.to_dict(), "evaluation.json")
         for p in paths.values():
             run.log_artifact(Path(p), "report")
+        run.log_model_card(render_model_card({
+            "name": model.name, "version": model.version, "run_id": run.run_id, "metrics": result.to_dict(),
+            "ood_kind": ds.manifest.splits.ood_kind, "protocol": protocol or {}, "gates": gate_report,
+            "data": {"snapshot_id": ds.manifest.snapshot_id, "dataset_id": ds.manifest.dataset_id,
+                     "split_hash": ds.manifest.splits.content_hash},
+        }))
         crash_point("evaluate")
         run.log_gate_results(gate_report, stage="post_training")
         return run.run_id

@@ -398,3 +398,23 @@ def test_promotion_and_rollback_refuse_during_an_active_rollout_and_the_pipeline
     assert current_champion(name) == 1
     abort(name, "test over")
     assert not read_state(name).active and promote(name, 2).promoted
+
+
+def test_test_evaluations_are_counted_per_split_hash(client, data_dir):
+    """Every evaluation run that reported a test split counts against that split hash, whatever the model."""
+    from lvm_core.tracking.evaluation_log import (
+        TAG_EVAL_SPLIT_HASH,
+        TAG_REPORTED_SPLIT,
+        TAG_RUN_TYPE,
+        count_test_evaluations,
+    )
+
+    assert count_test_evaluations("hash-a") == 0
+    for split_hash, reported, run_type in [("hash-a", "test", "evaluation"), ("hash-a", "test", "evaluation"),
+                                           ("hash-a", "val", "evaluation"), ("hash-b", "test", "evaluation"),
+                                           ("hash-a", "test", "training")]:
+        with TrainingRun(data_dir, tags={TAG_RUN_TYPE: run_type, TAG_EVAL_SPLIT_HASH: split_hash,
+                                         TAG_REPORTED_SPLIT: reported}):
+            pass
+    assert count_test_evaluations("hash-a") == 2
+    assert count_test_evaluations("hash-b") == 1

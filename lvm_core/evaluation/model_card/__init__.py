@@ -18,6 +18,10 @@ Expected `info` keys (all optional):
 - `intervals`, `deltas`: as in `EvaluationResult` (when `metrics` is a plain dict)
 - `model_name`: which predictor in `metrics` is the model
 - `gates`: a GateReport, its `to_manifest()` dict, or `name -> bool`
+- `ood_kind`: "shift" or "in_distribution" (else read from an `EvaluationResult.to_dict()`'s config): a
+  stratified ood is labelled a second in-distribution test sample
+- `protocol`: `{primary_comparison, test_evaluations, warn_test_evaluations, max_test_evaluations, split_hash}`,
+  the promotion protocol and how often the test split has been evaluated
 - `intended_use`: text replacing the default; `limitations`: extra bullet points
 
 Modules: `card` (the sections and `render_model_card`), `beside_baselines` (the metrics section),

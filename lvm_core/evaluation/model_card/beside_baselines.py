@@ -14,6 +14,7 @@ from typing import Any, cast
 
 from lvm_core.evaluation.bootstrap import format_delta, format_interval
 from lvm_core.evaluation.model_card.markdown import cell, table
+from lvm_core.evaluation.result import SELECTION_SPLIT, select_baseline, split_label
 
 __all__ = ["metrics_section"]
 
@@ -70,6 +71,7 @@ class _MetricView:
     splits: list[str]
     intervals: Mapping[str, Any]
     deltas: Mapping[str, Any]
+    ood_kind: str | None = None
 
     @property
     def has_intervals(self) -> bool:
@@ -91,7 +93,8 @@ class _MetricView:
 
 
 def _metric_view(
-    metrics: Mapping[str, Any], model_name: str | None, intervals: Mapping[str, Any], deltas: Mapping[str, Any]
+    metrics: Mapping[str, Any], model_name: str | None, intervals: Mapping[str, Any], deltas: Mapping[str, Any],
+    ood_kind: str | None = None,
 ) -> _MetricView:
     by_split = _metrics_by_split(metrics)
     predictors: list[str] = []
@@ -102,7 +105,8 @@ def _metric_view(
     if model_name is None and predictors:
         model_name = predictors[0]
     splits = [s for s in SPLIT_NAMES if s in by_split] + [s for s in by_split if s not in SPLIT_NAMES]
-    return _MetricView(by_split, model_name, _order_predictors(predictors, model_name), splits, intervals, deltas)
+    return _MetricView(by_split, model_name, _order_predictors(predictors, model_name), splits, intervals, deltas,
+                       ood_kind)
 
 
 def metrics_section(
@@ -110,10 +114,11 @@ def metrics_section(
     model_name: str | None,
     intervals: Mapping[str, Any] | None = None,
     deltas: Mapping[str, Any] | None = None,
+    ood_kind: str | None = None,
 ) -> list[str]:
     """The headline table (primary metric beside the baselines, with intervals and deltas), what it says,
-    and every other metric, one table per split."""
-    view = _metric_view(metrics, model_name, intervals or {}, deltas or {})
+    and every other metric, one table per split. `ood_kind` "in_distribution" labels ood a second test sample."""
+    view = _metric_view(metrics, model_name, intervals or {}, deltas or {}, ood_kind)
     if not view.by_split:
         return ["No metrics recorded."]
     lines: list[str] = []
@@ -133,7 +138,7 @@ def _headline_table(view: _MetricView) -> str:
     delta_splits = [s for s in view.splits if any(view.dl(p, s) for p in view.ordered)]
     headers = ["predictor"]
     for s in view.splits:
-        headers.append(f"{s} {PRIMARY_METRIC}")
+        headers.append(f"{split_label(s, view.ood_kind)} {PRIMARY_METRIC}")
         if s in delta_splits:
             headers.append(f"{s} Δ model − baseline")
     rows = []
@@ -157,40 +162,50 @@ def _headline_notes(view: _MetricView) -> list[str]:
         if note:
             notes.append(note)
     by_split, model_name = view.by_split, view.model_name
-    if "val" in by_split and "ood" in by_split and model_name:
-        v = by_split["val"].get(model_name, {}).get(PRIMARY_METRIC)
+    if view.ood_kind == "in_distribution" and "ood" in by_split:
+        notes.append("- ood is a second in-distribution test sample (stratified split), not a shift: it is not "
+                     "gated as one")
+    elif view.ood_kind == "shift" and view.report in by_split and "ood" in by_split and model_name:
+        v = by_split[view.report].get(model_name, {}).get(PRIMARY_METRIC)
         o = by_split["ood"].get(model_name, {}).get(PRIMARY_METRIC)
         if isinstance(v, (int, float)) and isinstance(o, (int, float)):
-            notes.append(f"- |ood − val| {PRIMARY_METRIC} of the model: {abs(float(o) - float(v)):.4f}")
+            notes.append(f"- |ood − {view.report}| {PRIMARY_METRIC} of the model (ood a held-out shift): "
+                         f"{abs(float(o) - float(v)):.4f}")
     return notes
 
 
 def _baseline_note(view: _MetricView, s: str) -> str | None:
-    """The model against the best baseline of split `s` (None without both numbers)."""
+    """The model against the one baseline of the primary comparison (best on val; on `s` only when there
+    is no val) on split `s` (None without both numbers)."""
     model = view.model_name or ""
     model_v = view.by_split[s].get(model, {}).get(PRIMARY_METRIC)
-    base: list[tuple[str, Any]] = [
-        (p, m.get(PRIMARY_METRIC))
-        for p, m in view.by_split[s].items()
-        if p != view.model_name and isinstance(m.get(PRIMARY_METRIC), (int, float))
-        and not math.isnan(float(m[PRIMARY_METRIC]))
-    ]
-    if not isinstance(model_v, (int, float)) or not base:
+    by_predictor: dict[str, dict[str, Any]] = {}
+    for split, rows in view.by_split.items():
+        for p, m in rows.items():
+            by_predictor.setdefault(p, {})[split] = m
+    chosen_on = SELECTION_SPLIT if SELECTION_SPLIT in view.by_split else s
+    picked = select_baseline(by_predictor, view.model_name, chosen_on, PRIMARY_METRIC)
+    if not isinstance(model_v, (int, float)) or picked is None:
         return None
-    best_p, best_v = max(base, key=lambda t: float(t[1]))
+    best_p = picked[0]
+    best_v = view.by_split[s].get(best_p, {}).get(PRIMARY_METRIC)
+    if not isinstance(best_v, (int, float)) or math.isnan(float(best_v)):
+        return None
+    label = f"{best_p}, best trivial baseline on {chosen_on}"
     d = view.dl(best_p, s) or {}
     low, high = _num(d.get("low")), _num(d.get("high"))
+    name = split_label(s, view.ood_kind)
     if low is not None and high is not None and not (math.isnan(low) or math.isnan(high)):
-        role = " (reported)" if s == view.report else ""
+        role = " (reported; primary comparison)" if s == view.report else ""
         verdict = "beats" if low > 0 else "is worse than" if high < 0 else "is not distinguishable from"
         return (
-            f"- {s}{role}: the model ({_with_interval(float(model_v), view.iv(model, s))}) {verdict} "
-            f"the best baseline ({best_p}, {_with_interval(float(best_v), view.iv(best_p, s))}): "
+            f"- {name}{role}: the model ({_with_interval(float(model_v), view.iv(model, s))}) {verdict} "
+            f"the baseline ({label}, {_with_interval(float(best_v), view.iv(best_p, s))}): "
             f"{format_delta(_num(d.get('delta')), low, high)}"
         )
     delta = float(model_v) - float(best_v)
     verdict = "beats" if delta > 0 else "does not beat"
-    return f"- {s}: the model {verdict} the best baseline ({best_p}, {cell(float(best_v))}) by {delta:+.4f}"
+    return f"- {name}: the model {verdict} the baseline ({label}, {cell(float(best_v))}) by {delta:+.4f}"
 
 
 def _other_metric_tables(view: _MetricView) -> list[str]:

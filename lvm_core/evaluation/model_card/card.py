@@ -72,7 +72,8 @@ _DATA_FACTS = (
     ("split_hash", "split hash"),
 )
 _KNOWN_KEYS = {"name", "version", "run_id", "created_at", "uri", "model", "data", "encoder", "training",
-               "metrics", "model_name", "gates", "intended_use", "limitations", "intervals", "deltas"}
+               "metrics", "model_name", "gates", "intended_use", "limitations", "intervals", "deltas", "ood_kind",
+               "protocol"}
 
 
 def render_model_card(info: Mapping[str, Any]) -> str:
@@ -159,8 +160,10 @@ def _training(info: dict[str, Any]) -> list[str]:
 def _metrics(info: dict[str, Any]) -> list[str]:
     metrics = info.get("metrics")
     intervals, deltas = info.get("intervals"), info.get("deltas")
+    ood_kind = info.get("ood_kind")
     if isinstance(metrics, Mapping) and "metrics" in metrics and "predictors" in metrics:
         model_name = info.get("model_name") or (metrics.get("predictors") or [None])[0]
+        ood_kind = ood_kind or (metrics.get("config") or {}).get("ood_kind")
         intervals = intervals or metrics.get("intervals")
         deltas = deltas or metrics.get("deltas")
         metrics = metrics["metrics"]
@@ -168,7 +171,8 @@ def _metrics(info: dict[str, Any]) -> list[str]:
         model_name = info.get("model_name")
     if not metrics:
         return []
-    section = metrics_section(to_plain(metrics), model_name, to_plain(intervals or {}), to_plain(deltas or {}))
+    section = metrics_section(to_plain(metrics), model_name, to_plain(intervals or {}), to_plain(deltas or {}),
+                              None if ood_kind is None else str(ood_kind))
     return ["## Metrics beside baselines", "", *section]
 
 
@@ -181,6 +185,34 @@ def _gates(info: dict[str, Any]) -> list[str]:
     verdict = "all gates passed" if not failed else f"FAILED: {', '.join(failed)}"
     rows = [(n, ok, gate_value_text(v), t) for n, ok, v, t in rows]
     return ["## Gates", "", f"Result: **{verdict}**", "", table(["gate", "passed", "value", "threshold"], rows), ""]
+
+
+def _protocol(info: dict[str, Any]) -> list[str]:
+    """The promotion protocol: the one pre-declared primary comparison and how often the test split was evaluated.
+
+    `protocol` keys (all optional): `primary_comparison` (text), `test_evaluations` (this one included),
+    `warn_test_evaluations`, `max_test_evaluations`, `split_hash`, `post_hoc` (text).
+    """
+    protocol = to_plain(info.get("protocol") or {})
+    if not protocol:
+        return []
+    out = ["## Evaluation protocol", ""]
+    if protocol.get("primary_comparison"):
+        out.append(f"- primary comparison (pre-declared; the only one that decides promotion): "
+                   f"{protocol['primary_comparison']}")
+    n = protocol.get("test_evaluations")
+    if n is not None:
+        warn, limit = protocol.get("warn_test_evaluations"), protocol.get("max_test_evaluations")
+        where = f" (split hash `{str(protocol['split_hash'])[:12]}`)" if protocol.get("split_hash") else ""
+        line = f"- evaluations of this test split{where}, this one included: **{n}**"
+        if limit is not None and int(n) > int(limit):
+            line += f" — above the limit of {limit}: the test_evaluations gate fails"
+        elif warn is not None and int(n) > int(warn):
+            line += f" — WARNING: above {warn} (the gate fails above {limit}); every look spends the test split"
+        out.append(line)
+    if protocol.get("post_hoc"):
+        out.append(f"- post hoc: {protocol['post_hoc']}")
+    return out + [""]
 
 
 def _use_and_limitations(info: dict[str, Any]) -> list[str]:
@@ -196,5 +228,5 @@ def _other(info: dict[str, Any]) -> list[str]:
 
 #: The card's sections in reading order; each returns its Markdown lines (none when its key is absent).
 SECTIONS: tuple[Callable[[dict[str, Any]], list[str]], ...] = (
-    _title, _model, _data, _encoder, _training, _metrics, _gates, _use_and_limitations, _other,
+    _title, _model, _data, _encoder, _training, _metrics, _protocol, _gates, _use_and_limitations, _other,
 )

@@ -140,3 +140,67 @@ def test_without_intervals_the_gate_fails(data):
                                splits=("val", "test"))
     report = post_training_gates(json.loads(json.dumps(full.to_dict())), "model", MANIFEST)
     assert next(r for r in report.results if r.name == "beats_best_baseline").passed
+
+
+# --- the primary comparison, ood_kind, test evaluations: each gate failing on what it exists to catch ------
+
+PLAIN = {  # metrics[predictor][split]: copy_last is the best baseline on val, context_mean the best on test
+    "model": {"val": {"cosine": 0.60}, "test": {"cosine": 0.60}, "ood": {"cosine": 0.40}},
+    "copy_last": {"val": {"cosine": 0.58}, "test": {"cosine": 0.50}, "ood": {"cosine": 0.38}},
+    "context_mean": {"val": {"cosine": 0.55}, "test": {"cosine": 0.62}, "ood": {"cosine": 0.39}},
+}
+PLAIN_DELTAS = {"test": {"copy_last": {"cosine": {"delta": 0.10, "low": 0.08, "high": 0.12}},
+                         "context_mean": {"cosine": {"delta": -0.02, "low": -0.03, "high": -0.01}}}}
+SHIFT = {**MANIFEST, "splits": {"mode": "titles", "ood_kind": "shift"}}
+STRATIFIED = {**MANIFEST, "splits": {"mode": "stratified", "ood_kind": "in_distribution"}}
+
+
+def _plain(manifest=STRATIFIED, **kw):
+    thresholds = kw.pop("thresholds", GateThresholds())
+    report = post_training_gates(PLAIN, "model", manifest, thresholds, deltas=PLAIN_DELTAS, **kw)
+    return {r.name: r for r in report.results}
+
+
+def test_primary_comparison_uses_the_baseline_chosen_on_val_not_on_test():
+    g = _plain()["beats_best_baseline"]
+    assert g.value["baseline"] == "copy_last" and g.passed  # context_mean is better on test, but was not chosen
+    assert "primary comparison" in g.detail and "best trivial baseline on val" in g.detail
+
+
+def test_in_distribution_ood_is_not_gated_as_a_shift():
+    gates = _plain(STRATIFIED)
+    assert "ood_cosine" not in gates and "ood_test_gap" not in gates  # ood 0.40 would fail both
+    assert gates["test_cosine"].passed
+
+
+def test_shifted_ood_is_gated():
+    gates = _plain(SHIFT)
+    assert not gates["ood_cosine"].passed and gates["ood_cosine"].value == pytest.approx(0.40)
+    assert not gates["ood_test_gap"].passed and gates["ood_test_gap"].value == pytest.approx(0.20)
+    ok = _plain(SHIFT, thresholds=GateThresholds(min_ood_cosine=0.35, max_ood_test_gap=0.25))
+    assert ok["ood_cosine"].passed and ok["ood_test_gap"].passed
+    # a manifest written before ood_kind: its mode says it
+    assert "ood_cosine" in _plain({**MANIFEST, "splits": {"mode": "ranges"}})
+    assert "ood_cosine" not in _plain({**MANIFEST, "splits": {"mode": "stratified"}})
+
+
+def test_test_evaluations_warn_then_fail():
+    limits = GateThresholds(warn_test_evaluations=2, max_test_evaluations=4)
+    assert "test_evaluations" not in _plain()  # not counted: no gate
+    first = _plain(thresholds=limits, test_evaluations=1)["test_evaluations"]
+    assert first.passed and "WARNING" not in first.detail
+    warned = _plain(thresholds=limits, test_evaluations=3)["test_evaluations"]
+    assert warned.passed and "WARNING" in warned.detail
+    assert _plain(thresholds=limits, test_evaluations=4)["test_evaluations"].passed
+    failed = _plain(thresholds=limits, test_evaluations=5)["test_evaluations"]
+    assert not failed.passed and failed.value == 5 and failed.threshold == 4 and "fishing" in failed.detail
+
+
+def test_old_threshold_names_are_aliases():
+    t = GateThresholds.from_dict({"min_val_cosine": 0.7, "max_ood_val_gap": 0.2})
+    assert (t.min_test_cosine, t.max_ood_test_gap) == (0.7, 0.2)
+    assert not _plain(thresholds=t)["test_cosine"].passed  # 0.60 < 0.7: the alias gates the test split
+    with pytest.raises(ValueError, match="old name"):
+        GateThresholds.from_dict({"min_val_cosine": 0.7, "min_test_cosine": 0.6})
+    with pytest.raises(ValueError, match="unknown"):
+        GateThresholds.from_dict({"min_tset_cosine": 0.7})

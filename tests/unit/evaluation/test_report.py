@@ -99,12 +99,13 @@ def test_report_files_tables_and_images(result, tmp_path):
     )
     assert f"| copy_last | ood | {result.metrics['copy_last']['ood']['n_windows']} | {cell} |" in md
     name, val = result.best_baseline("val")
-    assert f"best baseline {name} {val:.4f} [" in md
+    assert f"vs {name} (best trivial baseline on val) {val:.4f} [" in md
+    assert "oracle R@5" not in md  # the self-query oracle cannot fail: no column
     # deltas beside each baseline, naming the split; this result has no test split, so val is reported
     d = result.delta(name, "val")
     sign = lambda x: f"{x:+.4f}".replace("-", "\u2212")  # noqa: E731
     delta_text = f"Δ {sign(d['delta'])} [{sign(d['low'])}, {sign(d['high'])}]"
-    assert "val (reported): lvm-amn cosine" in md and delta_text in md
+    assert "val (reported; primary comparison): lvm-amn cosine" in md and delta_text in md
     assert f"| val | {name} | {delta_text} |" in md and f"<td>val</td><td>{name}</td><td>{delta_text}</td>" in html_text
     assert "Reported split: val (this dataset has no test split)" in md and "1000 resamples" in md
     # neighbour table with escaped chunk text: no raw markup from the data reaches the page
@@ -158,7 +159,8 @@ def test_model_card_shows_intervals_deltas_and_epoch_zero(result):
     assert f"{cos:.4f} [{lo:.4f}, {hi:.4f}]" in card
     assert f"Δ {sign(d['delta'])} [{sign(d['low'])}, {sign(d['high'])}]" in card
     assert "| split |" not in card and "val Δ model − baseline" in card and "ood Δ model − baseline" in card
-    assert "Reported split: val (no test split)" in card and "- val (reported): the model (" in card
+    assert "Reported split: val (no test split)" in card
+    assert "- val (reported; primary comparison): the model (" in card and "best trivial baseline on val" in card
     assert "no training epoch beat the untrained model" in card
     assert "Δ \u22120.0100 [\u22120.0200, \u22120.0010] vs copy_last (val)" in card
     plain = render_model_card({"training": {"best_epoch": 2}, "metrics": {"m": {"val": {"cosine": 0.5}}}})
