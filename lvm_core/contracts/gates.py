@@ -53,7 +53,7 @@ class GateThresholds:
     # evaluations recorded on the same test split (same split hash), this one included: a warning above
     # `warn_test_evaluations`, a failing gate above `max_test_evaluations` (retrying until a test passes is fishing)
     warn_test_evaluations: int = 3
-    max_test_evaluations: int = 5
+    max_test_evaluations: int = 10
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
