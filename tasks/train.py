@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from lvm_core.contracts.layout import CHECKPOINT_LAST_DIR, default_tracking_uri
+from lvm_core.data.windows import SequenceSet
+from lvm_core.evaluation.crossval import CrossValConfig, CrossValResult, run_crossval
 from lvm_core.models.config import ModelConfig
 from lvm_core.tracking.runs import TrainingRun
 from lvm_core.tracking.training_log import BaselineScores, register_trained_model
@@ -132,3 +135,12 @@ def publish_training_summary(
                           name, info["version"], result.best_val_cosine or float("nan"), best_baseline[0],
                           best_baseline[1].get("val", float("nan")))
     return summary
+
+
+@task(name="cross-validate", task_run_name="crossval-{dataset_id}", cache_policy=NO_CACHE,
+      timeout_seconds=24 * HOUR, tags=[HEAVY_CPU_TAG])
+def cross_validate(dataset_id: str, vectors: np.ndarray, pooled: SequenceSet, chunk_article_ids: np.ndarray,
+                   text_hash: np.ndarray | None, config: CrossValConfig) -> CrossValResult:
+    """Grouped cross-validation by article of every architecture beside the baselines (`lvm_core.evaluation.crossval`)."""
+    log = get_run_logger()
+    return run_crossval(vectors, pooled, chunk_article_ids, text_hash, config, progress=log.info)

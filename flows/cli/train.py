@@ -52,17 +52,34 @@ def train(
 def compare(
     data: Annotated[str, typer.Option(help="A built dataset folder")],
     arch: Annotated[list[str] | None, typer.Option(help="Architectures to train (repeatable) [default: all]")] = None,
-    epochs: Annotated[int, typer.Option(help="Maximum epochs per architecture")] = 20,
-    batch: Annotated[int, typer.Option("--batch", "--batch-size", help="Batch size")] = 64,
-    lr: Annotated[float, typer.Option(help="Learning rate")] = 1e-4,
+    folds: Annotated[int, typer.Option(help="Grouped cross-validation folds by article (>= 3); 0: the fixed split, "
+                                            "models trained once and registered")] = 10,
+    seeds: Annotated[int, typer.Option(help="Training seeds per fold (cross-validation)")] = 3,
+    curve_fraction: Annotated[list[float] | None, typer.Option(
+        help="Learning curve: fractions of the training articles (repeatable) [default: 0.25 0.5]")] = None,
+    no_curve: Annotated[bool, typer.Option("--no-curve", help="Skip the learning curve")] = False,
+    jobs: Annotated[int, typer.Option(help="Trainings run at once (cross-validation; one torch thread each)")] = 2,
+    split_seed: Annotated[int, typer.Option(help="Seed of the article-to-fold assignment")] = 0,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs per training [default: 6 in cross-validation, 20 with --folds 0]")] = None,
+    batch: Annotated[int | None, typer.Option("--batch", "--batch-size", help="Batch size [default: 128 / 64]")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate [default: 2e-4 / 1e-4]")] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Train every architecture on one dataset; print params, val/ood cosine, train time and latency beside the baselines."""
+    """Every architecture beside the trivial baselines: grouped cross-validation by article (default), or --folds 0."""
     from flows.compare import compare_architectures
     from lvm_core.evaluation.bootstrap import format_delta, format_interval
 
-    out = call_flow(compare_architectures, data=data, archs=arch or ["amn", "amn_mix", "gru", "lstm", "transformer"], epochs=epochs,
-                    batch_size=batch, lr=lr, data_dir=data_dir_of(data_dir))
+    if folds and folds < 3:
+        err.print(f"[red]--folds must be 0 or >= 3 (test, inner validation, inner train), got {folds}[/]")
+        raise typer.Exit(2)
+    fractions = [] if no_curve else (curve_fraction or [0.25, 0.5])
+    out = call_flow(compare_architectures, data=data, archs=arch or ["amn", "amn_mix", "gru", "lstm", "transformer"],
+                    epochs=epochs, batch_size=batch, lr=lr, data_dir=data_dir_of(data_dir), folds=folds, seeds=seeds,
+                    curve_fractions=fractions, jobs=jobs, split_seed=split_seed)
+    if out.get("crossval"):
+        _crossval_table(out["rows"], folds, seeds)
+        typer.echo(out["markdown"])
+        return
     t = Table(title="architectures beside the trivial baselines")
     for col in ("predictor", "params", "val cos (selection)", "test cos [95% CI]", "Δ test vs best baseline", "ood cos",
                 "train s", "ms/batch"):
@@ -75,3 +92,19 @@ def compare(
                   f"{r['ood_cosine']:.4f}", f"{r['train_seconds']:.0f}", f"{r['latency_ms_per_batch']:.2f}")
     err.print(t)
     typer.echo(out["markdown"])
+
+
+def _crossval_table(rows: list[dict], folds: int, seeds: int) -> None:
+    from lvm_core.evaluation.bootstrap import format_delta, format_interval
+    from lvm_core.evaluation.compare import crossval_verdict
+
+    t = Table(title=f"grouped {folds}-fold cross-validation by article, {seeds} seed(s)")
+    for col in ("predictor", "cosine [95% CI]", "Δ vs best baseline [95% CI]", "Holm p", "R@1 (within article)", "MRR"):
+        t.add_column(col, justify="left" if col == "predictor" else "right")
+    for r in rows:
+        d = r.get("delta_cosine")
+        t.add_row(r["predictor"], format_interval(r["cosine"]["mean"], r["cosine"]["low"], r["cosine"]["high"]),
+                  format_delta(d["delta"], d["low"], d["high"]) if d else "—", f"{d['p_holm']:.3g}" if d else "—",
+                  f"{r['r@1']['mean']:.3f}", f"{r['mrr']['mean']:.3f}")
+    err.print(t)
+    err.print(crossval_verdict(rows, 0.95))

@@ -3,6 +3,7 @@ the same windows, with size, accuracy, training time and inference latency side 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -104,5 +105,61 @@ def comparison_markdown(rows: Sequence[dict[str, Any]], title: str) -> str:
                 cells.append(f"{v:.4f}")
             else:
                 cells.append(f"{v:,}" if isinstance(v, int) else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# --- grouped cross-validation (lvm_core.evaluation.crossval) ------------------------------------------------
+
+def _cell(v: dict[str, float] | None, digits: int = 4) -> str:
+    return "—" if not v else format_interval(v["mean"], v["low"], v["high"], digits)
+
+
+def _delta_cell(v: dict[str, float] | None, digits: int = 4) -> str:
+    return "—" if not v else format_delta(v["delta"], v["low"], v["high"], digits)
+
+
+def crossval_verdict(rows: Sequence[dict[str, Any]], level: float) -> str:
+    """One sentence: which models beat the per-fold best baseline after Holm's correction, or that none does."""
+    alpha = (1.0 - level) / 2.0
+    models = [r for r in rows if r["kind"] == "model"]
+    wins = [r["predictor"] for r in models if r["delta_cosine"].get("p_holm", 1.0) < alpha]
+    if not wins:
+        best = max(models, key=lambda r: r["delta_cosine"]["delta"]) if models else None
+        tail = f" (closest: {best['predictor']}, {_delta_cell(best['delta_cosine'])})" if best else ""
+        return (f"No model beats the best trivial baseline: no Holm-adjusted one-sided p below {alpha:.3g}{tail}.")
+    return f"Beat the best trivial baseline after Holm's correction (one-sided α = {alpha:.3g}): {', '.join(wins)}."
+
+
+def crossval_markdown(result: Any, title: str) -> str:
+    """The cross-validation table (`CrossValResult.rows`): pooled per-article means with cluster-t intervals,
+    model − best-baseline deltas with the seed spread, Holm-adjusted p, within-article R@1 / MRR."""
+    cfg, rows = result.config, result.rows
+    pct = f"{cfg['level']:.0%}"
+    head = ["predictor", f"cosine [{pct} CI]", f"Δ cosine vs best baseline [{pct} CI]", "seed SD of Δ",
+            "p (one-sided)", "Holm p", f"within-article R@1 [{pct} CI]", "Δ R@1 vs best baseline", "within-article MRR",
+            "best epoch (median) / epoch-0 share", "train s (mean)"]
+    lines = [f"## {title}", "",
+             f"{result.n_articles} articles ({result.n_windows:,} windows), {cfg['folds']} folds × {cfg['seeds']} seed(s); "
+             f"each article is test once; inner validation (the next fold) chose the epoch (epoch 0 included) and the "
+             f"best baseline; configurations tried: {result.configurations_tried} (one per architecture: "
+             f"{cfg['epochs']} epochs max, patience {cfg['patience']}, batch {cfg['batch_size']}, lr {cfg['lr']:g}, "
+             f"weight decay {cfg['weight_decay']:g}, dropout {cfg['dropout']:g}). Articles weigh equally; intervals: "
+             f"cluster-robust t over articles (seed spread folded in), Holm across the {sum(r['kind'] == 'model' for r in rows)} models.",
+             "", crossval_verdict(rows, cfg["level"]), "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        name = r["predictor"]
+        if r["kind"] == "baseline":
+            name += f" (best in {r['chosen_in_folds']}/{cfg['folds']} folds)" if r["predictor"] != "best_baseline" \
+                else " (chosen per fold on inner val)"
+            cells = [name, _cell(r["cosine"]), "—", "—", "—", "—", _cell(r["r@1"], 3), "—",
+                     format_interval(r["mrr"]["mean"], digits=3), "—", "—"]
+        else:
+            d = r["delta_cosine"]
+            sd = "—" if not math.isfinite(d["seed_sd"]) else f"{d['seed_sd']:.4f}"
+            cells = [name, _cell(r["cosine"]), _delta_cell(d), sd, f"{d['p']:.3g}", f"{d['p_holm']:.3g}",
+                     _cell(r["r@1"], 3), _delta_cell(r["delta_r@1"], 3), format_interval(r["mrr"]["mean"], digits=3),
+                     f"{r['median_best_epoch']:g} / {r['epoch0_share']:.0%}", f"{r['train_seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
