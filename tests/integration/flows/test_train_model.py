@@ -239,7 +239,8 @@ def test_cli_sequences_round_trip_with_excluded_articles(tmp_path: Path):
 def test_compare_tabulates_architectures_beside_baselines(small_dataset: Path, session_data_dir: Path):
     from flows.compare import compare_architectures
 
-    out = compare_architectures(data=str(small_dataset), archs=["amn", "gru"], epochs=1, data_dir=str(session_data_dir))
+    out = compare_architectures(data=str(small_dataset), archs=["amn", "gru"], epochs=1, data_dir=str(session_data_dir),
+                               folds=0)
     kinds = {r["predictor"].split(" ")[0]: r["kind"] for r in out["rows"]}
     assert kinds == {"copy_last": "baseline", "context_mean": "baseline", "recency_weighted_mean": "baseline",
                      "ridge": "baseline", "amn": "model", "gru": "model"}
