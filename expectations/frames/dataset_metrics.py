@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from expectations.frames.common import as_number, get_key, get_path
+from lvm_core.contracts.manifest import ood_is_shift
 
 DATASET_METRICS_COLUMNS: tuple[str, ...] = (
     "article_overlap",  # max of manifest leakage_raw.article_overlap and leakage.article_overlap
@@ -26,6 +27,11 @@ DATASET_METRICS_COLUMNS: tuple[str, ...] = (
     "abs_mean_diff_val",
     "abs_mean_diff_test",
     "abs_mean_diff_ood",
+    # what the split_parity_ood gate bounds: ks_ood / abs_mean_diff_ood, or null (not gated) where ood is a
+    # real shift (ranges or titles held out): a held-out topic is expected to differ in coherence
+    "ks_ood_gated",
+    "abs_mean_diff_ood_gated",
+    "ood_is_shift",  # 1.0 when the manifest's ood_kind is "shift", else 0.0
     "oracle_recall_at_5",
     "n_manifest_problems",
     "manifest_problems",  # text, "; "-joined
@@ -37,6 +43,9 @@ def dataset_metrics_frame(
 ) -> pd.DataFrame:
     """The one row; `problems` must already hold every manifest problem (the last two columns)."""
     leak = get_key(manifest, "leakage")
+    shift = ood_is_shift(get_key(manifest, "splits"))
+    ks_ood = as_number(get_key(parity.get("ood"), "ks"))
+    diff_ood = abs(as_number(get_key(parity.get("ood"), "mean_diff")))
     metrics = {
         "article_overlap": max(
             as_number(get_key(leak, "article_overlap")), as_number(get_path(manifest, "leakage_raw", "article_overlap")),
@@ -49,10 +58,13 @@ def dataset_metrics_frame(
         "sequence_problems": "; ".join(windows["problems"]),
         "ks_val": as_number(get_key(parity.get("val"), "ks")),
         "ks_test": as_number(get_key(parity.get("test"), "ks")),
-        "ks_ood": as_number(get_key(parity.get("ood"), "ks")),
+        "ks_ood": ks_ood,
         "abs_mean_diff_val": abs(as_number(get_key(parity.get("val"), "mean_diff"))),
         "abs_mean_diff_test": abs(as_number(get_key(parity.get("test"), "mean_diff"))),
-        "abs_mean_diff_ood": abs(as_number(get_key(parity.get("ood"), "mean_diff"))),
+        "abs_mean_diff_ood": diff_ood,
+        "ks_ood_gated": math.nan if shift else ks_ood,
+        "abs_mean_diff_ood_gated": math.nan if shift else diff_ood,
+        "ood_is_shift": 1.0 if shift else 0.0,
         "oracle_recall_at_5": as_number(get_key(manifest, "oracle_recall_at_5")),
         "n_manifest_problems": len(problems),
         "manifest_problems": "; ".join(problems),

@@ -473,6 +473,27 @@ def test_thresholds_are_honoured(dataset: Path) -> None:
     assert gates["split_parity_ood"].value["ks"] == pytest.approx(0.3)
     assert gates["split_parity_val"].passed  # ks 0.25 <= 0.28
 
+
+def test_parity_of_a_shifted_ood_is_recorded_not_gated(dataset: Path) -> None:
+    """Held out by range or title, ood may differ in coherence: its parity is recorded, and gated only when
+    ood is a stratified (in-distribution) sample, where a difference means a broken draw."""
+    strict = GateThresholds(max_split_ks=0.28)
+    assert "split_parity_ood" in run_pre_training_gates(dataset, thresholds=strict, data_docs=False).failed
+
+    def shift(m: dict) -> None:
+        m["splits"].update(mode="titles", ood_kind="shift")
+
+    _edit_manifest(dataset, shift)
+    path = dataset / SPLITS_MANIFEST_FILE
+    splits = json.loads(path.read_text())
+    splits.update(mode="titles", ood_kind="shift")
+    path.write_text(json.dumps(splits))
+    report = run_pre_training_gates(dataset, thresholds=strict, data_docs=False)
+    gates = {r.name: r for r in report.results}
+    assert gates["split_parity_ood"].passed and gates["split_parity_ood"].value["ks"] == pytest.approx(0.3)
+    assert gates["split_parity_ood"].threshold == "not gated: ood is a real shift"
+    assert report.passed
+
     lenient = GateThresholds(max_crossing_windows=1)
     _crossing_window(dataset)
     report = run_pre_training_gates(dataset, thresholds=lenient, data_docs=False)
