@@ -2,18 +2,23 @@
 
 Every model maps a context of unit vectors `(B, context_len, dim)` to one L2-normalised vector `(B, dim)`:
 
-    prediction = L2norm(anchor(ctx) + residual(ctx, anchor(ctx)))
+    prediction = L2norm(anchor(ctx) + RESIDUAL_SCALE · residual(ctx, anchor(ctx)))
+    anchor(ctx) = Σ_j (w_j + gate_j(G)) · ctx_j
 
-`anchor(ctx) = Σ_j w_j · ctx_j` is the recency-weighted mean of the context, the best trivial baseline on
-real text (DESIGN.md "Measured on the embedded sample"); its `context_len` slot weights `anchor_weights`
-start uniform (the context mean) and training sets them to the `RecencyWeightedMean` fitted on the
-training windows (`set_anchor`) before epoch 0 is scored. Each architecture implements only `_residual`,
-whose last layer starts at zero, so the untrained model *is* that baseline and training only has to learn
-the correction. The anchor weights stay trainable (five numbers, no weight decay).
+The anchor is the recency-weighted mean of the context, the best trivial baseline on real text
+(DESIGN.md "Measured on the embedded sample"): its slot weights `w` (`anchor_weights`) start uniform (the
+context mean) and training sets them to the `RecencyWeightedMean` fitted on the training windows
+(`set_anchor`) before epoch 0 is scored. `gate` is a small MLP over the context's own Gram matrix G
+(the cosines between its chunks, which say nothing about the topic, so they carry over to unseen
+articles) that shifts the slot weights per window, e.g. toward the last chunk after a change of subject.
+Each architecture implements only `_residual`. The gate's and every residual's last layer start at zero,
+so the untrained model *is* the recency-weighted mean and training only has to learn corrections.
+`RESIDUAL_SCALE` slows the residual relative to the anchor: on ~7k training windows a full-speed residual
+learns the training articles' topics before anything that carries over (docs/residual-models.md).
 
-Models saved before the anchor existed (mean + residual) lack `anchor_weights`; loading fills the uniform
-weights, which reproduces them exactly, and freezes them, so a resumed old training run keeps its
-optimiser's parameter groups and goes on as it would have.
+Models saved before the anchor existed (mean + residual) lack its parameters; loading fills uniform
+weights, a zero gate and a residual scale of 1, which reproduces them exactly, and freezes the anchor,
+so a resumed old training run keeps its optimiser's parameter groups and goes on as it would have.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ from lvm_core.models.config import ModelConfig
 log = logging.getLogger(__name__)
 
 ANCHOR_KEY = "anchor_weights"
+ANCHOR_PREFIX = "anchor_"  # parameters of the anchor (weights and gate); the optimiser gives them their own group
+RESIDUAL_SCALE = 0.1
+GATE_HIDDEN = 32
 
 
 def l2norm(x: torch.Tensor) -> torch.Tensor:
@@ -63,7 +71,13 @@ class VectorPredictor(nn.Module):
                 "build models with lvm_core.models.build_model(config)"
             )
         self.config = config
-        self.anchor_weights = nn.Parameter(torch.full((config.context_len,), 1.0 / config.context_len))
+        n = config.context_len
+        self.anchor_weights = nn.Parameter(torch.full((n,), 1.0 / n))
+        self._pairs = torch.triu_indices(n, n, 1)
+        self.anchor_gate = nn.Sequential(nn.Linear(max(self._pairs.shape[1], 1), GATE_HIDDEN), nn.GELU(),
+                                         zero_linear(GATE_HIDDEN, n))
+        # saved with the weights: 1 marks a model from before the anchor (its residual was not scaled)
+        self.register_buffer("residual_scale", torch.tensor(RESIDUAL_SCALE))
         self.register_load_state_dict_pre_hook(_fill_legacy_anchor)  # type: ignore[no-untyped-call]
 
     def set_anchor(self, weights: np.ndarray | torch.Tensor) -> None:
@@ -84,25 +98,42 @@ class VectorPredictor(nn.Module):
                 f"got {tuple(ctx.shape)}"
             )
 
+    def slot_weights(self, ctx: torch.Tensor) -> torch.Tensor:
+        """Per-window slot weights of the anchor, (B, context_len): the fitted weights plus the gate's shift."""
+        if self._pairs.shape[1] == 0:  # a single context chunk: no pair to compare
+            return self.anchor_weights.expand(ctx.shape[0], -1)
+        gram = torch.einsum("bnd,bmd->bnm", ctx, ctx)
+        return self.anchor_weights + self.anchor_gate(gram[:, self._pairs[0], self._pairs[1]])
+
     def anchor(self, ctx: torch.Tensor) -> torch.Tensor:
-        """The baseline the residual corrects: Σ_j w_j · ctx_j, (B, dim)."""
-        return torch.einsum("bnd,n->bd", ctx, self.anchor_weights)
+        """The baseline the residual corrects: Σ_j (w_j + gate_j) · ctx_j, (B, dim)."""
+        return torch.einsum("bnd,bn->bd", ctx, self.slot_weights(ctx))
 
     def forward(self, ctx: torch.Tensor) -> torch.Tensor:
         """(B, context_len, dim) -> (B, dim), unit length."""
         self._check_input(ctx)
         base = self.anchor(ctx)
-        return l2norm(base + self._residual(ctx, base))
+        return l2norm(base + self.residual_scale * self._residual(ctx, base))
 
     def _residual(self, ctx: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
 
 def _fill_legacy_anchor(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-    """A state dict from before the anchor (mean + residual) gets uniform, frozen anchor weights: the same model."""
-    key = prefix + ANCHOR_KEY
-    if key not in state_dict and isinstance(module, VectorPredictor):
+    """A state dict from before the anchor (mean + residual) gets uniform weights, a zero gate and residual
+    scale 1: the same model. Its anchor stays frozen (also once saved again), so a resumed old training
+    run keeps its optimiser's parameter groups."""
+    if not isinstance(module, VectorPredictor):
+        return
+    if prefix + "residual_scale" not in state_dict:
         n = module.config.context_len
-        log.info("%s: weights saved without %s; using the context mean (uniform weights)", module.arch, ANCHOR_KEY)
-        state_dict[key] = torch.full((n,), 1.0 / n)
-        module.anchor_weights.requires_grad_(False)
+        log.info("%s: weights saved without an anchor; using the context mean (uniform weights)", module.arch)
+        state_dict[prefix + "residual_scale"] = torch.tensor(1.0)
+        state_dict[prefix + ANCHOR_KEY] = torch.full((n,), 1.0 / n)
+        for name, value in module.anchor_gate.state_dict().items():
+            zero = name.startswith("2.")  # the gate's last layer: no shift of the weights
+            state_dict[f"{prefix}anchor_gate.{name}"] = torch.zeros_like(value) if zero else value.detach().clone()
+    legacy = float(state_dict[prefix + "residual_scale"]) == 1.0
+    for name, param in module.named_parameters():
+        if name.startswith(ANCHOR_PREFIX):
+            param.requires_grad_(not legacy)
