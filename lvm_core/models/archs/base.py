@@ -24,7 +24,7 @@ so a resumed old training run keeps its optimiser's parameter groups and goes on
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -103,7 +103,8 @@ class VectorPredictor(nn.Module):
         if self._pairs.shape[1] == 0:  # a single context chunk: no pair to compare
             return self.anchor_weights.expand(ctx.shape[0], -1)
         gram = torch.einsum("bnd,bmd->bnm", ctx, ctx)
-        return self.anchor_weights + self.anchor_gate(gram[:, self._pairs[0], self._pairs[1]])
+        shift = cast(torch.Tensor, self.anchor_gate(gram[:, self._pairs[0], self._pairs[1]]))
+        return self.anchor_weights + shift
 
     def anchor(self, ctx: torch.Tensor) -> torch.Tensor:
         """The baseline the residual corrects: Σ_j (w_j + gate_j) · ctx_j, (B, dim)."""
@@ -113,7 +114,8 @@ class VectorPredictor(nn.Module):
         """(B, context_len, dim) -> (B, dim), unit length."""
         self._check_input(ctx)
         base = self.anchor(ctx)
-        return l2norm(base + self.residual_scale * self._residual(ctx, base))
+        scale = cast(torch.Tensor, self.residual_scale)
+        return l2norm(base + scale * self._residual(ctx, base))
 
     def _residual(self, ctx: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
