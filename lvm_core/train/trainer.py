@@ -1,7 +1,8 @@
 """`train`: the training driver — checks, a fresh or resumed start, then epochs with checkpoints and early stopping.
 
 The driver decides the run's life cycle and nothing else. Epoch 0, the untrained
-model, is a candidate like every epoch: its val cosine (`initial_val_cosine`) is the score to beat, its
+model — the recency-weighted mean fitted on the train windows (`fit_anchor`, `models.archs.base`) — is a
+candidate like every epoch: its val cosine (`initial_val_cosine`) is the score to beat, its
 weights are written to `best/` before the first epoch, and when no epoch beats it by `min_delta` the run
 returns the untrained weights with `best_epoch == 0`. `best` is committed before `last`, so a crash between
 the two leaves at worst a `best` one epoch ahead, which the deterministic re-run of that epoch rewrites.
