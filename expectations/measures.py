@@ -96,8 +96,9 @@ GATE_MEASURES: dict[str, _Measure] = {
         {
             "article_overlap": _whole(_metric(f, "article_overlap")),
             "text_hash_overlap_rate": _per_split(f, "text_hash_overlap_rate"),
+            "val_test_overlap_rate": to_plain(float(_metric(f, "val_test_overlap_rate")), nan_to_none=True),
         },
-        {"article_overlap": 0, "text_hash_overlap_rate": t.max_leakage_rate},
+        {"article_overlap": 0, "text_hash_overlap_rate": t.max_leakage_rate, "val_test_overlap_rate": t.max_leakage_rate},
     ),
     "near_duplicates_zero": lambda f, t: (_per_split(f, "near_duplicate_rate"), t.max_near_duplicate_rate),
     "purged_fraction": lambda f, t: (_per_split(f, "purged_fraction"), t.max_purged_fraction),

@@ -18,6 +18,7 @@ DATASET_METRICS_COLUMNS: tuple[str, ...] = (
     "article_overlap",  # max of manifest leakage_raw.article_overlap and leakage.article_overlap
     "text_hash_overlap_rate",  # manifest leakage.text_hash_overlap.rate, after the purge: recorded, not gated
     "near_duplicate_rate",  # manifest leakage.near_duplicates.rate, after the purge: recorded, not gated
+    "val_test_overlap_rate",  # manifest leakage_raw.val_test.rate: test rows repeating a val chunk (null: not recorded)
     "crossing_windows",  # recomputed
     "misaligned_windows",  # recomputed: out-of-range rows, wrong recorded article/target index, bad arrays
     "sequence_problems",  # text describing misaligned windows / malformed arrays
@@ -53,6 +54,7 @@ def dataset_metrics_frame(
         ),
         "text_hash_overlap_rate": as_number(get_path(leak, "text_hash_overlap", "rate")),
         "near_duplicate_rate": as_number(get_path(leak, "near_duplicates", "rate")),
+        "val_test_overlap_rate": as_number(get_path(manifest, "leakage_raw", "val_test", "rate")),
         "crossing_windows": windows["crossing"],
         "misaligned_windows": windows["misaligned"],
         "sequence_problems": "; ".join(windows["problems"]),

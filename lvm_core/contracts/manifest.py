@@ -146,6 +146,8 @@ class LeakageReport(ManifestPart):
     text_hash_overlap: dict[str, int | float] | None = None
     near_duplicates: dict[str, Any] | None = None
     leaking_rows: dict[str, int | float] | None = None
+    # test rows repeating a val chunk: {test_rows, text_hash_overlap, near_duplicates, rate}
+    val_test: dict[str, int | float] | None = None
 
     @property
     def text_hash_overlap_rate(self) -> float:

@@ -1,6 +1,8 @@
 """Leakage between train and val/ood: shared articles, shared chunk text, near-duplicate vectors.
 
-Three checks (DESIGN "Leakage", all must end at 0):
+Three checks between train and the evaluation splits (DESIGN "Leakage", all must end at 0), and the
+same text and vector checks between val and test (``val_test``): a test chunk repeating a val chunk
+lets what selection saw on val reappear in the reported number.
 
 1. ``article_overlap``: article ids whose rows carry more than one split name.
 2. ``text_hash_overlap``: val/ood chunks whose normalised-text hash (``chunks.text_hash``) also occurs
@@ -82,6 +84,8 @@ class LeakageScan:
     threshold: float
     backend: str = "exact"  # near-duplicate search: exact, faiss-flat (exact) or ivf (bounded, approximate)
     search: dict[str, Any] = field(default_factory=dict)  # cost bound and measured recall of the search
+    val_test_text: np.ndarray | None = None  # (n,) bool: test row whose text hash occurs in val
+    val_test_near: np.ndarray | None = None  # (n,) bool: test row with max cos to val >= threshold
 
     def __post_init__(self) -> None:
         self.row_split = split_codes(self.row_split)
@@ -116,7 +120,18 @@ class LeakageScan:
                 **self.search,
             },
             "leaking_rows": {**either, "rate": _rate(sum(either.values()), n_eval)},
+            "val_test": self._val_test(),
         }
+
+    def _val_test(self) -> dict[str, Any]:
+        """Test rows (of this assignment) repeating a val chunk's text or nearly its vector, and their share."""
+        test = self.row_split == SPLIT_CODES["test"]
+        n = int(np.count_nonzero(test))
+        text = self.val_test_text if self.val_test_text is not None else np.zeros(test.shape, dtype=bool)
+        near = self.val_test_near if self.val_test_near is not None else np.zeros(test.shape, dtype=bool)
+        either = int(np.count_nonzero((text | near) & test))
+        return {"test_rows": n, "text_hash_overlap": int(np.count_nonzero(text & test)),
+                "near_duplicates": int(np.count_nonzero(near & test)), "rate": _rate(either, n)}
 
 
 def scan_leakage(
@@ -160,6 +175,18 @@ def scan_leakage(
     with np.errstate(invalid="ignore"):
         near_leak = evalmask & (max_cos >= near_dup_threshold)
 
+    # 4. val <-> test: test chunks repeating a val chunk (text hash, or a near-duplicate vector)
+    val, test = codes == SPLIT_CODES["val"], codes == SPLIT_CODES["test"]
+    if isinstance(text_hash, np.ndarray) and np.issubdtype(text_hash.dtype, np.integer):
+        vt_text = code_leaks(text_hash, val, test)
+    else:
+        vt_text = text_hash_leaks(_as_hash_series(text_hash), val, test)
+    vt_near = np.zeros(codes.shape[0], dtype=bool)
+    if val.any() and test.any():
+        vt_cos, _, _ = _max_train_cosine(vectors, val, test, use_faiss, query_block, train_block, near_dup_threshold)
+        with np.errstate(invalid="ignore"):
+            vt_near = test & (vt_cos >= near_dup_threshold)
+
     return LeakageScan(
         row_split=codes,
         text_leak=text_leak,
@@ -170,6 +197,8 @@ def scan_leakage(
         threshold=float(near_dup_threshold),
         backend=backend,
         search=search,
+        val_test_text=vt_text,
+        val_test_near=vt_near,
     )
 
 

@@ -127,11 +127,13 @@ def _metrics_and_deltas(metrics: Any, deltas: dict[str, Any] | None) -> tuple[di
 
 
 def _leak_rate(manifest: dict[str, Any]) -> float:
-    """The larger of the text-hash and article overlap rates recorded before the purge."""
+    """The largest of the text-hash overlap rate (eval splits vs train), the article overlap and the val↔test
+    overlap rate, as recorded before the purge."""
     leakage = manifest.get("leakage_raw") or manifest.get("leakage", {})  # raw: before the purge
     return max(
         float(leakage.get("text_hash_overlap", {}).get("rate", 0.0) or 0.0),
         float(leakage.get("article_overlap", 0) or 0),
+        float((leakage.get("val_test") or {}).get("rate", 0.0) or 0.0),
     )
 
 

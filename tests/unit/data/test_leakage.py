@@ -120,3 +120,19 @@ def test_parity_after_the_purge_drops_eval_articles_with_no_window_left() -> Non
     assert purged == 3 and len(seqs["val"]) == 3
     kept = _articles_after_purge(split_df, seqs)
     assert kept["article_id"].to_list() == [1, 2, 3]  # train stays whole; val article 4 is gone
+
+
+def test_val_test_overlap_is_counted(crafted) -> None:
+    """A test chunk repeating a val chunk (text, or nearly its vector) is counted; a train repeat is not."""
+    ids, ci, hashes, v, split = crafted
+    split = split.copy()
+    split[32:40] = "test"  # article 5 becomes test; its row 33 repeats train row 3's text: train leakage only
+    clean = scan_leakage(ids, hashes, v, split).report()
+    assert clean["val_test"] == {"test_rows": 8, "text_hash_overlap": 0, "near_duplicates": 0, "rate": 0.0}
+    assert clean["text_hash_overlap"]["test"] == 1
+    hashes, v = hashes.copy(), v.copy()
+    hashes[34] = hashes[20]  # test row 34 repeats val row 20's text
+    v[35] = v[21] + 0.03 * v[0]  # test row 35: a near duplicate of val row 21
+    v[35] /= np.linalg.norm(v[35])
+    rep = scan_leakage(ids, hashes, v, split).report()["val_test"]
+    assert (rep["text_hash_overlap"], rep["near_duplicates"], rep["rate"]) == (1, 1, pytest.approx(2 / 8))

@@ -204,3 +204,11 @@ def test_old_threshold_names_are_aliases():
         GateThresholds.from_dict({"min_val_cosine": 0.7, "min_test_cosine": 0.6})
     with pytest.raises(ValueError, match="unknown"):
         GateThresholds.from_dict({"min_tset_cosine": 0.7})
+
+
+def test_leakage_gate_reads_the_val_test_overlap():
+    assert _plain()["leakage"].passed
+    leaky = {**STRATIFIED, "leakage_raw": {"article_overlap": 0, "text_hash_overlap": {"rate": 0.0},
+                                           "val_test": {"test_rows": 20, "text_hash_overlap": 2, "rate": 0.1}}}
+    g = _plain(leaky)["leakage"]
+    assert not g.passed and g.value == pytest.approx(0.1)
