@@ -30,7 +30,8 @@
 # Settings: LVM_STACK_DIR (default .stack in the checkout), LVM_STACK_HOST (address every service binds,
 # default 127.0.0.1), POSTGRES_PORT 5432, PREFECT_PORT 4200, MLFLOW_PORT 5000, SERVE_PORT 8000,
 # PROMETHEUS_PORT 9090, ALERTMANAGER_PORT 9093, PUSHGATEWAY_PORT 9091, DASK_SCHEDULER_PORT 8786,
-# DASK_DASHBOARD_PORT 8787, DASK_WORKERS 2, PYTHON (default .venv/bin/python), and compose's LVM_* settings
+# DASK_DASHBOARD_PORT 8787, DASK_WORKERS 2, PYTHON (default .venv/bin/python), LVM_STACK_DEPLOYMENTS (names of
+# prefect.yaml's deployments to create; default all), and compose's LVM_* settings
 # (LVM_ALERT_WEBHOOK_URL, LVM_ALERT_ROUTING_KEY, LVM_ZOMBIE_WINDOW_SECONDS, LVM_SNAPSHOT_SOURCE, ...).
 set -euo pipefail
 
@@ -66,6 +67,11 @@ SECRETS=(POSTGRES_PASSWORD LVM_SERVE_TOKEN MLFLOW_FLASK_SERVER_SECRET_KEY MLFLOW
          LVM_REGISTRY_PIPELINE_PASSWORD LVM_REGISTRY_SERVICE_PASSWORD LVM_REGISTRY_OPERATOR_PASSWORD)
 
 RUN="$STATE/run"; LOGS="$STATE/log"; SEC="$STATE/secrets"; PGDATA="$STATE/postgres/data"
+# Compose's arguments (`describe` prints them for the parity test); `up` adds this host's binds.
+MLFLOW_ARGS=(--app-name basic-auth --host "$HOST" --port "$MLFLOW_PORT"
+             --backend-store-uri "postgresql+psycopg://lvm@$CLIENT_HOST:$POSTGRES_PORT/mlflow"
+             --artifacts-destination "$STATE/mlartifacts")
+DASK_WORKER_ARGS=(--nthreads 1 --memory-limit 4GiB)
 
 die() { echo "stack: $*" >&2; exit 1; }
 
@@ -170,8 +176,8 @@ describe() {
   echo "bind $HOST"
   lvm_env | sed 's/^/lvm.env /'
   prefect_server_env | sed 's/^/prefect-server.env /'
-  echo "mlflow.args --app-name basic-auth --host $HOST --port $MLFLOW_PORT --backend-store-uri postgresql+psycopg://lvm@$CLIENT_HOST:$POSTGRES_PORT/mlflow --artifacts-destination $STATE/mlartifacts"
-  echo "dask-worker.args --nthreads 1 --memory-limit 4GiB"
+  echo "mlflow.args ${MLFLOW_ARGS[*]}"
+  echo "dask-worker.args ${DASK_WORKER_ARGS[*]}"
 }
 
 # --- processes ----------------------------------------------------------------------------------------
@@ -209,15 +215,29 @@ start() {
   echo "$name: started (pid $pid, log $LOGS/$name.log)"
 }
 
+# stop NAME...: TERM to every group at once, up to 20 s for all to end, then KILL what is left.
 stop() {
-  local name="$1" pid
-  running "$name" || { rm -f "$RUN/$name.pid" "$RUN/$name.start"; return 0; }
-  pid="$(pid_of "$name")"
-  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-  kill -KILL -- "-$pid" 2>/dev/null || true
-  rm -f "$RUN/$name.pid" "$RUN/$name.start"
-  echo "$name: stopped (pid $pid)"
+  local name pid names=() pids=()
+  for name in "$@"; do
+    if running "$name"; then
+      pid="$(pid_of "$name")"; names+=("$name"); pids+=("$pid")
+      kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    fi
+    rm -f "$RUN/$name.start"
+  done
+  local left
+  for _ in $(seq 1 100); do
+    left=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && left=1; done
+    ((left)) || break
+    sleep 0.2
+  done
+  local i
+  for i in "${!names[@]}"; do
+    kill -KILL -- "-${pids[$i]}" 2>/dev/null || true
+    echo "${names[$i]}: stopped (pid ${pids[$i]})"
+  done
+  for name in "$@"; do rm -f "$RUN/$name.pid"; done
 }
 
 wait_http() {  # NAME URL: until URL answers 2xx, the process dies, or the timeout passes
@@ -248,6 +268,7 @@ start_postgres() {
   if [[ ! -f "$PGDATA/PG_VERSION" ]]; then
     mkdir -p "$STATE/postgres"
     [[ $EUID -eq 0 ]] && chown postgres: "$STATE/postgres"
+    as_pg test -w "$STATE/postgres" || die "the postgres account cannot reach $STATE/postgres (a folder above it is private): choose another LVM_STACK_DIR"
     local tmp="$STATE/postgres/pw"
     (umask 077; tr -d '\n' <"$pwfile" >"$tmp")
     [[ $EUID -eq 0 ]] && chown postgres: "$tmp"
@@ -332,9 +353,7 @@ up() {
   start_postgres
 
   start prefect-server "$RUN/prefect-server.env" "$BIN/prefect" server start --host "$HOST" --port "$PREFECT_PORT"
-  start mlflow "$RUN/mlflow.env" "$BIN/mlflow" server --app-name basic-auth --host "$HOST" --port "$MLFLOW_PORT" \
-    --workers 1 --backend-store-uri "postgresql+psycopg://lvm@$CLIENT_HOST:$POSTGRES_PORT/mlflow" \
-    --artifacts-destination "$STATE/mlartifacts" \
+  start mlflow "$RUN/mlflow.env" "$BIN/mlflow" server "${MLFLOW_ARGS[@]}" --workers 1 \
     --allowed-hosts "localhost,localhost:*,127.0.0.1,127.0.0.1:*,$CLIENT_HOST,$CLIENT_HOST:*"
   start alertmanager "" "$(tool alertmanager prometheus-alertmanager)" --config.file="$RUN/alertmanager.yml" \
     --storage.path="$STATE/alertmanager" --web.listen-address="$HOST:$ALERTMANAGER_PORT" --cluster.listen-address=
@@ -346,7 +365,7 @@ up() {
   local i
   for i in $(seq 1 "$DASK_WORKERS"); do
     start "dask-worker-$i" "$RUN/lvm.env" "$BIN/dask" worker "tcp://$CLIENT_HOST:$DASK_SCHEDULER_PORT" \
-      --host "$HOST" --nthreads 1 --memory-limit 4GiB --name "dask-worker-$i"
+      "${DASK_WORKER_ARGS[@]}" --host "$HOST" --dashboard-address "$HOST:0" --name "dask-worker-$i"
   done
 
   wait_http prefect-server "http://$CLIENT_HOST:$PREFECT_PORT/api/health"
@@ -365,7 +384,11 @@ up() {
         --pipeline-password-file "$(secret_file LVM_REGISTRY_PIPELINE_PASSWORD)" \
         --service-password-file "$(secret_file LVM_REGISTRY_SERVICE_PASSWORD)" \
         --operator-password-file "$(secret_file LVM_REGISTRY_OPERATOR_PASSWORD)"
-      (set -a; source "$RUN/pipeline.env"; set +a; "$PY" -m deployments.setup && "$BIN/prefect" --no-prompt deploy --all)
+      local deploy=(--all) name
+      if [[ -n "${LVM_STACK_DEPLOYMENTS:-}" ]]; then
+        deploy=(); for name in $LVM_STACK_DEPLOYMENTS; do deploy+=(--name "$name"); done
+      fi
+      (set -a; source "$RUN/pipeline.env"; set +a; "$PY" -m deployments.setup && "$BIN/prefect" --no-prompt deploy "${deploy[@]}")
     } >>"$LOGS/setup.log" 2>&1 || { tail -n 30 "$LOGS/setup.log" >&2; die "setup failed (log $LOGS/setup.log)"; }
     touch "$RUN/setup.done"
   fi
@@ -410,11 +433,9 @@ status() {
 
 down() {
   [[ -d "$RUN" ]] || { echo "nothing started from $STATE"; return 0; }
-  local name
-  stop serve
-  stop worker
-  for name in $(cd "$RUN" && ls dask-worker-*.pid 2>/dev/null | sed 's/\.pid$//'); do stop "$name"; done
-  for name in dask-scheduler prometheus pushgateway alertmanager mlflow prefect-server; do stop "$name"; done
+  # The clients first (their last writes reach the servers), then the servers, then the database.
+  stop serve worker $(cd "$RUN" && ls dask-worker-*.pid 2>/dev/null | sed 's/\.pid$//')
+  stop dask-scheduler prometheus pushgateway alertmanager mlflow prefect-server
   stop_postgres
 }
 
