@@ -60,7 +60,7 @@ def compare(
     no_curve: Annotated[bool, typer.Option("--no-curve", help="Skip the learning curve")] = False,
     jobs: Annotated[int, typer.Option(help="Trainings run at once (cross-validation; one torch thread each)")] = 2,
     split_seed: Annotated[int, typer.Option(help="Seed of the article-to-fold assignment")] = 0,
-    epochs: Annotated[int | None, typer.Option(help="Maximum epochs per training [default: 6 in cross-validation, 20 with --folds 0]")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs per training [default: 3 in cross-validation, 20 with --folds 0]")] = None,
     batch: Annotated[int | None, typer.Option("--batch", "--batch-size", help="Batch size [default: 128 / 64]")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate [default: 2e-4 / 1e-4]")] = None,
     data_dir: DataDirOpt = None,
