@@ -20,7 +20,7 @@ def check(
     docs: Annotated[bool, typer.Option("--docs/--no-docs", help="Render the Data Docs HTML")] = True,
     encoder: Annotated[str | None, typer.Option(help="Encoder to re-encode the oracle sample with [default: the dataset's]; its fingerprint must match")] = None,
 ) -> None:
-    """Re-run every data gate on an existing dataset (oracle recomputed from its vectors and texts); exit 1 if any fails.
+    """Re-run every data gate on an existing dataset (oracle, leakage and split parity recomputed from its files); exit 1 if any fails.
 
     The dataset folder is only read.
     """
@@ -39,6 +39,13 @@ def check(
     console.print(f"oracle recall@{o['k']}: {o['recall']:.4f} ({o['hits']}/{o['sample_size']} re-encoded targets of "
                   f"{o['n_targets']}, seed {o['seed']}); the manifest recorded {gate_cell(result.recorded_oracle)}",
                   highlight=False, soft_wrap=True)
+    if result.recomputed:
+        now, then = result.recomputed["leakage_raw"], (result.recorded or {}).get("leakage_raw") or {}
+        console.print(f"leakage recomputed from the files: text-hash overlap rate "
+                      f"{now['text_hash_overlap']['rate']:.4f}, near duplicates {now['near_duplicates']['rate']:.4f}, "
+                      f"test rows repeating val {now['val_test']['rate']:.4f}; the manifest recorded "
+                      f"{gate_cell((then.get('text_hash_overlap') or {}).get('rate'))}; split parity recomputed "
+                      "over the articles with windows", highlight=False, soft_wrap=True)
     if result.report.docs_path:
         console.print(f"data docs: {result.report.docs_path}", highlight=False, soft_wrap=True)
     if not result.passed:
