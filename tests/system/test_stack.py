@@ -172,6 +172,12 @@ def test_prometheus_scrapes_the_stack_and_a_down_service_pages_through_alertmana
     up = httpx.get(f"{prom}/api/v1/query", params={"query": "up"}, timeout=10).json()["data"]["result"]
     health = {r["metric"]["job"]: r["value"][1] for r in up}
     assert health == {"lvm-serve": "0", "pushgateway": "1", "dask-scheduler": "1", "prometheus": "1"}, health
+    # The service is down for want of a champion, not of access: its account (password from a file) reads the registry.
+    deadline = time.monotonic() + 90
+    while "error:" not in (serve_log := (stack.state / "log" / "serve.log").read_text(errors="replace")):
+        assert time.monotonic() < deadline, f"lvm serve said nothing: {serve_log[-2000:]}"
+        time.sleep(1)
+    assert "no registered model named 'lvm-amn'" in serve_log and "not authenticated" not in serve_log, serve_log[-2000:]
 
 
 # --- the registry -------------------------------------------------------------------------------------
