@@ -25,6 +25,7 @@ import dataclasses
 import os
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
+from typing import Any
 
 from lvm_core.contracts.errors import UserError
 
@@ -120,6 +121,11 @@ def require_secret(name: str, purpose: str, env: Mapping[str, str] | None = None
     return value
 
 
+# MLflow 3.17's account REST API (mlflow.server.auth.routes): called with httpx, because importing MLflow's own
+# client pulls in the whole server package (~10 s).
+_USERS, _ROLES = "/api/2.0/mlflow/users", "/api/3.0/mlflow/roles"
+
+
 def provision(tracking_uri: str, admin: tuple[str, str], passwords: Mapping[str, str]) -> list[str]:
     """Create (or bring up to date) the roles of ROLES and one account per role; returns what was done.
 
@@ -127,43 +133,49 @@ def provision(tracking_uri: str, admin: tuple[str, str], passwords: Mapping[str,
     Idempotent: existing roles keep their id, missing grants are added, existing accounts get the given
     password, so rotating a password is running this again.
     """
+    import httpx
+
     unknown = set(passwords) - set(ROLES)
     if unknown or set(ROLES) - set(passwords):
         raise CredentialsError(f"passwords needed for exactly the roles {sorted(ROLES)}, got {sorted(passwords)}")
     short = [role for role, pw in passwords.items() if len(pw) < MIN_PASSWORD_CHARS]
     if short:
         raise CredentialsError(f"the passwords of {short} are shorter than {MIN_PASSWORD_CHARS} characters")
-    from mlflow.server.auth.client import AuthServiceClient  # the server package: only where accounts are made
-
-    saved = {k: os.environ.get(k) for k in (USERNAME_ENV, PASSWORD_ENV)}
-    os.environ[USERNAME_ENV], os.environ[PASSWORD_ENV] = admin
     done: list[str] = []
-    try:
-        client = AuthServiceClient(tracking_uri)
-        existing = {role.name: role for role in client.list_roles("default")}
+    with httpx.Client(base_url=tracking_uri.rstrip("/"), auth=admin, timeout=60) as http:
+
+        def call(method: str, path: str, ok: tuple[int, ...] = (200,), **kwargs: Any) -> Any:
+            resp = http.request(method, path, **kwargs)
+            if resp.status_code not in ok:
+                # The body is MLflow's error message; requests never echo a password back.
+                raise CredentialsError(f"{method} {path}: HTTP {resp.status_code} {resp.text[:200]}")
+            return resp.json() if resp.content and resp.status_code == 200 else None
+
+        roles = {r["name"]: r for r in call("GET", f"{_ROLES}/list", params={"workspace": "default"})["roles"]}
         for spec in ROLES.values():
-            role = existing.get(spec.username) or client.create_role("default", spec.username, spec.purpose)
-            have = {(p.resource_type, p.resource_pattern): p for p in client.list_role_permissions(role.id)}
+            role = roles.get(spec.username) or call(
+                "POST", f"{_ROLES}/create", json={"workspace": "default", "name": spec.username,
+                                                  "description": spec.purpose})["role"]
+            have = {(p["resource_type"], p["resource_pattern"]): p for p in call(
+                "GET", f"{_ROLES}/permissions/list", params={"role_id": str(role["id"])})["role_permissions"]}
             for rtype, pattern, permission in spec.grants:
                 grant = have.get((rtype, pattern))
                 if grant is None:
-                    client.add_role_permission(role.id, rtype, pattern, permission)
-                elif grant.permission != permission:
-                    client.update_role_permission(grant.id, permission)
-            try:
-                client.get_user(spec.username)
-                client.update_user_password(spec.username, passwords[spec.name])
-                done.append(f"account {spec.username}: password set")
-            except Exception:  # noqa: BLE001 - MLflow answers a missing user with a generic RestException
-                client.create_user(spec.username, passwords[spec.name])
+                    call("POST", f"{_ROLES}/permissions/add", json={
+                        "role_id": role["id"], "resource_type": rtype, "resource_pattern": pattern,
+                        "permission": permission})
+                elif grant["permission"] != permission:
+                    call("PATCH", f"{_ROLES}/permissions/update",
+                         json={"role_permission_id": grant["id"], "permission": permission})
+            password = passwords[spec.name]
+            if call("GET", f"{_USERS}/get", ok=(200, 404), params={"username": spec.username}) is None:
+                call("POST", f"{_USERS}/create", json={"username": spec.username, "password": password})
                 done.append(f"account {spec.username}: created")
-            if spec.username not in {r.name for r in client.list_user_roles(spec.username)}:
-                client.assign_role(spec.username, role.id)
-            done.append(f"role {spec.username}: {', '.join('/'.join(g) for g in spec.grants)}")
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
             else:
-                os.environ[key] = value
+                call("PATCH", f"{_USERS}/update-password", json={"username": spec.username, "password": password})
+                done.append(f"account {spec.username}: password set")
+            mine = call("GET", "/api/3.0/mlflow/users/roles/list", params={"username": spec.username})["roles"]
+            if spec.username not in {r["name"] for r in mine}:
+                call("POST", f"{_ROLES}/assign", json={"username": spec.username, "role_id": role["id"]})
+            done.append(f"role {spec.username}: {', '.join('/'.join(g) for g in spec.grants)}")
     return done
