@@ -73,11 +73,13 @@ def check_dataset(
     recorded: dict[str, Any] = recorded_oracle if isinstance(recorded_oracle, dict) else {}
     oracle = measure_oracle(
         root,
-        _eval_target_rows(paths.sequences),
+        _target_rows(paths.sequences, eval_splits=True),
         encoder_name=encoder or build.get("encoder"),
         k=recorded.get("k"),
         sample_size=recorded.get("sample_size") if recorded.get("sample_size") else None,
         seed=recorded.get("seed"),
+        train_rows=_target_rows(paths.sequences, eval_splits=False),
+        train_sample_size=recorded.get("train_sample_size"),
     )
     if oracle["sample_size"] < int(recorded.get("sample_size") or 0):
         oracle["note"] = f"the manifest recorded a sample of {recorded['sample_size']}"
@@ -137,14 +139,14 @@ def _near_dup_threshold(manifest: dict[str, Any], build: dict[str, Any]) -> floa
     return float(value)
 
 
-def _eval_target_rows(path: Path) -> np.ndarray:
-    """Target rows of every evaluation split present in sequences.npz (val/test/ood)."""
+def _target_rows(path: Path, eval_splits: bool) -> np.ndarray:
+    """Target rows of every evaluation split present in sequences.npz (val/test/ood), or of train."""
     try:
         with np.load(path, allow_pickle=False) as npz:
             parts = [
                 np.asarray(npz[f"{s}_target_rows"], dtype=np.int64).ravel()
                 for s in SPLIT_NAMES
-                if s != "train" and f"{s}_target_rows" in npz.files
+                if (s != "train") == eval_splits and f"{s}_target_rows" in npz.files
             ]
     except (OSError, ValueError) as exc:
         raise DataContractError(f"{path}: cannot read the evaluation targets: {exc}") from exc

@@ -108,6 +108,7 @@ def suite_parameters(thresholds: GateThresholds) -> dict[str, float | int]:
         "max_purged_fraction": float(thresholds.max_purged_fraction),
         "max_crossing_windows": int(thresholds.max_crossing_windows),
         "min_oracle_recall_at_5": float(thresholds.min_oracle_recall_at_5),
+        "max_oracle_misaligned": int(thresholds.max_oracle_misaligned),
         "max_split_ks": float(thresholds.max_split_ks),
         "max_split_mean_diff": float(thresholds.max_split_mean_diff),
     }

@@ -34,6 +34,7 @@ DATASET_METRICS_COLUMNS: tuple[str, ...] = (
     "abs_mean_diff_ood_gated",
     "ood_is_shift",  # 1.0 when the manifest's ood_kind is "shift", else 0.0
     "oracle_recall_at_5",
+    "oracle_misaligned",  # manifest oracle.misaligned: sampled rows whose vector disagrees with their text (null: not recorded)
     "n_manifest_problems",
     "manifest_problems",  # text, "; "-joined
 )
@@ -68,6 +69,7 @@ def dataset_metrics_frame(
         "abs_mean_diff_ood_gated": math.nan if shift else diff_ood,
         "ood_is_shift": 1.0 if shift else 0.0,
         "oracle_recall_at_5": as_number(get_key(manifest, "oracle_recall_at_5")),
+        "oracle_misaligned": as_number(get_path(manifest, "oracle", "misaligned")),
         "n_manifest_problems": len(problems),
         "manifest_problems": "; ".join(problems),
     }

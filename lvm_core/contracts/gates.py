@@ -36,7 +36,11 @@ class GateThresholds:
     max_near_duplicate_rate: float = 0.01  # chunks with cos >= near_dup_threshold to a train chunk
     max_purged_fraction: float = 0.01  # purged windows / windows before the purge
     max_crossing_windows: int = 0
+    # share of re-encoded target texts (eval and train samples) whose row, or a same-text row, is among the 5
+    # nearest stored vectors: below 1 only through near-duplicate neighbourhoods (tolerated up to 3%) or broken
+    # alignment; the exact alignment check is the count of misaligned rows, gated at 0
     min_oracle_recall_at_5: float = 0.97
+    max_oracle_misaligned: int = 0
     max_split_ks: float = 0.5  # KS statistic of coherence, eval split vs train, after the purge
     max_split_mean_diff: float = 0.1  # |mean coherence(split) - mean coherence(train)|
     unit_norm_tolerance: float = 1e-3

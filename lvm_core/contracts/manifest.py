@@ -166,6 +166,10 @@ class OracleRecord(ManifestPart):
     encoder: str | None = None
     hits: int
     recall: float
+    train_sample_size: int | None = None  # train targets re-encoded beside the evaluation sample
+    misaligned: int | None = None  # sampled rows whose stored vector disagrees with their re-encoded text (gated at 0)
+    aligned_cos: float | None = None  # the cosine below which a row counts as misaligned
+    min_cos: float | None = None
 
 
 class ShardStage(ManifestPart):

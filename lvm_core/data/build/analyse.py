@@ -104,7 +104,7 @@ def analyse_step(
     # oracle recall: re-encode a seeded sample of eval target texts, search the stored bank with them
     eval_targets = np.concatenate([seqs[n].target_rows for n in _eval_split_names()])
     oracle = measure_oracle(paths.root, eval_targets, encoder_name=config.encoder, batch_size=config.batch_size,
-                            text_hash=chunks.text_hash)
+                            text_hash=chunks.text_hash, train_rows=seqs["train"].target_rows)
 
     ingest = ingest_stats.to_dict() if ingest_stats is not None else read_ingest_stats(articles_path)
     try:

@@ -18,7 +18,16 @@ from lvm_core.data.embedding.encoder import load_encoder
 from lvm_core.data.embedding.fingerprint import EncoderFingerprint, FingerprintMismatchError
 from lvm_core.data.hash_codes import read_hash_codes
 from lvm_core.data.retrieval.bank import ChunkBank
-from lvm_core.data.retrieval.oracle import ORACLE_K, ORACLE_SAMPLE_SIZE, ORACLE_SEED, oracle_hits, oracle_sample
+from lvm_core.data.retrieval.oracle import (
+    ORACLE_ALIGNED_COS,
+    ORACLE_K,
+    ORACLE_SAMPLE_SIZE,
+    ORACLE_SEED,
+    ORACLE_TRAIN_SAMPLE_SIZE,
+    oracle_hits,
+    oracle_sample,
+)
+from lvm_core.data.vector_files import as_float32_block
 from lvm_core.io.storage import read_json
 
 #: Rows per block when the oracle checks and searches the bank (16k x 384 float32 = 24 MiB).
@@ -35,6 +44,8 @@ def measure_oracle(
     seed: int | None = None,
     batch_size: int = 64,
     text_hash: np.ndarray | None = None,
+    train_rows: np.ndarray | None = None,
+    train_sample_size: int | None = None,
 ) -> dict[str, Any]:
     """Oracle Recall@K of a dataset folder (DESIGN "Oracle Recall@K").
 
@@ -44,6 +55,9 @@ def measure_oracle(
     vectors; a hit is the target row or a row with the same text hash in the top k. Vectors permuted
     against ``chunks.parquet`` score near 0. Only reads the folder. `text_hash`: the 64-bit codes of
     ``chunks.parquet``'s text hashes (`hash_codes`), when the caller holds them already (else they are read).
+    `train_rows`: train targets, of which a seeded sample (`ORACLE_TRAIN_SAMPLE_SIZE`) is re-encoded too;
+    ``recall`` and ``hits`` count both samples, ``misaligned`` the sampled rows whose stored vector has
+    cosine < `ORACLE_ALIGNED_COS` to its re-encoded text (gated at 0).
     """
     paths = DatasetPaths(Path(root))
     k = ORACLE_K if k is None else int(k)
@@ -60,10 +74,16 @@ def measure_oracle(
             f"but {encoder_name or stored.model_name!r} loads fingerprint {encoder.fingerprint.id}; "
             "the oracle needs the dataset's own encoder"
         )
-    rows = oracle_sample(target_rows, sample_size, seed)
+    eval_rows = oracle_sample(target_rows, sample_size, seed)
+    train_sample = ORACLE_TRAIN_SAMPLE_SIZE if train_sample_size is None else int(train_sample_size)
+    train = (oracle_sample(train_rows, train_sample, seed + 1) if train_rows is not None and np.size(train_rows)
+             and train_sample > 0 else np.zeros(0, dtype=np.int64))
+    train = np.setdiff1d(train, eval_rows)
+    rows = np.union1d(eval_rows, train)
     out: dict[str, Any] = {
-        "k": k, "sample_size": int(rows.size), "seed": seed, "n_targets": int(np.unique(target_rows).size),
-        "query": "re-encoded target texts", "encoder": stored.id, "hits": 0, "recall": 0.0,
+        "k": k, "sample_size": int(eval_rows.size), "seed": seed, "n_targets": int(np.unique(target_rows).size),
+        "train_sample_size": int(train.size), "query": "re-encoded target texts", "encoder": stored.id,
+        "hits": 0, "recall": 0.0, "misaligned": 0, "aligned_cos": ORACLE_ALIGNED_COS,
     }
     if rows.size == 0:
         return out
@@ -74,7 +94,9 @@ def measure_oracle(
     bank.faiss_block_rows = _BLOCK_ROWS  # 24 MiB float32 blocks: the search streams the bank, holds one
     fresh = encoder.encode(texts, batch_size=batch_size)
     hits = oracle_hits(bank, rows, k, target_vectors=fresh)
-    out.update(hits=int(hits.sum()), recall=float(hits.mean()))
+    own = np.einsum("ij,ij->i", as_float32_block(vectors, rows), np.asarray(fresh, dtype=np.float32))
+    out.update(hits=int(hits.sum()), recall=float(hits.mean()), misaligned=int((own < ORACLE_ALIGNED_COS).sum()),
+               min_cos=float(own.min()))
     return out
 
 

@@ -54,3 +54,20 @@ def test_check_fails_leakage_the_manifest_does_not_record(dataset: Path, tmp_pat
     gates = {g.name: g for g in result.report.results}
     assert not gates["leakage_zero"].passed
     assert result.recomputed and result.recomputed["leakage_raw"]["text_hash_overlap"]["val"] == 5
+
+
+def test_two_swapped_vectors_pass_the_recall_bar_but_fail_as_misaligned(dataset: Path, tmp_path: Path) -> None:
+    """Recall@5 >= 0.97 lets 3% misaligned rows through; the count of misaligned sampled rows is gated at 0."""
+    import numpy as np
+
+    paths = DatasetPaths(dataset)
+    with np.load(paths.sequences) as npz:
+        targets = np.unique(npz["val_target_rows"])
+    a, b = int(targets[0]), int(targets[1])
+    vectors = np.load(paths.embeddings)
+    vectors[[a, b]] = vectors[[b, a]]
+    storage.write_npy(paths.embeddings, vectors)
+    result = check_dataset(dataset, docs_dir=tmp_path / "docs", data_docs=False)
+    assert result.oracle["misaligned"] == 2 and result.oracle["recall"] >= 0.97
+    assert result.oracle["train_sample_size"] > 0  # train targets are re-encoded too
+    assert "oracle_recall_at_5" in result.report.failed
