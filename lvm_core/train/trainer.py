@@ -23,6 +23,7 @@ from torch import nn
 
 from lvm_core.contracts.layout import CHECKPOINT_BEST_DIR, CHECKPOINT_LAST_DIR, CHECKPOINT_META_FILE
 from lvm_core.data.embedding.fingerprint import EncoderFingerprint
+from lvm_core.models.archs.base import VectorPredictor
 from lvm_core.models.builder import build_model, count_parameters
 from lvm_core.models.config import ModelConfig
 from lvm_core.models.loader import unrecorded_encoder
@@ -57,6 +58,7 @@ def train(
     on_epoch_end: Callable[[EpochMetrics], None] | None = None,
     fault_hook: FaultHook | None = None,
     fingerprint: EncoderFingerprint | None = None,
+    anchor_weights: np.ndarray | None = None,
 ) -> TrainResult:
     """Train `model_config`'s model on row-index windows, checkpointing every epoch into `checkpoint_dir`.
 
@@ -66,7 +68,9 @@ def train(
     tests. Divergence is returned as `status="diverged"` (never raised). With `resume=True` and no
     checkpoint yet, training starts fresh; with `resume=False` an existing checkpoint is refused.
     `fingerprint` (the encoder of `vectors`) goes into every checkpoint's encoder.json; without it the
-    checkpoints record `unrecorded_encoder`, which no encoder's vectors match.
+    checkpoints record `unrecorded_encoder`, which no encoder's vectors match. `anchor_weights` are the
+    recency-weighted mean's slot weights already fitted on `train_seqs` (e.g. the fitted
+    `recency_weighted_mean` baseline's `weights`), to skip fitting them again; None fits them here.
     """
     mc = model_config if isinstance(model_config, ModelConfig) else ModelConfig.model_validate(model_config)
     tc = train_config if isinstance(train_config, TrainConfig) else TrainConfig.model_validate(train_config)
@@ -80,7 +84,7 @@ def train(
     with torch_runtime(tc):
         seed_everything(tc.seed)
         run = _Run.start(mc, tc, fingerprint, vectors, train_seqs, vec_t, val_seqs, len(train_ds), root,
-                         resume and has_last)
+                         resume and has_last, anchor_weights)
         if run.loop.status in ("completed", "early_stopped"):
             return run.result(run.loop.status, "checkpoint already finished")  # type: ignore[arg-type]
         for epoch in range(run.loop.epoch + 1, tc.epochs + 1):
@@ -149,7 +153,8 @@ class _Run:
 
     @classmethod
     def start(cls, mc: ModelConfig, tc: TrainConfig, fingerprint: EncoderFingerprint | None, vectors: np.ndarray,
-              train_seqs: Any, vec_t: torch.Tensor, val_seqs: Any, n_train: int, root: Path, resuming: bool) -> _Run:
+              train_seqs: Any, vec_t: torch.Tensor, val_seqs: Any, n_train: int, root: Path, resuming: bool,
+              anchor_weights: np.ndarray | None = None) -> _Run:
         """A fresh run (anchor fitted on train, epoch 0 scored and written as `best`) or the interrupted one
         continued from `last`."""
         meta: dict[str, Any] = {}
@@ -159,7 +164,10 @@ class _Run:
             model = load_checkpoint(root / CHECKPOINT_LAST_DIR)[0]  # rebuilt by load_model_dir, like any model
         else:
             model = build_model(mc)
-            fit_anchor(model, vectors, train_seqs, seed=tc.seed)  # no global RNG draw: resume stays exact
+            if anchor_weights is not None and isinstance(model, VectorPredictor):
+                model.set_anchor(anchor_weights)
+            else:
+                fit_anchor(model, vectors, train_seqs, seed=tc.seed)  # no global RNG draw: resume stays exact
         model.train()
         optimizer = make_optimizer(model, tc)
         steps_per_epoch = math.ceil(n_train / tc.batch_size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from lvm_core.models.builder import build_model
@@ -39,3 +40,20 @@ def test_a_model_saved_before_the_anchor_trains_with_the_two_old_groups() -> Non
     again = build_model(CFG)
     again.load_state_dict(model.state_dict())  # saved again in the new format: still the old model
     assert len(make_optimizer(again, TrainConfig()).param_groups) == 2
+
+
+def test_given_anchor_weights_replace_the_fit(tmp_path) -> None:
+    from lvm_core.models.baselines.recency import RecencyWeightedMean
+    from lvm_core.models.baselines.simple import ContextMean
+    from lvm_core.models.predict import mean_cosine
+    from lvm_core.train.trainer import train
+    from tests.fixtures.training import CTX, MODEL, training_data
+
+    vectors, train_seqs, val_seqs = training_data()
+    cfg = TrainConfig(epochs=1, num_threads=1)
+    fitted = train(MODEL, cfg, vectors, train_seqs, val_seqs, tmp_path / "fitted")
+    recency = RecencyWeightedMean().fit(vectors, train_seqs)
+    assert fitted.initial_val_cosine == pytest.approx(mean_cosine(recency, vectors, val_seqs), abs=1e-6)
+    given = train(MODEL, cfg, vectors, train_seqs, val_seqs, tmp_path / "given", anchor_weights=np.full(CTX, 1 / CTX))
+    assert given.initial_val_cosine == pytest.approx(mean_cosine(ContextMean(), vectors, val_seqs), abs=1e-6)
+    assert given.initial_val_cosine != pytest.approx(fitted.initial_val_cosine, abs=1e-4)
