@@ -109,3 +109,18 @@ def test_holm_adjusts_step_down_and_keeps_order():
     assert adj["a"] == pytest.approx(0.03) and adj["c"] == pytest.approx(0.06) and adj["b"] == pytest.approx(0.06)
     assert math.isnan(adj["d"])
     assert holm({"x": 0.6, "y": 0.7}) == {"x": 1.0, "y": 1.0}
+
+
+def test_report_intervals_by_cluster_t_keep_the_bootstrap_point_estimate():
+    from lvm_core.evaluation.bootstrap import ArticleBootstrap
+    from lvm_core.evaluation.intervals import article_t_intervals
+
+    rng = np.random.default_rng(2)
+    aids = np.repeat(np.arange(10), rng.integers(5, 40, size=10))
+    x = rng.normal(0.5, 0.05, aids.size) + 0.02 * (aids % 3)
+    x[3] = np.nan  # a window without a value is left out of its article
+    ivs = article_t_intervals(aids, {"x": x, "zero": np.zeros(aids.size)}, 0.95)
+    boot = ArticleBootstrap(aids).mean(x)
+    assert ivs["x"].mean == pytest.approx(boot.mean)
+    assert ivs["x"].low < boot.mean < ivs["x"].high and ivs["x"].width > boot.width  # t with 9 df is wider
+    assert ivs["zero"].low == ivs["zero"].high == 0.0
