@@ -176,15 +176,16 @@ def score_windows(predictor: Any, vectors: np.ndarray, bank: ChunkBank, test: Se
 
 
 def _train_one(cfg: CrossValConfig, arch: str, seed: int, vectors: np.ndarray, train_w: SequenceSet,
-               val_w: SequenceSet, threads: int | None) -> tuple[Any, dict[str, Any]]:
-    """One training (worker process): the selected model and its outcome."""
+               val_w: SequenceSet, threads: int | None, anchor: np.ndarray | None = None) -> tuple[Any, dict[str, Any]]:
+    """One training (worker process): the selected model and its outcome. `anchor`: the fold's fitted
+    recency-weighted mean (the models' starting point), so it is not fitted again for every training."""
     mc = ModelConfig(arch=arch, dim=vectors.shape[1], context_len=train_w.ctx,
                      hidden=cfg.hidden, mlp_hidden=cfg.mlp_hidden, dropout=cfg.dropout)
     tc = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                      patience=cfg.patience, seed=seed, num_threads=threads)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="lvm-cv-") as tmp:
-        res = train(mc, tc, vectors, train_w, val_w, Path(tmp))
+        res = train(mc, tc, vectors, train_w, val_w, Path(tmp), anchor_weights=anchor)
     info = {"status": res.status, "best_epoch": res.best_epoch, "epochs_run": res.epochs_completed,
             "inner_val_cosine": res.best_val_cosine, "initial_val_cosine": res.initial_val_cosine,
             "train_seconds": time.perf_counter() - t0}
@@ -195,11 +196,12 @@ def _train_and_score(cfg: CrossValConfig, job: dict[str, Any], vectors: np.ndarr
                      bank: ChunkBank, threads: int | None) -> dict[str, Any]:
     train_w, val_w = _windows_of(pooled, job["train_articles"]), _windows_of(pooled, job["val_articles"])
     test_w = _windows_of(pooled, job["test_articles"])
-    model, info = _train_one(cfg, job["arch"], job["seed"], vectors, train_w, val_w, threads)
+    model, info = _train_one(cfg, job["arch"], job["seed"], vectors, train_w, val_w, threads, job.get("anchor"))
     if model is None:
         raise CrossValError(f"{job['arch']} fold {job['fold']} seed {job['seed']}: no model (not even epoch 0 scored)")
     per_window = score_windows(ModulePredictor(model), vectors, bank, test_w)
-    return {**{k: v for k, v in job.items() if not k.endswith("_articles")}, **info, "per_window": per_window}
+    keep = {k: v for k, v in job.items() if not k.endswith("_articles") and k != "anchor"}
+    return {**keep, **info, "per_window": per_window}
 
 
 def _baseline_scores(vectors: np.ndarray, pooled: SequenceSet, bank: ChunkBank, fold: Fold, train_articles: np.ndarray,
@@ -214,8 +216,10 @@ def _baseline_scores(vectors: np.ndarray, pooled: SequenceSet, bank: ChunkBank, 
         cols = score_windows(b, vectors, bank, test_w)
         for pname in (name, BEST_BASELINE) if name == best else (name,):
             scores.extend(_score_records(cols, test_w.article_ids, fold.index, fraction, pname, "baseline", 0))
+    recency = getattr(baselines.get("recency_weighted_mean"), "weights", None)
     run = {"fold": fold.index, "fraction": fraction, "predictor": "baselines", "best_baseline": best,
-           "inner_val_cosine": val_cos, "n_train_articles": int(train_articles.size)}
+           "inner_val_cosine": val_cos, "n_train_articles": int(train_articles.size),
+           "anchor": None if recency is None else [float(x) for x in recency]}
     return scores, run
 
 
@@ -249,7 +253,7 @@ def run_crossval(
                          configurations_tried=len(cfg.archs))
     _fit_baselines(cfg, [(fold, fold.inner_train, 1.0) for fold in folds], vectors, pooled, bank, out)
     jobs = [{"arch": a, "seed": s, "fold": f.index, "fraction": 1.0, "train_articles": f.inner_train,
-             "val_articles": f.inner_val, "test_articles": f.test}
+             "val_articles": f.inner_val, "test_articles": f.test, "anchor": _anchor(out.runs, f.index, 1.0)}
             for s in range(cfg.seeds) for a in cfg.archs for f in folds]
     say(f"cross-validation: {len(jobs)} trainings ({len(cfg.archs)} architectures x {cfg.folds} folds x {cfg.seeds} seeds)")
     _run_jobs(cfg, jobs, vectors, pooled, bank, out, say)
@@ -260,7 +264,8 @@ def run_crossval(
                  for frac in cfg.curve_fractions for fold in folds]
         _fit_baselines(cfg, parts, vectors, pooled, bank, out)
         curve_jobs = [{"arch": out.curve_arch, "seed": 0, "fold": fold.index, "fraction": frac, "train_articles": sub,
-                       "val_articles": fold.inner_val, "test_articles": fold.test} for fold, sub, frac in parts]
+                       "val_articles": fold.inner_val, "test_articles": fold.test,
+                       "anchor": _anchor(out.runs, fold.index, frac)} for fold, sub, frac in parts]
         say(f"learning curve: {len(curve_jobs)} trainings of {out.curve_arch} on {list(cfg.curve_fractions)} of the training articles")
         _run_jobs(cfg, curve_jobs, vectors, pooled, bank, out, say)
         from lvm_core.evaluation.learning_curve import curve_points
@@ -268,6 +273,12 @@ def run_crossval(
         out.curve = curve_points(out.scores, out.runs, out.curve_arch, cfg.level)
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def _anchor(runs: Sequence[dict[str, Any]], fold: int, fraction: float) -> np.ndarray | None:
+    """The recency-weighted mean's weights fitted on this fold's (and fraction's) training windows."""
+    w = next(r["anchor"] for r in runs if r["predictor"] == "baselines" and r["fold"] == fold and r["fraction"] == fraction)
+    return None if w is None else np.asarray(w, dtype=np.float64)
 
 
 def _fit_baselines(cfg: CrossValConfig, parts: Sequence[tuple[Fold, np.ndarray, float]], vectors: np.ndarray,
