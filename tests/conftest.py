@@ -44,6 +44,10 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["LVM_NO_PROGRESS"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+# Three test workers (and the servers and jobs they start) share two cores: one compute thread per process
+# (torch, ONNX Runtime, OpenBLAS) keeps them from oversubscribing the cores and spinning on each other.
+for _threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_threads, "1")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("PREFECT_API_URL", None)
 
