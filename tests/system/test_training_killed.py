@@ -99,6 +99,10 @@ def test_resume_after_sigkill(data, tmp_path) -> None:
         assert a.train_loss == pytest.approx(b.train_loss, rel=1e-4)
 
 
+# Killed once its second epoch is checkpointed: the epochs after it are what the resume must finish.
+EPOCHS = 5
+
+
 @pytest.mark.slow
 def test_killed_training_resumes_from_its_last_checkpoint(small_dataset: Path, tmp_path: Path, prefect_harness):
     """Kill `lvm train` mid-run (SIGKILL, as a lost worker would), then `--resume` finishes the same run."""
@@ -106,7 +110,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(small_dataset: Path, t
     from lvm_core.train.checkpoint import read_checkpoint_meta
 
     data_dir = tmp_path / "data"
-    args = ["--data", str(small_dataset), "--epochs", "12", "--patience", "50", "--data-dir", str(data_dir)]
+    args = ["--data", str(small_dataset), "--epochs", str(EPOCHS), "--patience", "50", "--data-dir", str(data_dir)]
     log = tmp_path / "train.log"
     # its temporary Prefect API may take long to start while the other test workers keep both cores busy
     env = {**os.environ, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
@@ -133,10 +137,10 @@ def test_killed_training_resumes_from_its_last_checkpoint(small_dataset: Path, t
                                       f"(exit {proc.returncode}):\n{log.read_text()[-3000:]}")
     ckpt = next((data_dir / "models" / "checkpoints").glob("*/last")).parent
     done = read_checkpoint_meta(ckpt / "last")["epoch"]
-    assert 2 <= done < 12
+    assert 2 <= done < EPOCHS
 
-    out = train_model(data=str(small_dataset), epochs=12, resume=True, data_dir=str(data_dir),
+    out = train_model(data=str(small_dataset), epochs=EPOCHS, resume=True, data_dir=str(data_dir),
                       train_options=__import__("lvm_core.train.config", fromlist=["TrainConfig"]).TrainConfig(patience=50))
-    assert out["epochs_run"] == 12 and out["checkpoint_dir"] == str(ckpt)
+    assert out["epochs_run"] == EPOCHS and out["checkpoint_dir"] == str(ckpt)
     history = read_checkpoint_meta(ckpt / "last")["history"]
-    assert [h["epoch"] for h in history] == list(range(1, 13))
+    assert [h["epoch"] for h in history] == list(range(1, EPOCHS + 1))
