@@ -73,8 +73,9 @@ class VectorPredictor(nn.Module):
         self.config = config
         n = config.context_len
         self.anchor_weights = nn.Parameter(torch.full((n,), 1.0 / n))
-        self._pairs = torch.triu_indices(n, n, 1)
-        self.anchor_gate = nn.Sequential(nn.Linear(max(self._pairs.shape[1], 1), GATE_HIDDEN), nn.GELU(),
+        pairs = torch.triu_indices(n, n, 1)  # the chunk pairs (j < k) whose cosines the gate reads
+        self.register_buffer("gram_pairs", pairs, persistent=False)  # moves with the module's device
+        self.anchor_gate = nn.Sequential(nn.Linear(max(pairs.shape[1], 1), GATE_HIDDEN), nn.GELU(),
                                          zero_linear(GATE_HIDDEN, n))
         # saved with the weights: 1 marks a model from before the anchor (its residual was not scaled)
         self.register_buffer("residual_scale", torch.tensor(RESIDUAL_SCALE))
@@ -100,10 +101,11 @@ class VectorPredictor(nn.Module):
 
     def slot_weights(self, ctx: torch.Tensor) -> torch.Tensor:
         """Per-window slot weights of the anchor, (B, context_len): the fitted weights plus the gate's shift."""
-        if self._pairs.shape[1] == 0:  # a single context chunk: no pair to compare
+        pairs = cast(torch.Tensor, self.gram_pairs)
+        if pairs.shape[1] == 0:  # a single context chunk: no pair to compare
             return self.anchor_weights.expand(ctx.shape[0], -1)
         gram = torch.einsum("bnd,bmd->bnm", ctx, ctx)
-        shift = cast(torch.Tensor, self.anchor_gate(gram[:, self._pairs[0], self._pairs[1]]))
+        shift = cast(torch.Tensor, self.anchor_gate(gram[:, pairs[0], pairs[1]]))
         return self.anchor_weights + shift
 
     def anchor(self, ctx: torch.Tensor) -> torch.Tensor:
