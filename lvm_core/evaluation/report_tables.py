@@ -19,7 +19,9 @@ from lvm_core.evaluation.gates import gate_value_text, primary_baseline
 from lvm_core.evaluation.result import INTERVAL_METRICS, EvaluationResult, split_label
 
 TEXT_LIMIT = 240  # characters of chunk text shown per table cell
-DELTA_METRICS = (("cosine", "cosine"), ("margin", "margin"), ("r@5", "R@5"), ("mrr", "MRR"), ("contrastive_acc", "contrastive acc"))
+DELTA_METRICS = (("cosine", "cosine"), ("margin", "margin"), ("r@5", "R@5"), ("mrr", "MRR"),
+                 ("within_r@1", "within-article R@1"), ("within_mrr", "within-article MRR"),
+                 ("contrastive_acc", "contrastive acc"))
 
 
 @dataclass
@@ -116,9 +118,10 @@ def summary_table(res: EvaluationResult) -> Table:
         p, s = r["predictor"], r["split"]
         rows.append(
             [p, split_label(s, res.ood_kind), r["n_windows"]]
-            + [_cell(res, p, s, k) for k in ("cosine", "margin", "r@5", "mrr", "contrastive_acc")]
+            + [_cell(res, p, s, k) for k in ("cosine", "margin", "r@5", "mrr", "contrastive_acc", "within_r@1")]
         )
-    return Table(["predictor", "split", "windows", "cosine", "margin", "R@5", "MRR", "contrastive acc"], rows)
+    headers = ["predictor", "split", "windows", "cosine", "margin", "R@5", "MRR", "contrastive acc", "within-article R@1"]
+    return Table(headers, rows)
 
 
 def delta_table(res: EvaluationResult) -> Table | None:

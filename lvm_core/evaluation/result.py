@@ -29,7 +29,7 @@ __all__ = [
 
 #: Metrics where a lower value is better (everything else: higher is better).
 LOWER_IS_BETTER = frozenset({"median_rank"})
-SUMMARY_METRICS = ("cosine", "margin", "r@5", "mrr", "contrastive_acc")
+SUMMARY_METRICS = ("cosine", "margin", "r@5", "mrr", "contrastive_acc", "within_r@1")
 #: Metrics that are means over windows: each gets an article-bootstrap interval, and a model − baseline
 #: delta with its interval (DESIGN "Evaluation": intervals).
 INTERVAL_METRICS = (
@@ -180,7 +180,7 @@ class EvaluationResult:
         return abs(self.metric(p, "ood", metric) - self.metric(p, "val", metric))
 
     def summary_table(self, metrics: Sequence[str] = SUMMARY_METRICS) -> list[dict[str, Any]]:
-        """Rows predictor × split with cosine, margin, r@5, mrr, contrastive accuracy and n_windows."""
+        """Rows predictor × split with cosine, margin, r@5, mrr, contrastive accuracy, within-article R@1 and n_windows."""
         rows = []
         for p in self.predictors:
             for s in self.splits:
