@@ -36,8 +36,11 @@ def check(
                   "" if r.passed else r.detail)
     console.print(t)
     o = result.oracle
-    console.print(f"oracle recall@{o['k']}: {o['recall']:.4f} ({o['hits']}/{o['sample_size']} re-encoded targets of "
-                  f"{o['n_targets']}, seed {o['seed']}); the manifest recorded {gate_cell(result.recorded_oracle)}",
+    sampled = int(o["sample_size"]) + int(o.get("train_sample_size") or 0)
+    console.print(f"oracle recall@{o['k']}: {o['recall']:.4f} ({o['hits']}/{sampled} re-encoded targets: {o['sample_size']} "
+                  f"of {o['n_targets']} evaluation targets and {o.get('train_sample_size') or 0} train targets, seed "
+                  f"{o['seed']}); misaligned rows (cosine < {o.get('aligned_cos')} to their re-encoded text): "
+                  f"{o.get('misaligned')}; the manifest recorded {gate_cell(result.recorded_oracle)}",
                   highlight=False, soft_wrap=True)
     if result.recomputed:
         now, then = result.recomputed["leakage_raw"], (result.recorded or {}).get("leakage_raw") or {}
