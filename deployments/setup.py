@@ -13,6 +13,12 @@ PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds (30, set in prefect.yaml, start_local.
 file). When a run that is Running (or has sent a heartbeat) sends neither another heartbeat nor a
 terminal state event for LVM_ZOMBIE_WINDOW_SECONDS (default: 3 x the heartbeat frequency), the
 automation sets it to Crashed, which in turn fires the failure alert. 0 removes the automation.
+
+Lost Pending runs: a worker marks a run Pending when it claims it, then starts its process; a worker that dies
+between the two leaves a run that never sends a heartbeat. `lvm-lost-pending-flow-runs` marks a run Crashed
+when it stays Pending (neither starts nor ends nor goes back to Scheduled) for LVM_PENDING_WINDOW_SECONDS
+(default 600: a process worker starts a run in seconds, a container worker may first pull an image), which
+fires the same failure alert. 0 removes it.
 """
 
 from __future__ import annotations
@@ -60,6 +66,21 @@ ZOMBIE_EXPECTED_EVENTS = (
     "prefect.flow-run.Cancelled",
     "prefect.flow-run.Paused",
     "prefect.flow-run.Suspended",
+)
+
+PENDING_AUTOMATION_NAME = "lvm-lost-pending-flow-runs"
+PENDING_WINDOW_ENV = "LVM_PENDING_WINDOW_SECONDS"
+PENDING_WINDOW_DEFAULT_S = 600.0
+# What a claimed run does next when its worker is alive: starts, ends (cancelled before it started, ...), or is
+# handed back to the scheduler (a Scheduled-type state such as AwaitingRetry or AwaitingConcurrencySlot).
+PENDING_EXPECTED_EVENTS = (
+    "prefect.flow-run.Running",
+    *(e for e in ZOMBIE_EXPECTED_EVENTS if e != "prefect.flow-run.heartbeat"),
+    "prefect.flow-run.Cancelling",
+    "prefect.flow-run.Scheduled",
+    "prefect.flow-run.Late",
+    "prefect.flow-run.AwaitingRetry",
+    "prefect.flow-run.AwaitingConcurrencySlot",
 )
 
 # The Custom Webhook block wraps the automation's rendered body (a JSON object fragment, see
@@ -122,6 +143,57 @@ def zombie_window_seconds(env: Mapping[str, str] | None = None) -> float:
     return window
 
 
+def pending_window_seconds(env: Mapping[str, str] | None = None) -> float:
+    """How long a claimed (Pending) flow run may stay unstarted before it is marked Crashed; 0 = no automation."""
+    env = os.environ if env is None else env
+    raw = env.get(PENDING_WINDOW_ENV, "")
+    window = _seconds(PENDING_WINDOW_ENV, raw) if raw.strip() else PENDING_WINDOW_DEFAULT_S
+    if window and window < MIN_PROACTIVE_WITHIN_S:
+        raise SetupError(f"{PENDING_WINDOW_ENV}={window:g}: must be at least {MIN_PROACTIVE_WITHIN_S} s (or 0 to disable)")
+    return window
+
+
+def _silence_automation(name: str, description: str, after: Sequence[str], expect: Sequence[str],
+                        window_seconds: float, message: str) -> Any:
+    """A proactive automation, one bucket per flow run: opened by an `after` event, satisfied by an `expect`
+    event; a bucket that runs out sets the run Crashed (not forced: a run that already finished keeps its state),
+    and the Crashed state's event is what the failure alert of automations.yaml pages on."""
+    from prefect.events.schemas.automations import AutomationCore
+
+    spec = {
+        "name": name,
+        "description": description,
+        "enabled": True,
+        "trigger": {
+            "type": "event",
+            "posture": "Proactive",
+            "match": {"prefect.resource.id": "prefect.flow-run.*"},
+            "after": list(after),
+            "expect": list(expect),
+            "for_each": ["prefect.resource.id"],
+            "threshold": 1,
+            "within": window_seconds,
+        },
+        "actions": [{"type": "change-flow-run-state", "state": "CRASHED", "name": "Crashed", "message": message}],
+    }
+    try:
+        return AutomationCore.model_validate(spec)
+    except ValueError as exc:
+        raise SetupError(f"automation {name!r} is invalid: {exc}") from exc
+
+
+def pending_automation(window_seconds: float) -> Any:
+    """Proactive automation: a flow run Pending for `window_seconds` without starting or ending -> Crashed."""
+    return _silence_automation(
+        PENDING_AUTOMATION_NAME,
+        f"Mark a flow run Crashed when it stayed Pending (claimed by a worker) for {window_seconds:g} s without "
+        "starting, ending or going back to Scheduled: its worker died before the run's process started.",
+        ["prefect.flow-run.Pending"], PENDING_EXPECTED_EVENTS, window_seconds,
+        f"Pending for {window_seconds:g} s without starting: the worker that claimed it is gone. Marked Crashed "
+        f"by the automation {PENDING_AUTOMATION_NAME!r}.",
+    )
+
+
 def zombie_automation(window_seconds: float) -> Any:
     """Proactive automation: a flow run with no heartbeat and no final state for `window_seconds` -> Crashed.
 
@@ -131,42 +203,14 @@ def zombie_automation(window_seconds: float) -> Any:
     finished keeps its state). The Crashed state emits `prefect.flow-run.Crashed`, which the failure
     alert of automations.yaml pages on.
     """
-    from prefect.events.schemas.automations import AutomationCore
-
-    spec = {
-        "name": ZOMBIE_AUTOMATION_NAME,
-        "description": (
-            f"Mark a flow run Crashed when it sent no heartbeat (prefect.flow-run.heartbeat) and reached no "
-            f"final state for {window_seconds:g} s: its worker or machine died with it."
-        ),
-        "enabled": True,
-        "trigger": {
-            "type": "event",
-            "posture": "Proactive",
-            "match": {"prefect.resource.id": "prefect.flow-run.*"},
-            "after": list(ZOMBIE_START_EVENTS),
-            "expect": list(ZOMBIE_EXPECTED_EVENTS),
-            "for_each": ["prefect.resource.id"],
-            "threshold": 1,
-            "within": window_seconds,
-        },
-        "actions": [
-            {
-                "type": "change-flow-run-state",
-                "state": "CRASHED",
-                "name": "Crashed",
-                "message": (
-                    f"No heartbeat from this flow run for {window_seconds:g} s: its process is gone "
-                    "(worker or machine lost). Marked Crashed by the automation "
-                    f"{ZOMBIE_AUTOMATION_NAME!r}."
-                ),
-            }
-        ],
-    }
-    try:
-        return AutomationCore.model_validate(spec)
-    except ValueError as exc:
-        raise SetupError(f"automation {ZOMBIE_AUTOMATION_NAME!r} is invalid: {exc}") from exc
+    return _silence_automation(
+        ZOMBIE_AUTOMATION_NAME,
+        f"Mark a flow run Crashed when it sent no heartbeat (prefect.flow-run.heartbeat) and reached no "
+        f"final state for {window_seconds:g} s: its worker or machine died with it.",
+        ZOMBIE_START_EVENTS, ZOMBIE_EXPECTED_EVENTS, window_seconds,
+        f"No heartbeat from this flow run for {window_seconds:g} s: its process is gone "
+        f"(worker or machine lost). Marked Crashed by the automation {ZOMBIE_AUTOMATION_NAME!r}.",
+    )
 
 
 def alert_block(url: str, routing_key: str = "") -> Any:
@@ -304,6 +348,17 @@ def ensure_zombie_automation(client: Any, window_seconds: float) -> list[str]:
     return [f"automation {ZOMBIE_AUTOMATION_NAME!r}: {'deleted' if existing else 'not installed'} ({ZOMBIE_WINDOW_ENV}=0)"]
 
 
+def ensure_pending_automation(client: Any, window_seconds: float) -> list[str]:
+    """Create or update the lost-Pending automation; with a window of 0, delete it."""
+    if window_seconds:
+        [line] = ensure_automations(client, [pending_automation(window_seconds)])
+        return [f"{line} (Pending for {window_seconds:g} s without starting -> Crashed)"]
+    existing = client.read_automations_by_name(PENDING_AUTOMATION_NAME)
+    for automation in existing:
+        client.delete_automation(automation.id)
+    return [f"automation {PENDING_AUTOMATION_NAME!r}: {'deleted' if existing else 'not installed'} ({PENDING_WINDOW_ENV}=0)"]
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(Path(path).read_text())
@@ -334,13 +389,14 @@ def run_setup(
         if zombie_window is None
         else zombie_window_seconds({**os.environ, ZOMBIE_WINDOW_ENV: str(zombie_window)})
     )
+    pending = pending_window_seconds()
     report = SetupReport()
     limits = load_limits(limits_file)
     refs = block_references(automations_file)
     with get_client(sync_client=True) as client:
         report.work_pool = ensure_work_pool(client, work_pool)
         report.limits = ensure_limits(client, limits)
-        report.automations = ensure_zombie_automation(client, window)
+        report.automations = ensure_zombie_automation(client, window) + ensure_pending_automation(client, pending)
         if not url:
             report.alert_block = (
                 f"alerts: skipped ({ALERT_URL_ENV} is not set); flows still alert through "

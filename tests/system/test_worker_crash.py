@@ -5,6 +5,8 @@ outlive a server restart.
   power): nobody reports the run's end, so its heartbeats stop; the zombie automation of
   deployments/setup.py marks it Crashed, the failure automation pages for it, and the same run started
   again on a new worker completes.
+- A run claimed by a worker (Pending) whose worker dies before starting it never sends a heartbeat; the
+  lost-Pending automation marks it Crashed and the failure automation pages for it.
 - The server keeps concurrency leases in files (PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=...filesystem):
   a slot held across a server restart stays held, and once its lease runs out the repossessor frees it.
 """
@@ -42,9 +44,13 @@ from tests.fixtures.prefect_server import (
 # (prefect_server puts the repository root on sys.path: `deployments` is not an installed package.)
 from deployments.setup import (
     MIN_PROACTIVE_WITHIN_S,
+    PENDING_AUTOMATION_NAME,
     ZOMBIE_AUTOMATION_NAME,
     SetupError,
+    ensure_pending_automation,
     ensure_zombie_automation,
+    pending_automation,
+    pending_window_seconds,
     zombie_automation,
     zombie_window_seconds,
 )
@@ -84,6 +90,16 @@ def test_zombie_automation_and_heartbeat_settings_agree() -> None:
     for bad in ("30", "5", "soon", "-1"):  # no longer than one heartbeat period: healthy runs would crash
         with pytest.raises(SetupError, match="LVM_ZOMBIE_WINDOW_SECONDS"):
             zombie_window_seconds({"LVM_ZOMBIE_WINDOW_SECONDS": bad})
+
+    pending = pending_automation(pending_window_seconds({})).trigger
+    assert pending.after == {"prefect.flow-run.Pending"} and pending.for_each == {"prefect.resource.id"}
+    # started, ended, or handed back to the scheduler: each satisfies it; a heartbeat is the other automation's
+    assert {"prefect.flow-run.Running", "prefect.flow-run.Crashed", "prefect.flow-run.Scheduled"} <= pending.expect
+    assert "prefect.flow-run.heartbeat" not in pending.expect and pending.within == dt.timedelta(seconds=600)
+    assert pending_window_seconds({"LVM_PENDING_WINDOW_SECONDS": "0"}) == 0
+    for bad in ("5", "later", "-1"):
+        with pytest.raises(SetupError, match="LVM_PENDING_WINDOW_SECONDS"):
+            pending_window_seconds({"LVM_PENDING_WINDOW_SECONDS": bad})
 
     # Flow runs of every deployment beat at the period the window is derived from ...
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
@@ -244,6 +260,36 @@ def test_killed_worker_run_is_crashed_alerted_and_rerun_completes(deployed_serve
     assert len(list((tmp_path / "data" / "datasets").glob("*/READY"))) == 1
     assert not any(ref.alive() for ref in killed)
     print("worker crash timings (s from start): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
+
+
+@pytest.mark.server
+@pytest.mark.timeout(300)
+def test_run_lost_while_pending_is_crashed_and_alerted(deployed_server: PrefectServer, tmp_path: Path) -> None:
+    """A worker claimed the run (Pending) and died before its process started: no heartbeat ever comes."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    server = deployed_server
+    dep = deployment_named(server, "build-dataset")
+    params = {"source": "sample", "data_dir": str(tmp_path / "data"), "limit_articles": CRASH_BUILD_ARTICLES}
+    # Scheduled for tomorrow, so no live worker picks it up; then claimed the way a worker claims a run.
+    tomorrow = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
+    with temporary_settings({PREFECT_API_URL: server.api_url}), get_client(sync_client=True) as client:
+        ensure_pending_automation(client, TEST_ZOMBIE_WINDOW_S)
+        try:
+            run = api(server, "POST", f"/deployments/{dep['id']}/create_flow_run", json={
+                "parameters": params, "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": tomorrow}}})
+            claimed = api(server, "POST", f"/flow_runs/{run['id']}/set_state",
+                          json={"state": {"type": "PENDING", "name": "Pending"}})
+            assert claimed["status"] == "ACCEPT", claimed
+            final = wait_for_final_state(server, run["id"], timeout=TEST_ZOMBIE_WINDOW_S + 60)
+        finally:
+            ensure_pending_automation(client, pending_window_seconds(server.env))
+    state = final["state"]
+    assert state["type"] == "CRASHED" and PENDING_AUTOMATION_NAME in state["message"], state
+    alert = _wait_for_alert(server, run["id"], timeout=60)
+    assert alert["event_action"] == "trigger" and alert["payload"]["custom_details"]["state"] == "Crashed"
+    assert alert["payload"]["custom_details"]["deployment"] == "build-dataset"
 
 
 # --- leases across a server restart --------------------------------------------------------------------
