@@ -12,8 +12,11 @@
 #   worker          a Prefect process worker on the pool lvm-process, with the pipeline's registry account
 #   serve           `lvm serve` of models:/lvm-amn@champion (:8000), restarted every 10 s until a champion exists
 #
-# Usage: deployments/stack.sh up|status|down|describe|init-secrets
-#   up            start what is not running (idempotent); waits until each service answers
+# Usage: deployments/stack.sh up|status|down|describe|init-secrets|install-packages
+#   up            start what is not running (idempotent); waits until each service answers; first installs the
+#                 Debian packages it needs if they are missing (postgresql, prometheus, prometheus-alertmanager,
+#                 prometheus-pushgateway; apt-get as root or through sudo; LVM_STACK_NO_APT=1: only say so)
+#   install-packages  only that step
 #   status        what runs where (pid, address, health)
 #   down          stop what `up` started (pid files under $LVM_STACK_DIR/run), nothing else
 #   describe      services, ports and the flows' environment as `name=value` lines (tests compare them
@@ -342,9 +345,36 @@ EOF
 
 tool() { local c; for c in "$@"; do command -v "$c" && return 0; done; die "none of $* installed (Debian packages: prometheus, prometheus-alertmanager, prometheus-pushgateway)"; }
 
+# The Debian packages the stack runs (as .ci/run installs them), each with a file that shows it is there.
+missing_packages() {
+  local missing=()
+  [[ -x "$PG_BIN/pg_ctl" ]] || missing+=(postgresql)
+  { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing+=(prometheus)
+  { command -v prometheus-alertmanager || command -v alertmanager; } >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
+  { command -v prometheus-pushgateway || command -v pushgateway; } >/dev/null 2>&1 || missing+=(prometheus-pushgateway)
+  echo "${missing[*]}"
+}
+
+# Installs what is missing with apt-get (as root, or through sudo); LVM_STACK_NO_APT=1 only reports it.
+install_packages() {
+  local missing; missing="$(missing_packages)"
+  [[ -z "$missing" ]] && return 0
+  local sudo=""
+  [[ $EUID -eq 0 ]] || sudo="sudo"
+  if [[ -n "${LVM_STACK_NO_APT:-}" ]] || ! command -v apt-get >/dev/null 2>&1 || { [[ -n "$sudo" ]] && ! command -v sudo >/dev/null 2>&1; }; then
+    die "missing Debian packages: $missing (apt-get install $missing)"
+  fi
+  echo "stack: installing Debian packages: $missing"
+  # shellcheck disable=SC2086  # one word per package
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null \
+    || die "apt-get install $missing failed"
+  PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+}
+
 # --- commands -----------------------------------------------------------------------------------------
 
 up() {
+  install_packages
   mkdir -p "$RUN" "$LOGS" "$SEC" "$STATE/data" "$STATE/cache" "$STATE/mlartifacts" "$STATE/prefect-home"
   chmod 700 "$SEC" "$RUN"
   [[ $EUID -eq 0 ]] && chmod 755 "$STATE"  # the postgres account must reach its folder
@@ -445,5 +475,6 @@ case "${1:-}" in
   down) down ;;
   describe) describe ;;
   init-secrets) init_secrets ;;
-  *) echo "usage: $0 up|status|down|describe|init-secrets" >&2; exit 2 ;;
+  install-packages) install_packages ;;
+  *) echo "usage: $0 up|status|down|describe|init-secrets|install-packages" >&2; exit 2 ;;
 esac
