@@ -59,7 +59,8 @@ def test_prefect_yaml_is_valid_for_prefect() -> None:
 
     model = PrefectYamlModel.model_validate(yaml.safe_load((REPO / "prefect.yaml").read_text()))
     names = [d.name for d in model.deployments]
-    assert names == ["build-dataset", "train-model", "evaluate-model", "lvm-pipeline", "watch-snapshots", "drift-monitor", "staged-rollout"]
+    assert names == ["build-dataset", "train-model", "evaluate-model", "lvm-pipeline", "watch-snapshots", "drift-monitor",
+                     "compare-architectures", "staged-rollout"]
     assert {d.work_pool.name for d in model.deployments} == {"lvm-process"}
     assert model.pull == [{"prefect.deployments.steps.set_working_directory": {"directory": "{{ $LVM_REPO_DIR }}"}}]
     by_name = {d.name: d for d in model.deployments}
@@ -70,6 +71,8 @@ def test_prefect_yaml_is_valid_for_prefect() -> None:
     [drift_schedule] = by_name["drift-monitor"].schedules
     assert drift_schedule.cron == "0 * * * *" and by_name["drift-monitor"].parameters["model"].endswith("@champion")
     assert not by_name["staged-rollout"].schedules  # started by hand only
+    assert not by_name["compare-architectures"].schedules and by_name["compare-architectures"].parameters == {
+        "folds": 10, "seeds": 3}
     pipeline_flow = _flow_name(by_name["lvm-pipeline"].entrypoint)
     assert by_name["watch-snapshots"].parameters["deployment_name"] == f"{pipeline_flow}/lvm-pipeline"
     for d in model.deployments:
@@ -84,7 +87,7 @@ def test_setup_and_deploy_registered_everything(deployed_server: PrefectServer) 
     assert pool["type"] == "process"
     deployments = _deployments(server)
     assert set(deployments) == {"build-dataset", "train-model", "evaluate-model", "lvm-pipeline", "watch-snapshots",
-                                "drift-monitor", "staged-rollout"}
+                                "drift-monitor", "compare-architectures", "staged-rollout"}
     for d in deployments.values():
         assert d["work_pool_name"] == "lvm-process" and "lvm" in d["tags"]
         assert d["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
