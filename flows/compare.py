@@ -15,9 +15,9 @@ from flows.train_model import train_model
 from lvm_core.contracts.layout import default_data_dir, models_dir
 from lvm_core.contracts.manifest import ood_is_shift
 from lvm_core.data.build.load import Dataset, load_dataset
-from lvm_core.evaluation.compare import add_intervals, comparison_markdown, comparison_row, crossval_markdown
-from lvm_core.evaluation.crossval import CrossValConfig, pooled_windows
-from lvm_core.evaluation.learning_curve import curve_markdown, plot_curve
+from lvm_core.evaluation.compare import add_intervals, comparison_markdown, comparison_row, crossval_document
+from lvm_core.evaluation.crossval import CROSSVAL_CURVE_PNG, CROSSVAL_JSON, CrossValConfig, crossval_dir, pooled_windows
+from lvm_core.evaluation.learning_curve import plot_curve
 from lvm_core.io.storage import write_json
 from lvm_core.models.baselines.collection import fit_baselines
 from lvm_core.models.builder import build_model, count_parameters
@@ -94,17 +94,12 @@ def _cross_validate(ds: Dataset, root: Path, archs: list[str], folds: int, seeds
     pooled = pooled_windows(ds.sequences, ood_is_shift(ds.manifest.splits.model_dump()))
     dataset_id = ds.manifest.dataset_id
     res = cross_validate(dataset_id, ds.vectors, pooled, ds.article_ids, ds.text_hash, cfg)
-    out = models_dir(root) / "comparisons" / dataset_id / f"crossval-{folds}x{seeds}"
+    out = crossval_dir(root, dataset_id, folds, seeds)
     out.mkdir(parents=True, exist_ok=True)
-    md = crossval_markdown(res, f"Architectures on {dataset_id}: grouped {folds}-fold cross-validation by article")
-    png = None
-    if res.curve and res.curve_arch:
-        png = plot_curve(res.curve, res.curve_arch, out / "learning_curve.png")
-        md += (f"\n### Learning curve ({res.curve_arch}, the best by inner-validation cosine; seed 0)\n\n"
-               + curve_markdown(res.curve, res.curve_arch, cfg.level))
-    md += f"\nWall time: {res.seconds:.0f} s ({cfg.jobs} training(s) at a time).\n"
+    md = crossval_document(res, f"Architectures on {dataset_id}: grouped {folds}-fold cross-validation by article")
+    png = plot_curve(res.curve, res.curve_arch, out / CROSSVAL_CURVE_PNG) if res.curve and res.curve_arch else None
     (out / "comparison.md").write_text(md)
-    write_json(out / "crossval.json", res.to_dict())
+    write_json(out / CROSSVAL_JSON, res.to_dict())
     publish_markdown(md, f"crossval-{dataset_id}", "Grouped cross-validation of the architectures beside the baselines")
     get_run_logger().info("cross-validation written to %s", out / "comparison.md")
     return {"rows": res.rows, "curve": res.curve, "curve_arch": res.curve_arch, "markdown": str(out / "comparison.md"),

@@ -54,9 +54,10 @@ def evaluate_model(
     looks = t.count_test_evaluations(ds, result)  # every look at test is counted, per split hash
     gate_report = t.gates(result, ds, thresholds or {}, looks)
     reports = evaluation_reports_dir(root, loaded.name, loaded.version)
-    paths = t.report(result, loaded, ds, gate_report, reports, contamination)
+    crossval = t.crossval_of(root, ds)  # the architectures' cross-validation on this dataset, when one ran
+    paths = t.report(result, loaded, ds, gate_report, reports, contamination, crossval)
     eval_run_id = log_evaluation_run(root, loaded, ds, result, paths, gate_report, contamination,
-                                     t.protocol(result, thresholds or {}, ds, looks))
+                                     t.protocol(result, thresholds or {}, ds, looks), crossval)
     record_contamination(loaded, contamination)
     if promote and not contamination.trusted:
         log.warning("not promoting %s: its evaluation is contaminated (%s)", loaded.describe(), contamination.tag_value())

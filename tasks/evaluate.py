@@ -13,7 +13,9 @@ from lvm_core.contracts.gates import GateReport, GateThresholds
 from lvm_core.contracts.layout import EVAL_SPLITS
 from lvm_core.data.build.load import Dataset, load_dataset
 from lvm_core.evaluation import contamination
+from lvm_core.evaluation.compare import crossval_facts
 from lvm_core.evaluation.contamination import ContaminationError, ContaminationReport
+from lvm_core.evaluation.crossval import latest_crossval
 from lvm_core.evaluation.evaluate import evaluate_predictors
 from lvm_core.evaluation.gates import post_training_gates, primary_baseline
 from lvm_core.evaluation.report import write_report
@@ -123,7 +125,7 @@ def protocol(result: EvaluationResult, thresholds: dict[str, Any], ds: Dataset,
     baseline = primary_baseline(result.metrics, result.model_name)
     return {
         "primary_comparison": (f"{result.model_name} − {baseline} (the best trivial baseline by val cosine), cosine "
-                               f"on {result.reporting_split}: the lower bound of its article-bootstrap interval must "
+                               f"on {result.reporting_split}: the lower bound of its article-level interval (cluster-robust t) must "
                                f"exceed {limits.beats_baseline_margin:+.4f} (gate beats_best_baseline)"),
         "test_evaluations": test_evaluations,
         "warn_test_evaluations": limits.warn_test_evaluations,
@@ -132,9 +134,16 @@ def protocol(result: EvaluationResult, thresholds: dict[str, Any], ds: Dataset,
     }
 
 
+def crossval_of(data_dir: Path, ds: Dataset) -> dict[str, Any] | None:
+    """The newest `lvm compare --folds` of this dataset as the report and the card show it (None when none ran)."""
+    found = latest_crossval(data_dir, ds.manifest.dataset_id)
+    return crossval_facts(*found) if found else None
+
+
 @task(name="write-report", cache_policy=NO_CACHE, **IO_RETRIES)
 def report(result: EvaluationResult, model: LoadedModel, ds: Dataset, gate_report: GateReport, out_dir: Path,
-           contamination_report: ContaminationReport | None = None) -> dict[str, Path]:
+           contamination_report: ContaminationReport | None = None,
+           crossval: dict[str, Any] | None = None) -> dict[str, Path]:
     context = {
         "model": f"{model.name} v{model.version}",
         "architecture": model.arch,
@@ -147,6 +156,8 @@ def report(result: EvaluationResult, model: LoadedModel, ds: Dataset, gate_repor
     if contamination_report is not None:
         context["contamination"] = (contamination_report.tag_value() if contamination_report.trusted
                                     else f"{contamination_report.tag_value()}: {contamination_report.message()}")
+    if crossval:
+        context["crossval"] = crossval
     return write_report(result, out_dir, title=f"Evaluation of {model.name} v{model.version}", context=context)
 
 

@@ -163,3 +163,55 @@ def crossval_markdown(result: Any, title: str) -> str:
                      f"{r['median_best_epoch']:g} / {r['epoch0_share']:.0%}", f"{r['train_seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+#: Columns of the short cross-validation table the evaluation report and the model card show.
+CROSSVAL_SUMMARY_HEADERS = ("predictor", "cosine [95% CI]", "Δ cosine vs best baseline [95% CI]", "Holm p",
+                            "within-article R@1 [95% CI]")
+
+
+def crossval_summary_rows(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """The cross-validation table cut to what a reader of a report or card needs (`CROSSVAL_SUMMARY_HEADERS`)."""
+    out = []
+    for r in rows:
+        if r["kind"] == "baseline":
+            out.append([r["predictor"], _cell(r["cosine"]), "—", "—", _cell(r["r@1"], 3)])
+        else:
+            d = r["delta_cosine"]
+            out.append([r["predictor"], _cell(r["cosine"]), _delta_cell(d), f"{d['p_holm']:.3g}", _cell(r["r@1"], 3)])
+    return out
+
+
+def crossval_protocol_text(result: Any) -> str:
+    """One paragraph: what the cross-validation is, what it decided and where it lives."""
+    cfg = result.config
+    return (f"Grouped {cfg['folds']}-fold cross-validation by article, {cfg['seeds']} seed(s), over "
+            f"{result.n_articles} articles ({result.n_windows:,} windows): every article is test exactly once, an inner "
+            f"validation fold chooses the epoch (epoch 0 = the baseline anchor) and the best baseline, intervals are "
+            f"cluster-robust t over articles with the seed spread folded in, Holm across the models; "
+            f"{result.configurations_tried} configuration(s) tried. {crossval_verdict(result.rows, cfg['level'])}")
+
+
+def crossval_document(result: Any, title: str) -> str:
+    """The cross-validation as `lvm compare` writes it: the full table, the learning-curve table, wall time."""
+    from lvm_core.evaluation.learning_curve import curve_markdown
+
+    md = crossval_markdown(result, title)
+    if result.curve and result.curve_arch:
+        md += (f"\n### Learning curve ({result.curve_arch}, the best by inner-validation cosine; seed 0)\n\n"
+               + curve_markdown(result.curve, result.curve_arch, result.config["level"]))
+    return md + f"\nWall time: {result.seconds:.0f} s ({result.config['jobs']} training(s) at a time).\n"
+
+
+CURVE_SUMMARY_HEADERS = ("training articles per fold", "Δ cosine vs best baseline [95% CI]",
+                         "Δ within-article R@1 [95% CI]")
+
+
+def crossval_facts(folder: Any, result: Any) -> dict[str, Any]:
+    """What the evaluation report and the model card show of a cross-validation, as plain data: the protocol
+    paragraph, the short table, the learning curve's rows and where the full comparison lives."""
+    curve = [[f"{p['train_articles']:.1f}", _delta_cell(p["delta_cosine"]), _delta_cell(p["delta_r@1"], 3)]
+             for p in result.curve]
+    return {"text": crossval_protocol_text(result), "headers": list(CROSSVAL_SUMMARY_HEADERS),
+            "rows": crossval_summary_rows(result.rows), "curve_arch": result.curve_arch,
+            "curve_headers": list(CURVE_SUMMARY_HEADERS), "curve_rows": curve, "source": str(folder)}

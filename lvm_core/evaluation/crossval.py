@@ -41,11 +41,13 @@ import numpy as np
 from joblib import Parallel, delayed  # type: ignore[import-untyped]
 
 from lvm_core.contracts.errors import UserError
+from lvm_core.contracts.layout import models_dir
 from lvm_core.data.retrieval.bank import ChunkBank
 from lvm_core.data.windows import SequenceSet
 from lvm_core.evaluation.cluster_t import TInterval, cluster_t, holm, seeded_cluster_t
 from lvm_core.evaluation.metrics.cosine import cosine_to_target
 from lvm_core.evaluation.metrics.retrieval import within_article_ranks
+from lvm_core.io.storage import read_json
 from lvm_core.models.baselines.collection import fit_baselines
 from lvm_core.models.config import ModelConfig
 from lvm_core.models.predict import ModulePredictor, mean_cosine, predict_windows
@@ -55,6 +57,9 @@ from lvm_core.train.trainer import train
 DEFAULT_ARCHS: tuple[str, ...] = ("amn", "amn_mix", "gru", "lstm", "transformer")
 METRICS: tuple[str, ...] = ("cosine", "r@1", "mrr")
 BEST_BASELINE = "best_baseline"
+#: File names in a cross-validation's folder (`crossval_dir`).
+CROSSVAL_JSON = "crossval.json"
+CROSSVAL_CURVE_PNG = "learning_curve.png"
 
 
 class CrossValError(UserError, ValueError):
@@ -129,6 +134,28 @@ class CrossValResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CrossValResult:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+def crossval_dir(data_dir: Path, dataset_id: str, folds: int, seeds: int) -> Path:
+    """Where `lvm compare --folds K --seeds S` writes its table, JSON and learning curve for a dataset."""
+    return models_dir(data_dir) / "comparisons" / dataset_id / f"crossval-{folds}x{seeds}"
+
+
+def latest_crossval(data_dir: Path, dataset_id: str) -> tuple[Path, CrossValResult] | None:
+    """The newest cross-validation of `dataset_id` (its folder and result), or None when none was run: the
+    evaluation report and the model card show it beside the single-split evaluation."""
+    found = sorted((models_dir(data_dir) / "comparisons" / dataset_id).glob(f"crossval-*/{CROSSVAL_JSON}"),
+                   key=lambda p: p.stat().st_mtime)
+    for path in reversed(found):
+        try:
+            return path.parent, CrossValResult.from_dict(read_json(path))
+        except (OSError, ValueError, TypeError, KeyError):
+            continue  # a half-written or older-format file: the next newest one
+    return None
 
 
 def pooled_windows(sequences: dict[str, SequenceSet], ood_is_shift: bool) -> SequenceSet:

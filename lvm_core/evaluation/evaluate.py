@@ -211,6 +211,7 @@ def evaluate_predictors(
     n_resamples: int = DEFAULT_RESAMPLES,
     interval_level: float = DEFAULT_LEVEL,
     ood_kind: str | None = None,
+    interval_method: str = "cluster_t",
 ) -> EvaluationResult:
     """Every metric for every predictor on the same windows of each split.
 
@@ -231,6 +232,7 @@ def evaluate_predictors(
     opts = Options(seed, horizon, max_negatives, batch_size, n_neighbor_samples, neighbor_k, article_bins)
     res = _new_result(list(predictors), splits, chunks, opts, max_windows, n_resamples, interval_level)
     res.config["ood_kind"] = ood_kind
+    res.config["bootstrap"]["method"] = interval_method
     for split in splits:
         w = check_windows(seqs_by_split[split], chunks.article_ids, chunks.chunk_index)
         w = subsample_windows(w, max_windows, seed)
@@ -243,7 +245,7 @@ def evaluate_predictors(
         _record_split_facts(res, s)
         per_window = {p: _evaluate_one(res, p, predictors[p], s, i == 0) for i, p in enumerate(res.predictors)}
         if n_resamples > 0:
-            record_intervals(res, split, w, per_window, n_resamples, interval_level, seed)
+            record_intervals(res, split, w, per_window, n_resamples, interval_level, seed, interval_method)
     return res
 
 

@@ -1,6 +1,6 @@
 """The post-training (model) gates computed from an evaluation result: the cosine floor on the reporting
 split, the ood floor and gap where ood is a real shift, leakage and oracle recall re-read from the dataset
-manifest, the primary comparison (beats the best trivial baseline chosen on val, on the bootstrap
+manifest, the primary comparison (beats the best trivial baseline chosen on val, on the article-level
 interval) and how often the test split has been evaluated; and `gate_value_text`, how a delta gate's
 value is shown.
 
@@ -44,7 +44,7 @@ def post_training_gates(
 ) -> GateReport:
     """The plan's model gates, plus the primary comparison decided on the interval, not the point.
 
-    `metrics` is an `EvaluationResult` (or its `to_dict()`), whose `deltas` carry the bootstrap
+    `metrics` is an `EvaluationResult` (or its `to_dict()`), whose `deltas` carry the article-level
     intervals, or a plain `metrics[predictor][split][metric]` dict with the intervals passed as
     `deltas[split][baseline]["cosine"] = {"delta", "low", "high"}` (model − baseline, same windows).
     `beats_best_baseline` is the one pre-declared primary comparison: model − `primary_baseline` (best by
@@ -148,7 +148,7 @@ def _beats_best_baseline(deltas: dict[str, Any], baseline: str, split: str, marg
     delta, low, high = num("delta"), num("low"), num("high")
     value = {"baseline": baseline, "split": split, "delta": delta, "low": low, "high": high}
     if not math.isfinite(low):
-        detail = (f"no bootstrap interval of cosine Δ (model − {baseline}) on {split}; "
+        detail = (f"no interval of cosine Δ (model − {baseline}) on {split}; "
                   f"the gate needs one (evaluate with n_resamples > 0 and at least 2 articles)")
         return GateResult("beats_best_baseline", False, value, margin, detail=detail)
     passed = low > margin

@@ -120,7 +120,7 @@ def _deltas(result: EvaluationResult, context: Mapping[str, Any], plots: Mapping
         return []
     intro = (
         f"Paired differences {result.model_name} − baseline on the same windows of each split, with their "
-        "article-bootstrap intervals; a difference whose interval contains 0 is not established. Only the "
+        "article-level intervals; a difference whose interval contains 0 is not established. Only the "
         "pre-declared primary comparison (cosine, model − the best trivial baseline chosen on val, on the "
         "reported split; gate beats_best_baseline) decides promotion: every other row is descriptive and "
         "not corrected for multiplicity."
@@ -185,8 +185,29 @@ def _neighbors(result: EvaluationResult, context: Mapping[str, Any], plots: Mapp
     ]
 
 
+def _crossval(result: EvaluationResult, context: Mapping[str, Any], plots: Mapping[str, Plot]) -> list[Section]:
+    """The architectures' grouped cross-validation on this dataset (`context["crossval"]`, from
+    `lvm_core.evaluation.compare.crossval_facts`): what chose the architecture, beside the one split above."""
+    cv = context.get("crossval")
+    if not cv:
+        return []
+    png = Path(cv["source"]) / "learning_curve.png"
+    image = Plot("crossval_learning_curve.png", png.read_bytes(), "Learning curve: gain over the best baseline "
+                 "against training articles (grouped cross-validation)") if png.is_file() else None
+    out = [Section("Cross-validated comparison of the architectures",
+                   f"{cv['text']} Full table: {cv['source']}/comparison.md.",
+                   report_tables.Table(list(cv["headers"]), [list(r) for r in cv["rows"]]))]
+    if cv.get("curve_rows"):
+        out.append(Section(f"Learning curve ({cv['curve_arch']})",
+                           "Gain of the architecture over the per-fold best baseline with fewer training articles "
+                           "(nested subsets, same test articles): a curve still rising says more data would help.",
+                           report_tables.Table(list(cv["curve_headers"]), [list(r) for r in cv["curve_rows"]]),
+                           image=image))
+    return out
+
+
 SECTIONS: tuple[SectionBuilder, ...] = (
-    _run, _gates, _summary, _deltas, _offsets, _retrieval, _ablations, _rollout, _bins, _data, _neighbors,
+    _run, _gates, _summary, _deltas, _crossval, _offsets, _retrieval, _ablations, _rollout, _bins, _data, _neighbors,
 )
 
 
@@ -221,6 +242,12 @@ def write_report(
         with atomic_path(out_dir / plot.name) as tmp:
             tmp.write_bytes(plot.png)
         paths[key] = out_dir / plot.name
+    for section in sections:  # figures a section brings from elsewhere (the cross-validation's curve)
+        if section.image is not None and section.image.png is not None and section.image.name not in {
+                p.name for p in plots.values()}:
+            with atomic_path(out_dir / section.image.name) as tmp:
+                tmp.write_bytes(section.image.png)
+            paths[section.image.name.removesuffix(".png")] = out_dir / section.image.name
     paths["markdown"] = _publish_text(out_dir / REPORT_MD, _markdown(title, generated, sections))
     paths["html"] = _publish_text(out_dir / REPORT_HTML, _html(title, generated, sections))
     return paths

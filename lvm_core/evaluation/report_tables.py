@@ -83,7 +83,7 @@ def _clip(text: str, limit: int = TEXT_LIMIT) -> str:
 
 
 def context_table(context: Mapping[str, Any]) -> Table | None:
-    rows = [[k, v] for k, v in context.items() if k != "gates"]
+    rows = [[k, v] for k, v in context.items() if k not in ("gates", "crossval")]
     return Table(["item", "value"], rows) if rows else None
 
 
@@ -125,7 +125,7 @@ def summary_table(res: EvaluationResult) -> Table:
 
 
 def delta_table(res: EvaluationResult) -> Table | None:
-    """Model − baseline per split and baseline, each with its article-bootstrap interval."""
+    """Model − baseline per split and baseline, each with its article-level interval."""
     if not res.deltas:
         return None
     rows = []
@@ -150,9 +150,15 @@ def interval_note(res: EvaluationResult) -> str:
         return "No intervals were computed for this evaluation."
     level = float(boot.get("level", 0.95))
     arts = ", ".join(f"{s} {n}" for s, n in (boot.get("n_articles") or {}).items())
+    if boot.get("method") == "cluster_t":
+        how = (f"{level:.0%} cluster-robust t intervals over articles (G − 1 degrees of freedom, articles "
+               f"weighted by their windows; they hold their level with ~10 articles, where a percentile "
+               f"bootstrap is too narrow; articles per split: {arts})")
+    else:
+        how = (f"{level:.0%} article-level bootstrap intervals ({boot.get('n_resamples')} resamples of articles, "
+               f"seed {boot.get('seed')}; articles per split: {arts})")
     return (
-        f"[low, high]: {level:.0%} article-level bootstrap intervals ({boot.get('n_resamples')} resamples of "
-        f"articles, seed {boot.get('seed')}; articles per split: {arts}). Reported split: {res.reporting_split}"
+        f"[low, high]: {how}. Reported split: {res.reporting_split}"
         + ("" if res.reporting_split == "test" else " (this dataset has no test split)")
         + "; val is the split used for selection."
         + ood_note(res)

@@ -48,9 +48,10 @@ def count_test_evaluations(split_hash: str) -> int:
 
 def log_evaluation_run(data_dir: Path, model: LoadedModel, ds: Dataset, result: EvaluationResult,
                        paths: dict[str, Path], gate_report: GateReport, contamination_report: ContaminationReport,
-                       protocol: dict[str, Any] | None = None) -> str:
+                       protocol: dict[str, Any] | None = None, crossval: dict[str, Any] | None = None) -> str:
     """An MLflow run of its own for the evaluation: metrics, evaluation.json, the report, the gates and a model
-    card (metrics beside baselines, the promotion `protocol`, gates); its id."""
+    card (metrics beside baselines, the promotion `protocol`, the architectures' `crossval` when one ran,
+    gates); its id."""
     from lvm_core.evaluation.model_card.card import render_model_card
 
     with TrainingRun(data_dir, run_name=f"evaluate-{model.name}-v{model.version}", arch=model.arch,
@@ -70,6 +71,7 @@ def log_evaluation_run(data_dir: Path, model: LoadedModel, ds: Dataset, result: 
         run.log_model_card(render_model_card({
             "name": model.name, "version": model.version, "run_id": run.run_id, "metrics": result.to_dict(),
             "ood_kind": ds.manifest.splits.ood_kind, "protocol": protocol or {}, "gates": gate_report,
+            "crossval": crossval,
             "data": {"snapshot_id": ds.manifest.snapshot_id, "dataset_id": ds.manifest.dataset_id,
                      "split_hash": ds.manifest.splits.content_hash},
         }))

@@ -125,7 +125,7 @@ def metrics_section(
     if any(PRIMARY_METRIC in m for rows in view.by_split.values() for m in rows.values()):
         lines += [_headline_table(view), ""]
         if view.has_intervals:
-            lines += [f"[low, high]: article-level bootstrap intervals. Reported split: {view.report}"
+            lines += [f"[low, high]: article-level intervals. Reported split: {view.report}"
                       + ("" if view.report == "test" else " (no test split)") + "; val is used for selection.", ""]
         notes = _headline_notes(view)
         if notes:

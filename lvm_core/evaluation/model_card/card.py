@@ -73,7 +73,7 @@ _DATA_FACTS = (
 )
 _KNOWN_KEYS = {"name", "version", "run_id", "created_at", "uri", "model", "data", "encoder", "training",
                "metrics", "model_name", "gates", "intended_use", "limitations", "intervals", "deltas", "ood_kind",
-               "protocol"}
+               "protocol", "crossval"}
 
 
 def render_model_card(info: Mapping[str, Any]) -> str:
@@ -215,6 +215,20 @@ def _protocol(info: dict[str, Any]) -> list[str]:
     return out + [""]
 
 
+def _crossval(info: dict[str, Any]) -> list[str]:
+    """The architectures' grouped cross-validation on this dataset (`lvm_core.evaluation.compare.crossval_facts`):
+    the evidence that chose the architecture, pooled over every article rather than one test split."""
+    cv = to_plain(info.get("crossval") or {})
+    if not cv:
+        return []
+    out = ["## Cross-validated comparison of the architectures", "", str(cv["text"]), "",
+           table(cv["headers"], cv["rows"]), ""]
+    if cv.get("curve_rows"):
+        out += [f"Learning curve ({cv.get('curve_arch')}): gain over the best baseline with fewer training articles.",
+                "", table(cv["curve_headers"], cv["curve_rows"]), ""]
+    return out + [f"Full table and learning-curve plot: `{cv['source']}`", ""]
+
+
 def _use_and_limitations(info: dict[str, Any]) -> list[str]:
     out = ["## Intended use", "", str(info.get("intended_use") or DEFAULT_INTENDED_USE), ""]
     limitations = list(DEFAULT_LIMITATIONS) + [str(x) for x in (info.get("limitations") or [])]
@@ -228,5 +242,5 @@ def _other(info: dict[str, Any]) -> list[str]:
 
 #: The card's sections in reading order; each returns its Markdown lines (none when its key is absent).
 SECTIONS: tuple[Callable[[dict[str, Any]], list[str]], ...] = (
-    _title, _model, _data, _encoder, _training, _metrics, _protocol, _gates, _use_and_limitations, _other,
+    _title, _model, _data, _encoder, _training, _metrics, _protocol, _crossval, _gates, _use_and_limitations, _other,
 )

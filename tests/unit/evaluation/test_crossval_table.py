@@ -55,3 +55,34 @@ def test_verdict_says_plainly_when_no_model_beats_the_baseline():
                          configurations_tried=2)
     md = crossval_markdown(res, "t")
     assert "No model beats" in md and "| good |" in md and "Holm p" in md
+
+
+def test_the_newest_crossval_of_a_dataset_reaches_the_report_and_the_card(tmp_path):
+    """`lvm compare --folds` writes to the dataset's comparisons folder; an evaluation of any model on that
+    dataset then shows the table, the verdict and the learning curve in its report and model card."""
+    from lvm_core.evaluation.compare import crossval_facts
+    from lvm_core.evaluation.crossval import CROSSVAL_JSON, crossval_dir, latest_crossval
+    from lvm_core.evaluation.model_card.card import render_model_card
+    from lvm_core.io.storage import write_json
+
+    assert latest_crossval(tmp_path, "ds-1") is None
+    scores, runs = _scores(gain=0.01)
+    rows = summarize(scores, runs, ["good", "null"], 0.95)
+    curve = [{"train_articles": 4.0, "fraction": 0.5, "best_baselines": ["recency_weighted_mean"],
+              "delta_cosine": {"delta": 0.002, "low": -0.001, "high": 0.005},
+              "delta_r@1": {"delta": 0.0, "low": -0.01, "high": 0.01}}]
+    res = CrossValResult(config={**CrossValConfig().__dict__}, n_articles=12, n_windows=120, rows=rows, curve=curve,
+                         curve_arch="good", configurations_tried=2)
+    folder = crossval_dir(tmp_path, "ds-1", 10, 3)
+    folder.mkdir(parents=True)
+    write_json(folder / CROSSVAL_JSON, res.to_dict())
+    (crossval_dir(tmp_path, "ds-1", 5, 1)).mkdir(parents=True)
+    (crossval_dir(tmp_path, "ds-1", 5, 1) / CROSSVAL_JSON).write_text("{not json")  # half-written: skipped
+    found = latest_crossval(tmp_path, "ds-1")
+    assert found is not None and found[0] == folder and found[1].rows == rows
+    facts = crossval_facts(*found)
+    assert "Beat the best trivial baseline" in facts["text"] and "good" in facts["text"]
+    card = render_model_card({"name": "lvm-amn", "version": 3, "crossval": facts})
+    assert "## Cross-validated comparison of the architectures" in card
+    assert "| good |" in card and "+0.0020 [\u22120.0010, +0.0050]" in card and str(folder) in card
+    assert "## Other" not in card  # a known key, not dumped as an unknown fact

@@ -409,7 +409,8 @@ def test_evaluate_predictors_intervals_and_deltas(data):
     preds = {"model": make_shift(v), "copy_last": copy_last, "same_as_copy_last": copy_last}
     res = evaluate_predictors(preds, v, splits, aids, cidx, hashes, texts, splits=("val", "test"), n_resamples=500)
     assert res.config["bootstrap"] == {
-        "unit": "article", "n_resamples": 500, "level": 0.95, "seed": 0, "n_articles": {"val": 4, "test": 4}
+        "unit": "article", "n_resamples": 500, "level": 0.95, "seed": 0, "n_articles": {"val": 4, "test": 4},
+        "method": "cluster_t",
     }
     for p in preds:
         for s in ("val", "test"):

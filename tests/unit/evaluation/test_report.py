@@ -107,7 +107,7 @@ def test_report_files_tables_and_images(result, tmp_path):
     delta_text = f"Δ {sign(d['delta'])} [{sign(d['low'])}, {sign(d['high'])}]"
     assert "val (reported; primary comparison): lvm-amn cosine" in md and delta_text in md
     assert f"| val | {name} | {delta_text} |" in md and f"<td>val</td><td>{name}</td><td>{delta_text}</td>" in html_text
-    assert "Reported split: val (this dataset has no test split)" in md and "1000 resamples" in md
+    assert "Reported split: val (this dataset has no test split)" in md and "cluster-robust t intervals" in md
     # neighbour table with escaped chunk text: no raw markup from the data reaches the page
     assert "<script>" not in html_text
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; a|b &amp; c" in html_text
@@ -165,3 +165,20 @@ def test_model_card_shows_intervals_deltas_and_epoch_zero(result):
     assert "Δ \u22120.0100 [\u22120.0200, \u22120.0010] vs copy_last (val)" in card
     plain = render_model_card({"training": {"best_epoch": 2}, "metrics": {"m": {"val": {"cosine": 0.5}}}})
     assert "untrained model" not in plain and "[" not in plain.split("## Metrics beside baselines")[1]
+
+
+def test_report_shows_the_crossval_with_its_learning_curve(result, tmp_path):
+    source = tmp_path / "crossval-10x3"
+    source.mkdir()
+    (source / "learning_curve.png").write_bytes(PNG_MAGIC + b"curve")
+    facts = {"text": "Grouped 10-fold cross-validation by article. Beat the best trivial baseline: amn.",
+             "headers": ["predictor", "Δ cosine"], "rows": [["amn", "+0.0066 [+0.0052, +0.0080]"]],
+             "curve_arch": "amn", "curve_headers": ["training articles per fold", "Δ cosine"],
+             "curve_rows": [["19.6", "+0.0000 [-0.0010, +0.0010]"]], "source": str(source)}
+    paths = write_report(result, tmp_path / "report", "Evaluation", {**CONTEXT, "crossval": facts})
+    md = paths["markdown"].read_text()
+    assert "## Cross-validated comparison of the architectures" in md and "Beat the best trivial baseline: amn" in md
+    assert "| amn | +0.0066 [+0.0052, +0.0080] |" in md and "## Learning curve (amn)" in md
+    assert "](crossval_learning_curve.png)" in md
+    assert (tmp_path / "report" / "crossval_learning_curve.png").read_bytes() == PNG_MAGIC + b"curve"
+    assert "source" not in md.split("## Gates")[0]  # not dumped into the run table
