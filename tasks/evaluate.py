@@ -144,7 +144,7 @@ def crossval_of(data_dir: Path, ds: Dataset) -> dict[str, Any] | None:
 def report(result: EvaluationResult, model: LoadedModel, ds: Dataset, gate_report: GateReport, out_dir: Path,
            contamination_report: ContaminationReport | None = None,
            crossval: dict[str, Any] | None = None) -> dict[str, Path]:
-    context = {
+    context: dict[str, Any] = {
         "model": f"{model.name} v{model.version}",
         "architecture": model.arch,
         "training run": model.run_id,

@@ -163,10 +163,7 @@ def scan_leakage(
     evalmask = np.isin(codes, _EVAL_CODES)
 
     # 2. text hash of a val/ood chunk also present in train
-    if isinstance(text_hash, np.ndarray) and np.issubdtype(text_hash.dtype, np.integer):
-        text_leak = code_leaks(text_hash, train, evalmask)
-    else:
-        text_leak = text_hash_leaks(_as_hash_series(text_hash), train, evalmask)
+    text_leak = _hash_leaks(text_hash, train, evalmask)
 
     # 3. near-duplicate vectors
     max_cos, backend, search = _max_train_cosine(
@@ -177,10 +174,7 @@ def scan_leakage(
 
     # 4. val <-> test: test chunks repeating a val chunk (text hash, or a near-duplicate vector)
     val, test = codes == SPLIT_CODES["val"], codes == SPLIT_CODES["test"]
-    if isinstance(text_hash, np.ndarray) and np.issubdtype(text_hash.dtype, np.integer):
-        vt_text = code_leaks(text_hash, val, test)
-    else:
-        vt_text = text_hash_leaks(_as_hash_series(text_hash), val, test)
+    vt_text = _hash_leaks(text_hash, val, test)
     vt_near = np.zeros(codes.shape[0], dtype=bool)
     if val.any() and test.any():
         vt_cos, _, _ = _max_train_cosine(vectors, val, test, use_faiss, query_block, train_block, near_dup_threshold)
@@ -200,6 +194,13 @@ def scan_leakage(
         val_test_text=vt_text,
         val_test_near=vt_near,
     )
+
+
+def _hash_leaks(text_hash: Any, reference: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Rows of `query` whose text hash is also a hash of a `reference` row (codes or hash strings)."""
+    if isinstance(text_hash, np.ndarray) and np.issubdtype(text_hash.dtype, np.integer):
+        return code_leaks(text_hash, reference, query)
+    return text_hash_leaks(_as_hash_series(text_hash), reference, query)
 
 
 def _check_inputs(article_ids: np.ndarray, text_hash: Any, vectors: np.ndarray, row_split: np.ndarray) -> None:

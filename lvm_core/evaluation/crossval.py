@@ -135,10 +135,6 @@ class CrossValResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CrossValResult:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
-
 
 def crossval_dir(data_dir: Path, dataset_id: str, folds: int, seeds: int) -> Path:
     """Where `lvm compare --folds K --seeds S` writes its table, JSON and learning curve for a dataset."""
@@ -152,7 +148,8 @@ def latest_crossval(data_dir: Path, dataset_id: str) -> tuple[Path, CrossValResu
                    key=lambda p: p.stat().st_mtime)
     for path in reversed(found):
         try:
-            return path.parent, CrossValResult.from_dict(read_json(path))
+            d = read_json(path)
+            return path.parent, CrossValResult(**{k: d[k] for k in CrossValResult.__dataclass_fields__ if k in d})
         except (OSError, ValueError, TypeError, KeyError):
             continue  # a half-written or older-format file: the next newest one
     return None

@@ -3,7 +3,7 @@ outlive a server restart.
 
 - A process worker and its flow-run subprocess are SIGKILLed together mid-run (a machine that lost
   power): nobody reports the run's end, so its heartbeats stop; the zombie automation of
-  deployments/setup.py marks it Crashed, the failure automation pages for it, and the same run started
+  deployments/lost_runs.py marks it Crashed, the failure automation pages for it, and the same run started
   again on a new worker completes.
 - A run claimed by a worker (Pending) whose worker dies before starting it never sends a heartbeat; the
   lost-Pending automation marks it Crashed and the failure automation pages for it.
@@ -42,18 +42,17 @@ from tests.fixtures.prefect_server import (
 
 # isort: split
 # (prefect_server puts the repository root on sys.path: `deployments` is not an installed package.)
-from deployments.setup import (
+from deployments.lost_runs import (
     MIN_PROACTIVE_WITHIN_S,
     PENDING_AUTOMATION_NAME,
     ZOMBIE_AUTOMATION_NAME,
     SetupError,
-    ensure_pending_automation,
-    ensure_zombie_automation,
     pending_automation,
     pending_window_seconds,
     zombie_automation,
     zombie_window_seconds,
 )
+from deployments.setup import ensure_pending_automation, ensure_zombie_automation
 from lvm_core.runtime.environment import FLOW_RUN_HEARTBEAT_S
 from tests.fixtures.builds import session_embedding_cache
 

@@ -45,11 +45,12 @@ LAYERS = {
     "contracts": 1,
     "data": 2,
     "models": 3,
-    "train": 4, "evaluation": 4,
-    "tracking": 5,
-    "rollout": 6, "drift": 6, "snapshots": 6,
-    "serving": 7,
-    "registry": 7,  # the import path recorded in model files logged before the package layout
+    "train": 4,
+    "evaluation": 5,  # the grouped cross-validation trains (crossval uses train.trainer)
+    "tracking": 6,
+    "rollout": 7, "drift": 7, "snapshots": 7,
+    "serving": 8,
+    "registry": 8,  # the import path recorded in model files logged before the package layout
 }
 # Rank of each unit of lvm_core/data/ (a sub-package or a module; a module belongs to the longest unit
 # that holds it, so `ingest.shards` is a unit of its own, above `chunking`, which reads `ingest` articles).

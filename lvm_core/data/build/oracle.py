@@ -63,17 +63,7 @@ def measure_oracle(
     k = ORACLE_K if k is None else int(k)
     sample_size = ORACLE_SAMPLE_SIZE if sample_size is None else int(sample_size)
     seed = ORACLE_SEED if seed is None else int(seed)
-    try:
-        stored = EncoderFingerprint.from_dict(read_json(paths.encoder))
-    except (OSError, ValueError) as exc:
-        raise DataContractError(f"{paths.encoder}: {exc}") from exc
-    encoder = load_encoder(encoder_name or stored)  # the stored fingerprint names its backend
-    if encoder.fingerprint != stored:
-        raise FingerprintMismatchError(
-            f"{paths.root}: vectors were made by encoder {stored.model_name!r} (fingerprint {stored.id}), "
-            f"but {encoder_name or stored.model_name!r} loads fingerprint {encoder.fingerprint.id}; "
-            "the oracle needs the dataset's own encoder"
-        )
+    encoder, stored = _dataset_encoder(paths, encoder_name)
     eval_rows = oracle_sample(target_rows, sample_size, seed)
     train_sample = ORACLE_TRAIN_SAMPLE_SIZE if train_sample_size is None else int(train_sample_size)
     train = (oracle_sample(train_rows, train_sample, seed + 1) if train_rows is not None and np.size(train_rows)
@@ -98,6 +88,22 @@ def measure_oracle(
     out.update(hits=int(hits.sum()), recall=float(hits.mean()), misaligned=int((own < ORACLE_ALIGNED_COS).sum()),
                min_cos=float(own.min()))
     return out
+
+
+def _dataset_encoder(paths: DatasetPaths, encoder_name: str | None) -> tuple[Any, EncoderFingerprint]:
+    """The encoder that made the dataset's vectors (and its stored fingerprint); another one is refused."""
+    try:
+        stored = EncoderFingerprint.from_dict(read_json(paths.encoder))
+    except (OSError, ValueError) as exc:
+        raise DataContractError(f"{paths.encoder}: {exc}") from exc
+    encoder = load_encoder(encoder_name or stored)  # the stored fingerprint names its backend
+    if encoder.fingerprint != stored:
+        raise FingerprintMismatchError(
+            f"{paths.root}: vectors were made by encoder {stored.model_name!r} (fingerprint {stored.id}), "
+            f"but {encoder_name or stored.model_name!r} loads fingerprint {encoder.fingerprint.id}; "
+            "the oracle needs the dataset's own encoder"
+        )
+    return encoder, stored
 
 
 def read_rows(path: Path, rows: np.ndarray, column: str, batch_rows: int = 1 << 16) -> list[Any]:
