@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import functools
+import hashlib
 import json
 import logging
 import time
@@ -191,6 +192,13 @@ def start_lock_name(name: str) -> str:
     return name + START_LOCK_SUFFIX
 
 
+def ticket_source(owner: str) -> str:
+    """The `source` of a start ticket's version: it points at nothing, and a tracking server accepts it (an absolute
+    path in a scheme of its own: the server refuses relative paths, and local paths not under a run's artifacts).
+    The owner itself is in the ticket's tags."""
+    return f"lvm-rollout-start:/tickets/{hashlib.sha256(owner.encode()).hexdigest()[:16]}"
+
+
 class StartTicket:
     """Mutual exclusion of rollout starts on the registry alone: the oldest live ticket wins.
 
@@ -216,7 +224,7 @@ class StartTicket:
         except MlflowException as exc:
             if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code) and "already exists" not in str(exc):
                 raise
-        mv = client.create_model_version(self.lock, source=f"lvm-rollout-start:{self.owner}",
+        mv = client.create_model_version(self.lock, source=ticket_source(self.owner),
                                          tags={"owner": self.owner, "expires_at": later(START_TICKET_S)})
         self.version = str(mv.version)
         live = []
