@@ -33,6 +33,20 @@ def _process_start(pid: int) -> float | None:
         return None
 
 
+def _process_ticks(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot (Linux `/proc/<pid>/stat`, field 22), else None.
+
+    Unlike the wall-clock start time (`psutil`'s create_time is boot time + this, and the boot time read from
+    the kernel moves whenever the wall clock is stepped, e.g. by NTP on a freshly started machine), it never
+    changes for a running process: a clock step must not make a live holder look like a recycled pid.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 @dataclass(frozen=True)
 class Owner:
     """One process that holds something, with its last sign of life."""
@@ -43,11 +57,13 @@ class Owner:
     since: float = field(default_factory=time.time)
     heartbeat: float = field(default_factory=time.time)
     label: str = ""  # e.g. the flow run that holds it, for the operator
+    pid_ticks: int | None = None  # start in clock ticks since boot (Linux): what tells a recycled pid
 
     @classmethod
     def this_process(cls, label: str = "") -> Owner:
         pid = os.getpid()
-        return cls(host=socket.gethostname(), pid=pid, pid_started=_process_start(pid), label=label)
+        return cls(host=socket.gethostname(), pid=pid, pid_started=_process_start(pid), label=label,
+                   pid_ticks=_process_ticks(pid))
 
     def beat(self) -> Owner:
         return replace(self, heartbeat=time.time())
@@ -62,9 +78,12 @@ class Owner:
             started = _process_start(self.pid)
             if started is None:
                 return f"process {self.pid} on {self.host} is no longer running"
-            if self.pid_started is not None and abs(started - self.pid_started) > 1.0:
-                return f"process {self.pid} on {self.host} was replaced by another process (pid reused)"
-            return None
+            ticks = _process_ticks(self.pid) if self.pid_ticks is not None else None
+            if ticks is not None:  # records without ticks (older ones, other systems): the wall-clock start
+                replaced = ticks != self.pid_ticks
+            else:
+                replaced = self.pid_started is not None and abs(started - self.pid_started) > 1.0
+            return f"process {self.pid} on {self.host} was replaced by another process (pid reused)" if replaced else None
         age = (now if now is not None else time.time()) - self.heartbeat
         if age > stale_after:
             return f"no heartbeat from process {self.pid} on {self.host} for {age:.0f} s (limit {stale_after:.0f} s)"
