@@ -1,8 +1,10 @@
-"""The deployments on a real Prefect server: setup, `prefect deploy --all`, a process worker, a full
-pipeline run started through the API, the per-deployment concurrency limit and the failure automation.
+"""The deployments on a real Prefect server: setup, `prefect deploy --all`, a process worker, runs started
+through the API, the per-deployment concurrency limit and the failure automation.
 
 Each test starts from one shared server (tests/fixtures/prefect_server.py); the first one pays for its start,
-the setup script, the deploy and the worker (about a minute on two cores), the pipeline run a few more.
+the setup script, the deploy and the worker (about a minute on two cores). A full pipeline deployment run
+(build on Dask, training, evaluation, promotion) and what follows it are in tests/system/test_stack.py, on
+the production stack (PostgreSQL, the registry behind authentication).
 """
 
 from __future__ import annotations
@@ -13,12 +15,10 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from uuid import UUID
 
 import pytest
 import yaml
 
-from tests.fixtures.builds import session_embedding_cache
 from tests.fixtures.prefect_server import (
     REPO,
     PrefectServer,
@@ -116,62 +116,29 @@ class Submitted:
     """Flow runs of this module's tests, created at once as on a busy day: the worker runs what it may side by
     side, and each test waits for its own."""
 
-    overlapping: list[str]  # two runs of the pipeline deployment for one snapshot, with a source that is not there
-    pipeline: str  # then a full pipeline run (run_deployment), which waits for them: the deployment's limit
-    pipeline_data_dir: Path
+    overlapping: list[str]  # three runs of the pipeline deployment, with a source that is not there
     failing_watch: str  # meanwhile a watch run that fails: the failure automation's webhook
 
 
 @pytest.fixture(scope="module")
-def submitted(deployed_server: PrefectServer, small_dataset: Path) -> Submitted:
-    # small_dataset: its build of the same articles fills the session's embedding cache the pipeline starts from
-    from prefect.deployments import run_deployment
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
+def submitted(deployed_server: PrefectServer) -> Submitted:
     server = deployed_server
     pipeline, watch = deployment_named(server, "lvm-pipeline"), deployment_named(server, "watch-snapshots")
-
     missing = str(server.root / "no-such" / "enwiki-20240101-pages-articles.xml.bz2")
     bad = {"source": missing, "snapshot_id": "enwiki-20240101", "limit_articles": 2, "epochs": 1}
-    overlapping = [create_run(server, pipeline["id"], bad)["id"] for _ in range(2)]
-
-    data_dir = server.root / "lvm-data"
-    if (cache := session_embedding_cache()) is not None and not (data_dir / "cache").exists():
-        shutil.copytree(cache, data_dir / "cache")  # the session's vectors of these articles: no cold encode
-    params = {"source": "sample", "data_dir": str(data_dir), "limit_articles": 14, "epochs": 1,
-              "build_options": {"thresholds": SMALL_BUILD}}
-    with temporary_settings({PREFECT_API_URL: server.api_url}):
-        full = run_deployment(UUID(pipeline["id"]), parameters=params, timeout=0, as_subflow=False)
-
+    overlapping = [create_run(server, pipeline["id"], bad)["id"] for _ in range(3)]
     failing = create_run(server, watch["id"], {"source": str(server.root / "no-such-index")})["id"]
-    return Submitted(overlapping, str(full.id), data_dir, failing)
-
-
-@server_test
-def test_pipeline_deployment_runs_to_completion(deployed_server: PrefectServer, submitted: Submitted) -> None:
-    """run_deployment through the API; the worker runs build -> train -> evaluate for real."""
-    server = deployed_server
-    run = wait_for_final_state(server, submitted.pipeline, timeout=900)
-    assert run["state"]["type"] == "COMPLETED", (
-        f"{run['state']['name']}: {run['state'].get('message')}\n{flow_run_logs(server, submitted.pipeline)[-6000:]}"
-    )
-    ready = list((submitted.pipeline_data_dir / "datasets").glob("*/READY"))
-    assert len(ready) == 1, "the pipeline run should publish one READY dataset"
-    manifest = json.loads((ready[0].parent / "manifest.json").read_text())
-    assert manifest["counts"]["articles"] == 14
-    subflows = api(server, "POST", "/flow_runs/filter", json={
-        "flow_runs": {"parent_flow_run_id": {"any_": [submitted.pipeline]}}, "limit": 50, "sort": "START_TIME_ASC",
-    })
-    assert len(subflows) == 0 or all(r["state"]["type"] == "COMPLETED" for r in subflows)
+    return Submitted(overlapping, failing)
 
 
 @server_test
 def test_pipeline_runs_of_one_deployment_never_overlap(deployed_server: PrefectServer, submitted: Submitted) -> None:
-    """Three runs of the pipeline deployment created one after the other (two for the same snapshot): the
-    deployment's limit makes each wait for the one before."""
+    """Three runs of the pipeline deployment for one snapshot created at once: the deployment's limit makes each
+    wait for the one before (each takes seconds to start its process and fail, so without the limit they would
+    overlap)."""
     server = deployed_server
-    runs = [wait_for_final_state(server, r, timeout=900) for r in (*submitted.overlapping, submitted.pipeline)]
-    assert all(r["state"]["type"] == "FAILED" for r in runs[:2])  # bad source: each fails fast, as it should
+    runs = [wait_for_final_state(server, r, timeout=900) for r in submitted.overlapping]
+    assert all(r["state"]["type"] == "FAILED" for r in runs)  # bad source: each fails fast, as it should
     spans = sorted((dt.datetime.fromisoformat(r["start_time"]), dt.datetime.fromisoformat(r["end_time"])) for r in runs)
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), f"runs overlapped: {spans}"
 

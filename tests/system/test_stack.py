@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,10 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import psutil
 import pytest
 import yaml
 
+from tests.fixtures.builds import session_embedding_cache
 from tests.fixtures.monitoring import alertmanager_on_a_faster_clock, in_ci, rules_on_a_faster_clock
 from tests.fixtures.paths import REPO
 from tests.fixtures.prefect_server import WebhookReceiver, free_port
@@ -105,7 +108,8 @@ def stack() -> Iterator[Stack]:
         env.update(LVM_STACK_RULES=str(state / "rules.yml"), LVM_STACK_ALERTMANAGER_CONFIG=str(state / "alertmanager.yml"),
                    LVM_STACK_SCRAPE_INTERVAL="1s")
         env.update(LVM_STACK_DIR=str(state), DASK_WORKERS="1", HF_HUB_OFFLINE="1",
-                   PREFECT_SERVER_ANALYTICS_ENABLED="false", LVM_STACK_DEPLOYMENTS="watch-snapshots",
+                   PREFECT_SERVER_ANALYTICS_ENABLED="false",
+                   LVM_STACK_DEPLOYMENTS="watch-snapshots lvm-pipeline staged-rollout drift-monitor",
                    LVM_ALERT_WEBHOOK_URL=receiver.url, LVM_ALERT_ROUTING_KEY=ROUTING_KEY,
                    PREFECT_WORKER_QUERY_SECONDS="2")
         stack = Stack(state, env, receiver, 0.0)
@@ -338,6 +342,269 @@ def test_mlflow_killed_then_restarted_leaves_no_version_without_its_gate_outcome
     versions = _api(stack, "GET", "/model-versions/search", pipeline, params={"filter": "name='lvm-stack'"}).json()
     assert [(v["version"], {t["key"]: t["value"] for t in v.get("tags", [])}) for v in versions["model_versions"]] == [
         ("1", {"gate": "passed"})]
+
+
+# --- the whole lifecycle -------------------------------------------------------------------------------
+
+# 10 articles: the smallest slice well clear of the data gates (tests/system/test_worker_crash.py); parity on its one
+# or two held-out articles is noise, and a model trained one epoch on it is not meant to beat a baseline: the gates
+# that judge quality are relaxed so that it may become champion, the ones that judge the data are not.
+LIFECYCLE_BUILD = {"thresholds": {"max_split_ks": 1.0, "max_split_mean_diff": 1.0}}
+LIFECYCLE_GATES = {"min_test_cosine": 0.0, "min_ood_cosine": 0.0, "max_ood_test_gap": 1.0,
+                   "must_beat_best_baseline": False}
+# Every request of the traffic below is its own client; a step lasts seconds: low minimums (tests/unit/rollout:
+# the statistics at the shipped ones).
+LIFECYCLE_ROLLOUT = {"min_requests": 15, "min_feedback": 10, "min_clients": 10, "error_rate_margin": 0.05,
+                     "cosine_margin": 0.2, "max_p99_ratio": 20.0, "p99_slack_s": 2.0}
+
+
+def _deployment_run(stack: Stack, deployment: str, parameters: dict[str, Any]) -> str:
+    found = _prefect(stack, "POST", "/deployments/filter", json={"deployments": {"name": {"any_": [deployment]}}})
+    assert len(found) == 1, f"deployment {deployment!r} not on the stack"
+    return str(_prefect(stack, "POST", f"/deployments/{found[0]['id']}/create_flow_run",
+                        json={"parameters": parameters})["id"])
+
+
+def _completed(stack: Stack, run_id: str, timeout: float) -> dict[str, Any]:
+    run = _final(stack, run_id, timeout)
+    if run["state"]["type"] != "COMPLETED":
+        logs = _prefect(stack, "POST", "/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200})
+        text = "\n".join(entry["message"] for entry in logs)
+        raise AssertionError(f"{run['name']}: {run['state']['name']}: {run['state'].get('message')}\n{text[-6000:]}")
+    return run
+
+
+class LiveTraffic:
+    """Readers of the dataset's held-out articles (one client key per article) asking `lvm serve` for the next
+    chunk and sending the true one back as feedback, until stopped; what each version answered is counted."""
+
+    def __init__(self, stack: Stack, dataset: Path) -> None:
+        from lvm_core.train.data import from_dataset
+
+        data = from_dataset(dataset)
+        self.vectors = np.asarray(data.vectors, dtype=np.float32)
+        self.windows = [w for s in ("val", "test", "ood") if (w := data.sequences.get(s)) is not None and len(w)]
+        self.url, self.token = stack.url("SERVE_PORT"), stack.secret("LVM_SERVE_TOKEN")
+        self.stop = threading.Event()
+        self.answers: dict[tuple[int, int], int] = {}
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        i = 0
+        with httpx.Client(base_url=self.url, headers=headers, timeout=30) as client:
+            while not self.stop.is_set():
+                w = self.windows[i % len(self.windows)]
+                j = (i // len(self.windows)) % len(w)
+                i += 1
+                ctx = self.vectors[w.context_rows[j]]
+                key = f"reader-{i}-article-{w.article_ids[j]}"
+                try:
+                    r = client.post("/v1/predict", json={"contexts": [ctx.tolist()]}, headers={"X-Client-Key": key})
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+                    continue
+                version = r.json().get("version", -1) if r.headers.get("content-type", "").startswith("application/json") else -1
+                self.answers[(r.status_code, version)] = self.answers.get((r.status_code, version), 0) + 1
+                if r.status_code == 200:
+                    target = self.vectors[w.target_rows[j]]
+                    client.post("/v1/feedback", json={"prediction_id": r.json()["prediction_ids"][0],
+                                                      "target": target.tolist()})
+
+    def __enter__(self) -> LiveTraffic:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+
+def _challenger_that_fails_online(stack: Stack, champion: int, monkeypatch: pytest.MonkeyPatch) -> int:
+    """The champion's model with NaN weights (a diverged training), registered by the pipeline's account with its
+    gates recorded as passed: the offline gates did not see it, the live canary must."""
+    import mlflow
+    import torch
+
+    from lvm_core.tracking.model_logging import log_and_register_model
+    from lvm_core.tracking.references import load_registered_model
+    from tests.fixtures.serving import mark_gates
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.url("MLFLOW_PORT"))
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "lvm-pipeline")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", stack.secret("LVM_REGISTRY_PIPELINE_PASSWORD"))
+    model = load_registered_model(f"models:/lvm-amn/{champion}")
+    with torch.no_grad():
+        for param in model.module.parameters():
+            param.fill_(float("nan"))
+    mlflow.set_experiment("stack-lifecycle-challenger")
+    with mlflow.start_run(run_name="diverged"):
+        info = log_and_register_model(model.module, model.config, model.fingerprint, "lvm-amn")
+    mark_gates("lvm-amn", info.version, passed=True)
+    return info.version
+
+
+def _page(stack: Stack, text: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for request in list(stack.receiver.requests):
+            if text in request.body.decode(errors="replace"):
+                return dict(request.json())
+        time.sleep(1)
+    raise AssertionError(f"no page about {text!r}: {[r.body[:200] for r in stack.receiver.requests]}")
+
+
+def _prometheus(stack: Stack, query: str) -> list[dict[str, Any]]:
+    resp = httpx.get(f"{stack.url('PROMETHEUS_PORT')}/api/v1/query", params={"query": query}, timeout=10)
+    return list(resp.json()["data"]["result"])
+
+
+def test_the_whole_lifecycle_runs_on_the_stack(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pipeline deployment run through the API (build on the stack's Dask worker, training, evaluation, champion)
+    -> `lvm serve` answers with it, scraped by Prometheus -> a staged rollout under live traffic of a challenger that
+    fails online -> its 5xx page through Alertmanager and the canary rolls it back (and pages) -> the drift monitor
+    runs on what the service received."""
+    if (cache := session_embedding_cache()) is not None and not (stack.state / "cache" / "embeddings").exists():
+        # The session's vectors of these articles (same encoder): the build's shards skip a cold encode.
+        shutil.copytree(cache / "embeddings", stack.state / "cache" / "embeddings")
+    started = time.monotonic()
+    run_id = _deployment_run(stack, "lvm-pipeline", {
+        "source": "sample", "limit_articles": 10, "epochs": 1, "build_options": LIFECYCLE_BUILD,
+        "model_thresholds": LIFECYCLE_GATES})
+    run = _completed(stack, run_id, timeout=600)
+    print(f"pipeline run: {time.monotonic() - started:.0f} s")
+    assert run["state"]["type"] == "COMPLETED"
+    # The shards went to the stack's Dask cluster: its scheduler computed the build's tasks.
+    dask_metrics = httpx.get(f"{stack.url('DASK_DASHBOARD_PORT')}/metrics", timeout=10).text
+    computed = [line for line in dask_metrics.splitlines()
+                if line.startswith("dask_scheduler_tasks_compute_seconds_total") and float(line.split()[-1]) > 0]
+    assert computed, dask_metrics[-2000:]
+    [dataset] = [p.parent for p in (stack.state / "data" / "datasets").glob("*/READY")]
+    service = ("lvm-service", stack.secret("LVM_REGISTRY_SERVICE_PASSWORD"))
+    model = _api(stack, "GET", "/registered-models/get", service, params={"name": "lvm-amn"}).json()["registered_model"]
+    champion = int({a["alias"]: a["version"] for a in model["aliases"]}["champion"])
+
+    # `lvm serve` (retrying every 10 s until a champion exists) answers with it; Prometheus sees it up.
+    headers = {"Authorization": f"Bearer {stack.secret('LVM_SERVE_TOKEN')}"}
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            models = httpx.get(f"{stack.url('SERVE_PORT')}/v1/models", headers=headers, timeout=5)
+            if models.status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, (stack.state / "log" / "serve.log").read_text(errors="replace")[-3000:]
+        time.sleep(1)
+    assert models.json()["serving"][0]["version"] == champion
+
+    challenger = _challenger_that_fails_online(stack, champion, monkeypatch)
+    with LiveTraffic(stack, dataset) as traffic:
+        deadline = time.monotonic() + 60
+        while not _prometheus(stack, 'up{job="lvm-serve"} == 1'):
+            assert time.monotonic() < deadline, "Prometheus never scraped lvm serve"
+            time.sleep(1)
+        rollout_id = _deployment_run(stack, "staged-rollout", {
+            "name": "lvm-amn", "challenger": challenger, "step_seconds": 60, "check_seconds": 1, "plan": [0.5, 1.0],
+            "thresholds": LIFECYCLE_ROLLOUT})
+        rollout = _completed(stack, rollout_id, timeout=300)
+        # The challenger's 5xx: the shipped error-rate rule (faster clock) pages through Alertmanager.
+        error_page = _page(stack, "LvmServeErrorRate", timeout=120)
+        # The service writes its context window every 30 s: the drift monitor reads it.
+        window = stack.state / "data" / "served"
+        deadline = time.monotonic() + 60
+        while not list(window.glob("*.npy")):
+            assert time.monotonic() < deadline, f"no context window in {window}"
+            time.sleep(1)
+    assert traffic.answers.get((200, champion)) and traffic.answers.get((500, -1)), traffic.answers
+    assert error_page["routing_key"] == ROUTING_KEY and error_page["event_action"] == "trigger"
+    result = httpx.get(f"{stack.url('PREFECT_PORT')}/api/flow_runs/{rollout_id}", timeout=10).json()
+    assert result["state"]["type"] == "COMPLETED", rollout
+    rollback_page = _page(stack, f"lvm-amn v{challenger}", timeout=30)
+    assert "rolled back" in rollback_page["payload"]["summary"], rollback_page
+    from lvm_core.rollout.state import read_state
+
+    state = read_state("lvm-amn")  # as recorded in the registry, read with the pipeline's account
+    assert (state.status, state.share, state.challenger) == ("rolled_back", 0.0, challenger), state
+    assert state.last_decision["action"] == "rollback" and "error rate" in state.last_decision["reason"], state
+    model = _api(stack, "GET", "/registered-models/get", service, params={"name": "lvm-amn"}).json()["registered_model"]
+    assert {a["alias"]: int(a["version"]) for a in model["aliases"]}["champion"] == champion
+    deadline = time.monotonic() + 60  # the service re-reads the registry every 10 s
+    while True:
+        after = httpx.get(f"{stack.url('SERVE_PORT')}/v1/models", headers=headers, timeout=5).json()
+        if [m["version"] for m in after["serving"]] == [champion]:
+            break
+        assert time.monotonic() < deadline, after
+        time.sleep(1)
+
+    drift_id = _deployment_run(stack, "drift-monitor", {"model": f"models:/lvm-amn/{champion}"})
+    _completed(stack, drift_id, timeout=300)
+    # Its verdict reaches Prometheus through the Pushgateway.
+    deadline = time.monotonic() + 30
+    while not (verdict := _prometheus(stack, "lvm_drift_drifted")):
+        assert time.monotonic() < deadline, "no drift verdict scraped from the Pushgateway"
+        time.sleep(1)
+    print(f"lifecycle: {time.monotonic() - started:.0f} s; answers {traffic.answers}; drift {verdict}")
+
+
+def test_concurrent_runs_ui_requests_and_alias_reads_on_postgres(stack: Stack) -> None:
+    """Load on the real database: four pipeline runs created at once (each fails on a source that is not there, so
+    the failure automation must page for each) while a client makes the Prefect UI's requests (its polls of runs,
+    deployments and work pools, and a custom-run form submission) and `lvm serve` re-reads its aliases: no 5xx,
+    every run exactly once, every failure paged, the service unharmed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    [pipeline] = _prefect(stack, "POST", "/deployments/filter", json={"deployments": {"name": {"any_": ["lvm-pipeline"]}}})
+    bad = {"source": str(stack.state / "no-such" / "enwiki-20240101-pages-articles.xml.bz2"), "limit_articles": 2}
+    statuses: list[int] = []
+    created: list[str] = []
+    stop = threading.Event()
+
+    def request(method: str, path: str, **kwargs: Any) -> Any:
+        resp = httpx.request(method, f"{stack.url('PREFECT_PORT')}/api{path}", timeout=60, **kwargs)
+        statuses.append(resp.status_code)
+        return resp.json() if resp.status_code < 300 and resp.content else None
+
+    def submit(i: int) -> None:
+        run = request("POST", f"/deployments/{pipeline['id']}/create_flow_run", json={"parameters": bad})
+        if run:
+            created.append(run["id"])
+
+    def ui() -> None:  # what an open dashboard and a custom-run form do meanwhile
+        submitted = False
+        while not stop.is_set():
+            request("POST", "/flow_runs/filter", json={"limit": 50, "sort": "START_TIME_DESC"})
+            request("POST", "/deployments/filter", json={"limit": 50})
+            request("POST", "/work_pools/filter", json={})
+            request("GET", f"/deployments/{pipeline['id']}")
+            if not submitted:
+                submit(-1)
+                submitted = True
+            time.sleep(0.2)
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(5) as pool:
+        browsing = pool.submit(ui)
+        list(pool.map(submit, range(4)))
+        try:
+            runs = [_final(stack, run_id, timeout=420) for run_id in list(created)]
+        finally:
+            stop.set()
+            browsing.result()
+    assert len(created) == 5 and len(set(created)) == 5, created
+    assert [code for code in statuses if code >= 500] == [], sorted(set(statuses))
+    assert all(code < 300 for code in statuses), sorted(set(statuses))
+    assert [r["state"]["type"] for r in runs] == ["FAILED"] * 5
+    listed = request("POST", "/flow_runs/filter", json={"flow_runs": {"id": {"any_": created}}, "limit": 50})
+    assert sorted(r["id"] for r in listed) == sorted(created)  # none lost, none twice
+    for run_id in created:
+        _page(stack, run_id, timeout=120)
+    headers = {"Authorization": f"Bearer {stack.secret('LVM_SERVE_TOKEN')}"}
+    assert httpx.get(f"{stack.url('SERVE_PORT')}/v1/models", headers=headers, timeout=10).status_code == 200
+    metrics = httpx.get(f"{stack.url('SERVE_PORT')}/metrics", headers=headers, timeout=10).text
+    failures = [line for line in metrics.splitlines() if line.startswith("lvm_serve_model_load_failures_total")]
+    assert failures and all(float(line.split()[-1]) == 0 for line in failures), failures
+    print(f"load: {len(statuses)} API requests, 5 runs in {time.monotonic() - started:.0f} s")
 
 
 def test_down_stops_what_up_started_and_nothing_else(stack: Stack) -> None:
