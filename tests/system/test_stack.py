@@ -10,9 +10,9 @@ Prefect's runs nor the registry's versions, tags and aliases; `kill -9` of MLflo
 without leaving a version, and `up` restarts only MLflow. Then the whole lifecycle: a pipeline deployment run
 through the API (shards on the stack's Dask worker, training, evaluation, champion), `lvm serve` answering with it
 under Prometheus, a staged-rollout deployment run under live traffic of a challenger that fails online (its 5xx
-page through Alertmanager, the automatic rollback and its page), the drift-monitor deployment run; and load on
-PostgreSQL (concurrent pipeline runs, the UI's requests, alias reads). `down` stops what `up` started and
-nothing else.
+page through Alertmanager, the automatic rollback and its page), the drift-monitor deployment run; `kill -9` of
+PostgreSQL while a run is Running (it ends, the registry keeps its state); and load on PostgreSQL (concurrent
+pipeline runs, the UI's requests, alias reads). `down` stops what `up` started and nothing else.
 
 Cost: one stack for the module; alone on 2 cores the file takes about 6 minutes, 4 of them the lifecycle (its
 pipeline run, a cold encode of 10 articles unless the session's embedding cache holds them, about 2.5).
