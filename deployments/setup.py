@@ -200,26 +200,27 @@ def ensure_automations(client: Any, automations: Sequence[Any]) -> list[str]:
     return done
 
 
+def _ensure_or_remove(client: Any, name: str, automation: Any | None, effect: str, window_env: str) -> list[str]:
+    """Create or update `automation`; None (its window set to 0) deletes the automation called `name`."""
+    if automation is not None:
+        [line] = ensure_automations(client, [automation])
+        return [f"{line} ({effect})"]
+    existing = client.read_automations_by_name(name)
+    for found in existing:
+        client.delete_automation(found.id)
+    return [f"automation {name!r}: {'deleted' if existing else 'not installed'} ({window_env}=0)"]
+
+
 def ensure_zombie_automation(client: Any, window_seconds: float) -> list[str]:
     """Create or update the zombie automation; with a window of 0, delete it."""
-    if window_seconds:
-        [line] = ensure_automations(client, [zombie_automation(window_seconds)])
-        return [f"{line} (no heartbeat for {window_seconds:g} s -> Crashed)"]
-    existing = client.read_automations_by_name(ZOMBIE_AUTOMATION_NAME)
-    for automation in existing:
-        client.delete_automation(automation.id)
-    return [f"automation {ZOMBIE_AUTOMATION_NAME!r}: {'deleted' if existing else 'not installed'} ({ZOMBIE_WINDOW_ENV}=0)"]
+    return _ensure_or_remove(client, ZOMBIE_AUTOMATION_NAME, zombie_automation(window_seconds) if window_seconds else None,
+                             f"no heartbeat for {window_seconds:g} s -> Crashed", ZOMBIE_WINDOW_ENV)
 
 
 def ensure_pending_automation(client: Any, window_seconds: float) -> list[str]:
     """Create or update the lost-Pending automation; with a window of 0, delete it."""
-    if window_seconds:
-        [line] = ensure_automations(client, [pending_automation(window_seconds)])
-        return [f"{line} (Pending for {window_seconds:g} s without starting -> Crashed)"]
-    existing = client.read_automations_by_name(PENDING_AUTOMATION_NAME)
-    for automation in existing:
-        client.delete_automation(automation.id)
-    return [f"automation {PENDING_AUTOMATION_NAME!r}: {'deleted' if existing else 'not installed'} ({PENDING_WINDOW_ENV}=0)"]
+    return _ensure_or_remove(client, PENDING_AUTOMATION_NAME, pending_automation(window_seconds) if window_seconds else None,
+                             f"Pending for {window_seconds:g} s without starting -> Crashed", PENDING_WINDOW_ENV)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

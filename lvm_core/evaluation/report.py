@@ -242,9 +242,9 @@ def write_report(
         with atomic_path(out_dir / plot.name) as tmp:
             tmp.write_bytes(plot.png)
         paths[key] = out_dir / plot.name
+    plotted = {p.name for p in plots.values()}
     for section in sections:  # figures a section brings from elsewhere (the cross-validation's curve)
-        if section.image is not None and section.image.png is not None and section.image.name not in {
-                p.name for p in plots.values()}:
+        if section.image is not None and section.image.png is not None and section.image.name not in plotted:
             with atomic_path(out_dir / section.image.name) as tmp:
                 tmp.write_bytes(section.image.png)
             paths[section.image.name.removesuffix(".png")] = out_dir / section.image.name
